@@ -1,0 +1,1 @@
+"""Live side of the progressive-distillation system: data plane, regime routing, tiers, paper trading."""

@@ -1,0 +1,123 @@
+"""The one place that configures logging, and the event names the project logs.
+
+structlog renders JSON lines (to stdout for journald, and to the decisions file when configured) or a
+pretty console on a TTY. Event names are constants below; context (`symbol`, `tier`) is bound, never
+formatted into the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import structlog
+
+# ---- event names -------------------------------------------------------------------------------
+BAR_DECIDED: Final = "bar_decided"  # the canonical line: one per confirmed bar
+BAR_SKIPPED: Final = "bar_skipped"
+BAR_DUPLICATE: Final = "bar_duplicate_dropped"
+BAR_LATE: Final = "bar_late_dropped"
+BACKFILL: Final = "backfill"
+BACKFILL_PAGE: Final = "backfill_page"
+WS_CONNECTED: Final = "ws_connected"
+WS_SUBSCRIBED: Final = "ws_subscribed"
+WS_RECONNECT: Final = "ws_reconnect"
+WS_STALE: Final = "ws_stale_feed"
+WS_BAD_FRAME: Final = "ws_bad_frame"
+WS_UNKNOWN_TOPIC: Final = "ws_unknown_topic"
+REST_RETRY: Final = "rest_retry"
+REST_BANNED: Final = "rest_banned"
+REGIME_CHANGE: Final = "regime_change"
+TIER_LOADED: Final = "tier_loaded"
+SERVICE_START: Final = "service_start"
+SERVICE_READY: Final = "service_ready"
+SERVICE_STOP: Final = "service_stop"
+SERVICE_STOPPED: Final = "service_stopped"
+CONFIG_ERROR: Final = "config_error"
+
+_LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class _TeeLogger:
+    """Writes each rendered line to stdout and, when set, to an append-only file (line-buffered)."""
+
+    def __init__(self, stream: TextIO, file: TextIO | None) -> None:
+        self._stream = stream
+        self._file = file
+
+    def msg(self, message: str) -> None:
+        self._stream.write(message + "\n")
+        self._stream.flush()
+        if self._file is not None:
+            self._file.write(message + "\n")
+            self._file.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+class _TeeLoggerFactory:
+    def __init__(self, stream: TextIO, file: TextIO | None) -> None:
+        self._logger = _TeeLogger(stream, file)
+
+    def __call__(self, *args: Any) -> _TeeLogger:
+        return self._logger
+
+
+_open_file: TextIO | None = None
+
+
+def configure_logging(
+    *,
+    level: str = "info",
+    fmt: str = "auto",
+    decisions_path: str | Path | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog for the process. Call once at start-up (calling again reconfigures).
+
+    Args:
+        level: minimum level name ("debug", "info", "warning", "error").
+        fmt: "json", "console", or "auto" (console on a TTY, JSON otherwise).
+        decisions_path: JSONL file that also receives every line (created with its parent); None = stdout only.
+        stream: where lines go besides the file (default stdout).
+    """
+    global _open_file
+    out = stream if stream is not None else sys.stdout
+    if _open_file is not None:
+        _open_file.close()
+        _open_file = None
+    if decisions_path is not None:
+        path = Path(decisions_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _open_file = path.open("a", encoding="utf-8")
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
+    if use_console and _open_file is None:
+        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+    else:
+        processors.append(structlog.processors.JSONRenderer(sort_keys=False))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=_TeeLoggerFactory(out, _open_file),
+        cache_logger_on_first_use=False,
+    )
+
+
+def close_logging() -> None:
+    """Flush and close the decisions file, if any."""
+    global _open_file
+    if _open_file is not None:
+        _open_file.close()
+        _open_file = None
+
+
+def get_logger(**context: Any) -> Any:
+    """A structlog logger with `context` bound (e.g. `symbol=...`)."""
+    return structlog.get_logger().bind(**context)

@@ -1,0 +1,1 @@
+"""Offline side: datasets, teacher training, progressive distillation, export of the tier family."""
