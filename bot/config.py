@@ -1,14 +1,19 @@
 """The one config schema: typed, frozen structs decoded from TOML, unknown keys rejected.
 
 Defaults live here and only here; `config.toml` at the repository root documents every key and a test
-checks it decodes to exactly these defaults. Errors name the file and the key path:
+checks it decodes to exactly these defaults. Errors name the file, the key path, what was expected and
+the value that came:
 
-    ConfigError("config.toml: Expected `int` >= 1, got 0 - at `$.regime.min_dwell_bars`")
+    ConfigError("config.toml: $.regime.min_dwell_bars: expected int >= 1, got 0")
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,7 +40,7 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Base of every config section."""
 
 
-class MarketConfig(_Section):
+class MarketConfig(_Section, frozen=True):
     symbols: Annotated[list[Symbol], Meta(min_length=1, max_length=50)] = msgspec.field(
         default_factory=lambda: ["BTCUSDT"]
     )
@@ -43,7 +48,7 @@ class MarketConfig(_Section):
     category: Literal["linear"] = "linear"
 
 
-class ExchangeConfig(_Section):
+class ExchangeConfig(_Section, frozen=True):
     rest_url: Url = "https://api.bybit.com"
     ws_url: Url = "wss://stream.bybit.com/v5/public/linear"
     rest_timeout_s: PosFloat = 10.0
@@ -60,7 +65,7 @@ class ExchangeConfig(_Section):
     backfill_bars: Annotated[int, Meta(ge=60, le=10_000)] = 300
 
 
-class TierConfig(_Section):
+class TierConfig(_Section, frozen=True):
     layers: Annotated[int, Meta(ge=1, le=16)]
     width: Annotated[int, Meta(ge=1, le=4096)]
     features: str = "research"
@@ -75,7 +80,7 @@ def _default_tiers() -> dict[str, TierConfig]:
     }
 
 
-class DistillConfig(_Section):
+class DistillConfig(_Section, frozen=True):
     horizon_bars: Annotated[int, Meta(ge=1, le=288)] = 1
     train_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.6
     val_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.2
@@ -99,7 +104,7 @@ class DistillConfig(_Section):
     quick_epochs: PosInt = 8
 
 
-class RegimeThresholds(_Section):
+class RegimeThresholds(_Section, frozen=True):
     """Optional overrides of the manifest's calibrated thresholds (None = use the manifest's)."""
 
     vol_calm_max: PosFloat | None = None
@@ -114,7 +119,7 @@ def _default_routes() -> dict[str, str]:
     return {"calm_trend": "edge", "normal": "production", "volatile": "staging", "crisis": "research"}
 
 
-class RegimeConfig(_Section):
+class RegimeConfig(_Section, frozen=True):
     vol_window: Annotated[int, Meta(ge=2, le=1000)] = 24
     trend_window: Annotated[int, Meta(ge=2, le=1000)] = 24
     volume_window: Annotated[int, Meta(ge=2, le=1000)] = 48
@@ -125,7 +130,7 @@ class RegimeConfig(_Section):
     thresholds: RegimeThresholds = msgspec.field(default_factory=RegimeThresholds)
 
 
-class PaperConfig(_Section):
+class PaperConfig(_Section, frozen=True):
     notional_usd: PosFloat = 10_000.0
     max_units: Annotated[int, Meta(ge=1, le=100)] = 1
     long_threshold_bps: NonNegFloat = 2.0
@@ -137,29 +142,34 @@ class PaperConfig(_Section):
     order_type: Literal["taker", "maker"] = "taker"
 
 
-class LedgerConfig(_Section):
+class LedgerConfig(_Section, frozen=True):
     path: str = "state/ledger.sqlite"
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
     decisions_path: str = "logs/decisions.jsonl"
 
 
-class ModelsConfig(_Section):
+class ModelsConfig(_Section, frozen=True):
     dir: str = "models"
     warmup: bool = True
 
 
-class ServiceConfig(_Section):
+class ServiceConfig(_Section, frozen=True):
+    """systemd integration, Prometheus metrics and /healthz (see docs/service.md)."""
+
     metrics_enabled: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 9108
     shutdown_timeout_s: PosFloat = 20.0
+    # Bars are fresh while the last confirmed bar arrived less than one bar length + this ago
+    # (time.monotonic). Fresh gates the sd_notify WATCHDOG=1 pings and /healthz.
+    watchdog_grace_s: Annotated[float, Meta(gt=0, le=86_400)] = 120.0
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     market: MarketConfig = msgspec.field(default_factory=MarketConfig)
     exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
     tiers: dict[str, TierConfig] = msgspec.field(default_factory=_default_tiers)
@@ -176,7 +186,8 @@ def _cross_check(cfg: Config) -> list[str]:
     """Checks spanning several keys; returns `(key path: message)` strings."""
     errors: list[str] = []
     if cfg.market.interval not in INTERVAL_MS:
-        errors.append(f"$.market.interval: expected one of {sorted(INTERVAL_MS)}, got {cfg.market.interval!r}")
+        known = sorted(INTERVAL_MS)
+        errors.append(f"$.market.interval: expected one of {known}, got {cfg.market.interval!r}")
     if len(set(cfg.market.symbols)) != len(cfg.market.symbols):
         errors.append(f"$.market.symbols: duplicate symbol in {cfg.market.symbols}")
     if not cfg.tiers:
@@ -184,7 +195,8 @@ def _cross_check(cfg: Config) -> list[str]:
     params_prev: int | None = None
     for name, tier in cfg.tiers.items():
         if tier.features not in FEATURE_SETS:
-            errors.append(f"$.tiers.{name}.features: expected one of {sorted(FEATURE_SETS)}, got {tier.features!r}")
+            known = sorted(FEATURE_SETS)
+            errors.append(f"$.tiers.{name}.features: expected one of {known}, got {tier.features!r}")
         size = tier.layers * tier.width * tier.width
         if params_prev is not None and size >= params_prev:
             errors.append(f"$.tiers.{name}: each tier must be smaller than the one before (layers x width^2)")
@@ -195,22 +207,124 @@ def _cross_check(cfg: Config) -> list[str]:
         if regime not in REGIME_NAMES:
             errors.append(f"$.regime.routes.{regime}: unknown regime; expected one of {list(REGIME_NAMES)}")
         elif tier_name not in cfg.tiers:
-            errors.append(f"$.regime.routes.{regime}: names tier {tier_name!r}, not in [tiers] {list(cfg.tiers)}")
+            tiers = list(cfg.tiers)
+            errors.append(f"$.regime.routes.{regime}: names tier {tier_name!r}, not in [tiers] {tiers}")
     missing = [r for r in REGIME_NAMES if r not in cfg.regime.routes]
     if missing:
         errors.append(f"$.regime.routes: no tier for regime(s) {missing}")
     th = cfg.regime.thresholds
-    if th.vol_volatile_min is not None and th.vol_crisis_min is not None and th.vol_crisis_min <= th.vol_volatile_min:
-        errors.append("$.regime.thresholds.vol_crisis_min: must be greater than vol_volatile_min")
-    if th.vol_calm_max is not None and th.vol_volatile_min is not None and th.vol_calm_max >= th.vol_volatile_min:
-        errors.append("$.regime.thresholds.vol_calm_max: must be less than vol_volatile_min")
+    calm, volatile, crisis = th.vol_calm_max, th.vol_volatile_min, th.vol_crisis_min
+    if volatile is not None and crisis is not None and crisis <= volatile:
+        errors.append(
+            f"$.regime.thresholds.vol_crisis_min: must exceed vol_volatile_min ({volatile}), got {crisis}"
+        )
+    if calm is not None and volatile is not None and calm >= volatile:
+        errors.append(
+            f"$.regime.thresholds.vol_calm_max: must be less than vol_volatile_min ({volatile}), got {calm}"
+        )
     if cfg.exchange.reconnect_backoff_max_s < cfg.exchange.reconnect_backoff_initial_s:
         errors.append("$.exchange.reconnect_backoff_max_s: must be >= reconnect_backoff_initial_s")
     if cfg.exchange.rest_backoff_max_s < cfg.exchange.rest_backoff_initial_s:
         errors.append("$.exchange.rest_backoff_max_s: must be >= rest_backoff_initial_s")
     if cfg.exchange.stale_feed_s <= cfg.exchange.ping_interval_s:
         errors.append("$.exchange.stale_feed_s: must be greater than ping_interval_s")
+    try:
+        ipaddress.ip_address(cfg.service.metrics_host)
+    except ValueError:
+        host = cfg.service.metrics_host
+        errors.append(f"$.service.metrics_host: expected an IP address literal, got {host!r}")
     return errors
+
+
+# ---- error messages --------------------------------------------------------------------------------
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
+_TOKEN = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+|\.\.\.)\]")
+_MISSING: Any = object()
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip `Annotated[...]` and `X | None` down to the underlying type."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _child_type(tp: Any, token: str | int) -> Any:
+    """The schema type one step below `tp` (a struct field, a dict value, a list item), or None."""
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct) and isinstance(token, str):
+        return typing.get_type_hints(tp, include_extras=True).get(token)
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        return typing.get_args(tp)[1]
+    if origin is list:
+        return typing.get_args(tp)[0]
+    return None
+
+
+def _resolve(data: Any, path: str) -> tuple[str, Any, Any]:
+    """Turn msgspec's `$.tiers[...].layers` into `$.tiers.big.layers`; return (path, value, schema type).
+
+    msgspec reports dict keys as `[...]`; the failing key is found by validating each entry alone.
+    """
+    out = "$"
+    value: Any = data
+    tp: Any = Config
+    for m in _TOKEN.finditer(path):
+        name, index = m.group(1), m.group(2)
+        if name is not None:
+            out += f".{name}"
+            value = value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
+            tp = _child_type(tp, name)
+        elif index == "...":
+            child = _child_type(tp, "...")
+            bad = None
+            if isinstance(value, dict) and child is not None:
+                for key, item in value.items():
+                    try:
+                        msgspec.convert(item, child, strict=True)
+                    except msgspec.ValidationError:
+                        bad = key
+                        break
+            out += f".{bad}" if bad is not None else "[...]"
+            value = value[bad] if bad is not None else _MISSING
+            tp = child
+        else:
+            i = int(index)
+            out += f"[{i}]"
+            value = value[i] if isinstance(value, list) and i < len(value) else _MISSING
+            tp = _child_type(tp, i)
+    return out, value, tp
+
+
+def _describe(exc: msgspec.ValidationError, data: dict[str, Any]) -> str:
+    """One `$.key.path: expected ..., got ...` line for a msgspec validation error."""
+    m = _AT.match(str(exc))
+    assert m is not None  # the pattern matches any string
+    msg, path = m.group("msg"), m.group("path") or "$"
+    where, value, tp = _resolve(data, path)
+    unknown = re.match(r"Object contains unknown field `(?P<key>[^`]*)`", msg)
+    if unknown:
+        key = unknown.group("key")
+        struct = _unwrap(tp)
+        known = [f.name for f in msgspec.structs.fields(struct)] if isinstance(struct, type) else []
+        return f"{where}.{key}: unknown key; expected one of {known}"
+    missing = re.match(r"Object missing required field `(?P<key>[^`]*)`", msg)
+    if missing:
+        return f"{where}.{missing.group('key')}: required key is missing"
+    text = msg.replace("`", "")
+    text = text[:1].lower() + text[1:]
+    if value is not _MISSING:
+        text += f" {value!r}" if ", got " in text else f", got {value!r}"
+    return f"{where}: {text}"
 
 
 def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
@@ -218,11 +332,16 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
     try:
         cfg = msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+        raise ConfigError(f"{source}: {_describe(exc, data)}") from exc
     errors = _cross_check(cfg)
     if errors:
         raise ConfigError(f"{source}: " + "; ".join(errors))
     return cfg
+
+
+def watchdog_fresh_s(cfg: Config) -> float:
+    """Freshness window in seconds: one bar length plus `service.watchdog_grace_s`."""
+    return INTERVAL_MS[cfg.market.interval] / 1000.0 + cfg.service.watchdog_grace_s
 
 
 def load_config(path: str | Path) -> Config:
