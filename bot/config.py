@@ -94,10 +94,11 @@ class DistillConfig(_Section, frozen=True):
     learning_rate: PosFloat = 1e-3
     l2: NonNegFloat = 1e-4
     teacher_folds: Annotated[int, Meta(ge=0, le=10)] = 0
+    heldout_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.5
     transfer_multiplier: NonNegFloat = 1.0
     transfer_jitter: NonNegFloat = 0.1
     seed: NonNegInt = 0
-    onnx_atol: PosFloat = 1e-4
+    onnx_atol: PosFloat = 1e-6
     synthetic_bars: Annotated[int, Meta(ge=1000)] = 60_000
     synthetic_seed: NonNegInt = 7
     quick_bars: Annotated[int, Meta(ge=1000)] = 20_000
@@ -126,6 +127,10 @@ class RegimeConfig(_Section, frozen=True):
     use_book: bool = True
     hysteresis: Annotated[float, Meta(ge=0, lt=1)] = 0.1
     min_dwell_bars: PosInt = 6
+    vol_calm_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.25
+    vol_volatile_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.7
+    vol_crisis_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.93
+    trend_calm_quantile: Annotated[float, Meta(ge=0, lt=1)] = 0.1
     routes: dict[str, str] = msgspec.field(default_factory=_default_routes)
     thresholds: RegimeThresholds = msgspec.field(default_factory=RegimeThresholds)
 

@@ -1,0 +1,298 @@
+"""Datasets for distillation: kline CSV loading with checks, synthetic bars, features, targets and splits.
+
+Features come from replaying `bot.features.FeatureState` (the live code) over the bars, so training and
+inference can never disagree. The target of row t is the forward return over `horizon_bars` bars,
+`c_{t+h} / c_t - 1`; a row is usable when its features are warm and its target lies inside one
+contiguous run of bars (no gap between t and t+h).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.bars import INTERVAL_MS, Bar
+from bot.config import DistillConfig
+from bot.errors import DataError
+from bot.features import FEATURE_NAMES, replay_features
+from bot.synthetic import SyntheticMarket
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+BoolArr = npt.NDArray[np.bool_]
+
+CSV_COLUMNS: tuple[str, ...] = ("start_ms", "open", "high", "low", "close", "volume")
+_INTERVAL_BY_MS: dict[int, str] = {ms: name for name, ms in INTERVAL_MS.items()}
+
+
+def _parse_float(text: str, *, what: str, where: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{where}: {what} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{where}: {what} must be finite, got {text!r}")
+    return value
+
+
+def load_csv(path: str | Path, *, symbol: str | None = None) -> list[Bar]:
+    """Read klines `start_ms,open,high,low,close,volume[,turnover]` (header required) into bars.
+
+    Rows must be strictly ascending in `start_ms` without duplicates; prices finite and > 0, volume
+    finite and >= 0, `high >= max(open, close, low)` and `low <= min(open, close)`. Gaps are checked
+    separately (`check_gaps`).
+
+    Args:
+        path: CSV file.
+        symbol: symbol written on the bars; `None` takes the file name's prefix before "_" (BTCUSDT_5m.csv).
+
+    Raises:
+        DataError: naming the file, the line number (header = line 1) and what was expected.
+    """
+    p = Path(path)
+    sym = symbol if symbol is not None else p.stem.split("_")[0].upper()
+    bars: list[Bar] = []
+    try:
+        fh = p.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read klines CSV: {exc.strerror}") from exc
+    with fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{p}: empty file; expected header {','.join(CSV_COLUMNS)}[,turnover]")
+        cols = [h.strip() for h in header]
+        if tuple(cols[:6]) != CSV_COLUMNS or len(cols) > 7 or (len(cols) == 7 and cols[6] != "turnover"):
+            raise DataError(
+                f"{p}: line 1: expected header {','.join(CSV_COLUMNS)}[,turnover], got {','.join(cols)}"
+            )
+        n_cols = len(cols)
+        prev_ms: int | None = None
+        for line_no, row in enumerate(reader, start=2):
+            where = f"{p}: line {line_no}"
+            if len(row) != n_cols:
+                raise DataError(f"{where}: expected {n_cols} fields, got {len(row)}")
+            try:
+                start_ms = int(row[0])
+            except ValueError:
+                raise DataError(f"{where}: start_ms must be an integer epoch ms, got {row[0]!r}") from None
+            o, h, lo, c = (
+                _parse_float(row[i], what=name, where=where)
+                for i, name in ((1, "open"), (2, "high"), (3, "low"), (4, "close"))
+            )
+            v = _parse_float(row[5], what="volume", where=where)
+            t = _parse_float(row[6], what="turnover", where=where) if n_cols == 7 else 0.0
+            if min(o, h, lo, c) <= 0.0:
+                raise DataError(f"{where}: prices must be > 0, got open={o} high={h} low={lo} close={c}")
+            if h < lo:
+                raise DataError(f"{where}: high {h} < low {lo}")
+            if h < max(o, c) or lo > min(o, c):
+                raise DataError(f"{where}: open/close outside [low, high]: o={o} h={h} l={lo} c={c}")
+            if v < 0.0 or t < 0.0:
+                raise DataError(f"{where}: volume/turnover must be >= 0, got {v}/{t}")
+            if prev_ms is not None:
+                if start_ms == prev_ms:
+                    raise DataError(f"{where}: duplicate start_ms {start_ms}")
+                if start_ms < prev_ms:
+                    raise DataError(f"{where}: start_ms {start_ms} is before the previous row's {prev_ms}")
+            prev_ms = start_ms
+            bars.append(Bar(sym, start_ms, o, h, lo, c, v, t, "csv"))
+    if len(bars) < 2:
+        raise DataError(f"{p}: expected at least 2 data rows, got {len(bars)}")
+    return bars
+
+
+def infer_interval_ms(bars: Sequence[Bar]) -> int:
+    """The most common spacing of `start_ms`; must be a Bybit interval."""
+    diffs = Counter(b.start_ms - a.start_ms for a, b in zip(bars, bars[1:], strict=False))
+    step, _ = diffs.most_common(1)[0]
+    if step not in _INTERVAL_BY_MS:
+        raise DataError(f"bar spacing {step} ms is not a Bybit interval; expected one of {sorted(_INTERVAL_BY_MS)}")
+    return step
+
+
+def interval_name(step_ms: int) -> str:
+    """Bybit interval string ("5", "60", "D") for a spacing in ms."""
+    return _INTERVAL_BY_MS[step_ms]
+
+
+def check_gaps(bars: Sequence[Bar], step_ms: int, *, allow_gaps: bool, source: str = "data") -> int:
+    """Count gaps (spacing != step_ms); raise DataError naming the first one unless `allow_gaps`.
+
+    Row numbers in the message count data rows from 1 (line = row + 1 in a CSV with a header).
+    """
+    n_gaps = 0
+    for i in range(1, len(bars)):
+        d = bars[i].start_ms - bars[i - 1].start_ms
+        if d != step_ms:
+            if not allow_gaps:
+                raise DataError(
+                    f"{source}: gap before data row {i + 1} (line {i + 2}): start_ms {bars[i - 1].start_ms} -> "
+                    f"{bars[i].start_ms} is {d} ms, expected {step_ms}; pass --allow-gaps to accept gaps"
+                )
+            n_gaps += 1
+    return n_gaps
+
+
+def synthetic_bars(n_bars: int, *, seed: int) -> list[Bar]:
+    """The first `n_bars` bars of `SyntheticMarket(seed=seed)`."""
+    return [step.bar for step in SyntheticMarket(seed=seed).generate(n_bars)]
+
+
+def forward_returns(bars: Sequence[Bar], horizon_bars: int, step_ms: int) -> tuple[F64, BoolArr]:
+    """Target `c_{t+h}/c_t - 1` per bar and whether it stays inside one contiguous run (no gap, in range)."""
+    n = len(bars)
+    close = np.array([b.close for b in bars], dtype=np.float64)
+    start = np.array([b.start_ms for b in bars], dtype=np.int64)
+    y = np.full(n, np.nan, dtype=np.float64)
+    ok = np.zeros(n, dtype=np.bool_)
+    h = horizon_bars
+    if n > h:
+        y[: n - h] = close[h:] / close[: n - h] - 1.0
+        ok[: n - h] = (start[h:] - start[: n - h]) == h * step_ms
+    return y, ok
+
+
+@dataclass(frozen=True, slots=True)
+class Splits:
+    """Row indices (into the dataset's usable rows) of the chronological splits."""
+
+    train: I64
+    val: I64
+    test: I64
+
+
+@dataclass(slots=True)
+class Dataset:
+    """Features (all of FEATURE_NAMES), raw targets and splits of one bar series.
+
+    `X`, `y`, `start_ms` hold only usable rows (warm features, finite, target inside a contiguous run);
+    `bar_index` maps each row back to its bar.
+    """
+
+    bars: list[Bar]
+    step_ms: int
+    horizon_bars: int
+    X: F64
+    y: F64
+    start_ms: I64
+    bar_index: I64
+    splits: Splits
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.y.shape[0])
+
+    def train_bars(self) -> list[Bar]:
+        """Bars up to and including the last training row's target bar (for regime calibration)."""
+        last = int(self.bar_index[self.splits.train[-1]]) + self.horizon_bars
+        return self.bars[: last + 1]
+
+
+def chronological_splits(n_rows: int, cfg: DistillConfig) -> Splits:
+    """train | embargo | val | embargo | test over rows in time order.
+
+    The embargo is max(embargo_bars, horizon_bars) rows so no target overlaps across a boundary.
+    """
+    emb = max(cfg.embargo_bars, cfg.horizon_bars)
+    n_train = int(n_rows * cfg.train_frac)
+    n_val = int(n_rows * cfg.val_frac)
+    val_start = n_train + emb
+    test_start = val_start + n_val + emb
+    if n_train < 50 or n_val < 20 or n_rows - test_start < 20:
+        raise DataError(
+            f"too few usable rows ({n_rows}) for train_frac={cfg.train_frac}, val_frac={cfg.val_frac}, "
+            f"embargo={emb}: need >= 50 train, 20 validation and 20 test rows; use more bars"
+        )
+    idx = np.arange(n_rows, dtype=np.int64)
+    return Splits(train=idx[:n_train], val=idx[val_start : val_start + n_val], test=idx[test_start:])
+
+
+def build_dataset(
+    bars: list[Bar],
+    cfg: DistillConfig,
+    *,
+    step_ms: int,
+    provenance: dict[str, Any] | None = None,
+) -> Dataset:
+    """Replay the live features over `bars`, attach forward-return targets, drop unusable rows, split."""
+    X_all, warm = replay_features(bars, interval_ms=step_ms)
+    y_all, target_ok = forward_returns(bars, cfg.horizon_bars, step_ms)
+    usable = warm & target_ok & np.isfinite(X_all).all(axis=1) & np.isfinite(y_all)
+    bar_index = np.flatnonzero(usable).astype(np.int64)
+    if bar_index.size == 0:
+        raise DataError(f"no usable rows among {len(bars)} bars (warm-up is 49 bars per contiguous run)")
+    start = np.array([bars[i].start_ms for i in bar_index], dtype=np.int64)
+    splits = chronological_splits(int(bar_index.size), cfg)
+    assert X_all.shape[1] == len(FEATURE_NAMES)
+    return Dataset(
+        bars=bars,
+        step_ms=step_ms,
+        horizon_bars=cfg.horizon_bars,
+        X=X_all[bar_index],
+        y=y_all[bar_index],
+        start_ms=start,
+        bar_index=bar_index,
+        splits=splits,
+        provenance=dict(provenance or {}),
+    )
+
+
+def _provenance(source: str, path: str | None, bars: Sequence[Bar], step_ms: int, seed: int | None) -> dict[str, Any]:
+    return {
+        "source": source,
+        "path": path,
+        "symbol": bars[0].symbol,
+        "interval": interval_name(step_ms),
+        "first_start_ms": bars[0].start_ms,
+        "last_start_ms": bars[-1].start_ms,
+        "rows": len(bars),
+        "seed": seed,
+    }
+
+
+def load_dataset(
+    data: str | Path,
+    cfg: DistillConfig,
+    *,
+    n_bars: int | None = None,
+    allow_gaps: bool = False,
+) -> Dataset:
+    """Dataset from `"synthetic"` (SyntheticMarket(seed=cfg.synthetic_seed)) or a klines CSV path.
+
+    Args:
+        data: "synthetic" or a CSV path.
+        cfg: distillation config (horizon, splits, synthetic size/seed).
+        n_bars: synthetic: bars to generate (None = cfg.synthetic_bars); CSV: keep only the last n_bars.
+        allow_gaps: accept time gaps in a CSV (features warm up again, no target spans a gap).
+    """
+    if str(data) == "synthetic":
+        n = n_bars if n_bars is not None else cfg.synthetic_bars
+        bars = synthetic_bars(n, seed=cfg.synthetic_seed)
+        step_ms = INTERVAL_MS["5"]
+        prov = _provenance("synthetic", None, bars, step_ms, cfg.synthetic_seed)
+    else:
+        path = Path(data)
+        bars = load_csv(path)
+        if n_bars is not None and len(bars) > n_bars:
+            bars = bars[-n_bars:]
+        step_ms = infer_interval_ms(bars)
+        n_gaps = check_gaps(bars, step_ms, allow_gaps=allow_gaps, source=str(path))
+        prov = _provenance("csv", str(path), bars, step_ms, None)
+        prov["gaps"] = n_gaps
+    return build_dataset(bars, cfg, step_ms=step_ms, provenance=prov)
+
+
+def check_name(text: str) -> bool:
+    """True if `text` is a safe tier/file name (letters, digits, _ and -)."""
+    return re.fullmatch(r"[A-Za-z0-9_-]+", text) is not None
