@@ -63,6 +63,8 @@ class ExchangeConfig(_Section, frozen=True):
     healthy_reset_s: PosFloat = 60.0
     book_stream: Literal["none", "orderbook", "tickers"] = "orderbook"
     backfill_bars: Annotated[int, Meta(ge=60, le=10_000)] = 300
+    handshake_timeout_s: PosFloat = 10.0
+    feed_queue_size: Annotated[int, Meta(ge=16, le=1_000_000)] = 10_000
 
 
 class TierConfig(_Section, frozen=True):
