@@ -229,6 +229,13 @@ def _cross_check(cfg: Config) -> list[str]:
         errors.append(
             f"$.regime.thresholds.vol_calm_max: must be less than vol_volatile_min ({volatile}), got {calm}"
         )
+    rq = cfg.regime
+    if not rq.vol_calm_quantile < rq.vol_volatile_quantile < rq.vol_crisis_quantile:
+        errors.append(
+            "$.regime.vol_volatile_quantile: expected vol_calm_quantile < vol_volatile_quantile < "
+            f"vol_crisis_quantile, got {rq.vol_calm_quantile}, {rq.vol_volatile_quantile}, "
+            f"{rq.vol_crisis_quantile}"
+        )
     if cfg.exchange.reconnect_backoff_max_s < cfg.exchange.reconnect_backoff_initial_s:
         errors.append("$.exchange.reconnect_backoff_max_s: must be >= reconnect_backoff_initial_s")
     if cfg.exchange.rest_backoff_max_s < cfg.exchange.rest_backoff_initial_s:

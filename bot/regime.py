@@ -1,0 +1,457 @@
+"""Pure regime detector: incremental signals, calibrated thresholds, hysteresis, and tier routing.
+
+Signals (per confirmed bar, all from exchange data, no clock):
+
+- `vol`: realised volatility, `sqrt(mean(r^2))` of simple close-to-close returns over `vol_window` bars
+  (a fraction per bar, like the features' `rv_*`).
+- `trend`: signed Kaufman efficiency `(c_t - c_{t-n}) / sum |dc|` over `trend_window` bars, in [-1, 1]
+  (+-1 = a straight line, 0 = pure chop); `efficiency`, the trend strength used to classify, is the mean of
+  `|trend|` over the last `trend_window` bars (one bar's efficiency is too noisy and made calm_trend flap).
+- `volume_z`: volume surprise, the z-score of the newest bar's `log1p(volume)` against the last
+  `volume_window` bars (informational: reported and logged, not used to classify).
+- `spread_bps`, `imbalance`: from the latest `BookTop` seen during the bar, when `use_book` is on.
+
+Regimes, from the calibrated thresholds (`RegimeThresholdValues`):
+
+- `crisis`: `vol >= vol_crisis_min`, or (book on) `spread_bps >= spread_crisis_bps`, or
+  (book on) `|imbalance| >= imbalance_crisis_min` while `vol >= vol_volatile_min` (a one-sided book alone
+  is common at the top level; it only means crisis in an already volatile market).
+- `volatile`: `vol >= vol_volatile_min`.
+- `calm_trend`: `vol <= vol_calm_max` and `efficiency >= trend_calm_min`.
+- `normal`: everything else, and the fallback while the signals warm up.
+
+Hysteresis: the detector leaves its current regime only when (a) at least `min_dwell_bars` bars have passed
+since it entered it - except an escalation *into* crisis, which is immediate because crisis routes to the
+most capable tier - and (b) the current regime's own conditions fail even with every threshold relaxed by the
+fraction `hysteresis` in its favour (the exit levels), e.g. volatile is kept while `vol >= 0.9 *
+vol_volatile_min` and `vol < 1.1 * vol_crisis_min` at `hysteresis = 0.1`.
+
+Calibration (`calibrate`, run offline on the training bars, stored as `manifest.json["regime_calibration"]`):
+quantiles of every signal on the training data, and thresholds derived from them - the volatility levels by a
+1-D k-means of log volatility started at the quantile levels in `RegimeConfig`, the trend floor as a quantile.
+The book thresholds cannot be learned from bars and take the documented defaults unless overridden.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from bot.bars import Bar, BookTop
+from bot.config import REGIME_NAMES, RegimeConfig
+from bot.errors import ModelError
+
+CALIBRATION_VERSION: Final = 1
+#: Quantile levels reported for every signal in the calibration.
+REPORT_QUANTILES: Final[tuple[float, ...]] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+#: Book thresholds used when neither the calibration nor the config sets them.
+DEFAULT_SPREAD_CRISIS_BPS: Final = 5.0
+DEFAULT_IMBALANCE_CRISIS_MIN: Final = 0.9
+FALLBACK_REGIME: Final = "normal"
+THRESHOLD_KEYS: Final[tuple[str, ...]] = (
+    "vol_calm_max",
+    "vol_volatile_min",
+    "vol_crisis_min",
+    "trend_calm_min",
+    "spread_crisis_bps",
+    "imbalance_crisis_min",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """Regime signals after one confirmed bar. Book fields are None when no fresh book was seen."""
+
+    vol: float
+    efficiency: float
+    trend: float
+    volume_z: float
+    spread_bps: float | None = None
+    imbalance: float | None = None
+
+
+class _Sums:
+    """Fixed-length window with a running sum and sum of squares."""
+
+    __slots__ = ("buf", "n", "s", "ss")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.buf: deque[float] = deque()
+        self.s = 0.0
+        self.ss = 0.0
+
+    def push(self, x: float) -> None:
+        self.buf.append(x)
+        self.s += x
+        self.ss += x * x
+        if len(self.buf) > self.n:
+            old = self.buf.popleft()
+            self.s -= old
+            self.ss -= old * old
+
+    @property
+    def full(self) -> bool:
+        return len(self.buf) == self.n
+
+
+class RegimeSignals:
+    """Incremental regime signals for one symbol.
+
+    Args:
+        cfg: windows and `use_book`.
+        interval_ms: expected bar spacing; a different spacing is a gap and restarts the warm-up.
+            None takes bars as contiguous.
+    """
+
+    def __init__(self, cfg: RegimeConfig, *, interval_ms: int | None = None) -> None:
+        self.cfg = cfg
+        self.interval_ms = interval_ms
+        self.last_start_ms: int | None = None
+        self._book: BookTop | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        cfg = self.cfg
+        self._prev_close: float | None = None
+        self._r2 = _Sums(cfg.vol_window)
+        self._absdc = _Sums(cfg.trend_window)
+        self._closes: deque[float] = deque(maxlen=cfg.trend_window + 1)
+        self._lvol = _Sums(cfg.volume_window)
+        self._eff = _Sums(cfg.trend_window)
+
+    @property
+    def warm(self) -> bool:
+        """True once every window is full (the last `update` returned signals)."""
+        return self._r2.full and self._eff.full and self._lvol.full
+
+    def update_book(self, book: BookTop) -> None:
+        """Remember the latest top of book (ignored unless `cfg.use_book`)."""
+        if self.cfg.use_book:
+            self._book = book
+
+    def update(self, bar: Bar) -> Signals | None:
+        """Absorb a confirmed bar; return its signals, or None while warming up.
+
+        Raises:
+            ValueError: the bar is not newer than the previous one.
+        """
+        if self.last_start_ms is not None:
+            if bar.start_ms <= self.last_start_ms:
+                raise ValueError(
+                    f"{bar.symbol}: expected bars in time order, got start_ms={bar.start_ms} "
+                    f"after {self.last_start_ms}"
+                )
+            if self.interval_ms is not None and bar.start_ms - self.last_start_ms != self.interval_ms:
+                self._reset()
+        self.last_start_ms = bar.start_ms
+        c = bar.close
+        prev = self._prev_close
+        self._prev_close = c
+        self._closes.append(c)
+        self._lvol.push(math.log1p(bar.volume))
+        if prev is not None:
+            r = c / prev - 1.0 if prev > 0.0 else 0.0
+            self._r2.push(r * r)
+            self._absdc.push(abs(c - prev))
+        if not self._absdc.full:
+            return None
+        path = self._absdc.s
+        trend = (c - self._closes[0]) / path if path > 0.0 else 0.0
+        self._eff.push(abs(trend))
+        if not self.warm:
+            return None
+        ms = self._r2.s / self._r2.n
+        vol = math.sqrt(ms) if ms > 0.0 else 0.0
+        lv = self._lvol
+        mean = lv.s / lv.n
+        var = lv.ss / lv.n - mean * mean
+        volume_z = (lv.buf[-1] - mean) / math.sqrt(var) if var > 1e-24 else 0.0
+        spread_bps: float | None = None
+        imbalance: float | None = None
+        book = self._book
+        # a book is fresh for this bar when the exchange stamped it at or after the bar's open
+        if book is not None and book.symbol == bar.symbol and book.ts_ms >= bar.start_ms:
+            spread_bps = book.spread_bps
+            imbalance = book.imbalance
+        return Signals(
+            vol=vol,
+            efficiency=self._eff.s / self._eff.n,
+            trend=trend,
+            volume_z=volume_z,
+            spread_bps=spread_bps,
+            imbalance=imbalance,
+        )
+
+
+def replay_signals(
+    bars: Sequence[Bar], cfg: RegimeConfig, *, interval_ms: int | None = None
+) -> list[Signals]:
+    """Signals of every warm bar of `bars` (bar-only: no book)."""
+    state = RegimeSignals(cfg, interval_ms=interval_ms)
+    out: list[Signals] = []
+    for bar in bars:
+        s = state.update(bar)
+        if s is not None:
+            out.append(s)
+    return out
+
+
+def _quantiles(values: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, float]:
+    qs = np.quantile(values, REPORT_QUANTILES)
+    return {f"{q:g}": float(v) for q, v in zip(REPORT_QUANTILES, qs, strict=True)}
+
+
+def _kmeans_1d(
+    x: np.ndarray[Any, np.dtype[np.float64]], centers: np.ndarray[Any, np.dtype[np.float64]]
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Lloyd's algorithm in one dimension from `centers` (sorted); returns the sorted final centers."""
+    c = np.sort(centers)
+    for _ in range(200):
+        bounds = 0.5 * (c[1:] + c[:-1])
+        labels = np.searchsorted(bounds, x)
+        new = np.array([x[labels == k].mean() if np.any(labels == k) else c[k] for k in range(len(c))])
+        new.sort()
+        if np.allclose(new, c, rtol=0.0, atol=1e-12):
+            break
+        c = new
+    return c
+
+
+def calibrate(bars: Sequence[Bar], cfg: RegimeConfig) -> dict[str, Any]:
+    """Quantiles of the regime signals on training bars and the thresholds derived from them.
+
+    Volatility thresholds: four clusters of log volatility (1-D k-means, deterministic), started from the
+    quantile levels in `cfg` (`vol_calm_quantile`, `vol_volatile_quantile`, `vol_crisis_quantile` are the
+    initial boundaries); each threshold is the geometric midpoint of two adjacent cluster centres, so the
+    thresholds follow the data's own volatility levels rather than a fixed share of time. `trend_calm_min`
+    is the `trend_calm_quantile` quantile of the trend efficiency. The book thresholds cannot be learned from
+    bars: they take `DEFAULT_SPREAD_CRISIS_BPS` / `DEFAULT_IMBALANCE_CRISIS_MIN`.
+
+    The result is JSON-serialisable and goes into `manifest.json["regime_calibration"]`:
+    `{"version", "method", "windows": {"vol", "trend", "volume"}, "n_bars", "vol_q", "trend_q",
+    "volume_q", "vol_centers", "levels": {threshold: the quantile level it fell at, or null},
+    "thresholds": {name: value}}`.
+
+    Raises:
+        ValueError: fewer warm bars than 10 * the longest window (quantiles would be meaningless).
+    """
+    sig = replay_signals(bars, cfg)
+    need = 10 * max(cfg.vol_window, cfg.trend_window, cfg.volume_window)
+    if len(sig) < need:
+        raise ValueError(
+            f"regime calibration needs at least {need} warm bars, got {len(sig)} of {len(bars)} bars"
+        )
+    vol = np.fromiter((s.vol for s in sig), dtype=np.float64, count=len(sig))
+    eff = np.fromiter((s.efficiency for s in sig), dtype=np.float64, count=len(sig))
+    vz = np.fromiter((s.volume_z for s in sig), dtype=np.float64, count=len(sig))
+    logv = np.log(np.maximum(vol, 1e-12))
+    edges = (0.0, cfg.vol_calm_quantile, cfg.vol_volatile_quantile, cfg.vol_crisis_quantile, 1.0)
+    init = np.quantile(logv, [0.5 * (a + b) for a, b in itertools.pairwise(edges)])
+    centers = _kmeans_1d(logv, init)
+    calm, volatile, crisis = (float(math.exp(0.5 * (a + b))) for a, b in itertools.pairwise(centers))
+    thresholds: dict[str, float] = {
+        "vol_calm_max": calm,
+        "vol_volatile_min": volatile,
+        "vol_crisis_min": crisis,
+        "trend_calm_min": float(np.quantile(eff, cfg.trend_calm_quantile)),
+        "spread_crisis_bps": DEFAULT_SPREAD_CRISIS_BPS,
+        "imbalance_crisis_min": DEFAULT_IMBALANCE_CRISIS_MIN,
+    }
+    levels: dict[str, float | None] = {
+        "vol_calm_max": float(np.mean(vol < calm)),
+        "vol_volatile_min": float(np.mean(vol < volatile)),
+        "vol_crisis_min": float(np.mean(vol < crisis)),
+        "trend_calm_min": cfg.trend_calm_quantile,
+        "spread_crisis_bps": None,
+        "imbalance_crisis_min": None,
+    }
+    return {
+        "version": CALIBRATION_VERSION,
+        "method": "kmeans_log_vol",
+        "windows": {"vol": cfg.vol_window, "trend": cfg.trend_window, "volume": cfg.volume_window},
+        "n_bars": len(sig),
+        "vol_q": _quantiles(vol),
+        "trend_q": _quantiles(eff),
+        "volume_q": _quantiles(vz),
+        "vol_centers": [float(math.exp(c)) for c in centers],
+        "levels": levels,
+        "thresholds": thresholds,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeThresholdValues:
+    """Resolved thresholds. Volatility is a per-bar fraction; efficiency and imbalance are in [0, 1]."""
+
+    vol_calm_max: float
+    vol_volatile_min: float
+    vol_crisis_min: float
+    trend_calm_min: float
+    spread_crisis_bps: float
+    imbalance_crisis_min: float
+
+    @classmethod
+    def resolve(cls, calibration: Mapping[str, Any], cfg: RegimeConfig) -> RegimeThresholdValues:
+        """Calibrated thresholds with `cfg.thresholds` overrides (non-None fields win).
+
+        Raises:
+            ModelError: a threshold is neither calibrated nor overridden, the calibration was made with other
+                windows than `cfg` for a threshold it supplies, or the resulting thresholds are out of order.
+        """
+        raw = calibration.get("thresholds", {}) if isinstance(calibration, Mapping) else {}
+        if not isinstance(raw, Mapping):
+            raise ModelError(f"regime calibration: expected a 'thresholds' object, got {type(raw).__name__}")
+        windows = calibration.get("windows") if isinstance(calibration, Mapping) else None
+        overrides = cfg.thresholds
+        values: dict[str, float] = {}
+        from_calibration: list[str] = []
+        for key in THRESHOLD_KEYS:
+            override = getattr(overrides, key)
+            if override is not None:
+                values[key] = float(override)
+                continue
+            value = raw.get(key)
+            if value is None and key == "spread_crisis_bps":
+                value = DEFAULT_SPREAD_CRISIS_BPS
+            elif value is None and key == "imbalance_crisis_min":
+                value = DEFAULT_IMBALANCE_CRISIS_MIN
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ModelError(
+                    f"regime calibration: thresholds.{key}: expected a finite number (run "
+                    f"bot.regime.calibrate or set [regime.thresholds].{key}), got {value!r}"
+                )
+            values[key] = float(value)
+            from_calibration.append(key)
+        expected = {"vol": cfg.vol_window, "trend": cfg.trend_window}
+        uses = {"vol": ("vol_calm_max", "vol_volatile_min", "vol_crisis_min"), "trend": ("trend_calm_min",)}
+        for signal, window in expected.items():
+            if not any(k in from_calibration for k in uses[signal]):
+                continue
+            got = windows.get(signal) if isinstance(windows, Mapping) else None
+            if got != window:
+                raise ModelError(
+                    f"regime calibration: calibrated with {signal}_window={got}, config has {window}; "
+                    f"recalibrate or override [regime.thresholds] {list(uses[signal])}"
+                )
+        th = cls(**values)
+        if not 0.0 < th.vol_calm_max < th.vol_volatile_min < th.vol_crisis_min:
+            raise ModelError(
+                "regime thresholds: expected 0 < vol_calm_max < vol_volatile_min < vol_crisis_min, got "
+                f"{th.vol_calm_max:g}, {th.vol_volatile_min:g}, {th.vol_crisis_min:g}"
+            )
+        return th
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeDecision:
+    """The detector's output for one confirmed bar.
+
+    `signals` is None while warming up (then `regime` is the fallback "normal" and `warm` is False);
+    `candidate` is what the thresholds alone say, before hysteresis and dwell; `dwell_bars` counts bars in
+    `regime` including this one.
+    """
+
+    regime: str
+    tier: str
+    changed: bool
+    warm: bool
+    candidate: str
+    dwell_bars: int
+    signals: Signals | None
+
+
+class RegimeDetector:
+    """Regime state machine for one symbol: `update(bar) -> RegimeDecision`.
+
+    Args:
+        calibration: `manifest.json["regime_calibration"]` (from `calibrate`).
+        cfg: windows, hysteresis, dwell, routes and threshold overrides.
+        interval_ms: expected bar spacing (a gap restarts the signal warm-up; the regime is kept).
+    """
+
+    def __init__(
+        self, calibration: Mapping[str, Any], cfg: RegimeConfig, *, interval_ms: int | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.thresholds = RegimeThresholdValues.resolve(calibration, cfg)
+        missing = [r for r in REGIME_NAMES if r not in cfg.routes]
+        if missing:
+            raise ModelError(f"regime routes: no tier for regime(s) {missing}")
+        self.routes: dict[str, str] = dict(cfg.routes)
+        self.signals = RegimeSignals(cfg, interval_ms=interval_ms)
+        self.regime = FALLBACK_REGIME
+        self.dwell_bars = 0
+
+    def route(self, regime: str) -> str:
+        """Tier name configured for `regime`."""
+        return self.routes[regime]
+
+    def update_book(self, book: BookTop) -> None:
+        """Feed a top-of-book update (used only when `cfg.use_book`)."""
+        self.signals.update_book(book)
+
+    def classify(self, s: Signals) -> str:
+        """The regime the thresholds alone assign to `s` (no hysteresis)."""
+        th = self.thresholds
+        if self._crisis(s, 1.0):
+            return "crisis"
+        if s.vol >= th.vol_volatile_min:
+            return "volatile"
+        if s.vol <= th.vol_calm_max and s.efficiency >= th.trend_calm_min:
+            return "calm_trend"
+        return "normal"
+
+    def _crisis(self, s: Signals, relax: float) -> bool:
+        th = self.thresholds
+        if s.vol >= th.vol_crisis_min * relax:
+            return True
+        if s.spread_bps is not None and s.spread_bps >= th.spread_crisis_bps * relax:
+            return True
+        return (
+            s.imbalance is not None
+            and abs(s.imbalance) >= th.imbalance_crisis_min * relax
+            and s.vol >= th.vol_volatile_min * relax
+        )
+
+    def holds(self, regime: str, s: Signals) -> bool:
+        """Whether `regime`'s conditions still hold at its exit levels (thresholds relaxed by hysteresis)."""
+        th = self.thresholds
+        lo = 1.0 - self.cfg.hysteresis
+        hi = 1.0 + self.cfg.hysteresis
+        if regime == "crisis":
+            return self._crisis(s, lo)
+        if regime == "volatile":
+            return s.vol >= th.vol_volatile_min * lo and not self._crisis(s, hi)
+        if regime == "calm_trend":
+            return s.vol <= th.vol_calm_max * hi and s.efficiency >= th.trend_calm_min * lo
+        # normal: neither calm nor volatile nor crisis even when those are made harder to enter
+        calm = s.vol <= th.vol_calm_max * lo and s.efficiency >= th.trend_calm_min * hi
+        return not calm and s.vol < th.vol_volatile_min * hi and not self._crisis(s, hi)
+
+    def update(self, bar: Bar) -> RegimeDecision:
+        """Absorb a confirmed bar and decide its regime."""
+        s = self.signals.update(bar)
+        if s is None:
+            self.dwell_bars += 1
+            regime = self.regime
+            return RegimeDecision(regime, self.routes[regime], False, False, regime, self.dwell_bars, None)
+        candidate = self.classify(s)
+        current = self.regime
+        switch = False
+        if candidate != current:
+            dwell_ok = self.dwell_bars >= self.cfg.min_dwell_bars or candidate == "crisis"
+            switch = dwell_ok and not self.holds(current, s)
+        if switch:
+            self.regime = candidate
+            self.dwell_bars = 1
+        else:
+            self.dwell_bars += 1
+        regime = self.regime
+        return RegimeDecision(regime, self.routes[regime], switch, True, candidate, self.dwell_bars, s)
