@@ -1,0 +1,201 @@
+"""Prometheus metrics in a private registry, served with `/healthz` over aiohttp on loopback.
+
+The collectors are always there (updating a counter costs well under a microsecond); the HTTP server
+runs only when `service.metrics_enabled` is true. Wiring in the app::
+
+    metrics = Metrics(stale_s=watchdog_fresh_s(cfg))
+    port = await metrics.serve(cfg.service)         # None when metrics are off
+    ...
+    metrics.observe_decision(symbol=..., tier=..., regime=..., source=bar.source,
+                             latency_us=decision.latency_us, recv_to_decision_us=...)
+    metrics.reconnect(); metrics.backfilled(n_bars); metrics.ledger_commit()
+    ...
+    await metrics.stop()
+
+`/healthz` answers 200 `{"status": "ok", ...}` while the last decided bar is younger than `stale_s`
+(start-up counts as fresh) and 503 `{"status": "stale", ...}` otherwise. Ages use `time.monotonic`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from bot.config import ServiceConfig
+
+# Bucket upper bounds in microseconds: a tier's inference runs 5..5000 us; total/recv stages can be longer.
+LATENCY_BUCKETS_US: Final[tuple[float, ...]] = (
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1_000.0,
+    2_500.0,
+    5_000.0,
+    10_000.0,
+    50_000.0,
+    250_000.0,
+    1_000_000.0,
+)
+RECV_STAGE: Final = "recv_to_decision"
+
+
+class Metrics:
+    """The service's Prometheus collectors plus the loopback HTTP endpoint.
+
+    Args:
+        stale_s: `/healthz` turns 503 when no bar was decided for this many seconds (monotonic).
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, *, stale_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if stale_s <= 0:
+            raise ValueError(f"stale_s must be a positive number of seconds, got {stale_s}")
+        self.stale_s = stale_s
+        self._clock = clock
+        self._started_s = clock()
+        self._last_bar_s: float | None = None
+        self._bars_total = 0
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.bars = Counter(
+            "progdistill_bars",
+            "Confirmed bars decided, by symbol, routed tier, regime and source (ws|rest).",
+            ["symbol", "tier", "regime", "source"],
+            registry=self.registry,
+        )
+        self.latency_us = Histogram(
+            "progdistill_latency_microseconds",
+            "Per-bar latency in microseconds by tier and stage (features, regime, inference, paper, total, "
+            "recv_to_decision).",
+            ["tier", "stage"],
+            buckets=LATENCY_BUCKETS_US,
+            registry=self.registry,
+        )
+        self.reconnects = Counter(
+            "progdistill_ws_reconnects", "Websocket reconnects (any cause).", registry=self.registry
+        )
+        self.backfilled_bars = Counter(
+            "progdistill_backfilled_bars",
+            "Bars fetched over REST to warm up or fill gaps.",
+            registry=self.registry,
+        )
+        self.ledger_commits = Counter(
+            "progdistill_ledger_commits", "SQLite ledger transactions committed.", registry=self.registry
+        )
+        self.last_bar_age = Gauge(
+            "progdistill_last_bar_age_seconds",
+            "Seconds since the last decided bar (since start-up before the first one), monotonic clock.",
+            registry=self.registry,
+        )
+        self.last_bar_age.set_function(self.last_bar_age_s)
+        self._runner: web.AppRunner | None = None
+
+    # ---- recording -----------------------------------------------------------------------------
+    def observe_decision(
+        self,
+        *,
+        symbol: str,
+        tier: str,
+        regime: str,
+        source: str,
+        latency_us: Mapping[str, float],
+        recv_to_decision_us: float | None = None,
+    ) -> None:
+        """Count one decided bar and observe its per-stage latencies (microseconds)."""
+        self.bars.labels(symbol=symbol, tier=tier, regime=regime, source=source).inc()
+        for stage, value_us in latency_us.items():
+            self.latency_us.labels(tier=tier, stage=stage).observe(value_us)
+        if recv_to_decision_us is not None:
+            self.latency_us.labels(tier=tier, stage=RECV_STAGE).observe(recv_to_decision_us)
+        self._last_bar_s = self._clock()
+        self._bars_total += 1
+
+    def reconnect(self) -> None:
+        """Count one websocket reconnect."""
+        self.reconnects.inc()
+
+    def backfilled(self, n_bars: int) -> None:
+        """Count bars fetched over REST."""
+        if n_bars < 0:
+            raise ValueError(f"n_bars must be >= 0, got {n_bars}")
+        self.backfilled_bars.inc(n_bars)
+
+    def ledger_commit(self, n: int = 1) -> None:
+        """Count ledger commits."""
+        self.ledger_commits.inc(n)
+
+    # ---- reading -------------------------------------------------------------------------------
+    def last_bar_age_s(self) -> float:
+        """Seconds since the last decided bar, or since construction before the first one."""
+        since = self._last_bar_s if self._last_bar_s is not None else self._started_s
+        return self._clock() - since
+
+    def healthy(self) -> bool:
+        """True while the last decided bar is younger than `stale_s`."""
+        return self.last_bar_age_s() < self.stale_s
+
+    def health(self) -> dict[str, object]:
+        """The `/healthz` body."""
+        return {
+            "status": "ok" if self.healthy() else "stale",
+            "last_bar_age_s": round(self.last_bar_age_s(), 3),
+            "stale_s": self.stale_s,
+            "bars_total": self._bars_total,
+            "seen_bar": self._last_bar_s is not None,
+        }
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+    # ---- HTTP ----------------------------------------------------------------------------------
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response(self.health(), status=200 if self.healthy() else 503)
+
+    async def start(self, host: str, port: int) -> int:
+        """Serve `/metrics` and `/healthz` on host:port (0 = any free port); returns the bound port."""
+        if self._runner is not None:
+            raise RuntimeError("metrics server already started; stop() it first")
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        address = runner.addresses[0]
+        return int(address[1])
+
+    async def serve(self, service: ServiceConfig) -> int | None:
+        """Start the server when `service.metrics_enabled`; returns the bound port, or None when off."""
+        if not service.metrics_enabled:
+            return None
+        return await self.start(service.metrics_host, service.metrics_port)
+
+    async def stop(self) -> None:
+        """Stop the server (no-op when not running)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
