@@ -9,6 +9,7 @@ contiguous run of bars (no gap between t and t+h).
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import re
 from collections import Counter
@@ -113,10 +114,12 @@ def load_csv(path: str | Path, *, symbol: str | None = None) -> list[Bar]:
 
 def infer_interval_ms(bars: Sequence[Bar]) -> int:
     """The most common spacing of `start_ms`; must be a Bybit interval."""
-    diffs = Counter(b.start_ms - a.start_ms for a, b in zip(bars, bars[1:], strict=False))
+    diffs = Counter(b.start_ms - a.start_ms for a, b in itertools.pairwise(bars))
     step, _ = diffs.most_common(1)[0]
     if step not in _INTERVAL_BY_MS:
-        raise DataError(f"bar spacing {step} ms is not a Bybit interval; expected one of {sorted(_INTERVAL_BY_MS)}")
+        raise DataError(
+            f"bar spacing {step} ms is not a Bybit interval; expected one of {sorted(_INTERVAL_BY_MS)}"
+        )
     return step
 
 
@@ -136,8 +139,9 @@ def check_gaps(bars: Sequence[Bar], step_ms: int, *, allow_gaps: bool, source: s
         if d != step_ms:
             if not allow_gaps:
                 raise DataError(
-                    f"{source}: gap before data row {i + 1} (line {i + 2}): start_ms {bars[i - 1].start_ms} -> "
-                    f"{bars[i].start_ms} is {d} ms, expected {step_ms}; pass --allow-gaps to accept gaps"
+                    f"{source}: gap before data row {i + 1} (line {i + 2}): start_ms "
+                    f"{bars[i - 1].start_ms} -> {bars[i].start_ms} is {d} ms, expected {step_ms}; "
+                    "pass --allow-gaps to accept gaps"
                 )
             n_gaps += 1
     return n_gaps
@@ -248,7 +252,9 @@ def build_dataset(
     )
 
 
-def _provenance(source: str, path: str | None, bars: Sequence[Bar], step_ms: int, seed: int | None) -> dict[str, Any]:
+def _provenance(
+    source: str, path: str | None, bars: Sequence[Bar], step_ms: int, seed: int | None
+) -> dict[str, Any]:
     return {
         "source": source,
         "path": path,

@@ -1,0 +1,155 @@
+"""`python -m offline distill|fetch`: distill the tier family, or download kline history from Bybit v5.
+
+Errors (bad config, bad CSV, failed export) print one line naming the file and key or row to stderr and
+exit with code 2; outputs are written atomically, so a failed run writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.bars import Bar, interval_ms
+from bot.config import Config, load_config
+from bot.errors import BotError, ConfigError
+
+EXIT_ERROR = 2
+
+
+def _config(path: str | None) -> Config:
+    return load_config(path) if path is not None else Config()
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from offline.pipeline import pipeline_distill
+
+    cfg = _config(args.config)
+    report = pipeline_distill(
+        cfg,
+        data=args.data,
+        out_dir=Path(args.out),
+        quick=args.quick,
+        seed=args.seed,
+        allow_gaps=args.allow_gaps,
+        progress=not args.no_progress,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    print(report["table"])
+    chosen = ", ".join(f"{t}={c['variant']}" for t, c in report["chosen"].items())
+    print(f"\nexported: {chosen}")
+    total_s = report["info"]["total_s"]
+    print(f"wrote {args.out}/: manifest.json, <tier>.onnx, report.json/.txt/.png ({total_s:.1f} s)")
+    return 0
+
+
+def write_klines_csv(bars: Sequence[Bar], path: Path) -> None:
+    """Write bars as `start_ms,open,high,low,close,volume,turnover` (atomically: temp file then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["start_ms", "open", "high", "low", "close", "volume", "turnover"])
+            for b in bars:
+                w.writerow(
+                    [
+                        b.start_ms,
+                        repr(b.open),
+                        repr(b.high),
+                        repr(b.low),
+                        repr(b.close),
+                        repr(b.volume),
+                        repr(b.turnover),
+                    ]
+                )
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+async def fetch_history(
+    cfg: Config, *, symbol: str, interval: str, days: float, rest_url: str | None, end_ms: int | None = None
+) -> list[Bar]:
+    """Confirmed bars of the last `days` days (ascending, de-duplicated) via `bot.rest.RestClient.history`."""
+    from bot.rest import RestClient  # the bot's REST client (bot/rest.py)
+
+    ex = cfg.exchange
+    step = interval_ms(interval)
+    now_ms = end_ms if end_ms is not None else time.time_ns() // 1_000_000  # wall clock only picks the window
+    start_ms = (now_ms - int(days * 86_400_000)) // step * step
+    async with RestClient(
+        rest_url or ex.rest_url,
+        timeout_s=ex.rest_timeout_s,
+        max_retries=ex.rest_max_retries,
+        backoff_initial_s=ex.rest_backoff_initial_s,
+        backoff_max_s=ex.rest_backoff_max_s,
+    ) as rest:
+        bars: list[Bar] = await rest.history(symbol, interval, start_ms=start_ms, end_ms=end_ms)
+    return bars
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    try:
+        interval_ms(args.interval)
+    except ValueError as exc:
+        raise ConfigError(f"--interval: {exc}") from exc
+    if args.days <= 0:
+        raise ConfigError(f"--days: expected a positive number of days, got {args.days}")
+    bars = asyncio.run(
+        fetch_history(cfg, symbol=args.symbol, interval=args.interval, days=args.days, rest_url=args.rest_url)
+    )
+    if not bars:
+        raise BotError(
+            f"{args.symbol} {args.interval}: the exchange returned no confirmed bars; nothing written"
+        )
+    write_klines_csv(bars, Path(args.out))
+    print(f"wrote {len(bars)} bars {bars[0].start_ms}..{bars[-1].start_ms} to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m offline", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("distill", help="train the teacher, distill the chain, export ONNX tiers + manifest")
+    d.add_argument("--config", help="config TOML (default: built-in defaults)")
+    d.add_argument(
+        "--data", default="synthetic", help="'synthetic' or a klines CSV path (default: synthetic)"
+    )
+    d.add_argument("--out", default="models", help="output directory (default: models)")
+    d.add_argument("--quick", action="store_true", help="quick_bars bars and quick_epochs epochs")
+    d.add_argument("--allow-gaps", action="store_true", help="accept time gaps in the CSV")
+    d.add_argument("--seed", type=int, default=None, help="training seed (default: [distill].seed)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.set_defaults(func=_cmd_distill)
+    f = sub.add_parser("fetch", help="download kline history (Bybit v5 /v5/market/kline) to a CSV")
+    f.add_argument("--config", help="config TOML for [exchange] settings (default: built-in defaults)")
+    f.add_argument("--symbol", default="BTCUSDT")
+    f.add_argument("--interval", default="5")
+    f.add_argument("--days", type=float, default=90.0)
+    f.add_argument("--out", required=True)
+    f.add_argument("--rest-url", default=None, help="REST base URL (default: [exchange].rest_url)")
+    f.set_defaults(func=_cmd_fetch)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except BotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Export of the tier family: one ONNX file per tier (scaling inside the graph) and `manifest.json`.
+
+Each graph takes raw features `x` float32 [N, n_features] in the tier's feature order, standardises them
+(a Scaler node), runs the MLP, and maps the standardised prediction back to a raw forward return
+(Mul + Add nodes): output `y` float32 [N, 1]. An export proves itself: it fails with ModelError unless
+onnxruntime reproduces the in-memory scikit-learn model within `onnx_atol` on held-out rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.pipeline import Pipeline
+
+from bot.config import Config
+from bot.errors import ModelError
+from bot.features import FEATURE_VERSION
+from offline.data import Dataset, check_name
+from offline.train import Candidate, DistillResult, TierModel
+
+F64 = npt.NDArray[np.float64]
+
+SCHEMA_VERSION = 1
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+TARGET_OPSET = 17
+
+
+def tier_to_onnx(model: TierModel, *, name: str) -> onnx.ModelProto:
+    """ONNX graph `x` raw features float32 [N, n] -> `y` raw return float32 [N, 1]."""
+    n = len(model.features)
+    pipe = Pipeline([("scaler", model.x_scaler), ("mlp", model.mlp)])
+    onx = to_onnx(
+        pipe,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n]))],
+        target_opset={"": TARGET_OPSET, "ai.onnx.ml": 3},
+    )
+    graph = onx.graph
+    if len(graph.output) != 1:
+        raise ModelError(f"{name}: expected one graph output from skl2onnx, got {len(graph.output)}")
+    std_out = graph.output[0].name
+    graph.initializer.extend(
+        [
+            helper.make_tensor("y_scale", TensorProto.FLOAT, [1], [model.y_scale]),
+            helper.make_tensor("y_mean", TensorProto.FLOAT, [1], [model.y_mean]),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Mul", [std_out, "y_scale"], ["y_scaled"], name="target_scale"),
+            helper.make_node("Add", ["y_scaled", "y_mean"], [OUTPUT_NAME], name="target_shift"),
+        ]
+    )
+    del graph.output[:]
+    graph.output.extend([helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 1])])
+    graph.name = f"progdistill_{name}"
+    meta = {
+        "tier": name,
+        "features": json.dumps(list(model.features)),
+        "feature_version": FEATURE_VERSION,
+        "target": "raw forward return (fraction)",
+    }
+    onnx.helper.set_model_props(onx, meta)
+    onnx.checker.check_model(onx)
+    model_proto: onnx.ModelProto = onx
+    return model_proto
+
+
+def onnx_predict(path_or_bytes: str | Path | bytes, X: npt.NDArray[np.float32]) -> F64:
+    """Run an exported tier in onnxruntime; returns the raw returns as float64 [N]."""
+    src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    out = sess.run([OUTPUT_NAME], {INPUT_NAME: X})[0]
+    return np.asarray(out, dtype=np.float64).reshape(-1)
+
+
+def check_parity(model: TierModel, blob: bytes, X_full: F64, *, atol: float, name: str) -> float:
+    """Max |onnxruntime - scikit-learn| on `X_full` rows; raises ModelError above `atol`."""
+    X32 = X_full.astype(np.float32)  # both sides see the same float32 feature values the bot will send
+    got = onnx_predict(blob, np.ascontiguousarray(X32[:, model.columns]))
+    want = model.predict(X32.astype(np.float64))
+    if got.shape != want.shape:
+        raise ModelError(f"{name}: ONNX output shape {got.shape}, expected {want.shape}")
+    err = float(np.max(np.abs(got - want)))
+    if not err <= atol:
+        raise ModelError(
+            f"{name}: ONNX and scikit-learn disagree by {err:.3g} on {len(X32)} held-out rows; "
+            f"expected <= onnx_atol={atol:g}"
+        )
+    return err
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that produced the models."""
+    out = {"python": platform.python_version()}
+    for dist in ("numpy", "scikit-learn", "onnxruntime", "skl2onnx", "onnx"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def regime_calibration(ds: Dataset, cfg: Config) -> dict[str, Any]:
+    """`bot.regime.calibrate` on the training bars (quantiles of the regime signals, for the router)."""
+    from bot.regime import calibrate  # lazy: bot/regime.py is owned by the regime module's engineer
+
+    return dict(calibrate(ds.train_bars(), cfg.regime))
+
+
+def _manifest_metrics(c: Candidate) -> dict[str, float | None]:
+    keys = ("test_r2", "r2_retention", "fidelity_r2", "ic", "hit_rate", "distill_loss", "train_s")
+    return {k: c.metrics[k] for k in keys}
+
+
+def export_family(
+    result: DistillResult,
+    ds: Dataset,
+    cfg: Config,
+    out_dir: Path,
+    *,
+    created_ms: int | None = None,
+) -> dict[str, Any]:
+    """Write `<tier>.onnx` for every chosen tier and `manifest.json` into `out_dir` (must exist).
+
+    Every graph is checked against scikit-learn on the test rows before anything is written.
+
+    Returns:
+        The manifest (also written), with `parity_max_abs_err` per tier in `result.info`.
+    """
+    X_check = ds.X[ds.splits.test]
+    blobs: dict[str, bytes] = {}
+    parity: dict[str, float] = {}
+    for name in result.tier_names:
+        if not check_name(name):
+            raise ModelError(f"tier name {name!r} is not a safe file name (letters, digits, _ and -)")
+        cand = result.chosen[name]
+        blob = tier_to_onnx(cand.model, name=name).SerializeToString()
+        parity[name] = check_parity(cand.model, blob, X_check, atol=cfg.distill.onnx_atol, name=name)
+        blobs[name] = blob
+    result.info["parity_max_abs_err"] = parity
+    tiers_out: list[dict[str, Any]] = []
+    for name in result.tier_names:
+        cand = result.chosen[name]
+        path = out_dir / f"{name}.onnx"
+        path.write_bytes(blobs[name])
+        tier_cfg = cfg.tiers[name]
+        tiers_out.append(
+            {
+                "name": name,
+                "stage": result.tier_names.index(name),
+                "file": path.name,
+                "sha256": sha256_file(path),
+                "layers": tier_cfg.layers,
+                "width": tier_cfg.width,
+                "hidden": list(cand.model.hidden),
+                "params": cand.model.params,
+                "compression": cand.metrics["compression"],
+                "feature_set": tier_cfg.features,
+                "features": list(cand.model.features),
+                "input_name": INPUT_NAME,
+                "output_name": OUTPUT_NAME,
+                "recipe": cand.recipe,
+                "alpha": cand.alpha,
+                "temperature": cand.temperature,
+                "metrics": _manifest_metrics(cand),
+            }
+        )
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "created_ms": created_ms if created_ms is not None else time.time_ns() // 1_000_000,
+        "feature_version": FEATURE_VERSION,
+        "target": {"horizon_bars": ds.horizon_bars, "unit": "return"},
+        "tiers": tiers_out,
+        "regime_calibration": regime_calibration(ds, cfg),
+        "provenance": dict(ds.provenance),
+        "versions": library_versions(),
+    }
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    """Write JSON (strict: NaN/inf are rejected) with a trailing newline."""
+    path.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n", encoding="utf-8")

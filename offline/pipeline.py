@@ -1,0 +1,87 @@
+"""The whole offline run as one function: data -> distillation -> export -> report, written atomically."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bot.config import Config
+from offline.data import load_dataset
+from offline.export import export_family, write_json
+from offline.report import build_report, format_table, plot_report
+from offline.train import run_distillation
+
+
+def pipeline_distill(
+    cfg: Config,
+    *,
+    data: str | Path = "synthetic",
+    out_dir: str | Path,
+    quick: bool = False,
+    seed: int | None = None,
+    allow_gaps: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Distill the tier family from `data` into `out_dir`; returns the report (also `report.json`).
+
+    Args:
+        cfg: validated config; `[tiers]` (largest first) and `[distill]` drive the run.
+        data: "synthetic" (the seeded SyntheticMarket) or a klines CSV path.
+        out_dir: receives `manifest.json`, `<tier>.onnx` per tier, `report.json`, `report.txt`, `report.png`.
+            Written into a temporary sibling directory and renamed into place at the end, so a failed run
+            leaves `out_dir` untouched (an existing `out_dir` is replaced only on success).
+        quick: `quick_bars` bars (synthetic; the last `quick_bars` rows of a CSV) and `quick_epochs` epochs.
+        seed: training seed (None = `cfg.distill.seed`).
+        allow_gaps: accept time gaps in a CSV.
+        progress: show a tqdm bar per stage (stderr).
+        log: receives one human-readable line per stage.
+
+    Raises:
+        DataError, ModelError, ConfigError: bad data, failed ONNX parity, bad tiers; nothing is written.
+    """
+    dc = cfg.distill
+    run_seed = dc.seed if seed is None else seed
+    if seed is not None:
+        cfg = msgspec.structs.replace(cfg, distill=msgspec.structs.replace(dc, seed=seed))
+        dc = cfg.distill
+    epochs = dc.quick_epochs if quick else dc.epochs
+    n_bars = dc.quick_bars if quick else None
+    t0 = time.perf_counter()
+    ds = load_dataset(data, dc, n_bars=n_bars, allow_gaps=allow_gaps)
+    data_s = time.perf_counter() - t0
+    result = run_distillation(ds, cfg.tiers, dc, epochs=epochs, seed=run_seed, progress=progress, log=log)
+    result.info["quick"] = quick
+    result.info["dataset_s"] = data_s
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        manifest = export_family(result, ds, cfg, tmp)
+        result.info["total_s"] = time.perf_counter() - t0
+        report = build_report(result, manifest)
+        write_json(tmp / "report.json", report)
+        table = format_table(report)
+        (tmp / "report.txt").write_text(table + "\n", encoding="utf-8")
+        prov = ds.provenance
+        title = f"{prov.get('symbol')} {prov.get('interval')}m, {ds.n_rows} rows ({prov.get('source')})"
+        plot_report(report, tmp / "report.png", title=title)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(old / out.name)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report["table"] = table
+    return report

@@ -1,0 +1,162 @@
+"""Report of a distillation run: `report.json`, a printed table, and the retention/fidelity plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from offline.train import DistillResult
+
+_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (header, metrics key, format)
+    ("params", "params", "{:,.0f}"),
+    ("compr", "compression", "{:.1f}x"),
+    ("val R2", "val_r2", "{:+.4f}"),
+    ("test R2", "test_r2", "{:+.4f}"),
+    ("retain", "r2_retention", "{:.2f}"),
+    ("fidel R2", "fidelity_r2", "{:+.3f}"),
+    ("IC", "ic", "{:+.4f}"),
+    ("hit", "hit_rate", "{:.3f}"),
+    ("loss", "distill_loss", "{:.4f}"),
+    ("epochs", "best_epoch", "{:.0f}"),
+    ("train s", "train_s", "{:.1f}"),
+)
+
+
+def build_report(result: DistillResult, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Every candidate's metrics, which recipe won each size, and whether the transfer set helped."""
+    rows: list[dict[str, Any]] = []
+    for name in result.tier_names:
+        for c in result.candidates[name]:
+            rows.append(
+                {
+                    "tier": name,
+                    "stage": c.stage,
+                    "recipe": c.recipe,
+                    "variant": c.variant,
+                    "alpha": c.alpha,
+                    "temperature": c.temperature,
+                    "transfer_set": c.transfer,
+                    "hidden": list(c.model.hidden),
+                    "n_features": len(c.model.features),
+                    "chosen": result.chosen[name] is c,
+                    "metrics": dict(c.metrics),
+                    "val_mse_history": c.fit.history,
+                }
+            )
+    transfer: list[dict[str, Any]] = []
+    for name in result.tier_names[1:]:
+        by = {c.variant: c for c in result.candidates[name]}
+        if "progressive" in by and "progressive_no_transfer" in by:
+            w, wo = by["progressive"].metrics, by["progressive_no_transfer"].metrics
+            transfer.append(
+                {
+                    "tier": name,
+                    "val_r2_with": w["val_r2"],
+                    "val_r2_without": wo["val_r2"],
+                    "test_r2_with": w["test_r2"],
+                    "test_r2_without": wo["test_r2"],
+                    "fidelity_r2_with": w["fidelity_r2"],
+                    "fidelity_r2_without": wo["fidelity_r2"],
+                    "helps_on_val": (w["val_r2"] or 0.0) > (wo["val_r2"] or 0.0),
+                }
+            )
+    return {
+        "info": result.info,
+        "chosen": {
+            name: {"recipe": c.recipe, "variant": c.variant, "val_r2": c.metrics["val_r2"]}
+            for name, c in result.chosen.items()
+        },
+        "transfer_set": transfer,
+        "candidates": rows,
+        "provenance": manifest["provenance"],
+        "versions": manifest["versions"],
+    }
+
+
+def _fmt(fmt: str, v: Any) -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Plain-text table: one line per candidate, `*` marks the model exported for that size."""
+    head = ["", "tier", "variant", *(h for h, _, _ in _COLUMNS)]
+    lines: list[list[str]] = []
+    for row in report["candidates"]:
+        m = row["metrics"]
+        lines.append(
+            [
+                "*" if row["chosen"] else "",
+                row["tier"],
+                row["variant"],
+                *(_fmt(f, m.get(k)) for _, k, f in _COLUMNS),
+            ]
+        )
+    widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
+
+    def render(r: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+
+    out = [render(head), "  ".join("-" * w for w in widths)]
+    out += [render(r) for r in lines]
+    info = report["info"]
+    out.append("")
+    out.append(
+        f"teacher rows {info['teacher_rows']}, student rows {info['student_rows']}, transfer rows "
+        f"{info['transfer_rows']}, val {info['val_rows']}, test {info['test_rows']}; "
+        f"epochs <= {info['epochs']}, "
+        f"seed {info['seed']}. * = exported (best validation R2 of its size). retain = test R2 / teacher's "
+        "(- when the teacher's test R2 <= 0); fidel R2 = R2 of the student against the teacher's outputs."
+    )
+    return "\n".join(out)
+
+
+def plot_report(report: dict[str, Any], path: Path, *, title: str = "") -> None:
+    """PNG: R2 retention and fidelity vs compression, one line per recipe (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    panels = (
+        ("test_r2", "test R² (labels)"),
+        ("r2_retention", "R² retention (student / teacher)"),
+        ("fidelity_r2", "fidelity R² (vs teacher outputs)"),
+    )
+    styles = {
+        "progressive": ("tab:blue", "o-"),
+        "progressive_no_transfer": ("tab:cyan", "s--"),
+        "one_shot": ("tab:orange", "^-"),
+        "scratch": ("tab:green", "v-"),
+    }
+    teacher = next(r for r in report["candidates"] if r["recipe"] == "teacher")
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for variant, (color, style) in styles.items():
+            pts = [r for r in report["candidates"] if r["variant"] == variant]
+            xs = [r["metrics"]["compression"] for r in pts]
+            ys = [r["metrics"][key] for r in pts]
+            if not pts or all(y is None for y in ys):
+                continue
+            ax.plot([1.0, *xs], [teacher["metrics"][key], *ys], style, color=color, label=variant)
+        chosen = [r for r in report["candidates"] if r["chosen"] and r["metrics"][key] is not None]
+        ax.scatter(
+            [r["metrics"]["compression"] for r in chosen],
+            [r["metrics"][key] for r in chosen],
+            s=160,
+            facecolors="none",
+            edgecolors="black",
+            label="exported",
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("compression vs teacher (params, log)")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

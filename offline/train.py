@@ -1,0 +1,478 @@
+"""Teacher training, the progressive distillation chain, and the one-shot and scratch baselines.
+
+Every model is a scikit-learn `MLPRegressor` (ReLU, Adam) trained with `partial_fit`, one call per epoch,
+so Adam's state carries over and validation is done here, per epoch, on the *labels* (not on the
+blended target that `early_stopping` would score), keeping the best weights under a patience rule.
+
+Inputs are standardised per tier (statistics of the training rows only) and so is the target: raw
+returns are ~1e-3, and unscaled the L2 penalty dominates and the net learns nothing.
+
+Distillation with an MSE head: stage k minimises
+
+    alpha_k * MSE(s, t) + (1 - alpha_k) * MSE(s, y)  =  MSE(s, alpha_k * t + (1 - alpha_k) * y)
+                                                        + alpha_k * (1 - alpha_k) * MSE(t, y)
+
+and the last term does not depend on the student, so each stage trains on the blended target
+(`blended_target`; the identity is `two_term_loss == blended_loss + blend_constant`, pinned by a test).
+`alpha_k = alpha_max * (1 - k/N)` and `T_k = t_max * (1 - k/N)^gamma`; a temperature softens logits
+and so only acts in a classification task: for this regression head it is recorded, not applied.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import spearmanr
+from sklearn.neural_network import MLPRegressor
+from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
+
+from bot.config import DistillConfig, TierConfig
+from bot.features import FEATURE_SETS, feature_indices
+from offline.data import Dataset
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+Recipe = Literal["teacher", "progressive", "one_shot", "scratch"]
+
+
+# ---- the loss identity --------------------------------------------------------------------------------
+
+
+def blended_target(alpha: float, teacher: F64, y: F64) -> F64:
+    """`alpha * teacher + (1 - alpha) * y`: the MSE-equivalent target of the two-term distillation loss."""
+    return alpha * teacher + (1.0 - alpha) * y
+
+
+def two_term_loss(alpha: float, student: F64, teacher: F64, y: F64) -> float:
+    """`alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, y)`."""
+    return float(alpha * np.mean((student - teacher) ** 2) + (1.0 - alpha) * np.mean((student - y) ** 2))
+
+
+def blend_constant(alpha: float, teacher: F64, y: F64) -> float:
+    """`alpha * (1 - alpha) * MSE(teacher, y)`: what separates the two-term loss from the blended MSE."""
+    return float(alpha * (1.0 - alpha) * np.mean((teacher - y) ** 2))
+
+
+def stage_alpha(k: int, n_stages: int, alpha_max: float) -> float:
+    """`alpha_k = alpha_max * (1 - k/N)` for stage k in 1..N."""
+    return alpha_max * (1.0 - k / n_stages)
+
+
+def stage_temperature(k: int, n_stages: int, t_max: float, gamma: float) -> float:
+    """`T_k = t_max * (1 - k/N)^gamma` (recorded only; a temperature acts in classification)."""
+    return float(t_max * (1.0 - k / n_stages) ** gamma)
+
+
+# ---- metrics -----------------------------------------------------------------------------------------
+
+
+def r2(truth: F64, pred: F64) -> float:
+    """Coefficient of determination of `pred` against `truth` (1 - SSE/SST around truth's mean)."""
+    sst = float(np.sum((truth - truth.mean()) ** 2))
+    if sst <= 0.0:
+        return 0.0
+    return 1.0 - float(np.sum((truth - pred) ** 2)) / sst
+
+
+def information_coefficient(pred: F64, truth: F64) -> float:
+    """Spearman rank correlation of prediction and realised return (0 when either is constant)."""
+    if np.ptp(pred) == 0.0 or np.ptp(truth) == 0.0:
+        return 0.0
+    rho = spearmanr(pred, truth).statistic
+    return float(rho) if math.isfinite(float(rho)) else 0.0
+
+
+def hit_rate(pred: F64, truth: F64) -> float:
+    """Share of rows with a non-zero realised return where sign(pred) == sign(truth)."""
+    nz = truth != 0.0
+    if not nz.any():
+        return 0.0
+    return float(np.mean(np.sign(pred[nz]) == np.sign(truth[nz])))
+
+
+def param_count(n_inputs: int, hidden: Sequence[int]) -> int:
+    """Weights + biases of an MLP with one output."""
+    sizes = [n_inputs, *hidden, 1]
+    return sum(int(a * b + b) for a, b in itertools.pairwise(sizes))
+
+
+# ---- one fitted tier ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TierModel:
+    """A fitted MLP with its feature subset and scalers; predicts raw returns from full feature rows."""
+
+    hidden: tuple[int, ...]
+    features: tuple[str, ...]
+    x_scaler: StandardScaler
+    y_mean: float
+    y_scale: float
+    mlp: MLPRegressor
+
+    @property
+    def columns(self) -> npt.NDArray[np.intp]:
+        return feature_indices(self.features)
+
+    @property
+    def params(self) -> int:
+        return int(sum(w.size for w in self.mlp.coefs_) + sum(b.size for b in self.mlp.intercepts_))
+
+    def inputs(self, X_full: F64) -> F32:
+        """Standardised float32 inputs of this tier from full feature rows."""
+        return np.asarray(self.x_scaler.transform(X_full[:, self.columns]), dtype=np.float32)
+
+    def predict_std(self, X_full: F64) -> F64:
+        """Prediction in standardised target units."""
+        return np.asarray(self.mlp.predict(self.inputs(X_full)), dtype=np.float64).reshape(-1)
+
+    def predict(self, X_full: F64) -> F64:
+        """Prediction as a raw forward return (fraction)."""
+        return self.predict_std(X_full) * self.y_scale + self.y_mean
+
+
+def make_mlp(hidden: Sequence[int], cfg: DistillConfig, *, n_rows: int, seed: int) -> MLPRegressor:
+    """An untrained MLPRegressor; every option by keyword (scikit-learn 1.9 put `loss` first)."""
+    return MLPRegressor(
+        loss="squared_error",
+        hidden_layer_sizes=tuple(hidden),
+        activation="relu",
+        solver="adam",
+        alpha=cfg.l2,
+        batch_size=min(cfg.batch_size, n_rows),
+        learning_rate="constant",
+        learning_rate_init=cfg.learning_rate,
+        shuffle=True,
+        random_state=seed,
+        early_stopping=False,
+    )
+
+
+@dataclass(slots=True)
+class FitResult:
+    """A trained MLP (best validation epoch) and how training went."""
+
+    mlp: MLPRegressor
+    best_epoch: int
+    epochs_run: int
+    val_mse: float
+    train_s: float
+    history: list[float] = field(default_factory=list)
+
+
+def fit_mlp(
+    hidden: Sequence[int],
+    X: F32,
+    target: F32,
+    X_val: F32,
+    y_val: F64,
+    cfg: DistillConfig,
+    *,
+    epochs: int,
+    seed: int,
+    desc: str = "",
+    progress: bool = False,
+) -> FitResult:
+    """Train with `partial_fit` per epoch; keep the weights with the lowest validation MSE on the labels.
+
+    Args:
+        hidden: hidden layer widths.
+        X, target: standardised float32 training inputs and (blended) targets.
+        X_val, y_val: standardised validation inputs and *labels* (standardised target units).
+        epochs: maximum epochs; training stops after `cfg.patience` epochs without improvement.
+    """
+    mlp = make_mlp(hidden, cfg, n_rows=X.shape[0], seed=seed)
+    best: MLPRegressor | None = None
+    best_mse = math.inf
+    best_epoch = 0
+    history: list[float] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=epochs, desc=desc, disable=not progress, leave=True, dynamic_ncols=True)
+    try:
+        for epoch in range(1, epochs + 1):
+            mlp.partial_fit(X, target)
+            mse = float(np.mean((mlp.predict(X_val).astype(np.float64) - y_val) ** 2))
+            history.append(mse)
+            if mse < best_mse - 1e-7:
+                best_mse, best_epoch, best = mse, epoch, copy.deepcopy(mlp)
+            bar.set_postfix(val_mse=f"{mse:.4f}", best_epoch=best_epoch, refresh=False)
+            bar.update(1)
+            if epoch - best_epoch >= cfg.patience:
+                break
+    finally:
+        bar.close()
+    assert best is not None
+    return FitResult(best, best_epoch, len(history), best_mse, time.perf_counter() - t0, history)
+
+
+# ---- the distillation run ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One trained model for one size, with its recipe and metrics."""
+
+    tier: str
+    recipe: Recipe
+    variant: str  # "teacher", "progressive", "progressive_no_transfer", "one_shot", "scratch"
+    stage: int
+    model: TierModel
+    alpha: float
+    temperature: float
+    transfer: bool
+    fit: FitResult
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DistillResult:
+    """Everything a run produced: candidates per tier, the chosen family, and run facts."""
+
+    tier_names: list[str]
+    candidates: dict[str, list[Candidate]]
+    chosen: dict[str, Candidate]
+    info: dict[str, Any]
+
+
+def _x_scaler(X_train: F64) -> StandardScaler:
+    sc = StandardScaler()
+    sc.fit(X_train)
+    return sc
+
+
+def transfer_set(X_rows: F64, x_std: F64, *, multiplier: float, jitter: float, seed: int) -> F64:
+    """Augmented inputs (Bucila et al. 2006): mixup of random row pairs plus Gaussian jitter.
+
+    Each synthetic row is `lam * x_i + (1 - lam) * x_j + jitter * std * N(0, 1)` with `lam ~ Beta(0.4, 0.4)`,
+    in raw feature units (`x_std` = per-feature training std). Returns `round(multiplier * len(X_rows))` rows.
+    """
+    n = round(multiplier * X_rows.shape[0])
+    rng = np.random.default_rng(seed + 7919)
+    i = rng.integers(0, X_rows.shape[0], size=n)
+    j = rng.integers(0, X_rows.shape[0], size=n)
+    lam = rng.beta(0.4, 0.4, size=(n, 1))
+    out = lam * X_rows[i] + (1.0 - lam) * X_rows[j]
+    out += jitter * x_std[None, :] * rng.standard_normal(out.shape)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _hidden(t: TierConfig) -> tuple[int, ...]:
+    return (t.width,) * t.layers
+
+
+def run_distillation(
+    ds: Dataset,
+    tiers: Mapping[str, TierConfig],
+    cfg: DistillConfig,
+    *,
+    epochs: int,
+    seed: int,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> DistillResult:
+    """Train the teacher, the progressive chain (with and without a transfer set) and the baselines.
+
+    Teacher predictions for the students are out-of-sample: with `teacher_folds = 0` the training rows are
+    split chronologically (`heldout_frac`): the teacher learns the first part and every student (all
+    recipes, for a fair comparison) learns the held-out last part; with `teacher_folds = K >= 2` the
+    teacher learns all training rows and students see K-fold out-of-fold teacher predictions (each fold
+    purged by `embargo_bars` rows either side).
+
+    Each tier after the first is then the candidate of its size with the best validation R^2 on labels.
+    """
+    say = log or (lambda _msg: None)
+    names = list(tiers)
+    if len(names) < 2:
+        raise ValueError("distillation needs at least two tiers (a teacher and one student)")
+    n_stages = len(names) - 1
+    tr, va, te = ds.splits.train, ds.splits.val, ds.splits.test
+    X, y = ds.X, ds.y
+    y_mean = float(y[tr].mean())
+    y_scale = float(y[tr].std()) or 1.0
+
+    def ystd(v: F64) -> F64:
+        return (v - y_mean) / y_scale
+
+    scalers: dict[tuple[str, ...], StandardScaler] = {}
+    for name in names:
+        feats = FEATURE_SETS[tiers[name].features]
+        if feats not in scalers:
+            scalers[feats] = _x_scaler(X[tr][:, feature_indices(feats)])
+
+    def scaler_for(name: str) -> tuple[tuple[str, ...], StandardScaler]:
+        feats = FEATURE_SETS[tiers[name].features]
+        return feats, scalers[feats]
+
+    folds = cfg.teacher_folds
+    if folds == 0:
+        n_t = int(len(tr) * (1.0 - cfg.heldout_frac))
+        teacher_rows, student_rows = tr[:n_t], tr[n_t:]
+    else:
+        teacher_rows, student_rows = tr, tr
+    y_S = ystd(y[student_rows])
+    y_val = ystd(y[va])
+
+    def train_model(name: str, rows_X: F64, target: F64, *, desc: str) -> tuple[TierModel, FitResult]:
+        feats, sc = scaler_for(name)
+        cols = feature_indices(feats)
+        Xs = np.asarray(sc.transform(rows_X[:, cols]), dtype=np.float32)
+        Xv = np.asarray(sc.transform(X[va][:, cols]), dtype=np.float32)
+        res = fit_mlp(
+            _hidden(tiers[name]),
+            Xs,
+            target.astype(np.float32),
+            Xv,
+            y_val,
+            cfg,
+            epochs=epochs,
+            seed=seed,
+            desc=desc,
+            progress=progress,
+        )
+        return TierModel(_hidden(tiers[name]), feats, sc, y_mean, y_scale, res.mlp), res
+
+    teacher_name = names[0]
+    teacher, t_fit = train_model(
+        teacher_name, X[teacher_rows], ystd(y[teacher_rows]), desc=f"teacher {teacher_name}"
+    )
+    say(f"teacher {teacher_name}: best epoch {t_fit.best_epoch}/{t_fit.epochs_run}, {t_fit.train_s:.1f} s")
+    if folds == 0:
+        teacher_S = teacher.predict_std(X[student_rows])
+        oof_s = 0.0
+    else:
+        teacher_S = np.empty(len(tr), dtype=np.float64)
+        emb = max(cfg.embargo_bars, cfg.horizon_bars)
+        bounds = np.linspace(0, len(tr), folds + 1).astype(int)
+        t0 = time.perf_counter()
+        for f in range(folds):
+            lo, hi = int(bounds[f]), int(bounds[f + 1])
+            keep = np.ones(len(tr), dtype=np.bool_)
+            keep[max(0, lo - emb) : hi + emb] = False
+            m, _ = train_model(
+                teacher_name, X[tr[keep]], ystd(y[tr[keep]]), desc=f"teacher fold {f + 1}/{folds}"
+            )
+            teacher_S[lo:hi] = m.predict_std(X[tr[lo:hi]])
+        oof_s = time.perf_counter() - t0
+
+    X_S = X[student_rows]
+    x_std = X[tr].std(axis=0)
+    x_std[x_std == 0.0] = 1.0
+    X_T = (
+        transfer_set(X_S, x_std, multiplier=cfg.transfer_multiplier, jitter=cfg.transfer_jitter, seed=seed)
+        if cfg.transfer_multiplier > 0
+        else np.empty((0, X.shape[1]))
+    )
+
+    teacher_test = teacher.predict(X[te])
+    teacher_val = teacher.predict(X[va])
+    teacher_r2 = r2(y[te], teacher_test)
+    teacher_params = teacher.params
+
+    def evaluate(c: Candidate, teacher_on_S: F64) -> None:
+        pred = c.model.predict(X[te])
+        pv = c.model.predict(X[va])
+        test_r2 = r2(y[te], pred)
+        if c.stage == 0:  # the teacher's loss is its MSE on its own training labels
+            y_rows = ystd(y[teacher_rows])
+            distill_loss = two_term_loss(0.0, c.model.predict_std(X[teacher_rows]), y_rows, y_rows)
+        else:  # the stage's objective on the labelled student rows (transfer rows excluded)
+            distill_loss = two_term_loss(c.alpha, c.model.predict_std(X_S), teacher_on_S, y_S)
+        c.metrics = {
+            "test_r2": test_r2,
+            "r2_retention": test_r2 / teacher_r2 if teacher_r2 > 0.0 else None,
+            "fidelity_r2": r2(teacher_test, pred),
+            "ic": information_coefficient(pred, y[te]),
+            "hit_rate": hit_rate(pred, y[te]),
+            "distill_loss": distill_loss,
+            "train_s": c.fit.train_s,
+            "val_r2": r2(y[va], pv),
+            "val_fidelity_r2": r2(teacher_val, pv),
+            "params": float(c.model.params),
+            "compression": teacher_params / c.model.params,
+            "best_epoch": float(c.fit.best_epoch),
+            "epochs_run": float(c.fit.epochs_run),
+        }
+
+    t_cand = Candidate(teacher_name, "teacher", "teacher", 0, teacher, 0.0, cfg.t_max, False, t_fit)
+    t_cand.fit.train_s += oof_s
+    evaluate(t_cand, teacher_S)
+    candidates: dict[str, list[Candidate]] = {teacher_name: [t_cand]}
+    for name in names[1:]:
+        candidates[name] = []
+
+    def distill_from(
+        name: str, labeler: TierModel, labeler_S: F64, alpha: float, *, with_transfer: bool, desc: str
+    ) -> tuple[TierModel, FitResult]:
+        target = blended_target(alpha, labeler_S, y_S)
+        rows = X_S
+        if with_transfer and X_T.shape[0]:
+            rows = np.concatenate([X_S, X_T])
+            target = np.concatenate([target, labeler.predict_std(X_T)])
+        return train_model(name, rows, target, desc=desc)
+
+    variants = [True, False] if X_T.shape[0] else [False]
+    for with_transfer in variants:
+        variant = "progressive" if with_transfer else "progressive_no_transfer"
+        prev, prev_S = teacher, teacher_S
+        for k, name in enumerate(names[1:], start=1):
+            a = stage_alpha(k, n_stages, cfg.alpha_max)
+            temp = stage_temperature(k, n_stages, cfg.t_max, cfg.gamma)
+            m, fit = distill_from(
+                name, prev, prev_S, a, with_transfer=with_transfer, desc=f"{variant} {k}/{n_stages} {name}"
+            )
+            c = Candidate(name, "progressive", variant, k, m, a, temp, with_transfer, fit)
+            evaluate(c, prev_S)
+            candidates[name].append(c)
+            say(f"{variant} stage {k} {name}: val_r2 {c.metrics['val_r2']:.4f} ({fit.train_s:.1f} s)")
+            prev, prev_S = m, m.predict_std(X_S)
+
+    a1 = stage_alpha(1, n_stages, cfg.alpha_max)
+    t1 = stage_temperature(1, n_stages, cfg.t_max, cfg.gamma)
+    one_shot_transfer = bool(X_T.shape[0])
+    for k, name in enumerate(names[1:], start=1):
+        first = next((c for c in candidates[name] if c.stage == 1 and c.transfer == one_shot_transfer), None)
+        if first is not None:  # stage 1 of the chain *is* the one-shot student of that size: same run
+            c = copy.copy(first)
+            c.recipe, c.variant = "one_shot", "one_shot"
+        else:
+            m, fit = distill_from(
+                name, teacher, teacher_S, a1, with_transfer=one_shot_transfer, desc=f"one_shot {name}"
+            )
+            c = Candidate(name, "one_shot", "one_shot", k, m, a1, t1, one_shot_transfer, fit)
+            evaluate(c, teacher_S)
+        candidates[name].append(c)
+        m, fit = train_model(name, X_S, y_S, desc=f"scratch {name}")
+        c = Candidate(name, "scratch", "scratch", k, m, 0.0, 1.0, False, fit)
+        evaluate(c, teacher_S)
+        candidates[name].append(c)
+
+    chosen: dict[str, Candidate] = {teacher_name: t_cand}
+    for name in names[1:]:
+        best = max(candidates[name], key=lambda c: c.metrics["val_r2"] or -math.inf)
+        chosen[name] = best
+    info = {
+        "teacher_rows": len(teacher_rows),
+        "student_rows": len(student_rows),
+        "transfer_rows": int(X_T.shape[0]),
+        "val_rows": len(va),
+        "test_rows": len(te),
+        "epochs": epochs,
+        "seed": seed,
+        "teacher_folds": folds,
+        "heldout_frac": cfg.heldout_frac if folds == 0 else None,
+        "y_mean": y_mean,
+        "y_scale": y_scale,
+        "teacher_test_r2": teacher_r2,
+        "n_stages": n_stages,
+    }
+    return DistillResult(names, candidates, chosen, info)
