@@ -1,0 +1,334 @@
+"""Bybit v5 public REST client: paginated kline history with retries, used live and by `offline fetch`.
+
+Lifecycle: `RestClient` is an async context manager around one `aiohttp.ClientSession` (new -> open ->
+closed; a closed client cannot reopen). Rules:
+
+- retCode 10006 (rate limit): wait until `X-Bapi-Limit-Reset-Timestamp` when present, measured against the
+  answer's own `time` field (so local clock skew does not matter), capped at `backoff_max_s`; without the
+  header, capped exponential backoff with jitter. HTTP 5xx, 429, timeouts and connection errors: the same
+  backoff. At most `max_retries` retries, then `ExchangeError` (`RateLimitError` for 10006).
+- HTTP 403 (IP ban, >= 10 min): `IpBannedError` at once, no retry, and every later call fails fast without a
+  request for `ban_s` seconds - REST stops, the websocket is not affected.
+- Any other retCode (10001 bad params/symbol ...): `ExchangeError` with the exchange's retMsg.
+
+A kline row is confirmed when `start_ms + interval_ms <= time` (the exchange clock of the answer); the still
+open candle Bybit includes is dropped. `history` pages backwards with `end` (1000 rows a page), removes the
+duplicate rows at page boundaries and returns bars ascending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Literal, Self
+
+import aiohttp
+import msgspec
+
+from bot.bars import Bar, interval_ms
+from bot.errors import ExchangeError, IpBannedError, RateLimitError
+from bot.logs import BACKFILL_PAGE, REST_BANNED, REST_RETRY, get_logger
+from bot.wire import WireError, decode_rest, decode_rest_klines, to_float
+
+KLINE_PATH: Final = "/v5/market/kline"
+MAX_LIMIT: Final = 1000
+RATE_LIMIT_CODE: Final = 10006
+RESET_HEADER: Final = "X-Bapi-Limit-Reset-Timestamp"
+
+
+@dataclass(frozen=True, slots=True)
+class KlinePage:
+    """One kline answer: confirmed `bars` ascending, the `open_start_ms` of an included open candle (or None),
+    and the exchange clock `time_ms` of the answer."""
+
+    bars: list[Bar]
+    open_start_ms: int | None
+    time_ms: int
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """Confirmed bars ascending, and the exchange clock (ms) of the newest answer they came from."""
+
+    bars: list[Bar]
+    time_ms: int
+    pages: int
+
+
+class _Retry(Exception):
+    """Internal: this attempt failed in a retryable way; `wait_s` is the server-told wait, if any."""
+
+    def __init__(self, cause: str, *, wait_s: float | None = None, rate_limited: bool = False) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.wait_s = wait_s
+        self.rate_limited = rate_limited
+
+
+class RestClient:
+    """Bybit v5 public REST (market data only, no keys).
+
+    Args:
+        base_url: e.g. "https://api.bybit.com" or "http://127.0.0.1:PORT".
+        timeout_s: total timeout per request attempt.
+        max_retries: retries after the first attempt for retryable failures (0 = no retry).
+        backoff_initial_s: first backoff; doubles per retry, with jitter in [50%, 100%].
+        backoff_max_s: cap for any wait, including a server-told rate-limit reset.
+        category: Bybit category sent with every request.
+        ban_s: how long an HTTP 403 stops all requests.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 10.0,
+        max_retries: int = 6,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        category: str = "linear",
+        ban_s: float = 600.0,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if not 0 < backoff_initial_s <= backoff_max_s:
+            raise ValueError(
+                "backoff must satisfy 0 < backoff_initial_s <= backoff_max_s, "
+                f"got {backoff_initial_s}, {backoff_max_s}"
+            )
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.category = category
+        self.ban_s = ban_s
+        self.requests = 0
+        self.retries = 0
+        self._banned_until: float | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._state: Literal["new", "open", "closed"] = "new"
+        self._log = get_logger(component="rest")
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise RuntimeError(f"RestClient is {self._state}; a client opens once - create a new one")
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        self._state = "open"
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session; the client cannot be used again."""
+        self._state = "closed"
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    @property
+    def banned(self) -> bool:
+        """True while an HTTP 403 ban is in force (no request is sent)."""
+        return self._banned_until is not None and time.monotonic() < self._banned_until
+
+    # ---- API --------------------------------------------------------------------------------------------
+
+    async def page(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = MAX_LIMIT,
+    ) -> KlinePage:
+        """One GET /v5/market/kline: confirmed bars ascending plus the answer's exchange time."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be in 1..{MAX_LIMIT}, got {limit}")
+        step = interval_ms(interval)
+        params = {"category": self.category, "symbol": symbol, "interval": interval, "limit": str(limit)}
+        if start_ms is not None:
+            params["start"] = str(start_ms)
+        if end_ms is not None:
+            params["end"] = str(end_ms)
+        what = f"GET {KLINE_PATH} {symbol} {interval} start={start_ms} end={end_ms}"
+        env_time, result = await self._get(KLINE_PATH, params, what=what)
+        parsed = decode_rest_klines(result, what=what)
+        bars: dict[int, Bar] = {}
+        open_start: int | None = None
+        for row in parsed.list:
+            if len(row) < 6:
+                raise WireError(
+                    f"{what}: expected rows of 7 strings [start, o, h, l, c, v, turnover], got {row!r}"
+                )
+            try:
+                start = int(row[0])
+            except ValueError:
+                raise WireError(f"{what}: expected an integer start time, got {row[0]!r}") from None
+            if start + step > env_time:
+                open_start = start
+                continue
+            bars[start] = Bar(
+                symbol=symbol,
+                start_ms=start,
+                open=to_float(row[1], what=f"{what} open"),
+                high=to_float(row[2], what=f"{what} high"),
+                low=to_float(row[3], what=f"{what} low"),
+                close=to_float(row[4], what=f"{what} close"),
+                volume=to_float(row[5], what=f"{what} volume"),
+                turnover=to_float(row[6], what=f"{what} turnover") if len(row) > 6 else 0.0,
+                source="rest",
+            )
+        return KlinePage(
+            bars=[bars[k] for k in sorted(bars)],
+            open_start_ms=open_start,
+            time_ms=env_time,
+            rows=len(parsed.list),
+        )
+
+    async def klines_page(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = MAX_LIMIT,
+    ) -> list[Bar]:
+        """Confirmed bars of one kline request, ascending (the open candle dropped)."""
+        return (await self.page(symbol, interval, start_ms=start_ms, end_ms=end_ms, limit=limit)).bars
+
+    async def fetch_history(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int,
+        end_ms: int | None = None,
+        on_page: Callable[[list[Bar]], None] | None = None,
+    ) -> History:
+        """All confirmed bars with `start_ms <= open time <= end_ms` (None = through the newest closed bar).
+
+        Pages backwards with `end` (1000 rows a page). When a page is full, the ranges on both sides of it
+        that can still hold closed bars are fetched too, so this is correct whichever end of a range the
+        server fills a page from. `on_page` sees each page's new bars.
+        """
+        step = interval_ms(interval)
+        found: dict[int, Bar] = {}
+        todo: list[tuple[int, int | None]] = [(start_ms, end_ms)]
+        time_ms = 0
+        pages = 0
+        while todo:
+            lo, hi = todo.pop()
+            page = await self.page(symbol, interval, start_ms=lo, end_ms=hi, limit=MAX_LIMIT)
+            pages += 1
+            time_ms = max(time_ms, page.time_ms)
+            fresh = [b for b in page.bars if b.start_ms not in found and b.start_ms >= lo]
+            fresh = [b for b in fresh if hi is None or b.start_ms <= hi]
+            for bar in fresh:
+                found[bar.start_ms] = bar
+            self._log.debug(BACKFILL_PAGE, symbol=symbol, lo_ms=lo, hi_ms=hi, rows=page.rows, new=len(fresh))
+            if on_page is not None:
+                on_page(fresh)
+            if page.rows < MAX_LIMIT or not page.bars:
+                continue
+            first, last = page.bars[0].start_ms, page.bars[-1].start_ms
+            upper = last + step
+            if upper + step <= page.time_ms and (hi is None or upper <= hi):
+                todo.append((upper, hi))
+            if first - step >= lo:
+                todo.append((lo, first - step))
+        return History(bars=[found[k] for k in sorted(found)], time_ms=time_ms, pages=pages)
+
+    async def history(
+        self,
+        symbol: str,
+        interval: str,
+        *,
+        start_ms: int,
+        end_ms: int | None = None,
+        on_page: Callable[[list[Bar]], None] | None = None,
+    ) -> list[Bar]:
+        """All confirmed bars from `start_ms` through `end_ms` (None = the newest closed one), ascending."""
+        hist = await self.fetch_history(symbol, interval, start_ms=start_ms, end_ms=end_ms, on_page=on_page)
+        return hist.bars
+
+    # ---- transport --------------------------------------------------------------------------------------
+
+    def _backoff_s(self, attempt: int) -> float:
+        base = min(self.backoff_max_s, self.backoff_initial_s * 2.0**attempt)
+        return base * random.uniform(0.5, 1.0)
+
+    async def _get(self, path: str, params: dict[str, str], *, what: str) -> tuple[int, msgspec.Raw | None]:
+        """GET with the retry rules; returns (exchange time ms, raw result)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(path, params, what=what)
+            except _Retry as retry:
+                if attempt >= self.max_retries:
+                    msg = f"{what}: gave up after {attempt + 1} attempts, last: {retry.cause}"
+                    if retry.rate_limited:
+                        raise RateLimitError(msg) from None
+                    raise ExchangeError(msg) from None
+                delay = retry.wait_s if retry.wait_s is not None else self._backoff_s(attempt)
+                self.retries += 1
+                self._log.warning(
+                    REST_RETRY, what=what, cause=retry.cause, delay_s=round(delay, 3), attempt=attempt
+                )
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _attempt(
+        self, path: str, params: dict[str, str], *, what: str
+    ) -> tuple[int, msgspec.Raw | None]:
+        if self._state != "open" or self._session is None:
+            raise RuntimeError(f"RestClient is {self._state}; use `async with RestClient(...)`")
+        if self.banned:
+            raise IpBannedError(
+                f"{what}: REST is stopped after HTTP 403 (IP ban) for up to {self.ban_s:.0f} s"
+            )
+        self.requests += 1
+        try:
+            async with self._session.get(self.base_url + path, params=params) as resp:
+                status = resp.status
+                body = await resp.read()
+                reset_header = resp.headers.get(RESET_HEADER)
+        except TimeoutError:
+            raise _Retry(f"timeout after {self.timeout_s} s") from None
+        except aiohttp.ClientError as exc:
+            raise _Retry(f"{type(exc).__name__}: {exc}") from None
+        if status == 403:
+            self._banned_until = time.monotonic() + self.ban_s
+            self._log.error(REST_BANNED, what=what, ban_s=self.ban_s)
+            raise IpBannedError(f"{what}: HTTP 403 - the IP is banned by Bybit (>= 10 min); REST stopped")
+        if status >= 500 or status == 429:
+            raise _Retry(f"HTTP {status}")
+        if status != 200:
+            raise ExchangeError(f"{what}: expected HTTP 200, got {status}: {body[:200]!r}")
+        env = decode_rest(body, what=what)
+        if env.retCode == 0:
+            return env.time, env.result
+        if env.retCode == RATE_LIMIT_CODE:
+            wait_s: float | None = None
+            if reset_header is not None:
+                try:
+                    reset_ms = int(reset_header)
+                except ValueError:
+                    reset_ms = None
+                if reset_ms is not None:
+                    wait_s = min(self.backoff_max_s, max(0.0, (reset_ms - env.time) / 1000.0))
+            raise _Retry(f"retCode 10006 {env.retMsg}", wait_s=wait_s, rate_limited=True)
+        raise ExchangeError(f"{what}: retCode {env.retCode}: {env.retMsg}")

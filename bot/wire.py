@@ -1,0 +1,173 @@
+"""Bybit v5 public wire messages: one typed struct per message, decoded once at the edge.
+
+Websocket frames are decoded into a `WsEnvelope` first (op replies and topic pushes share one shape), then the
+`data` of a topic push is decoded by topic into the matching struct and turned into domain values at once
+(`bot.bars.Bar`, `bot.bars.BookTop`, `bot.stream.PartialBar`). Anything that does not match raises `WireError`
+with what was expected and what came; the feed logs it and skips the frame.
+
+Prices and sizes are strings on the wire and floats in the domain; times are int epoch ms.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from bot.errors import BotError
+
+
+class WireError(BotError):
+    """A frame or response does not match the documented Bybit v5 shape."""
+
+
+# ---- websocket --------------------------------------------------------------------------------------------
+
+
+class WsEnvelope(msgspec.Struct, frozen=True):
+    """Any websocket frame: an op reply (`op`, `success`, `ret_msg`) or a topic push (`topic`, `data`)."""
+
+    op: str | None = None
+    success: bool | None = None
+    ret_msg: str | None = None
+    conn_id: str | None = None
+    req_id: str | None = None
+    topic: str | None = None
+    type: str | None = None
+    ts: int | None = None
+    data: msgspec.Raw | None = None
+
+
+class WsKline(msgspec.Struct, frozen=True):
+    """One element of a `kline.{interval}.{symbol}` push's `data` list."""
+
+    start: int
+    end: int
+    interval: str
+    open: str
+    close: str
+    high: str
+    low: str
+    volume: str
+    turnover: str
+    confirm: bool
+    timestamp: int
+
+
+class WsOrderbook(msgspec.Struct, frozen=True):
+    """`data` of an `orderbook.1.{symbol}` push: `b`/`a` are `[price, size]` string pairs."""
+
+    s: str
+    b: list[tuple[str, str]]
+    a: list[tuple[str, str]]
+    u: int = 0
+    seq: int = 0
+
+
+class WsTicker(msgspec.Struct, frozen=True):
+    """`data` of a `tickers.{symbol}` push; a `delta` carries only the fields that changed (Bybit's names)."""
+
+    symbol: str
+    bid1Price: str | None = None
+    bid1Size: str | None = None
+    ask1Price: str | None = None
+    ask1Size: str | None = None
+
+
+_ENVELOPE: Final = msgspec.json.Decoder(WsEnvelope)
+_KLINES: Final = msgspec.json.Decoder(list[WsKline])
+_ORDERBOOK: Final = msgspec.json.Decoder(WsOrderbook)
+_TICKER: Final = msgspec.json.Decoder(WsTicker)
+
+
+def decode_envelope(frame: str | bytes) -> WsEnvelope:
+    """Decode a websocket text frame; raise `WireError` when it is not a JSON object of the known shape."""
+    try:
+        return _ENVELOPE.decode(frame)
+    except msgspec.DecodeError as exc:
+        raise WireError(
+            f"websocket frame: expected a Bybit v5 JSON object, got {_clip(frame)!r}: {exc}"
+        ) from exc
+
+
+def decode_klines(raw: msgspec.Raw, *, topic: str) -> list[WsKline]:
+    """Decode the `data` list of a kline push."""
+    try:
+        return _KLINES.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise WireError(
+            f"{topic}: expected data as a list of kline objects, got {_clip(bytes(raw))!r}: {exc}"
+        ) from exc
+
+
+def decode_orderbook(raw: msgspec.Raw, *, topic: str) -> WsOrderbook:
+    """Decode the `data` object of an `orderbook.1` push."""
+    try:
+        return _ORDERBOOK.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"{topic}: expected an orderbook object, got {_clip(bytes(raw))!r}: {exc}") from exc
+
+
+def decode_ticker(raw: msgspec.Raw, *, topic: str) -> WsTicker:
+    """Decode the `data` object of a `tickers` push."""
+    try:
+        return _TICKER.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"{topic}: expected a ticker object, got {_clip(bytes(raw))!r}: {exc}") from exc
+
+
+def to_float(value: str, *, what: str) -> float:
+    """Parse a Bybit decimal string; raise `WireError` naming the field when it is not a number."""
+    try:
+        out = float(value)
+    except ValueError:
+        raise WireError(f"{what}: expected a decimal string, got {value!r}") from None
+    if out != out or out in (float("inf"), float("-inf")):
+        raise WireError(f"{what}: expected a finite number, got {value!r}")
+    return out
+
+
+# ---- REST -------------------------------------------------------------------------------------------------
+
+
+class RestEnvelope(msgspec.Struct, frozen=True):
+    """Every v5 REST answer: errors come with HTTP 200 and `retCode != 0`; `time` = exchange clock (ms)."""
+
+    retCode: int
+    retMsg: str
+    time: int
+    result: msgspec.Raw | None = None
+
+
+class RestKlineResult(msgspec.Struct, frozen=True):
+    """Kline `result`: rows `[start, open, high, low, close, volume, turnover]`, newest first."""
+
+    symbol: str
+    category: str
+    list: list[list[str]]
+
+
+_REST_ENVELOPE: Final = msgspec.json.Decoder(RestEnvelope)
+_REST_KLINE: Final = msgspec.json.Decoder(RestKlineResult)
+
+
+def decode_rest(body: bytes, *, what: str) -> RestEnvelope:
+    """Decode a REST body; raise `WireError` naming the request when it is not a v5 envelope."""
+    try:
+        return _REST_ENVELOPE.decode(body)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"{what}: expected a Bybit v5 JSON envelope, got {_clip(body)!r}: {exc}") from exc
+
+
+def decode_rest_klines(raw: msgspec.Raw | None, *, what: str) -> RestKlineResult:
+    """Decode the kline `result`; raise `WireError` when it is missing or malformed."""
+    if raw is None:
+        raise WireError(f"{what}: expected a kline result object, got none")
+    try:
+        return _REST_KLINE.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"{what}: expected a kline result object, got {_clip(bytes(raw))!r}: {exc}") from exc
+
+
+def _clip(frame: str | bytes, n: int = 200) -> str | bytes:
+    return frame if len(frame) <= n else frame[:n]
