@@ -1,0 +1,239 @@
+"""`python -m bot latency-report LOG [--out DIR]`: per-tier latency, PnL and bar counts from the decision log.
+
+Reads the JSONL decision log (`logging.decisions_path`), keeps the canonical `bar_decided` lines (schema in
+docs/architecture.md), ignores every other event and counts lines that are not JSON objects or whose
+`bar_decided` fields are missing or mistyped. A bar decided twice (same symbol and `start_ms`, e.g. logged
+again after a crash before the ledger commit) is counted in `duplicates` and only its last line is kept.
+
+Writes `report.json` plus `latency_<tier>.png` (histogram and CDF of each stage) to the output directory
+and returns the report dict. PnL per tier/regime sums each line's `realized_pnl_usd` and `fee_usd`, which
+are the amounts booked on that bar (not running totals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+
+from bot.errors import BotError
+
+STAGES: Final[tuple[str, ...]] = ("features", "regime", "inference", "paper", "total", "recv_to_decision_us")
+QUANTILES: Final[tuple[tuple[str, float], ...]] = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
+
+
+class DecisionLine(msgspec.Struct, kw_only=True):
+    """The fields of a `bar_decided` line this report reads (other fields are ignored)."""
+
+    symbol: str
+    start_ms: int
+    source: str
+    regime: str
+    tier: str
+    latency_us: dict[str, float]
+    realized_pnl_usd: float = 0.0
+    unrealized_pnl_usd: float = 0.0
+    fee_usd: float = 0.0
+    recv_to_decision_us: float | None = None
+
+
+class ReportError(BotError):
+    """The decision log cannot be read."""
+
+
+def read_decisions(log_path: str | Path) -> tuple[list[DecisionLine], dict[str, int]]:
+    """Parse the log; returns the kept decisions (in log order) and line counts.
+
+    Counts: `lines`, `decisions` (kept), `other_events`, `malformed`, `duplicates`.
+    """
+    path = Path(log_path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read decision log: {exc.strerror}") from exc
+    counts = Counter({"lines": 0, "decisions": 0, "other_events": 0, "malformed": 0, "duplicates": 0})
+    by_key: dict[tuple[str, int], DecisionLine] = {}
+    for line in raw.splitlines():
+        if not line.strip():
+            continue
+        counts["lines"] += 1
+        try:
+            obj = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            counts["malformed"] += 1
+            continue
+        if not isinstance(obj, dict):
+            counts["malformed"] += 1
+            continue
+        if obj.get("event") != "bar_decided":
+            counts["other_events"] += 1
+            continue
+        try:
+            d = msgspec.convert(obj, DecisionLine)
+        except msgspec.ValidationError:
+            counts["malformed"] += 1
+            continue
+        key = (d.symbol, d.start_ms)
+        if key in by_key:
+            counts["duplicates"] += 1
+            del by_key[key]  # re-insert so the kept line sits where the last one was logged
+        by_key[key] = d
+    counts["decisions"] = len(by_key)
+    return list(by_key.values()), dict(counts)
+
+
+def _stage_values(decisions: list[DecisionLine], stage: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    if stage == "recv_to_decision_us":
+        vals = [d.recv_to_decision_us for d in decisions if d.recv_to_decision_us is not None]
+    else:
+        vals = [d.latency_us[stage] for d in decisions if stage in d.latency_us]
+    return np.asarray([v for v in vals if math.isfinite(v)], dtype=np.float64)
+
+
+def _summary(values: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, float] | None:
+    if values.size == 0:
+        return None
+    out = {name: float(np.percentile(values, q)) for name, q in QUANTILES}
+    out["max"] = float(values.max())
+    out["mean"] = float(values.mean())
+    return out
+
+
+def _pnl(decisions: list[DecisionLine]) -> dict[str, float | int]:
+    return {
+        "bars": len(decisions),
+        "realized_pnl_usd": float(sum(d.realized_pnl_usd for d in decisions)),
+        "fee_usd": float(sum(d.fee_usd for d in decisions)),
+    }
+
+
+def build_report(decisions: list[DecisionLine], counts: dict[str, int]) -> dict[str, Any]:
+    """The report dict: counts, latency quantiles per tier and stage, PnL per tier, regime and source."""
+    tiers: dict[str, list[DecisionLine]] = defaultdict(list)
+    regimes: dict[str, list[DecisionLine]] = defaultdict(list)
+    sources: Counter[str] = Counter()
+    for d in decisions:
+        tiers[d.tier].append(d)
+        regimes[d.regime].append(d)
+        sources[d.source] += 1
+    per_tier: dict[str, Any] = {}
+    for name in sorted(tiers):
+        rows = tiers[name]
+        per_tier[name] = {
+            **_pnl(rows),
+            "latency_us": {stage: _summary(_stage_values(rows, stage)) for stage in STAGES},
+        }
+    last = decisions[-1] if decisions else None
+    return {
+        "counts": counts,
+        "first_start_ms": min((d.start_ms for d in decisions), default=None),
+        "last_start_ms": max((d.start_ms for d in decisions), default=None),
+        "symbols": sorted({d.symbol for d in decisions}),
+        "bars_by_source": dict(sorted(sources.items())),
+        "tiers": per_tier,
+        "regimes": {name: _pnl(regimes[name]) for name in sorted(regimes)},
+        "total": {**_pnl(decisions), "unrealized_pnl_usd_last": last.unrealized_pnl_usd if last else 0.0},
+    }
+
+
+def plot_tier(name: str, decisions: list[DecisionLine], out_png: Path) -> None:
+    """Histogram (log-spaced bins) and empirical CDF of each latency stage for one tier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_hist, ax_cdf) = plt.subplots(1, 2, figsize=(11, 4))
+    try:
+        for stage in STAGES:
+            vals = _stage_values(decisions, stage)
+            vals = vals[vals > 0]
+            if vals.size == 0:
+                continue
+            lo, hi = max(float(vals.min()), 0.5), max(float(vals.max()), 1.0)
+            bins = np.geomspace(lo, hi * 1.0001, 40) if hi > lo else np.asarray([lo * 0.9, hi * 1.1])
+            ax_hist.hist(vals, bins=bins, histtype="step", label=stage)
+            xs = np.sort(vals)
+            ax_cdf.step(xs, np.arange(1, xs.size + 1) / xs.size, where="post", label=stage)
+        for ax in (ax_hist, ax_cdf):
+            ax.set_xscale("log")
+            ax.set_xlabel("latency (us)")
+            ax.grid(True, which="both", alpha=0.3)
+        ax_hist.set_ylabel("bars")
+        ax_cdf.set_ylabel("fraction of bars")
+        ax_cdf.legend(fontsize=8, loc="lower right")
+        fig.suptitle(f"tier {name}: {len(decisions)} bars")
+        fig.tight_layout()
+        fig.savefig(out_png, dpi=90)
+    finally:
+        plt.close(fig)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Plain-text table: one row per tier with bars, PnL and p50/p90/p99/max of inference and total."""
+    head = f"{'tier':<12}{'bars':>7}{'pnl_usd':>11}{'fee_usd':>10}"
+    cols = [
+        (stage, q) for stage in ("inference", "total", "recv_to_decision_us") for q in ("p50", "p99", "max")
+    ]
+    short = {"inference": "inf", "total": "tot", "recv_to_decision_us": "recv"}
+    head += "".join(f"{short[s] + '_' + q:>11}" for s, q in cols)
+    lines = [head, "-" * len(head)]
+    for name, t in report["tiers"].items():
+        row = f"{name:<12}{t['bars']:>7}{t['realized_pnl_usd']:>11.2f}{t['fee_usd']:>10.2f}"
+        for stage, q in cols:
+            s = t["latency_us"][stage]
+            row += f"{s[q]:>11.0f}" if s else f"{'-':>11}"
+        lines.append(row)
+    c = report["counts"]
+    lines.append(
+        f"{c['decisions']} decisions from {c['lines']} lines; {c['other_events']} other events, "
+        f"{c['malformed']} malformed, {c['duplicates']} duplicates (latency in us)"
+    )
+    for name, r in report["regimes"].items():
+        lines.append(f"  regime {name:<11} bars {r['bars']:>7}  pnl_usd {r['realized_pnl_usd']:>10.2f}")
+    return "\n".join(lines)
+
+
+def run_report(log_path: str | Path, out_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
+    """Read the log, write `report.json` (and a PNG per tier when `plots`) to `out_dir`; return the report."""
+    decisions, counts = read_decisions(log_path)
+    report = build_report(decisions, counts)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report["source_log"] = str(log_path)
+    report["plots"] = {}
+    if plots:
+        by_tier: dict[str, list[DecisionLine]] = defaultdict(list)
+        for d in decisions:
+            by_tier[d.tier].append(d)
+        for name, rows in sorted(by_tier.items()):
+            png = out / f"latency_{name}.png"
+            plot_tier(name, rows, png)
+            report["plots"][name] = png.name
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return report
+
+
+def add_report_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the `latency-report` subcommand."""
+    parser.add_argument("log", type=Path, help="JSONL decision log (logging.decisions_path)")
+    parser.add_argument("--out", type=Path, default=Path("reports/latency"), help="output directory")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def main_report(args: argparse.Namespace) -> int:
+    """Run the subcommand: print the table, write the files; 0 on success, 2 when the log is unreadable."""
+    try:
+        report = run_report(args.log, args.out, plots=not args.no_plots)
+    except ReportError as exc:
+        print(f"latency-report: {exc}")
+        return 2
+    print(format_table(report))
+    print(f"wrote {Path(args.out) / 'report.json'}")
+    return 0
