@@ -15,6 +15,7 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("test R2", "test_r2", "{:+.4f}"),
     ("retain", "r2_retention", "{:.2f}"),
     ("fidel R2", "fidelity_r2", "{:+.3f}"),
+    ("fidel r", "fidelity_corr", "{:+.3f}"),
     ("IC", "ic", "{:+.4f}"),
     ("hit", "hit_rate", "{:.3f}"),
     ("loss", "distill_loss", "{:.4f}"),
@@ -108,7 +109,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"{info['transfer_rows']}, val {info['val_rows']}, test {info['test_rows']}; "
         f"epochs <= {info['epochs']}, "
         f"seed {info['seed']}. * = exported (best validation R2 of its size). retain = test R2 / teacher's "
-        "(- when the teacher's test R2 <= 0); fidel R2 = R2 of the student against the teacher's outputs."
+        "(- when the teacher's test R2 <= 0);\nfidel R2 / fidel r = R2 / correlation of the student against "
+        "the teacher's test outputs."
     )
     return "\n".join(out)
 

@@ -92,6 +92,13 @@ def information_coefficient(pred: F64, truth: F64) -> float:
     return float(rho) if math.isfinite(float(rho)) else 0.0
 
 
+def pearson(a: F64, b: F64) -> float:
+    """Pearson correlation (0 when either side is constant)."""
+    if np.ptp(a) == 0.0 or np.ptp(b) == 0.0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def hit_rate(pred: F64, truth: F64) -> float:
     """Share of rows with a non-zero realised return where sign(pred) == sign(truth)."""
     nz = truth != 0.0
@@ -397,6 +404,8 @@ def run_distillation(
             "train_s": c.fit.train_s,
             "val_r2": r2(y[va], pv),
             "val_fidelity_r2": r2(teacher_val, pv),
+            # scale-free fidelity: fidelity R2 is ill-conditioned when the teacher's output barely varies
+            "fidelity_corr": pearson(teacher_test, pred),
             "params": float(c.model.params),
             "compression": teacher_params / c.model.params,
             "best_epoch": float(c.fit.best_epoch),

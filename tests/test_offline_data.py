@@ -1,0 +1,125 @@
+"""offline.data: CSV checks naming the row, gaps, forward-return targets, chronological splits with embargo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.config import DistillConfig
+from bot.errors import DataError
+from bot.features import WARMUP_BARS
+from offline.data import build_dataset, check_gaps, forward_returns, load_csv, load_dataset, synthetic_bars
+
+STEP_MS = 300_000
+HEADER = "start_ms,open,high,low,close,volume\n"
+
+
+def _rows(n: int, *, start_ms: int = 1_700_000_000_000) -> list[str]:
+    out = []
+    price = 100.0
+    for i in range(n):
+        c = price * (1.0 + 0.001 * ((i * 7919) % 13 - 6))
+        out.append(f"{start_ms + i * STEP_MS},{price},{max(price, c) + 0.5},{min(price, c) - 0.5},{c},{10 + i % 5}\n")
+        price = c
+    return out
+
+
+def _write(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
+    p = tmp_path / "TESTUSDT_5m.csv"
+    p.write_text(header + "".join(rows), encoding="utf-8")
+    return p
+
+
+def test_load_csv_reads_bars_with_symbol_from_file_name(tmp_path: Path) -> None:
+    """A clean CSV loads every row as a csv-sourced Bar with the file's symbol prefix."""
+    bars = load_csv(_write(tmp_path, _rows(5)))
+    assert len(bars) == 5
+    assert bars[0].symbol == "TESTUSDT"
+    assert bars[0].source == "csv"
+    assert bars[1].start_ms - bars[0].start_ms == STEP_MS
+
+
+@pytest.mark.parametrize(
+    ("line", "replacement", "message"),
+    [
+        (3, "DUP", "line 5: duplicate start_ms"),
+        (3, "BACK", "line 5: start_ms 1700000000000 is before"),
+        (2, "{t},nan,101,99,100,1\n", "line 3: open must be finite"),
+        (2, "{t},100,101,99,0,1\n", "line 3: prices must be > 0"),
+        (2, "{t},100,101,-99,100,1\n", "line 3: prices must be > 0"),
+        (2, "{t},100,98,99,98.5,1\n", "line 3: high 98.0 < low 99.0"),
+        (2, "{t},100,101,99,abc,1\n", "line 3: close must be a number"),
+        (2, "{t},100,101,99,100\n", "line 3: expected 6 fields"),
+        (2, "{t},100,100.5,99,102,1\n", "line 3: open/close outside [low, high]"),
+    ],
+)
+def test_bad_csv_row_is_rejected_naming_the_line(tmp_path: Path, line: int, replacement: str, message: str) -> None:
+    """Each malformed row raises DataError naming its line number (header = line 1) and the problem."""
+    rows = _rows(6)
+    t = 1_700_000_000_000 + (line - 1) * STEP_MS
+    if replacement == "DUP":
+        rows[line] = rows[line - 1]
+    elif replacement == "BACK":
+        rows[line] = rows[line].replace(str(t + STEP_MS), str(t - 2 * STEP_MS), 1)
+    else:
+        rows[line - 1] = replacement.format(t=t)
+    with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_csv(_write(tmp_path, rows))
+
+
+def test_bad_header_is_rejected(tmp_path: Path) -> None:
+    """A file without the start_ms,open,high,low,close,volume header is rejected naming line 1."""
+    with pytest.raises(DataError, match="line 1: expected header"):
+        load_csv(_write(tmp_path, _rows(3), header="time,o,h,l,c,v\n"))
+
+
+def test_gap_is_an_error_naming_the_first_gap_unless_allowed(tmp_path: Path) -> None:
+    """A time gap raises DataError naming the first gap's row; allow_gaps counts the gaps instead."""
+    rows = _rows(10)
+    rows[6:] = _rows(4, start_ms=1_700_000_000_000 + 20 * STEP_MS)
+    bars = load_csv(_write(tmp_path, rows))
+    with pytest.raises(DataError, match=r"gap before data row 7 \(line 8\).*--allow-gaps"):
+        check_gaps(bars, STEP_MS, allow_gaps=False)
+    assert check_gaps(bars, STEP_MS, allow_gaps=True) == 1
+
+
+def test_targets_are_forward_returns_and_never_span_a_gap() -> None:
+    """y_t = c_{t+h}/c_t - 1, and rows whose horizon crosses a gap are not usable."""
+    bars = synthetic_bars(400, seed=2)
+    from bot.bars import Bar
+
+    gapped = [*bars[:200], *(Bar(b.symbol, b.start_ms + STEP_MS, b.open, b.high, b.low, b.close, b.volume)
+                             for b in bars[200:])]
+    y, ok = forward_returns(gapped, 3, STEP_MS)
+    c = np.array([b.close for b in gapped])
+    np.testing.assert_allclose(y[:197], c[3:200] / c[:197] - 1.0)
+    assert not ok[197:200].any()
+    assert ok[200:397].all()
+    assert not ok[397:].any()
+
+
+def test_dataset_rows_splits_and_embargo() -> None:
+    """Usable rows are warm and gap-free; splits are chronological, disjoint, separated by the embargo."""
+    cfg = DistillConfig(horizon_bars=2, embargo_bars=30, synthetic_bars=3000)
+    ds = load_dataset("synthetic", cfg)
+    assert ds.bar_index[0] == WARMUP_BARS - 1
+    assert ds.n_rows == 3000 - (WARMUP_BARS - 1) - 2
+    c = np.array([b.close for b in ds.bars])
+    np.testing.assert_allclose(ds.y, c[ds.bar_index + 2] / c[ds.bar_index] - 1.0)
+    s = ds.splits
+    assert s.train[-1] < s.val[0] < s.val[-1] < s.test[0]
+    assert s.val[0] - s.train[-1] == 31
+    assert s.test[0] - s.val[-1] == 31
+    assert len(s.train) == int(ds.n_rows * 0.6)
+    assert ds.provenance["source"] == "synthetic"
+    assert ds.provenance["rows"] == 3000
+    assert ds.train_bars()[-1].start_ms == ds.bars[int(ds.bar_index[s.train[-1]]) + 2].start_ms
+
+
+def test_too_few_rows_is_a_data_error() -> None:
+    """A series too short for the splits raises DataError saying what is needed."""
+    bars = synthetic_bars(200, seed=1)
+    with pytest.raises(DataError, match="too few usable rows"):
+        build_dataset(bars, DistillConfig(), step_ms=STEP_MS)
