@@ -334,6 +334,9 @@ def _describe(exc: msgspec.ValidationError, data: dict[str, Any]) -> str:
     missing = re.match(r"Object missing required field `(?P<key>[^`]*)`", msg)
     if missing:
         return f"{where}.{missing.group('key')}: required key is missing"
+    literal = _unwrap(tp)
+    if msg.startswith("Invalid enum value") and typing.get_origin(literal) is Literal:
+        return f"{where}: expected one of {list(typing.get_args(literal))}, got {value!r}"
     text = msg.replace("`", "")
     text = text[:1].lower() + text[1:]
     if value is not _MISSING:

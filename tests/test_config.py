@@ -62,7 +62,11 @@ BAD_CONFIGS: list[tuple[str, str, list[str]]] = [
         ["$.exchange.rest_timeout_s: expected float > 0"],
     ),
     ("grace_zero", "[service]\nwatchdog_grace_s = 0.0\n", ["$.service.watchdog_grace_s: expected float > 0"]),
-    ("bad_level", "[logging]\nlevel = 'verbose'\n", ["$.logging.level:", "'verbose'"]),
+    (
+        "bad_level",
+        "[logging]\nlevel = 'verbose'\n",
+        ["$.logging.level: expected one of ['debug', 'info', 'warning', 'error'], got 'verbose'"],
+    ),
     ("bad_interval", "[market]\ninterval = '7'\n", ["$.market.interval: expected one of", "got '7'"]),
     ("no_symbols", "[market]\nsymbols = []\n", ["$.market.symbols: expected array of length >= 1"]),
     (
