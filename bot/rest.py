@@ -168,7 +168,7 @@ class RestClient:
         parsed = decode_rest_klines(result, what=what)
         bars: dict[int, Bar] = {}
         open_start: int | None = None
-        for row in parsed.list:
+        for row in parsed.rows:
             if len(row) < 6:
                 raise WireError(
                     f"{what}: expected rows of 7 strings [start, o, h, l, c, v, turnover], got {row!r}"
@@ -195,7 +195,7 @@ class RestClient:
             bars=[bars[k] for k in sorted(bars)],
             open_start_ms=open_start,
             time_ms=env_time,
-            rows=len(parsed.list),
+            rows=len(parsed.rows),
         )
 
     async def klines_page(
@@ -271,7 +271,7 @@ class RestClient:
         base = min(self.backoff_max_s, self.backoff_initial_s * 2.0**attempt)
         return base * random.uniform(0.5, 1.0)
 
-    async def _get(self, path: str, params: dict[str, str], *, what: str) -> tuple[int, msgspec.Raw | None]:
+    async def _get(self, path: str, params: dict[str, str], *, what: str) -> tuple[int, msgspec.Raw]:
         """GET with the retry rules; returns (exchange time ms, raw result)."""
         attempt = 0
         while True:
@@ -291,9 +291,7 @@ class RestClient:
                 await asyncio.sleep(delay)
                 attempt += 1
 
-    async def _attempt(
-        self, path: str, params: dict[str, str], *, what: str
-    ) -> tuple[int, msgspec.Raw | None]:
+    async def _attempt(self, path: str, params: dict[str, str], *, what: str) -> tuple[int, msgspec.Raw]:
         if self._state != "open" or self._session is None:
             raise RuntimeError(f"RestClient is {self._state}; use `async with RestClient(...)`")
         if self.banned:

@@ -35,7 +35,7 @@ class WsEnvelope(msgspec.Struct, frozen=True):
     topic: str | None = None
     type: str | None = None
     ts: int | None = None
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty when absent
 
 
 class WsKline(msgspec.Struct, frozen=True):
@@ -136,7 +136,7 @@ class RestEnvelope(msgspec.Struct, frozen=True):
     retCode: int
     retMsg: str
     time: int
-    result: msgspec.Raw | None = None
+    result: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty when absent
 
 
 class RestKlineResult(msgspec.Struct, frozen=True):
@@ -144,7 +144,7 @@ class RestKlineResult(msgspec.Struct, frozen=True):
 
     symbol: str
     category: str
-    list: list[list[str]]
+    rows: list[list[str]] = msgspec.field(name="list")
 
 
 _REST_ENVELOPE: Final = msgspec.json.Decoder(RestEnvelope)
@@ -159,9 +159,9 @@ def decode_rest(body: bytes, *, what: str) -> RestEnvelope:
         raise WireError(f"{what}: expected a Bybit v5 JSON envelope, got {_clip(body)!r}: {exc}") from exc
 
 
-def decode_rest_klines(raw: msgspec.Raw | None, *, what: str) -> RestKlineResult:
+def decode_rest_klines(raw: msgspec.Raw, *, what: str) -> RestKlineResult:
     """Decode the kline `result`; raise `WireError` when it is missing or malformed."""
-    if raw is None:
+    if not raw:
         raise WireError(f"{what}: expected a kline result object, got none")
     try:
         return _REST_KLINE.decode(raw)
