@@ -470,6 +470,7 @@ def run_distillation(
         best = max(candidates[name], key=lambda c: c.metrics["val_r2"] or -math.inf)
         chosen[name] = best
     info = {
+        "train_rows": len(tr),
         "teacher_rows": len(teacher_rows),
         "student_rows": len(student_rows),
         "transfer_rows": int(X_T.shape[0]),

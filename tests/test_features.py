@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.bars import Bar
-from bot.features import FEATURE_INDEX, FEATURE_NAMES, FEATURE_SETS, WARMUP_BARS, FeatureState, replay_features
+from bot.features import (
+    FEATURE_INDEX,
+    FEATURE_NAMES,
+    FEATURE_SETS,
+    WARMUP_BARS,
+    FeatureState,
+    replay_features,
+)
 from offline.data import load_csv, synthetic_bars
 
 BTC_5M = (
@@ -100,8 +107,13 @@ def test_incremental_equals_replay_and_twin_on_real_btc() -> None:
 def test_gap_resets_warmup() -> None:
     """After a time gap no vector comes for WARMUP_BARS - 1 bars, and the next rows equal a fresh start."""
     bars = synthetic_bars(300, seed=1)
-    shifted = [*bars[:150], *(Bar(b.symbol, b.start_ms + 3 * STEP_MS, b.open, b.high, b.low, b.close, b.volume)
-                              for b in bars[150:])]
+    shifted = [
+        *bars[:150],
+        *(
+            Bar(b.symbol, b.start_ms + 3 * STEP_MS, b.open, b.high, b.low, b.close, b.volume)
+            for b in bars[150:]
+        ),
+    ]
     X, valid = replay_features(shifted, interval_ms=STEP_MS)
     assert valid[150 - 1]
     assert not valid[150 : 150 + WARMUP_BARS - 1].any()
@@ -135,16 +147,26 @@ def _bars_from(steps: list[tuple[float, float, float, float]], scale: float) -> 
     out, price = [], 100.0
     for i, (lr, uw, lw, vol) in enumerate(steps):
         o, c = price, price * math.exp(lr)
-        out.append(Bar("X", i * STEP_MS, o * scale, max(o, c) * (1 + uw) * scale, min(o, c) * (1 - lw) * scale,
-                       c * scale, vol))
+        out.append(
+            Bar(
+                "X",
+                i * STEP_MS,
+                o * scale,
+                max(o, c) * (1 + uw) * scale,
+                min(o, c) * (1 - lw) * scale,
+                c * scale,
+                vol,
+            )
+        )
         price = c
     return out
 
 
 @settings(max_examples=40, deadline=None)
 @given(_bar_steps, st.sampled_from([0.001, 7.0, 1000.0]))
-def test_features_finite_bounded_and_price_scale_invariant(steps: list[tuple[float, float, float, float]],
-                                                           scale: float) -> None:
+def test_features_finite_bounded_and_price_scale_invariant(
+    steps: list[tuple[float, float, float, float]], scale: float
+) -> None:
     """Any valid bar path gives finite features, bounded shape/RSI/calendar terms, unchanged by a price rescale."""
     base, _ = replay_features(_bars_from(steps, 1.0), interval_ms=STEP_MS)
     scaled, valid = replay_features(_bars_from(steps, scale), interval_ms=STEP_MS)

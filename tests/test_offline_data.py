@@ -21,7 +21,9 @@ def _rows(n: int, *, start_ms: int = 1_700_000_000_000) -> list[str]:
     price = 100.0
     for i in range(n):
         c = price * (1.0 + 0.001 * ((i * 7919) % 13 - 6))
-        out.append(f"{start_ms + i * STEP_MS},{price},{max(price, c) + 0.5},{min(price, c) - 0.5},{c},{10 + i % 5}\n")
+        out.append(
+            f"{start_ms + i * STEP_MS},{price},{max(price, c) + 0.5},{min(price, c) - 0.5},{c},{10 + i % 5}\n"
+        )
         price = c
     return out
 
@@ -55,7 +57,9 @@ def test_load_csv_reads_bars_with_symbol_from_file_name(tmp_path: Path) -> None:
         (2, "{t},100,100.5,99,102,1\n", "line 3: open/close outside [low, high]"),
     ],
 )
-def test_bad_csv_row_is_rejected_naming_the_line(tmp_path: Path, line: int, replacement: str, message: str) -> None:
+def test_bad_csv_row_is_rejected_naming_the_line(
+    tmp_path: Path, line: int, replacement: str, message: str
+) -> None:
     """Each malformed row raises DataError naming its line number (header = line 1) and the problem."""
     rows = _rows(6)
     t = 1_700_000_000_000 + (line - 1) * STEP_MS
@@ -90,8 +94,10 @@ def test_targets_are_forward_returns_and_never_span_a_gap() -> None:
     bars = synthetic_bars(400, seed=2)
     from bot.bars import Bar
 
-    gapped = [*bars[:200], *(Bar(b.symbol, b.start_ms + STEP_MS, b.open, b.high, b.low, b.close, b.volume)
-                             for b in bars[200:])]
+    gapped = [
+        *bars[:200],
+        *(Bar(b.symbol, b.start_ms + STEP_MS, b.open, b.high, b.low, b.close, b.volume) for b in bars[200:]),
+    ]
     y, ok = forward_returns(gapped, 3, STEP_MS)
     c = np.array([b.close for b in gapped])
     np.testing.assert_allclose(y[:197], c[3:200] / c[:197] - 1.0)

@@ -1,0 +1,182 @@
+"""offline.export and pipeline: ONNX parity, the manifest schema field by field, hashes, atomic output."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from bot.config import Config, parse_config
+from bot.errors import DataError, ModelError
+from bot.features import FEATURE_SETS, FEATURE_VERSION
+from offline.data import load_dataset
+from offline.export import check_parity, onnx_predict, tier_to_onnx
+from offline.pipeline import pipeline_distill
+
+TINY: dict[str, Any] = {
+    "tiers": {
+        "research": {"layers": 2, "width": 32, "features": "research"},
+        "staging": {"layers": 2, "width": 16, "features": "no_calendar"},
+        "production": {"layers": 1, "width": 12, "features": "price_volume"},
+        "edge": {"layers": 1, "width": 8, "features": "seed"},
+    },
+    "distill": {"synthetic_bars": 2500, "embargo_bars": 10, "epochs": 3, "patience": 2, "batch_size": 128},
+}
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path, dict[str, Any]]:
+    cfg = parse_config(TINY)
+    out = tmp_path_factory.mktemp("fam") / "models"
+    report = pipeline_distill(cfg, data="synthetic", out_dir=out, seed=3)
+    return cfg, out, report
+
+
+def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]) -> None:
+    """manifest.json has exactly the documented top-level, tier, metrics, provenance and versions fields."""
+    cfg, out, _ = family
+    m = json.loads((out / "manifest.json").read_text())
+    assert set(m) == {
+        "schema_version",
+        "created_ms",
+        "feature_version",
+        "target",
+        "tiers",
+        "regime_calibration",
+        "provenance",
+        "versions",
+    }
+    assert m["schema_version"] == 1
+    assert isinstance(m["created_ms"], int)
+    assert m["created_ms"] > 1_600_000_000_000
+    assert m["feature_version"] == FEATURE_VERSION
+    assert m["target"] == {"horizon_bars": 1, "unit": "return"}
+    assert [t["name"] for t in m["tiers"]] == list(cfg.tiers)
+    tier_keys = {
+        "name",
+        "stage",
+        "file",
+        "sha256",
+        "layers",
+        "width",
+        "hidden",
+        "params",
+        "compression",
+        "feature_set",
+        "features",
+        "input_name",
+        "output_name",
+        "recipe",
+        "alpha",
+        "temperature",
+        "metrics",
+    }
+    metric_keys = {"test_r2", "r2_retention", "fidelity_r2", "ic", "hit_rate", "distill_loss", "train_s"}
+    prev_params = None
+    for stage, t in enumerate(m["tiers"]):
+        assert set(t) == tier_keys
+        tc = cfg.tiers[t["name"]]
+        assert t["stage"] == stage
+        assert t["file"] == f"{t['name']}.onnx"
+        assert t["layers"] == tc.layers
+        assert t["width"] == tc.width
+        assert t["hidden"] == [tc.width] * tc.layers
+        assert t["feature_set"] == tc.features
+        assert t["features"] == list(FEATURE_SETS[tc.features])
+        assert (t["input_name"], t["output_name"]) == ("x", "y")
+        assert t["recipe"] == ("teacher" if stage == 0 else t["recipe"])
+        assert t["recipe"] in {"teacher", "progressive", "one_shot", "scratch"}
+        assert set(t["metrics"]) == metric_keys
+        assert all(isinstance(v, float) or v is None for v in t["metrics"].values())
+        assert 0.0 <= t["alpha"] <= 1.0
+        assert t["temperature"] >= 0.0
+        if prev_params is not None:
+            assert t["params"] < prev_params
+            assert t["compression"] > 1.0
+        prev_params = t["params"]
+    assert m["tiers"][0]["compression"] == 1.0
+    assert m["tiers"][0]["recipe"] == "teacher"
+    prov = m["provenance"]
+    assert set(prov) >= {
+        "source",
+        "path",
+        "symbol",
+        "interval",
+        "first_start_ms",
+        "last_start_ms",
+        "rows",
+        "seed",
+    }
+    assert prov["source"] == "synthetic"
+    assert prov["rows"] == 2500
+    assert prov["interval"] == "5"
+    assert prov["last_start_ms"] - prov["first_start_ms"] == 2499 * 300_000
+    assert set(m["versions"]) >= {"python", "numpy", "scikit-learn", "onnxruntime", "skl2onnx"}
+    assert isinstance(m["regime_calibration"], dict)
+    assert m["regime_calibration"]
+
+
+def test_files_hash_and_load(family: tuple[Config, Path, dict[str, Any]]) -> None:
+    """Every ONNX file's sha256 matches the manifest; it loads in onnxruntime as x float32 [N,n] -> y [N,1]."""
+    _, out, _ = family
+    m = json.loads((out / "manifest.json").read_text())
+    for t in m["tiers"]:
+        blob = (out / t["file"]).read_bytes()
+        assert hashlib.sha256(blob).hexdigest() == t["sha256"]
+        sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+        (inp,) = sess.get_inputs()
+        (outp,) = sess.get_outputs()
+        assert (inp.name, inp.type, inp.shape[1]) == ("x", "tensor(float)", len(t["features"]))
+        assert (outp.name, outp.type, outp.shape[1]) == ("y", "tensor(float)", 1)
+        props = {p.key: p.value for p in onnx.load_from_string(blob).metadata_props}
+        assert json.loads(props["features"]) == t["features"]
+        assert props["feature_version"] == FEATURE_VERSION
+    assert {p.name for p in out.iterdir()} == {
+        *(f"{n}.onnx" for n in TINY["tiers"]),
+        "manifest.json",
+        "report.json",
+        "report.txt",
+        "report.png",
+    }
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_onnx_outputs_raw_returns_equal_to_sklearn() -> None:
+    """ONNX (scaling inside the graph) equals the scikit-learn model on held-out rows, in raw return units."""
+    cfg = parse_config(TINY)
+    ds = load_dataset("synthetic", cfg.distill)
+    from offline.train import run_distillation
+
+    res = run_distillation(ds, cfg.tiers, cfg.distill, epochs=2, seed=0)
+    X = ds.X[ds.splits.test]
+    for name, cand in res.chosen.items():
+        blob = tier_to_onnx(cand.model, name=name).SerializeToString()
+        err = check_parity(cand.model, blob, X, atol=cfg.distill.onnx_atol, name=name)
+        assert err <= 1e-6
+        got = onnx_predict(blob, X[:, cand.model.columns].astype(np.float32))
+        assert np.std(got) > 0.0
+        assert abs(np.mean(got)) < 0.01  # raw returns, not standardised units
+        broken = copy.copy(cand.model)
+        broken.y_mean += 1e-3  # the in-memory model no longer matches the graph
+        with pytest.raises(ModelError, match=f"{name}: ONNX and scikit-learn disagree"):
+            check_parity(broken, blob, X, atol=cfg.distill.onnx_atol, name=name)
+
+
+def test_failed_run_leaves_existing_output_untouched(tmp_path: Path) -> None:
+    """A run that fails (bad data) writes nothing and leaves a previous output directory as it was."""
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    bad = tmp_path / "X_5m.csv"
+    bad.write_text("start_ms,open,high,low,close,volume\n1,1,1,1,1,1\n1,1,1,1,1,1\n")
+    with pytest.raises(DataError, match="line 3: duplicate"):
+        pipeline_distill(parse_config(TINY), data=bad, out_dir=out)
+    assert [p.name for p in tmp_path.iterdir() if p.name != bad.name] == ["models"]
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]

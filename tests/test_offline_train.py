@@ -1,0 +1,144 @@
+"""offline.train: the blended-target identity, schedules, parameter counts, and a tiny distillation run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from bot.config import Config, parse_config
+from offline.data import load_dataset
+from offline.train import (
+    DistillResult,
+    blend_constant,
+    blended_target,
+    hit_rate,
+    information_coefficient,
+    param_count,
+    r2,
+    run_distillation,
+    stage_alpha,
+    stage_temperature,
+    two_term_loss,
+)
+
+TINY = {
+    "tiers": {
+        "research": {"layers": 2, "width": 32, "features": "research"},
+        "staging": {"layers": 2, "width": 16, "features": "no_calendar"},
+        "production": {"layers": 1, "width": 12, "features": "price_volume"},
+        "edge": {"layers": 1, "width": 8, "features": "seed"},
+    },
+    "distill": {"synthetic_bars": 2500, "embargo_bars": 10, "epochs": 4, "patience": 2, "batch_size": 128},
+}
+
+_vec = arrays(np.float64, 16, elements=st.floats(-10, 10))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.0, 1.0), _vec, _vec, _vec)
+def test_two_term_loss_equals_blended_mse_plus_constant(
+    alpha: float, s: np.ndarray, t: np.ndarray, y: np.ndarray
+) -> None:
+    """alpha*MSE(s,t) + (1-alpha)*MSE(s,y) == MSE(s, alpha*t + (1-alpha)*y) + alpha*(1-alpha)*MSE(t,y)."""
+    blended = float(np.mean((s - blended_target(alpha, t, y)) ** 2))
+    assert two_term_loss(alpha, s, t, y) == pytest.approx(
+        blended + blend_constant(alpha, t, y), rel=1e-9, abs=1e-9
+    )
+
+
+def test_blended_loss_has_the_same_gradient_as_the_two_term_loss() -> None:
+    """The constant does not depend on the student: both losses have the same gradient in s."""
+    rng = np.random.default_rng(0)
+    s, t, y = rng.normal(size=(3, 50))
+    alpha = 0.37
+    g_two = 2.0 / s.size * (alpha * (s - t) + (1 - alpha) * (s - y))
+    g_blend = 2.0 / s.size * (s - blended_target(alpha, t, y))
+    np.testing.assert_allclose(g_two, g_blend, atol=1e-15)
+    eps = 1e-6
+    e = np.zeros_like(s)
+    e[3] = eps
+    num = (two_term_loss(alpha, s + e, t, y) - two_term_loss(alpha, s - e, t, y)) / (2 * eps)
+    assert num == pytest.approx(g_blend[3], rel=1e-5)
+
+
+def test_alpha_and_temperature_schedules() -> None:
+    """alpha_k = alpha_max(1-k/N) and T_k = t_max(1-k/N)^gamma decrease to 0 at the last stage."""
+    assert [stage_alpha(k, 3, 0.9) for k in (1, 2, 3)] == pytest.approx([0.6, 0.3, 0.0])
+    assert [stage_temperature(k, 4, 4.0, 2.0) for k in (1, 2, 4)] == pytest.approx([2.25, 1.0, 0.0])
+
+
+def test_default_tier_parameter_counts_strictly_decrease() -> None:
+    """The default family's parameter counts (8x256 -> 6x192 -> 4x128 -> 2x64) are strictly decreasing."""
+    cfg = Config()
+    counts = [param_count(30, (t.width,) * t.layers) for t in cfg.tiers.values()]
+    assert counts == sorted(counts, reverse=True)
+    assert len(set(counts)) == len(counts)
+    assert counts[0] == 30 * 256 + 256 + 7 * (256 * 256 + 256) + 257
+
+
+def test_metrics_on_known_values() -> None:
+    """r2, IC and hit rate give the textbook values on hand-made inputs."""
+    y = np.array([1.0, -2.0, 3.0, -4.0])
+    assert r2(y, y) == 1.0
+    assert r2(y, np.full(4, y.mean())) == 0.0
+    assert information_coefficient(y, y) == pytest.approx(1.0)
+    assert information_coefficient(-y, y) == pytest.approx(-1.0)
+    assert hit_rate(np.array([1.0, 1.0, 1.0, 1.0]), y) == 0.5
+
+
+@pytest.fixture(scope="module")
+def tiny_run() -> tuple[Config, DistillResult]:
+    cfg = parse_config(TINY)
+    ds = load_dataset("synthetic", cfg.distill)
+    return cfg, run_distillation(ds, cfg.tiers, cfg.distill, epochs=cfg.distill.epochs, seed=0)
+
+
+def test_tiny_run_trains_every_recipe_and_picks_best_on_validation(
+    tiny_run: tuple[Config, DistillResult],
+) -> None:
+    """Every student size has progressive (+/- transfer), one-shot and scratch; the export pick is the best val R2."""
+    _, res = tiny_run
+    assert [c.variant for c in res.candidates["research"]] == ["teacher"]
+    for name in ("staging", "production", "edge"):
+        variants = {c.variant for c in res.candidates[name]}
+        assert variants == {"progressive", "progressive_no_transfer", "one_shot", "scratch"}
+        best = max(c.metrics["val_r2"] or -1e9 for c in res.candidates[name])
+        assert res.chosen[name].metrics["val_r2"] == best
+    params = [res.chosen[n].model.params for n in res.tier_names]
+    assert params == sorted(params, reverse=True)
+    assert res.chosen["edge"].model.features == ("ret_1", "range_vol", "vol_chg", "mom_5")
+
+
+def test_tiny_run_alphas_weights_and_metrics(tiny_run: tuple[Config, DistillResult]) -> None:
+    """Stage alphas follow the schedule, kept weights are the best validation epoch, metrics are finite."""
+    _, res = tiny_run
+    prog = {c.tier: c for c in sum(res.candidates.values(), []) if c.variant == "progressive"}
+    assert prog["staging"].alpha == pytest.approx(0.8 * 2 / 3)
+    assert prog["production"].alpha == pytest.approx(0.8 / 3)
+    assert prog["edge"].alpha == 0.0
+    for cands in res.candidates.values():
+        for c in cands:
+            assert c.fit.val_mse == min(c.fit.history)
+            assert c.fit.best_epoch == c.fit.history.index(min(c.fit.history)) + 1
+            for k in ("test_r2", "fidelity_r2", "ic", "hit_rate", "distill_loss", "train_s"):
+                assert np.isfinite(c.metrics[k]), (c.variant, k)
+    teacher = res.chosen["research"]
+    assert teacher.metrics["fidelity_r2"] == 1.0
+    assert res.info["transfer_rows"] == res.info["student_rows"]
+    assert res.info["teacher_rows"] + res.info["student_rows"] == res.info["train_rows"]
+
+
+def test_out_of_fold_teacher_mode_runs() -> None:
+    """teacher_folds=2: the teacher and the students both learn all training rows (OOF teacher labels)."""
+    data = {
+        **TINY,
+        "distill": {**TINY["distill"], "teacher_folds": 2, "transfer_multiplier": 0.0, "epochs": 2},
+    }
+    cfg = parse_config(data)
+    ds = load_dataset("synthetic", cfg.distill)
+    res = run_distillation(ds, cfg.tiers, cfg.distill, epochs=2, seed=1)
+    assert res.info["teacher_rows"] == res.info["student_rows"] == len(ds.splits.train)
+    assert {c.variant for c in res.candidates["edge"]} == {"progressive_no_transfer", "one_shot", "scratch"}
