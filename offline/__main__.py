@@ -105,7 +105,14 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     if args.days <= 0:
         raise ConfigError(f"--days: expected a positive number of days, got {args.days}")
     bars = asyncio.run(
-        fetch_history(cfg, symbol=args.symbol, interval=args.interval, days=args.days, rest_url=args.rest_url)
+        fetch_history(
+            cfg,
+            symbol=args.symbol,
+            interval=args.interval,
+            days=args.days,
+            rest_url=args.rest_url,
+            end_ms=args.end_ms,
+        )
     )
     if not bars:
         raise BotError(
@@ -137,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--days", type=float, default=90.0)
     f.add_argument("--out", required=True)
     f.add_argument("--rest-url", default=None, help="REST base URL (default: [exchange].rest_url)")
+    f.add_argument("--end-ms", type=int, default=None, help="window end, epoch ms (default: now)")
     f.set_defaults(func=_cmd_fetch)
     return p
 

@@ -123,7 +123,7 @@ def test_gap_resets_warmup() -> None:
 
 
 def test_feature_sets_are_ordered_subsets() -> None:
-    """Every named feature set is a subset of FEATURE_NAMES in vector order; the seed set is the chapter's four."""
+    """Each named feature set is an ordered subset of FEATURE_NAMES; the seed set is the chapter's four."""
     for name, feats in FEATURE_SETS.items():
         idx = [FEATURE_INDEX[f] for f in feats]
         assert idx == sorted(idx), name
@@ -167,7 +167,7 @@ def _bars_from(steps: list[tuple[float, float, float, float]], scale: float) -> 
 def test_features_finite_bounded_and_price_scale_invariant(
     steps: list[tuple[float, float, float, float]], scale: float
 ) -> None:
-    """Any valid bar path gives finite features, bounded shape/RSI/calendar terms, unchanged by a price rescale."""
+    """Any valid bar path gives finite, bounded features, unchanged by rescaling all prices."""
     base, _ = replay_features(_bars_from(steps, 1.0), interval_ms=STEP_MS)
     scaled, valid = replay_features(_bars_from(steps, scale), interval_ms=STEP_MS)
     assert valid.sum() == len(steps) - (WARMUP_BARS - 1)

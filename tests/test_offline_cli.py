@@ -1,4 +1,4 @@
-"""`python -m offline distill` end to end as a subprocess: success, and bad config / CSV -> exit 2, nothing written."""
+"""`python -m offline distill` as a subprocess: success; bad config / CSV -> exit 2, nothing written."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_distill_quick_end_to_end(tmp_path: Path) -> None:
-    """--quick on a tiny synthetic config exits 0, prints the table, and writes a loadable, hash-true family."""
+    """--quick on a tiny synthetic config exits 0, prints the table, writes a loadable hash-true family."""
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY_TOML)
     out = tmp_path / "models"

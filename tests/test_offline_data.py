@@ -1,4 +1,4 @@
-"""offline.data: CSV checks naming the row, gaps, forward-return targets, chronological splits with embargo."""
+"""offline.data: CSV checks naming the row, gaps, forward-return targets, splits with embargo."""
 
 from __future__ import annotations
 

@@ -124,7 +124,7 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
 
 
 def test_files_hash_and_load(family: tuple[Config, Path, dict[str, Any]]) -> None:
-    """Every ONNX file's sha256 matches the manifest; it loads in onnxruntime as x float32 [N,n] -> y [N,1]."""
+    """Each ONNX file's sha256 matches the manifest; it loads as x float32 [N,n] -> y float32 [N,1]."""
     _, out, _ = family
     m = json.loads((out / "manifest.json").read_text())
     for t in m["tiers"]:

@@ -99,7 +99,7 @@ def tiny_run() -> tuple[Config, DistillResult]:
 def test_tiny_run_trains_every_recipe_and_picks_best_on_validation(
     tiny_run: tuple[Config, DistillResult],
 ) -> None:
-    """Every student size has progressive (+/- transfer), one-shot and scratch; the export pick is the best val R2."""
+    """Each student size has progressive (+/- transfer), one-shot, scratch; the pick is the best val R2."""
     _, res = tiny_run
     assert [c.variant for c in res.candidates["research"]] == ["teacher"]
     for name in ("staging", "production", "edge"):
@@ -115,7 +115,11 @@ def test_tiny_run_trains_every_recipe_and_picks_best_on_validation(
 def test_tiny_run_alphas_weights_and_metrics(tiny_run: tuple[Config, DistillResult]) -> None:
     """Stage alphas follow the schedule, kept weights are the best validation epoch, metrics are finite."""
     _, res = tiny_run
-    prog = {c.tier: c for c in sum(res.candidates.values(), []) if c.variant == "progressive"}
+    prog = {
+        c.tier: c
+        for c in (c for cands in res.candidates.values() for c in cands)
+        if c.variant == "progressive"
+    }
     assert prog["staging"].alpha == pytest.approx(0.8 * 2 / 3)
     assert prog["production"].alpha == pytest.approx(0.8 / 3)
     assert prog["edge"].alpha == 0.0
