@@ -1,0 +1,300 @@
+"""The tier family at run time: `manifest.json` checked against the feature schema, one ONNX session per tier.
+
+`TierFamily.load(models_dir)` refuses (ModelError naming the tier and the difference) a manifest whose schema
+or feature version differs from `bot.features`, a tier whose file is missing or whose bytes do not hash to the
+manifest's sha256, a feature name `bot.features` does not know, and an ONNX graph whose input/output names or
+input width differ from the manifest. The verified bytes are the bytes the session is built from.
+
+Sessions are tuned for one row every few minutes (2 cores; benchmarks/bench_tiers.py): one intra-op and
+one inter-op thread with spinning off (ORT's default spinning threads burn ~40% of a core while idle),
+sequential execution, all graph optimisations. `predict` copies the tier's feature subset (a pre-computed
+index array) into a pre-allocated float32 [1, n] buffer that is pre-bound, like the [1, 1] output, through
+an IOBinding, so a call allocates nothing in ORT. `warm(tier)` runs two untimed calls: a cold session
+(minutes since its last run) is many times slower than a hot one, so the engine warms the routed tier just
+before the confirmed bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from bot.errors import ModelError
+from bot.features import FEATURE_INDEX, FEATURE_VERSION, N_FEATURES
+
+MANIFEST_NAME: Final = "manifest.json"
+MANIFEST_SCHEMA_VERSION: Final = 1
+_ZEROS: Final = np.zeros(N_FEATURES, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True)
+class TierSpec:
+    """One tier's manifest entry (the fields the bot uses; `entry` keeps the whole object)."""
+
+    name: str
+    stage: int
+    file: str
+    sha256: str
+    features: tuple[str, ...]
+    input_name: str
+    output_name: str
+    layers: int
+    width: int
+    params: int
+    recipe: str
+    entry: Mapping[str, Any]
+
+
+def session_options() -> ort.SessionOptions:
+    """ORT options for single-row, low-rate inference: 1 thread each, no spinning, sequential, all opts."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+class Tier:
+    """A loaded tier: its session, feature index array and pre-bound float32 buffers."""
+
+    __slots__ = ("_binding", "_in", "_out", "index", "session", "spec")
+
+    def __init__(self, spec: TierSpec, session: ort.InferenceSession) -> None:
+        self.spec = spec
+        self.session = session
+        self.index: npt.NDArray[np.intp] = np.array([FEATURE_INDEX[n] for n in spec.features], dtype=np.intp)
+        self._in: npt.NDArray[np.float32] = np.zeros((1, len(spec.features)), dtype=np.float32)
+        self._out: npt.NDArray[np.float32] = np.zeros((1, 1), dtype=np.float32)
+        binding = session.io_binding()
+        binding.bind_input(spec.input_name, "cpu", 0, np.float32, list(self._in.shape), self._in.ctypes.data)
+        binding.bind_output(
+            spec.output_name, "cpu", 0, np.float32, list(self._out.shape), self._out.ctypes.data
+        )
+        self._binding = binding
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def n_features(self) -> int:
+        return len(self.spec.features)
+
+    def predict(self, x: npt.NDArray[np.float64]) -> float:
+        """Predicted next-horizon return (fraction) for one full feature vector (ordered as FEATURE_NAMES)."""
+        np.take(x, self.index, out=self._in[0])  # float64 -> float32 cast into the bound buffer
+        self.session.run_with_iobinding(self._binding)
+        return float(self._out[0, 0])
+
+    def warm(self, calls: int = 2) -> None:
+        """`calls` untimed predictions on a zero vector through the same path as `predict` (discarded).
+
+        Warming only the ORT run is not enough: the numpy gather and the Python path go cold too
+        (measured, 2x64 after 100 ms idle: p50 ~70 us warming ORT alone, ~18 us after one full-path call,
+        ~13 us after two).
+        """
+        for _ in range(calls):
+            self.predict(_ZEROS)
+
+    def predict_batch(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+        """Predictions for full feature rows [N, N_FEATURES] (unbound path; offline checks and tests)."""
+        sub = np.ascontiguousarray(x[:, self.index], dtype=np.float32)
+        out = self.session.run([self.spec.output_name], {self.spec.input_name: sub})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def _fail(tier: str, what: str) -> ModelError:
+    return ModelError(f"tier {tier!r}: {what}")
+
+
+def _spec(entry: Any, i: int) -> TierSpec:
+    if not isinstance(entry, Mapping):
+        raise ModelError(f"manifest tiers[{i}]: expected an object, got {type(entry).__name__}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"manifest tiers[{i}]: expected a non-empty string 'name', got {name!r}")
+    for key in ("file", "sha256", "input_name", "output_name"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise _fail(name, f"manifest field {key!r}: expected a non-empty string, got {entry.get(key)!r}")
+    features = entry.get("features")
+    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
+        raise _fail(name, f"manifest field 'features': expected a non-empty list of names, got {features!r}")
+    unknown = [f for f in features if f not in FEATURE_INDEX]
+    if unknown:
+        raise _fail(
+            name, f"unknown feature(s) {unknown}: not in bot.features.FEATURE_NAMES (v{FEATURE_VERSION})"
+        )
+    if len(set(features)) != len(features):
+        raise _fail(name, f"duplicate feature name(s) in {features}")
+    order = [FEATURE_INDEX[f] for f in features]
+    if order != sorted(order):
+        raise _fail(name, "features are not in bot.features.FEATURE_NAMES order")
+    file = str(entry["file"])
+    if Path(file).name != file:
+        raise _fail(name, f"manifest field 'file': expected a file name inside the models dir, got {file!r}")
+    return TierSpec(
+        name=name,
+        stage=int(entry.get("stage", i)),
+        file=file,
+        sha256=str(entry["sha256"]).lower(),
+        features=tuple(features),
+        input_name=str(entry["input_name"]),
+        output_name=str(entry["output_name"]),
+        layers=int(entry.get("layers", 0)),
+        width=int(entry.get("width", 0)),
+        params=int(entry.get("params", 0)),
+        recipe=str(entry.get("recipe", "")),
+        entry=entry,
+    )
+
+
+def _session(spec: TierSpec, data: bytes) -> ort.InferenceSession:
+    try:
+        sess = ort.InferenceSession(data, sess_options=session_options(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for a bad graph
+        raise _fail(spec.name, f"{spec.file} is not a loadable ONNX model: {exc}") from exc
+    inputs = sess.get_inputs()
+    outputs = sess.get_outputs()
+    if len(inputs) != 1 or inputs[0].name != spec.input_name:
+        got = [i.name for i in inputs]
+        raise _fail(spec.name, f"ONNX inputs {got}, manifest input_name {spec.input_name!r}")
+    if spec.output_name not in [o.name for o in outputs]:
+        got = [o.name for o in outputs]
+        raise _fail(spec.name, f"ONNX outputs {got}, manifest output_name {spec.output_name!r}")
+    shape = inputs[0].shape
+    width = shape[-1] if shape else None
+    if not isinstance(width, int) or width != len(spec.features):
+        raise _fail(
+            spec.name, f"input width mismatch: ONNX graph takes {width}, manifest lists {len(spec.features)}"
+        )
+    if inputs[0].type != "tensor(float)":
+        raise _fail(spec.name, f"ONNX input type {inputs[0].type}, expected tensor(float)")
+    return sess
+
+
+class TierFamily:
+    """The loaded, verified tier family. Use `TierFamily.load(models_dir)`."""
+
+    def __init__(self, manifest: Mapping[str, Any], tiers: Mapping[str, Tier], models_dir: Path) -> None:
+        self.manifest = manifest
+        self.tiers: dict[str, Tier] = dict(tiers)
+        self.models_dir = models_dir
+
+    @classmethod
+    def load(cls, models_dir: str | Path, *, only: Iterable[str] | None = None) -> TierFamily:
+        """Read and verify `models_dir/manifest.json` and build one session per tier.
+
+        Args:
+            models_dir: directory with manifest.json and the ONNX files it names.
+            only: load just these tiers (each must be in the manifest); None loads all.
+
+        Raises:
+            ModelError: the manifest is missing or malformed, or a tier fails a check; the message names the
+                tier and the difference.
+        """
+        root = Path(models_dir)
+        path = root / MANIFEST_NAME
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelError(
+                f"{path}: no manifest; build a tier family with `python -m offline distill`"
+            ) from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{path}: cannot read manifest: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise ModelError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+        sv = manifest.get("schema_version")
+        if sv != MANIFEST_SCHEMA_VERSION:
+            raise ModelError(f"{path}: schema_version expected {MANIFEST_SCHEMA_VERSION}, got {sv!r}")
+        fv = manifest.get("feature_version")
+        entries = manifest.get("tiers")
+        if not isinstance(entries, list) or not entries:
+            raise ModelError(f"{path}: expected a non-empty 'tiers' list, got {entries!r}")
+        specs = [_spec(e, i) for i, e in enumerate(entries)]
+        if fv != FEATURE_VERSION:
+            names = [s.name for s in specs]
+            raise ModelError(
+                f"{path}: tiers {names} were trained on feature_version {fv!r}, bot.features is "
+                f"{FEATURE_VERSION!r}; retrain (python -m offline distill) or run the matching bot"
+            )
+        seen: set[str] = set()
+        for s in specs:
+            if s.name in seen:
+                raise _fail(s.name, "appears twice in the manifest")
+            seen.add(s.name)
+        wanted = None if only is None else list(only)
+        if wanted is not None:
+            missing = [n for n in wanted if n not in seen]
+            if missing:
+                raise ModelError(
+                    f"{path}: tier(s) {missing} not in the manifest, which has {[s.name for s in specs]}"
+                )
+            specs = [s for s in specs if s.name in wanted]
+        tiers: dict[str, Tier] = {}
+        for s in specs:
+            file = root / s.file
+            try:
+                data = file.read_bytes()
+            except FileNotFoundError:
+                raise _fail(s.name, f"model file {file} is missing") from None
+            except OSError as exc:
+                raise _fail(s.name, f"cannot read {file}: {exc.strerror}") from exc
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != s.sha256:
+                raise _fail(s.name, f"sha256 mismatch for {s.file}: manifest {s.sha256}, file {digest}")
+            tiers[s.name] = Tier(s, _session(s, data))
+        return cls(manifest, tiers, root)
+
+    @property
+    def names(self) -> list[str]:
+        """Tier names in manifest order (largest first)."""
+        return list(self.tiers)
+
+    @property
+    def regime_calibration(self) -> dict[str, Any]:
+        """`manifest["regime_calibration"]` ({} when absent)."""
+        cal = self.manifest.get("regime_calibration")
+        return dict(cal) if isinstance(cal, Mapping) else {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.tiers
+
+    def __iter__(self) -> Iterator[Tier]:
+        return iter(self.tiers.values())
+
+    def __getitem__(self, name: str) -> Tier:
+        try:
+            return self.tiers[name]
+        except KeyError:
+            raise ModelError(f"tier {name!r} is not loaded; loaded tiers: {self.names}") from None
+
+    def check_routes(self, routes: Mapping[str, str]) -> None:
+        """Raise ModelError if a regime routes to a tier that is not loaded."""
+        bad = {regime: tier for regime, tier in routes.items() if tier not in self.tiers}
+        if bad:
+            raise ModelError(f"regime routes {bad} name tier(s) not in the manifest, which has {self.names}")
+
+    def predict(self, tier: str, x: npt.NDArray[np.float64]) -> float:
+        """Predicted return of `tier` for one full feature vector of length N_FEATURES (float64)."""
+        if x.shape != (N_FEATURES,):
+            raise ValueError(
+                f"expected a feature vector of shape ({N_FEATURES},) ordered as FEATURE_NAMES, got {x.shape}"
+            )
+        return self[tier].predict(x)
+
+    def warm(self, tier: str, *, calls: int = 2) -> None:
+        """Untimed calls so the next `predict` of `tier` runs hot (call it just before the decision)."""
+        self[tier].warm(calls)
