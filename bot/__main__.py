@@ -1,0 +1,96 @@
+"""`python -m bot run|demo|replay-server|latency-report`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+from bot import logs
+from bot.errors import BotError, ConfigError, ModelError
+
+EXIT_CONFIG = 2
+EXIT_MODEL = 3
+EXIT_RUNTIME = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the live service (default: Bybit mainnet public endpoints)")
+    run.add_argument("--config", default="config.toml", help="TOML config (see config.toml)")
+    demo = sub.add_parser("demo", help="distill (if needed), replay a synthetic market on loopback, run the bot")
+    from bot.demo import add_demo_args
+    from bot.replay import add_replay_args
+    from bot.report import add_report_args
+
+    add_demo_args(demo)
+    add_replay_args(sub.add_parser("replay-server", help="Bybit-v5-compatible replay exchange on loopback"))
+    add_report_args(sub.add_parser("latency-report", help="per-tier latency/PnL report from a decision log"))
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bot.app import run_service
+    from bot.config import load_config
+
+    cfg = load_config(args.config)
+    logs.configure_logging(
+        level=cfg.logging.level, fmt=cfg.logging.format, decisions_path=cfg.logging.decisions_path
+    )
+    try:
+        asyncio.run(run_service(cfg))
+    finally:
+        logs.close_logging()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "demo":
+            from bot.demo import main_demo
+
+            return main_demo(args)
+        if args.command == "replay-server":
+            from bot.replay import main_replay
+
+            with contextlib.suppress(KeyboardInterrupt):
+                return asyncio.run(main_replay(args))
+            return 0
+        from bot.report import main_report
+
+        return main_report(args)
+    except (BotError, ExceptionGroup) as exc:
+        return _report_error(exc)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _report_error(exc: BaseException) -> int:
+    """Print a BotError (possibly inside a TaskGroup's ExceptionGroup) and pick the exit code."""
+    leaves = _leaves(exc)
+    bot_errors = [e for e in leaves if isinstance(e, BotError)]
+    if not bot_errors:
+        raise exc
+    first = bot_errors[0]
+    if isinstance(first, ConfigError):
+        print(f"config error: {first}", file=sys.stderr)
+        return EXIT_CONFIG
+    if isinstance(first, ModelError):
+        print(f"model error: {first}", file=sys.stderr)
+        return EXIT_MODEL
+    print(f"error: {type(first).__name__}: {first}", file=sys.stderr)
+    return EXIT_RUNTIME
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""The asyncio service: feed -> engine -> ledger + canonical log line, under one TaskGroup.
+
+Start-up order: validate config (done by the caller), load and verify the tier family, open the ledger,
+replay the ledger's stored bars through the engine (so features, regimes and positions are exactly
+where an uninterrupted run would have them), start metrics, then backfill + subscribe (the feed) and
+signal READY. A bar is decided iff it is at or after the symbol's `live_from_ms` (set once, when the
+first start-up backfill completes, and kept in the ledger): so a restart decides every bar it missed,
+and no bar twice (the ledger's primary key is `(symbol, start_ms)`).
+
+Shutdown (SIGTERM/SIGINT or `stop`): stop intake, finish the bar in hand (processing is synchronous, so
+cancellation only lands between bars), commit, close sockets, log `service_stopped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot import logs
+from bot.bars import Bar, BookTop, interval_ms
+from bot.config import Config, watchdog_fresh_s
+from bot.engine import Decision, Engine
+from bot.feed import FeedReady, MarketFeed
+from bot.ledger import Ledger
+from bot.metrics import Metrics
+from bot.notify import Notifier, Watchdog
+from bot.paper import PaperTrader
+from bot.rest import RestClient
+from bot.stream import PartialBar
+from bot.tiers import TierFamily
+
+
+@dataclass
+class RunSummary:
+    """What a run did (returned by `run_service`, printed by the demo)."""
+
+    decisions: int = 0
+    warmup_bars: int = 0
+    replayed_bars: int = 0
+    skipped_decided: int = 0
+    per_tier: Counter[str] = field(default_factory=Counter)
+    per_regime: Counter[str] = field(default_factory=Counter)
+    per_source: Counter[str] = field(default_factory=Counter)
+    reconnects: int = 0
+    wall_s: float = 0.0
+
+
+class Service:
+    """One running bot. Build with `Service(cfg)`, then `await service.run(stop)`.
+
+    Args:
+        cfg: validated config.
+        max_decisions: stop after this many decisions (demo, tests); None = run until stopped.
+        notifier: systemd notifier (default: from the environment; a no-op outside systemd).
+    """
+
+    def __init__(self, cfg: Config, *, max_decisions: int | None = None, notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.max_decisions = max_decisions
+        self.notifier = notifier if notifier is not None else Notifier.from_env()
+        self.summary = RunSummary()
+        self.step_ms = interval_ms(cfg.market.interval)
+        self.log = logs.get_logger(component="service")
+        fresh_s = watchdog_fresh_s(cfg)
+        self.metrics = Metrics(stale_s=fresh_s)
+        self.watchdog = Watchdog(self.notifier, fresh_s=fresh_s)
+        self._live_from: dict[str, int | None] = {}
+        self._last_seen: dict[str, int | None] = {}
+        self._ready = False
+
+    # ---- start-up ---------------------------------------------------------------------------------------
+
+    def _open_state(self) -> tuple[Engine, Ledger]:
+        family = TierFamily.load(self.cfg.models.dir)
+        for tier in family:
+            self.log.info(logs.TIER_LOADED, tier=tier.name, features=tier.n_features)
+        ledger = Ledger.open(self.cfg.ledger.path)
+        trader = PaperTrader(self.cfg.paper)
+        trader.restore(ledger.load_positions())
+        engine = Engine(self.cfg, family, trader)
+        for symbol in self.cfg.market.symbols:
+            stored = ledger.bars(symbol)
+            self.summary.replayed_bars += engine.replay(stored)
+            self._last_seen[symbol] = stored[-1].start_ms if stored else None
+            self._live_from[symbol] = ledger.live_from(symbol)
+        return engine, ledger
+
+    def _start_ms(self) -> dict[str, int | None]:
+        return {s: (None if last is None else last + self.step_ms) for s, last in self._last_seen.items()}
+
+    # ---- per event ----------------------------------------------------------------------------------------
+
+    def _on_bar(self, bar: Bar, engine: Engine, ledger: Ledger, recv_ns: int) -> Decision | None:
+        live_from = self._live_from.get(bar.symbol)
+        last = self._last_seen.get(bar.symbol)
+        if last is not None and bar.start_ms <= last:
+            # already absorbed before a restart (stored in the ledger); never twice
+            self.summary.skipped_decided += 1
+            return None
+        self._last_seen[bar.symbol] = bar.start_ms
+        decide = live_from is not None and bar.start_ms >= live_from
+        decision = engine.on_bar(bar, decide=decide)
+        if decision is None:
+            ledger.record_bar(bar)
+            self.summary.warmup_bars += 1
+            return None
+        t0 = time.perf_counter_ns()
+        ledger.record(decision)
+        ledger_us = (time.perf_counter_ns() - t0) / 1e3
+        fields = decision.log_fields()
+        fields["ledger_us"] = ledger_us
+        fields["recv_to_decision_us"] = (time.perf_counter_ns() - recv_ns) / 1e3
+        self.log.info(logs.BAR_DECIDED, **fields)
+        self.metrics.observe_decision(
+            symbol=bar.symbol,
+            tier=decision.tier,
+            regime=decision.regime.regime,
+            source=bar.source,
+            latency_us=decision.latency_us,
+            recv_to_decision_us=fields["recv_to_decision_us"],
+        )
+        self.metrics.ledger_commit()
+        s = self.summary
+        s.decisions += 1
+        s.per_tier[decision.tier] += 1
+        s.per_regime[decision.regime.regime] += 1
+        s.per_source[bar.source] += 1
+        if decision.regime.changed:
+            self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime.regime, tier=decision.tier)
+        return decision
+
+    def _on_ready(self, ledger: Ledger) -> None:
+        for symbol, last in self._last_seen.items():
+            if self._live_from.get(symbol) is None:
+                live_from = (last + self.step_ms) if last is not None else 0
+                self._live_from[symbol] = live_from
+                ledger.set_live_from(symbol, live_from)
+        if not self._ready:
+            self._ready = True
+            self.notifier.ready(status="live")
+            self.log.info(logs.SERVICE_READY, symbols=list(self.cfg.market.symbols), live_from=self._live_from)
+
+    async def _consume(self, feed: MarketFeed, engine: Engine, ledger: Ledger, stop: asyncio.Event) -> None:
+        async for event in feed:
+            recv_ns = time.perf_counter_ns()
+            if isinstance(event, Bar):
+                self.watchdog.mark_fresh()
+                self._on_bar(event, engine, ledger, recv_ns)
+                if self.max_decisions is not None and self.summary.decisions >= self.max_decisions:
+                    stop.set()
+                    return
+            elif isinstance(event, PartialBar):
+                engine.on_partial(event)
+            elif isinstance(event, BookTop):
+                engine.on_book(event)
+            elif isinstance(event, FeedReady):
+                self._on_ready(ledger)
+
+    # ---- run ------------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> RunSummary:
+        """Run until `stop` is set (or `max_decisions`); return the summary. Raises BotError on fatal errors."""
+        t_start = time.perf_counter()
+        cfg = self.cfg
+        self.log.info(logs.SERVICE_START, symbols=list(cfg.market.symbols), interval=cfg.market.interval)
+        engine, ledger = self._open_state()
+        try:
+            if cfg.service.metrics_enabled:
+                await self.metrics.start(cfg.service.metrics_host, cfg.service.metrics_port)
+            async with RestClient(
+                cfg.exchange.rest_url,
+                timeout_s=cfg.exchange.rest_timeout_s,
+                max_retries=cfg.exchange.rest_max_retries,
+                backoff_initial_s=cfg.exchange.rest_backoff_initial_s,
+                backoff_max_s=cfg.exchange.rest_backoff_max_s,
+            ) as rest:
+                feed = MarketFeed(cfg, rest, start_ms=self._start_ms())
+                async with asyncio.TaskGroup() as tg:
+                    consumer = tg.create_task(self._consume(feed, engine, ledger, stop), name="consume")
+                    dog = tg.create_task(self.watchdog.run(), name="watchdog")
+                    stopper = tg.create_task(stop.wait(), name="stop")
+                    await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    self.notifier.stopping(status="stopping")
+                    self.log.info(logs.SERVICE_STOP)
+                    for task in (consumer, dog, stopper):
+                        task.cancel()
+                with contextlib.suppress(Exception):
+                    await feed.aclose()
+                self.summary.reconnects = feed.reconnects
+        finally:
+            ledger.close()
+            with contextlib.suppress(Exception):
+                await self.metrics.stop()
+            self.summary.wall_s = time.perf_counter() - t_start
+            self.log.info(
+                logs.SERVICE_STOPPED,
+                decisions=self.summary.decisions,
+                warmup_bars=self.summary.warmup_bars,
+                wall_s=round(self.summary.wall_s, 3),
+            )
+        return self.summary
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set `stop` (graceful shutdown)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_service(cfg: Config, *, max_decisions: int | None = None, stop: asyncio.Event | None = None) -> RunSummary:
+    """Run the bot until a signal (or `stop`, or `max_decisions`)."""
+    ev = stop if stop is not None else asyncio.Event()
+    install_signal_handlers(ev)
+    return await Service(cfg, max_decisions=max_decisions).run(ev)
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """JSON-friendly view of a summary."""
+    return {
+        "decisions": summary.decisions,
+        "warmup_bars": summary.warmup_bars,
+        "replayed_bars": summary.replayed_bars,
+        "per_tier": dict(summary.per_tier),
+        "per_regime": dict(summary.per_regime),
+        "per_source": dict(summary.per_source),
+        "reconnects": summary.reconnects,
+        "wall_s": round(summary.wall_s, 3),
+    }

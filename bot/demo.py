@@ -1,0 +1,162 @@
+"""`python -m bot demo`: the embedded default, end to end, with no network and no ../shared.
+
+1. If the models directory has no manifest, distill a quick tier family from the synthetic market
+   (`python -m offline distill --quick` in a subprocess: the bot never imports offline/scikit-learn).
+2. Start the replay exchange on 127.0.0.1 over a synthetic market the models never saw (another seed),
+   accelerated to a few milliseconds per 5-minute bar.
+3. Run the real service against it (REST backfill, websocket, regime routing, ONNX tiers, paper trading,
+   SQLite ledger, decision log) until it has decided `--bars` bars.
+4. Print a summary (bars per regime and tier, PnL, latency per tier) and where the report and plots are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bot import logs
+from bot.app import Service, summary_dict
+from bot.config import Config, load_config
+from bot.ledger import Ledger
+from bot.replay import ReplayExchange
+from bot.report import run_report
+
+DEMO_SYMBOL = "SYNTHUSDT"
+DEMO_SEED = 107  # the models train on seed 7; this market is out of sample and spans all four regimes
+
+
+def add_demo_args(parser: argparse.ArgumentParser) -> None:
+    """Options of `python -m bot demo`."""
+    parser.add_argument("--config", default=None, help="base TOML config (default: config.toml if present)")
+    parser.add_argument("--models", default=None, help="tier family dir (default: [models] dir)")
+    parser.add_argument("--out", default="demo-out", help="ledger, decision log, report and plots go here")
+    parser.add_argument("--bars", type=int, default=4000, help="bars to decide")
+    parser.add_argument("--bar-seconds", type=float, default=0.003, help="real seconds per replayed bar")
+    parser.add_argument("--seed", type=int, default=DEMO_SEED, help="synthetic market seed of the replay")
+    parser.add_argument("--retrain", action="store_true", help="distill a fresh quick family even if one exists")
+
+
+def _distill(config_path: str | None, models: Path) -> None:
+    cmd = [sys.executable, "-m", "offline", "distill", "--data", "synthetic", "--out", str(models), "--quick"]
+    if config_path is not None:
+        cmd += ["--config", config_path]
+    print(f"[demo] no tier family in {models}/ - distilling a quick one: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)  # noqa: S603 - our own interpreter and module
+    print(f"[demo] distilled in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def demo_config(base: Config, *, rest_url: str, ws_url: str, out: Path, models: Path) -> Config:
+    """The base config pointed at the loopback exchange, the demo symbol and the demo's output dir."""
+    data: dict[str, Any] = msgspec.to_builtins(base)
+    data["market"]["symbols"] = [DEMO_SYMBOL]
+    data["exchange"].update(
+        rest_url=rest_url,
+        ws_url=ws_url,
+        backfill_bars=300,
+        reconnect_backoff_initial_s=0.05,
+        reconnect_backoff_max_s=1.0,
+        stale_feed_s=30.0,
+        ping_interval_s=5.0,
+    )
+    data["ledger"]["path"] = str(out / "ledger.sqlite")
+    data["logging"]["decisions_path"] = str(out / "decisions.jsonl")
+    data["logging"]["format"] = "json"
+    data["models"]["dir"] = str(models)
+    data["service"]["metrics_enabled"] = False
+    return msgspec.convert(data, Config)
+
+
+async def _run(cfg: Config, *, bars: int, bar_seconds: float, seed: int) -> dict[str, Any]:
+    exchange = ReplayExchange(
+        symbols=[DEMO_SYMBOL],
+        interval=cfg.market.interval,
+        data="synthetic",
+        bar_seconds=bar_seconds,
+        updates_per_bar=2,
+        history_bars=400,
+        seed=seed,
+    )
+    async with exchange:
+        live = demo_config(
+            cfg, rest_url=exchange.rest_url, ws_url=exchange.ws_url, out=Path(cfg.ledger.path).parent,
+            models=Path(cfg.models.dir),
+        )
+        service = Service(live, max_decisions=bars)
+        summary = await service.run(asyncio.Event())
+    return summary_dict(summary)
+
+
+def _print_summary(summary: dict[str, Any], pnl: dict[str, Any], report: dict[str, Any], out: Path) -> None:
+    print()
+    print(f"decided {summary['decisions']} bars in {summary['wall_s']:.1f} s "
+          f"({summary['warmup_bars']} warm-up bars, {summary['reconnects']} reconnects)")
+    print()
+    print(f"{'regime':<12}{'bars':>8}    {'tier':<12}{'bars':>8}")
+    regimes = sorted(summary["per_regime"].items())
+    tiers = sorted(summary["per_tier"].items())
+    for i in range(max(len(regimes), len(tiers))):
+        r = regimes[i] if i < len(regimes) else ("", "")
+        t = tiers[i] if i < len(tiers) else ("", "")
+        print(f"{r[0]:<12}{r[1]!s:>8}    {t[0]:<12}{t[1]!s:>8}")
+    print()
+    print("paper PnL (USD, after fees and slippage):")
+    for key, val in pnl.items():
+        print(f"  {key}: {json.dumps(val)}")
+    print()
+    print("latency per tier (us):")
+    print(f"  {'tier':<12}{'n':>6}{'infer p50':>11}{'infer p99':>11}{'total p50':>11}{'total p99':>11}")
+    for tier, row in sorted(report.get("tiers", {}).items()):
+        inf = row["latency_us"]["inference"]
+        tot = row["latency_us"]["total"]
+        print(f"  {tier:<12}{row['count']:>6}{inf['p50']:>11.1f}{inf['p99']:>11.1f}{tot['p50']:>11.1f}{tot['p99']:>11.1f}")
+    print()
+    print(f"ledger:        {out / 'ledger.sqlite'}")
+    print(f"decision log:  {out / 'decisions.jsonl'}")
+    print(f"report:        {out / 'report' / 'report.json'} (+ per-tier PNG plots in {out / 'report'})")
+
+
+def main_demo(args: argparse.Namespace) -> int:
+    """Run the demo; returns the exit code."""
+    config_path = args.config
+    if config_path is None and Path("config.toml").exists():
+        config_path = "config.toml"
+    base = load_config(config_path) if config_path is not None else Config()
+    models = Path(args.models if args.models is not None else base.models.dir)
+    if args.retrain and models.exists():
+        shutil.rmtree(models)
+    if not (models / "manifest.json").exists():
+        _distill(config_path, models)
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    cfg = demo_config(base, rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1/v5/public/linear",
+                      out=out, models=models)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as logging does
+    logs.configure_logging(level="info", fmt="json", decisions_path=cfg.logging.decisions_path, stream=devnull)
+    print(f"[demo] replaying a synthetic market (seed {args.seed}) on 127.0.0.1; deciding {args.bars} bars ...",
+          flush=True)
+    try:
+        summary = asyncio.run(_run(cfg, bars=args.bars, bar_seconds=args.bar_seconds, seed=args.seed))
+    finally:
+        logs.close_logging()
+        devnull.close()
+    ledger = Ledger.open(cfg.ledger.path)
+    try:
+        pnl = ledger.summary()
+    finally:
+        ledger.close()
+    report = run_report(cfg.logging.decisions_path, out / "report")
+    _print_summary(summary, pnl, report, out)
+    return 0

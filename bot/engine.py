@@ -1,0 +1,149 @@
+"""The per-bar pipeline: features -> regime -> routed tier -> paper decision, with per-stage latency.
+
+Pure and synchronous: no asyncio, no logging, no I/O. The service shell (`bot.app`) feeds it confirmed
+bars, book updates and partial bars, writes the ledger and the canonical log line from what it returns.
+The same class runs in the benchmarks and the golden test, so live and replay are one code path.
+
+The only clock is an injected monotonic nanosecond counter used to measure latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.bars import Bar, BookTop, interval_ms
+from bot.config import Config
+from bot.features import FeatureState
+from bot.paper import PaperResult, PaperTrader
+from bot.regime import RegimeDecision, RegimeDetector
+from bot.stream import PartialBar
+from bot.tiers import TierFamily
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Everything decided for one confirmed bar (one ledger row, one canonical log line)."""
+
+    bar: Bar
+    regime: RegimeDecision
+    tier: str
+    prediction: float
+    paper: PaperResult
+    latency_us: dict[str, float]
+
+    def log_fields(self) -> dict[str, Any]:
+        """Key/values of the canonical `bar_decided` line (docs/architecture.md)."""
+        p = self.paper
+        return {
+            "symbol": self.bar.symbol,
+            "start_ms": self.bar.start_ms,
+            "source": self.bar.source,
+            "regime": self.regime.regime,
+            "tier": self.tier,
+            "prediction": self.prediction,
+            "signal": p.signal,
+            "position": p.position,
+            "fill_price": p.fill_price,
+            "fee_usd": p.fee_usd,
+            "realized_pnl_usd": p.realized_pnl_usd,
+            "unrealized_pnl_usd": p.unrealized_pnl_usd,
+            "close": self.bar.close,
+            "latency_us": self.latency_us,
+        }
+
+
+class _SymbolState:
+    __slots__ = ("book", "detector", "features", "last_regime")
+
+    def __init__(self, cfg: Config, family: TierFamily, step_ms: int) -> None:
+        self.features = FeatureState(interval_ms=step_ms)
+        self.detector = RegimeDetector(family.regime_calibration, cfg.regime, interval_ms=step_ms)
+        self.book: BookTop | None = None
+        self.last_regime: RegimeDecision | None = None
+
+
+class Engine:
+    """Per-bar decision pipeline for every configured symbol.
+
+    Args:
+        cfg: validated config (routes, paper, regime).
+        family: loaded tier family; every routed tier must be in it.
+        trader: paper trader holding positions (restored from the ledger by the shell).
+        clock_ns: monotonic nanosecond clock for latency (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        family: TierFamily,
+        trader: PaperTrader,
+        *,
+        clock_ns: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        family.check_routes(cfg.regime.routes)
+        self.cfg = cfg
+        self.family = family
+        self.trader = trader
+        self.clock_ns = clock_ns
+        self.warmup = cfg.models.warmup
+        step_ms = interval_ms(cfg.market.interval)
+        self._symbols = {s: _SymbolState(cfg, family, step_ms) for s in cfg.market.symbols}
+
+    def _state(self, symbol: str) -> _SymbolState:
+        try:
+            return self._symbols[symbol]
+        except KeyError:
+            raise ValueError(f"symbol {symbol!r} is not configured ({list(self._symbols)})") from None
+
+    def on_book(self, book: BookTop) -> None:
+        """Absorb a top-of-book update (spread/imbalance for the regime, mid for fills)."""
+        st = self._state(book.symbol)
+        st.book = book
+        st.detector.update_book(book)
+
+    def on_partial(self, partial: PartialBar) -> None:
+        """A `confirm:false` update: warm the tier the current regime routes to, so the decision runs hot."""
+        if not self.warmup:
+            return
+        st = self._state(partial.symbol)
+        if st.features.warm and st.last_regime is not None:
+            self.family.warm(st.last_regime.tier)
+
+    def replay(self, bars: Iterable[Bar]) -> int:
+        """Absorb history without deciding (restart: rebuild feature and regime state). Returns bars seen."""
+        n = 0
+        for bar in bars:
+            self.on_bar(bar, decide=False)
+            n += 1
+        return n
+
+    def on_bar(self, bar: Bar, *, decide: bool = True) -> Decision | None:
+        """Absorb a confirmed bar; return its decision, or None when not deciding or still warming up."""
+        st = self._state(bar.symbol)
+        clock = self.clock_ns
+        t0 = clock()
+        x = st.features.update(bar)
+        t1 = clock()
+        reg = st.detector.update(bar)
+        st.last_regime = reg
+        t2 = clock()
+        if x is None or not decide:
+            return None
+        tier = reg.tier
+        pred = self.family.predict(tier, x)
+        t3 = clock()
+        result = self.trader.on_bar(
+            bar.symbol, bar.start_ms, bar.close, pred, tier=tier, regime=reg.regime, book=st.book
+        )
+        t4 = clock()
+        latency = {
+            "features": (t1 - t0) / 1e3,
+            "regime": (t2 - t1) / 1e3,
+            "inference": (t3 - t2) / 1e3,
+            "paper": (t4 - t3) / 1e3,
+            "total": (t4 - t0) / 1e3,
+        }
+        return Decision(bar=bar, regime=reg, tier=tier, prediction=pred, paper=result, latency_us=latency)
