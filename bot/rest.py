@@ -81,6 +81,7 @@ class RestClient:
         backoff_max_s: cap for any wait, including a server-told rate-limit reset.
         category: Bybit category sent with every request.
         ban_s: how long an HTTP 403 stops all requests.
+        page_limit: rows per history page (Bybit's maximum, 1000; smaller only for tests).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class RestClient:
         backoff_max_s: float = 30.0,
         category: str = "linear",
         ban_s: float = 600.0,
+        page_limit: int = MAX_LIMIT,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
@@ -110,6 +112,9 @@ class RestClient:
         self.backoff_max_s = backoff_max_s
         self.category = category
         self.ban_s = ban_s
+        if not 1 <= page_limit <= MAX_LIMIT:
+            raise ValueError(f"page_limit must be in 1..{MAX_LIMIT}, got {page_limit}")
+        self.page_limit = page_limit
         self.requests = 0
         self.retries = 0
         self._banned_until: float | None = None
@@ -232,7 +237,7 @@ class RestClient:
         pages = 0
         while todo:
             lo, hi = todo.pop()
-            page = await self.page(symbol, interval, start_ms=lo, end_ms=hi, limit=MAX_LIMIT)
+            page = await self.page(symbol, interval, start_ms=lo, end_ms=hi, limit=self.page_limit)
             pages += 1
             time_ms = max(time_ms, page.time_ms)
             fresh = [b for b in page.bars if b.start_ms not in found and b.start_ms >= lo]
@@ -242,7 +247,7 @@ class RestClient:
             self._log.debug(BACKFILL_PAGE, symbol=symbol, lo_ms=lo, hi_ms=hi, rows=page.rows, new=len(fresh))
             if on_page is not None:
                 on_page(fresh)
-            if page.rows < MAX_LIMIT or not page.bars:
+            if page.rows < self.page_limit or not page.bars:
                 continue
             first, last = page.bars[0].start_ms, page.bars[-1].start_ms
             upper = last + step

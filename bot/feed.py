@@ -1,0 +1,525 @@
+"""The live market feed: REST backfill, one websocket for every symbol, reconnects, heartbeat, watchdog.
+
+`MarketFeed` is the asyncio shell around the pure `bot.stream.BarStream` (one per symbol):
+
+    async with MarketFeed(config, rest, start_ms={"BTCUSDT": None}) as feed:
+        async for event in feed:   # Bar | BookTop | PartialBar | FeedReady
+            ...
+
+Start-up: REST backfill of every symbol (from `start_ms[symbol]`, or the latest `backfill_bars` closed bars),
+then connect and subscribe every topic on one connection, then `FeedReady`, then live. Every (re)connect
+resubscribes everything and asks REST for the bars closed since the last one emitted; websocket confirms
+newer than a gap are held until the gap is filled, so bars come out per symbol strictly in order, each once.
+
+Tasks: the reader (this connection's frames, the stale-feed and pong watchdogs, the overdue-bar timer), the
+heartbeat (`{"op":"ping"}` every `ping_interval_s`) and the REST filler run on their own, so a slow consumer
+never stops the heartbeat. Only kline pushes prove the feed (`stale_feed_s`); pongs prove the socket
+(a ping unanswered for `ping_interval_s` is a dead socket). Reconnects use capped exponential backoff with
+jitter, reset after a connection stayed healthy for `healthy_reset_s`.
+
+Overflow policy of the bounded event queue (`feed_queue_size`): when it is full, `PartialBar` and `BookTop`
+are dropped (`dropped_updates`; the next update supersedes them) and confirmed bars spill into an overflow
+list that refills the queue as the consumer catches up - the reader never blocks and no confirmed bar is
+dropped. The overflow only grows by one bar per symbol per bar interval while the consumer is stalled.
+
+Fatal (raised from the iteration): a refused subscribe (`SubscribeError`, e.g. unknown symbol), a REST error
+that is not transient during start-up backfill or gap fill (`ExchangeError`). An HTTP 403 (`IpBannedError`)
+during a gap fill stops REST only: the held websocket bars are emitted across the gap (logged) and the
+websocket goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from bot.bars import Bar, BookTop, interval_ms
+from bot.config import Config
+from bot.errors import BotError, ExchangeError, IpBannedError, SubscribeError
+from bot.logs import (
+    BACKFILL,
+    BAR_DUPLICATE,
+    BAR_LATE,
+    BAR_SKIPPED,
+    WS_BAD_FRAME,
+    WS_CONNECTED,
+    WS_RECONNECT,
+    WS_STALE,
+    WS_SUBSCRIBED,
+    WS_UNKNOWN_TOPIC,
+    get_logger,
+)
+from bot.rest import RestClient
+from bot.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, PartialBar, StreamEvent
+from bot.wire import (
+    WireError,
+    WsEnvelope,
+    decode_envelope,
+    decode_klines,
+    decode_orderbook,
+    decode_ticker,
+    to_float,
+)
+
+SUBSCRIBE_CHUNK = 10  # topics per subscribe request
+
+
+@dataclass(frozen=True, slots=True)
+class FeedReady:
+    """Sent once: the start-up backfill is done and the first subscribe was acknowledged."""
+
+    symbols: tuple[str, ...]
+    backfilled_bars: int
+
+
+FeedEvent = Bar | BookTop | PartialBar | FeedReady
+
+
+class _Fatal:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Reconnect(Exception):
+    """Internal: the connection must be replaced (stale feed, pong timeout)."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """The one place that decides which connection errors lead to a reconnect (the rest are fatal)."""
+    if isinstance(exc, SubscribeError | IpBannedError):
+        return False
+    return isinstance(exc, OSError | TimeoutError | websockets.exceptions.WebSocketException | _Reconnect)
+
+
+class MarketFeed:
+    """Confirmed bars (exactly once, in order per symbol), partial bars, book tops and one `FeedReady`.
+
+    Args:
+        config: the service config (`[market]` symbols/interval, `[exchange]` urls, timings, book stream).
+        rest: an open `RestClient` (shared with the rest of the process).
+        start_ms: per symbol, the open time of the first bar to backfill; None or missing = the latest
+            `exchange.backfill_bars` closed bars.
+    """
+
+    def __init__(
+        self, config: Config, rest: RestClient, *, start_ms: Mapping[str, int | None] | None = None
+    ) -> None:
+        self._ex = config.exchange
+        self.symbols = tuple(config.market.symbols)
+        self.interval = config.market.interval
+        self.interval_ms = interval_ms(self.interval)
+        self._rest = rest
+        self._start = dict(start_ms or {})
+        self._streams: dict[str, BarStream] = {}
+        self._queue: asyncio.Queue[FeedEvent | _Fatal] = asyncio.Queue(maxsize=self._ex.feed_queue_size)
+        self._overflow: deque[FeedEvent | _Fatal] = deque()
+        self._runner: asyncio.Task[None] | None = None
+        self._fill_wanted = asyncio.Event()
+        self._filler_error: BaseException | None = None
+        self._tickers: dict[str, dict[str, str]] = {}
+        self._behind_since: dict[str, float] = {}
+        self._ping_since: float | None = None
+        self._closed = False
+        self._log = get_logger(component="feed")
+        # counters for metrics and the watchdog
+        self.reconnects = 0
+        self.connects = 0
+        self.backfilled_bars = 0
+        self.ws_bars = 0
+        self.last_kline_monotonic = 0.0
+        self.connected = False
+        self.ready = False
+        self.dropped_updates = 0
+        self.duplicates_dropped = 0
+        self.late_dropped = 0
+        self.bad_frames = 0
+        self.unknown_topics = 0
+        self.gaps_skipped = 0
+        self.pongs = 0
+        self.last_reconnect_cause: str | None = None
+
+    # ---- lifecycle and iteration --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Self:
+        if self._closed:
+            raise RuntimeError("MarketFeed is closed; create a new one")
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="market-feed")
+        return self
+
+    def events(self) -> Self:
+        """The event iterator (the feed itself)."""
+        return self.__aiter__()
+
+    async def __anext__(self) -> FeedEvent:
+        item = await self._queue.get()
+        while self._overflow and not self._queue.full():
+            self._queue.put_nowait(self._overflow.popleft())
+        if isinstance(item, _Fatal):
+            raise item.exc
+        return item
+
+    async def aclose(self) -> None:
+        """Stop the feed: close the websocket and cancel its tasks."""
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+
+    @property
+    def streams(self) -> Mapping[str, BarStream]:
+        """The per-symbol bar stream cores (read-only use: `next_start_ms`, `held`, `emitted`)."""
+        return self._streams
+
+    # ---- output -------------------------------------------------------------------------------------------
+
+    def _put(self, item: FeedEvent | _Fatal, *, droppable: bool) -> None:
+        if self._overflow or self._queue.full():
+            if droppable:
+                self.dropped_updates += 1
+            else:
+                self._overflow.append(item)
+            return
+        self._queue.put_nowait(item)
+
+    def _apply(self, events: list[StreamEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, Bar):
+                if ev.source == "rest":
+                    self.backfilled_bars += 1
+                else:
+                    self.ws_bars += 1
+                self._put(ev, droppable=False)
+            elif isinstance(ev, PartialBar):
+                self._put(ev, droppable=True)
+            elif isinstance(ev, BackfillNeeded):
+                self._fill_wanted.set()
+            elif isinstance(ev, Dropped):
+                if ev.reason == "duplicate":
+                    self.duplicates_dropped += 1
+                    self._log.info(BAR_DUPLICATE, symbol=ev.symbol, start_ms=ev.start_ms, source=ev.source)
+                else:
+                    self.late_dropped += 1
+                    self._log.info(BAR_LATE, symbol=ev.symbol, start_ms=ev.start_ms, source=ev.source)
+            elif isinstance(ev, GapSkipped):
+                self.gaps_skipped += 1
+                self._log.warning(
+                    BAR_SKIPPED, symbol=ev.symbol, from_ms=ev.from_ms, to_ms=ev.to_ms, reason=ev.reason
+                )
+
+    # ---- the run ------------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._initial_backfill()
+            await self._connect_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._put(_Fatal(exc), droppable=False)
+
+    async def _initial_backfill(self) -> None:
+        iv = self.interval_ms
+        for symbol in self.symbols:
+            start = self._start.get(symbol)
+            if start is None:
+                page = await self._rest.page(symbol, self.interval, limit=1)
+                start = page.time_ms - page.time_ms % iv - self._ex.backfill_bars * iv
+            stream = BarStream(symbol, iv, next_start_ms=start)
+            self._streams[symbol] = stream
+            hist = await self._rest.fetch_history(symbol, self.interval, start_ms=start)
+            through = hist.bars[-1].start_ms if hist.bars else start - iv
+            self._apply(stream.on_rest(hist.bars, through_ms=through))
+            self._log.info(BACKFILL, symbol=symbol, bars=len(hist.bars), pages=hist.pages, start_ms=start)
+
+    def _backoff_s(self, attempt: int) -> float:
+        ex = self._ex
+        return min(
+            ex.reconnect_backoff_max_s, ex.reconnect_backoff_initial_s * 2.0**attempt
+        ) * random.uniform(0.5, 1)
+
+    async def _connect_loop(self) -> None:
+        attempt = 0
+        cause: str | None = None
+        while True:
+            if cause is not None:
+                delay = self._backoff_s(attempt)
+                self.last_reconnect_cause = cause
+                self._log.warning(WS_RECONNECT, cause=cause, delay_s=round(delay, 3), attempt=attempt)
+                await asyncio.sleep(delay)
+                self.reconnects += 1
+            subscribed_at: list[float] = []
+            try:
+                await self._session(subscribed_at)
+                cause = "closed"
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                cause = f"{type(exc).__name__}: {exc}"
+            finally:
+                self.connected = False
+            healthy = bool(subscribed_at) and time.monotonic() - subscribed_at[0] >= self._ex.healthy_reset_s
+            attempt = 0 if healthy else attempt + 1
+
+    def _topics(self) -> list[str]:
+        topics: list[str] = []
+        for s in self.symbols:
+            topics.append(f"kline.{self.interval}.{s}")
+            if self._ex.book_stream == "orderbook":
+                topics.append(f"orderbook.1.{s}")
+            elif self._ex.book_stream == "tickers":
+                topics.append(f"tickers.{s}")
+        return topics
+
+    async def _session(self, subscribed_at: list[float]) -> None:
+        ex = self._ex
+        async with connect(
+            ex.ws_url,
+            open_timeout=ex.handshake_timeout_s,
+            ping_interval=None,  # Bybit's heartbeat is the JSON ping below
+            close_timeout=1.0,
+            max_size=1 << 22,
+        ) as ws:
+            self.connected = True
+            self.connects += 1
+            self._log.info(WS_CONNECTED, url=ex.ws_url, connects=self.connects)
+            await self._subscribe(ws)
+            now = time.monotonic()
+            subscribed_at.append(now)
+            self.last_kline_monotonic = now
+            self._ping_since = None
+            self._behind_since.clear()
+            if not self.ready:
+                self.ready = True
+                self._put(FeedReady(self.symbols, self.backfilled_bars), droppable=False)
+            for stream in self._streams.values():
+                self._apply(stream.on_reconnect())
+            self._filler_error = None
+            heartbeat = asyncio.create_task(self._heartbeat(ws), name="feed-heartbeat")
+            filler = asyncio.create_task(self._filler(ws), name="feed-filler")
+            try:
+                await self._reader(ws)
+            except websockets.exceptions.ConnectionClosed:
+                if self._filler_error is not None:
+                    raise self._filler_error from None
+                raise
+            finally:
+                for task in (heartbeat, filler):
+                    task.cancel()
+                for task in (heartbeat, filler):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _subscribe(self, ws: ClientConnection) -> None:
+        topics = self._topics()
+        pending: dict[str, list[str]] = {}
+        for i in range(0, len(topics), SUBSCRIBE_CHUNK):
+            req_id = f"sub-{self.connects}-{i // SUBSCRIBE_CHUNK}"
+            pending[req_id] = topics[i : i + SUBSCRIBE_CHUNK]
+            await ws.send(f'{{"req_id":"{req_id}","op":"subscribe","args":{_json_list(pending[req_id])}}}')
+        async with asyncio.timeout(self._ex.handshake_timeout_s):
+            while pending:
+                env = self._handle_frame(await ws.recv())
+                if env is None or env.op != "subscribe":
+                    continue
+                req_id = env.req_id if env.req_id in pending else next(iter(pending))
+                args = pending.pop(req_id)
+                if env.success is not True:
+                    raise SubscribeError(
+                        f"subscribe {args} refused by {self._ex.ws_url}: {env.ret_msg!r}; "
+                        "check [market] symbols and interval (the symbol must be a Bybit linear perpetual)"
+                    )
+        self._log.info(WS_SUBSCRIBED, topics=len(topics), connects=self.connects)
+
+    async def _heartbeat(self, ws: ClientConnection) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(self._ex.ping_interval_s)
+            n += 1
+            if self._ping_since is None:
+                self._ping_since = time.monotonic()
+            await ws.send(f'{{"req_id":"ping-{n}","op":"ping"}}')
+
+    async def _reader(self, ws: ClientConnection) -> None:
+        ex = self._ex
+        tick_s = min(ex.stale_feed_s, ex.ping_interval_s, ex.bar_overdue_s) / 4.0
+        while True:
+            try:
+                async with asyncio.timeout(tick_s):
+                    frame = await ws.recv()
+                self._handle_frame(frame)
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if now - self.last_kline_monotonic > ex.stale_feed_s:
+                self._log.warning(WS_STALE, silent_s=round(now - self.last_kline_monotonic, 3))
+                raise _Reconnect(f"stale feed: no kline push for {ex.stale_feed_s} s")
+            if self._ping_since is not None and now - self._ping_since > ex.ping_interval_s:
+                raise _Reconnect(f"pong timeout: no pong within {ex.ping_interval_s} s of a ping")
+            for symbol, stream in self._streams.items():
+                if stream.behind:
+                    since = self._behind_since.setdefault(symbol, now)
+                    if now - since >= ex.bar_overdue_s:
+                        del self._behind_since[symbol]
+                        self._apply(stream.overdue())
+                else:
+                    self._behind_since.pop(symbol, None)
+
+    async def _filler(self, ws: ClientConnection) -> None:
+        """Serve the streams' REST backfill requests; a fatal error is handed to the reader via the socket."""
+        iv = self.interval_ms
+        while True:
+            await self._fill_wanted.wait()
+            self._fill_wanted.clear()
+            for symbol, stream in self._streams.items():
+                req = stream.request
+                if req is None:
+                    continue
+                if self._rest.banned:
+                    self._apply(stream.abandon_backfill())
+                    continue
+                try:
+                    hist = await self._rest.fetch_history(
+                        symbol, self.interval, start_ms=req.start_ms, end_ms=req.end_ms
+                    )
+                except IpBannedError:
+                    self._apply(stream.abandon_backfill())
+                    continue
+                except ExchangeError as exc:
+                    self._filler_error = exc
+                    await ws.close(code=1011, reason="rest backfill failed")
+                    return
+                last = hist.bars[-1].start_ms if hist.bars else req.start_ms - iv
+                through = req.end_ms if req.end_ms is not None and req.end_ms + iv <= hist.time_ms else last
+                self._apply(stream.on_rest(hist.bars, through_ms=through))
+                self._log.info(
+                    BACKFILL, symbol=symbol, bars=len(hist.bars), start_ms=req.start_ms, end_ms=req.end_ms
+                )
+            if any(s.request is not None for s in self._streams.values()):
+                self._fill_wanted.set()
+
+    # ---- frames -------------------------------------------------------------------------------------------
+
+    def _handle_frame(self, frame: str | bytes) -> WsEnvelope | None:
+        """Decode one frame and route it; bad frames and unknown topics are logged and skipped."""
+        try:
+            env = decode_envelope(frame)
+            if env.topic is None:
+                if env.op == "ping" or env.op == "pong" or env.ret_msg == "pong":
+                    self.pongs += 1
+                    self._ping_since = None
+                return env
+            kind, _, rest = env.topic.partition(".")
+            if kind == "kline":
+                self._on_kline(env, rest)
+            elif kind == "orderbook" and rest.startswith("1.") and rest[2:] in self._streams:
+                self._on_orderbook(env, rest[2:])
+            elif kind == "tickers" and rest in self._streams:
+                self._on_ticker(env, rest)
+            else:
+                self.unknown_topics += 1
+                self._log.warning(WS_UNKNOWN_TOPIC, topic=env.topic)
+        except (WireError, BotError) as exc:
+            self.bad_frames += 1
+            self._log.warning(WS_BAD_FRAME, error=str(exc))
+        return None
+
+    def _on_kline(self, env: WsEnvelope, rest: str) -> None:
+        interval, _, symbol = rest.partition(".")
+        stream = self._streams.get(symbol)
+        topic = env.topic or ""
+        if stream is None or interval != self.interval:
+            self.unknown_topics += 1
+            self._log.warning(WS_UNKNOWN_TOPIC, topic=topic)
+            return
+        klines = decode_klines(env.data, topic=topic)
+        parsed: list[tuple[bool, Bar | PartialBar]] = []
+        for k in klines:
+            if k.start % self.interval_ms != 0:
+                raise WireError(f"{topic}: expected start on the {self.interval_ms} ms grid, got {k.start}")
+            o = to_float(k.open, what=f"{topic} open")
+            h = to_float(k.high, what=f"{topic} high")
+            lo = to_float(k.low, what=f"{topic} low")
+            c = to_float(k.close, what=f"{topic} close")
+            v = to_float(k.volume, what=f"{topic} volume")
+            t = to_float(k.turnover, what=f"{topic} turnover")
+            if k.confirm:
+                parsed.append((True, Bar(symbol, k.start, o, h, lo, c, v, t, source="ws")))
+            else:
+                parsed.append((False, PartialBar(symbol, k.start, o, h, lo, c, v, t, k.timestamp)))
+        self.last_kline_monotonic = time.monotonic()
+        for confirm, item in parsed:
+            if confirm:
+                assert isinstance(item, Bar)
+                self._apply(stream.on_ws_confirm(item))
+            else:
+                assert isinstance(item, PartialBar)
+                self._apply(stream.on_ws_partial(item))
+
+    def _on_orderbook(self, env: WsEnvelope, symbol: str) -> None:
+        topic = env.topic or ""
+        book = decode_orderbook(env.data, topic=topic)
+        if not book.b or not book.a:
+            return  # one-sided update: the top of book is unknown on one side
+        (bp, bs), (ap, asz) = book.b[0], book.a[0]
+        self._put(
+            BookTop(
+                symbol,
+                env.ts or 0,
+                to_float(bp, what=f"{topic} bid"),
+                to_float(bs, what=f"{topic} bid size"),
+                to_float(ap, what=f"{topic} ask"),
+                to_float(asz, what=f"{topic} ask size"),
+            ),
+            droppable=True,
+        )
+
+    def _on_ticker(self, env: WsEnvelope, symbol: str) -> None:
+        topic = env.topic or ""
+        tk = decode_ticker(env.data, topic=topic)
+        state = self._tickers.setdefault(symbol, {})
+        fields: dict[str, Any] = {
+            "bid_px": tk.bid1Price,
+            "bid_sz": tk.bid1Size,
+            "ask_px": tk.ask1Price,
+            "ask_sz": tk.ask1Size,
+        }
+        for key, value in fields.items():
+            if value:
+                state[key] = value
+        if len(state) == 4:
+            self._put(
+                BookTop(
+                    symbol,
+                    env.ts or 0,
+                    to_float(state["bid_px"], what=f"{topic} bid1Price"),
+                    to_float(state["bid_sz"], what=f"{topic} bid1Size"),
+                    to_float(state["ask_px"], what=f"{topic} ask1Price"),
+                    to_float(state["ask_sz"], what=f"{topic} ask1Size"),
+                ),
+                droppable=True,
+            )
+
+
+def _json_list(items: list[str]) -> str:
+    return "[" + ",".join(f'"{x}"' for x in items) + "]"
