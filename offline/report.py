@@ -122,11 +122,12 @@ def plot_report(report: dict[str, Any], path: Path, *, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.5))
     panels = (
         ("test_r2", "test R² (labels)"),
         ("r2_retention", "R² retention (student / teacher)"),
         ("fidelity_r2", "fidelity R² (vs teacher outputs)"),
+        ("fidelity_corr", "fidelity correlation (vs teacher outputs)"),
     )
     styles = {
         "progressive": ("tab:blue", "o-"),
@@ -152,6 +153,10 @@ def plot_report(report: dict[str, Any], path: Path, *, title: str = "") -> None:
             edgecolors="black",
             label="exported",
         )
+        if not chosen:
+            ax.text(
+                0.5, 0.5, "undefined: teacher test R² <= 0", ha="center", va="center", transform=ax.transAxes
+            )
         ax.set_xscale("log")
         ax.set_xlabel("compression vs teacher (params, log)")
         ax.set_title(label)
