@@ -151,6 +151,7 @@ class PaperConfig(_Section, frozen=True):
 
 class LedgerConfig(_Section, frozen=True):
     path: str = "state/ledger.sqlite"
+    synchronous: Literal["full", "normal"] = "full"
 
 
 class LoggingConfig(_Section, frozen=True):

@@ -1,0 +1,459 @@
+"""SQLite ledger of bars, decisions, fills and positions: one transaction per decided bar.
+
+Tables (`PRAGMA user_version` = `SCHEMA_VERSION`):
+
+- `bars(symbol, start_ms, open, high, low, close, volume, turnover, source)`, key (symbol, start_ms);
+- `decisions(symbol, start_ms, ...)`, PRIMARY KEY (symbol, start_ms): a bar is decided at most once;
+- `fills(symbol, start_ms, seq, ...)`, key (symbol, start_ms, seq), each referring to its decision;
+- `positions(symbol PRIMARY KEY, ..., state_json)`: the paper state after the symbol's last decided bar.
+
+`record(bar, decision, fills, state)` writes the bar, the decision, its fills and the new position in ONE
+`BEGIN IMMEDIATE ... COMMIT`: after a crash either all of a bar is there or none of it. Recording a key
+that is already decided raises `AlreadyDecidedError` and changes nothing (a second decision of a bar is a bug
+in the caller, which should skip bars with `is_decided`/`last_decided` after a restart).
+
+Durability: WAL journal with `synchronous = FULL` by default. A killed process (SIGKILL) loses nothing that
+committed under either FULL or NORMAL, since the WAL is in the OS page cache; FULL also fsyncs the WAL at
+every commit so a decided bar survives power loss or a kernel crash too. At one commit per bar (minutes
+apart) the fsync costs about a millisecond, off the decision's critical path, so FULL is the default
+(`[ledger].synchronous`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from bot.bars import Bar
+from bot.errors import BotError
+from bot.paper import Fill, PaperResult, PositionState
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS bars (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL,
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
+    volume REAL NOT NULL, turnover REAL NOT NULL, source TEXT NOT NULL,
+    PRIMARY KEY (symbol, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, source TEXT NOT NULL,
+    regime TEXT NOT NULL, tier TEXT NOT NULL, prediction REAL NOT NULL,
+    signal INTEGER NOT NULL, position INTEGER NOT NULL, qty REAL NOT NULL, fill_price REAL,
+    fee_usd REAL NOT NULL, realized_pnl_usd REAL NOT NULL, unrealized_pnl_usd REAL NOT NULL,
+    equity_usd REAL NOT NULL, bar_pnl_usd REAL NOT NULL,
+    holding_pnl_usd REAL NOT NULL, holding_tier TEXT, holding_regime TEXT, trade_pnl_usd REAL NOT NULL,
+    latency_json TEXT,
+    PRIMARY KEY (symbol, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fills (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), qty REAL NOT NULL CHECK (qty > 0),
+    price REAL NOT NULL, notional_usd REAL NOT NULL, fee_usd REAL NOT NULL, realized_pnl_usd REAL NOT NULL,
+    tier TEXT NOT NULL, regime TEXT NOT NULL,
+    PRIMARY KEY (symbol, start_ms, seq),
+    FOREIGN KEY (symbol, start_ms) REFERENCES decisions (symbol, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions (
+    symbol TEXT PRIMARY KEY, last_start_ms INTEGER NOT NULL, units INTEGER NOT NULL, qty REAL NOT NULL,
+    avg_entry_px REAL NOT NULL, mark_px REAL, tier TEXT, regime TEXT,
+    realized_pnl_usd REAL NOT NULL, fees_usd REAL NOT NULL, state_json TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class LedgerError(BotError):
+    """The ledger file cannot be opened, has another schema, or a write was refused."""
+
+
+class AlreadyDecidedError(LedgerError):
+    """`record` was called for a (symbol, start_ms) that already has a decision."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One decided bar as stored in `decisions` (see `PaperResult` for the PnL fields' meaning).
+
+    `latency_us` maps stage -> microseconds (optional, stored as JSON).
+    """
+
+    symbol: str
+    start_ms: int
+    source: str
+    regime: str
+    tier: str
+    prediction: float
+    signal: int
+    position: int
+    qty: float
+    fill_price: float | None
+    fee_usd: float
+    realized_pnl_usd: float
+    unrealized_pnl_usd: float
+    equity_usd: float
+    bar_pnl_usd: float
+    holding_pnl_usd: float
+    holding_tier: str | None
+    holding_regime: str | None
+    trade_pnl_usd: float
+    latency_us: Mapping[str, int] | None = None
+
+    @classmethod
+    def from_result(
+        cls,
+        result: PaperResult,
+        *,
+        source: str,
+        regime: str,
+        tier: str,
+        prediction: float,
+        latency_us: Mapping[str, int] | None = None,
+    ) -> Decision:
+        """The decision row for a paper result."""
+        return cls(
+            symbol=result.symbol,
+            start_ms=result.start_ms,
+            source=source,
+            regime=regime,
+            tier=tier,
+            prediction=prediction,
+            signal=result.signal,
+            position=result.position,
+            qty=result.qty,
+            fill_price=result.fill_price,
+            fee_usd=result.fee_usd,
+            realized_pnl_usd=result.realized_pnl_usd,
+            unrealized_pnl_usd=result.unrealized_pnl_usd,
+            equity_usd=result.equity_usd,
+            bar_pnl_usd=result.bar_pnl_usd,
+            holding_pnl_usd=result.holding_pnl_usd,
+            holding_tier=result.holding_tier,
+            holding_regime=result.holding_regime,
+            trade_pnl_usd=result.trade_pnl_usd,
+            latency_us=latency_us,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Bars decided and attributed PnL (net of fees, USD) for one tier or regime."""
+
+    name: str
+    bars: int
+    pnl_usd: float
+    fills: int = 0
+    fees_usd: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_DECISION_COLS: Final = (
+    "symbol, start_ms, source, regime, tier, prediction, signal, position, qty, fill_price, fee_usd, "
+    "realized_pnl_usd, unrealized_pnl_usd, equity_usd, bar_pnl_usd, holding_pnl_usd, holding_tier, "
+    "holding_regime, trade_pnl_usd, latency_json"
+)
+_DECISION_FIELDS: Final = tuple(c.strip() for c in _DECISION_COLS.split(","))[:19]
+_FILL_COLS: Final = (
+    "symbol, start_ms, seq, side, qty, price, notional_usd, fee_usd, realized_pnl_usd, tier, regime"
+)
+
+
+_SUMMARY_SQL: Final = {
+    "tier": {
+        "bars": "SELECT tier, COUNT(*) FROM decisions GROUP BY tier",
+        "trade": "SELECT tier, SUM(trade_pnl_usd) FROM decisions GROUP BY tier",
+        "held": "SELECT holding_tier, SUM(holding_pnl_usd) FROM decisions WHERE holding_tier IS NOT NULL "
+        "GROUP BY holding_tier",
+        "fills": "SELECT tier, COUNT(*), SUM(fee_usd) FROM fills GROUP BY tier",
+    },
+    "regime": {
+        "bars": "SELECT regime, COUNT(*) FROM decisions GROUP BY regime",
+        "trade": "SELECT regime, SUM(trade_pnl_usd) FROM decisions GROUP BY regime",
+        "held": "SELECT holding_regime, SUM(holding_pnl_usd) FROM decisions WHERE holding_regime IS NOT NULL "
+        "GROUP BY holding_regime",
+        "fills": "SELECT regime, COUNT(*), SUM(fee_usd) FROM fills GROUP BY regime",
+    },
+}
+
+
+class Ledger:
+    """An open ledger. Use `Ledger.open(path)`; close with `close()` or as a context manager.
+
+    Not thread-safe: use it from one thread (the event loop's).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path, *, synchronous: Literal["full", "normal"] = "full") -> Ledger:
+        """Open or create the ledger at `path` (parent directories are created).
+
+        Raises:
+            LedgerError: the file cannot be opened, is not SQLite, or has another schema version.
+        """
+        p = Path(path)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(p, isolation_level=None, timeout=5.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"{p}: cannot open ledger: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise LedgerError(f"{p}: ledger schema version {version}, this bot writes {SCHEMA_VERSION}")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise LedgerError(f"{p}: not a usable SQLite ledger: {exc}") from exc
+        except LedgerError:
+            conn.close()
+            raise
+        return cls(conn, p)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise LedgerError(f"{self.path}: ledger is closed")
+        return self._conn
+
+    def close(self) -> None:
+        """Checkpoint-free close (the WAL is replayed on next open). Idempotent."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # ---- queries ---------------------------------------------------------------------------------
+    def last_decided(self, symbol: str) -> int | None:
+        """start_ms of the newest decided bar of `symbol`, or None if none."""
+        row = self.conn.execute("SELECT MAX(start_ms) FROM decisions WHERE symbol = ?", (symbol,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def is_decided(self, symbol: str, start_ms: int) -> bool:
+        """Whether (symbol, start_ms) already has a decision."""
+        row = self.conn.execute(
+            "SELECT 1 FROM decisions WHERE symbol = ? AND start_ms = ?", (symbol, start_ms)
+        ).fetchone()
+        return row is not None
+
+    def count_decisions(self, symbol: str | None = None) -> int:
+        """Number of decided bars (of `symbol`, or all)."""
+        if symbol is None:
+            return int(self.conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+        return int(
+            self.conn.execute("SELECT COUNT(*) FROM decisions WHERE symbol = ?", (symbol,)).fetchone()[0]
+        )
+
+    def load_positions(self) -> dict[str, PositionState]:
+        """Paper states to resume from, per symbol (exact: floats round-trip through the stored JSON)."""
+        rows = self.conn.execute("SELECT symbol, state_json FROM positions ORDER BY symbol").fetchall()
+        return {str(sym): PositionState.from_json(str(js)) for sym, js in rows}
+
+    def decisions(self, symbol: str) -> list[Decision]:
+        """All decisions of `symbol`, oldest first."""
+        rows = self.conn.execute(
+            f"SELECT {_DECISION_COLS} FROM decisions WHERE symbol = ? ORDER BY start_ms",  # noqa: S608 - constant columns
+            (symbol,),
+        ).fetchall()
+        out: list[Decision] = []
+        for r in rows:
+            row = dict(zip(_DECISION_FIELDS, r[:19], strict=True))
+            lat = None if r[19] is None else {str(k): int(v) for k, v in json.loads(r[19]).items()}
+            out.append(Decision(**row, latency_us=lat))
+        return out
+
+    def fills(self, symbol: str) -> list[Fill]:
+        """All fills of `symbol`, in execution order."""
+        rows = self.conn.execute(
+            f"SELECT {_FILL_COLS} FROM fills WHERE symbol = ? ORDER BY start_ms, seq",  # noqa: S608 - constant columns
+            (symbol,),
+        ).fetchall()
+        return [Fill(*r) for r in rows]
+
+    def summary(self, by: Literal["tier", "regime"]) -> list[Summary]:
+        """Per tier or regime: bars routed to it, fills and fees of its decisions, and attributed PnL.
+
+        PnL = holding PnL of the bars whose position it set + trade PnL (fees, slippage) of its own
+        decisions; the sum over all names is the total equity change.
+        """
+        q = _SUMMARY_SQL[by]
+        conn = self.conn
+        bars = {k: int(n) for k, n in conn.execute(q["bars"]).fetchall()}
+        trade = {k: float(v) for k, v in conn.execute(q["trade"]).fetchall()}
+        held = {k: float(v) for k, v in conn.execute(q["held"]).fetchall()}
+        fills = {k: (int(n), float(f)) for k, n, f in conn.execute(q["fills"]).fetchall()}
+        names = sorted(set(bars) | set(held))
+        return [
+            Summary(
+                name=str(n),
+                bars=bars.get(n, 0),
+                pnl_usd=trade.get(n, 0.0) + held.get(n, 0.0),
+                fills=fills.get(n, (0, 0.0))[0],
+                fees_usd=fills.get(n, (0, 0.0))[1],
+            )
+            for n in names
+        ]
+
+    # ---- writes ----------------------------------------------------------------------------------
+    def record_bar(self, bar: Bar) -> None:
+        """Store a bar without a decision (e.g. warm-up); a bar already stored is left as it is."""
+        with self._tx() as conn:
+            self._insert_bar(conn, bar)
+
+    @staticmethod
+    def _insert_bar(conn: sqlite3.Connection, bar: Bar) -> None:
+        conn.execute(
+            "INSERT OR IGNORE INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                bar.symbol,
+                bar.start_ms,
+                bar.open,
+                bar.high,
+                bar.low,
+                bar.close,
+                bar.volume,
+                bar.turnover,
+                bar.source,
+            ),
+        )
+
+    def record(self, bar: Bar, decision: Decision, fills: Sequence[Fill], state: PositionState) -> None:
+        """Write the bar, its decision, its fills and the symbol's new paper state in one transaction.
+
+        Raises:
+            AlreadyDecidedError: (symbol, start_ms) is already decided; nothing is written.
+            LedgerError: the keys of bar, decision, fills and state disagree, or SQLite refused the write.
+        """
+        key = (bar.symbol, bar.start_ms)
+        if (decision.symbol, decision.start_ms) != key or state.symbol != bar.symbol:
+            raise LedgerError(
+                f"record: expected decision and state for {key}, got decision "
+                f"{(decision.symbol, decision.start_ms)} and state of {state.symbol!r}"
+            )
+        bad = [f.seq for f in fills if (f.symbol, f.start_ms) != key]
+        if bad:
+            raise LedgerError(f"record: fills {bad} are not for bar {key}")
+        if state.last_start_ms != bar.start_ms:
+            raise LedgerError(
+                f"record: expected state after bar {bar.start_ms}, got after {state.last_start_ms}"
+            )
+        lat = None if decision.latency_us is None else json.dumps(dict(decision.latency_us), sort_keys=True)
+        d = decision
+        try:
+            with self._tx() as conn:
+                self._insert_bar(conn, bar)
+                conn.execute(
+                    f"INSERT INTO decisions ({_DECISION_COLS}) VALUES ({', '.join('?' * 20)})",  # noqa: S608 - constant
+                    (
+                        d.symbol,
+                        d.start_ms,
+                        d.source,
+                        d.regime,
+                        d.tier,
+                        d.prediction,
+                        d.signal,
+                        d.position,
+                        d.qty,
+                        d.fill_price,
+                        d.fee_usd,
+                        d.realized_pnl_usd,
+                        d.unrealized_pnl_usd,
+                        d.equity_usd,
+                        d.bar_pnl_usd,
+                        d.holding_pnl_usd,
+                        d.holding_tier,
+                        d.holding_regime,
+                        d.trade_pnl_usd,
+                        lat,
+                    ),
+                )
+                conn.executemany(
+                    f"INSERT INTO fills ({_FILL_COLS}) VALUES ({', '.join('?' * 11)})",  # noqa: S608 - constant
+                    [
+                        (
+                            f.symbol,
+                            f.start_ms,
+                            f.seq,
+                            f.side,
+                            f.qty,
+                            f.price,
+                            f.notional_usd,
+                            f.fee_usd,
+                            f.realized_pnl_usd,
+                            f.tier,
+                            f.regime,
+                        )
+                        for f in fills
+                    ],
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        state.symbol,
+                        state.last_start_ms,
+                        state.units,
+                        state.qty,
+                        state.avg_entry_px,
+                        state.mark_px,
+                        state.tier,
+                        state.regime,
+                        state.realized_pnl_usd,
+                        state.fees_usd,
+                        state.to_json(),
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            if self.is_decided(*key):
+                raise AlreadyDecidedError(f"{key[0]}@{key[1]}: bar already decided; nothing written") from exc
+            raise LedgerError(f"{key[0]}@{key[1]}: ledger refused the bar: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{key[0]}@{key[1]}: ledger write failed: {exc}") from exc
+
+    def record_result(
+        self,
+        bar: Bar,
+        result: PaperResult,
+        *,
+        regime: str,
+        tier: str,
+        prediction: float,
+        latency_us: Mapping[str, int] | None = None,
+    ) -> Decision:
+        """`record` for a `PaperTrader.on_bar` result; returns the stored decision row."""
+        d = Decision.from_result(
+            result, source=bar.source, regime=regime, tier=tier, prediction=prediction, latency_us=latency_us
+        )
+        self.record(bar, d, result.fills, result.state)
+        return d
