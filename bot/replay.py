@@ -352,6 +352,11 @@ class ReplayExchange:
         """Answer every REST request with HTTP 403 until `ban(False)`."""
         self._banned = banned
 
+    def delist_ws(self, symbol: str) -> None:
+        """The websocket forgets `symbol`'s topics (subscribe: `handler not found`); REST still serves it."""
+        for topic in [t for t, (_, sym) in self._topics.items() if sym == symbol]:
+            del self._topics[topic]
+
     def pause(self) -> None:
         """Stop the clock: no bar closes, pings are still answered."""
         self._running.clear()
