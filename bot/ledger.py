@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS positions (
     avg_entry_px REAL NOT NULL, mark_px REAL, tier TEXT, regime TEXT,
     realized_pnl_usd REAL NOT NULL, fees_usd REAL NOT NULL, state_json TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS live_from (
+    symbol TEXT PRIMARY KEY, start_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -102,7 +105,7 @@ class Decision:
     holding_tier: str | None
     holding_regime: str | None
     trade_pnl_usd: float
-    latency_us: Mapping[str, int] | None = None
+    latency_us: Mapping[str, float] | None = None
 
     @classmethod
     def from_result(
@@ -113,7 +116,7 @@ class Decision:
         regime: str,
         tier: str,
         prediction: float,
-        latency_us: Mapping[str, int] | None = None,
+        latency_us: Mapping[str, float] | None = None,
     ) -> Decision:
         """The decision row for a paper result."""
         return cls(
@@ -326,6 +329,32 @@ class Ledger:
             for n in names
         ]
 
+    def bars(self, symbol: str) -> list[Bar]:
+        """Every stored bar of `symbol` (decided or warm-up), ascending; the service replays them on restart."""
+        rows = self.conn.execute(
+            "SELECT symbol, start_ms, open, high, low, close, volume, turnover, source FROM bars "
+            "WHERE symbol = ? ORDER BY start_ms",
+            (symbol,),
+        ).fetchall()
+        return [Bar(*r) for r in rows]
+
+    def decided_keys(self, symbol: str) -> list[int]:
+        """start_ms of every decided bar of `symbol`, ascending."""
+        rows = self.conn.execute(
+            "SELECT start_ms FROM decisions WHERE symbol = ? ORDER BY start_ms", (symbol,)
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def live_from(self, symbol: str) -> int | None:
+        """Open time of the first bar the service decides for `symbol` (set once, at its first READY)."""
+        row = self.conn.execute("SELECT start_ms FROM live_from WHERE symbol = ?", (symbol,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_live_from(self, symbol: str, start_ms: int) -> None:
+        """Record `live_from` for `symbol` (first write wins: it never moves once set)."""
+        with self._tx() as conn:
+            conn.execute("INSERT OR IGNORE INTO live_from VALUES (?, ?)", (symbol, start_ms))
+
     # ---- writes ----------------------------------------------------------------------------------
     def record_bar(self, bar: Bar) -> None:
         """Store a bar without a decision (e.g. warm-up); a bar already stored is left as it is."""
@@ -449,7 +478,7 @@ class Ledger:
         regime: str,
         tier: str,
         prediction: float,
-        latency_us: Mapping[str, int] | None = None,
+        latency_us: Mapping[str, float] | None = None,
     ) -> Decision:
         """`record` for a `PaperTrader.on_bar` result; returns the stored decision row."""
         d = Decision.from_result(
