@@ -387,7 +387,8 @@ class RegimeDetector:
         self.routes: dict[str, str] = dict(cfg.routes)
         self.signals = RegimeSignals(cfg, interval_ms=interval_ms)
         self.regime = FALLBACK_REGIME
-        self.dwell_bars = 0
+        # the fallback imposes no dwell: the first warm bar may switch at once
+        self.dwell_bars = cfg.min_dwell_bars
 
     def route(self, regime: str) -> str:
         """Tier name configured for `regime`."""
@@ -437,7 +438,10 @@ class RegimeDetector:
 
     def update(self, bar: Bar) -> RegimeDecision:
         """Absorb a confirmed bar and decide its regime."""
-        s = self.signals.update(bar)
+        return self.decide(self.signals.update(bar))
+
+    def decide(self, s: Signals | None) -> RegimeDecision:
+        """Advance the state machine by one bar given its signals (None = still warming up)."""
         if s is None:
             self.dwell_bars += 1
             regime = self.regime

@@ -1,0 +1,237 @@
+"""Regime detector: signals, calibration, thresholds, overrides, hysteresis, dwell, book crisis, synthetic."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bot.bars import Bar, BookTop
+from bot.config import REGIME_NAMES, RegimeConfig, RegimeThresholds
+from bot.errors import ModelError
+from bot.regime import (
+    RegimeDetector,
+    RegimeSignals,
+    RegimeThresholdValues,
+    Signals,
+    calibrate,
+    replay_signals,
+)
+from bot.synthetic import SyntheticMarket
+
+STEP_MS = 300_000
+CAL: dict[str, Any] = {
+    "windows": {"vol": 24, "trend": 24, "volume": 48},
+    "thresholds": {
+        "vol_calm_max": 0.001,
+        "vol_volatile_min": 0.002,
+        "vol_crisis_min": 0.005,
+        "trend_calm_min": 0.1,
+        "spread_crisis_bps": 5.0,
+        "imbalance_crisis_min": 0.9,
+    },
+}
+
+
+@cache
+def _synthetic_run(n_test: int) -> tuple[dict[str, Any], Counter[tuple[str, str]], int, int]:
+    cfg = RegimeConfig()
+    cal = calibrate([s.bar for s in SyntheticMarket(seed=7).generate(20_000)], cfg)
+    det = RegimeDetector(cal, cfg, interval_ms=STEP_MS)
+    conf: Counter[tuple[str, str]] = Counter()
+    changes = true_changes = 0
+    prev = None
+    for s in SyntheticMarket(seed=101).generate(n_test):
+        det.update_book(s.book)
+        d = det.update(s.bar)
+        changes += d.changed
+        true_changes += prev is not None and s.regime != prev
+        prev = s.regime
+        if d.warm:
+            conf[(s.regime, d.regime)] += 1
+    return cal, conf, changes, true_changes
+
+
+def _bars(returns: list[float], *, start_price: float = 100.0, volume: float = 10.0) -> list[Bar]:
+    bars, price = [], start_price
+    for i, r in enumerate(returns):
+        c = price * (1.0 + r)
+        bars.append(Bar("TESTUSDT", i * STEP_MS, price, max(price, c), min(price, c), c, volume))
+        price = c
+    return bars
+
+
+def _sig(vol: float, *, eff: float = 0.5, spread: float | None = None, imb: float | None = None) -> Signals:
+    return Signals(vol=vol, efficiency=eff, trend=eff, volume_z=0.0, spread_bps=spread, imbalance=imb)
+
+
+def test_signals_match_direct_computation() -> None:
+    """vol is the rms of the last vol_window returns; trend the signed efficiency over trend_window."""
+    rng = np.random.default_rng(3)
+    rets = list(rng.normal(0.0, 0.002, 120))
+    bars = _bars(rets)
+    cfg = RegimeConfig(vol_window=10, trend_window=8, volume_window=12)
+    state = RegimeSignals(cfg, interval_ms=STEP_MS)
+    out = [state.update(b) for b in bars]
+    closes = np.array([b.close for b in bars])
+    r = closes[1:] / closes[:-1] - 1.0
+    last = out[-1]
+    assert last is not None
+    assert last.vol == pytest.approx(math.sqrt(np.mean(r[-10:] ** 2)), rel=1e-9)
+    assert last.trend == pytest.approx(
+        (closes[-1] - closes[-9]) / np.abs(np.diff(closes[-9:])).sum(), rel=1e-9
+    )
+    first_warm = next(i for i, s in enumerate(out) if s is not None)
+    assert first_warm == 8 + 8 - 1  # trend window full after 9 closes, then 8 efficiencies averaged
+
+
+def test_signals_gap_restarts_warmup_and_order_is_enforced() -> None:
+    """A time gap restarts the warm-up; a bar not after the previous one raises ValueError."""
+    cfg = RegimeConfig(vol_window=4, trend_window=4, volume_window=4)
+    state = RegimeSignals(cfg, interval_ms=STEP_MS)
+    bars = _bars([0.001, -0.001] * 10)
+    assert [state.update(b) for b in bars][-1] is not None
+    gap = Bar("TESTUSDT", bars[-1].start_ms + 3 * STEP_MS, 100, 101, 99, 100, 1)
+    assert state.update(gap) is None
+    with pytest.raises(ValueError, match="time order"):
+        state.update(gap)
+
+
+def test_book_signals_only_when_fresh_and_enabled() -> None:
+    """Spread and imbalance come from a book stamped during the bar, and only with use_book."""
+    bars = _bars([0.001, -0.001] * 40)
+    for use_book, ts_offset, expect in ((True, 10, True), (True, -10, False), (False, 10, False)):
+        state = RegimeSignals(RegimeConfig(use_book=use_book), interval_ms=STEP_MS)
+        s = None
+        for b in bars:
+            state.update_book(BookTop("TESTUSDT", b.start_ms + ts_offset, 99.9, 3.0, 100.1, 1.0))
+            s = state.update(b)
+        assert s is not None
+        assert (s.spread_bps is not None) is expect
+        if expect:
+            assert s.spread_bps == pytest.approx(20.0)
+            assert s.imbalance == pytest.approx(0.5)
+
+
+def test_calibrate_output_is_json_and_ordered() -> None:
+    """calibrate() records windows, quantiles and ordered thresholds, and survives a JSON round trip."""
+    cal, _, _, _ = _synthetic_run(3000)
+    assert json.loads(json.dumps(cal)) == cal
+    th = cal["thresholds"]
+    assert 0 < th["vol_calm_max"] < th["vol_volatile_min"] < th["vol_crisis_min"]
+    assert cal["windows"] == {"vol": 24, "trend": 24, "volume": 48}
+    assert set(cal["vol_q"]) >= {"0.25", "0.5", "0.75"}
+    assert cal["vol_q"]["0.25"] < cal["vol_q"]["0.75"]
+    # synthetic per-regime sigmas are 0.0007 / 0.0014 / 0.003 / 0.007: learned boundaries fall between them
+    assert (
+        0.0007 < th["vol_calm_max"] < 0.0014 < th["vol_volatile_min"] < 0.003 < th["vol_crisis_min"] < 0.007
+    )
+
+
+def test_calibrate_refuses_too_few_bars() -> None:
+    """Calibrating on fewer than 10 x the longest window of warm bars raises ValueError."""
+    with pytest.raises(ValueError, match="at least 480 warm bars"):
+        calibrate([s.bar for s in SyntheticMarket(seed=1).generate(300)], RegimeConfig())
+
+
+def test_synthetic_regimes_agree_with_truth() -> None:
+    """Unseen synthetic bars: every regime occurs and the detector agrees with the truth well above chance."""
+    _, conf, changes, true_changes = _synthetic_run(5000)
+    total = sum(conf.values())
+    agree = sum(conf[(r, r)] for r in REGIME_NAMES) / total
+    true_share = {r: sum(v for (t, _), v in conf.items() if t == r) / total for r in REGIME_NAMES}
+    assert agree > 0.8, conf
+    assert agree > max(true_share.values()) + 0.3  # chance = always the most common regime
+    for r in REGIME_NAMES:
+        detected = sum(v for (_, p), v in conf.items() if p == r)
+        assert detected > 0, f"{r} never detected"
+        assert conf[(r, r)] / sum(v for (t, _), v in conf.items() if t == r) > 0.6, (r, conf)
+    assert changes < 4 * max(true_changes, 1), (changes, true_changes)
+
+
+def test_warmup_falls_back_to_normal() -> None:
+    """While signals warm up the regime is the fallback 'normal' routed to its tier, marked not warm."""
+    det = RegimeDetector(CAL, RegimeConfig(), interval_ms=STEP_MS)
+    d = det.update(_bars([0.05])[0])
+    assert (d.regime, d.tier, d.warm, d.changed, d.signals) == ("normal", "production", False, False, None)
+    assert d.dwell_bars == RegimeConfig().min_dwell_bars + 1
+
+
+def test_classify_thresholds() -> None:
+    """Thresholds alone: vol bands, the trend floor for calm, and crisis by vol."""
+    det = RegimeDetector(CAL, RegimeConfig())
+    assert det.classify(_sig(0.0008, eff=0.5)) == "calm_trend"
+    assert det.classify(_sig(0.0008, eff=0.05)) == "normal"
+    assert det.classify(_sig(0.0015)) == "normal"
+    assert det.classify(_sig(0.003)) == "volatile"
+    assert det.classify(_sig(0.006)) == "crisis"
+
+
+def test_hysteresis_enter_and_exit_levels() -> None:
+    """A regime is entered past threshold*(1+h) and left only past threshold*(1-h), not at the threshold."""
+    det = RegimeDetector(CAL, RegimeConfig(hysteresis=0.1, min_dwell_bars=1))
+    assert det.decide(_sig(0.0015)).regime == "normal"
+    d = det.decide(_sig(0.00205))  # above volatile_min but inside the band
+    assert (d.regime, d.candidate) == ("normal", "volatile")
+    d = det.decide(_sig(0.0023))
+    assert (d.regime, d.changed) == ("volatile", True)
+    assert det.decide(_sig(0.00185)).regime == "volatile"  # below threshold, above the exit level 0.0018
+    d = det.decide(_sig(0.00175))
+    assert (d.regime, d.changed, d.tier) == ("normal", True, "production")
+
+
+def test_min_dwell_blocks_flapping_but_not_crisis() -> None:
+    """After a switch the regime stays min_dwell_bars bars, except an escalation into crisis."""
+    det = RegimeDetector(CAL, RegimeConfig(hysteresis=0.0, min_dwell_bars=4))
+    det.decide(_sig(0.0015))
+    assert det.decide(_sig(0.003)).regime == "volatile"
+    seen = [det.decide(_sig(0.0015)).regime for _ in range(5)]
+    assert seen == ["volatile", "volatile", "volatile", "normal", "normal"]
+    d = det.decide(_sig(0.009))
+    assert (d.regime, d.changed, d.dwell_bars, d.tier) == ("crisis", True, 1, "research")
+
+
+def test_book_crisis_by_spread_and_by_imbalance_in_volatile_market() -> None:
+    """A wide spread means crisis; an extreme imbalance only when vol is already volatile."""
+    cfg = RegimeConfig(min_dwell_bars=1)
+    assert RegimeDetector(CAL, cfg).decide(_sig(0.0015, spread=6.0)).regime == "crisis"
+    assert RegimeDetector(CAL, cfg).decide(_sig(0.0015, spread=1.0, imb=-0.95)).regime == "normal"
+    assert RegimeDetector(CAL, cfg).decide(_sig(0.0025, spread=1.0, imb=-0.95)).regime == "crisis"
+
+
+def test_config_overrides_win_over_calibration() -> None:
+    """Non-None [regime.thresholds] fields replace the calibrated values; the rest stay calibrated."""
+    cfg = RegimeConfig(thresholds=RegimeThresholds(vol_crisis_min=0.01, spread_crisis_bps=50.0))
+    th = RegimeThresholdValues.resolve(CAL, cfg)
+    assert (th.vol_crisis_min, th.spread_crisis_bps, th.vol_volatile_min) == (0.01, 50.0, 0.002)
+    assert RegimeDetector(CAL, cfg).decide(_sig(0.006, spread=6.0)).regime == "volatile"
+
+
+def test_bad_calibration_is_refused() -> None:
+    """A missing threshold, other windows, or disordered thresholds raise ModelError saying what to do."""
+    missing = {
+        "windows": CAL["windows"],
+        "thresholds": {k: v for k, v in CAL["thresholds"].items() if k != "vol_calm_max"},
+    }
+    with pytest.raises(ModelError, match=r"thresholds\.vol_calm_max: expected a finite number"):
+        RegimeDetector(missing, RegimeConfig())
+    with pytest.raises(ModelError, match="calibrated with vol_window=24, config has 48"):
+        RegimeDetector(CAL, RegimeConfig(vol_window=48))
+    disordered = {"windows": CAL["windows"], "thresholds": {**CAL["thresholds"], "vol_calm_max": 0.003}}
+    with pytest.raises(ModelError, match="vol_calm_max < vol_volatile_min"):
+        RegimeDetector(disordered, RegimeConfig())
+    # overriding every vol threshold makes the window mismatch irrelevant
+    over = RegimeThresholds(vol_calm_max=0.001, vol_volatile_min=0.002, vol_crisis_min=0.004)
+    RegimeDetector(CAL, RegimeConfig(vol_window=48, thresholds=over))
+
+
+def test_replay_signals_counts_warm_bars() -> None:
+    """replay_signals returns one Signals per warm bar."""
+    bars = [s.bar for s in SyntheticMarket(seed=3).generate(200)]
+    cfg = RegimeConfig()
+    assert len(replay_signals(bars, cfg)) == 200 - 48 + 1 - 0  # volume window (48) is the longest warm-up
