@@ -72,6 +72,7 @@ class Service:
         self._live_from: dict[str, int | None] = {}
         self._last_seen: dict[str, int | None] = {}
         self._ready = False
+        self.ready_event = asyncio.Event()
 
     # ---- start-up ---------------------------------------------------------------------------------------
 
@@ -79,9 +80,8 @@ class Service:
         family = TierFamily.load(self.cfg.models.dir)
         for tier in family:
             self.log.info(logs.TIER_LOADED, tier=tier.name, features=tier.n_features)
-        ledger = Ledger.open(self.cfg.ledger.path)
-        trader = PaperTrader(self.cfg.paper)
-        trader.restore(ledger.load_positions())
+        ledger = Ledger.open(self.cfg.ledger.path, synchronous=self.cfg.ledger.synchronous)
+        trader = PaperTrader(self.cfg.paper, positions=ledger.load_positions())
         engine = Engine(self.cfg, family, trader)
         for symbol in self.cfg.market.symbols:
             stored = ledger.bars(symbol)
@@ -110,7 +110,14 @@ class Service:
             self.summary.warmup_bars += 1
             return None
         t0 = time.perf_counter_ns()
-        ledger.record(decision)
+        ledger.record_result(
+            bar,
+            decision.paper,
+            regime=decision.regime.regime,
+            tier=decision.tier,
+            prediction=decision.prediction,
+            latency_us=decision.latency_us,
+        )
         ledger_us = (time.perf_counter_ns() - t0) / 1e3
         fields = decision.log_fields()
         fields["ledger_us"] = ledger_us
@@ -142,6 +149,7 @@ class Service:
                 ledger.set_live_from(symbol, live_from)
         if not self._ready:
             self._ready = True
+            self.ready_event.set()
             self.notifier.ready(status="live")
             self.log.info(logs.SERVICE_READY, symbols=list(self.cfg.market.symbols), live_from=self._live_from)
 

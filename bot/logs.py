@@ -66,6 +66,7 @@ class _TeeLoggerFactory:
 
 
 _open_file: TextIO | None = None
+_last_options: dict[str, Any] = {}
 
 
 def configure_logging(
@@ -84,6 +85,7 @@ def configure_logging(
         stream: where lines go besides the file (default stdout).
     """
     global _open_file
+    _last_options.update(level=level, fmt=fmt, stream=stream)
     out = stream if stream is not None else sys.stdout
     if _open_file is not None:
         _open_file.close()
@@ -111,11 +113,12 @@ def configure_logging(
 
 
 def close_logging() -> None:
-    """Flush and close the decisions file, if any."""
+    """Flush and close the decisions file, if any; later lines go to stdout only."""
     global _open_file
     if _open_file is not None:
         _open_file.close()
         _open_file = None
+        configure_logging(**_last_options)
 
 
 def get_logger(**context: Any) -> Any:

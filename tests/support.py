@@ -1,0 +1,67 @@
+"""Test support: a small-config builder shared by fixtures and tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bot.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+#: Tiny architectures (largest first) so the whole family trains in seconds.
+SMALL_TIERS: dict[str, dict[str, Any]] = {
+    "research": {"layers": 3, "width": 24, "features": "research"},
+    "staging": {"layers": 2, "width": 16, "features": "research"},
+    "production": {"layers": 2, "width": 12, "features": "research"},
+    "edge": {"layers": 1, "width": 8, "features": "research"},
+}
+
+
+def small_config(**sections: dict[str, Any]) -> Config:
+    """Default config with tiny tiers and a small, fast distillation budget; `sections` override keys."""
+    data: dict[str, Any] = msgspec.to_builtins(Config())
+    data["tiers"] = SMALL_TIERS
+    data["distill"].update(quick_bars=6000, quick_epochs=3, embargo_bars=10)
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return msgspec.convert(data, Config)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def to_toml(cfg: Config) -> str:
+    """Serialise a Config to TOML (sections of scalars, lists and one level of sub-tables; None omitted)."""
+    lines: list[str] = []
+
+    def table(name: str, d: dict[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        subs = []
+        for k, v in d.items():
+            if v is None:
+                continue
+            if isinstance(v, dict):
+                subs.append((k, v))
+            else:
+                lines.append(f"{k} = {_toml_value(v)}")
+        lines.append("")
+        for k, v in subs:
+            table(f"{name}.{k}", v)
+
+    for name, section in msgspec.to_builtins(cfg).items():
+        table(name, section)
+    return "\n".join(lines)
