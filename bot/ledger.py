@@ -293,7 +293,7 @@ class Ledger:
         out: list[Decision] = []
         for r in rows:
             row = dict(zip(_DECISION_FIELDS, r[:19], strict=True))
-            lat = None if r[19] is None else {str(k): int(v) for k, v in json.loads(r[19]).items()}
+            lat = None if r[19] is None else {str(k): float(v) for k, v in json.loads(r[19]).items()}
             out.append(Decision(**row, latency_us=lat))
         return out
 
@@ -330,7 +330,7 @@ class Ledger:
         ]
 
     def bars(self, symbol: str) -> list[Bar]:
-        """Every stored bar of `symbol` (decided or warm-up), ascending; the service replays them on restart."""
+        """Every stored bar of `symbol` (decided or warm-up), ascending; replayed on restart."""
         rows = self.conn.execute(
             "SELECT symbol, start_ms, open, high, low, close, volume, turnover, source FROM bars "
             "WHERE symbol = ? ORDER BY start_ms",
