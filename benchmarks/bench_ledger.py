@@ -1,0 +1,46 @@
+"""Ledger commit latency per bar under WAL with synchronous FULL vs NORMAL (on this disk).
+
+.venv/bin/python benchmarks/bench_ledger.py [--n 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bot.bars import Bar
+from bot.config import PaperConfig
+from bot.ledger import Ledger
+from bot.paper import PaperTrader
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=500)
+    args = ap.parse_args()
+    for mode in ("full", "normal"):
+        with tempfile.TemporaryDirectory() as d, Ledger.open(Path(d) / "l.sqlite", synchronous=mode) as led:
+            trader = PaperTrader(PaperConfig())
+            times = []
+            for i in range(args.n):
+                c = 100.0 + (i % 7)
+                bar = Bar("BTCUSDT", i * 300_000, c, c, c, c, 1.0)
+                pred = 0.001 if (i // 5) % 2 else -0.001
+                t0 = time.perf_counter_ns()
+                r = trader.on_bar("BTCUSDT", bar.start_ms, c, pred, "edge", "normal")
+                t1 = time.perf_counter_ns()
+                led.record_result(bar, r, regime="normal", tier="edge", prediction=pred)
+                times.append(((time.perf_counter_ns() - t1) / 1e3, (t1 - t0) / 1e3))
+            rec = np.array([t[0] for t in times])
+            paper = np.array([t[1] for t in times])
+            r50, r99 = np.percentile(rec, [50, 99])
+            print(f"synchronous={mode:6s} record p50 {r50:8.1f} us  p99 {r99:8.1f} us", end="")
+            print(f"   paper.on_bar p50 {np.percentile(paper, 50):6.1f} us")
+
+
+if __name__ == "__main__":
+    main()
