@@ -8,17 +8,20 @@ loads it with bot.tiers.TierFamily, and times single-row predictions:
 - warmed: the same gap, with `warm(tier)` just before each timed call (the engine's pattern).
 
     .venv/bin/python benchmarks/bench_tiers.py [--n 300] [--gap-ms 100]
+    .venv/bin/python benchmarks/bench_tiers.py --idle-cpu   # CPU used at 10 calls/s, default vs tuned
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fixtures_models import full_vectors, write_family
@@ -38,11 +41,39 @@ def _pct(xs: list[float]) -> str:
     return f"p50 {p50:7.1f}  p90 {p90:7.1f}  p99 {p99:7.1f} us"
 
 
+def _cpu_share(call: object, seconds: float = 5.0) -> float:
+    assert callable(call)
+    call()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        call()
+        time.sleep(0.1)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / seconds
+
+
+def idle_cpu() -> None:
+    """Share of a core used by the 8x256 tier called 10 times a second: ORT defaults vs bot.tiers options."""
+    with tempfile.TemporaryDirectory() as d:
+        write_family(Path(d), FAMILY)
+        x = full_vectors(1)[0]
+        default = ort.InferenceSession(str(Path(d) / "research.onnx"), providers=["CPUExecutionProvider"])
+        sub = x.astype(np.float32).reshape(1, -1)
+        print(f"ORT default session: {_cpu_share(lambda: default.run(None, {'x': sub})):6.1%} of a core")
+        fam = TierFamily.load(d, only=["research"])
+        print(f"bot.tiers session:   {_cpu_share(lambda: fam.predict('research', x)):6.1%} of a core")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--gap-ms", type=float, default=100.0)
+    ap.add_argument("--idle-cpu", action="store_true")
     args = ap.parse_args()
+    if args.idle_cpu:
+        idle_cpu()
+        return
     with tempfile.TemporaryDirectory() as d:
         write_family(Path(d), FAMILY)
         fam = TierFamily.load(d)
