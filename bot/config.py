@@ -140,8 +140,8 @@ class RegimeConfig(_Section, frozen=True):
 class PaperConfig(_Section, frozen=True):
     notional_usd: PosFloat = 10_000.0
     max_units: Annotated[int, Meta(ge=1, le=100)] = 1
-    long_threshold_bps: NonNegFloat = 2.0
-    short_threshold_bps: NonNegFloat = 2.0
+    long_threshold_bps: NonNegFloat = 10.0
+    short_threshold_bps: NonNegFloat = 10.0
     fill_price: Literal["close", "mid"] = "close"
     slippage_bps: NonNegFloat = 1.0
     taker_fee_bps: NonNegFloat = 5.5

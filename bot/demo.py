@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import subprocess
@@ -50,6 +49,8 @@ def _distill(config_path: str | None, models: Path) -> None:
     cmd = [sys.executable, "-m", "offline", "distill", "--data", "synthetic", "--out", str(models), "--quick"]
     if config_path is not None:
         cmd += ["--config", config_path]
+    if not sys.stderr.isatty():
+        cmd.append("--no-progress")
     print(f"[demo] no tier family in {models}/ - distilling a quick one: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)  # noqa: S603 - our own interpreter and module
@@ -110,16 +111,17 @@ def _print_summary(summary: dict[str, Any], pnl: dict[str, Any], report: dict[st
         t = tiers[i] if i < len(tiers) else ("", "")
         print(f"{r[0]:<12}{r[1]!s:>8}    {t[0]:<12}{t[1]!s:>8}")
     print()
-    print("paper PnL (USD, after fees and slippage):")
-    for key, val in pnl.items():
-        print(f"  {key}: {json.dumps(val)}")
+    print("paper PnL (USD, net of fees and slippage), attributed to the tier/regime that set the position:")
+    for by, rows in pnl.items():
+        total = sum(r["pnl_usd"] for r in rows.values())
+        print(f"  by {by:<7} total {total:+.2f}: " + ", ".join(f"{k} {v['pnl_usd']:+.2f}" for k, v in rows.items()))
     print()
     print("latency per tier (us):")
     print(f"  {'tier':<12}{'n':>6}{'infer p50':>11}{'infer p99':>11}{'total p50':>11}{'total p99':>11}")
     for tier, row in sorted(report.get("tiers", {}).items()):
         inf = row["latency_us"]["inference"]
         tot = row["latency_us"]["total"]
-        print(f"  {tier:<12}{row['count']:>6}{inf['p50']:>11.1f}{inf['p99']:>11.1f}{tot['p50']:>11.1f}{tot['p99']:>11.1f}")
+        print(f"  {tier:<12}{row['bars']:>6}{inf['p50']:>11.1f}{inf['p99']:>11.1f}{tot['p50']:>11.1f}{tot['p99']:>11.1f}")
     print()
     print(f"ledger:        {out / 'ledger.sqlite'}")
     print(f"decision log:  {out / 'decisions.jsonl'}")
@@ -154,7 +156,11 @@ def main_demo(args: argparse.Namespace) -> int:
         devnull.close()
     ledger = Ledger.open(cfg.ledger.path)
     try:
-        pnl = ledger.summary()
+        pnl = {
+            by: {row.name: {"bars": row.bars, "pnl_usd": round(row.pnl_usd, 2), "fees_usd": round(row.fees_usd, 2)}
+                 for row in ledger.summary(by)}
+            for by in ("tier", "regime")
+        }
     finally:
         ledger.close()
     report = run_report(cfg.logging.decisions_path, out / "report")

@@ -12,7 +12,9 @@ from bot.paper import PaperTrader, PositionState
 
 SYM = "BTCUSDT"
 # defaults: notional 10_000 USD, 1 unit, thresholds 2 bps, slippage 1 bps, taker fee 5.5 bps
-CFG = PaperConfig()
+# The hand-computed cases below use 2 bps thresholds (the defaults are higher).
+TH = {"long_threshold_bps": 2.0, "short_threshold_bps": 2.0}
+CFG = PaperConfig(**TH)
 
 
 def test_signal_thresholds_are_strict() -> None:
@@ -95,7 +97,7 @@ def test_short_profit_and_going_flat() -> None:
 
 def test_maker_fee_and_mid_price_rule() -> None:
     """order_type maker charges maker_fee_bps; fill_price mid uses the book mid when a book is given."""
-    cfg = PaperConfig(order_type="maker", fill_price="mid", slippage_bps=0.0)
+    cfg = PaperConfig(order_type="maker", fill_price="mid", slippage_bps=0.0, **TH)
     t = PaperTrader(cfg)
     book = BookTop(SYM, 10, 99.0, 1.0, 101.0, 1.0)
     r = t.on_bar(SYM, 0, 100.5, 0.01, "edge", "normal", book=book)
@@ -107,10 +109,10 @@ def test_maker_fee_and_mid_price_rule() -> None:
 
 def test_reduce_when_max_units_shrinks() -> None:
     """A resumed 3-unit long under max_units=1 sells two thirds of the coins at the next long signal."""
-    t3 = PaperTrader(PaperConfig(max_units=3, slippage_bps=0.0))
+    t3 = PaperTrader(PaperConfig(max_units=3, slippage_bps=0.0, **TH))
     r = t3.on_bar(SYM, 0, 100.0, 0.001, "edge", "normal")
     assert r.qty == pytest.approx(300.0)
-    t1 = PaperTrader(PaperConfig(max_units=1, slippage_bps=0.0), positions={SYM: r.state})
+    t1 = PaperTrader(PaperConfig(max_units=1, slippage_bps=0.0, **TH), positions={SYM: r.state})
     r2 = t1.on_bar(SYM, 300_000, 110.0, 0.001, "edge", "normal")
     assert r2.position == 1
     assert [(f.side, pytest.approx(f.qty)) for f in r2.fills] == [("sell", pytest.approx(200.0))]
