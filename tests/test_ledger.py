@@ -81,7 +81,7 @@ def test_open_refuses_other_schema_and_non_sqlite(tmp_path: Path) -> None:
 
 def test_record_and_query(tmp_path: Path) -> None:
     """A recorded bar is decided; decisions, fills, latency and the position read back as written."""
-    trader = PaperTrader(PaperConfig())
+    trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))
     with Ledger.open(tmp_path / "l.sqlite") as led:
         d0 = _decide(led, trader, _bar("BTCUSDT", 1, 100.0), 0.001, "edge", "calm_trend")
         d1 = _decide(led, trader, _bar("BTCUSDT", 2, 101.0), -0.001, "research", "crisis")
@@ -97,12 +97,12 @@ def test_record_and_query(tmp_path: Path) -> None:
 
 def test_second_record_of_a_bar_raises_and_changes_nothing(tmp_path: Path) -> None:
     """Recording an already decided (symbol, start_ms) raises AlreadyDecidedError; the ledger is unchanged."""
-    trader = PaperTrader(PaperConfig())
+    trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))
     bar = _bar("BTCUSDT", 1, 100.0)
     with Ledger.open(tmp_path / "l.sqlite") as led:
         _decide(led, trader, bar, 0.001, "edge", "calm_trend")
         before = (led.decisions("BTCUSDT"), led.fills("BTCUSDT"), led.load_positions())
-        other = PaperTrader(PaperConfig())  # a second trader would decide the same bar differently
+        other = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))  # a second trader would decide the same bar differently
         r = other.on_bar(bar.symbol, bar.start_ms, bar.close, -0.001, "research", "crisis")
         with pytest.raises(AlreadyDecidedError, match="already decided; nothing written"):
             led.record_result(bar, r, regime="crisis", tier="research", prediction=-0.001)
@@ -111,7 +111,7 @@ def test_second_record_of_a_bar_raises_and_changes_nothing(tmp_path: Path) -> No
 
 def test_failed_write_rolls_back_the_whole_bar(tmp_path: Path) -> None:
     """A fill SQLite refuses (qty 0) rolls back the whole bar; mismatched keys are refused upfront."""
-    trader = PaperTrader(PaperConfig())
+    trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))
     bar = _bar("BTCUSDT", 1, 100.0)
     r = trader.on_bar(bar.symbol, bar.start_ms, bar.close, 0.001, "edge", "normal")
     d = Decision.from_result(r, source="ws", regime="normal", tier="edge", prediction=0.001)
@@ -129,7 +129,7 @@ def test_failed_write_rolls_back_the_whole_bar(tmp_path: Path) -> None:
 
 def test_summary_per_tier_and_regime_sums_to_equity(tmp_path: Path) -> None:
     """Per-tier and per-regime PnL add up to the final equity; bar counts add up to the bars decided."""
-    trader = PaperTrader(PaperConfig())
+    trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))
     rng = random.Random(2)
     price = 100.0
     with Ledger.open(tmp_path / "l.sqlite") as led:
@@ -164,7 +164,7 @@ def test_summary_per_tier_and_regime_sums_to_equity(tmp_path: Path) -> None:
 def test_ledger_invariants_property(tmp_path_factory: pytest.TempPathFactory, steps: list[tuple]) -> None:  # type: ignore[type-arg]
     """No bar is decided twice, and every stored position equals an independent replay of its fills."""
     path = tmp_path_factory.mktemp("prop") / "l.sqlite"
-    trader = PaperTrader(PaperConfig(max_units=2))
+    trader = PaperTrader(PaperConfig(max_units=2, long_threshold_bps=2.0, short_threshold_bps=2.0))
     prices = {"BTCUSDT": 100.0, "ETHUSDT": 10.0}
     decided: set[tuple[str, int]] = set()
     with Ledger.open(path) as led:
@@ -174,7 +174,7 @@ def test_ledger_invariants_property(tmp_path_factory: pytest.TempPathFactory, st
             last = led.last_decided(sym)
             if (sym, bar.start_ms) in decided:
                 assert led.is_decided(sym, bar.start_ms)
-                other = PaperTrader(PaperConfig()).on_bar(sym, bar.start_ms, bar.close, pred, tier, "normal")
+                other = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0)).on_bar(sym, bar.start_ms, bar.close, pred, tier, "normal")
                 with pytest.raises(AlreadyDecidedError):
                     led.record_result(bar, other, regime="normal", tier=tier, prediction=pred)
                 continue
@@ -205,7 +205,7 @@ from bot.config import PaperConfig
 from bot.ledger import Ledger
 from bot.paper import PaperTrader
 led = Ledger.open(sys.argv[1])
-trader = PaperTrader(PaperConfig(), positions=led.load_positions())
+trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0), positions=led.load_positions())
 start = (led.last_decided("BTCUSDT") or -300000) // 300000 + 1
 for i in range(start, start + 100000):
     c = 100.0 + (i % 17) - 8 * (i % 3)
