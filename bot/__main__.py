@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the live service (default: Bybit mainnet public endpoints)")
     run.add_argument("--config", default="config.toml", help="TOML config (see config.toml)")
-    demo = sub.add_parser("demo", help="distill (if needed), replay a synthetic market on loopback, run the bot")
+    demo = sub.add_parser(
+        "demo", help="distill (if needed), replay a synthetic market on loopback, run the bot"
+    )
     from bot.demo import add_demo_args
     from bot.replay import add_replay_args
     from bot.report import add_report_args
@@ -91,6 +93,7 @@ def _report_error(exc: BaseException) -> int:
         return EXIT_MODEL
     print(f"error: {type(first).__name__}: {first}", file=sys.stderr)
     return EXIT_RUNTIME
+
 
 if __name__ == "__main__":
     sys.exit(main())

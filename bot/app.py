@@ -59,7 +59,9 @@ class Service:
         notifier: systemd notifier (default: from the environment; a no-op outside systemd).
     """
 
-    def __init__(self, cfg: Config, *, max_decisions: int | None = None, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, max_decisions: int | None = None, notifier: Notifier | None = None
+    ) -> None:
         self.cfg = cfg
         self.max_decisions = max_decisions
         self.notifier = notifier if notifier is not None else Notifier.from_env()
@@ -138,7 +140,9 @@ class Service:
         s.per_regime[decision.regime.regime] += 1
         s.per_source[bar.source] += 1
         if decision.regime.changed:
-            self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime.regime, tier=decision.tier)
+            self.log.info(
+                logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime.regime, tier=decision.tier
+            )
         return decision
 
     def _on_ready(self, ledger: Ledger) -> None:
@@ -151,7 +155,9 @@ class Service:
             self._ready = True
             self.ready_event.set()
             self.notifier.ready(status="live")
-            self.log.info(logs.SERVICE_READY, symbols=list(self.cfg.market.symbols), live_from=self._live_from)
+            self.log.info(
+                logs.SERVICE_READY, symbols=list(self.cfg.market.symbols), live_from=self._live_from
+            )
 
     async def _consume(self, feed: MarketFeed, engine: Engine, ledger: Ledger, stop: asyncio.Event) -> None:
         async for event in feed:
@@ -169,10 +175,10 @@ class Service:
             elif isinstance(event, FeedReady):
                 self._on_ready(ledger)
 
-    # ---- run ------------------------------------------------------------------------------------------------
+    # ---- run -------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> RunSummary:
-        """Run until `stop` is set (or `max_decisions`); return the summary. Raises BotError on fatal errors."""
+        """Run until `stop` is set (or `max_decisions`); return the summary. Raises BotError if fatal."""
         t_start = time.perf_counter()
         cfg = self.cfg
         self.log.info(logs.SERVICE_START, symbols=list(cfg.market.symbols), interval=cfg.market.interval)
@@ -221,7 +227,9 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def run_service(cfg: Config, *, max_decisions: int | None = None, stop: asyncio.Event | None = None) -> RunSummary:
+async def run_service(
+    cfg: Config, *, max_decisions: int | None = None, stop: asyncio.Event | None = None
+) -> RunSummary:
     """Run the bot until a signal (or `stop`, or `max_decisions`)."""
     ev = stop if stop is not None else asyncio.Event()
     install_signal_handlers(ev)

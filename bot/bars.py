@@ -27,7 +27,8 @@ def interval_ms(interval: str) -> int:
     try:
         return INTERVAL_MS[interval]
     except KeyError:
-        raise ValueError(f"unknown Bybit kline interval {interval!r}; expected one of {sorted(INTERVAL_MS)}") from None
+        known = sorted(INTERVAL_MS)
+        raise ValueError(f"unknown Bybit kline interval {interval!r}; expected one of {known}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,9 @@ def add_demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bars", type=int, default=4000, help="bars to decide")
     parser.add_argument("--bar-seconds", type=float, default=0.003, help="real seconds per replayed bar")
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="synthetic market seed of the replay")
-    parser.add_argument("--retrain", action="store_true", help="distill a fresh quick family even if one exists")
+    parser.add_argument(
+        "--retrain", action="store_true", help="distill a fresh quick family even if one exists"
+    )
 
 
 def _distill(config_path: str | None, models: Path) -> None:
@@ -90,7 +92,10 @@ async def _run(cfg: Config, *, bars: int, bar_seconds: float, seed: int) -> dict
     )
     async with exchange:
         live = demo_config(
-            cfg, rest_url=exchange.rest_url, ws_url=exchange.ws_url, out=Path(cfg.ledger.path).parent,
+            cfg,
+            rest_url=exchange.rest_url,
+            ws_url=exchange.ws_url,
+            out=Path(cfg.ledger.path).parent,
             models=Path(cfg.models.dir),
         )
         service = Service(live, max_decisions=bars)
@@ -100,8 +105,10 @@ async def _run(cfg: Config, *, bars: int, bar_seconds: float, seed: int) -> dict
 
 def _print_summary(summary: dict[str, Any], pnl: dict[str, Any], report: dict[str, Any], out: Path) -> None:
     print()
-    print(f"decided {summary['decisions']} bars in {summary['wall_s']:.1f} s "
-          f"({summary['warmup_bars']} warm-up bars, {summary['reconnects']} reconnects)")
+    print(
+        f"decided {summary['decisions']} bars in {summary['wall_s']:.1f} s "
+        f"({summary['warmup_bars']} warm-up bars, {summary['reconnects']} reconnects)"
+    )
     print()
     print(f"{'regime':<12}{'bars':>8}    {'tier':<12}{'bars':>8}")
     regimes = sorted(summary["per_regime"].items())
@@ -114,14 +121,20 @@ def _print_summary(summary: dict[str, Any], pnl: dict[str, Any], report: dict[st
     print("paper PnL (USD, net of fees and slippage), attributed to the tier/regime that set the position:")
     for by, rows in pnl.items():
         total = sum(r["pnl_usd"] for r in rows.values())
-        print(f"  by {by:<7} total {total:+.2f}: " + ", ".join(f"{k} {v['pnl_usd']:+.2f}" for k, v in rows.items()))
+        print(
+            f"  by {by:<7} total {total:+.2f}: "
+            + ", ".join(f"{k} {v['pnl_usd']:+.2f}" for k, v in rows.items())
+        )
     print()
     print("latency per tier (us):")
     print(f"  {'tier':<12}{'n':>6}{'infer p50':>11}{'infer p99':>11}{'total p50':>11}{'total p99':>11}")
     for tier, row in sorted(report.get("tiers", {}).items()):
         inf = row["latency_us"]["inference"]
         tot = row["latency_us"]["total"]
-        print(f"  {tier:<12}{row['bars']:>6}{inf['p50']:>11.1f}{inf['p99']:>11.1f}{tot['p50']:>11.1f}{tot['p99']:>11.1f}")
+        print(
+            f"  {tier:<12}{row['bars']:>6}{inf['p50']:>11.1f}{inf['p99']:>11.1f}"
+            f"{tot['p50']:>11.1f}{tot['p99']:>11.1f}"
+        )
     print()
     print(f"ledger:        {out / 'ledger.sqlite'}")
     print(f"decision log:  {out / 'decisions.jsonl'}")
@@ -143,12 +156,21 @@ def main_demo(args: argparse.Namespace) -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    cfg = demo_config(base, rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1/v5/public/linear",
-                      out=out, models=models)
+    cfg = demo_config(
+        base,
+        rest_url="http://127.0.0.1:1",
+        ws_url="ws://127.0.0.1:1/v5/public/linear",
+        out=out,
+        models=models,
+    )
     devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as logging does
-    logs.configure_logging(level="info", fmt="json", decisions_path=cfg.logging.decisions_path, stream=devnull)
-    print(f"[demo] replaying a synthetic market (seed {args.seed}) on 127.0.0.1; deciding {args.bars} bars ...",
-          flush=True)
+    logs.configure_logging(
+        level="info", fmt="json", decisions_path=cfg.logging.decisions_path, stream=devnull
+    )
+    print(
+        f"[demo] replaying a synthetic market (seed {args.seed}) on 127.0.0.1; deciding {args.bars} bars ...",
+        flush=True,
+    )
     try:
         summary = asyncio.run(_run(cfg, bars=args.bars, bar_seconds=args.bar_seconds, seed=args.seed))
     finally:
@@ -157,8 +179,14 @@ def main_demo(args: argparse.Namespace) -> int:
     ledger = Ledger.open(cfg.ledger.path)
     try:
         pnl = {
-            by: {row.name: {"bars": row.bars, "pnl_usd": round(row.pnl_usd, 2), "fees_usd": round(row.fees_usd, 2)}
-                 for row in ledger.summary(by)}
+            by: {
+                row.name: {
+                    "bars": row.bars,
+                    "pnl_usd": round(row.pnl_usd, 2),
+                    "fees_usd": round(row.fees_usd, 2),
+                }
+                for row in ledger.summary(by)
+            }
             for by in ("tier", "regime")
         }
     finally:

@@ -204,7 +204,8 @@ class FeatureState:
         if self.last_start_ms is not None:
             if bar.start_ms <= self.last_start_ms:
                 raise ValueError(
-                    f"{bar.symbol}: bar start_ms={bar.start_ms} is not after the previous {self.last_start_ms}"
+                    f"{bar.symbol}: bar start_ms={bar.start_ms} is not after the previous "
+                    f"{self.last_start_ms}"
                 )
             if self.interval_ms is not None and bar.start_ms - self.last_start_ms != self.interval_ms:
                 self._reset()

@@ -37,7 +37,12 @@ SERVICE_STOP: Final = "service_stop"
 SERVICE_STOPPED: Final = "service_stopped"
 CONFIG_ERROR: Final = "config_error"
 
-_LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class _TeeLogger:
@@ -81,7 +86,7 @@ def configure_logging(
     Args:
         level: minimum level name ("debug", "info", "warning", "error").
         fmt: "json", "console", or "auto" (console on a TTY, JSON otherwise).
-        decisions_path: JSONL file that also receives every line (created with its parent); None = stdout only.
+        decisions_path: JSONL file that also gets every line (parent created); None = stdout only.
         stream: where lines go besides the file (default stdout).
     """
     global _open_file

@@ -49,8 +49,15 @@ def crash_config(ex: ReplayExchange, models: Path, out: Path) -> Config:
 async def spawn(config_path: Path) -> asyncio.subprocess.Process:
     """Start `python -m bot run --config FILE` with output discarded."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "run", "--config", str(config_path),
-        cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        "--config",
+        str(config_path),
+        cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONHASHSEED": "0"},
     )
 
@@ -72,7 +79,12 @@ async def test_sigkill_at_random_points_then_restart_equals_uninterrupted_run(
     an uninterrupted in-process run over the same bars; the last run stops on SIGTERM with exit 0."""
     rng = random.Random(20261128)
     async with ReplayExchange(
-        symbols=[SYMBOL], data="synthetic", seed=23, bar_seconds=0.01, updates_per_bar=1, history_bars=150,
+        symbols=[SYMBOL],
+        data="synthetic",
+        seed=23,
+        bar_seconds=0.01,
+        updates_per_bar=1,
+        history_bars=150,
         book=False,
     ) as ex:
         cfg = crash_config(ex, trained_family, tmp_path)

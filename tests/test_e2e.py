@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from support import small_config
 
 from bot import logs
 from bot.app import Service
@@ -21,7 +22,6 @@ from bot.ledger import Ledger
 from bot.paper import PaperTrader
 from bot.replay import ReplayExchange
 from bot.tiers import TierFamily
-from support import small_config
 
 SYMBOL = "SYNTHUSDT"
 
@@ -58,7 +58,9 @@ def decision_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-async def run_until(cfg: Config, n_decisions: int, *, stop_after_ready: asyncio.Event | None = None) -> Service:
+async def run_until(
+    cfg: Config, n_decisions: int, *, stop_after_ready: asyncio.Event | None = None
+) -> Service:
     """Run a service until it decided `n_decisions` bars."""
     service = Service(cfg, max_decisions=n_decisions)
     await asyncio.wait_for(service.run(asyncio.Event()), timeout=90)
@@ -97,7 +99,7 @@ def quiet_logs(tmp_path: Path) -> Any:
 async def test_every_live_bar_decided_once_and_all_regimes_exercised(
     trained_family: Path, tmp_path: Path, quiet_logs: io.StringIO
 ) -> None:
-    """Every closed bar after warm-up gets exactly one decision line and one ledger row; all regimes/tiers run."""
+    """Every closed bar after warm-up gets exactly one decision line and ledger row; all regimes/tiers run."""
     async with ReplayExchange(
         symbols=[SYMBOL], data="synthetic", seed=107, bar_seconds=0.0015, updates_per_bar=1, history_bars=200
     ) as ex:
@@ -134,7 +136,12 @@ async def test_restart_resumes_without_duplicate_or_gap_and_matches_in_process_g
 ) -> None:
     """Stop mid-run and restart: no bar decided twice or skipped; decisions equal the in-process replay."""
     async with ReplayExchange(
-        symbols=[SYMBOL], data="synthetic", seed=11, bar_seconds=0.004, updates_per_bar=1, history_bars=200,
+        symbols=[SYMBOL],
+        data="synthetic",
+        seed=11,
+        bar_seconds=0.004,
+        updates_per_bar=1,
+        history_bars=200,
         book=False,
     ) as ex:
         cfg = loop_config(ex, trained_family, tmp_path, use_book=False)
@@ -157,7 +164,7 @@ async def test_restart_resumes_without_duplicate_or_gap_and_matches_in_process_g
 
 
 async def test_tampered_model_refuses_to_start(trained_family: Path, tmp_path: Path) -> None:
-    """A tier file whose bytes differ from the manifest's sha256 stops the service before any state is written."""
+    """A tier file whose bytes differ from the manifest's sha256 stops the service before any state exists."""
     import shutil
 
     models = tmp_path / "models"
@@ -172,6 +179,6 @@ async def test_tampered_model_refuses_to_start(trained_family: Path, tmp_path: P
     )
     from bot.errors import ModelError
 
-    with pytest.raises(ModelError, match="edge.*sha256"):
+    with pytest.raises(ModelError, match=r"edge.*sha256"):
         await Service(cfg).run(asyncio.Event())
     assert not (tmp_path / "state").exists()

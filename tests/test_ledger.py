@@ -102,7 +102,9 @@ def test_second_record_of_a_bar_raises_and_changes_nothing(tmp_path: Path) -> No
     with Ledger.open(tmp_path / "l.sqlite") as led:
         _decide(led, trader, bar, 0.001, "edge", "calm_trend")
         before = (led.decisions("BTCUSDT"), led.fills("BTCUSDT"), led.load_positions())
-        other = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))  # a second trader would decide the same bar differently
+        other = PaperTrader(
+            PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0)
+        )  # a second trader would decide the same bar differently
         r = other.on_bar(bar.symbol, bar.start_ms, bar.close, -0.001, "research", "crisis")
         with pytest.raises(AlreadyDecidedError, match="already decided; nothing written"):
             led.record_result(bar, r, regime="crisis", tier="research", prediction=-0.001)
@@ -174,7 +176,9 @@ def test_ledger_invariants_property(tmp_path_factory: pytest.TempPathFactory, st
             last = led.last_decided(sym)
             if (sym, bar.start_ms) in decided:
                 assert led.is_decided(sym, bar.start_ms)
-                other = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0)).on_bar(sym, bar.start_ms, bar.close, pred, tier, "normal")
+                other = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0)).on_bar(
+                    sym, bar.start_ms, bar.close, pred, tier, "normal"
+                )
                 with pytest.raises(AlreadyDecidedError):
                     led.record_result(bar, other, regime="normal", tier=tier, prediction=pred)
                 continue
@@ -205,7 +209,8 @@ from bot.config import PaperConfig
 from bot.ledger import Ledger
 from bot.paper import PaperTrader
 led = Ledger.open(sys.argv[1])
-trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0), positions=led.load_positions())
+cfg = PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0)
+trader = PaperTrader(cfg, positions=led.load_positions())
 start = (led.last_decided("BTCUSDT") or -300000) // 300000 + 1
 for i in range(start, start + 100000):
     c = 100.0 + (i % 17) - 8 * (i % 3)
