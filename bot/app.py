@@ -75,6 +75,9 @@ class Service:
         self._last_seen: dict[str, int | None] = {}
         self._ready = False
         self.ready_event = asyncio.Event()
+        self.metrics_port: int | None = None
+        self._seen_reconnects = 0
+        self._seen_backfilled = 0
 
     # ---- start-up ---------------------------------------------------------------------------------------
 
@@ -159,10 +162,21 @@ class Service:
                 logs.SERVICE_READY, symbols=list(self.cfg.market.symbols), live_from=self._live_from
             )
 
+    def _sync_feed_counters(self, feed: MarketFeed) -> None:
+        """Carry the feed's reconnect/backfill counters into the metrics (deltas since the last call)."""
+        if feed.reconnects > self._seen_reconnects:
+            for _ in range(feed.reconnects - self._seen_reconnects):
+                self.metrics.reconnect()
+            self._seen_reconnects = feed.reconnects
+        if feed.backfilled_bars > self._seen_backfilled:
+            self.metrics.backfilled(feed.backfilled_bars - self._seen_backfilled)
+            self._seen_backfilled = feed.backfilled_bars
+
     async def _consume(self, feed: MarketFeed, engine: Engine, ledger: Ledger, stop: asyncio.Event) -> None:
         async for event in feed:
             recv_ns = time.perf_counter_ns()
             if isinstance(event, Bar):
+                self._sync_feed_counters(feed)
                 self.watchdog.mark_fresh()
                 self._on_bar(event, engine, ledger, recv_ns)
                 if self.max_decisions is not None and self.summary.decisions >= self.max_decisions:
@@ -184,8 +198,7 @@ class Service:
         self.log.info(logs.SERVICE_START, symbols=list(cfg.market.symbols), interval=cfg.market.interval)
         engine, ledger = self._open_state()
         try:
-            if cfg.service.metrics_enabled:
-                await self.metrics.start(cfg.service.metrics_host, cfg.service.metrics_port)
+            self.metrics_port = await self.metrics.serve(cfg.service)
             async with RestClient(
                 cfg.exchange.rest_url,
                 timeout_s=cfg.exchange.rest_timeout_s,

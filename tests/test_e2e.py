@@ -182,3 +182,46 @@ async def test_tampered_model_refuses_to_start(trained_family: Path, tmp_path: P
     with pytest.raises(ModelError, match=r"edge.*sha256"):
         await Service(cfg).run(asyncio.Event())
     assert not (tmp_path / "state").exists()
+
+
+async def test_metrics_and_healthz_served_by_the_running_service(
+    trained_family: Path, tmp_path: Path, quiet_logs: io.StringIO
+) -> None:
+    """With metrics on, the live service exposes bar counts per tier, reconnects and backfill; /healthz is 200."""
+    import aiohttp
+
+    async with ReplayExchange(
+        symbols=[SYMBOL], data="synthetic", seed=5, bar_seconds=0.01, updates_per_bar=1, history_bars=200
+    ) as ex:
+        cfg = loop_config(ex, trained_family, tmp_path)
+        cfg = msgspec.structs.replace(
+            cfg, service=msgspec.structs.replace(cfg.service, metrics_enabled=True, metrics_port=0)
+        )
+        logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=quiet_logs)
+        service = Service(cfg, max_decisions=400)
+        task = asyncio.create_task(service.run(asyncio.Event()))
+        await asyncio.wait_for(service.ready_event.wait(), timeout=30)
+        while service.summary.decisions < 100:
+            await asyncio.sleep(0.05)
+        await ex.drop_connections()
+        while service.summary.decisions < 300:
+            await asyncio.sleep(0.05)
+        assert service.metrics_port is not None
+        base = f"http://127.0.0.1:{service.metrics_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 200
+                health = await resp.json()
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+        await asyncio.wait_for(task, timeout=60)
+    assert health["status"] == "ok"
+    bars = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("progdistill_bars_total{") and f'symbol="{SYMBOL}"' in line
+    )
+    assert bars >= 300
+    reconnects = [line for line in text.splitlines() if line.startswith("progdistill_ws_reconnects_total ")]
+    assert reconnects and float(reconnects[0].split()[1]) >= 1
+    assert 'stage="inference"' in text
