@@ -89,7 +89,7 @@ async def soak(bars: int, reconnect_every: int, sample_every: int, work: Path) -
         keep_bars=20_000,
     ) as ex:
         cfg = soak_config(ex, models, work)
-        with open(os.devnull, "w") as devnull:
+        with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - /dev/null, before the loop is busy
             logs.configure_logging(fmt="json", decisions_path=None, stream=devnull)
             service = Service(cfg, max_decisions=bars)
             t0 = time.perf_counter()
@@ -171,7 +171,8 @@ def main() -> int:
         f"{'rss@10%':>8} {'rss end':>8} {'growth':>7}"
     )
     print(
-        f"{result['bars']:>10,} {result['wall_s']:>8} {result['bars_per_s']:>8} {result['reconnects_seen']:>7} "
+        f"{result['bars']:>10,} {result['wall_s']:>8} {result['bars_per_s']:>8} "
+        f"{result['reconnects_seen']:>7} "
         f"{result['missing']:>8} {result['duplicated']:>5} {result['rss_mb_after_warmup']:>8} "
         f"{result['rss_mb_end']:>8} {result['rss_growth_after_warmup_mb']:>7}"
     )
