@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -46,20 +47,30 @@ def crash_config(ex: ReplayExchange, models: Path, out: Path) -> Config:
     )
 
 
-async def spawn(config_path: Path) -> asyncio.subprocess.Process:
-    """Start `python -m bot run --config FILE` with output discarded."""
+async def spawn(config_path: Path, **env: str) -> asyncio.subprocess.Process:
+    """Start `python -m bot run --config FILE` with stdout discarded and `env` added."""
     return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "run",
-        "--config",
-        str(config_path),
+        *(sys.executable, "-m", "bot", "run", "--config", str(config_path)),
         cwd=REPO,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        env={**os.environ, "PYTHONHASHSEED": "0", **env},
     )
+
+
+def notify_socket(path: Path) -> socket.socket:
+    """A Unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    return sock
+
+
+async def collect(sock: socket.socket, out: list[str]) -> None:
+    """Read datagrams from `sock` into `out` until cancelled (the kernel queues only ~10)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        out.append((await loop.sock_recv(sock, 4096)).decode())
 
 
 def decided(ledger_path: Path) -> list[tuple[int, str, str, float, int]]:
@@ -76,7 +87,8 @@ async def test_sigkill_at_random_points_then_restart_equals_uninterrupted_run(
     trained_family: Path, tmp_path: Path
 ) -> None:
     """20 SIGKILLs at random points: no bar decided twice or skipped; decisions, positions and PnL equal
-    an uninterrupted in-process run over the same bars; the last run stops on SIGTERM with exit 0."""
+    an uninterrupted in-process run over the same bars; the last run speaks sd_notify and stops on SIGTERM
+    with exit 0 and a last log line."""
     rng = random.Random(20261128)
     async with ReplayExchange(
         symbols=[SYMBOL],
@@ -97,13 +109,28 @@ async def test_sigkill_at_random_points_then_restart_equals_uninterrupted_run(
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
             kills += proc.returncode == -signal.SIGKILL
-        proc = await spawn(config_path)
+        sock = notify_socket(tmp_path / "notify.sock")
+        messages: list[str] = []
+        reader = asyncio.create_task(collect(sock, messages))
+        proc = await spawn(config_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="200000")
         await asyncio.sleep(3.0)
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
         assert proc.returncode == 0, stderr.decode()
+        await asyncio.sleep(0.1)
+        reader.cancel()
+        sock.close()
         closed = ex.bars_closed(SYMBOL)
     assert kills == 20
+    # systemd protocol of the last run: READY after backfill+subscribe, watchdog pings, STOPPING on SIGTERM
+    ready = [i for i, m in enumerate(messages) if "READY=1" in m]
+    stopping = [i for i, m in enumerate(messages) if "STOPPING=1" in m]
+    assert ready, messages
+    assert stopping, messages
+    assert ready[0] < stopping[0], messages
+    assert any(m.startswith("WATCHDOG=1") for m in messages[ready[0] : stopping[0]]), messages
+    last = (tmp_path / "decisions.jsonl").read_text(encoding="utf-8").splitlines()[-1]
+    assert '"event": "service_stopped"' in last
 
     rows = decided(tmp_path / "ledger.sqlite")
     keys = [r[0] for r in rows]
