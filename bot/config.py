@@ -76,9 +76,9 @@ class TierConfig(_Section, frozen=True):
 def _default_tiers() -> dict[str, TierConfig]:
     return {
         "research": TierConfig(layers=8, width=256, features="research"),
-        "staging": TierConfig(layers=6, width=192, features="research"),
-        "production": TierConfig(layers=4, width=128, features="research"),
-        "edge": TierConfig(layers=2, width=64, features="research"),
+        "staging": TierConfig(layers=6, width=192, features="no_calendar"),
+        "production": TierConfig(layers=4, width=128, features="price_volume"),
+        "edge": TierConfig(layers=2, width=64, features="newest_bar"),
     }
 
 
