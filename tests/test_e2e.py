@@ -88,6 +88,13 @@ def golden(cfg: Config, ex: ReplayExchange, ledger_path: Path) -> dict[int, tupl
     return out
 
 
+async def decided_at_least(service: Service, n: int, *, timeout_s: float = 60.0) -> None:
+    """Wait until `service` decided `n` bars (polls the counter the service owns)."""
+    async with asyncio.timeout(timeout_s):
+        while service.summary.decisions < n:  # noqa: ASYNC110 - a plain counter, no event to wait on
+            await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def quiet_logs(tmp_path: Path) -> Any:
     """Log JSON lines to a buffer (and the decisions file per test config)."""
@@ -187,7 +194,7 @@ async def test_tampered_model_refuses_to_start(trained_family: Path, tmp_path: P
 async def test_metrics_and_healthz_served_by_the_running_service(
     trained_family: Path, tmp_path: Path, quiet_logs: io.StringIO
 ) -> None:
-    """With metrics on, the live service exposes bar counts per tier, reconnects and backfill; /healthz is 200."""
+    """With metrics on, the live service exposes bar counts per tier and reconnects; /healthz is 200."""
     import aiohttp
 
     async with ReplayExchange(
@@ -201,11 +208,9 @@ async def test_metrics_and_healthz_served_by_the_running_service(
         service = Service(cfg, max_decisions=400)
         task = asyncio.create_task(service.run(asyncio.Event()))
         await asyncio.wait_for(service.ready_event.wait(), timeout=30)
-        while service.summary.decisions < 100:
-            await asyncio.sleep(0.05)
+        await decided_at_least(service, 100)
         await ex.drop_connections()
-        while service.summary.decisions < 300:
-            await asyncio.sleep(0.05)
+        await decided_at_least(service, 300)
         assert service.metrics_port is not None
         base = f"http://127.0.0.1:{service.metrics_port}"
         async with aiohttp.ClientSession() as http:
@@ -223,5 +228,6 @@ async def test_metrics_and_healthz_served_by_the_running_service(
     )
     assert bars >= 300
     reconnects = [line for line in text.splitlines() if line.startswith("progdistill_ws_reconnects_total ")]
-    assert reconnects and float(reconnects[0].split()[1]) >= 1
+    assert reconnects
+    assert float(reconnects[0].split()[1]) >= 1
     assert 'stage="inference"' in text
