@@ -119,8 +119,8 @@ def resolve_feature_set(name: str) -> tuple[str, ...]:
         raise KeyError(f"unknown feature set {name!r}; known: {sorted(FEATURE_SETS)}") from None
 
 
-class _Window:
-    """Fixed-length window keeping a running sum and sum of squares (O(1) per push)."""
+class RollingWindow:
+    """Fixed-length window keeping a running sum and sum of squares (O(1) per push); shared with regime."""
 
     __slots__ = ("buf", "n", "s", "ss")
 
@@ -157,7 +157,7 @@ class _Window:
         return math.sqrt(ms) if ms > 0.0 else 0.0
 
 
-def _zscore(x: float, w: _Window) -> float:
+def _zscore(x: float, w: RollingWindow) -> float:
     sd = w.std()
     return (x - w.mean()) / sd if sd > 0.0 else 0.0
 
@@ -180,14 +180,19 @@ class FeatureState:
         self._closes: deque[float] = deque(maxlen=WARMUP_BARS)
         self._prev_volume: float | None = None
         self._rets: deque[float] = deque(maxlen=3)
-        self._r6, self._r12, self._r24, self._r48 = _Window(6), _Window(12), _Window(24), _Window(48)
-        self._absdc24 = _Window(24)
-        self._gain14 = _Window(14)
-        self._loss14 = _Window(14)
-        self._range24 = _Window(24)
-        self._lvol24 = _Window(24)
-        self._c24 = _Window(24)
-        self._c48 = _Window(48)
+        self._r6, self._r12, self._r24, self._r48 = (
+            RollingWindow(6),
+            RollingWindow(12),
+            RollingWindow(24),
+            RollingWindow(48),
+        )
+        self._absdc24 = RollingWindow(24)
+        self._gain14 = RollingWindow(14)
+        self._loss14 = RollingWindow(14)
+        self._range24 = RollingWindow(24)
+        self._lvol24 = RollingWindow(24)
+        self._c24 = RollingWindow(24)
+        self._c48 = RollingWindow(48)
         self.count = 0
 
     @property

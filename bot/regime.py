@@ -46,6 +46,7 @@ import numpy as np
 from bot.bars import Bar, BookTop
 from bot.config import REGIME_NAMES, RegimeConfig
 from bot.errors import ModelError
+from bot.features import RollingWindow
 
 CALIBRATION_VERSION: Final = 1
 #: Quantile levels reported for every signal in the calibration.
@@ -76,31 +77,6 @@ class Signals:
     imbalance: float | None = None
 
 
-class _Sums:
-    """Fixed-length window with a running sum and sum of squares."""
-
-    __slots__ = ("buf", "n", "s", "ss")
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.buf: deque[float] = deque()
-        self.s = 0.0
-        self.ss = 0.0
-
-    def push(self, x: float) -> None:
-        self.buf.append(x)
-        self.s += x
-        self.ss += x * x
-        if len(self.buf) > self.n:
-            old = self.buf.popleft()
-            self.s -= old
-            self.ss -= old * old
-
-    @property
-    def full(self) -> bool:
-        return len(self.buf) == self.n
-
-
 class RegimeSignals:
     """Incremental regime signals for one symbol.
 
@@ -120,11 +96,11 @@ class RegimeSignals:
     def _reset(self) -> None:
         cfg = self.cfg
         self._prev_close: float | None = None
-        self._r2 = _Sums(cfg.vol_window)
-        self._absdc = _Sums(cfg.trend_window)
+        self._r2 = RollingWindow(cfg.vol_window)
+        self._absdc = RollingWindow(cfg.trend_window)
         self._closes: deque[float] = deque(maxlen=cfg.trend_window + 1)
-        self._lvol = _Sums(cfg.volume_window)
-        self._eff = _Sums(cfg.trend_window)
+        self._lvol = RollingWindow(cfg.volume_window)
+        self._eff = RollingWindow(cfg.trend_window)
 
     @property
     def warm(self) -> bool:
