@@ -375,14 +375,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
     shown = ("progressive", "progressive_no_transfer", "progressive_const", "one_shot", "scratch")
     rows = (
         ("r2_retention", "R² retention"),
-        ("fidelity_r2", "fidelity R² (vs teacher)"),
+        ("fidelity_corr", "fidelity r (correlation with the teacher)"),
         ("ic", "IC (Spearman)"),
     )
     for j, name in enumerate(names):
         d = result["datasets"][name]
+        skill = has_skill(d)
         for i, (key, label) in enumerate(rows):
             ax = axes[i][j]
             for k, variant in enumerate(shown):
+                if key == "r2_retention" and not skill:
+                    break
                 es = [e for e in d["summary"] if e["variant"] == variant and e[key] is not None]
                 if not es:
                     continue
@@ -398,10 +401,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
                 )
             if key == "ic":
                 ax.axhline(d["teacher_summary"]["ic"][0], color="k", ls="--", lw=1, label="teacher")
-            if key == "r2_retention" and not any(e[key] is not None for e in d["summary"]):
-                ax.text(
-                    0.5, 0.5, "n/a: teacher test R² ≤ 0", ha="center", va="center", transform=ax.transAxes
-                )
+            if key == "r2_retention" and not skill:
+                note = "n/a: the teacher has no test skill\n(R² ≤ 0 or its IC interval includes 0)"
+                ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
             ax.set_xscale("log")
             ax.set_xlabel("compression (teacher params / student params)")
             ax.set_ylabel(label)
@@ -416,6 +418,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def has_skill(d: dict[str, Any]) -> bool:
+    """The teacher beats the mean on every seed (test R² > 0) and its IC interval excludes 0."""
+    ic = d["teacher_summary"]["ic"]
+    return all(x["test_r2"] > 0 for x in d["teacher"]) and ic[0] - ic[1] > 0.0
 
 
 def headline(result: dict[str, Any]) -> str:

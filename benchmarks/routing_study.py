@@ -160,6 +160,14 @@ def format_tables(result: dict[str, Any]) -> str:
         lines.append(
             f"### {sym}: {s['test_bars']} test bars (models: {', '.join(t['recipe'] for t in s['tiers'])})"
         )
+        n = s["variants"][0]["bars"]
+        lines.append("")
+        lines.append(
+            f"IC standard error under no skill ≈ 1/√n = {1 / np.sqrt(n):.4f}; "
+            f"|IC| below ~{2 / np.sqrt(n):.3f} "
+            "is indistinguishable from zero. Inference µs are measured under shared-CPU load; the MAC ratio "
+            "is the load-free cost measure."
+        )
         lines.append("")
         lines.append(
             "| variant | IC | hit | PnL USD | fees USD | fills | turnover | cost (MACs) vs teacher | "
