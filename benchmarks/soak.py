@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -53,26 +55,26 @@ def build_family(out: Path) -> Path:
 
 
 def soak_config(ex: ReplayExchange, models: Path, out: Path) -> Config:
-    from support import small_config
+    from support import loop_config
 
-    cfg = small_config(
-        market={"symbols": [SYMBOL]},
-        exchange={
-            "rest_url": ex.rest_url,
-            "ws_url": ex.ws_url,
-            "backfill_bars": 100,
-            "reconnect_backoff_initial_s": 0.01,
-            "reconnect_backoff_max_s": 0.1,
-            "ping_interval_s": 5.0,
-            "stale_feed_s": 30.0,
-            "book_stream": "none",
-        },
-        regime={"use_book": False},
-        ledger={"path": str(out / "ledger.sqlite"), "synchronous": "normal"},
-        logging={"decisions_path": str(out / "decisions.jsonl"), "format": "json"},
-        models={"dir": str(models)},
+    cfg = loop_config(
+        ex.rest_url,
+        ex.ws_url,
+        models,
+        out,
+        symbol=SYMBOL,
+        use_book=False,
+        backfill_bars=100,
+        synchronous="normal",
     )
-    return cfg
+    exchange = msgspec.structs.replace(
+        cfg.exchange,
+        reconnect_backoff_initial_s=0.01,
+        reconnect_backoff_max_s=0.1,
+        ping_interval_s=5.0,
+        stale_feed_s=30.0,
+    )
+    return msgspec.structs.replace(cfg, exchange=exchange)
 
 
 async def soak(bars: int, reconnect_every: int, sample_every: int, work: Path) -> dict[str, Any]:

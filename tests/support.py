@@ -65,3 +65,38 @@ def to_toml(cfg: Config) -> str:
     for name, section in msgspec.to_builtins(cfg).items():
         table(name, section)
     return "\n".join(lines)
+
+
+def loop_config(
+    rest_url: str,
+    ws_url: str,
+    models: Path,
+    out: Path,
+    *,
+    symbol: str = "SYNTHUSDT",
+    use_book: bool = True,
+    backfill_bars: int = 120,
+    synchronous: str = "full",
+) -> Config:
+    """The small config pointed at a loopback exchange, with short timings and state in `out`.
+
+    With `use_book=False` regimes depend on bars only, so a restart that refetches bars over REST
+    reproduces them exactly (the crash and golden tests need that).
+    """
+    return small_config(
+        market={"symbols": [symbol]},
+        exchange={
+            "rest_url": rest_url,
+            "ws_url": ws_url,
+            "backfill_bars": backfill_bars,
+            "reconnect_backoff_initial_s": 0.02,
+            "reconnect_backoff_max_s": 0.2,
+            "ping_interval_s": 1.0,
+            "stale_feed_s": 5.0,
+            "book_stream": "orderbook" if use_book else "none",
+        },
+        regime={"use_book": use_book},
+        ledger={"path": str(out / "ledger.sqlite"), "synchronous": synchronous},
+        logging={"decisions_path": str(out / "decisions.jsonl"), "format": "json"},
+        models={"dir": str(models)},
+    )

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import small_config, to_toml
+from support import loop_config, to_toml
 
 from bot.bars import interval_ms
 from bot.config import Config
@@ -26,25 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def crash_config(ex: ReplayExchange, models: Path, out: Path) -> Config:
-    """Service config against `ex` (no book stream: regimes then depend on bars only, so a restart that
-    refetches bars over REST reproduces them exactly)."""
-    return small_config(
-        market={"symbols": [SYMBOL]},
-        exchange={
-            "rest_url": ex.rest_url,
-            "ws_url": ex.ws_url,
-            "backfill_bars": 100,
-            "reconnect_backoff_initial_s": 0.02,
-            "reconnect_backoff_max_s": 0.2,
-            "ping_interval_s": 1.0,
-            "stale_feed_s": 5.0,
-            "book_stream": "none",
-        },
-        regime={"use_book": False},
-        ledger={"path": str(out / "ledger.sqlite")},
-        logging={"decisions_path": str(out / "decisions.jsonl"), "format": "json"},
-        models={"dir": str(models)},
-    )
+    """Service config against `ex` with the book off (a restart then reproduces regimes exactly)."""
+    return loop_config(ex.rest_url, ex.ws_url, models, out, symbol=SYMBOL, use_book=False, backfill_bars=100)
 
 
 async def spawn(config_path: Path, **env: str) -> asyncio.subprocess.Process:

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import support
 from support import small_config
 
 from bot import logs
@@ -28,24 +29,7 @@ SYMBOL = "SYNTHUSDT"
 
 def loop_config(ex: ReplayExchange, models: Path, out: Path, *, use_book: bool = True) -> Config:
     """The small test config pointed at `ex`, with state in `out`."""
-    cfg = small_config(
-        market={"symbols": [SYMBOL]},
-        exchange={
-            "rest_url": ex.rest_url,
-            "ws_url": ex.ws_url,
-            "backfill_bars": 120,
-            "reconnect_backoff_initial_s": 0.02,
-            "reconnect_backoff_max_s": 0.2,
-            "ping_interval_s": 1.0,
-            "stale_feed_s": 5.0,
-            "book_stream": "orderbook" if use_book else "none",
-        },
-        regime={"use_book": use_book},
-        ledger={"path": str(out / "ledger.sqlite")},
-        logging={"decisions_path": str(out / "decisions.jsonl"), "format": "json"},
-        models={"dir": str(models)},
-    )
-    return cfg
+    return support.loop_config(ex.rest_url, ex.ws_url, models, out, symbol=SYMBOL, use_book=use_book)
 
 
 def decision_lines(path: Path) -> list[dict[str, Any]]:
