@@ -1,4 +1,4 @@
-"""Soak: the real service against the loopback replay exchange for >= 1,000,000 bars, reconnecting often.
+"""Soak: the real service against the replay exchange (own process) for >= 1,000,000 bars, reconnecting often.
 
 Reports RSS over time (it must plateau after warm-up), the sizes of every bounded buffer, bars missed and
 duplicated (both must be 0: the ledger's decided keys against the exchange's closed keys), reconnects and
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,6 @@ from bot import logs  # noqa: E402
 from bot.app import Service  # noqa: E402
 from bot.config import Config  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
-from bot.replay import ReplayExchange  # noqa: E402
 
 SYMBOL = "SYNTHUSDT"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -54,18 +54,11 @@ def build_family(out: Path) -> Path:
     return out
 
 
-def soak_config(ex: ReplayExchange, models: Path, out: Path) -> Config:
+def soak_config(rest_url: str, ws_url: str, models: Path, out: Path) -> Config:
     from support import loop_config
 
     cfg = loop_config(
-        ex.rest_url,
-        ex.ws_url,
-        models,
-        out,
-        symbol=SYMBOL,
-        use_book=False,
-        backfill_bars=100,
-        synchronous="normal",
+        rest_url, ws_url, models, out, symbol=SYMBOL, use_book=False, backfill_bars=100, synchronous="normal"
     )
     exchange = msgspec.structs.replace(
         cfg.exchange,
@@ -77,63 +70,102 @@ def soak_config(ex: ReplayExchange, models: Path, out: Path) -> Config:
     return msgspec.structs.replace(cfg, exchange=exchange)
 
 
-async def soak(bars: int, reconnect_every: int, sample_every: int, work: Path) -> dict[str, Any]:
+def proc_rss_mb(pid: int) -> float:
+    """Resident set size of process `pid`, MiB."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * _PAGE / 2**20
+
+
+async def start_exchange(bar_seconds: float) -> tuple[asyncio.subprocess.Process, str, str]:
+    """The replay exchange in its own process (so the bot's RSS is measured alone)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "replay-server",
+        "--port",
+        "0",
+        "--symbols",
+        SYMBOL,
+        "--seed",
+        "3",
+        "--bar-seconds",
+        str(bar_seconds),
+        "--updates-per-bar",
+        "1",
+        "--history-bars",
+        "200",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    ready = json.loads(await proc.stdout.readline())
+    return proc, ready["rest_url"], ready["ws_url"]
+
+
+async def control(http: aiohttp.ClientSession, rest_url: str, method: str, **kwargs: Any) -> Any:
+    async with http.post(f"{rest_url}/_replay/{method}", json=kwargs) as resp:
+        return (await resp.json())["result"]
+
+
+async def soak(
+    bars: int, reconnect_every: int, sample_every: int, bar_seconds: float, work: Path
+) -> dict[str, Any]:
     models = build_family(work / "models")
     samples: list[dict[str, float]] = []
-    async with ReplayExchange(
-        symbols=[SYMBOL],
-        data="synthetic",
-        seed=3,
-        bar_seconds=0.0,
-        updates_per_bar=1,
-        history_bars=200,
-        book=False,
-        keep_bars=20_000,
-    ) as ex:
-        cfg = soak_config(ex, models, work)
-        with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - /dev/null, before the loop is busy
-            logs.configure_logging(fmt="json", decisions_path=None, stream=devnull)
-            service = Service(cfg, max_decisions=bars)
-            t0 = time.perf_counter()
-            task = asyncio.create_task(service.run(asyncio.Event()))
-            next_drop = reconnect_every
-            next_sample = 0
-            drops = 0
-            while not task.done():
-                await asyncio.sleep(0.05)
-                n = service.summary.decisions
-                if n >= next_drop:
-                    drops += await ex.drop_connections()
-                    next_drop += reconnect_every
-                if n >= next_sample:
-                    samples.append(
-                        {
-                            "decisions": n,
-                            "rss_mb": round(rss_mb(), 1),
-                            "t_s": round(time.perf_counter() - t0, 1),
-                        }
-                    )
-                    next_sample += sample_every
-                    print(
-                        f"  {n:>9,} bars  rss {samples[-1]['rss_mb']:7.1f} MiB  {samples[-1]['t_s']:7.1f} s",
-                        flush=True,
-                    )
-            summary = await task
-            wall = time.perf_counter() - t0
-            logs.close_logging()
-        closed = ex.closed_keys(SYMBOL)
-        buffers = {
-            "replay_keep_bars": len(ex.bars_closed(SYMBOL)),
-            "replay_rest_hits": len(ex.rest_hits),
-            "replay_connections": len(ex.connections),
-        }
+    proc, rest_url, ws_url = await start_exchange(bar_seconds)
+    try:
+        cfg = soak_config(rest_url, ws_url, models, work)
+        async with aiohttp.ClientSession() as http:
+            with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - /dev/null, before the loop is busy
+                logs.configure_logging(fmt="json", decisions_path=None, stream=devnull)
+                service = Service(cfg, max_decisions=bars)
+                t0 = time.perf_counter()
+                task = asyncio.create_task(service.run(asyncio.Event()))
+                next_drop = reconnect_every
+                next_sample = 0
+                drops = 0
+                max_overflow = max_queue = 0
+                while not task.done():
+                    await asyncio.sleep(0.05)
+                    n = service.summary.decisions
+                    feed = service.feed
+                    if feed is not None:
+                        max_overflow = max(max_overflow, len(feed._overflow))
+                        max_queue = max(max_queue, feed._queue.qsize())
+                    if n >= next_drop:
+                        drops += await control(http, rest_url, "drop_connections")
+                        next_drop += reconnect_every
+                    if n >= next_sample:
+                        samples.append(
+                            {
+                                "decisions": n,
+                                "rss_mb": round(rss_mb(), 1),
+                                "exchange_rss_mb": round(proc_rss_mb(proc.pid), 1),
+                                "t_s": round(time.perf_counter() - t0, 1),
+                            }
+                        )
+                        next_sample += sample_every
+                        last = samples[-1]
+                        print(
+                            f"  {n:>9,} bars  bot rss {last['rss_mb']:7.1f} MiB  exchange rss "
+                            f"{last['exchange_rss_mb']:7.1f} MiB  {last['t_s']:7.1f} s",
+                            flush=True,
+                        )
+                summary = await task
+                wall = time.perf_counter() - t0
+                logs.close_logging()
+            closed = await control(http, rest_url, "closed_keys", symbol=SYMBOL)
+    finally:
+        proc.terminate()
+        await proc.wait()
     ledger = Ledger.open(cfg.ledger.path)
     try:
         decided = ledger.decided_keys(SYMBOL)
     finally:
         ledger.close()
-    first, last = decided[0], decided[-1]
-    expected = [k for k in closed if first <= k <= last]
+    first, last_key = decided[0], decided[-1]
+    expected = [k for k in closed if first <= k <= last_key]
     missing = len(set(expected) - set(decided))
     duplicated = len(decided) - len(set(decided))
     warm = [s for s in samples if s["decisions"] >= bars * 0.1]
@@ -142,6 +174,7 @@ async def soak(bars: int, reconnect_every: int, sample_every: int, work: Path) -
         "bars": summary.decisions,
         "wall_s": round(wall, 1),
         "bars_per_s": round(summary.decisions / wall, 1),
+        "exchange_bar_seconds": bar_seconds,
         "reconnects_forced": drops,
         "reconnects_seen": summary.reconnects,
         "per_source": dict(summary.per_source),
@@ -151,7 +184,11 @@ async def soak(bars: int, reconnect_every: int, sample_every: int, work: Path) -
         "rss_mb_end": samples[-1]["rss_mb"] if samples else None,
         "rss_growth_after_warmup_mb": round(growth, 1),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "buffers": buffers,
+        "buffers": {
+            "feed_queue_max": max_queue,
+            "feed_overflow_max": max_overflow,
+            "feed_queue_bound": cfg.exchange.feed_queue_size,
+        },
         "samples": samples,
     }
 
@@ -161,11 +198,19 @@ def main() -> int:
     parser.add_argument("--bars", type=int, default=1_000_000)
     parser.add_argument("--reconnect-every", type=int, default=5000)
     parser.add_argument("--quick", action="store_true", help="50,000 bars")
+    parser.add_argument(
+        "--bar-seconds",
+        type=float,
+        default=0.0008,
+        help="exchange pace (real s per bar); keep it slower than the bot's own throughput",
+    )
     parser.add_argument("--out", default=str(REPO / "docs" / "soak.json"))
     args = parser.parse_args()
     bars = 50_000 if args.quick else args.bars
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        result = asyncio.run(soak(bars, args.reconnect_every, max(bars // 40, 1000), Path(tmp)))
+        result = asyncio.run(
+            soak(bars, args.reconnect_every, max(bars // 40, 1000), args.bar_seconds, Path(tmp))
+        )
     result["command"] = " ".join(["benchmarks/soak.py", *sys.argv[1:]])
     print()
     print(

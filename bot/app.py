@@ -76,6 +76,7 @@ class Service:
         self._ready = False
         self.ready_event = asyncio.Event()
         self.metrics_port: int | None = None
+        self.feed: MarketFeed | None = None
         self._seen_reconnects = 0
         self._seen_backfilled = 0
 
@@ -206,7 +207,7 @@ class Service:
                 backoff_initial_s=cfg.exchange.rest_backoff_initial_s,
                 backoff_max_s=cfg.exchange.rest_backoff_max_s,
             ) as rest:
-                feed = MarketFeed(cfg, rest, start_ms=self._start_ms())
+                feed = self.feed = MarketFeed(cfg, rest, start_ms=self._start_ms())
                 async with asyncio.TaskGroup() as tg:
                     consumer = tg.create_task(self._consume(feed, engine, ledger, stop), name="consume")
                     dog = tg.create_task(self.watchdog.run(), name="watchdog")

@@ -743,7 +743,7 @@ class ReplayExchange:
 
     _CONTROL: Final = frozenset(
         {"drop_connections", "drop_next", "silence", "duplicate_confirms", "late_confirms", "skip_confirms"}
-        | {"rest_fault", "ban", "pause", "resume"}
+        | {"rest_fault", "ban", "pause", "resume", "closed_keys"}
     )
 
     async def _control(self, request: web.Request) -> web.Response:
