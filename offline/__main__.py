@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot import logs
 from bot.bars import Bar, interval_ms
 from bot.config import Config, load_config
 from bot.errors import BotError, ConfigError
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # progress and retries go to stderr (warnings and up): stdout stays for the table and results
+    logs.configure_logging(level="warning", fmt="json", stream=sys.stderr)
     try:
         rc: int = args.func(args)
     except BotError as exc:
