@@ -111,6 +111,7 @@ class Service:
         self._last_seen[bar.symbol] = bar.start_ms
         decide = live_from is not None and bar.start_ms >= live_from
         decision = engine.on_bar(bar, decide=decide)
+        decided_ns = time.perf_counter_ns()
         if decision is None:
             ledger.record_bar(bar)
             self.summary.warmup_bars += 1
@@ -127,7 +128,8 @@ class Service:
         ledger_us = (time.perf_counter_ns() - t0) / 1e3
         fields = decision.log_fields()
         fields["ledger_us"] = ledger_us
-        fields["recv_to_decision_us"] = (time.perf_counter_ns() - recv_ns) / 1e3
+        # from the websocket frame (or, for REST-filled bars, from the dequeue) to the engine's decision
+        fields["recv_to_decision_us"] = (decided_ns - (bar.recv_ns or recv_ns)) / 1e3
         self.log.info(logs.BAR_DECIDED, **fields)
         self.metrics.observe_decision(
             symbol=bar.symbol,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 BarSource = Literal["ws", "rest", "csv", "synthetic"]
@@ -47,6 +47,9 @@ class Bar:
     volume: float
     turnover: float = 0.0
     source: BarSource = "ws"
+    #: perf_counter_ns when the websocket frame carrying the confirm was read (0 = not from a frame);
+    #: for the receive-to-decision latency only, never compared or stored.
+    recv_ns: int = field(default=0, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

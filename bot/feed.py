@@ -130,6 +130,7 @@ class MarketFeed:
         self._behind_since: dict[str, float] = {}
         self._ping_since: float | None = None
         self._closed = False
+        self._frame_recv_ns = 0
         self._log = get_logger(component="feed")
         # counters for metrics and the watchdog
         self.reconnects = 0
@@ -422,6 +423,7 @@ class MarketFeed:
 
     def _handle_frame(self, frame: str | bytes) -> WsEnvelope | None:
         """Decode one frame and route it; bad frames and unknown topics are logged and skipped."""
+        self._frame_recv_ns = time.perf_counter_ns()
         try:
             env = decode_envelope(frame)
             if env.topic is None:
@@ -464,7 +466,8 @@ class MarketFeed:
             v = to_float(k.volume, what=f"{topic} volume")
             t = to_float(k.turnover, what=f"{topic} turnover")
             if k.confirm:
-                parsed.append((True, Bar(symbol, k.start, o, h, lo, c, v, t, source="ws")))
+                bar = Bar(symbol, k.start, o, h, lo, c, v, t, source="ws", recv_ns=self._frame_recv_ns)
+                parsed.append((True, bar))
             else:
                 parsed.append((False, PartialBar(symbol, k.start, o, h, lo, c, v, t, k.timestamp)))
         self.last_kline_monotonic = time.monotonic()
