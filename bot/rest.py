@@ -235,11 +235,16 @@ class RestClient:
         todo: list[tuple[int, int | None]] = [(start_ms, end_ms)]
         time_ms = 0
         pages = 0
+        newest: int | None = end_ms  # an open end is frozen at the first answer's clock, see below
         while todo:
             lo, hi = todo.pop()
             page = await self.page(symbol, interval, start_ms=lo, end_ms=hi, limit=self.page_limit)
             pages += 1
             time_ms = max(time_ms, page.time_ms)
+            if newest is None:
+                # "Through the newest closed bar" means newest as of the first answer: without this bound a
+                # market that closes bars faster than pages come back (an accelerated replay) is chased forever.
+                newest = (page.time_ms // step - 1) * step
             fresh = [b for b in page.bars if b.start_ms not in found and b.start_ms >= lo]
             fresh = [b for b in fresh if hi is None or b.start_ms <= hi]
             for bar in fresh:
@@ -251,7 +256,7 @@ class RestClient:
                 continue
             first, last = page.bars[0].start_ms, page.bars[-1].start_ms
             upper = last + step
-            if upper + step <= page.time_ms and (hi is None or upper <= hi):
+            if upper + step <= page.time_ms and upper <= newest and (hi is None or upper <= hi):
                 todo.append((upper, hi))
             if first - step >= lo:
                 todo.append((lo, first - step))
