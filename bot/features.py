@@ -13,6 +13,7 @@ every few minutes and numpy's per-call overhead would dominate.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -130,6 +131,12 @@ class RollingWindow:
         self.s = 0.0
         self.ss = 0.0
 
+    def copy(self) -> RollingWindow:
+        """An independent copy (for rehearsals on throwaway state)."""
+        new = RollingWindow.__new__(RollingWindow)
+        new.n, new.buf, new.s, new.ss = self.n, self.buf.copy(), self.s, self.ss
+        return new
+
     def push(self, x: float) -> None:
         buf = self.buf
         buf.append(x)
@@ -194,6 +201,14 @@ class FeatureState:
         self._c24 = RollingWindow(24)
         self._c48 = RollingWindow(48)
         self.count = 0
+
+    def copy(self) -> FeatureState:
+        """An independent copy of the state (windows copied): `update` on it leaves this one untouched."""
+        new = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, RollingWindow | deque):
+                setattr(new, name, value.copy())
+        return new
 
     @property
     def warm(self) -> bool:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import msgspec
 import structlog
 
 # ---- event names -------------------------------------------------------------------------------
@@ -71,6 +72,14 @@ class _TeeLoggerFactory:
 
 
 _open_file: TextIO | None = None
+_encoder = msgspec.json.Encoder(enc_hook=str)  # anything msgspec cannot encode natively is logged as str()
+
+
+def _dumps(obj: Any, **_: Any) -> str:
+    """structlog serializer: msgspec's encoder, several times faster than json.dumps on the per-bar line."""
+    return _encoder.encode(obj).decode()
+
+
 _last_options: dict[str, Any] = {}
 
 
@@ -108,7 +117,7 @@ def configure_logging(
     if use_console and _open_file is None:
         processors.append(structlog.dev.ConsoleRenderer(colors=False))
     else:
-        processors.append(structlog.processors.JSONRenderer(sort_keys=False))
+        processors.append(structlog.processors.JSONRenderer(serializer=_dumps))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

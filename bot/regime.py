@@ -34,6 +34,7 @@ The book thresholds cannot be learned from bars and take the documented defaults
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections import deque
@@ -101,6 +102,14 @@ class RegimeSignals:
         self._closes: deque[float] = deque(maxlen=cfg.trend_window + 1)
         self._lvol = RollingWindow(cfg.volume_window)
         self._eff = RollingWindow(cfg.trend_window)
+
+    def copy(self) -> RegimeSignals:
+        """An independent copy of the state (windows copied, config shared)."""
+        new = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, RollingWindow | deque):
+                setattr(new, name, value.copy())
+        return new
 
     @property
     def warm(self) -> bool:
@@ -365,6 +374,12 @@ class RegimeDetector:
         self.regime = FALLBACK_REGIME
         # the fallback imposes no dwell: the first warm bar may switch at once
         self.dwell_bars = cfg.min_dwell_bars
+
+    def copy(self) -> RegimeDetector:
+        """An independent copy of the detector state (thresholds and config shared)."""
+        new = copy.copy(self)
+        new.signals = self.signals.copy()
+        return new
 
     def route(self, regime: str) -> str:
         """Tier name configured for `regime`."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -96,7 +97,10 @@ async def test_sigkill_at_random_points_then_restart_equals_uninterrupted_run(
         messages: list[str] = []
         reader = asyncio.create_task(collect(sock, messages))
         proc = await spawn(config_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock"), WATCHDOG_USEC="200000")
-        await asyncio.sleep(3.0)
+        async with asyncio.timeout(60):
+            while not any("READY=1" in m for m in messages):  # noqa: ASYNC110 - filled by the reader task
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # decide some bars live, then stop
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
         assert proc.returncode == 0, stderr.decode()
@@ -113,7 +117,7 @@ async def test_sigkill_at_random_points_then_restart_equals_uninterrupted_run(
     assert ready[0] < stopping[0], messages
     assert any(m.startswith("WATCHDOG=1") for m in messages[ready[0] : stopping[0]]), messages
     last = (tmp_path / "decisions.jsonl").read_text(encoding="utf-8").splitlines()[-1]
-    assert '"event": "service_stopped"' in last
+    assert json.loads(last)["event"] == "service_stopped"
 
     rows = decided(tmp_path / "ledger.sqlite")
     keys = [r[0] for r in rows]
