@@ -3,15 +3,22 @@
 For every dataset and seed one 8x256 teacher is trained (reused across sizes), then for each final size
 (4x128, 2x64, 1x32, 1x16: ~9x to ~900x fewer parameters than the teacher) these students:
 
-- `progressive`: the product's recipe (offline/train.py): a chain of N <= 3 stages along the ladder
+- `progressive`: the *linear* schedule (offline/train.py with `alpha_schedule = "linear"`, the product's
+  default when this study ran): a chain of N <= 3 stages along the ladder
   8x256 -> 6x192 -> 4x128 -> 2x64 -> 1x32 -> 1x16 ending at the size, stage k learning the blended target
   `alpha_k * previous + (1 - alpha_k) * labels` with `alpha_k = alpha_max * (1 - k/N)`, plus a transfer set
   (mixup + jitter rows labelled by the previous stage);
 - `progressive_no_transfer`: the same chain without the transfer set;
-- `progressive_const`: the same chain with a constant `alpha_k = alpha_max` (second alpha schedule);
+- `progressive_const`: the same chain with a constant `alpha_k = alpha_max` (`alpha_schedule = "constant"`,
+  the product's default after it);
 - `one_shot`: one student from the teacher with alpha_1 of the linear schedule and the transfer set (the
-  product's baseline), `one_shot_no_transfer`, `one_shot_const` (alpha = alpha_max);
+  product's baseline under the linear schedule), `one_shot_no_transfer`, `one_shot_const` (alpha = alpha_max:
+  the product's one-shot under the constant schedule);
 - `scratch`: the student on the labels alone.
+
+The labels keep their original names (`progressive` = linear) so the stored results in
+docs/study_distill*.json stay readable by this script; the pairing below relies on `progressive*` <->
+`one_shot*` names.
 
 Every model is built with offline/train.py's own pieces (fit_mlp, blended_target, transfer_set, TierModel)
 on offline/data.py's dataset and split (teacher on the first half of the training rows, every student on

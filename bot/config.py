@@ -34,6 +34,7 @@ Symbol = Annotated[str, Meta(pattern=r"^[A-Z0-9]{2,30}$")]
 Url = Annotated[str, Meta(pattern=r"^(https?|wss?)://\S+$")]
 
 REGIME_NAMES: tuple[str, ...] = ("calm_trend", "normal", "volatile", "crisis")
+AlphaSchedule = Literal["linear", "constant"]
 
 
 class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -88,6 +89,7 @@ class DistillConfig(_Section, frozen=True):
     val_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.2
     embargo_bars: NonNegInt = 48
     alpha_max: Fraction = 0.8
+    alpha_schedule: AlphaSchedule = "constant"
     t_max: PosFloat = 4.0
     gamma: NonNegFloat = 1.0
     epochs: PosInt = 40

@@ -103,11 +103,16 @@ def format_table(report: dict[str, Any]) -> str:
     out = [render(head), "  ".join("-" * w for w in widths)]
     out += [render(r) for r in lines]
     info = report["info"]
+    schedule = (  # reports written before the schedule option was added carry no schedule
+        f"alpha schedule {info['alpha_schedule']} (alpha_max {info['alpha_max']:g}), "
+        if "alpha_schedule" in info
+        else ""
+    )
     out.append("")
     out.append(
         f"teacher rows {info['teacher_rows']}, student rows {info['student_rows']}, transfer rows "
         f"{info['transfer_rows']}, val {info['val_rows']}, test {info['test_rows']}; "
-        f"epochs <= {info['epochs']}, "
+        f"epochs <= {info['epochs']}, {schedule}"
         f"seed {info['seed']}. * = exported (best validation R2 of its size). retain = test R2 / teacher's "
         "(- when the teacher's test R2 <= 0);\nfidel R2 / fidel r = R2 / correlation of the student against "
         "the teacher's test outputs."

@@ -14,8 +14,10 @@ Distillation with an MSE head: stage k minimises
 
 and the last term does not depend on the student, so each stage trains on the blended target
 (`blended_target`; the identity is `two_term_loss == blended_loss + blend_constant`, pinned by a test).
-`alpha_k = alpha_max * (1 - k/N)` and `T_k = t_max * (1 - k/N)^gamma`; a temperature softens logits
-and so only acts in a classification task: for this regression head it is recorded, not applied.
+`alpha_k` follows `DistillConfig.alpha_schedule`: "constant" (the default) `alpha_k = alpha_max`, or
+"linear" (the seed chapter's) `alpha_k = alpha_max * (1 - k/N)`, which reaches 0 at the last stage.
+`T_k = t_max * (1 - k/N)^gamma`; a temperature softens logits and so only acts in a classification task:
+for this regression head it is recorded, not applied.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from bot.config import DistillConfig, TierConfig
+from bot.config import AlphaSchedule, DistillConfig, TierConfig
 from bot.features import FEATURE_SETS, feature_indices
 from offline.data import Dataset
 
@@ -63,9 +65,18 @@ def blend_constant(alpha: float, teacher: F64, y: F64) -> float:
     return float(alpha * (1.0 - alpha) * np.mean((teacher - y) ** 2))
 
 
-def stage_alpha(k: int, n_stages: int, alpha_max: float) -> float:
-    """`alpha_k = alpha_max * (1 - k/N)` for stage k in 1..N."""
-    return alpha_max * (1.0 - k / n_stages)
+def stage_alpha(k: int, n_stages: int, alpha_max: float, *, schedule: AlphaSchedule) -> float:
+    """Weight of the previous model (vs the labels) at stage k in 1..N.
+
+    Args:
+        schedule: "constant": `alpha_k = alpha_max` at every stage; "linear":
+            `alpha_k = alpha_max * (1 - k/N)`, so the last stage (`alpha_N = 0`) learns the labels only.
+    """
+    if schedule == "constant":
+        return alpha_max
+    if schedule == "linear":
+        return alpha_max * (1.0 - k / n_stages)
+    raise ValueError(f"alpha schedule must be 'linear' or 'constant', got {schedule!r}")
 
 
 def stage_temperature(k: int, n_stages: int, t_max: float, gamma: float) -> float:
@@ -295,6 +306,12 @@ def run_distillation(
     teacher learns all training rows and students see K-fold out-of-fold teacher predictions (each fold
     purged by `embargo_bars` rows either side).
 
+    The chain's stage k learns with `stage_alpha(k, ..., schedule=cfg.alpha_schedule)`. One-shot uses the
+    chain's first-stage alpha, `alpha_1` of the same schedule (`alpha_max` when constant,
+    `alpha_max * (1 - 1/N)` when linear), so chain and one-shot differ only in the chaining, and at the first
+    student size one-shot *is* chain stage 1 (one run, shared). Scratch learns the labels only; under the
+    linear schedule it equals the last stage of the chain without a transfer set (`alpha_N = 0`).
+
     Each tier after the first is then the candidate of its size with the best validation R^2 on labels.
     """
     say = log or (lambda _msg: None)
@@ -434,7 +451,7 @@ def run_distillation(
         variant = "progressive" if with_transfer else "progressive_no_transfer"
         prev, prev_S = teacher, teacher_S
         for k, name in enumerate(names[1:], start=1):
-            a = stage_alpha(k, n_stages, cfg.alpha_max)
+            a = stage_alpha(k, n_stages, cfg.alpha_max, schedule=cfg.alpha_schedule)
             temp = stage_temperature(k, n_stages, cfg.t_max, cfg.gamma)
             m, fit = distill_from(
                 name, prev, prev_S, a, with_transfer=with_transfer, desc=f"{variant} {k}/{n_stages} {name}"
@@ -445,7 +462,7 @@ def run_distillation(
             say(f"{variant} stage {k} {name}: val_r2 {c.metrics['val_r2']:.4f} ({fit.train_s:.1f} s)")
             prev, prev_S = m, m.predict_std(X_S)
 
-    a1 = stage_alpha(1, n_stages, cfg.alpha_max)
+    a1 = stage_alpha(1, n_stages, cfg.alpha_max, schedule=cfg.alpha_schedule)
     t1 = stage_temperature(1, n_stages, cfg.t_max, cfg.gamma)
     one_shot_transfer = bool(X_T.shape[0])
     for k, name in enumerate(names[1:], start=1):
@@ -484,5 +501,7 @@ def run_distillation(
         "y_scale": y_scale,
         "teacher_test_r2": teacher_r2,
         "n_stages": n_stages,
+        "alpha_schedule": cfg.alpha_schedule,
+        "alpha_max": cfg.alpha_max,
     }
     return DistillResult(names, candidates, chosen, info)

@@ -64,10 +64,24 @@ def test_blended_loss_has_the_same_gradient_as_the_two_term_loss() -> None:
     assert num == pytest.approx(g_blend[3], rel=1e-5)
 
 
-def test_alpha_and_temperature_schedules() -> None:
-    """alpha_k = alpha_max(1-k/N) and T_k = t_max(1-k/N)^gamma decrease to 0 at the last stage."""
-    assert [stage_alpha(k, 3, 0.9) for k in (1, 2, 3)] == pytest.approx([0.6, 0.3, 0.0])
+def test_linear_alpha_and_temperature_schedules() -> None:
+    """Linear alpha_k = alpha_max(1-k/N) and T_k = t_max(1-k/N)^gamma decrease to 0 at the last stage."""
+    assert [stage_alpha(k, 3, 0.9, schedule="linear") for k in (1, 2, 3)] == pytest.approx([0.6, 0.3, 0.0])
+    assert stage_alpha(2, 2, 0.8, schedule="linear") == 0.0
     assert [stage_temperature(k, 4, 4.0, 2.0) for k in (1, 2, 4)] == pytest.approx([2.25, 1.0, 0.0])
+
+
+def test_constant_alpha_schedule_never_reaches_zero() -> None:
+    """Constant alpha_k = alpha_max at every stage, the last one included (the default schedule)."""
+    assert [stage_alpha(k, 3, 0.9, schedule="constant") for k in (1, 2, 3)] == [0.9, 0.9, 0.9]
+    assert stage_alpha(1, 1, 0.8, schedule="constant") == 0.8
+    assert Config().distill.alpha_schedule == "constant"
+
+
+def test_unknown_alpha_schedule_is_rejected() -> None:
+    """A schedule name outside linear/constant raises, naming the value that came."""
+    with pytest.raises(ValueError, match="'linear' or 'constant', got 'cosine'"):
+        stage_alpha(1, 3, 0.8, schedule="cosine")  # type: ignore[arg-type]  # the check under test
 
 
 def test_default_tier_parameter_counts_strictly_decrease() -> None:
@@ -113,16 +127,17 @@ def test_tiny_run_trains_every_recipe_and_picks_best_on_validation(
 
 
 def test_tiny_run_alphas_weights_and_metrics(tiny_run: tuple[Config, DistillResult]) -> None:
-    """Stage alphas follow the schedule, kept weights are the best validation epoch, metrics are finite."""
+    """Default (constant) stage alphas and one-shot's alpha_1, best-epoch weights kept, metrics finite."""
     _, res = tiny_run
-    prog = {
-        c.tier: c
-        for c in (c for cands in res.candidates.values() for c in cands)
-        if c.variant == "progressive"
-    }
-    assert prog["staging"].alpha == pytest.approx(0.8 * 2 / 3)
-    assert prog["production"].alpha == pytest.approx(0.8 / 3)
-    assert prog["edge"].alpha == 0.0
+    by = {(c.tier, c.variant): c for cands in res.candidates.values() for c in cands}
+    for name in ("staging", "production", "edge"):
+        assert by[(name, "progressive")].alpha == 0.8
+        assert by[(name, "progressive_no_transfer")].alpha == 0.8
+        assert by[(name, "one_shot")].alpha == 0.8
+        assert by[(name, "scratch")].alpha == 0.0
+    # one-shot at the first student size is chain stage 1 (same alpha, same run)
+    assert by[("staging", "one_shot")].model is by[("staging", "progressive")].model
+    assert (res.info["alpha_schedule"], res.info["alpha_max"]) == ("constant", 0.8)
     for cands in res.candidates.values():
         for c in cands:
             assert c.fit.val_mse == min(c.fit.history)
@@ -133,6 +148,21 @@ def test_tiny_run_alphas_weights_and_metrics(tiny_run: tuple[Config, DistillResu
     assert teacher.metrics["fidelity_r2"] == 1.0
     assert res.info["transfer_rows"] == res.info["student_rows"]
     assert res.info["teacher_rows"] + res.info["student_rows"] == res.info["train_rows"]
+
+
+def test_linear_schedule_run_ends_the_chain_on_labels_only() -> None:
+    """Linear: alphas 2/3, 1/3, 0 x alpha_max, one-shot uses alpha_1, the last no-transfer stage = scratch."""
+    data = {**TINY, "distill": {**TINY["distill"], "alpha_schedule": "linear", "transfer_multiplier": 0.0}}
+    cfg = parse_config(data)
+    ds = load_dataset("synthetic", cfg.distill)
+    res = run_distillation(ds, cfg.tiers, cfg.distill, epochs=2, seed=0)
+    by = {(c.tier, c.variant): c for cands in res.candidates.values() for c in cands}
+    alphas = [by[(n, "progressive_no_transfer")].alpha for n in ("staging", "production", "edge")]
+    assert alphas == pytest.approx([0.8 * 2 / 3, 0.8 / 3, 0.0])
+    assert by[("edge", "one_shot")].alpha == pytest.approx(0.8 * 2 / 3)
+    assert res.info["alpha_schedule"] == "linear"
+    last, scratch = by[("edge", "progressive_no_transfer")], by[("edge", "scratch")]
+    assert last.metrics["test_r2"] == scratch.metrics["test_r2"]
 
 
 def test_out_of_fold_teacher_mode_runs() -> None:
