@@ -89,7 +89,7 @@ class DistillConfig(_Section, frozen=True):
     val_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.2
     embargo_bars: NonNegInt = 48
     alpha_max: Fraction = 0.8
-    alpha_schedule: AlphaSchedule = "constant"
+    alpha_schedule: AlphaSchedule = "linear"
     t_max: PosFloat = 4.0
     gamma: NonNegFloat = 1.0
     epochs: PosInt = 40

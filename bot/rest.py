@@ -242,8 +242,8 @@ class RestClient:
             pages += 1
             time_ms = max(time_ms, page.time_ms)
             if newest is None:
-                # "Through the newest closed bar" means newest as of the first answer: without this bound a
-                # market that closes bars faster than pages come back (an accelerated replay) is chased forever.
+                # "Through the newest closed bar" means newest as of the first answer: without this bound
+                # a market closing bars faster than pages come back (an accelerated replay) is chased forever.
                 newest = (page.time_ms // step - 1) * step
             fresh = [b for b in page.bars if b.start_ms not in found and b.start_ms >= lo]
             fresh = [b for b in fresh if hi is None or b.start_ms <= hi]

@@ -75,7 +75,7 @@ def test_constant_alpha_schedule_never_reaches_zero() -> None:
     """Constant alpha_k = alpha_max at every stage, the last one included (the default schedule)."""
     assert [stage_alpha(k, 3, 0.9, schedule="constant") for k in (1, 2, 3)] == [0.9, 0.9, 0.9]
     assert stage_alpha(1, 1, 0.8, schedule="constant") == 0.8
-    assert Config().distill.alpha_schedule == "constant"
+    assert Config().distill.alpha_schedule == "linear"
 
 
 def test_unknown_alpha_schedule_is_rejected() -> None:
@@ -105,7 +105,7 @@ def test_metrics_on_known_values() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run() -> tuple[Config, DistillResult]:
-    cfg = parse_config(TINY)
+    cfg = parse_config({**TINY, "distill": {**TINY["distill"], "alpha_schedule": "constant"}})
     ds = load_dataset("synthetic", cfg.distill)
     return cfg, run_distillation(ds, cfg.tiers, cfg.distill, epochs=cfg.distill.epochs, seed=0)
 
@@ -127,7 +127,7 @@ def test_tiny_run_trains_every_recipe_and_picks_best_on_validation(
 
 
 def test_tiny_run_alphas_weights_and_metrics(tiny_run: tuple[Config, DistillResult]) -> None:
-    """Default (constant) stage alphas and one-shot's alpha_1, best-epoch weights kept, metrics finite."""
+    """Constant schedule: stage alphas and one-shot's alpha_1, best-epoch weights kept, metrics finite."""
     _, res = tiny_run
     by = {(c.tier, c.variant): c for cands in res.candidates.values() for c in cands}
     for name in ("staging", "production", "edge"):
