@@ -17,7 +17,7 @@ import copy
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -164,6 +164,19 @@ class RollingWindow:
         return math.sqrt(ms) if ms > 0.0 else 0.0
 
 
+_S = TypeVar("_S")
+
+
+def copy_state(state: _S) -> _S:
+    """Copy an incremental state object: its windows and deques are copied, everything else (config,
+    numbers) is shared. Used to rehearse an update on throwaway state."""
+    new = copy.copy(state)
+    for name, value in vars(state).items():
+        if isinstance(value, RollingWindow | deque):
+            setattr(new, name, value.copy())
+    return new
+
+
 def _zscore(x: float, w: RollingWindow) -> float:
     sd = w.std()
     return (x - w.mean()) / sd if sd > 0.0 else 0.0
@@ -204,11 +217,7 @@ class FeatureState:
 
     def copy(self) -> FeatureState:
         """An independent copy of the state (windows copied): `update` on it leaves this one untouched."""
-        new = copy.copy(self)
-        for name, value in vars(self).items():
-            if isinstance(value, RollingWindow | deque):
-                setattr(new, name, value.copy())
-        return new
+        return copy_state(self)
 
     @property
     def warm(self) -> bool:

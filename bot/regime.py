@@ -47,7 +47,7 @@ import numpy as np
 from bot.bars import Bar, BookTop
 from bot.config import REGIME_NAMES, RegimeConfig
 from bot.errors import ModelError
-from bot.features import RollingWindow
+from bot.features import RollingWindow, copy_state
 
 CALIBRATION_VERSION: Final = 1
 #: Quantile levels reported for every signal in the calibration.
@@ -105,11 +105,7 @@ class RegimeSignals:
 
     def copy(self) -> RegimeSignals:
         """An independent copy of the state (windows copied, config shared)."""
-        new = copy.copy(self)
-        for name, value in vars(self).items():
-            if isinstance(value, RollingWindow | deque):
-                setattr(new, name, value.copy())
-        return new
+        return copy_state(self)
 
     @property
     def warm(self) -> bool:

@@ -1,0 +1,40 @@
+"""The pure per-bar engine: the warm-up rehearsal on partial bars never changes a decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from support import small_config
+
+from bot.engine import Engine
+from bot.paper import PaperTrader
+from bot.stream import PartialBar
+from bot.synthetic import SyntheticMarket
+from bot.tiers import TierFamily
+
+
+def test_rehearsal_on_partials_leaves_every_decision_unchanged(trained_family: Path) -> None:
+    """Rehearsing each bar on its partial (features, regime, tier, paper on copies) changes no decision."""
+    cfg = small_config(market={"symbols": ["SYNTHUSDT"]}, models={"dir": str(trained_family)})
+    family = TierFamily.load(trained_family)
+    plain = Engine(cfg, family, PaperTrader(cfg.paper))
+    rehearsed = Engine(cfg, family, PaperTrader(cfg.paper))
+    seen = []
+    for step in SyntheticMarket(seed=41).generate(900):
+        b = step.bar
+        rehearsed.on_partial(
+            PartialBar(b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.turnover, b.start_ms)
+        )
+        a, r = plain.on_bar(b), rehearsed.on_bar(b)
+        assert (a is None) == (r is None)
+        if a is not None and r is not None:
+            assert (a.regime.regime, a.tier, a.prediction, a.paper.position) == (
+                r.regime.regime,
+                r.tier,
+                r.prediction,
+                r.paper.position,
+            )
+            assert a.paper.state == r.paper.state
+            seen.append(a.tier)
+    assert len(seen) > 800
+    assert plain.trader.state("SYNTHUSDT") == rehearsed.trader.state("SYNTHUSDT")
