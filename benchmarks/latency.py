@@ -350,14 +350,7 @@ def _tier_pipeline(
         rec.setdefault("decision_total", []).append((t2 - t0) / 1e3)
         if write:  # the service's ledger commit (SQLite WAL, synchronous=FULL), timed on its own
             t3 = clock()
-            ledger.record_result(
-                bar,
-                d.paper,
-                regime=d.regime.regime,
-                tier=d.tier,
-                prediction=d.prediction,
-                latency_us=d.latency_us,
-            )
+            d.record(ledger)
             rec.setdefault("ledger", []).append((clock() - t3) / 1e3)
 
     for _ in range(n_hot):

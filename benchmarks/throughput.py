@@ -79,14 +79,7 @@ def engine_part(models: Path, n_bars: int, n_ledger: int) -> dict[str, Any]:
         if d is None:
             ledger.record_bar(bar)
         else:
-            ledger.record_result(
-                bar,
-                d.paper,
-                regime=d.regime.regime,
-                tier=d.tier,
-                prediction=d.prediction,
-                latency_us=d.latency_us,
-            )
+            d.record(ledger)
     led_s = time.perf_counter() - t0
     ledger.close()
     out["engine+ledger"] = {"bars": n_ledger, "seconds": led_s, "bars_per_s": n_ledger / led_s}

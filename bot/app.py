@@ -117,14 +117,7 @@ class Service:
             self.summary.warmup_bars += 1
             return None
         t0 = time.perf_counter_ns()
-        ledger.record_result(
-            bar,
-            decision.paper,
-            regime=decision.regime.regime,
-            tier=decision.tier,
-            prediction=decision.prediction,
-            latency_us=decision.latency_us,
-        )
+        decision.record(ledger)
         ledger_us = (time.perf_counter_ns() - t0) / 1e3
         fields = decision.log_fields()
         fields["ledger_us"] = ledger_us

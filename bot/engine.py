@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.bars import Bar, BookTop, interval_ms
 from bot.config import Config
@@ -21,6 +21,9 @@ from bot.paper import PaperResult, PaperTrader
 from bot.regime import RegimeDecision, RegimeDetector
 from bot.stream import PartialBar
 from bot.tiers import TierFamily
+
+if TYPE_CHECKING:
+    from bot.ledger import Ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,17 @@ class Decision:
     prediction: float
     paper: PaperResult
     latency_us: dict[str, float]
+
+    def record(self, ledger: Ledger) -> None:
+        """Write the bar, this decision, its fills and the new position in one ledger transaction."""
+        ledger.record_result(
+            self.bar,
+            self.paper,
+            regime=self.regime.regime,
+            tier=self.tier,
+            prediction=self.prediction,
+            latency_us=self.latency_us,
+        )
 
     def log_fields(self) -> dict[str, Any]:
         """Key/values of the canonical `bar_decided` line (docs/architecture.md)."""

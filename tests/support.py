@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from bot.bars import Bar
 from bot.config import Config
+from bot.engine import Engine
+from bot.ledger import Ledger
+from bot.paper import PaperTrader
+from bot.tiers import TierFamily
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -100,3 +106,35 @@ def loop_config(
         logging={"decisions_path": str(out / "decisions.jsonl"), "format": "json"},
         models={"dir": str(models)},
     )
+
+
+def golden(
+    cfg: Config,
+    bars: Sequence[Bar],
+    ledger_path: Path,
+    *,
+    symbol: str = "SYNTHUSDT",
+    last_ms: int | None = None,
+) -> tuple[dict[int, tuple[str, str, float, int]], PaperTrader]:
+    """The uninterrupted, in-process run (no network) the service must equal: `bars` from the first one the
+    ledger stored, through one fresh engine, deciding from the ledger's `live_from` like the service.
+
+    Returns start_ms -> (regime, tier, prediction, position), and the trader with the final positions.
+    """
+    ledger = Ledger.open(ledger_path)
+    try:
+        first_ms = ledger.bars(symbol)[0].start_ms
+        live_from = ledger.live_from(symbol)
+    finally:
+        ledger.close()
+    assert live_from is not None
+    trader = PaperTrader(cfg.paper)
+    engine = Engine(cfg, TierFamily.load(cfg.models.dir), trader)
+    out = {}
+    for bar in bars:
+        if bar.start_ms < first_ms or (last_ms is not None and bar.start_ms > last_ms):
+            continue
+        d = engine.on_bar(bar, decide=bar.start_ms >= live_from)
+        if d is not None:
+            out[bar.start_ms] = (d.regime.regime, d.tier, d.prediction, d.paper.position)
+    return out, trader

@@ -12,15 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import loop_config, to_toml
+from support import golden, loop_config, to_toml
 
 from bot.bars import interval_ms
 from bot.config import Config
-from bot.engine import Engine
 from bot.ledger import Ledger
-from bot.paper import PaperTrader
 from bot.replay import ReplayExchange
-from bot.tiers import TierFamily
 
 SYMBOL = "SYNTHUSDT"
 REPO = Path(__file__).resolve().parents[1]
@@ -129,20 +126,12 @@ async def test_sigkill_at_random_points_then_restart_equals_uninterrupted_run(
     # the uninterrupted run: the same bars through one engine, deciding from the same live_from
     ledger = Ledger.open(tmp_path / "ledger.sqlite")
     try:
-        first_ms = ledger.bars(SYMBOL)[0].start_ms
         live_from = ledger.live_from(SYMBOL)
         positions = ledger.load_positions()
     finally:
         ledger.close()
     assert live_from == keys[0]
-    trader = PaperTrader(cfg.paper)
-    engine = Engine(cfg, TierFamily.load(cfg.models.dir), trader)
-    gold = {}
-    for bar in closed:
-        if first_ms <= bar.start_ms <= keys[-1]:
-            d = engine.on_bar(bar, decide=bar.start_ms >= live_from)
-            if d is not None:
-                gold[bar.start_ms] = (d.regime.regime, d.tier, d.prediction, d.paper.position)
+    gold, trader = golden(cfg, closed, tmp_path / "ledger.sqlite", symbol=SYMBOL, last_ms=keys[-1])
     assert sorted(gold) == keys
     for start_ms, regime, tier, pred, position in rows:
         g = gold[start_ms]

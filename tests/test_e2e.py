@@ -18,11 +18,8 @@ from bot import logs
 from bot.app import Service
 from bot.bars import interval_ms
 from bot.config import Config
-from bot.engine import Engine
 from bot.ledger import Ledger
-from bot.paper import PaperTrader
 from bot.replay import ReplayExchange
-from bot.tiers import TierFamily
 
 SYMBOL = "SYNTHUSDT"
 
@@ -49,27 +46,6 @@ async def run_until(
     service = Service(cfg, max_decisions=n_decisions)
     await asyncio.wait_for(service.run(asyncio.Event()), timeout=90)
     return service
-
-
-def golden(cfg: Config, ex: ReplayExchange, ledger_path: Path) -> dict[int, tuple[str, str, float, int]]:
-    """Feed the exchange's closed bars in-process (no network) through a fresh engine, deciding from the
-    ledger's live_from like the service: start_ms -> (regime, tier, prediction, position)."""
-    ledger = Ledger.open(ledger_path)
-    try:
-        first = ledger.bars(SYMBOL)[0].start_ms
-        live_from = ledger.live_from(SYMBOL)
-    finally:
-        ledger.close()
-    assert live_from is not None
-    engine = Engine(cfg, TierFamily.load(cfg.models.dir), PaperTrader(cfg.paper))
-    out = {}
-    for bar in ex.bars_closed(SYMBOL):
-        if bar.start_ms < first:
-            continue
-        d = engine.on_bar(bar, decide=bar.start_ms >= live_from)
-        if d is not None:
-            out[bar.start_ms] = (d.regime.regime, d.tier, d.prediction, d.paper.position)
-    return out
 
 
 async def decided_at_least(service: Service, n: int, *, timeout_s: float = 60.0) -> None:
@@ -147,7 +123,7 @@ async def test_restart_resumes_without_duplicate_or_gap_and_matches_in_process_g
     step = interval_ms("5")
     assert keys == list(range(keys[0], keys[0] + step * 300, step))
     assert second.summary.per_source["rest"] > 0, "bars closed while down must come from the REST backfill"
-    gold = golden(cfg, ex, tmp_path / "ledger.sqlite")
+    gold, _ = support.golden(cfg, ex.bars_closed(SYMBOL), tmp_path / "ledger.sqlite", symbol=SYMBOL)
     for rec in lines:
         regime, tier, pred, position = gold[rec["start_ms"]]
         assert (rec["regime"], rec["tier"], rec["position"]) == (regime, tier, position)
