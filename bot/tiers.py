@@ -5,7 +5,7 @@ or feature version differs from `bot.features`, a tier whose file is missing or 
 manifest's sha256, a feature name `bot.features` does not know, and an ONNX graph whose input/output names or
 input width differ from the manifest. The verified bytes are the bytes the session is built from.
 
-Sessions are tuned for one row every few minutes (2 cores; benchmarks/bench_tiers.py): one intra-op and
+Sessions are tuned for one row every few minutes (2 cores; benchmarks/latency.py): one intra-op and
 one inter-op thread with spinning off (ORT's default spinning threads burn ~40% of a core while idle),
 sequential execution, all graph optimisations. `predict` copies the tier's feature subset (a pre-computed
 index array) into a pre-allocated float32 [1, n] buffer that is pre-bound, like the [1, 1] output, through
