@@ -39,6 +39,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         quick=args.quick,
         seed=args.seed,
         allow_gaps=args.allow_gaps,
+        drop_last=args.drop_last,
         progress=not args.no_progress,
         log=lambda msg: print(msg, file=sys.stderr),
     )
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="models", help="output directory (default: models)")
     d.add_argument("--quick", action="store_true", help="quick_bars bars and quick_epochs epochs")
     d.add_argument("--allow-gaps", action="store_true", help="accept time gaps in the CSV")
+    d.add_argument(
+        "--drop-last",
+        action="store_true",
+        help="drop the CSV's last row (in a raw Bybit download, the candle still open when it was fetched)",
+    )
     d.add_argument("--seed", type=int, default=None, help="training seed (default: [distill].seed)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_distill)

@@ -273,6 +273,7 @@ def load_dataset(
     *,
     n_bars: int | None = None,
     allow_gaps: bool = False,
+    drop_last: bool = False,
 ) -> Dataset:
     """Dataset from `"synthetic"` (SyntheticMarket(seed=cfg.synthetic_seed)) or a klines CSV path.
 
@@ -281,6 +282,8 @@ def load_dataset(
         cfg: distillation config (horizon, splits, synthetic size/seed).
         n_bars: synthetic: bars to generate (None = cfg.synthetic_bars); CSV: keep only the last n_bars.
         allow_gaps: accept time gaps in a CSV (features warm up again, no target spans a gap).
+        drop_last: drop a CSV's last row first: in a raw Bybit download it is the candle that was still open
+            when it was fetched (../shared/data/README.md).
     """
     if str(data) == "synthetic":
         n = n_bars if n_bars is not None else cfg.synthetic_bars
@@ -290,12 +293,15 @@ def load_dataset(
     else:
         path = Path(data)
         bars = load_csv(path)
+        if drop_last:
+            bars = bars[:-1]
         if n_bars is not None and len(bars) > n_bars:
             bars = bars[-n_bars:]
         step_ms = infer_interval_ms(bars)
         n_gaps = check_gaps(bars, step_ms, allow_gaps=allow_gaps, source=str(path))
         prov = _provenance("csv", str(path), bars, step_ms, None)
         prov["gaps"] = n_gaps
+        prov["dropped_last_row"] = drop_last
     return build_dataset(bars, cfg, step_ms=step_ms, provenance=prov)
 
 

@@ -26,6 +26,7 @@ def pipeline_distill(
     quick: bool = False,
     seed: int | None = None,
     allow_gaps: bool = False,
+    drop_last: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -40,6 +41,7 @@ def pipeline_distill(
         quick: `quick_bars` bars (synthetic; the last `quick_bars` rows of a CSV) and `quick_epochs` epochs.
         seed: training seed (None = `cfg.distill.seed`).
         allow_gaps: accept time gaps in a CSV.
+        drop_last: drop a CSV's last row (a Bybit download's still-open candle).
         progress: show a tqdm bar per stage (stderr).
         log: receives one human-readable line per stage.
 
@@ -54,7 +56,7 @@ def pipeline_distill(
     epochs = dc.quick_epochs if quick else dc.epochs
     n_bars = dc.quick_bars if quick else None
     t0 = time.perf_counter()
-    ds = load_dataset(data, dc, n_bars=n_bars, allow_gaps=allow_gaps)
+    ds = load_dataset(data, dc, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last)
     data_s = time.perf_counter() - t0
     result = run_distillation(ds, cfg.tiers, dc, epochs=epochs, seed=run_seed, progress=progress, log=log)
     result.info["quick"] = quick

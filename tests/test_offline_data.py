@@ -129,3 +129,14 @@ def test_too_few_rows_is_a_data_error() -> None:
     bars = synthetic_bars(200, seed=1)
     with pytest.raises(DataError, match="too few usable rows"):
         build_dataset(bars, DistillConfig(), step_ms=STEP_MS)
+
+
+def test_drop_last_removes_the_still_open_candle_of_a_download(tmp_path: Path) -> None:
+    """`drop_last` drops exactly the CSV's last row (a Bybit download's open candle) and says so."""
+    path = _write(tmp_path, _rows(400))
+    cfg = DistillConfig(embargo_bars=5)
+    kept = load_dataset(path, cfg)
+    dropped = load_dataset(path, cfg, drop_last=True)
+    assert dropped.provenance["rows"] == kept.provenance["rows"] - 1
+    assert dropped.provenance["last_start_ms"] == kept.provenance["last_start_ms"] - 300_000
+    assert dropped.provenance["dropped_last_row"] is True
