@@ -275,21 +275,6 @@ def single_tier_cfg(base: Config, tier: str, ledger_path: Path) -> Config:
     )
 
 
-def partial_of(bar: Bar) -> PartialBar:
-    """The last `confirm:false` update of `bar` (its final values a moment before the close)."""
-    return PartialBar(
-        bar.symbol,
-        bar.start_ms,
-        bar.open,
-        bar.high,
-        bar.low,
-        bar.close,
-        bar.volume,
-        bar.turnover,
-        bar.start_ms + 299_000,
-    )
-
-
 def pipeline_part(
     family: TierFamily, *, n_hot: int, n_cold: int, gap_ms: float, workdir: Path
 ) -> dict[str, Any]:
@@ -359,7 +344,7 @@ def _tier_pipeline(
         bar = next(it)
         time.sleep(gap_ms / 1e3)
         if i % 2:
-            engine.on_partial(partial_of(bar))
+            engine.on_partial(PartialBar.of(bar, ts_ms=bar.start_ms + 299_000))
             one("cold_warm", bar, write=True)
         else:
             one("cold", bar, write=True)

@@ -134,16 +134,7 @@ class Engine:
         last = st.features.last_start_ms
         if st.last_regime is None or (last is not None and partial.start_ms <= last):
             return
-        bar = Bar(
-            partial.symbol,
-            partial.start_ms,
-            partial.open,
-            partial.high,
-            partial.low,
-            partial.close,
-            partial.volume,
-            partial.turnover,
-        )
+        bar = partial.as_bar()
         x = st.features.copy().update(bar)
         reg = st.detector.copy().update(bar)
         if x is None:

@@ -40,6 +40,17 @@ class PartialBar:
     turnover: float
     ts_ms: int
 
+    @classmethod
+    def of(cls, bar: Bar, *, ts_ms: int) -> PartialBar:
+        """The `confirm:false` update of `bar` carrying its current values at exchange time `ts_ms`."""
+        b = bar
+        return cls(b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.turnover, ts_ms)
+
+    def as_bar(self) -> Bar:
+        """The bar this update would be if it confirmed now (for rehearsals; never emitted)."""
+        p = self
+        return Bar(p.symbol, p.start_ms, p.open, p.high, p.low, p.close, p.volume, p.turnover, source="ws")
+
 
 @dataclass(frozen=True, slots=True)
 class BackfillNeeded:

@@ -22,9 +22,7 @@ def test_rehearsal_on_partials_leaves_every_decision_unchanged(trained_family: P
     seen = []
     for step in SyntheticMarket(seed=41).generate(900):
         b = step.bar
-        rehearsed.on_partial(
-            PartialBar(b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.turnover, b.start_ms)
-        )
+        rehearsed.on_partial(PartialBar.of(b, ts_ms=b.start_ms))
         a, r = plain.on_bar(b), rehearsed.on_bar(b)
         assert (a is None) == (r is None)
         if a is not None and r is not None:
