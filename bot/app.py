@@ -73,7 +73,6 @@ class Service:
         self.watchdog = Watchdog(self.notifier, fresh_s=fresh_s)
         self._live_from: dict[str, int | None] = {}
         self._last_seen: dict[str, int | None] = {}
-        self._ready = False
         self.ready_event = asyncio.Event()
         self.metrics_port: int | None = None
         self.feed: MarketFeed | None = None
@@ -150,8 +149,7 @@ class Service:
                 live_from = (last + self.step_ms) if last is not None else 0
                 self._live_from[symbol] = live_from
                 ledger.set_live_from(symbol, live_from)
-        if not self._ready:
-            self._ready = True
+        if not self.ready_event.is_set():
             self.ready_event.set()
             self.notifier.ready(status="live")
             self.log.info(

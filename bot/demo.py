@@ -80,10 +80,12 @@ def demo_config(base: Config, *, rest_url: str, ws_url: str, out: Path, models: 
     return msgspec.convert(data, Config)
 
 
-async def _run(cfg: Config, *, bars: int, bar_seconds: float, seed: int) -> dict[str, Any]:
+async def _run(
+    base: Config, *, out: Path, models: Path, bars: int, bar_seconds: float, seed: int
+) -> dict[str, Any]:
     exchange = ReplayExchange(
         symbols=[DEMO_SYMBOL],
-        interval=cfg.market.interval,
+        interval=base.market.interval,
         data="synthetic",
         bar_seconds=bar_seconds,
         updates_per_bar=2,
@@ -91,13 +93,7 @@ async def _run(cfg: Config, *, bars: int, bar_seconds: float, seed: int) -> dict
         seed=seed,
     )
     async with exchange:
-        live = demo_config(
-            cfg,
-            rest_url=exchange.rest_url,
-            ws_url=exchange.ws_url,
-            out=Path(cfg.ledger.path).parent,
-            models=Path(cfg.models.dir),
-        )
+        live = demo_config(base, rest_url=exchange.rest_url, ws_url=exchange.ws_url, out=out, models=models)
         service = Service(live, max_decisions=bars)
         summary = await service.run(asyncio.Event())
     return summary_dict(summary)
@@ -156,27 +152,21 @@ def main_demo(args: argparse.Namespace) -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    cfg = demo_config(
-        base,
-        rest_url="http://127.0.0.1:1",
-        ws_url="ws://127.0.0.1:1/v5/public/linear",
-        out=out,
-        models=models,
-    )
+    decisions_path = out / "decisions.jsonl"  # demo_config puts the service's log and ledger in `out`
     devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as logging does
-    logs.configure_logging(
-        level="info", fmt="json", decisions_path=cfg.logging.decisions_path, stream=devnull
-    )
+    logs.configure_logging(level="info", fmt="json", decisions_path=decisions_path, stream=devnull)
     print(
         f"[demo] replaying a synthetic market (seed {args.seed}) on 127.0.0.1; deciding {args.bars} bars ...",
         flush=True,
     )
     try:
-        summary = asyncio.run(_run(cfg, bars=args.bars, bar_seconds=args.bar_seconds, seed=args.seed))
+        summary = asyncio.run(
+            _run(base, out=out, models=models, bars=args.bars, bar_seconds=args.bar_seconds, seed=args.seed)
+        )
     finally:
         logs.close_logging()
         devnull.close()
-    ledger = Ledger.open(cfg.ledger.path)
+    ledger = Ledger.open(out / "ledger.sqlite")
     try:
         pnl = {
             by: {
@@ -191,6 +181,6 @@ def main_demo(args: argparse.Namespace) -> int:
         }
     finally:
         ledger.close()
-    report = run_report(cfg.logging.decisions_path, out / "report")
+    report = run_report(decisions_path, out / "report")
     _print_summary(summary, pnl, report, out)
     return 0
