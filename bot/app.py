@@ -159,8 +159,7 @@ class Service:
     def _sync_feed_counters(self, feed: MarketFeed) -> None:
         """Carry the feed's reconnect/backfill counters into the metrics (deltas since the last call)."""
         if feed.reconnects > self._seen_reconnects:
-            for _ in range(feed.reconnects - self._seen_reconnects):
-                self.metrics.reconnect()
+            self.metrics.reconnect(feed.reconnects - self._seen_reconnects)
             self._seen_reconnects = feed.reconnects
         if feed.backfilled_bars > self._seen_backfilled:
             self.metrics.backfilled(feed.backfilled_bars - self._seen_backfilled)

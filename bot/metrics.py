@@ -124,9 +124,9 @@ class Metrics:
         self._last_bar_s = self._clock()
         self._bars_total += 1
 
-    def reconnect(self) -> None:
-        """Count one websocket reconnect."""
-        self.reconnects.inc()
+    def reconnect(self, n: int = 1) -> None:
+        """Count `n` websocket reconnects."""
+        self.reconnects.inc(n)
 
     def backfilled(self, n_bars: int) -> None:
         """Count bars fetched over REST."""
