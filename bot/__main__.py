@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 
 from bot import logs
-from bot.errors import BotError, ConfigError, ModelError
+from bot.errors import BotError, ConfigError, ModelError, PipelineStalledError
 
 EXIT_CONFIG = 2
 EXIT_MODEL = 3
 EXIT_RUNTIME = 1
+EXIT_STALLED = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,6 +92,9 @@ def _report_error(exc: BaseException) -> int:
     if isinstance(first, ModelError):
         print(f"model error: {first}", file=sys.stderr)
         return EXIT_MODEL
+    if isinstance(first, PipelineStalledError):
+        print(f"stalled: {first}", file=sys.stderr)
+        return EXIT_STALLED
     print(f"error: {type(first).__name__}: {first}", file=sys.stderr)
     return EXIT_RUNTIME
 

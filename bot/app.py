@@ -26,7 +26,9 @@ from bot.bars import Bar, BookTop, interval_ms
 from bot.config import Config, watchdog_fresh_s
 from bot.engine import Decision, Engine
 from bot.feed import FeedReady, MarketFeed
+from bot.errors import PipelineStalledError
 from bot.ledger import Ledger
+from bot.liveness import DecisionLag
 from bot.metrics import Metrics
 from bot.notify import Notifier, Watchdog
 from bot.paper import PaperTrader
@@ -70,7 +72,12 @@ class Service:
         self.log = logs.get_logger(component="service")
         fresh_s = watchdog_fresh_s(cfg)
         self.metrics = Metrics(stale_s=fresh_s)
-        self.watchdog = Watchdog(self.notifier, fresh_s=fresh_s)
+        self.lag = DecisionLag(
+            self.step_ms,
+            warn_bars=cfg.service.decision_lag_warn_bars,
+            restart_bars=cfg.service.decision_lag_restart_bars,
+        )
+        self.watchdog = Watchdog(self.notifier, fresh_s=fresh_s, healthy=lambda: not self.lag.any_lagging)
         self._live_from: dict[str, int | None] = {}
         self._last_seen: dict[str, int | None] = {}
         self.ready_event = asyncio.Event()
@@ -111,6 +118,7 @@ class Service:
         decide = live_from is not None and bar.start_ms >= live_from
         decision = engine.on_bar(bar, decide=decide)
         decided_ns = time.perf_counter_ns()
+        self.watchdog.mark_fresh()
         if decision is None:
             ledger.record_bar(bar)
             self.summary.warmup_bars += 1
@@ -156,6 +164,32 @@ class Service:
                 logs.SERVICE_READY, symbols=list(self.cfg.market.symbols), live_from=self._live_from
             )
 
+    def _check_lag(self, feed: MarketFeed, symbol: str) -> None:
+        """Liveness by decisions: lag gauge, a warning per crossing, and a stall ends the run."""
+        stream = feed.streams.get(symbol)
+        if stream is None or not self.ready_event.is_set():
+            return
+        st = self.lag.update(symbol, stream.newest_closed_ms, self._last_seen.get(symbol))
+        self.metrics.decision_lag(symbol, st.lag_bars, lagging=st.lagging)
+        if st.crossed:
+            self.log.warning(
+                logs.DECISION_LAG,
+                symbol=symbol,
+                lag_bars=st.lag_bars,
+                last_decided_ms=self._last_seen.get(symbol),
+                newest_closed_ms=stream.newest_closed_ms,
+                held=len(stream.held),
+                fill_pending=stream.request is not None,
+            )
+        elif st.recovered:
+            self.log.info(logs.DECISION_LAG_RECOVERED, symbol=symbol, lag_bars=st.lag_bars)
+        if st.stalled:
+            raise PipelineStalledError(
+                f"{symbol}: {st.lag_bars} closed bars not decided and none decided while "
+                f"{self.lag.restart_bars} more closed (last decided start_ms {self._last_seen.get(symbol)}); "
+                "exiting so that the service restarts and resumes from the ledger"
+            )
+
     def _sync_feed_counters(self, feed: MarketFeed) -> None:
         """Carry the feed's reconnect/backfill counters into the metrics (deltas since the last call)."""
         if feed.reconnects > self._seen_reconnects:
@@ -170,13 +204,14 @@ class Service:
             recv_ns = time.perf_counter_ns()
             if isinstance(event, Bar):
                 self._sync_feed_counters(feed)
-                self.watchdog.mark_fresh()
                 self._on_bar(event, engine, ledger, recv_ns)
+                self._check_lag(feed, event.symbol)
                 if self.max_decisions is not None and self.summary.decisions >= self.max_decisions:
                     stop.set()
                     return
             elif isinstance(event, PartialBar):
                 engine.on_partial(event)
+                self._check_lag(feed, event.symbol)
             elif isinstance(event, BookTop):
                 engine.on_book(event)
             elif isinstance(event, FeedReady):

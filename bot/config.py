@@ -177,6 +177,10 @@ class ServiceConfig(_Section, frozen=True):
     # Bars are fresh while the last confirmed bar arrived less than one bar length + this ago
     # (time.monotonic). Fresh gates the sd_notify WATCHDOG=1 pings and /healthz.
     watchdog_grace_s: Annotated[float, Meta(gt=0, le=86_400)] = 120.0
+    # Closed bars the exchange has that are not decided yet: above warn, log + stop WATCHDOG=1 + 503;
+    # this many more closed with not one decided: exit 4 (stalled) so systemd restarts the service.
+    decision_lag_warn_bars: PosInt = 2
+    decision_lag_restart_bars: PosInt = 6
 
 
 class Config(_Section, frozen=True):

@@ -35,5 +35,9 @@ class IpBannedError(ExchangeError):
     """HTTP 403 from Bybit: the IP is banned for at least 10 minutes; REST must stop."""
 
 
+class PipelineStalledError(BotError):
+    """Closed bars keep arriving but none is decided (see `bot.liveness`); the service exits to restart."""
+
+
 class SubscribeError(ExchangeError):
     """A websocket subscribe was refused (e.g. unknown symbol); fatal for the service."""

@@ -387,37 +387,41 @@ class MarketFeed:
                     self._behind_since.pop(symbol, None)
 
     async def _filler(self, ws: ClientConnection) -> None:
-        """Serve the streams' REST backfill requests; a fatal error is handed to the reader via the socket."""
-        iv = self.interval_ms
+        """Serve the streams' REST backfill requests; a fatal error is handed to the reader via the socket.
+
+        Level-triggered: every pass serves whatever `fill_due` says, starting with what is already pending
+        when this connection's filler starts, so a request never waits for an announcement that has passed.
+        """
         while True:
-            await self._fill_wanted.wait()
             self._fill_wanted.clear()
             for symbol, stream in self._streams.items():
-                req = stream.request
-                if req is None:
-                    continue
-                if self._rest.banned:
-                    self._apply(stream.abandon_backfill())
-                    continue
-                try:
-                    hist = await self._rest.fetch_history(
-                        symbol, self.interval, start_ms=req.start_ms, end_ms=req.end_ms
-                    )
-                except IpBannedError:
-                    self._apply(stream.abandon_backfill())
-                    continue
-                except ExchangeError as exc:
-                    self._filler_error = exc
-                    await ws.close(code=1011, reason="rest backfill failed")
+                req = stream.take_fill()
+                if req is not None and not await self._serve_fill(ws, symbol, stream, req):
                     return
-                last = hist.bars[-1].start_ms if hist.bars else req.start_ms - iv
-                through = req.end_ms if req.end_ms is not None and req.end_ms + iv <= hist.time_ms else last
-                self._apply(stream.on_rest(hist.bars, through_ms=through))
-                self._log.info(
-                    BACKFILL, symbol=symbol, bars=len(hist.bars), start_ms=req.start_ms, end_ms=req.end_ms
-                )
-            if any(s.request is not None for s in self._streams.values()):
-                self._fill_wanted.set()
+            if not any(s.fill_due for s in self._streams.values()):
+                await self._fill_wanted.wait()
+
+    async def _serve_fill(self, ws: ClientConnection, symbol: str, stream: BarStream, req: BackfillNeeded) -> bool:
+        """One fill; False when REST failed for good (the connection is closed with the error)."""
+        iv = self.interval_ms
+        if self._rest.banned:
+            self._apply(stream.abandon_backfill())
+            return True
+        try:
+            hist = await self._rest.fetch_history(symbol, self.interval, start_ms=req.start_ms, end_ms=req.end_ms)
+        except IpBannedError:
+            self._apply(stream.abandon_backfill())
+            return True
+        except ExchangeError as exc:
+            self._apply(stream.fill_failed())
+            self._filler_error = exc
+            await ws.close(code=1011, reason="rest backfill failed")
+            return False
+        last = hist.bars[-1].start_ms if hist.bars else req.start_ms - iv
+        through = req.end_ms if req.end_ms is not None and req.end_ms + iv <= hist.time_ms else last
+        self._apply(stream.on_rest(hist.bars, through_ms=through))
+        self._log.info(BACKFILL, symbol=symbol, bars=len(hist.bars), start_ms=req.start_ms, end_ms=req.end_ms)
+        return True
 
     # ---- frames -------------------------------------------------------------------------------------------
 

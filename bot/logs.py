@@ -18,6 +18,8 @@ import structlog
 # ---- event names -------------------------------------------------------------------------------
 BAR_DECIDED: Final = "bar_decided"  # the canonical line: one per confirmed bar
 BAR_SKIPPED: Final = "bar_skipped"
+DECISION_LAG: Final = "decision_lag"  # a symbol has more closed-but-undecided bars than allowed
+DECISION_LAG_RECOVERED: Final = "decision_lag_recovered"
 BAR_DUPLICATE: Final = "bar_duplicate_dropped"
 BAR_LATE: Final = "bar_late_dropped"
 BACKFILL: Final = "backfill"

@@ -102,6 +102,13 @@ class Metrics:
             registry=self.registry,
         )
         self.last_bar_age.set_function(self.last_bar_age_s)
+        self.decision_lag_bars = Gauge(
+            "progdistill_decision_lag_bars",
+            "Closed bars the exchange has published that are not decided yet, per symbol.",
+            ["symbol"],
+            registry=self.registry,
+        )
+        self._lagging: set[str] = set()
         self._runner: web.AppRunner | None = None
 
     # ---- recording -----------------------------------------------------------------------------
@@ -124,6 +131,14 @@ class Metrics:
         self._last_bar_s = self._clock()
         self._bars_total += 1
 
+    def decision_lag(self, symbol: str, lag_bars: int, *, lagging: bool) -> None:
+        """Set `symbol`'s decision lag; while any symbol is `lagging`, /healthz answers 503."""
+        self.decision_lag_bars.labels(symbol=symbol).set(lag_bars)
+        if lagging:
+            self._lagging.add(symbol)
+        else:
+            self._lagging.discard(symbol)
+
     def reconnect(self, n: int = 1) -> None:
         """Count `n` websocket reconnects."""
         self.reconnects.inc(n)
@@ -145,13 +160,14 @@ class Metrics:
         return self._clock() - since
 
     def healthy(self) -> bool:
-        """True while the last decided bar is younger than `stale_s`."""
-        return self.last_bar_age_s() < self.stale_s
+        """True while the last decided bar is younger than `stale_s` and no symbol is lagging."""
+        return self.last_bar_age_s() < self.stale_s and not self._lagging
 
     def health(self) -> dict[str, object]:
         """The `/healthz` body."""
         return {
-            "status": "ok" if self.healthy() else "stale",
+            "status": "ok" if self.healthy() else ("lagging" if self._lagging else "stale"),
+            "lagging": sorted(self._lagging),
             "last_bar_age_s": round(self.last_bar_age_s(), 3),
             "stale_s": self.stale_s,
             "bars_total": self._bars_total,

@@ -159,10 +159,16 @@ class Watchdog:
             (see `bot.config.watchdog_fresh_s`). Start-up counts as fresh, so the first window begins
             at construction.
         clock: monotonic seconds (injectable for tests); never the wall clock.
+        healthy: a further gate (the service passes "no symbol's decisions are lagging").
     """
 
     def __init__(
-        self, notifier: Notifier, *, fresh_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        notifier: Notifier,
+        *,
+        fresh_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        healthy: Callable[[], bool] = lambda: True,
     ) -> None:
         if fresh_s <= 0:
             raise ValueError(f"fresh_s must be a positive number of seconds, got {fresh_s}")
@@ -170,11 +176,12 @@ class Watchdog:
         self.fresh_s = fresh_s
         self._clock = clock
         self._last_fresh_s = clock()
+        self._healthy = healthy
         self.pings = 0
         self.withheld = 0
 
     def mark_fresh(self) -> None:
-        """Record that a confirmed bar (ws or rest) just arrived."""
+        """Record that the pipeline just decided (or, during warm-up, absorbed) a confirmed bar."""
         self._last_fresh_s = self._clock()
 
     @property
@@ -187,8 +194,8 @@ class Watchdog:
         return self._clock() - self._last_fresh_s
 
     def is_fresh(self) -> bool:
-        """True while the last confirmed bar is younger than `fresh_s`."""
-        return self.age_s() < self.fresh_s
+        """True while the last decided bar is younger than `fresh_s` and `healthy()` (no symbol lagging)."""
+        return self.age_s() < self.fresh_s and self._healthy()
 
     def tick(self) -> bool:
         """Ping if fresh; True when WATCHDOG=1 was sent."""

@@ -6,7 +6,10 @@ kline updates (`on_ws_partial`, `on_ws_confirm`) and REST history (`on_rest`), a
 - `Bar`: the next confirmed bar (`source` "ws" or "rest"), in strictly increasing `start_ms`;
 - `PartialBar`: a `confirm:false` update of the bar being formed;
 - `BackfillNeeded`: the shell must fetch REST history for `[start_ms, end_ms]` (`end_ms=None`: up to the
-  exchange's newest closed bar) and hand it to `on_rest`;
+  exchange's newest closed bar) and hand it to `on_rest`. The pending request is `request`; the shell takes
+  it with `take_fill()` (it is then in flight) and answers with `on_rest`, `fill_failed` or
+  `abandon_backfill`. `on_reconnect()` means the old connection and any fill in flight on it are gone: the
+  request is due again and announced again, so a fill cut short by a disconnect is always served;
 - `Dropped`: a confirm that was already emitted (`duplicate`: the same bar again; `late`: an older bar, e.g. a
   websocket confirm arriving after a REST fill) - the shell logs it;
 - `GapSkipped`: bars the exchange itself does not have (REST vouched for the range and they are absent), or a
@@ -106,6 +109,8 @@ class BarStream:
         self.next_start_ms = next_start_ms
         self.partial: PartialBar | None = None
         self.request: BackfillNeeded | None = None
+        self._in_flight = False
+        self.newest_closed_ms: int | None = None  # newest open time the exchange is known to have closed
         self._held: dict[int, Bar] = {}
         self.emitted = 0
 
@@ -115,6 +120,11 @@ class BarStream:
     def held(self) -> list[int]:
         """Open times of websocket confirms waiting for a gap fill, ascending."""
         return sorted(self._held)
+
+    @property
+    def fill_due(self) -> bool:
+        """True when a fill request is pending and nobody is serving it: the shell must `take_fill()`."""
+        return self.request is not None and not self._in_flight
 
     @property
     def behind(self) -> bool:
@@ -134,6 +144,7 @@ class BarStream:
             return []
         if self.partial is not None and partial.start_ms < self.partial.start_ms:
             return []
+        self._closed_through(partial.start_ms - self.interval_ms)
         self.partial = partial
         return [partial]
 
@@ -142,6 +153,7 @@ class BarStream:
         if self.next_start_ms is None:
             self.next_start_ms = bar.start_ms
         start = bar.start_ms
+        self._closed_through(start)
         if start < self.next_start_ms:
             reason: Literal["duplicate", "late"] = (
                 "duplicate" if start == self.next_start_ms - self.interval_ms else "late"
@@ -163,16 +175,38 @@ class BarStream:
         return out
 
     def on_reconnect(self) -> list[StreamEvent]:
-        """The websocket reconnected: bars may have closed unseen, so ask for all after the last one."""
+        """A new connection: bars may have closed unseen, so ask for all after the last one.
+
+        A fill that was in flight on the old connection died with it: the request (widened to open-ended)
+        is due again and is announced again, whatever state it was in.
+        """
+        self._in_flight = False
         if self.next_start_ms is None:
             return []
-        return self._want(end_ms=None)
+        if self.request is None or self.request.end_ms is not None:
+            self.request = BackfillNeeded(self.symbol, self.next_start_ms, None)
+        return [self.request]
 
     def overdue(self) -> list[StreamEvent]:
-        """The shell's timer says the next confirm is overdue (`behind` for too long): ask REST for it."""
-        if self.next_start_ms is None or self.request is not None:
+        """The shell's timer says the next confirm is overdue: ask REST for it (or re-announce a request
+        that is pending and not in flight)."""
+        if self.next_start_ms is None or self._in_flight:
             return []
+        if self.request is not None:
+            return [self.request]
         return self._want(end_ms=None)
+
+    def take_fill(self) -> BackfillNeeded | None:
+        """The request to serve now, marked in flight; None when nothing is due."""
+        if not self.fill_due:
+            return None
+        self._in_flight = True
+        return self.request
+
+    def fill_failed(self) -> list[StreamEvent]:
+        """The fill in flight got no answer (an error the shell survives): the request is due again."""
+        self._in_flight = False
+        return [self.request] if self.request is not None else []
 
     def on_rest(self, bars: Iterable[Bar], *, through_ms: int) -> list[StreamEvent]:
         """Confirmed REST bars; the exchange vouches that no other bar exists with open time <= `through_ms`.
@@ -188,6 +222,8 @@ class BarStream:
                 merged.setdefault(bar.start_ms, bar)
         for start in [s for s in self._held if s <= through_ms]:
             merged.setdefault(start, self._held.pop(start))
+        if merged:
+            self._closed_through(max(merged))
         for start in sorted(merged):
             if self.next_start_ms is None:
                 self.next_start_ms = start
@@ -206,6 +242,7 @@ class BarStream:
                 self.next_start_ms = first
         out.extend(self._drain())
         self.request = None
+        self._in_flight = False
         if self._held:
             out.extend(self._want(end_ms=min(self._held) - self.interval_ms))
         return out
@@ -214,6 +251,7 @@ class BarStream:
         """Give up the pending fill (REST unavailable): emit the held confirms in order across the gaps."""
         out: list[StreamEvent] = []
         self.request = None
+        self._in_flight = False
         for start in sorted(self._held):
             assert self.next_start_ms is not None
             if start > self.next_start_ms:
@@ -222,6 +260,10 @@ class BarStream:
         return out
 
     # ---- internals --------------------------------------------------------------------------------------
+
+    def _closed_through(self, start_ms: int) -> None:
+        if self.newest_closed_ms is None or start_ms > self.newest_closed_ms:
+            self.newest_closed_ms = start_ms
 
     def _emit(self, bar: Bar) -> Bar:
         self.next_start_ms = bar.start_ms + self.interval_ms

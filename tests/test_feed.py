@@ -390,3 +390,30 @@ async def test_latest_backfill_when_start_is_none() -> None:
     assert len(first) >= 60
     keys = ex.closed_keys("BTCUSDT")
     assert [b.start_ms for b in first] == keys[keys.index(first[0].start_ms) :][: len(first)]
+
+
+async def _until(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not pred():
+            await asyncio.sleep(0.002)
+
+
+async def test_drop_while_gap_fill_waits_on_rate_limit_is_served_again() -> None:
+    """Issue 15: the gap fill is answered 10006 twice and the websocket drops while the client waits to
+    retry. The cancelled fill must be served on the next connection: every closed bar exactly once."""
+
+    async def faults(feed: MarketFeed) -> None:
+        await ex.wait_live_bars(8)
+        ex.rest_fault("10006", n=2, value=0.5)
+        seen = len(ex.rest_hits)
+        await ex.drop_connections()
+        # the reconnect's gap fill is answered 10006; drop again while the retry sleeps
+        await _until(lambda: any(h.ret_code == 10006 for h in ex.rest_hits[seen:]))
+        await ex.drop_connections()
+
+    async with exchange(max_bars=30) as ex:
+        cfg = make_config(ex, rest_backoff_max_s=1.0, stale_feed_s=2.0)
+        run, feed = await run_feed(ex, cfg, faults=faults, timeout_s=20.0)
+    assert_exactly_once(ex, run)
+    assert feed.reconnects >= 2
+    assert sum(1 for h in ex.rest_hits if h.ret_code == 10006) >= 1

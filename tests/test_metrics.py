@@ -112,7 +112,17 @@ async def test_healthz_turns_503_when_bars_go_stale() -> None:
                     "stale_s": 420.0,
                     "bars_total": 1,
                     "seen_bar": True,
+                    "lagging": [],
                 }
+            m.decision_lag("ETHUSDT", 5, lagging=True)  # decided recently, but one symbol is lagging
+            async with http.get(url) as resp:
+                assert resp.status == 503
+                body = await resp.json()
+                assert (body["status"], body["lagging"]) == ("lagging", ["ETHUSDT"])
+            assert 'progdistill_decision_lag_bars{symbol="ETHUSDT"} 5.0' in m.render().decode()
+            m.decision_lag("ETHUSDT", 0, lagging=False)
+            async with http.get(url) as resp:
+                assert resp.status == 200
             clock.now_s += 419.9
             async with http.get(url) as resp:
                 assert resp.status == 200

@@ -1,0 +1,70 @@
+"""Decision lag per symbol: closed bars the exchange has that the pipeline has not decided yet.
+
+Pure and clock-free: the shell feeds it the stream's newest closed open time and the last bar the engine
+absorbed, on every event of that symbol. A symbol is *lagging* when more than `warn_bars` closed bars
+wait; it is *stalled* when, while lagging, `restart_bars` more bars closed and not one was decided - the
+service then exits so that systemd restarts it (the restart resumes from the ledger).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LagState:
+    """One symbol's lag after an update."""
+
+    symbol: str
+    lag_bars: int
+    lagging: bool
+    stalled: bool
+    crossed: bool  # this update turned `lagging` on (log once per crossing)
+    recovered: bool  # this update turned `lagging` off
+
+
+class DecisionLag:
+    """Per-symbol lag bookkeeping.
+
+    Args:
+        interval_ms: bar length.
+        warn_bars: lagging above this many undecided closed bars.
+        restart_bars: stalled when this many bars closed since lagging began with no bar decided.
+    """
+
+    def __init__(self, interval_ms: int, *, warn_bars: int, restart_bars: int) -> None:
+        if warn_bars < 1 or restart_bars < 1:
+            raise ValueError(f"warn_bars and restart_bars must be >= 1, got {warn_bars}, {restart_bars}")
+        self.interval_ms = interval_ms
+        self.warn_bars = warn_bars
+        self.restart_bars = restart_bars
+        self.lag_bars: dict[str, int] = {}
+        self._since: dict[str, tuple[int, int | None]] = {}  # symbol -> (newest closed, last decided) at crossing
+
+    @property
+    def any_lagging(self) -> bool:
+        """True while some symbol is lagging."""
+        return bool(self._since)
+
+    def update(self, symbol: str, newest_closed_ms: int | None, last_decided_ms: int | None) -> LagState:
+        """Recompute `symbol`'s lag; `last_decided_ms` None = nothing absorbed yet."""
+        if newest_closed_ms is None:
+            lag = 0
+        elif last_decided_ms is None:
+            lag = 1
+        else:
+            lag = max(0, (newest_closed_ms - last_decided_ms) // self.interval_ms)
+        self.lag_bars[symbol] = lag
+        was = symbol in self._since
+        if lag <= self.warn_bars:
+            self._since.pop(symbol, None)
+            return LagState(symbol, lag, False, False, False, was)
+        if not was:
+            self._since[symbol] = (newest_closed_ms or 0, last_decided_ms)
+            return LagState(symbol, lag, True, False, True, False)
+        closed0, decided0 = self._since[symbol]
+        if decided0 != last_decided_ms:  # progress: a backlog, not a stall; restart the count
+            self._since[symbol] = (newest_closed_ms or 0, last_decided_ms)
+            return LagState(symbol, lag, True, False, False, False)
+        stalled = (newest_closed_ms or 0) - closed0 >= self.restart_bars * self.interval_ms
+        return LagState(symbol, lag, True, stalled, False, False)
