@@ -25,8 +25,8 @@ from bot import logs
 from bot.bars import Bar, BookTop, interval_ms
 from bot.config import Config, watchdog_fresh_s
 from bot.engine import Decision, Engine
-from bot.feed import FeedReady, MarketFeed
 from bot.errors import PipelineStalledError
+from bot.feed import FeedReady, MarketFeed
 from bot.ledger import Ledger
 from bot.liveness import DecisionLag
 from bot.metrics import Metrics

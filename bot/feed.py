@@ -401,14 +401,18 @@ class MarketFeed:
             if not any(s.fill_due for s in self._streams.values()):
                 await self._fill_wanted.wait()
 
-    async def _serve_fill(self, ws: ClientConnection, symbol: str, stream: BarStream, req: BackfillNeeded) -> bool:
+    async def _serve_fill(
+        self, ws: ClientConnection, symbol: str, stream: BarStream, req: BackfillNeeded
+    ) -> bool:
         """One fill; False when REST failed for good (the connection is closed with the error)."""
         iv = self.interval_ms
         if self._rest.banned:
             self._apply(stream.abandon_backfill())
             return True
         try:
-            hist = await self._rest.fetch_history(symbol, self.interval, start_ms=req.start_ms, end_ms=req.end_ms)
+            hist = await self._rest.fetch_history(
+                symbol, self.interval, start_ms=req.start_ms, end_ms=req.end_ms
+            )
         except IpBannedError:
             self._apply(stream.abandon_backfill())
             return True

@@ -39,7 +39,9 @@ class DecisionLag:
         self.warn_bars = warn_bars
         self.restart_bars = restart_bars
         self.lag_bars: dict[str, int] = {}
-        self._since: dict[str, tuple[int, int | None]] = {}  # symbol -> (newest closed, last decided) at crossing
+        self._since: dict[
+            str, tuple[int, int | None]
+        ] = {}  # symbol -> (newest closed, last decided) at crossing
 
     @property
     def any_lagging(self) -> bool:

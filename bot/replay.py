@@ -349,6 +349,10 @@ class ReplayExchange:
         """Answer the next `n` REST requests with a fault; `value`: reset wait s (10006), delay s (slow)."""
         self._rest_faults.extend([(kind, value)] * n)
 
+    def clear_rest_faults(self) -> None:
+        """Forget the REST faults not yet served."""
+        self._rest_faults.clear()
+
     def ban(self, banned: bool = True) -> None:
         """Answer every REST request with HTTP 403 until `ban(False)`."""
         self._banned = banned

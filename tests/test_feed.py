@@ -394,7 +394,7 @@ async def test_latest_backfill_when_start_is_none() -> None:
 
 async def _until(pred: Callable[[], bool], timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
-        while not pred():
+        while not pred():  # noqa: ASYNC110 - polls a predicate over state with no event
             await asyncio.sleep(0.002)
 
 
