@@ -23,8 +23,12 @@ class ExchangeError(BotError):
     """The exchange answered with an error we cannot recover from (ban, bad symbol, bad params)."""
 
 
-class RateLimitError(ExchangeError):
-    """Bybit retCode 10006; `reset_ms` is the exchange's reset timestamp when it sent one."""
+class RetriesExhaustedError(ExchangeError):
+    """A transient fault (timeout, connection error, HTTP 5xx, rate limit) outlasted every retry."""
+
+
+class RateLimitError(RetriesExhaustedError):
+    """Bybit retCode 10006 outlasted every retry; `reset_ms` is the exchange's reset timestamp if sent."""
 
     def __init__(self, message: str, *, reset_ms: int | None = None) -> None:
         super().__init__(message)

@@ -22,10 +22,12 @@ are dropped (`dropped_updates`; the next update supersedes them) and confirmed b
 list that refills the queue as the consumer catches up - the reader never blocks and no confirmed bar is
 dropped. The overflow only grows by one bar per symbol per bar interval while the consumer is stalled.
 
-Fatal (raised from the iteration): a refused subscribe (`SubscribeError`, e.g. unknown symbol), a REST error
-that is not transient during start-up backfill or gap fill (`ExchangeError`). An HTTP 403 (`IpBannedError`)
-during a gap fill stops REST only: the held websocket bars are emitted across the gap (logged) and the
-websocket goes on.
+Fatal (raised from the iteration): a refused subscribe (`SubscribeError`, e.g. unknown symbol), any REST
+error during the start-up backfill, a REST error that is not transient during a gap fill (`ExchangeError`).
+A gap fill whose transient faults outlast the retries (`RetriesExhaustedError`) is retried after a pause on
+the same connection; the service's decision-lag check is what ends a run whose fills never succeed. An HTTP
+403 (`IpBannedError`) during a gap fill stops REST only: the held websocket bars are emitted across the gap
+(logged) and the websocket goes on.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bot.bars import Bar, BookTop, interval_ms
 from bot.config import Config
-from bot.errors import BotError, ExchangeError, IpBannedError, SubscribeError
+from bot.errors import BotError, ExchangeError, IpBannedError, RetriesExhaustedError, SubscribeError
 from bot.logs import (
     BACKFILL,
+    BACKFILL_FAILED,
     BAR_DUPLICATE,
     BAR_LATE,
     BAR_SKIPPED,
@@ -415,6 +418,15 @@ class MarketFeed:
             )
         except IpBannedError:
             self._apply(stream.abandon_backfill())
+            return True
+        except RetriesExhaustedError as exc:
+            # Transient (rate limit, 5xx, timeouts): keep the websocket, retry the fill after a pause. If it
+            # never succeeds, the service's decision-lag check ends the run (stalled) and systemd restarts it.
+            self._apply(stream.fill_failed())
+            self._log.warning(
+                BACKFILL_FAILED, symbol=symbol, error=str(exc), retry_in_s=self._ex.rest_backoff_max_s
+            )
+            await asyncio.sleep(self._ex.rest_backoff_max_s)
             return True
         except ExchangeError as exc:
             self._apply(stream.fill_failed())

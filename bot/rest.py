@@ -6,7 +6,7 @@ closed; a closed client cannot reopen). Rules:
 - retCode 10006 (rate limit): wait until `X-Bapi-Limit-Reset-Timestamp` when present, measured against the
   answer's own `time` field (so local clock skew does not matter), capped at `backoff_max_s`; without the
   header, capped exponential backoff with jitter. HTTP 5xx, 429, timeouts and connection errors: the same
-  backoff. At most `max_retries` retries, then `ExchangeError` (`RateLimitError` for 10006).
+  backoff. At most `max_retries` retries, then `RetriesExhaustedError` (`RateLimitError` for 10006).
 - HTTP 403 (IP ban, >= 10 min): `IpBannedError` at once, no retry, and every later call fails fast without a
   request for `ban_s` seconds - REST stops, the websocket is not affected.
 - Any other retCode (10001 bad params/symbol ...): `ExchangeError` with the exchange's retMsg.
@@ -30,7 +30,7 @@ import aiohttp
 import msgspec
 
 from bot.bars import Bar, interval_ms
-from bot.errors import ExchangeError, IpBannedError, RateLimitError
+from bot.errors import ExchangeError, IpBannedError, RateLimitError, RetriesExhaustedError
 from bot.logs import BACKFILL_PAGE, REST_BANNED, REST_RETRY, get_logger
 from bot.wire import WireError, decode_rest, decode_rest_klines, to_float
 
@@ -292,7 +292,7 @@ class RestClient:
                     msg = f"{what}: gave up after {attempt + 1} attempts, last: {retry.cause}"
                     if retry.rate_limited:
                         raise RateLimitError(msg) from None
-                    raise ExchangeError(msg) from None
+                    raise RetriesExhaustedError(msg) from None
                 delay = retry.wait_s if retry.wait_s is not None else self._backoff_s(attempt)
                 self.retries += 1
                 self._log.warning(

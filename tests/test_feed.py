@@ -417,3 +417,20 @@ async def test_drop_while_gap_fill_waits_on_rate_limit_is_served_again() -> None
     assert_exactly_once(ex, run)
     assert feed.reconnects >= 2
     assert sum(1 for h in ex.rest_hits if h.ret_code == 10006) >= 1
+
+
+async def test_gap_fill_outlasting_its_retries_is_retried_on_the_same_connection() -> None:
+    """A gap fill whose 5xx answers outlast `rest_max_retries` is not fatal: the fill is retried after a
+    pause on the same websocket, and every closed bar still comes out exactly once."""
+
+    async def faults(feed: MarketFeed) -> None:
+        await ex.wait_live_bars(8)
+        ex.rest_fault("5xx", n=6)  # rest_max_retries=3: the first fill gives up after 4 attempts
+        ex.skip_confirms(1)
+
+    async with exchange(max_bars=30) as ex:
+        cfg = make_config(ex, stale_feed_s=5.0)
+        run, feed = await run_feed(ex, cfg, faults=faults, timeout_s=20.0)
+    assert_exactly_once(ex, run)
+    assert feed.reconnects == 0
+    assert sum(1 for h in ex.rest_hits if h.status >= 500) == 6
