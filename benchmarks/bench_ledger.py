@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.bars import Bar
 from bot.config import PaperConfig
+from bot.core.bars import Bar
+from bot.core.paper import PaperTrader
 from bot.ledger import Ledger
-from bot.paper import PaperTrader
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.config import Config, DistillConfig  # noqa: E402 (after the sys.path insert)
-from bot.features import FEATURE_SETS, feature_indices  # noqa: E402
+from bot.core.features import FEATURE_SETS, feature_indices  # noqa: E402
 from offline.data import Dataset, load_dataset  # noqa: E402
 from offline.train import (  # noqa: E402
     TierModel,

@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO / "tests"))
 from bot import logs  # noqa: E402
 from bot.app import Service  # noqa: E402
 from bot.config import Config  # noqa: E402
-from bot.errors import BotError  # noqa: E402
+from bot.core.errors import BotError  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
-from bot.replay import ReplayExchange  # noqa: E402
+from bot.sim.replay import ReplayExchange  # noqa: E402
 
 SYMBOL = "SYNTHUSDT"
 FAULTS = ("drop", "drop_stage", "rest", "rest_then_drop", "gap_rest_drop", "skip", "dup", "late")

@@ -24,11 +24,11 @@ from typing import Any
 
 import structlog
 
-from bot.bars import Bar
+from bot.bybit.feed import FeedReady, MarketFeed
+from bot.bybit.rest import RestClient
 from bot.config import Config, parse_config
-from bot.feed import FeedReady, MarketFeed
-from bot.replay import ReplayExchange
-from bot.rest import RestClient
+from bot.core.bars import Bar
+from bot.sim.replay import ReplayExchange
 
 
 def _config(ex: ReplayExchange, **exchange: Any) -> Config:

@@ -12,7 +12,7 @@ Part 1, single-row inference per tier (p50/p99 over back-to-back calls), against
 - `ort_bound_cold` / `ort_bound_cold_warmed`: the bot's path called once every `--gap-ms` ms, without and with
   `TierFamily.warm` just before (formerly benchmarks/bench_tiers.py).
 
-Part 2, the bar->decision pipeline per tier in-process: `bot.engine.Engine.on_bar` stages (features, regime,
+Part 2, the bar->decision pipeline per tier in-process: `Engine.on_bar` stages (features, regime,
 inference, paper) plus the service's `log` (structlog JSON line to /dev/null) and `ledger` (SQLite WAL file
 write) per bar, each routed to a single tier, in three regimes:
 
@@ -59,14 +59,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot import logs  # noqa: E402 (after the sys.path insert)
-from bot.bars import Bar  # noqa: E402
 from bot.config import REGIME_NAMES, Config  # noqa: E402
-from bot.engine import Engine  # noqa: E402
-from bot.features import N_FEATURES  # noqa: E402
+from bot.core.bars import Bar  # noqa: E402
+from bot.core.engine import Engine  # noqa: E402
+from bot.core.features import N_FEATURES  # noqa: E402
+from bot.core.paper import PaperTrader  # noqa: E402
+from bot.core.stream import PartialBar  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
-from bot.paper import PaperTrader  # noqa: E402
-from bot.stream import PartialBar  # noqa: E402
-from bot.synthetic import SyntheticMarket  # noqa: E402
+from bot.sim.synthetic import SyntheticMarket  # noqa: E402
 from bot.tiers import Tier, TierFamily  # noqa: E402
 
 F32 = npt.NDArray[np.float32]

@@ -12,8 +12,8 @@ import itertools
 from collections import Counter
 
 from bot.config import REGIME_NAMES, RegimeConfig
-from bot.regime import RegimeDetector, calibrate
-from bot.synthetic import SyntheticMarket
+from bot.core.regime import RegimeDetector, calibrate
+from bot.sim.synthetic import SyntheticMarket
 
 
 def main() -> None:

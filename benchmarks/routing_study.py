@@ -2,7 +2,7 @@
 
 Per symbol, a tier family is distilled with `offline.pipeline.pipeline_distill` on the CSV (the pipeline's own
 chronological split: train | embargo | validation | embargo | test). The bars of the test period are then
-replayed in-process through `bot.engine.Engine` (features, regime detector, ONNX tier, paper trader) once
+replayed in-process through `bot.core.engine.Engine` (features, regime detector, ONNX tier, paper trader) once
 with the configured routes and once per tier with every regime routed to that tier (always-teacher ...
 always-edge). Feature and regime state are warmed on all bars before the test period (no decisions).
 
@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.config import REGIME_NAMES, Config  # noqa: E402 (after the sys.path insert)
-from bot.engine import Engine  # noqa: E402
-from bot.paper import PaperTrader  # noqa: E402
+from bot.core.engine import Engine  # noqa: E402
+from bot.core.paper import PaperTrader  # noqa: E402
 from bot.tiers import TierFamily  # noqa: E402
 from offline.data import load_csv, load_dataset  # noqa: E402
 from offline.pipeline import pipeline_distill  # noqa: E402

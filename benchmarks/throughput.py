@@ -1,13 +1,13 @@
 """Throughput: bars/s in-process and through the loopback replay exchange; websocket frames/s decoded.
 
-1. `engine`: `bot.engine.Engine.on_bar` (features, regime, routed ONNX tier, paper trader) over N synthetic
+1. `engine`: `Engine.on_bar` (features, regime, routed ONNX tier, paper trader) over N synthetic
    bars generated up front (generation not timed), routed by the family's calibrated regimes. The ledger and
    the log line are excluded here; `engine+ledger` repeats a slice with the SQLite ledger in memory
    (`:memory:`) written per bar, as the service does.
 2. `replay`: the real `bot.app.Service` (REST backfill, websocket, engine, SQLite ledger on disk, JSON log
-   line per bar to /dev/null) against `bot.replay.ReplayExchange(bar_seconds=0)` on 127.0.0.1.
+   line per bar to /dev/null) against `bot.sim.replay.ReplayExchange(bar_seconds=0)` on 127.0.0.1.
 3. `ws_decode`: websocket kline frames decoded and turned into `Bar`s: stdlib `json` + dict access vs
-   `bot.wire` (msgspec typed structs, the bot's path), frames/s.
+   `bot.bybit.wire` (msgspec typed structs, the bot's path), frames/s.
 
 Each table shows ratios against the first row of its group, measured in the same run. Output:
 docs/throughput[_quick].json.
@@ -36,15 +36,16 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot import logs, wire  # noqa: E402 (after the sys.path insert)
+from bot import logs  # noqa: E402 (after the sys.path insert)
 from bot.app import Service  # noqa: E402
-from bot.bars import Bar  # noqa: E402
+from bot.bybit import wire  # noqa: E402
 from bot.config import Config  # noqa: E402
-from bot.engine import Engine  # noqa: E402
+from bot.core.bars import Bar  # noqa: E402
+from bot.core.engine import Engine  # noqa: E402
+from bot.core.paper import PaperTrader  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
-from bot.paper import PaperTrader  # noqa: E402
-from bot.replay import ReplayExchange  # noqa: E402
-from bot.synthetic import SyntheticMarket  # noqa: E402
+from bot.sim.replay import ReplayExchange  # noqa: E402
+from bot.sim.synthetic import SyntheticMarket  # noqa: E402
 from bot.tiers import TierFamily  # noqa: E402
 
 DOCS = ROOT / "docs"
@@ -195,7 +196,7 @@ def _wire_dispatch(frame: bytes) -> Bar | None:
 
 
 def decode_part(n: int) -> dict[str, Any]:
-    """Frames/s of decode + dispatch to a Bar (every 4th frame a confirm), stdlib json vs bot.wire."""
+    """Frames/s of decode + dispatch to a Bar (every 4th frame a confirm), stdlib json vs bot.bybit.wire."""
     frames = [kline_frame(i, confirm=i % 4 == 3) for i in range(n)]
     out: dict[str, Any] = {}
     for name, fn in (("stdlib_json", _stdlib_dispatch), ("bot_wire_msgspec", _wire_dispatch)):

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from bot import logs
-from bot.errors import BotError, ConfigError, ModelError, PipelineStalledError
+from bot.core.errors import BotError, ConfigError, ModelError, PipelineStalledError
 
 EXIT_CONFIG = 2
 EXIT_MODEL = 3
@@ -25,9 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="distill (if needed), replay a synthetic market on loopback, run the bot"
     )
-    from bot.demo import add_demo_args
-    from bot.replay import add_replay_args
-    from bot.report import add_report_args
+    from bot.sim.demo import add_demo_args
+    from bot.sim.replay import add_replay_args
+    from bot.sim.report import add_report_args
 
     add_demo_args(demo)
     add_replay_args(sub.add_parser("replay-server", help="Bybit-v5-compatible replay exchange on loopback"))
@@ -57,16 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "demo":
-            from bot.demo import main_demo
+            from bot.sim.demo import main_demo
 
             return main_demo(args)
         if args.command == "replay-server":
-            from bot.replay import main_replay
+            from bot.sim.replay import main_replay
 
             with contextlib.suppress(KeyboardInterrupt):
                 return asyncio.run(main_replay(args))
             return 0
-        from bot.report import main_report
+        from bot.sim.report import main_report
 
         return main_report(args)
     except (BotError, ExceptionGroup) as exc:

@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot import logs
-from bot.bars import Bar, BookTop, interval_ms
+from bot.bybit.feed import FeedReady, MarketFeed
+from bot.bybit.rest import RestClient
 from bot.config import Config, watchdog_fresh_s
-from bot.engine import Decision, Engine
-from bot.errors import PipelineStalledError
-from bot.feed import FeedReady, MarketFeed
+from bot.core.bars import Bar, BookTop, interval_ms
+from bot.core.engine import Decision, Engine
+from bot.core.errors import PipelineStalledError
+from bot.core.liveness import DecisionLag
+from bot.core.paper import PaperTrader
+from bot.core.stream import PartialBar
 from bot.ledger import Ledger
-from bot.liveness import DecisionLag
 from bot.metrics import Metrics
 from bot.notify import Notifier, Watchdog
-from bot.paper import PaperTrader
-from bot.rest import RestClient
-from bot.stream import PartialBar
 from bot.tiers import TierFamily
 
 

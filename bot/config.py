@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from bot.bars import INTERVAL_MS
-from bot.errors import ConfigError
-from bot.features import FEATURE_SETS
+from bot.core.bars import INTERVAL_MS
+from bot.core.errors import ConfigError
+from bot.core.features import FEATURE_SETS
 
 PosFloat = Annotated[float, Meta(gt=0)]
 NonNegFloat = Annotated[float, Meta(ge=0)]

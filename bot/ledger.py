@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from bot.bars import Bar
-from bot.errors import BotError
-from bot.paper import Fill, PaperResult, PositionState
+from bot.core.bars import Bar
+from bot.core.errors import BotError
+from bot.core.paper import Fill, PaperResult, PositionState
 
 SCHEMA_VERSION: Final = 1
 

@@ -1,8 +1,8 @@
 """The tier family at run time: `manifest.json` checked against the feature schema, one ONNX session per tier.
 
-`TierFamily.load(models_dir)` refuses (ModelError naming the tier and the difference) a manifest whose schema
-or feature version differs from `bot.features`, a tier whose file is missing or whose bytes do not hash to the
-manifest's sha256, a feature name `bot.features` does not know, and an ONNX graph whose input/output names or
+`TierFamily.load(models_dir)` refuses (ModelError naming the tier and the difference) a manifest whose
+schema or feature version differs from `bot.core.features`, a tier whose file is missing or whose bytes do
+not hash to the manifest's sha256, an unknown feature name, and an ONNX graph whose input/output names or
 input width differ from the manifest. The verified bytes are the bytes the session is built from.
 
 Sessions are tuned for one row every few minutes (2 cores; benchmarks/latency.py): one intra-op and
@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from bot.errors import ModelError
-from bot.features import FEATURE_INDEX, FEATURE_VERSION, N_FEATURES
+from bot.core.errors import ModelError
+from bot.core.features import FEATURE_INDEX, FEATURE_VERSION, N_FEATURES
 
 MANIFEST_NAME: Final = "manifest.json"
 MANIFEST_SCHEMA_VERSION: Final = 1
@@ -134,13 +134,13 @@ def _spec(entry: Any, i: int) -> TierSpec:
     unknown = [f for f in features if f not in FEATURE_INDEX]
     if unknown:
         raise _fail(
-            name, f"unknown feature(s) {unknown}: not in bot.features.FEATURE_NAMES (v{FEATURE_VERSION})"
+            name, f"unknown feature(s) {unknown}: not in bot.core.features.FEATURE_NAMES (v{FEATURE_VERSION})"
         )
     if len(set(features)) != len(features):
         raise _fail(name, f"duplicate feature name(s) in {features}")
     order = [FEATURE_INDEX[f] for f in features]
     if order != sorted(order):
-        raise _fail(name, "features are not in bot.features.FEATURE_NAMES order")
+        raise _fail(name, "features are not in bot.core.features.FEATURE_NAMES order")
     file = str(entry["file"])
     if Path(file).name != file:
         raise _fail(name, f"manifest field 'file': expected a file name inside the models dir, got {file!r}")
@@ -227,7 +227,7 @@ class TierFamily:
         if fv != FEATURE_VERSION:
             names = [s.name for s in specs]
             raise ModelError(
-                f"{path}: tiers {names} were trained on feature_version {fv!r}, bot.features is "
+                f"{path}: tiers {names} were trained on feature_version {fv!r}, bot.core.features is "
                 f"{FEATURE_VERSION!r}; retrain (python -m offline distill) or run the matching bot"
             )
         seen: set[str] = set()

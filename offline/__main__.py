@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import logs
-from bot.bars import Bar, interval_ms
 from bot.config import Config, load_config
-from bot.errors import BotError, ConfigError
+from bot.core.bars import Bar, interval_ms
+from bot.core.errors import BotError, ConfigError
 
 EXIT_ERROR = 2
 
@@ -80,8 +80,8 @@ def write_klines_csv(bars: Sequence[Bar], path: Path) -> None:
 async def fetch_history(
     cfg: Config, *, symbol: str, interval: str, days: float, rest_url: str | None, end_ms: int | None = None
 ) -> list[Bar]:
-    """Confirmed bars of the last `days` days (ascending, de-duplicated) via `bot.rest.RestClient.history`."""
-    from bot.rest import RestClient  # the bot's REST client (bot/rest.py)
+    """Confirmed bars of the last `days` days (ascending, de-duplicated) via `RestClient.history`."""
+    from bot.bybit.rest import RestClient  # the bot's REST client (bot/bybit/rest.py)
 
     ex = cfg.exchange
     step = interval_ms(interval)

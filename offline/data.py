@@ -1,6 +1,6 @@
 """Datasets for distillation: kline CSV loading with checks, synthetic bars, features, targets and splits.
 
-Features come from replaying `bot.features.FeatureState` (the live code) over the bars, so training and
+Features come from replaying `bot.core.features.FeatureState` (the live code) over the bars, so training and
 inference can never disagree. The target of row t is the forward return over `horizon_bars` bars,
 `c_{t+h} / c_t - 1`; a row is usable when its features are warm and its target lies inside one
 contiguous run of bars (no gap between t and t+h).
@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bot.bars import INTERVAL_MS, Bar
 from bot.config import DistillConfig
-from bot.errors import DataError
-from bot.features import FEATURE_NAMES, replay_features
-from bot.synthetic import SyntheticMarket
+from bot.core.bars import INTERVAL_MS, Bar
+from bot.core.errors import DataError
+from bot.core.features import FEATURE_NAMES, replay_features
+from bot.sim.synthetic import SyntheticMarket
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

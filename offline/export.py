@@ -27,8 +27,8 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.pipeline import Pipeline
 
 from bot.config import Config
-from bot.errors import ModelError
-from bot.features import FEATURE_VERSION
+from bot.core.errors import ModelError
+from bot.core.features import FEATURE_VERSION
 from offline.data import Dataset, check_name
 from offline.train import Candidate, DistillResult, TierModel
 
@@ -125,8 +125,8 @@ def library_versions() -> dict[str, str]:
 
 
 def regime_calibration(ds: Dataset, cfg: Config) -> dict[str, Any]:
-    """`bot.regime.calibrate` on the training bars (quantiles of the regime signals, for the router)."""
-    from bot.regime import calibrate  # lazy: bot/regime.py is owned by the regime module's engineer
+    """`bot.core.regime.calibrate` on the training bars (quantiles of the regime signals, for the router)."""
+    from bot.core.regime import calibrate  # lazy: bot/core/regime.py is owned by the regime module's engineer
 
     return dict(calibrate(ds.train_bars(), cfg.regime))
 

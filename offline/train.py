@@ -38,7 +38,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from bot.config import AlphaSchedule, DistillConfig, TierConfig
-from bot.features import FEATURE_SETS, feature_indices
+from bot.core.features import FEATURE_SETS, feature_indices
 from offline.data import Dataset
 
 F64 = npt.NDArray[np.float64]

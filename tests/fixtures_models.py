@@ -22,7 +22,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bot.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
+from bot.core.features import FEATURE_NAMES, FEATURE_SETS, FEATURE_VERSION
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -120,7 +120,7 @@ def to_onnx(p: TierParams, *, input_name: str = "x", output_name: str = "y") -> 
 
 
 def dummy_calibration() -> dict[str, Any]:
-    """A regime calibration shaped like bot.regime.calibrate's output (default windows)."""
+    """A regime calibration shaped like bot.core.regime.calibrate's output (default windows)."""
     return {
         "version": 1,
         "method": "fixture",

@@ -9,11 +9,11 @@ from typing import Any
 
 import msgspec
 
-from bot.bars import Bar
 from bot.config import Config
-from bot.engine import Engine
+from bot.core.bars import Bar
+from bot.core.engine import Engine
+from bot.core.paper import PaperTrader
 from bot.ledger import Ledger
-from bot.paper import PaperTrader
 from bot.tiers import TierFamily
 
 REPO = Path(__file__).resolve().parents[1]

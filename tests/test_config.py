@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from bot.config import Config, load_config, parse_config
-from bot.errors import BotError, ConfigError
+from bot.core.errors import BotError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from support import golden, loop_config, to_toml
 
-from bot.bars import interval_ms
 from bot.config import Config
+from bot.core.bars import interval_ms
 from bot.ledger import Ledger
-from bot.replay import ReplayExchange
+from bot.sim.replay import ReplayExchange
 
 SYMBOL = "SYNTHUSDT"
 REPO = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ from support import small_config
 
 from bot import logs
 from bot.app import Service
-from bot.bars import interval_ms
 from bot.config import Config
+from bot.core.bars import interval_ms
 from bot.ledger import Ledger
-from bot.replay import ReplayExchange
+from bot.sim.replay import ReplayExchange
 
 SYMBOL = "SYNTHUSDT"
 
@@ -144,7 +144,7 @@ async def test_tampered_model_refuses_to_start(trained_family: Path, tmp_path: P
         small_config(ledger={"path": str(tmp_path / "state" / "ledger.sqlite")}),
         models=msgspec.structs.replace(Config().models, dir=str(models)),
     )
-    from bot.errors import ModelError
+    from bot.core.errors import ModelError
 
     with pytest.raises(ModelError, match=r"edge.*sha256"):
         await Service(cfg).run(asyncio.Event())

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from support import small_config
 
-from bot.engine import Engine
-from bot.paper import PaperTrader
-from bot.stream import PartialBar
-from bot.synthetic import SyntheticMarket
+from bot.core.engine import Engine
+from bot.core.paper import PaperTrader
+from bot.core.stream import PartialBar
+from bot.sim.synthetic import SyntheticMarket
 from bot.tiers import TierFamily
 
 

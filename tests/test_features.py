@@ -1,4 +1,4 @@
-"""bot.features: incremental == batch, an independent vectorised check on real data, gaps, properties."""
+"""bot.core.features: incremental == batch, an independent vectorised check on real data, gaps, properties."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.bars import Bar
-from bot.features import (
+from bot.core.bars import Bar
+from bot.core.features import (
     FEATURE_INDEX,
     FEATURE_NAMES,
     FEATURE_SETS,

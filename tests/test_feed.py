@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from bot.bars import Bar, BookTop
+from bot.bybit.feed import FeedEvent, FeedReady, MarketFeed
+from bot.bybit.rest import RestClient
 from bot.config import Config, parse_config
-from bot.errors import ExchangeError, SubscribeError
-from bot.feed import FeedEvent, FeedReady, MarketFeed
-from bot.replay import ReplayExchange
-from bot.rest import RestClient
-from bot.stream import PartialBar
+from bot.core.bars import Bar, BookTop
+from bot.core.errors import ExchangeError, SubscribeError
+from bot.core.stream import PartialBar
+from bot.sim.replay import ReplayExchange
 
 FAST: dict[str, Any] = {
     "rest_timeout_s": 2.0,

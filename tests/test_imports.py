@@ -1,4 +1,4 @@
-"""Import rules: bot never imports offline/sklearn/skl2onnx/onnx; offline uses the one bot.features."""
+"""Import rules: bot never imports offline/sklearn/skl2onnx/onnx; offline uses the one bot.core.features."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 BOT_MODULES = sorted(p.stem for p in (REPO / "bot").glob("*.py") if p.stem != "__main__")
 # Training-only packages (the `offline` extra): the service must run without them installed.
 FORBIDDEN = ("offline", "sklearn", "skl2onnx", "onnx")
-# What only bot/features.py may define: the feature names, their state machine and their replay.
+# What only bot/core/features.py may define: the feature names, their state machine and their replay.
 FEATURE_DEFINITIONS = ("FEATURE_NAMES", "FEATURE_SETS", "FeatureState", "replay_features")
 
 
@@ -98,14 +98,14 @@ def test_probe_detects_a_training_import() -> None:
 
 
 def test_offline_uses_the_one_feature_implementation() -> None:
-    """offline/ imports bot.features and defines no feature names, state or replay of its own."""
+    """offline/ imports bot.core.features and defines no feature names, state or replay of its own."""
     importers: list[str] = []
     for path in sorted((REPO / "offline").glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            from_features = isinstance(node, ast.ImportFrom) and node.module == "bot.features"
+            from_features = isinstance(node, ast.ImportFrom) and node.module == "bot.core.features"
             if from_features or (
-                isinstance(node, ast.Import) and any(a.name == "bot.features" for a in node.names)
+                isinstance(node, ast.Import) and any(a.name == "bot.core.features" for a in node.names)
             ):
                 importers.append(path.name)
             defined: list[str] = []
@@ -117,6 +117,6 @@ def test_offline_uses_the_one_feature_implementation() -> None:
                 defined = [node.target.id]
             clash = set(defined) & set(FEATURE_DEFINITIONS)
             assert not clash, (
-                f"offline/{path.name} defines {sorted(clash)}: features live only in bot/features.py"
+                f"offline/{path.name} defines {sorted(clash)}: features live only in bot/core/features.py"
             )
-    assert importers, "no offline module imports bot.features"
+    assert importers, "no offline module imports bot.core.features"

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.bars import Bar
 from bot.config import PaperConfig
+from bot.core.bars import Bar
+from bot.core.paper import Fill, PaperTrader
 from bot.ledger import AlreadyDecidedError, Decision, Ledger, LedgerError
-from bot.paper import Fill, PaperTrader
 
 STEP_MS = 300_000
 REPO = Path(__file__).resolve().parents[1]
@@ -204,10 +204,10 @@ def test_ledger_invariants_property(tmp_path_factory: pytest.TempPathFactory, st
 
 _WRITER = """
 import sys
-from bot.bars import Bar
+from bot.core.bars import Bar
 from bot.config import PaperConfig
 from bot.ledger import Ledger
-from bot.paper import PaperTrader
+from bot.core.paper import PaperTrader
 led = Ledger.open(sys.argv[1])
 cfg = PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0)
 trader = PaperTrader(cfg, positions=led.load_positions())

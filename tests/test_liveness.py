@@ -15,11 +15,11 @@ import support
 
 from bot import logs
 from bot.app import Service
-from bot.bars import interval_ms
-from bot.errors import PipelineStalledError
+from bot.core.bars import interval_ms
+from bot.core.errors import PipelineStalledError
+from bot.core.liveness import DecisionLag
 from bot.ledger import Ledger
-from bot.liveness import DecisionLag
-from bot.replay import ReplayExchange
+from bot.sim.replay import ReplayExchange
 
 SYMBOL = "SYNTHUSDT"
 STEP = interval_ms("5")

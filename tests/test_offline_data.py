@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bot.config import DistillConfig
-from bot.errors import DataError
-from bot.features import WARMUP_BARS
+from bot.core.errors import DataError
+from bot.core.features import WARMUP_BARS
 from offline.data import build_dataset, check_gaps, forward_returns, load_csv, load_dataset, synthetic_bars
 
 STEP_MS = 300_000
@@ -92,7 +92,7 @@ def test_gap_is_an_error_naming_the_first_gap_unless_allowed(tmp_path: Path) -> 
 def test_targets_are_forward_returns_and_never_span_a_gap() -> None:
     """y_t = c_{t+h}/c_t - 1, and rows whose horizon crosses a gap are not usable."""
     bars = synthetic_bars(400, seed=2)
-    from bot.bars import Bar
+    from bot.core.bars import Bar
 
     gapped = [
         *bars[:200],

@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 
 from bot.config import Config, parse_config
-from bot.errors import DataError, ModelError
-from bot.features import FEATURE_SETS, FEATURE_VERSION
+from bot.core.errors import DataError, ModelError
+from bot.core.features import FEATURE_SETS, FEATURE_VERSION
 from offline.data import load_dataset
 from offline.export import check_parity, onnx_predict, tier_to_onnx
 from offline.pipeline import pipeline_distill

@@ -28,7 +28,7 @@ def test_bot_never_imports_offline_or_sklearn() -> None:
 
 
 def test_offline_builds_on_bot_features() -> None:
-    """offline/data.py replays bot.features (the one feature implementation), it does not re-implement it."""
+    """offline/data.py replays bot.core.features (the one feature code), it does not re-implement it."""
     src = (REPO / "offline" / "data.py").read_text(encoding="utf-8")
-    assert "from bot.features import" in src
+    assert "from bot.core.features import" in src
     assert "replay_features" in src

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot.bars import Bar, BookTop
 from bot.config import REGIME_NAMES, RegimeConfig, RegimeThresholds
-from bot.errors import ModelError
-from bot.regime import (
+from bot.core.bars import Bar, BookTop
+from bot.core.errors import ModelError
+from bot.core.regime import (
     RegimeDetector,
     RegimeSignals,
     RegimeThresholdValues,
@@ -22,7 +22,7 @@ from bot.regime import (
     calibrate,
     replay_signals,
 )
-from bot.synthetic import SyntheticMarket
+from bot.sim.synthetic import SyntheticMarket
 
 STEP_MS = 300_000
 CAL: dict[str, Any] = {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.report import add_report_args, main_report, read_decisions, run_report
+from bot.sim.report import add_report_args, main_report, read_decisions, run_report
 
 TIERS = {"edge": ("calm_trend", 40.0), "production": ("normal", 120.0), "research": ("crisis", 900.0)}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bot.errors import ExchangeError, IpBannedError, RateLimitError
-from bot.replay import ReplayExchange
-from bot.rest import RestClient
+from bot.bybit.rest import RestClient
+from bot.core.errors import ExchangeError, IpBannedError, RateLimitError
+from bot.sim.replay import ReplayExchange
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.bars import Bar
-from bot.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, PartialBar, StreamEvent
+from bot.core.bars import Bar
+from bot.core.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, PartialBar, StreamEvent
 
 IV = 300_000
 T0 = 1_735_689_600_000

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from fixtures_models import edit_manifest, forward, full_vectors, write_family
 
-from bot.errors import ModelError
-from bot.features import N_FEATURES
+from bot.core.errors import ModelError
+from bot.core.features import N_FEATURES
 from bot.tiers import TierFamily, session_options
 
 
@@ -61,7 +61,7 @@ def test_tampered_file_is_refused_naming_tier(family_dir: Path) -> None:
 def test_wrong_feature_version_is_refused(family_dir: Path) -> None:
     """A manifest from another feature version is refused, naming the tiers and both versions."""
     edit_manifest(family_dir, lambda m: m.update(feature_version="0"))
-    with pytest.raises(ModelError, match=r"feature_version '0', bot\.features is '1'") as exc:
+    with pytest.raises(ModelError, match=r"feature_version '0', bot\.core\.features is '1'") as exc:
         TierFamily.load(family_dir)
     assert "research" in str(exc.value)
 
@@ -87,7 +87,7 @@ def _set_tier(name: str, **fields: Any) -> Any:
 
 
 def test_unknown_feature_is_refused(family_dir: Path) -> None:
-    """A feature name bot.features does not know is refused, naming the tier and the feature."""
+    """A feature name bot.core.features does not know is refused, naming the tier and the feature."""
     edit_manifest(family_dir, _set_tier("edge", features=["ret_1", "range_vol", "vol_chg", "mom_7"]))
     with pytest.raises(ModelError, match=r"tier 'edge': unknown feature\(s\) \['mom_7'\]"):
         TierFamily.load(family_dir)

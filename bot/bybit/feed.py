@@ -1,6 +1,6 @@
 """The live market feed: REST backfill, one websocket for every symbol, reconnects, heartbeat, watchdog.
 
-`MarketFeed` is the asyncio shell around the pure `bot.stream.BarStream` (one per symbol):
+`MarketFeed` is the asyncio shell around the pure `bot.core.stream.BarStream` (one per symbol):
 
     async with MarketFeed(config, rest, start_ms={"BTCUSDT": None}) as feed:
         async for event in feed:   # Bar | BookTop | PartialBar | FeedReady
@@ -45,9 +45,20 @@ from typing import Any, Self
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from bot.bars import Bar, BookTop, interval_ms
+from bot.bybit.rest import RestClient
+from bot.bybit.wire import (
+    WireError,
+    WsEnvelope,
+    decode_envelope,
+    decode_klines,
+    decode_orderbook,
+    decode_ticker,
+    to_float,
+)
 from bot.config import Config
-from bot.errors import BotError, ExchangeError, IpBannedError, RetriesExhaustedError, SubscribeError
+from bot.core.bars import Bar, BookTop, interval_ms
+from bot.core.errors import BotError, ExchangeError, IpBannedError, RetriesExhaustedError, SubscribeError
+from bot.core.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, PartialBar, StreamEvent
 from bot.logs import (
     BACKFILL,
     BACKFILL_FAILED,
@@ -61,17 +72,6 @@ from bot.logs import (
     WS_SUBSCRIBED,
     WS_UNKNOWN_TOPIC,
     get_logger,
-)
-from bot.rest import RestClient
-from bot.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, PartialBar, StreamEvent
-from bot.wire import (
-    WireError,
-    WsEnvelope,
-    decode_envelope,
-    decode_klines,
-    decode_orderbook,
-    decode_ticker,
-    to_float,
 )
 
 SUBSCRIBE_CHUNK = 10  # topics per subscribe request

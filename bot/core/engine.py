@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.bars import Bar, BookTop, interval_ms
 from bot.config import Config
-from bot.features import FeatureState
-from bot.paper import PaperResult, PaperTrader
-from bot.regime import RegimeDecision, RegimeDetector
-from bot.stream import PartialBar
+from bot.core.bars import Bar, BookTop, interval_ms
+from bot.core.features import FeatureState
+from bot.core.paper import PaperResult, PaperTrader
+from bot.core.regime import RegimeDecision, RegimeDetector
+from bot.core.stream import PartialBar
 from bot.tiers import TierFamily
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ bar's return carries a *planted* nonlinear signal computed from the features of 
 
     r_{t+1} = sigma_{t+1} * (strength * s_t + sqrt(1 - strength^2) * eps),   eps ~ N(0, 1)
 
-where `s_t` is a unit-variance nonlinear function of `bot.features` (short-term reversal scaled by
+where `s_t` is a unit-variance nonlinear function of `bot.core.features` (short-term reversal scaled by
 volatility, a candle-shape interaction, and - mostly in volatile and crisis regimes - a longer-horizon
 trend term). A model that learns `E[r | x]` exactly reaches test R^2 close to `strength^2`
 (`SyntheticMarket.ceiling_r2`); with the default strength 0.4 that is about 0.16.
@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from bot.bars import Bar, BookTop, interval_ms
-from bot.features import FEATURE_INDEX, FeatureState
+from bot.core.bars import Bar, BookTop, interval_ms
+from bot.core.features import FEATURE_INDEX, FeatureState
 
 REGIMES: Final[tuple[str, ...]] = ("calm_trend", "normal", "volatile", "crisis")
 

@@ -2,7 +2,7 @@
 
 Websocket frames are decoded into a `WsEnvelope` first (op replies and topic pushes share one shape), then the
 `data` of a topic push is decoded by topic into the matching struct and turned into domain values at once
-(`bot.bars.Bar`, `bot.bars.BookTop`, `bot.stream.PartialBar`). Anything that does not match raises `WireError`
+(`Bar`, `BookTop`, `PartialBar`). Anything that does not match raises `WireError`
 with what was expected and what came; the feed logs it and skips the frame.
 
 Prices and sizes are strings on the wire and floats in the domain; times are int epoch ms.
@@ -14,7 +14,7 @@ from typing import Final
 
 import msgspec
 
-from bot.errors import BotError
+from bot.core.errors import BotError
 
 
 class WireError(BotError):

@@ -44,10 +44,10 @@ from typing import Any, Final
 
 import numpy as np
 
-from bot.bars import Bar, BookTop
 from bot.config import REGIME_NAMES, RegimeConfig
-from bot.errors import ModelError
-from bot.features import RollingWindow, copy_state
+from bot.core.bars import Bar, BookTop
+from bot.core.errors import ModelError
+from bot.core.features import RollingWindow, copy_state
 
 CALIBRATION_VERSION: Final = 1
 #: Quantile levels reported for every signal in the calibration.
@@ -306,7 +306,7 @@ class RegimeThresholdValues:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ModelError(
                     f"regime calibration: thresholds.{key}: expected a finite number (run "
-                    f"bot.regime.calibrate or set [regime.thresholds].{key}), got {value!r}"
+                    f"bot.core.regime.calibrate or set [regime.thresholds].{key}), got {value!r}"
                 )
             values[key] = float(value)
             from_calibration.append(key)

@@ -1,6 +1,6 @@
 """Pure bar stream: each confirmed bar of a symbol exactly once, in order, never invented.
 
-`BarStream` is the sans-I/O core under `bot.feed`: no asyncio, no logging, no clock. It is fed websocket
+`BarStream` is the sans-I/O core under `bot.bybit.feed`: no asyncio, no logging, no clock. It is fed websocket
 kline updates (`on_ws_partial`, `on_ws_confirm`) and REST history (`on_rest`), and returns events:
 
 - `Bar`: the next confirmed bar (`source` "ws" or "rest"), in strictly increasing `start_ms`;
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.bars import Bar
+from bot.core.bars import Bar
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ Driven by an accelerated clock: every bar takes `bar_seconds` real seconds (0 = 
 which each symbol's kline topic gets `updates_per_bar` `confirm:false` pushes and then the `confirm:true`
 push. The exchange clock (`time` in REST answers, `ts` in pushes) is the bar grid, not the wall clock.
 Bars come from a CSV (`start_ms,open,high,low,close,volume[,turnover]`, read lazily) or from
-`bot.synthetic.SyntheticMarket` (one seed per symbol, which also gives the top of book for `orderbook.1` and
+`SyntheticMarket` (one seed per symbol, which also gives the top of book for `orderbook.1` and
 `tickers`). `history_bars` bars are already closed when it starts, so a client can backfill at once.
 
 Fault switches for tests are methods (and `POST /_replay/<method>` with a JSON object of keyword
@@ -38,9 +38,9 @@ from typing import Any, Final, Literal, Self
 import msgspec
 from aiohttp import WSMsgType, web
 
-from bot.bars import Bar, BookTop, interval_ms
-from bot.errors import DataError
-from bot.synthetic import SyntheticMarket
+from bot.core.bars import Bar, BookTop, interval_ms
+from bot.core.errors import DataError
+from bot.sim.synthetic import SyntheticMarket
 
 WS_PATH: Final = "/v5/public/linear"
 KLINE_PATH: Final = "/v5/market/kline"

@@ -40,7 +40,7 @@ class IpBannedError(ExchangeError):
 
 
 class PipelineStalledError(BotError):
-    """Closed bars keep arriving but none is decided (see `bot.liveness`); the service exits to restart."""
+    """Closed bars keep arriving but none is decided (`bot.core.liveness`); the service exits to restart."""
 
 
 class SubscribeError(ExchangeError):

@@ -22,7 +22,7 @@ from typing import Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from bot.bars import Bar
+from bot.core.bars import Bar
 
 FEATURE_VERSION: Final = "1"
 

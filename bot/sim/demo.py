@@ -27,8 +27,8 @@ from bot import logs
 from bot.app import Service, summary_dict
 from bot.config import Config, load_config
 from bot.ledger import Ledger
-from bot.replay import ReplayExchange
-from bot.report import run_report
+from bot.sim.replay import ReplayExchange
+from bot.sim.report import run_report
 
 DEMO_SYMBOL = "SYNTHUSDT"
 DEMO_SEED = 107  # the models train on seed 7; this market is out of sample and spans all four regimes

@@ -22,7 +22,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-from bot.errors import BotError
+from bot.core.errors import BotError
 
 STAGES: Final[tuple[str, ...]] = ("features", "regime", "inference", "paper", "total", "recv_to_decision_us")
 QUANTILES: Final[tuple[tuple[str, float], ...]] = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))

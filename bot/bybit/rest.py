@@ -29,10 +29,10 @@ from typing import Final, Literal, Self
 import aiohttp
 import msgspec
 
-from bot.bars import Bar, interval_ms
-from bot.errors import ExchangeError, IpBannedError, RateLimitError, RetriesExhaustedError
+from bot.bybit.wire import WireError, decode_rest, decode_rest_klines, to_float
+from bot.core.bars import Bar, interval_ms
+from bot.core.errors import ExchangeError, IpBannedError, RateLimitError, RetriesExhaustedError
 from bot.logs import BACKFILL_PAGE, REST_BANNED, REST_RETRY, get_logger
-from bot.wire import WireError, decode_rest, decode_rest_klines, to_float
 
 KLINE_PATH: Final = "/v5/market/kline"
 MAX_LIMIT: Final = 1000

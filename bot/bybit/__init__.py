@@ -1,0 +1,1 @@
+"""The Bybit v5 edge: wire types, REST client, websocket feed."""

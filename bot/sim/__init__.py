@@ -1,0 +1,1 @@
+"""The simulator: replay exchange, synthetic market, demo, report."""
