@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from typing import Any, Self
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from bot.bybit.backoff import Backoff
 from bot.bybit.rest import RestClient
 from bot.bybit.wire import (
     WireError,
@@ -122,6 +122,7 @@ class MarketFeed:
         self.interval = config.market.interval
         self.interval_ms = interval_ms(self.interval)
         self._rest = rest
+        self._backoff = Backoff(self._ex.reconnect_backoff_initial_s, self._ex.reconnect_backoff_max_s)
         self._start = dict(start_ms or {})
         self._streams: dict[str, BarStream] = {}
         self._queue: asyncio.Queue[FeedEvent | _Fatal] = asyncio.Queue(maxsize=self._ex.feed_queue_size)
@@ -256,18 +257,12 @@ class MarketFeed:
             self._apply(stream.on_rest(hist.bars, through_ms=through))
             self._log.info(BACKFILL, symbol=symbol, bars=len(hist.bars), pages=hist.pages, start_ms=start)
 
-    def _backoff_s(self, attempt: int) -> float:
-        ex = self._ex
-        return min(
-            ex.reconnect_backoff_max_s, ex.reconnect_backoff_initial_s * 2.0**attempt
-        ) * random.uniform(0.5, 1)
-
     async def _connect_loop(self) -> None:
         attempt = 0
         cause: str | None = None
         while True:
             if cause is not None:
-                delay = self._backoff_s(attempt)
+                delay = self._backoff.delay_s(attempt)
                 self.last_reconnect_cause = cause
                 self._log.warning(WS_RECONNECT, cause=cause, delay_s=round(delay, 3), attempt=attempt)
                 await asyncio.sleep(delay)

@@ -19,7 +19,6 @@ duplicate rows at page boundaries and returns bars ascending.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Final, Literal, Self
 import aiohttp
 import msgspec
 
+from bot.bybit.backoff import Backoff
 from bot.bybit.wire import WireError, decode_rest, decode_rest_klines, to_float
 from bot.core.bars import Bar, interval_ms
 from bot.core.errors import ExchangeError, IpBannedError, RateLimitError, RetriesExhaustedError
@@ -105,6 +105,7 @@ class RestClient:
                 "backoff must satisfy 0 < backoff_initial_s <= backoff_max_s, "
                 f"got {backoff_initial_s}, {backoff_max_s}"
             )
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -277,10 +278,6 @@ class RestClient:
 
     # ---- transport --------------------------------------------------------------------------------------
 
-    def _backoff_s(self, attempt: int) -> float:
-        base = min(self.backoff_max_s, self.backoff_initial_s * 2.0**attempt)
-        return base * random.uniform(0.5, 1.0)
-
     async def _get(self, path: str, params: dict[str, str], *, what: str) -> tuple[int, msgspec.Raw]:
         """GET with the retry rules; returns (exchange time ms, raw result)."""
         attempt = 0
@@ -293,7 +290,7 @@ class RestClient:
                     if retry.rate_limited:
                         raise RateLimitError(msg) from None
                     raise RetriesExhaustedError(msg) from None
-                delay = retry.wait_s if retry.wait_s is not None else self._backoff_s(attempt)
+                delay = retry.wait_s if retry.wait_s is not None else self._backoff.delay_s(attempt)
                 self.retries += 1
                 self._log.warning(
                     REST_RETRY, what=what, cause=retry.cause, delay_s=round(delay, 3), attempt=attempt
