@@ -87,7 +87,7 @@ async def throughput(n_bars: int, n_symbols: int, updates: int) -> dict[str, Any
                     if ex.done.is_set() and all(last[s] == ex.closed_keys(s)[-1] for s in symbols):
                         break
             elapsed = time.perf_counter() - t_ready
-            reconnects = feed.reconnects
+            reconnects = feed.stats.reconnects
         exact = all(counts[s] == 10 + n_bars for s in symbols) and in_order
         live = n_bars * n_symbols
     return {
@@ -124,15 +124,15 @@ async def reconnect(n: int) -> dict[str, Any]:
                 # drain what is queued so the next bar seen is one delivered after the drop
                 while not feed._queue.empty():
                     await it.__anext__()
-                connects = feed.connects
+                connects = feed.stats.connects
                 t0 = time.perf_counter()
                 await ex.drop_connections(abort=True)
                 while True:
                     ev = await it.__anext__()
-                    if isinstance(ev, Bar) and feed.connects > connects:
+                    if isinstance(ev, Bar) and feed.stats.connects > connects:
                         to_first_bar.append(time.perf_counter() - t0)
                         break
-            reconnects = feed.reconnects
+            reconnects = feed.stats.reconnects
 
     def q(xs: list[float], p: float) -> float:
         return round(sorted(xs)[min(len(xs) - 1, int(p * len(xs)))] * 1000, 1)

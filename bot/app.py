@@ -192,12 +192,13 @@ class Service:
 
     def _sync_feed_counters(self, feed: MarketFeed) -> None:
         """Carry the feed's reconnect/backfill counters into the metrics (deltas since the last call)."""
-        if feed.reconnects > self._seen_reconnects:
-            self.metrics.reconnect(feed.reconnects - self._seen_reconnects)
-            self._seen_reconnects = feed.reconnects
-        if feed.backfilled_bars > self._seen_backfilled:
-            self.metrics.backfilled(feed.backfilled_bars - self._seen_backfilled)
-            self._seen_backfilled = feed.backfilled_bars
+        stats = feed.stats
+        if stats.reconnects > self._seen_reconnects:
+            self.metrics.reconnect(stats.reconnects - self._seen_reconnects)
+            self._seen_reconnects = stats.reconnects
+        if stats.backfilled_bars > self._seen_backfilled:
+            self.metrics.backfilled(stats.backfilled_bars - self._seen_backfilled)
+            self._seen_backfilled = stats.backfilled_bars
 
     async def _consume(self, feed: MarketFeed, engine: Engine, ledger: Ledger, stop: asyncio.Event) -> None:
         async for event in feed:
@@ -246,7 +247,7 @@ class Service:
                         task.cancel()
                 with contextlib.suppress(Exception):
                     await feed.aclose()
-                self.summary.reconnects = feed.reconnects
+                self.summary.reconnects = feed.stats.reconnects
         finally:
             ledger.close()
             with contextlib.suppress(Exception):

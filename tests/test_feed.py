@@ -133,9 +133,9 @@ async def test_clean_run_delivers_every_bar_once() -> None:
     assert all(isinstance(e, Bar) and e.source == "rest" for e in run.events[: ready[0]])
     assert any(isinstance(e, PartialBar) for e in run.events)
     assert any(isinstance(e, BookTop) and e.bid_px < e.ask_px for e in run.events)
-    assert feed.ws_bars > 0
-    assert feed.backfilled_bars >= 60
-    assert feed.reconnects == 0
+    assert feed.stats.ws_bars > 0
+    assert feed.stats.backfilled_bars >= 60
+    assert feed.stats.reconnects == 0
 
 
 async def test_tickers_book_stream() -> None:
@@ -163,12 +163,12 @@ async def test_drops_reconnect_resubscribe_and_backfill() -> None:
     async with exchange() as ex:
         run, feed = await run_feed(ex, make_config(ex), faults=faults)
     assert_exactly_once(ex, run)
-    assert feed.reconnects >= 5
+    assert feed.stats.reconnects >= 5
     expected = {f"{k}.{s}" for s in ex.symbols for k in ("kline.5", "orderbook.1")}
     for conn in ex.connections:
         assert conn.subscribe_requests >= 1
         assert conn.topics == expected
-    assert any(b.source == "rest" for b in run.bars["BTCUSDT"][30:]) or feed.reconnects >= 5
+    assert any(b.source == "rest" for b in run.bars["BTCUSDT"][30:]) or feed.stats.reconnects >= 5
 
 
 async def test_twenty_drops_in_a_row() -> None:
@@ -177,7 +177,7 @@ async def test_twenty_drops_in_a_row() -> None:
         ex.drop_next(20, stage="open")
         run, feed = await run_feed(ex, make_config(ex))
     assert_exactly_once(ex, run)
-    assert feed.reconnects >= 20
+    assert feed.stats.reconnects >= 20
     assert len(ex.connections) >= 21
 
 
@@ -193,7 +193,7 @@ async def test_drop_during_handshake_and_during_resubscribe() -> None:
         ex.drop_next(3, stage="handshake")
         run, feed = await run_feed(ex, make_config(ex), faults=faults)
     assert_exactly_once(ex, run)
-    assert feed.reconnects >= 6
+    assert feed.stats.reconnects >= 6
     assert sum(1 for c in ex.connections if c.subscribe_requests and not c.topics) >= 2
 
 
@@ -207,9 +207,9 @@ async def test_open_but_silent_feed_with_pongs_reconnects() -> None:
     async with exchange(bar_seconds=0.03) as ex:
         run, feed = await run_feed(ex, make_config(ex), faults=faults)
     assert_exactly_once(ex, run)
-    assert feed.reconnects >= 1
-    assert feed.last_reconnect_cause is not None
-    assert "stale feed" in feed.last_reconnect_cause
+    assert feed.stats.reconnects >= 1
+    assert feed.stats.last_reconnect_cause is not None
+    assert "stale feed" in feed.stats.last_reconnect_cause
 
 
 async def test_open_but_silent_feed_without_pongs_reconnects() -> None:
@@ -222,9 +222,9 @@ async def test_open_but_silent_feed_without_pongs_reconnects() -> None:
     async with exchange(bar_seconds=0.03) as ex:
         run, feed = await run_feed(ex, make_config(ex, stale_feed_s=2.0), faults=faults)
     assert_exactly_once(ex, run)
-    assert feed.reconnects >= 1
-    assert feed.last_reconnect_cause is not None
-    assert "pong timeout" in feed.last_reconnect_cause
+    assert feed.stats.reconnects >= 1
+    assert feed.stats.last_reconnect_cause is not None
+    assert "pong timeout" in feed.stats.last_reconnect_cause
 
 
 async def test_quiet_market_with_pongs_only_does_not_reconnect() -> None:
@@ -232,8 +232,8 @@ async def test_quiet_market_with_pongs_only_does_not_reconnect() -> None:
     async with exchange(bar_seconds=0.25, updates_per_bar=0, max_bars=6) as ex:
         run, feed = await run_feed(ex, make_config(ex, stale_feed_s=0.6))
     assert_exactly_once(ex, run)
-    assert feed.reconnects == 0
-    assert feed.pongs >= 8
+    assert feed.stats.reconnects == 0
+    assert feed.stats.pongs >= 8
 
 
 async def test_duplicate_and_late_confirms_are_dropped_once() -> None:
@@ -247,8 +247,8 @@ async def test_duplicate_and_late_confirms_are_dropped_once() -> None:
     async with exchange() as ex:
         run, feed = await run_feed(ex, make_config(ex), faults=faults)
     assert_exactly_once(ex, run)
-    assert feed.duplicates_dropped >= 4
-    assert feed.late_dropped >= 4
+    assert feed.stats.duplicates_dropped >= 4
+    assert feed.stats.late_dropped >= 4
 
 
 async def test_missed_confirms_are_filled_over_rest() -> None:
@@ -276,9 +276,9 @@ async def test_malformed_frames_are_logged_and_skipped() -> None:
     async with exchange() as ex:
         run, feed = await run_feed(ex, make_config(ex), faults=faults)
     assert_exactly_once(ex, run)
-    assert feed.bad_frames >= 5
-    assert feed.unknown_topics >= 1
-    assert feed.reconnects == 0
+    assert feed.stats.bad_frames >= 5
+    assert feed.stats.unknown_topics >= 1
+    assert feed.stats.reconnects == 0
 
 
 async def test_consumer_stall_does_not_stop_the_heartbeat() -> None:
@@ -296,7 +296,7 @@ async def test_consumer_stall_does_not_stop_the_heartbeat() -> None:
     assert_exactly_once(ex, run)
     assert stalled
     assert stalled[0] >= 10
-    assert feed.reconnects == 0
+    assert feed.stats.reconnects == 0
 
 
 async def test_queue_overflow_never_drops_confirmed_bars() -> None:
@@ -309,7 +309,7 @@ async def test_queue_overflow_never_drops_confirmed_bars() -> None:
     async with exchange(bar_seconds=0.005, updates_per_bar=4, max_bars=60) as ex:
         run, feed = await run_feed(ex, make_config(ex, feed_queue_size=16), on_event=on_event)
     assert_exactly_once(ex, run)
-    assert feed.dropped_updates > 0
+    assert feed.stats.dropped_updates > 0
 
 
 async def test_rest_ban_stops_rest_but_not_the_websocket() -> None:
@@ -343,7 +343,7 @@ async def test_rest_ban_stops_rest_but_not_the_websocket() -> None:
             await task
             assert rest.banned
     assert sum(1 for h in ex.rest_hits if h.status == 403) == 1
-    assert feed.reconnects >= 1
+    assert feed.stats.reconnects >= 1
     assert len([b for b in after_ban if b.source == "ws"]) >= 10
     for s in ex.symbols:
         assert got[s] == sorted(set(got[s]))
@@ -372,7 +372,7 @@ async def test_refused_subscribe_is_a_clear_fatal_error() -> None:
         async with rest_for(cfg) as rest, MarketFeed(cfg, rest) as feed:
             with pytest.raises(SubscribeError, match=r"handler not found,topic:kline\.5\.ETHUSDT"):
                 await drain(feed)
-        assert feed.reconnects == 0
+        assert feed.stats.reconnects == 0
 
 
 async def test_latest_backfill_when_start_is_none() -> None:
@@ -415,7 +415,7 @@ async def test_drop_while_gap_fill_waits_on_rate_limit_is_served_again() -> None
         cfg = make_config(ex, rest_backoff_max_s=1.0, stale_feed_s=2.0)
         run, feed = await run_feed(ex, cfg, faults=faults, timeout_s=20.0)
     assert_exactly_once(ex, run)
-    assert feed.reconnects >= 2
+    assert feed.stats.reconnects >= 2
     assert sum(1 for h in ex.rest_hits if h.ret_code == 10006) >= 1
 
 
@@ -432,5 +432,5 @@ async def test_gap_fill_outlasting_its_retries_is_retried_on_the_same_connection
         cfg = make_config(ex, stale_feed_s=5.0)
         run, feed = await run_feed(ex, cfg, faults=faults, timeout_s=20.0)
     assert_exactly_once(ex, run)
-    assert feed.reconnects == 0
+    assert feed.stats.reconnects == 0
     assert sum(1 for h in ex.rest_hits if h.status >= 500) == 6

@@ -15,12 +15,13 @@ Tasks: the reader (this connection's frames, the stale-feed and pong watchdogs, 
 heartbeat (`{"op":"ping"}` every `ping_interval_s`) and the REST filler run on their own, so a slow consumer
 never stops the heartbeat. Only kline pushes prove the feed (`stale_feed_s`); pongs prove the socket
 (a ping unanswered for `ping_interval_s` is a dead socket). Reconnects use capped exponential backoff with
-jitter, reset after a connection stayed healthy for `healthy_reset_s`.
+jitter (`bot.bybit.backoff`), reset after a connection stayed healthy for `healthy_reset_s`. Counters and
+connection state are in `feed.stats` (`FeedStats`).
 
 Overflow policy of the bounded event queue (`feed_queue_size`): when it is full, `PartialBar` and `BookTop`
-are dropped (`dropped_updates`; the next update supersedes them) and confirmed bars spill into an overflow
-list that refills the queue as the consumer catches up - the reader never blocks and no confirmed bar is
-dropped. The overflow only grows by one bar per symbol per bar interval while the consumer is stalled.
+are dropped (`stats.dropped_updates`; the next update supersedes them) and confirmed bars spill into an
+overflow list that refills the queue as the consumer catches up - the reader never blocks and no confirmed
+bar is dropped. The overflow only grows by one bar per symbol per bar interval while the consumer is stalled.
 
 Fatal (raised from the iteration): a refused subscribe (`SubscribeError`, e.g. unknown symbol), any REST
 error during the start-up backfill, a REST error that is not transient during a gap fill (`ExchangeError`).
@@ -88,6 +89,26 @@ class FeedReady:
 FeedEvent = Bar | BookTop | PartialBar | FeedReady
 
 
+@dataclass(slots=True)
+class FeedStats:
+    """What the feed has done so far: monotonic counts (read them, never write them; the feed is the only
+    writer) and the connection state. Consumers take deltas between polls (the service's metrics)."""
+
+    connects: int = 0  # websocket connections opened (the first included)
+    reconnects: int = 0  # connections replaced after a failure or close
+    backfilled_bars: int = 0  # confirmed bars emitted from REST (start-up backfill and gap fills)
+    ws_bars: int = 0  # confirmed bars emitted from the websocket
+    dropped_updates: int = 0  # PartialBar/BookTop dropped because the event queue was full
+    duplicates_dropped: int = 0  # confirmed bars seen again (already emitted)
+    late_dropped: int = 0  # confirmed bars older than the stream's position
+    gaps_skipped: int = 0  # gaps given up (REST banned): bars emitted across them
+    bad_frames: int = 0  # frames that failed to decode or validate (logged, skipped)
+    unknown_topics: int = 0  # pushes on a topic the feed did not subscribe
+    pongs: int = 0  # heartbeat answers
+    connected: bool = False  # a websocket is open now
+    last_reconnect_cause: str | None = None  # why the newest reconnect happened; None before the first
+
+
 class _Fatal:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -136,22 +157,9 @@ class MarketFeed:
         self._closed = False
         self._frame_recv_ns = 0
         self._log = get_logger(component="feed")
-        # counters for metrics and the watchdog
-        self.reconnects = 0
-        self.connects = 0
-        self.backfilled_bars = 0
-        self.ws_bars = 0
-        self.last_kline_monotonic = 0.0
-        self.connected = False
-        self.ready = False
-        self.dropped_updates = 0
-        self.duplicates_dropped = 0
-        self.late_dropped = 0
-        self.bad_frames = 0
-        self.unknown_topics = 0
-        self.gaps_skipped = 0
-        self.pongs = 0
-        self.last_reconnect_cause: str | None = None
+        self._ready = False
+        self._last_kline_monotonic = 0.0
+        self.stats = FeedStats()
 
     # ---- lifecycle and iteration --------------------------------------------------------------------------
 
@@ -201,7 +209,7 @@ class MarketFeed:
     def _put(self, item: FeedEvent | _Fatal, *, droppable: bool) -> None:
         if self._overflow or self._queue.full():
             if droppable:
-                self.dropped_updates += 1
+                self.stats.dropped_updates += 1
             else:
                 self._overflow.append(item)
             return
@@ -211,9 +219,9 @@ class MarketFeed:
         for ev in events:
             if isinstance(ev, Bar):
                 if ev.source == "rest":
-                    self.backfilled_bars += 1
+                    self.stats.backfilled_bars += 1
                 else:
-                    self.ws_bars += 1
+                    self.stats.ws_bars += 1
                 self._put(ev, droppable=False)
             elif isinstance(ev, PartialBar):
                 self._put(ev, droppable=True)
@@ -221,13 +229,13 @@ class MarketFeed:
                 self._fill_wanted.set()
             elif isinstance(ev, Dropped):
                 if ev.reason == "duplicate":
-                    self.duplicates_dropped += 1
+                    self.stats.duplicates_dropped += 1
                     self._log.info(BAR_DUPLICATE, symbol=ev.symbol, start_ms=ev.start_ms, source=ev.source)
                 else:
-                    self.late_dropped += 1
+                    self.stats.late_dropped += 1
                     self._log.info(BAR_LATE, symbol=ev.symbol, start_ms=ev.start_ms, source=ev.source)
             elif isinstance(ev, GapSkipped):
-                self.gaps_skipped += 1
+                self.stats.gaps_skipped += 1
                 self._log.warning(
                     BAR_SKIPPED, symbol=ev.symbol, from_ms=ev.from_ms, to_ms=ev.to_ms, reason=ev.reason
                 )
@@ -263,10 +271,10 @@ class MarketFeed:
         while True:
             if cause is not None:
                 delay = self._backoff.delay_s(attempt)
-                self.last_reconnect_cause = cause
+                self.stats.last_reconnect_cause = cause
                 self._log.warning(WS_RECONNECT, cause=cause, delay_s=round(delay, 3), attempt=attempt)
                 await asyncio.sleep(delay)
-                self.reconnects += 1
+                self.stats.reconnects += 1
             subscribed_at: list[float] = []
             try:
                 await self._session(subscribed_at)
@@ -276,7 +284,7 @@ class MarketFeed:
                     raise
                 cause = f"{type(exc).__name__}: {exc}"
             finally:
-                self.connected = False
+                self.stats.connected = False
             healthy = bool(subscribed_at) and time.monotonic() - subscribed_at[0] >= self._ex.healthy_reset_s
             attempt = 0 if healthy else attempt + 1
 
@@ -299,18 +307,18 @@ class MarketFeed:
             close_timeout=1.0,
             max_size=1 << 22,
         ) as ws:
-            self.connected = True
-            self.connects += 1
-            self._log.info(WS_CONNECTED, url=ex.ws_url, connects=self.connects)
+            self.stats.connected = True
+            self.stats.connects += 1
+            self._log.info(WS_CONNECTED, url=ex.ws_url, connects=self.stats.connects)
             await self._subscribe(ws)
             now = time.monotonic()
             subscribed_at.append(now)
-            self.last_kline_monotonic = now
+            self._last_kline_monotonic = now
             self._ping_since = None
             self._behind_since.clear()
-            if not self.ready:
-                self.ready = True
-                self._put(FeedReady(self.symbols, self.backfilled_bars), droppable=False)
+            if not self._ready:
+                self._ready = True
+                self._put(FeedReady(self.symbols, self.stats.backfilled_bars), droppable=False)
             for stream in self._streams.values():
                 self._apply(stream.on_reconnect())
             self._filler_error = None
@@ -333,7 +341,7 @@ class MarketFeed:
         topics = self._topics()
         pending: dict[str, list[str]] = {}
         for i in range(0, len(topics), SUBSCRIBE_CHUNK):
-            req_id = f"sub-{self.connects}-{i // SUBSCRIBE_CHUNK}"
+            req_id = f"sub-{self.stats.connects}-{i // SUBSCRIBE_CHUNK}"
             pending[req_id] = topics[i : i + SUBSCRIBE_CHUNK]
             await ws.send(f'{{"req_id":"{req_id}","op":"subscribe","args":{_json_list(pending[req_id])}}}')
         async with asyncio.timeout(self._ex.handshake_timeout_s):
@@ -348,7 +356,7 @@ class MarketFeed:
                         f"subscribe {args} refused by {self._ex.ws_url}: {env.ret_msg!r}; "
                         "check [market] symbols and interval (the symbol must be a Bybit linear perpetual)"
                     )
-        self._log.info(WS_SUBSCRIBED, topics=len(topics), connects=self.connects)
+        self._log.info(WS_SUBSCRIBED, topics=len(topics), connects=self.stats.connects)
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         n = 0
@@ -370,8 +378,8 @@ class MarketFeed:
             except TimeoutError:
                 pass
             now = time.monotonic()
-            if now - self.last_kline_monotonic > ex.stale_feed_s:
-                self._log.warning(WS_STALE, silent_s=round(now - self.last_kline_monotonic, 3))
+            if now - self._last_kline_monotonic > ex.stale_feed_s:
+                self._log.warning(WS_STALE, silent_s=round(now - self._last_kline_monotonic, 3))
                 raise _Reconnect(f"stale feed: no kline push for {ex.stale_feed_s} s")
             if self._ping_since is not None and now - self._ping_since > ex.ping_interval_s:
                 raise _Reconnect(f"pong timeout: no pong within {ex.ping_interval_s} s of a ping")
@@ -443,7 +451,7 @@ class MarketFeed:
             env = decode_envelope(frame)
             if env.topic is None:
                 if env.op == "ping" or env.op == "pong" or env.ret_msg == "pong":
-                    self.pongs += 1
+                    self.stats.pongs += 1
                     self._ping_since = None
                 return env
             kind, _, rest = env.topic.partition(".")
@@ -454,10 +462,10 @@ class MarketFeed:
             elif kind == "tickers" and rest in self._streams:
                 self._on_ticker(env, rest)
             else:
-                self.unknown_topics += 1
+                self.stats.unknown_topics += 1
                 self._log.warning(WS_UNKNOWN_TOPIC, topic=env.topic)
         except (WireError, BotError) as exc:
-            self.bad_frames += 1
+            self.stats.bad_frames += 1
             self._log.warning(WS_BAD_FRAME, error=str(exc))
         return None
 
@@ -466,7 +474,7 @@ class MarketFeed:
         stream = self._streams.get(symbol)
         topic = env.topic or ""
         if stream is None or interval != self.interval:
-            self.unknown_topics += 1
+            self.stats.unknown_topics += 1
             self._log.warning(WS_UNKNOWN_TOPIC, topic=topic)
             return
         klines = decode_klines(env.data, topic=topic)
@@ -485,7 +493,7 @@ class MarketFeed:
                 parsed.append((True, bar))
             else:
                 parsed.append((False, PartialBar(symbol, k.start, o, h, lo, c, v, t, k.timestamp)))
-        self.last_kline_monotonic = time.monotonic()
+        self._last_kline_monotonic = time.monotonic()
         for confirm, item in parsed:
             if confirm:
                 assert isinstance(item, Bar)
