@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.config import PaperConfig
 from bot.core.bars import Bar
 from bot.core.paper import PaperTrader
+from bot.core.params import PaperConfig
 from bot.ledger import Ledger
 
 

@@ -59,11 +59,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot import logs  # noqa: E402 (after the sys.path insert)
-from bot.config import REGIME_NAMES, Config  # noqa: E402
+from bot.config import Config, engine_params  # noqa: E402
 from bot.core.bars import Bar  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.features import N_FEATURES  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
+from bot.core.params import REGIME_NAMES  # noqa: E402
 from bot.core.stream import PartialBar  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
 from bot.sim.synthetic import SyntheticMarket  # noqa: E402
@@ -314,7 +315,7 @@ def _tier_pipeline(
     base = Config()
     cfg = single_tier_cfg(base, tier, ledger_path)
     ledger = Ledger.open(cfg.ledger.path)
-    engine = Engine(cfg, family, PaperTrader(cfg.paper))
+    engine = Engine(engine_params(cfg), family, PaperTrader(cfg.paper))
     engine.replay(bars[:n_warm])
     it = iter(bars[n_warm:])
     modes: dict[str, dict[str, list[float]]] = {}

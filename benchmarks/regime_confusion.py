@@ -11,9 +11,10 @@ import argparse
 import itertools
 from collections import Counter
 
-from bot.config import REGIME_NAMES, RegimeConfig
-from bot.core.regime import RegimeDetector, calibrate
+from bot.core.params import REGIME_NAMES, RegimeConfig
+from bot.core.regime import RegimeDetector
 from bot.sim.synthetic import SyntheticMarket
+from offline.calibrate import calibrate
 
 
 def main() -> None:

@@ -33,9 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.config import REGIME_NAMES, Config  # noqa: E402 (after the sys.path insert)
+from bot.config import Config, engine_params  # noqa: E402 (after the sys.path insert)
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
+from bot.core.params import REGIME_NAMES  # noqa: E402
 from bot.tiers import TierFamily  # noqa: E402
 from offline.data import load_csv, load_dataset  # noqa: E402
 from offline.pipeline import pipeline_distill  # noqa: E402
@@ -58,7 +59,7 @@ def run_variant(
     symbol = bars[0].symbol
     cfg = msgspec.structs.replace(cfg, market=msgspec.structs.replace(cfg.market, symbols=[symbol]))
     trader = PaperTrader(cfg.paper)
-    engine = Engine(cfg, family, trader)
+    engine = Engine(engine_params(cfg), family, trader)
     engine.replay(bars[:first_test])
     preds: list[float] = []
     realised: list[float] = []

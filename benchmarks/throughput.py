@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from bot import logs  # noqa: E402 (after the sys.path insert)
 from bot.app import Service  # noqa: E402
 from bot.bybit import wire  # noqa: E402
-from bot.config import Config  # noqa: E402
+from bot.config import Config, engine_params  # noqa: E402
 from bot.core.bars import Bar  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
@@ -60,7 +60,7 @@ def engine_part(models: Path, n_bars: int, n_ledger: int) -> dict[str, Any]:
     gen_s = time.perf_counter() - t0
     family = TierFamily.load(models)
     cfg = Config()
-    engine = Engine(cfg, family, PaperTrader(cfg.paper))
+    engine = Engine(engine_params(cfg), family, PaperTrader(cfg.paper))
     per_tier: dict[str, int] = {}
     t0 = time.perf_counter()
     for bar in bars:
@@ -72,7 +72,7 @@ def engine_part(models: Path, n_bars: int, n_ledger: int) -> dict[str, Any]:
         "engine": {"bars": n_bars, "seconds": run_s, "bars_per_s": n_bars / run_s, "per_tier": per_tier},
         "generate_s": gen_s,
     }
-    engine = Engine(cfg, family, PaperTrader(cfg.paper))
+    engine = Engine(engine_params(cfg), family, PaperTrader(cfg.paper))
     ledger = Ledger.open(":memory:")
     t0 = time.perf_counter()
     for bar in bars[:n_ledger]:

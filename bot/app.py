@@ -24,7 +24,7 @@ from typing import Any
 from bot import logs
 from bot.bybit.feed import FeedReady, MarketFeed
 from bot.bybit.rest import RestClient
-from bot.config import Config, watchdog_fresh_s
+from bot.config import Config, engine_params, watchdog_fresh_s
 from bot.core.bars import Bar, BookTop, interval_ms
 from bot.core.engine import Decision, Engine
 from bot.core.errors import PipelineStalledError
@@ -94,7 +94,7 @@ class Service:
             self.log.info(logs.TIER_LOADED, tier=tier.name, features=tier.n_features)
         ledger = Ledger.open(self.cfg.ledger.path, synchronous=self.cfg.ledger.synchronous)
         trader = PaperTrader(self.cfg.paper, positions=ledger.load_positions())
-        engine = Engine(self.cfg, family, trader)
+        engine = Engine(engine_params(self.cfg), family, trader)
         for symbol in self.cfg.market.symbols:
             stored = ledger.bars(symbol)
             self.summary.replayed_bars += engine.replay(stored)

@@ -20,20 +20,25 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from bot.core.bars import INTERVAL_MS
+from bot.core.bars import INTERVAL_MS, interval_ms
+from bot.core.engine import EngineParams
 from bot.core.errors import ConfigError
 from bot.core.features import FEATURE_SETS
+from bot.core.params import (
+    REGIME_NAMES,
+    Fraction,
+    NonNegFloat,
+    PaperConfig,
+    PosFloat,
+    PosInt,
+    RegimeConfig,
+)
 
-PosFloat = Annotated[float, Meta(gt=0)]
-NonNegFloat = Annotated[float, Meta(ge=0)]
-Fraction = Annotated[float, Meta(ge=0, le=1)]
-PosInt = Annotated[int, Meta(ge=1)]
 NonNegInt = Annotated[int, Meta(ge=0)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Symbol = Annotated[str, Meta(pattern=r"^[A-Z0-9]{2,30}$")]
 Url = Annotated[str, Meta(pattern=r"^(https?|wss?)://\S+$")]
 
-REGIME_NAMES: tuple[str, ...] = ("calm_trend", "normal", "volatile", "crisis")
 AlphaSchedule = Literal["linear", "constant"]
 
 
@@ -107,48 +112,6 @@ class DistillConfig(_Section, frozen=True):
     synthetic_seed: NonNegInt = 7
     quick_bars: Annotated[int, Meta(ge=1000)] = 20_000
     quick_epochs: PosInt = 8
-
-
-class RegimeThresholds(_Section, frozen=True):
-    """Optional overrides of the manifest's calibrated thresholds (None = use the manifest's)."""
-
-    vol_calm_max: PosFloat | None = None
-    vol_volatile_min: PosFloat | None = None
-    vol_crisis_min: PosFloat | None = None
-    trend_calm_min: Fraction | None = None
-    spread_crisis_bps: PosFloat | None = None
-    imbalance_crisis_min: Fraction | None = None
-
-
-def _default_routes() -> dict[str, str]:
-    return {"calm_trend": "edge", "normal": "production", "volatile": "staging", "crisis": "research"}
-
-
-class RegimeConfig(_Section, frozen=True):
-    vol_window: Annotated[int, Meta(ge=2, le=1000)] = 24
-    trend_window: Annotated[int, Meta(ge=2, le=1000)] = 24
-    volume_window: Annotated[int, Meta(ge=2, le=1000)] = 48
-    use_book: bool = True
-    hysteresis: Annotated[float, Meta(ge=0, lt=1)] = 0.1
-    min_dwell_bars: PosInt = 6
-    vol_calm_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.25
-    vol_volatile_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.7
-    vol_crisis_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.93
-    trend_calm_quantile: Annotated[float, Meta(ge=0, lt=1)] = 0.1
-    routes: dict[str, str] = msgspec.field(default_factory=_default_routes)
-    thresholds: RegimeThresholds = msgspec.field(default_factory=RegimeThresholds)
-
-
-class PaperConfig(_Section, frozen=True):
-    notional_usd: PosFloat = 10_000.0
-    max_units: Annotated[int, Meta(ge=1, le=100)] = 1
-    long_threshold_bps: NonNegFloat = 10.0
-    short_threshold_bps: NonNegFloat = 10.0
-    fill_price: Literal["close", "mid"] = "close"
-    slippage_bps: NonNegFloat = 1.0
-    taker_fee_bps: NonNegFloat = 5.5
-    maker_fee_bps: NonNegFloat = 2.0
-    order_type: Literal["taker", "maker"] = "taker"
 
 
 class LedgerConfig(_Section, frozen=True):
@@ -361,6 +324,16 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
     if errors:
         raise ConfigError(f"{source}: " + "; ".join(errors))
     return cfg
+
+
+def engine_params(cfg: Config) -> EngineParams:
+    """The per-bar engine's parameters from a validated config."""
+    return EngineParams(
+        symbols=tuple(cfg.market.symbols),
+        interval_ms=interval_ms(cfg.market.interval),
+        regime=cfg.regime,
+        warmup=cfg.models.warmup,
+    )
 
 
 def watchdog_fresh_s(cfg: Config) -> float:

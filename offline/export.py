@@ -125,8 +125,8 @@ def library_versions() -> dict[str, str]:
 
 
 def regime_calibration(ds: Dataset, cfg: Config) -> dict[str, Any]:
-    """`bot.core.regime.calibrate` on the training bars (quantiles of the regime signals, for the router)."""
-    from bot.core.regime import calibrate  # lazy: bot/core/regime.py is owned by the regime module's engineer
+    """`offline.calibrate.calibrate` on the training bars (regime signal quantiles, for the router)."""
+    from offline.calibrate import calibrate
 
     return dict(calibrate(ds.train_bars(), cfg.regime))
 

@@ -120,7 +120,7 @@ def to_onnx(p: TierParams, *, input_name: str = "x", output_name: str = "y") -> 
 
 
 def dummy_calibration() -> dict[str, Any]:
-    """A regime calibration shaped like bot.core.regime.calibrate's output (default windows)."""
+    """A regime calibration shaped like offline.calibrate.calibrate's output (default windows)."""
     return {
         "version": 1,
         "method": "fixture",

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from bot.config import Config
+from bot.config import Config, engine_params
 from bot.core.bars import Bar
 from bot.core.engine import Engine
 from bot.core.paper import PaperTrader
@@ -129,7 +129,7 @@ def golden(
         ledger.close()
     assert live_from is not None
     trader = PaperTrader(cfg.paper)
-    engine = Engine(cfg, TierFamily.load(cfg.models.dir), trader)
+    engine = Engine(engine_params(cfg), TierFamily.load(cfg.models.dir), trader)
     out = {}
     for bar in bars:
         if bar.start_ms < first_ms or (last_ms is not None and bar.start_ms > last_ms):

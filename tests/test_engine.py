@@ -6,6 +6,7 @@ from pathlib import Path
 
 from support import small_config
 
+from bot.config import engine_params
 from bot.core.engine import Engine
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
@@ -17,8 +18,8 @@ def test_rehearsal_on_partials_leaves_every_decision_unchanged(trained_family: P
     """Rehearsing each bar on its partial (features, regime, tier, paper on copies) changes no decision."""
     cfg = small_config(market={"symbols": ["SYNTHUSDT"]}, models={"dir": str(trained_family)})
     family = TierFamily.load(trained_family)
-    plain = Engine(cfg, family, PaperTrader(cfg.paper))
-    rehearsed = Engine(cfg, family, PaperTrader(cfg.paper))
+    plain = Engine(engine_params(cfg), family, PaperTrader(cfg.paper))
+    rehearsed = Engine(engine_params(cfg), family, PaperTrader(cfg.paper))
     seen = []
     for step in SyntheticMarket(seed=41).generate(900):
         b = step.bar

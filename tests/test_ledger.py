@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.config import PaperConfig
 from bot.core.bars import Bar
 from bot.core.paper import Fill, PaperTrader
+from bot.core.params import PaperConfig
 from bot.ledger import AlreadyDecidedError, Decision, Ledger, LedgerError
 
 STEP_MS = 300_000
@@ -205,7 +205,7 @@ def test_ledger_invariants_property(tmp_path_factory: pytest.TempPathFactory, st
 _WRITER = """
 import sys
 from bot.core.bars import Bar
-from bot.config import PaperConfig
+from bot.core.params import PaperConfig
 from bot.ledger import Ledger
 from bot.core.paper import PaperTrader
 led = Ledger.open(sys.argv[1])

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from bot.config import PaperConfig
 from bot.core.bars import BookTop
 from bot.core.paper import PaperTrader, PositionState
+from bot.core.params import PaperConfig
 
 SYM = "BTCUSDT"
 # defaults: notional 10_000 USD, 1 unit, thresholds 2 bps, slippage 1 bps, taker fee 5.5 bps

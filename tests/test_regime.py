@@ -11,18 +11,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot.config import REGIME_NAMES, RegimeConfig, RegimeThresholds
 from bot.core.bars import Bar, BookTop
 from bot.core.errors import ModelError
+from bot.core.params import REGIME_NAMES, RegimeConfig, RegimeThresholds
 from bot.core.regime import (
     RegimeDetector,
     RegimeSignals,
     RegimeThresholdValues,
     Signals,
-    calibrate,
     replay_signals,
 )
 from bot.sim.synthetic import SyntheticMarket
+from offline.calibrate import calibrate
 
 STEP_MS = 300_000
 CAL: dict[str, Any] = {

@@ -10,20 +10,53 @@ The only clock is an injected monotonic nanosecond counter used to measure laten
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from bot.config import Config
-from bot.core.bars import Bar, BookTop, interval_ms
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from bot.core.bars import Bar, BookTop
 from bot.core.features import FeatureState
 from bot.core.paper import PaperResult, PaperTrader
+from bot.core.params import RegimeConfig
 from bot.core.regime import RegimeDecision, RegimeDetector
 from bot.core.stream import PartialBar
-from bot.tiers import TierFamily
 
 if TYPE_CHECKING:
     from bot.ledger import Ledger
+
+
+class Predictor(Protocol):
+    """What the engine needs of a tier family (bot.tiers.TierFamily): tier + feature row -> prediction."""
+
+    @property
+    def regime_calibration(self) -> Mapping[str, Any]:
+        """The regime detector's calibrated thresholds (stored with the models)."""
+        ...
+
+    def check_routes(self, routes: Mapping[str, str]) -> None:
+        """Raise when a routed tier is missing."""
+        ...
+
+    def predict(self, tier: str, x: npt.NDArray[np.float64]) -> float:
+        """The tier's prediction for one feature row."""
+        ...
+
+    def warm(self, tier: str) -> None:
+        """Run the tier once on a throwaway row so its next call is hot."""
+        ...
+
+
+class EngineParams(msgspec.Struct, frozen=True, kw_only=True):
+    """The engine's parameters (bot.config.engine_params builds them from the config file)."""
+
+    symbols: tuple[str, ...]
+    interval_ms: int
+    regime: RegimeConfig
+    warmup: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +105,11 @@ class Decision:
 class _SymbolState:
     __slots__ = ("book", "detector", "features", "last_regime")
 
-    def __init__(self, cfg: Config, family: TierFamily, step_ms: int) -> None:
-        self.features = FeatureState(interval_ms=step_ms)
-        self.detector = RegimeDetector(family.regime_calibration, cfg.regime, interval_ms=step_ms)
+    def __init__(self, params: EngineParams, family: Predictor) -> None:
+        self.features = FeatureState(interval_ms=params.interval_ms)
+        self.detector = RegimeDetector(
+            family.regime_calibration, params.regime, interval_ms=params.interval_ms
+        )
         self.book: BookTop | None = None
         self.last_regime: RegimeDecision | None = None
 
@@ -83,28 +118,27 @@ class Engine:
     """Per-bar decision pipeline for every configured symbol.
 
     Args:
-        cfg: validated config (routes, paper, regime).
-        family: loaded tier family; every routed tier must be in it.
+        params: symbols, bar length, regime rules and routes, warm-up switch.
+        family: the tier predictor; every routed tier must be in it.
         trader: paper trader holding positions (restored from the ledger by the shell).
         clock_ns: monotonic nanosecond clock for latency (injectable for tests).
     """
 
     def __init__(
         self,
-        cfg: Config,
-        family: TierFamily,
+        params: EngineParams,
+        family: Predictor,
         trader: PaperTrader,
         *,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
-        family.check_routes(cfg.regime.routes)
-        self.cfg = cfg
+        family.check_routes(params.regime.routes)
+        self.params = params
         self.family = family
         self.trader = trader
         self.clock_ns = clock_ns
-        self.warmup = cfg.models.warmup
-        step_ms = interval_ms(cfg.market.interval)
-        self._symbols = {s: _SymbolState(cfg, family, step_ms) for s in cfg.market.symbols}
+        self.warmup = params.warmup
+        self._symbols = {s: _SymbolState(params, family) for s in params.symbols}
 
     def _state(self, symbol: str) -> _SymbolState:
         try:

@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
-from bot.config import PaperConfig
 from bot.core.bars import BookTop
+from bot.core.params import PaperConfig
 
 Side = Literal["buy", "sell"]
 STATE_VERSION: Final = 1

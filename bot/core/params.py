@@ -1,0 +1,62 @@
+"""Parameters of the per-bar pipeline: plain frozen structs the core receives (bot/config.py decodes them
+as the `[regime]` and `[paper]` sections of the one config schema; constraints here are that schema's)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+PosFloat = Annotated[float, Meta(gt=0)]
+NonNegFloat = Annotated[float, Meta(ge=0)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+PosInt = Annotated[int, Meta(ge=1)]
+
+REGIME_NAMES: tuple[str, ...] = ("calm_trend", "normal", "volatile", "crisis")
+
+
+class _Params(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every parameter struct."""
+
+
+class RegimeThresholds(_Params, frozen=True):
+    """Optional overrides of the manifest's calibrated thresholds (None = use the manifest's)."""
+
+    vol_calm_max: PosFloat | None = None
+    vol_volatile_min: PosFloat | None = None
+    vol_crisis_min: PosFloat | None = None
+    trend_calm_min: Fraction | None = None
+    spread_crisis_bps: PosFloat | None = None
+    imbalance_crisis_min: Fraction | None = None
+
+
+def _default_routes() -> dict[str, str]:
+    return {"calm_trend": "edge", "normal": "production", "volatile": "staging", "crisis": "research"}
+
+
+class RegimeConfig(_Params, frozen=True):
+    vol_window: Annotated[int, Meta(ge=2, le=1000)] = 24
+    trend_window: Annotated[int, Meta(ge=2, le=1000)] = 24
+    volume_window: Annotated[int, Meta(ge=2, le=1000)] = 48
+    use_book: bool = True
+    hysteresis: Annotated[float, Meta(ge=0, lt=1)] = 0.1
+    min_dwell_bars: PosInt = 6
+    vol_calm_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.25
+    vol_volatile_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.7
+    vol_crisis_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.93
+    trend_calm_quantile: Annotated[float, Meta(ge=0, lt=1)] = 0.1
+    routes: dict[str, str] = msgspec.field(default_factory=_default_routes)
+    thresholds: RegimeThresholds = msgspec.field(default_factory=RegimeThresholds)
+
+
+class PaperConfig(_Params, frozen=True):
+    notional_usd: PosFloat = 10_000.0
+    max_units: Annotated[int, Meta(ge=1, le=100)] = 1
+    long_threshold_bps: NonNegFloat = 10.0
+    short_threshold_bps: NonNegFloat = 10.0
+    fill_price: Literal["close", "mid"] = "close"
+    slippage_bps: NonNegFloat = 1.0
+    taker_fee_bps: NonNegFloat = 5.5
+    maker_fee_bps: NonNegFloat = 2.0
+    order_type: Literal["taker", "maker"] = "taker"
