@@ -142,6 +142,18 @@ def build_report(decisions: list[DecisionLine], counts: dict[str, int]) -> dict[
     }
 
 
+PLOT_HINT: Final = "matplotlib is not installed; pip install 'progdistill[plot]' to draw them"
+
+
+def matplotlib_available() -> bool:
+    """True when matplotlib can be imported (the `plot` extra); the service never needs it."""
+    try:
+        import matplotlib  # noqa: F401 - only asking whether it is there
+    except ImportError:
+        return False
+    return True
+
+
 def plot_tier(name: str, decisions: list[DecisionLine], out_png: Path) -> None:
     """Histogram (log-spaced bins) and empirical CDF of each latency stage for one tier."""
     import matplotlib
@@ -208,6 +220,9 @@ def run_report(log_path: str | Path, out_dir: str | Path, *, plots: bool = True)
     out.mkdir(parents=True, exist_ok=True)
     report["source_log"] = str(log_path)
     report["plots"] = {}
+    if plots and not matplotlib_available():
+        print(f"latency-report: plots skipped: {PLOT_HINT}")
+        plots = False
     if plots:
         by_tier: dict[str, list[DecisionLine]] = defaultdict(list)
         for d in decisions:
