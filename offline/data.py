@@ -8,9 +8,7 @@ contiguous run of bars (no gap between t and t+h).
 
 from __future__ import annotations
 
-import csv
 import itertools
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -25,32 +23,22 @@ from bot.config import DistillConfig
 from bot.core.bars import INTERVAL_MS, Bar
 from bot.core.errors import DataError
 from bot.core.features import FEATURE_NAMES, replay_features
+from bot.sim.csvbars import read_csv_bars
 from bot.sim.synthetic import SyntheticMarket
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 BoolArr = npt.NDArray[np.bool_]
 
-CSV_COLUMNS: tuple[str, ...] = ("start_ms", "open", "high", "low", "close", "volume")
 _INTERVAL_BY_MS: dict[int, str] = {ms: name for name, ms in INTERVAL_MS.items()}
-
-
-def _parse_float(text: str, *, what: str, where: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{where}: {what} must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise DataError(f"{where}: {what} must be finite, got {text!r}")
-    return value
 
 
 def load_csv(path: str | Path, *, symbol: str | None = None) -> list[Bar]:
     """Read klines `start_ms,open,high,low,close,volume[,turnover]` (header required) into bars.
 
-    Rows must be strictly ascending in `start_ms` without duplicates; prices finite and > 0, volume
-    finite and >= 0, `high >= max(open, close, low)` and `low <= min(open, close)`. Gaps are checked
-    separately (`check_gaps`).
+    The strict mode of `bot.sim.csvbars.read_csv_bars`: rows strictly ascending in `start_ms` without
+    duplicates; prices finite and > 0, volume finite and >= 0, `high >= max(open, close, low)` and
+    `low <= min(open, close)`; and at least 2 rows. Gaps are checked separately (`check_gaps`).
 
     Args:
         path: CSV file.
@@ -59,56 +47,9 @@ def load_csv(path: str | Path, *, symbol: str | None = None) -> list[Bar]:
     Raises:
         DataError: naming the file, the line number (header = line 1) and what was expected.
     """
-    p = Path(path)
-    sym = symbol if symbol is not None else p.stem.split("_")[0].upper()
-    bars: list[Bar] = []
-    try:
-        fh = p.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read klines CSV: {exc.strerror}") from exc
-    with fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{p}: empty file; expected header {','.join(CSV_COLUMNS)}[,turnover]")
-        cols = [h.strip() for h in header]
-        if tuple(cols[:6]) != CSV_COLUMNS or len(cols) > 7 or (len(cols) == 7 and cols[6] != "turnover"):
-            raise DataError(
-                f"{p}: line 1: expected header {','.join(CSV_COLUMNS)}[,turnover], got {','.join(cols)}"
-            )
-        n_cols = len(cols)
-        prev_ms: int | None = None
-        for line_no, row in enumerate(reader, start=2):
-            where = f"{p}: line {line_no}"
-            if len(row) != n_cols:
-                raise DataError(f"{where}: expected {n_cols} fields, got {len(row)}")
-            try:
-                start_ms = int(row[0])
-            except ValueError:
-                raise DataError(f"{where}: start_ms must be an integer epoch ms, got {row[0]!r}") from None
-            o, h, lo, c = (
-                _parse_float(row[i], what=name, where=where)
-                for i, name in ((1, "open"), (2, "high"), (3, "low"), (4, "close"))
-            )
-            v = _parse_float(row[5], what="volume", where=where)
-            t = _parse_float(row[6], what="turnover", where=where) if n_cols == 7 else 0.0
-            if min(o, h, lo, c) <= 0.0:
-                raise DataError(f"{where}: prices must be > 0, got open={o} high={h} low={lo} close={c}")
-            if h < lo:
-                raise DataError(f"{where}: high {h} < low {lo}")
-            if h < max(o, c) or lo > min(o, c):
-                raise DataError(f"{where}: open/close outside [low, high]: o={o} h={h} l={lo} c={c}")
-            if v < 0.0 or t < 0.0:
-                raise DataError(f"{where}: volume/turnover must be >= 0, got {v}/{t}")
-            if prev_ms is not None:
-                if start_ms == prev_ms:
-                    raise DataError(f"{where}: duplicate start_ms {start_ms}")
-                if start_ms < prev_ms:
-                    raise DataError(f"{where}: start_ms {start_ms} is before the previous row's {prev_ms}")
-            prev_ms = start_ms
-            bars.append(Bar(sym, start_ms, o, h, lo, c, v, t, "csv"))
+    bars = list(read_csv_bars(path, symbol))
     if len(bars) < 2:
-        raise DataError(f"{p}: expected at least 2 data rows, got {len(bars)}")
+        raise DataError(f"{Path(path)}: expected at least 2 data rows, got {len(bars)}")
     return bars
 
 

@@ -1,0 +1,113 @@
+"""The one klines CSV reader: `start_ms,open,high,low,close,volume[,turnover]` rows as bars.
+
+Used by `offline.data.load_csv` (training data, strict) and by the replay exchange (`lenient=True`).
+Every error is a `DataError` naming the file and the line (header = line 1) and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from bot.core.bars import Bar
+from bot.core.errors import DataError
+
+CSV_COLUMNS: Final[tuple[str, ...]] = ("start_ms", "open", "high", "low", "close", "volume")
+_HEADER: Final = f"{','.join(CSV_COLUMNS)}[,turnover]"
+
+
+def read_csv_bars(path: str | Path, symbol: str | None = None, *, lenient: bool = False) -> Iterator[Bar]:
+    """Lazily read klines rows as bars (source "csv"), strictly ascending in `start_ms` without duplicates.
+
+    Strict (the default): the header is exactly the six columns, optionally `turnover`; every row has as
+    many fields as the header; values are finite, prices > 0, volume and turnover >= 0,
+    `high >= max(open, close, low)` and `low <= min(open, close)`. Gaps are not checked here.
+
+    Lenient: the header's first six columns must match, further columns are allowed and the seventh, if
+    any, is read as turnover; a row needs at least six fields (extra ones are ignored, an empty or missing
+    turnover is 0); values only need to parse as numbers (no finiteness, sign or high/low checks).
+    Order is checked in both modes.
+
+    Args:
+        path: CSV file.
+        symbol: symbol written on the bars; `None` takes the file name's prefix before "_" (BTCUSDT_5m.csv).
+        lenient: accept what the replay exchange accepts (see above) instead of the strict checks.
+
+    Raises:
+        DataError: the file cannot be read, or a line is not as expected (raised when that line is reached).
+    """
+    p = Path(path)
+    sym = symbol if symbol is not None else p.stem.split("_")[0].upper()
+    try:
+        fh = p.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read klines CSV: {exc.strerror}") from exc
+    with fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{p}: empty file; expected header {_HEADER}")
+        n_cols = _check_header(p, [h.strip() for h in header], lenient=lenient)
+        prev_ms: int | None = None
+        for line_no, row in enumerate(reader, start=2):
+            bar = _parse_row(row, sym, n_cols, where=f"{p}: line {line_no}", lenient=lenient)
+            if prev_ms is not None:
+                if bar.start_ms == prev_ms:
+                    raise DataError(f"{p}: line {line_no}: duplicate start_ms {bar.start_ms}")
+                if bar.start_ms < prev_ms:
+                    raise DataError(
+                        f"{p}: line {line_no}: start_ms {bar.start_ms} is before the previous row's {prev_ms}"
+                    )
+            prev_ms = bar.start_ms
+            yield bar
+
+
+def _check_header(p: Path, cols: list[str], *, lenient: bool) -> int:
+    """Validate the header; return the number of fields a strict row must have."""
+    bad = tuple(cols[:6]) != CSV_COLUMNS
+    if not lenient:
+        bad = bad or len(cols) > 7 or (len(cols) == 7 and cols[6] != "turnover")
+    if bad:
+        raise DataError(f"{p}: line 1: expected header {_HEADER}, got {','.join(cols)}")
+    return len(cols)
+
+
+def _parse_row(row: list[str], symbol: str, n_cols: int, *, where: str, lenient: bool) -> Bar:
+    if lenient and len(row) < 6:
+        raise DataError(f"{where}: expected at least 6 fields, got {len(row)}")
+    if not lenient and len(row) != n_cols:
+        raise DataError(f"{where}: expected {n_cols} fields, got {len(row)}")
+    try:
+        start_ms = int(row[0])
+    except ValueError:
+        raise DataError(f"{where}: start_ms must be an integer epoch ms, got {row[0]!r}") from None
+    finite = not lenient
+    o, h, lo, c, v = (
+        _parse_float(row[i], what=name, where=where, finite=finite)
+        for i, name in enumerate(CSV_COLUMNS[1:], start=1)
+    )
+    has_turnover = (len(row) > 6 and row[6] != "") if lenient else n_cols == 7
+    t = _parse_float(row[6], what="turnover", where=where, finite=finite) if has_turnover else 0.0
+    if not lenient:
+        if min(o, h, lo, c) <= 0.0:
+            raise DataError(f"{where}: prices must be > 0, got open={o} high={h} low={lo} close={c}")
+        if h < lo:
+            raise DataError(f"{where}: high {h} < low {lo}")
+        if h < max(o, c) or lo > min(o, c):
+            raise DataError(f"{where}: open/close outside [low, high]: o={o} h={h} l={lo} c={c}")
+        if v < 0.0 or t < 0.0:
+            raise DataError(f"{where}: volume/turnover must be >= 0, got {v}/{t}")
+    return Bar(symbol, start_ms, o, h, lo, c, v, t, "csv")
+
+
+def _parse_float(text: str, *, what: str, where: str, finite: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{where}: {what} must be a number, got {text!r}") from None
+    if finite and not math.isfinite(value):
+        raise DataError(f"{where}: {what} must be finite, got {text!r}")
+    return value
