@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from bot import logs  # noqa: E402 (after the sys.path insert)
 from bot.config import Config, engine_params  # noqa: E402
 from bot.core.bars import Bar  # noqa: E402
+from bot.core.decision import encode_line  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.features import N_FEATURES  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
@@ -326,7 +327,7 @@ def _tier_pipeline(
         t1 = clock()
         assert d is not None
         assert d.tier == tier
-        log.info(logs.BAR_DECIDED, **d.log_fields())
+        logs.write_decision(encode_line(d))
         t2 = clock()
         rec = modes.setdefault(mode, {})
         for k, v in d.latency_us.items():
@@ -336,7 +337,7 @@ def _tier_pipeline(
         rec.setdefault("decision_total", []).append((t2 - t0) / 1e3)
         if write:  # the service's ledger commit (SQLite WAL, synchronous=FULL), timed on its own
             t3 = clock()
-            d.record(ledger)
+            ledger.record(bar, d, engine.trader.state(bar.symbol))
             rec.setdefault("ledger", []).append((clock() - t3) / 1e3)
 
     for _ in range(n_hot):

@@ -79,10 +79,10 @@ def run_variant(
         preds.append(d.prediction)
         realised.append(bars[i + 1].close / bars[i].close - 1.0)
         tiers[d.tier] = tiers.get(d.tier, 0) + 1
-        regimes[d.regime.regime] = regimes.get(d.regime.regime, 0) + 1
+        regimes[d.regime] = regimes.get(d.regime, 0) + 1
         infer_us.append(d.latency_us["inference"])
         macs.append(mac_of[d.tier])
-        traded_usd += sum(f.notional_usd for f in d.paper.fills)
+        traded_usd += sum(f.notional_usd for f in d.fills)
     st = trader.state(symbol)
     p = np.asarray(preds)
     y = np.asarray(realised)

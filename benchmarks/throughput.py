@@ -80,7 +80,7 @@ def engine_part(models: Path, n_bars: int, n_ledger: int) -> dict[str, Any]:
         if d is None:
             ledger.record_bar(bar)
         else:
-            d.record(ledger)
+            ledger.record(bar, d, engine.trader.state(bar.symbol))
     led_s = time.perf_counter() - t0
     ledger.close()
     out["engine+ledger"] = {"bars": n_ledger, "seconds": led_s, "bars_per_s": n_ledger / led_s}

@@ -21,12 +21,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from bot import logs
 from bot.bybit.feed import FeedReady, MarketFeed
 from bot.bybit.rest import RestClient
 from bot.config import Config, engine_params, watchdog_fresh_s
 from bot.core.bars import Bar, BookTop, interval_ms
-from bot.core.engine import Decision, Engine
+from bot.core.decision import DecisionRecord, encode_line
+from bot.core.engine import Engine
 from bot.core.errors import PipelineStalledError
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
@@ -107,7 +110,7 @@ class Service:
 
     # ---- per event ----------------------------------------------------------------------------------------
 
-    def _on_bar(self, bar: Bar, engine: Engine, ledger: Ledger, recv_ns: int) -> Decision | None:
+    def _on_bar(self, bar: Bar, engine: Engine, ledger: Ledger, recv_ns: int) -> DecisionRecord | None:
         live_from = self._live_from.get(bar.symbol)
         last = self._last_seen.get(bar.symbol)
         if last is not None and bar.start_ms <= last:
@@ -123,32 +126,31 @@ class Service:
             ledger.record_bar(bar)
             self.summary.warmup_bars += 1
             return None
-        t0 = time.perf_counter_ns()
-        decision.record(ledger)
-        ledger_us = (time.perf_counter_ns() - t0) / 1e3
-        fields = decision.log_fields()
-        fields["ledger_us"] = ledger_us
+        ledger.record(bar, decision, engine.trader.state(bar.symbol))
         # from the websocket frame (or, for REST-filled bars, from the dequeue) to the engine's decision
-        fields["recv_to_decision_us"] = (decided_ns - (bar.recv_ns or recv_ns)) / 1e3
-        self.log.info(logs.BAR_DECIDED, **fields)
+        recv_us = (decided_ns - (bar.recv_ns or recv_ns)) / 1e3
+        ledger_us = (time.perf_counter_ns() - decided_ns) / 1e3
+        logged = msgspec.structs.replace(
+            decision, latency_us={**decision.latency_us, "ledger": ledger_us, "recv_to_decision": recv_us}
+        )
+        logs.write_decision(encode_line(logged))
         self.metrics.observe_decision(
             symbol=bar.symbol,
             tier=decision.tier,
-            regime=decision.regime.regime,
+            regime=decision.regime,
             source=bar.source,
             latency_us=decision.latency_us,
-            recv_to_decision_us=fields["recv_to_decision_us"],
+            recv_to_decision_us=recv_us,
         )
         self.metrics.ledger_commit()
         s = self.summary
         s.decisions += 1
         s.per_tier[decision.tier] += 1
-        s.per_regime[decision.regime.regime] += 1
+        s.per_regime[decision.regime] += 1
         s.per_source[bar.source] += 1
-        if decision.regime.changed:
-            self.log.info(
-                logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime.regime, tier=decision.tier
-            )
+        regime = engine.regime(bar.symbol)
+        if regime is not None and regime.changed:
+            self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier)
         return decision
 
     def _on_ready(self, ledger: Ledger) -> None:

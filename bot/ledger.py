@@ -7,7 +7,7 @@ Tables (`PRAGMA user_version` = `SCHEMA_VERSION`):
 - `fills(symbol, start_ms, seq, ...)`, key (symbol, start_ms, seq), each referring to its decision;
 - `positions(symbol PRIMARY KEY, ..., state_json)`: the paper state after the symbol's last decided bar.
 
-`record(bar, decision, fills, state)` writes the bar, the decision, its fills and the new position in ONE
+`record(bar, decision, state)` writes the bar, the decision record, its fills and the new position in ONE
 `BEGIN IMMEDIATE ... COMMIT`: after a crash either all of a bar is there or none of it. Recording a key
 that is already decided raises `AlreadyDecidedError` and changes nothing (a second decision of a bar is a bug
 in the caller, which should skip bars with `is_decided`/`last_decided` after a restart).
@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import msgspec
+
 from bot.core.bars import Bar
+from bot.core.decision import DecisionRecord
 from bot.core.errors import BotError
 from bot.core.paper import Fill, PaperResult, PositionState
 
@@ -82,70 +85,6 @@ class AlreadyDecidedError(LedgerError):
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """One decided bar as stored in `decisions` (see `PaperResult` for the PnL fields' meaning).
-
-    `latency_us` maps stage -> microseconds (optional, stored as JSON).
-    """
-
-    symbol: str
-    start_ms: int
-    source: str
-    regime: str
-    tier: str
-    prediction: float
-    signal: int
-    position: int
-    qty: float
-    fill_price: float | None
-    fee_usd: float
-    realized_pnl_usd: float
-    unrealized_pnl_usd: float
-    equity_usd: float
-    bar_pnl_usd: float
-    holding_pnl_usd: float
-    holding_tier: str | None
-    holding_regime: str | None
-    trade_pnl_usd: float
-    latency_us: Mapping[str, float] | None = None
-
-    @classmethod
-    def from_result(
-        cls,
-        result: PaperResult,
-        *,
-        source: str,
-        regime: str,
-        tier: str,
-        prediction: float,
-        latency_us: Mapping[str, float] | None = None,
-    ) -> Decision:
-        """The decision row for a paper result."""
-        return cls(
-            symbol=result.symbol,
-            start_ms=result.start_ms,
-            source=source,
-            regime=regime,
-            tier=tier,
-            prediction=prediction,
-            signal=result.signal,
-            position=result.position,
-            qty=result.qty,
-            fill_price=result.fill_price,
-            fee_usd=result.fee_usd,
-            realized_pnl_usd=result.realized_pnl_usd,
-            unrealized_pnl_usd=result.unrealized_pnl_usd,
-            equity_usd=result.equity_usd,
-            bar_pnl_usd=result.bar_pnl_usd,
-            holding_pnl_usd=result.holding_pnl_usd,
-            holding_tier=result.holding_tier,
-            holding_regime=result.holding_regime,
-            trade_pnl_usd=result.trade_pnl_usd,
-            latency_us=latency_us,
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class Summary:
     """Bars decided and attributed PnL (net of fees, USD) for one tier or regime."""
 
@@ -157,15 +96,24 @@ class Summary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_DECISION_COLS: Final = (
-    "symbol, start_ms, source, regime, tier, prediction, signal, position, qty, fill_price, fee_usd, "
-    "realized_pnl_usd, unrealized_pnl_usd, equity_usd, bar_pnl_usd, holding_pnl_usd, holding_tier, "
-    "holding_regime, trade_pnl_usd, latency_json"
+#: `decisions` columns, in table order: the record's fields (bar `close` lives in `bars`, fills in `fills`).
+_DECISION_FIELDS: Final[tuple[str, ...]] = (
+    "symbol", "start_ms", "source", "regime", "tier", "prediction", "signal", "position", "qty",
+    "fill_price", "fee_usd", "realized_pnl_usd", "unrealized_pnl_usd", "equity_usd", "bar_pnl_usd",
+    "holding_pnl_usd", "holding_tier", "holding_regime", "trade_pnl_usd",
+)  # fmt: skip
+_DECISION_COLS: Final = ", ".join((*_DECISION_FIELDS, "latency_json"))
+_DECISION_INSERT: Final = (
+    f"INSERT INTO decisions ({_DECISION_COLS}) VALUES ({', '.join('?' * (len(_DECISION_FIELDS) + 1))})"  # noqa: S608 - constant columns
 )
-_DECISION_FIELDS: Final = tuple(c.strip() for c in _DECISION_COLS.split(","))[:19]
-_FILL_COLS: Final = (
-    "symbol, start_ms, seq, side, qty, price, notional_usd, fee_usd, realized_pnl_usd, tier, regime"
+_DECISION_SELECT: Final = (
+    f"SELECT {', '.join('d.' + c for c in _DECISION_FIELDS)}, d.latency_json, b.close "  # noqa: S608 - constant
+    "FROM decisions d JOIN bars b USING (symbol, start_ms) WHERE d.symbol = ? ORDER BY d.start_ms"
 )
+_FILL_FIELDS: Final[tuple[str, ...]] = Fill.__struct_fields__
+_FILL_COLS: Final = ", ".join(_FILL_FIELDS)
+_FILL_INSERT: Final = f"INSERT INTO fills ({_FILL_COLS}) VALUES ({', '.join('?' * len(_FILL_FIELDS))})"  # noqa: S608
+_POSITION_INSERT: Final = "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 _SUMMARY_SQL: Final = {
@@ -286,17 +234,19 @@ class Ledger:
         rows = self.conn.execute("SELECT symbol, state_json FROM positions ORDER BY symbol").fetchall()
         return {str(sym): PositionState.from_json(str(js)) for sym, js in rows}
 
-    def decisions(self, symbol: str) -> list[Decision]:
-        """All decisions of `symbol`, oldest first."""
-        rows = self.conn.execute(
-            f"SELECT {_DECISION_COLS} FROM decisions WHERE symbol = ? ORDER BY start_ms",  # noqa: S608 - constant columns
-            (symbol,),
-        ).fetchall()
-        out: list[Decision] = []
+    def decisions(self, symbol: str) -> list[DecisionRecord]:
+        """All decision records of `symbol`, oldest first, with their fills."""
+        rows = self.conn.execute(_DECISION_SELECT, (symbol,)).fetchall()
+        fills: dict[int, list[Fill]] = {}
+        for f in self.fills(symbol):
+            fills.setdefault(f.start_ms, []).append(f)
+        n = len(_DECISION_FIELDS)
+        out: list[DecisionRecord] = []
         for r in rows:
-            row = dict(zip(_DECISION_FIELDS, r[:19], strict=True))
-            lat = None if r[19] is None else {str(k): float(v) for k, v in json.loads(r[19]).items()}
-            out.append(Decision(**row, latency_us=lat))
+            row = dict(zip(_DECISION_FIELDS, r[:n], strict=True))
+            lat = {} if r[n] is None else {str(k): float(v) for k, v in json.loads(r[n]).items()}
+            fl = tuple(fills.get(row["start_ms"], ()))
+            out.append(DecisionRecord(**row, close=float(r[n + 1]), latency_us=lat, fills=fl))
         return out
 
     def fills(self, symbol: str) -> list[Fill]:
@@ -380,7 +330,7 @@ class Ledger:
             ),
         )
 
-    def record(self, bar: Bar, decision: Decision, fills: Sequence[Fill], state: PositionState) -> None:
+    def record(self, bar: Bar, decision: DecisionRecord, state: PositionState) -> None:
         """Write the bar, its decision, its fills and the symbol's new paper state in one transaction.
 
         Raises:
@@ -393,6 +343,7 @@ class Ledger:
                 f"record: expected decision and state for {key}, got decision "
                 f"{(decision.symbol, decision.start_ms)} and state of {state.symbol!r}"
             )
+        fills = decision.fills
         bad = [f.seq for f in fills if (f.symbol, f.start_ms) != key]
         if bad:
             raise LedgerError(f"record: fills {bad} are not for bar {key}")
@@ -400,57 +351,15 @@ class Ledger:
             raise LedgerError(
                 f"record: expected state after bar {bar.start_ms}, got after {state.last_start_ms}"
             )
-        lat = None if decision.latency_us is None else json.dumps(dict(decision.latency_us), sort_keys=True)
+        lat = json.dumps(decision.latency_us, sort_keys=True) if decision.latency_us else None
         d = decision
         try:
             with self._tx() as conn:
                 self._insert_bar(conn, bar)
+                conn.execute(_DECISION_INSERT, (*(getattr(d, c) for c in _DECISION_FIELDS), lat))
+                conn.executemany(_FILL_INSERT, [msgspec.structs.astuple(f) for f in fills])
                 conn.execute(
-                    f"INSERT INTO decisions ({_DECISION_COLS}) VALUES ({', '.join('?' * 20)})",  # noqa: S608 - constant
-                    (
-                        d.symbol,
-                        d.start_ms,
-                        d.source,
-                        d.regime,
-                        d.tier,
-                        d.prediction,
-                        d.signal,
-                        d.position,
-                        d.qty,
-                        d.fill_price,
-                        d.fee_usd,
-                        d.realized_pnl_usd,
-                        d.unrealized_pnl_usd,
-                        d.equity_usd,
-                        d.bar_pnl_usd,
-                        d.holding_pnl_usd,
-                        d.holding_tier,
-                        d.holding_regime,
-                        d.trade_pnl_usd,
-                        lat,
-                    ),
-                )
-                conn.executemany(
-                    f"INSERT INTO fills ({_FILL_COLS}) VALUES ({', '.join('?' * 11)})",  # noqa: S608 - constant
-                    [
-                        (
-                            f.symbol,
-                            f.start_ms,
-                            f.seq,
-                            f.side,
-                            f.qty,
-                            f.price,
-                            f.notional_usd,
-                            f.fee_usd,
-                            f.realized_pnl_usd,
-                            f.tier,
-                            f.regime,
-                        )
-                        for f in fills
-                    ],
-                )
-                conn.execute(
-                    "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _POSITION_INSERT,
                     (
                         state.symbol,
                         state.last_start_ms,
@@ -480,11 +389,17 @@ class Ledger:
         regime: str,
         tier: str,
         prediction: float,
-        latency_us: Mapping[str, float] | None = None,
-    ) -> Decision:
-        """`record` for a `PaperTrader.on_bar` result; returns the stored decision row."""
-        d = Decision.from_result(
-            result, source=bar.source, regime=regime, tier=tier, prediction=prediction, latency_us=latency_us
+        latency_us: dict[str, float] | None = None,
+    ) -> DecisionRecord:
+        """`record` for a `PaperTrader.on_bar` result; returns the stored record."""
+        d = DecisionRecord.of(
+            result,
+            source=bar.source,
+            regime=regime,
+            tier=tier,
+            prediction=prediction,
+            close=bar.close,
+            latency_us=latency_us,
         )
-        self.record(bar, d, result.fills, result.state)
+        self.record(bar, d, result.state)
         return d

@@ -39,6 +39,8 @@ SERVICE_START: Final = "service_start"
 SERVICE_READY: Final = "service_ready"
 SERVICE_STOP: Final = "service_stop"
 SERVICE_STOPPED: Final = "service_stopped"
+SHUTDOWN_TIMEOUT: Final = "shutdown_timeout"  # a shutdown step overran service.shutdown_timeout_s
+SHUTDOWN_STEP_FAILED: Final = "shutdown_step_failed"  # a closing step raised; the shutdown goes on
 CONFIG_ERROR: Final = "config_error"
 
 _LEVELS: Final = {
@@ -75,6 +77,7 @@ class _TeeLoggerFactory:
 
 
 _open_file: TextIO | None = None
+_decision_out: _TeeLogger | None = None  # where `write_decision` lines go (None: level above info)
 _encoder = msgspec.json.Encoder(enc_hook=str)  # anything msgspec cannot encode natively is logged as str()
 
 
@@ -101,7 +104,7 @@ def configure_logging(
         decisions_path: JSONL file that also gets every line (parent created); None = stdout only.
         stream: where lines go besides the file (default stdout).
     """
-    global _open_file
+    global _open_file, _decision_out
     _last_options.update(level=level, fmt=fmt, stream=stream)
     out = stream if stream is not None else sys.stdout
     if _open_file is not None:
@@ -121,12 +124,23 @@ def configure_logging(
         processors.append(structlog.dev.ConsoleRenderer(colors=False))
     else:
         processors.append(structlog.processors.JSONRenderer(serializer=_dumps))
+    factory = _TeeLoggerFactory(out, _open_file)
+    _decision_out = factory() if _LEVELS[level] <= logging.INFO else None
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=_TeeLoggerFactory(out, _open_file),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+def write_decision(line: bytes) -> None:
+    """Append one encoded `bar_decided` record (`bot.core.decision.encode_line`) to the same outputs as the
+    other lines, bypassing structlog's processor chain: the per-bar hot path is one encode and one write."""
+    if _decision_out is not None:
+        _decision_out.msg(line.decode())
+    elif not _last_options:  # logging never configured: stdout, like structlog's default
+        sys.stdout.write(line.decode() + "\n")
 
 
 def close_logging() -> None:

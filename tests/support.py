@@ -136,5 +136,5 @@ def golden(
             continue
         d = engine.on_bar(bar, decide=bar.start_ms >= live_from)
         if d is not None:
-            out[bar.start_ms] = (d.regime.regime, d.tier, d.prediction, d.paper.position)
+            out[bar.start_ms] = (d.regime, d.tier, d.prediction, d.position)
     return out, trader

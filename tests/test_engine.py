@@ -27,13 +27,14 @@ def test_rehearsal_on_partials_leaves_every_decision_unchanged(trained_family: P
         a, r = plain.on_bar(b), rehearsed.on_bar(b)
         assert (a is None) == (r is None)
         if a is not None and r is not None:
-            assert (a.regime.regime, a.tier, a.prediction, a.paper.position) == (
-                r.regime.regime,
+            assert (a.regime, a.tier, a.prediction, a.position, a.fills) == (
+                r.regime,
                 r.tier,
                 r.prediction,
-                r.paper.position,
+                r.position,
+                r.fills,
             )
-            assert a.paper.state == r.paper.state
+            assert plain.trader.state(b.symbol) == rehearsed.trader.state(b.symbol)
             seen.append(a.tier)
     assert len(seen) > 800
     assert plain.trader.state("SYNTHUSDT") == rehearsed.trader.state("SYNTHUSDT")

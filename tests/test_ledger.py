@@ -8,17 +8,18 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core.bars import Bar
+from bot.core.decision import DecisionRecord
 from bot.core.paper import Fill, PaperTrader
 from bot.core.params import PaperConfig
-from bot.ledger import AlreadyDecidedError, Decision, Ledger, LedgerError
+from bot.ledger import AlreadyDecidedError, Ledger, LedgerError
 
 STEP_MS = 300_000
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,9 @@ def _bar(symbol: str, i: int, close: float) -> Bar:
     return Bar(symbol, i * STEP_MS, close, close * 1.001, close * 0.999, close, 12.5, 0.0, "rest")
 
 
-def _decide(ledger: Ledger, trader: PaperTrader, bar: Bar, pred: float, tier: str, regime: str) -> Decision:
+def _decide(
+    ledger: Ledger, trader: PaperTrader, bar: Bar, pred: float, tier: str, regime: str
+) -> DecisionRecord:
     r = trader.on_bar(bar.symbol, bar.start_ms, bar.close, pred, tier, regime)
     return ledger.record_result(bar, r, regime=regime, tier=tier, prediction=pred, latency_us={"total": 42})
 
@@ -116,16 +119,19 @@ def test_failed_write_rolls_back_the_whole_bar(tmp_path: Path) -> None:
     trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))
     bar = _bar("BTCUSDT", 1, 100.0)
     r = trader.on_bar(bar.symbol, bar.start_ms, bar.close, 0.001, "edge", "normal")
-    d = Decision.from_result(r, source="ws", regime="normal", tier="edge", prediction=0.001)
+    d = DecisionRecord.of(
+        r, source="ws", regime="normal", tier="edge", prediction=0.001, close=bar.close, latency_us={}
+    )
     with Ledger.open(tmp_path / "l.sqlite") as led:
+        bad = msgspec.structs.replace(d, fills=(msgspec.structs.replace(r.fills[0], qty=0.0),))
         with pytest.raises(LedgerError, match="ledger refused the bar"):
-            led.record(bar, d, [replace(r.fills[0], qty=0.0)], r.state)
+            led.record(bar, bad, r.state)
         assert not led.is_decided("BTCUSDT", bar.start_ms)
         assert led.count_decisions() == 0
         assert led.conn.execute("SELECT COUNT(*) FROM bars").fetchone()[0] == 0
         with pytest.raises(LedgerError, match="expected decision and state for"):
-            led.record(_bar("BTCUSDT", 2, 100.0), d, r.fills, r.state)
-        led.record(bar, d, r.fills, r.state)
+            led.record(_bar("BTCUSDT", 2, 100.0), d, r.state)
+        led.record(bar, d, r.state)
         assert led.count_decisions("BTCUSDT") == 1
 
 

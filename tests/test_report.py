@@ -19,7 +19,14 @@ def _decision(
 ) -> dict[str, object]:
     regime, base = TIERS[tier]
     inf = base + i  # distinct, known values
-    lat = {"features": 30 + i % 5, "regime": 5, "inference": inf, "paper": 10, "total": 45 + i % 5 + inf + 10}
+    lat = {
+        "features": 30 + i % 5,
+        "regime": 5,
+        "inference": inf,
+        "paper": 10,
+        "total": 45 + i % 5 + inf + 10,
+        "recv_to_decision": 2 * inf + 100,
+    }
     return {
         "event": "bar_decided",
         "symbol": "BTCUSDT",
@@ -34,10 +41,16 @@ def _decision(
         "fee_usd": fee,
         "realized_pnl_usd": pnl,
         "unrealized_pnl_usd": 1.5 * i,
+        "qty": 0.1,
+        "equity_usd": pnl - fee,
+        "bar_pnl_usd": 0.0,
+        "holding_pnl_usd": 0.0,
+        "holding_tier": None,
+        "holding_regime": None,
+        "trade_pnl_usd": -fee,
+        "close": 95000.0,
         "latency_us": lat,
-        "recv_to_decision_us": 2 * inf + 100,
         "level": "info",
-        "ts": "2025-01-01T00:00:00Z",
     }
 
 
@@ -86,7 +99,7 @@ def test_latency_quantiles_pnl_and_files(log: Path, tmp_path: Path) -> None:
     assert edge["latency_us"]["inference"]["p50"] == pytest.approx(np.percentile(inf, 50))
     assert edge["latency_us"]["inference"]["p99"] == pytest.approx(np.percentile(inf, 99))
     assert edge["latency_us"]["inference"]["max"] == 139.0
-    assert edge["latency_us"]["recv_to_decision_us"]["max"] == 2 * 139.0 + 100
+    assert edge["latency_us"]["recv_to_decision"]["max"] == 2 * 139.0 + 100
     research = report["tiers"]["research"]
     assert research["latency_us"]["inference"]["p90"] == pytest.approx(
         np.percentile(np.arange(150, 160) + 900.0, 90)

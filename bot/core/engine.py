@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from bot.core.bars import Bar, BookTop
+from bot.core.decision import DecisionRecord
 from bot.core.features import FeatureState
-from bot.core.paper import PaperResult, PaperTrader
+from bot.core.paper import PaperTrader
 from bot.core.params import RegimeConfig
 from bot.core.regime import RegimeDecision, RegimeDetector
 from bot.core.stream import PartialBar
-
-if TYPE_CHECKING:
-    from bot.ledger import Ledger
 
 
 class Predictor(Protocol):
@@ -57,49 +54,6 @@ class EngineParams(msgspec.Struct, frozen=True, kw_only=True):
     interval_ms: int
     regime: RegimeConfig
     warmup: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Everything decided for one confirmed bar (one ledger row, one canonical log line)."""
-
-    bar: Bar
-    regime: RegimeDecision
-    tier: str
-    prediction: float
-    paper: PaperResult
-    latency_us: dict[str, float]
-
-    def record(self, ledger: Ledger) -> None:
-        """Write the bar, this decision, its fills and the new position in one ledger transaction."""
-        ledger.record_result(
-            self.bar,
-            self.paper,
-            regime=self.regime.regime,
-            tier=self.tier,
-            prediction=self.prediction,
-            latency_us=self.latency_us,
-        )
-
-    def log_fields(self) -> dict[str, Any]:
-        """Key/values of the canonical `bar_decided` line (docs/architecture.md)."""
-        p = self.paper
-        return {
-            "symbol": self.bar.symbol,
-            "start_ms": self.bar.start_ms,
-            "source": self.bar.source,
-            "regime": self.regime.regime,
-            "tier": self.tier,
-            "prediction": self.prediction,
-            "signal": p.signal,
-            "position": p.position,
-            "fill_price": p.fill_price,
-            "fee_usd": p.fee_usd,
-            "realized_pnl_usd": p.realized_pnl_usd,
-            "unrealized_pnl_usd": p.unrealized_pnl_usd,
-            "close": self.bar.close,
-            "latency_us": self.latency_us,
-        }
 
 
 class _SymbolState:
@@ -189,7 +143,11 @@ class Engine:
             n += 1
         return n
 
-    def on_bar(self, bar: Bar, *, decide: bool = True) -> Decision | None:
+    def regime(self, symbol: str) -> RegimeDecision | None:
+        """The regime decided for `symbol`'s latest bar (None before the first)."""
+        return self._state(symbol).last_regime
+
+    def on_bar(self, bar: Bar, *, decide: bool = True) -> DecisionRecord | None:
         """Absorb a confirmed bar; return its decision, or None when not deciding or still warming up."""
         st = self._state(bar.symbol)
         clock = self.clock_ns
@@ -215,4 +173,12 @@ class Engine:
             "paper": (t4 - t3) / 1e3,
             "total": (t4 - t0) / 1e3,
         }
-        return Decision(bar=bar, regime=reg, tier=tier, prediction=pred, paper=result, latency_us=latency)
+        return DecisionRecord.of(
+            result,
+            source=bar.source,
+            regime=reg.regime,
+            tier=tier,
+            prediction=pred,
+            close=bar.close,
+            latency_us=latency,
+        )

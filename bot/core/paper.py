@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+import msgspec
+
 from bot.core.bars import BookTop
 from bot.core.params import PaperConfig
 
@@ -38,8 +40,7 @@ Side = Literal["buy", "sell"]
 STATE_VERSION: Final = 1
 
 
-@dataclass(frozen=True, slots=True)
-class Fill:
+class Fill(msgspec.Struct, frozen=True):
     """One paper execution. `qty` is in coins (> 0); `realized_pnl_usd` is non-zero only on closing legs."""
 
     symbol: str

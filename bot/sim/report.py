@@ -22,32 +22,18 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from bot.core.decision import BAR_DECIDED, DecisionRecord, decode_line
 from bot.core.errors import BotError
 
-STAGES: Final[tuple[str, ...]] = ("features", "regime", "inference", "paper", "total", "recv_to_decision_us")
+STAGES: Final[tuple[str, ...]] = ("features", "regime", "inference", "paper", "total", "recv_to_decision")
 QUANTILES: Final[tuple[tuple[str, float], ...]] = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
-
-
-class DecisionLine(msgspec.Struct, kw_only=True):
-    """The fields of a `bar_decided` line this report reads (other fields are ignored)."""
-
-    symbol: str
-    start_ms: int
-    source: str
-    regime: str
-    tier: str
-    latency_us: dict[str, float]
-    realized_pnl_usd: float = 0.0
-    unrealized_pnl_usd: float = 0.0
-    fee_usd: float = 0.0
-    recv_to_decision_us: float | None = None
 
 
 class ReportError(BotError):
     """The decision log cannot be read."""
 
 
-def read_decisions(log_path: str | Path) -> tuple[list[DecisionLine], dict[str, int]]:
+def read_decisions(log_path: str | Path) -> tuple[list[DecisionRecord], dict[str, int]]:
     """Parse the log; returns the kept decisions (in log order) and line counts.
 
     Counts: `lines`, `decisions` (kept), `other_events`, `malformed`, `duplicates`.
@@ -58,25 +44,23 @@ def read_decisions(log_path: str | Path) -> tuple[list[DecisionLine], dict[str, 
     except OSError as exc:
         raise ReportError(f"{path}: cannot read decision log: {exc.strerror}") from exc
     counts = Counter({"lines": 0, "decisions": 0, "other_events": 0, "malformed": 0, "duplicates": 0})
-    by_key: dict[tuple[str, int], DecisionLine] = {}
+    by_key: dict[tuple[str, int], DecisionRecord] = {}
     for line in raw.splitlines():
         if not line.strip():
             continue
         counts["lines"] += 1
         try:
-            obj = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            counts["malformed"] += 1
-            continue
-        if not isinstance(obj, dict):
-            counts["malformed"] += 1
-            continue
-        if obj.get("event") != "bar_decided":
-            counts["other_events"] += 1
-            continue
-        try:
-            d = msgspec.convert(obj, DecisionLine)
+            d = decode_line(line)
         except msgspec.ValidationError:
+            # valid JSON but not a decision record: another event, or a damaged decision line
+            try:
+                obj = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                obj = None
+            other = isinstance(obj, dict) and obj.get("event") != BAR_DECIDED
+            counts["other_events" if other else "malformed"] += 1
+            continue
+        except msgspec.DecodeError:
             counts["malformed"] += 1
             continue
         key = (d.symbol, d.start_ms)
@@ -88,11 +72,8 @@ def read_decisions(log_path: str | Path) -> tuple[list[DecisionLine], dict[str, 
     return list(by_key.values()), dict(counts)
 
 
-def _stage_values(decisions: list[DecisionLine], stage: str) -> np.ndarray[Any, np.dtype[np.float64]]:
-    if stage == "recv_to_decision_us":
-        vals = [d.recv_to_decision_us for d in decisions if d.recv_to_decision_us is not None]
-    else:
-        vals = [d.latency_us[stage] for d in decisions if stage in d.latency_us]
+def _stage_values(decisions: list[DecisionRecord], stage: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    vals = [d.latency_us[stage] for d in decisions if stage in d.latency_us]
     return np.asarray([v for v in vals if math.isfinite(v)], dtype=np.float64)
 
 
@@ -105,7 +86,7 @@ def _summary(values: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, float] 
     return out
 
 
-def _pnl(decisions: list[DecisionLine]) -> dict[str, float | int]:
+def _pnl(decisions: list[DecisionRecord]) -> dict[str, float | int]:
     return {
         "bars": len(decisions),
         "realized_pnl_usd": float(sum(d.realized_pnl_usd for d in decisions)),
@@ -113,10 +94,10 @@ def _pnl(decisions: list[DecisionLine]) -> dict[str, float | int]:
     }
 
 
-def build_report(decisions: list[DecisionLine], counts: dict[str, int]) -> dict[str, Any]:
+def build_report(decisions: list[DecisionRecord], counts: dict[str, int]) -> dict[str, Any]:
     """The report dict: counts, latency quantiles per tier and stage, PnL per tier, regime and source."""
-    tiers: dict[str, list[DecisionLine]] = defaultdict(list)
-    regimes: dict[str, list[DecisionLine]] = defaultdict(list)
+    tiers: dict[str, list[DecisionRecord]] = defaultdict(list)
+    regimes: dict[str, list[DecisionRecord]] = defaultdict(list)
     sources: Counter[str] = Counter()
     for d in decisions:
         tiers[d.tier].append(d)
@@ -154,7 +135,7 @@ def matplotlib_available() -> bool:
     return True
 
 
-def plot_tier(name: str, decisions: list[DecisionLine], out_png: Path) -> None:
+def plot_tier(name: str, decisions: list[DecisionRecord], out_png: Path) -> None:
     """Histogram (log-spaced bins) and empirical CDF of each latency stage for one tier."""
     import matplotlib
 
@@ -190,10 +171,8 @@ def plot_tier(name: str, decisions: list[DecisionLine], out_png: Path) -> None:
 def format_table(report: dict[str, Any]) -> str:
     """Plain-text table: one row per tier with bars, PnL and p50/p90/p99/max of inference and total."""
     head = f"{'tier':<12}{'bars':>7}{'pnl_usd':>11}{'fee_usd':>10}"
-    cols = [
-        (stage, q) for stage in ("inference", "total", "recv_to_decision_us") for q in ("p50", "p99", "max")
-    ]
-    short = {"inference": "inf", "total": "tot", "recv_to_decision_us": "recv"}
+    cols = [(stage, q) for stage in ("inference", "total", "recv_to_decision") for q in ("p50", "p99", "max")]
+    short = {"inference": "inf", "total": "tot", "recv_to_decision": "recv"}
     head += "".join(f"{short[s] + '_' + q:>11}" for s, q in cols)
     lines = [head, "-" * len(head)]
     for name, t in report["tiers"].items():
@@ -224,7 +203,7 @@ def run_report(log_path: str | Path, out_dir: str | Path, *, plots: bool = True)
         print(f"latency-report: plots skipped: {PLOT_HINT}")
         plots = False
     if plots:
-        by_tier: dict[str, list[DecisionLine]] = defaultdict(list)
+        by_tier: dict[str, list[DecisionRecord]] = defaultdict(list)
         for d in decisions:
             by_tier[d.tier].append(d)
         for name, rows in sorted(by_tier.items()):

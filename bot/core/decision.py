@@ -1,0 +1,100 @@
+"""The one decision record: what the engine decided for one confirmed bar.
+
+The engine returns it, the ledger stores it (`bot.ledger`), the shell appends it to the decision log as the
+`bar_decided` line (one msgspec encode: `encode_line`), and the report, the latency report and the backtest
+decode it back with the same type (`decode_line`). A new field is added here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from bot.core.paper import Fill, PaperResult
+
+#: The `event` value of the decision line (the struct's tag).
+BAR_DECIDED: Final = "bar_decided"
+
+
+class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=BAR_DECIDED):
+    """One decided bar. PnL fields as in `bot.core.paper.PaperResult` (USD, after this bar).
+
+    `latency_us` maps stage -> microseconds: `features`, `regime`, `inference`, `paper`, `total` from the
+    engine; the shell adds `ledger` and `recv_to_decision` (frame received -> decided) to the logged line.
+    """
+
+    symbol: str
+    start_ms: int
+    source: str
+    regime: str
+    tier: str
+    prediction: float
+    signal: int
+    position: int
+    qty: float
+    fill_price: float | None
+    fee_usd: float
+    realized_pnl_usd: float
+    unrealized_pnl_usd: float
+    equity_usd: float
+    bar_pnl_usd: float
+    holding_pnl_usd: float
+    holding_tier: str | None
+    holding_regime: str | None
+    trade_pnl_usd: float
+    close: float
+    latency_us: dict[str, float]
+    fills: tuple[Fill, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        result: PaperResult,
+        *,
+        source: str,
+        regime: str,
+        tier: str,
+        prediction: float,
+        close: float,
+        latency_us: dict[str, float] | None = None,
+    ) -> DecisionRecord:
+        """The record of a paper trader's result for one bar."""
+        return cls(
+            symbol=result.symbol,
+            start_ms=result.start_ms,
+            source=source,
+            regime=regime,
+            tier=tier,
+            prediction=prediction,
+            signal=result.signal,
+            position=result.position,
+            qty=result.qty,
+            fill_price=result.fill_price,
+            fee_usd=result.fee_usd,
+            realized_pnl_usd=result.realized_pnl_usd,
+            unrealized_pnl_usd=result.unrealized_pnl_usd,
+            equity_usd=result.equity_usd,
+            bar_pnl_usd=result.bar_pnl_usd,
+            holding_pnl_usd=result.holding_pnl_usd,
+            holding_tier=result.holding_tier,
+            holding_regime=result.holding_regime,
+            trade_pnl_usd=result.trade_pnl_usd,
+            close=close,
+            latency_us=latency_us if latency_us is not None else {},
+            fills=result.fills,
+        )
+
+
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(DecisionRecord)
+
+
+def encode_line(record: DecisionRecord) -> bytes:
+    """The `bar_decided` JSON line (no newline): `{"event":"bar_decided","symbol":...}`."""
+    return _encoder.encode(record)
+
+
+def decode_line(line: bytes | str) -> DecisionRecord:
+    """Inverse of `encode_line`; raises msgspec.ValidationError / DecodeError on anything else."""
+    return _decoder.decode(line)
