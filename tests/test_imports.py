@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BOT_MODULES = sorted(p.stem for p in (REPO / "bot").glob("*.py") if p.stem != "__main__")
+BOT_MODULES = sorted(
+    ".".join(p.relative_to(REPO / "bot").with_suffix("").parts)
+    for p in (REPO / "bot").rglob("*.py")
+    if p.stem not in ("__main__", "__init__")
+)
 # Training-only packages (the `offline` extra): the service must run without them installed.
 FORBIDDEN = ("offline", "sklearn", "skl2onnx", "onnx")
 # What only bot/core/features.py may define: the feature names, their state machine and their replay.
@@ -57,8 +61,9 @@ def test_detector_catches_every_import_form() -> None:
 @pytest.mark.parametrize("module", BOT_MODULES)
 def test_bot_sources_do_not_import_training_packages(module: str) -> None:
     """No bot/*.py imports offline, sklearn, skl2onnx or onnx, even lazily inside a function."""
-    found = imported_modules((REPO / "bot" / f"{module}.py").read_text(encoding="utf-8"))
-    assert not found & set(FORBIDDEN), f"bot/{module}.py imports {sorted(found & set(FORBIDDEN))}"
+    path = REPO / "bot" / (module.replace(".", "/") + ".py")
+    found = imported_modules(path.read_text(encoding="utf-8"))
+    assert not found & set(FORBIDDEN), f"{path.relative_to(REPO)} imports {sorted(found & set(FORBIDDEN))}"
 
 
 _PROBE = """
