@@ -220,95 +220,46 @@ class PaperTrader:
         regime: str,
         book: BookTop | None = None,
     ) -> PaperResult:
-        """Decide, fill and mark one confirmed bar.
+        """Decide, fill and mark one confirmed bar: holding PnL of the carried position, trade towards the
+        signal's target, then the new state and this bar's result.
 
         Raises:
             ValueError: `close` is not positive, or the bar is not newer than the symbol's last decided bar.
         """
-        if not close > 0.0:
-            raise ValueError(f"{symbol}@{start_ms}: expected a positive close price, got {close}")
-        st = self.state(symbol)
-        if st.last_start_ms is not None and start_ms <= st.last_start_ms:
-            raise ValueError(
-                f"{symbol}: bar start_ms={start_ms} already decided (last decided {st.last_start_ms})"
-            )
-        cfg = self.cfg
+        st = self._checked_state(symbol, start_ms, close)
+        holding, holding_tier, holding_regime = _holding_pnl(st, close)
+        sig = self.signal(prediction)
+        pricing = _Pricing(
+            symbol=symbol,
+            start_ms=start_ms,
+            close=close,
+            base=self.base_price(close, book),
+            slip=self.cfg.slippage_bps * 1e-4,
+            fee_rate=self.fee_bps * 1e-4,
+            tier=tier,
+            regime=regime,
+        )
+        ex = self._trade(st, sig * self.cfg.max_units, pricing)
         by_tier = dict(st.pnl_by_tier)
         by_regime = dict(st.pnl_by_regime)
-
-        # 1. holding PnL of the position carried into this bar, to whoever set it
-        holding = st.qty * (close - st.mark_px) if st.mark_px is not None and st.qty != 0.0 else 0.0
-        holding_tier, holding_regime = (st.tier, st.regime) if st.qty != 0.0 else (None, None)
         _add(by_tier, holding_tier, holding)
         _add(by_regime, holding_regime, holding)
-
-        # 2. trade towards the target
-        sig = self.signal(prediction)
-        target = sig * cfg.max_units
-        units, qty, avg = st.units, st.qty, st.avg_entry_px
-        fills: list[Fill] = []
-        base = self.base_price(close, book)
-        slip = cfg.slippage_bps * 1e-4
-        fee_rate = self.fee_bps * 1e-4
-        realized = 0.0
-        trade = 0.0  # fees + slippage vs the close, to this bar's tier/regime
-
-        def fill(side: Side, q: float, realized_leg: float) -> Fill:
-            nonlocal trade
-            px = base * (1.0 + slip) if side == "buy" else base * (1.0 - slip)
-            notional = q * px
-            fee = notional * fee_rate
-            # a buy at px marked at close gains q*(close - px); a sell loses q*(close - px)
-            trade += (q * (close - px) if side == "buy" else q * (px - close)) - fee
-            return Fill(symbol, start_ms, len(fills), side, q, px, notional, fee, realized_leg, tier, regime)
-
-        if target != units:
-            if units != 0 and (target == 0 or (target > 0) != (units > 0) or abs(target) < abs(units)):
-                # close all (flat or flip) or the reduced fraction (same sign, smaller)
-                frac = (
-                    1.0
-                    if target == 0 or (target > 0) != (units > 0)
-                    else (abs(units) - abs(target)) / abs(units)
-                )
-                q = abs(qty) * frac
-                side: Side = "sell" if qty > 0 else "buy"
-                px = base * (1.0 - slip) if side == "sell" else base * (1.0 + slip)
-                leg = q * (px - avg) if qty > 0 else q * (avg - px)
-                fills.append(fill(side, q, leg))
-                realized += leg
-                remaining = abs(qty) - q
-                units = 0 if frac == 1.0 else target
-                qty = 0.0 if frac == 1.0 else (remaining if qty > 0 else -remaining)
-                if qty == 0.0:
-                    avg = 0.0
-            if target != units:
-                # open or add (units is 0 or has target's sign with a smaller size)
-                add_units = abs(target - units)
-                side = "buy" if target > 0 else "sell"
-                px = base * (1.0 + slip) if side == "buy" else base * (1.0 - slip)
-                q = add_units * cfg.notional_usd / px
-                new_abs = abs(qty) + q
-                avg = (abs(qty) * avg + q * px) / new_abs
-                qty = new_abs if target > 0 else -new_abs
-                units = target
-                fills.append(fill(side, q, 0.0))
-        owner_tier, owner_regime = (tier, regime) if units != 0 else (None, None)
-
-        fees = sum(f.fee_usd for f in fills)
-        _add(by_tier, tier, trade)
-        _add(by_regime, regime, trade)
+        _add(by_tier, tier, ex.trade_pnl)
+        _add(by_regime, regime, ex.trade_pnl)
+        fees = sum(f.fee_usd for f in ex.fills)
+        owned = ex.units != 0
         new = replace(
             st,
             last_start_ms=start_ms,
-            units=units,
-            qty=qty,
-            avg_entry_px=avg,
+            units=ex.units,
+            qty=ex.qty,
+            avg_entry_px=ex.avg,
             mark_px=close,
-            tier=owner_tier,
-            regime=owner_regime,
-            realized_pnl_usd=st.realized_pnl_usd + realized,
+            tier=tier if owned else None,
+            regime=regime if owned else None,
+            realized_pnl_usd=st.realized_pnl_usd + ex.realized,
             fees_usd=st.fees_usd + fees,
-            n_fills=st.n_fills + len(fills),
+            n_fills=st.n_fills + len(ex.fills),
             pnl_by_tier=by_tier,
             pnl_by_regime=by_regime,
         )
@@ -317,18 +268,123 @@ class PaperTrader:
             symbol=symbol,
             start_ms=start_ms,
             signal=sig,
-            position=units,
-            qty=qty,
-            fill_price=fills[-1].price if fills else None,
+            position=ex.units,
+            qty=ex.qty,
+            fill_price=ex.fills[-1].price if ex.fills else None,
             fee_usd=fees,
-            realized_pnl_usd=realized,
+            realized_pnl_usd=ex.realized,
             unrealized_pnl_usd=new.unrealized_pnl_usd,
             equity_usd=new.equity_usd,
             bar_pnl_usd=new.equity_usd - st.equity_usd,
             holding_pnl_usd=holding,
             holding_tier=holding_tier,
             holding_regime=holding_regime,
-            trade_pnl_usd=trade,
-            fills=tuple(fills),
+            trade_pnl_usd=ex.trade_pnl,
+            fills=tuple(ex.fills),
             state=new,
+        )
+
+    def _checked_state(self, symbol: str, start_ms: int, close: float) -> PositionState:
+        if not close > 0.0:
+            raise ValueError(f"{symbol}@{start_ms}: expected a positive close price, got {close}")
+        st = self.state(symbol)
+        if st.last_start_ms is not None and start_ms <= st.last_start_ms:
+            raise ValueError(
+                f"{symbol}: bar start_ms={start_ms} already decided (last decided {st.last_start_ms})"
+            )
+        return st
+
+    def _trade(self, st: PositionState, target: int, pricing: _Pricing) -> _Execution:
+        """Fills that take the position from `st.units` to `target` units: first reduce or close (flat,
+        flip, or a smaller size of the same sign), then open or add."""
+        ex = _Execution(units=st.units, qty=st.qty, avg=st.avg_entry_px)
+        units, qty, avg = ex.units, ex.qty, ex.avg
+        if target == units:
+            return ex
+        if units != 0 and (target == 0 or (target > 0) != (units > 0) or abs(target) < abs(units)):
+            frac = (
+                1.0 if target == 0 or (target > 0) != (units > 0) else (abs(units) - abs(target)) / abs(units)
+            )
+            q = abs(qty) * frac
+            side: Side = "sell" if qty > 0 else "buy"
+            px = pricing.price(side)
+            leg = q * (px - avg) if qty > 0 else q * (avg - px)
+            ex.add(pricing, side, q, leg)
+            ex.realized += leg
+            remaining = abs(qty) - q
+            units = 0 if frac == 1.0 else target
+            qty = 0.0 if frac == 1.0 else (remaining if qty > 0 else -remaining)
+            if qty == 0.0:
+                avg = 0.0
+        if target != units:
+            # open or add (units is 0 or has target's sign with a smaller size)
+            side = "buy" if target > 0 else "sell"
+            px = pricing.price(side)
+            q = abs(target - units) * self.cfg.notional_usd / px
+            new_abs = abs(qty) + q
+            avg = (abs(qty) * avg + q * px) / new_abs
+            qty = new_abs if target > 0 else -new_abs
+            units = target
+            ex.add(pricing, side, q, 0.0)
+        ex.units, ex.qty, ex.avg = units, qty, avg
+        return ex
+
+
+def _holding_pnl(st: PositionState, close: float) -> tuple[float, str | None, str | None]:
+    """PnL of the position carried into this bar, marked from the last close to `close`, and its owners."""
+    if st.qty == 0.0:
+        return 0.0, None, None
+    holding = st.qty * (close - st.mark_px) if st.mark_px is not None else 0.0
+    return holding, st.tier, st.regime
+
+
+@dataclass(frozen=True, slots=True)
+class _Pricing:
+    """How one bar's fills are priced: base price +- slippage, fee on notional, tagged with the bar."""
+
+    symbol: str
+    start_ms: int
+    close: float
+    base: float
+    slip: float
+    fee_rate: float
+    tier: str
+    regime: str
+
+    def price(self, side: Side) -> float:
+        return self.base * (1.0 + self.slip) if side == "buy" else self.base * (1.0 - self.slip)
+
+
+@dataclass(slots=True)
+class _Execution:
+    """The running result of one bar's trade."""
+
+    units: int
+    qty: float
+    avg: float
+    fills: list[Fill] = field(default_factory=list)
+    realized: float = 0.0
+    trade_pnl: float = 0.0  # fees + slippage vs the close, to this bar's tier/regime
+
+    def add(self, pricing: _Pricing, side: Side, q: float, realized_leg: float) -> None:
+        px = pricing.price(side)
+        notional = q * px
+        fee = notional * pricing.fee_rate
+        # a buy at px marked at close gains q*(close - px); a sell loses q*(close - px)
+        close = pricing.close
+        self.trade_pnl += (q * (close - px) if side == "buy" else q * (px - close)) - fee
+        self.fills.append(
+            Fill(
+                pricing.symbol,
+                pricing.start_ms,
+                len(self.fills),
+                side,
+                q,
+                px,
+                notional,
+                fee,
+                realized_leg,
+                pricing.tier,
+                pricing.regime,
+            )
         )
