@@ -1,4 +1,8 @@
-"""`python -m bot run|demo|replay-server|latency-report`."""
+"""`python -m bot run|demo|replay-server|latency-report`.
+
+Exit codes: 0 ok, 1 runtime error, 2 config error, 3 model error, 4 stalled (decision lag), 5 a shutdown
+step overran `service.shutdown_timeout_s` and was abandoned.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,24 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, Final, TypeVar
 
 from bot import logs
 from bot.core.errors import BotError, ConfigError, ModelError, PipelineStalledError
+from bot.shutdown import ShutdownTimeoutError
 
 EXIT_CONFIG = 2
 EXIT_MODEL = 3
 EXIT_RUNTIME = 1
 EXIT_STALLED = 4
+EXIT_SHUTDOWN = 5  # a shutdown step overran service.shutdown_timeout_s and was abandoned
+
+# After the service returns: how long tasks it abandoned get to end after a last cancel before the loop is
+# closed without them (asyncio.run would wait for them forever).
+LOOP_CLEANUP_S: Final = 1.0
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,10 +57,32 @@ def _run(args: argparse.Namespace) -> int:
         level=cfg.logging.level, fmt=cfg.logging.format, decisions_path=cfg.logging.decisions_path
     )
     try:
-        asyncio.run(run_service(cfg))
+        _run_loop(run_service(cfg), cleanup_s=LOOP_CLEANUP_S)
     finally:
         logs.close_logging()
     return 0
+
+
+def _run_loop(main: Coroutine[Any, Any, T], *, cleanup_s: float) -> T:
+    """`asyncio.run(main)`, except that tasks still pending afterwards (shutdown steps the service abandoned)
+    get `cleanup_s` after a last cancel and are then left behind: the process is exiting."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=cleanup_s))
+            for closing in (loop.shutdown_asyncgens, loop.shutdown_default_executor):
+                with contextlib.suppress(TimeoutError):  # what would not close is left behind too
+                    loop.run_until_complete(asyncio.wait_for(closing(), cleanup_s))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,6 +130,9 @@ def _report_error(exc: BaseException) -> int:
     if isinstance(first, PipelineStalledError):
         print(f"stalled: {first}", file=sys.stderr)
         return EXIT_STALLED
+    if isinstance(first, ShutdownTimeoutError):
+        print(f"shutdown timeout: {first}", file=sys.stderr)
+        return EXIT_SHUTDOWN
     print(f"error: {type(first).__name__}: {first}", file=sys.stderr)
     return EXIT_RUNTIME
 

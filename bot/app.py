@@ -8,13 +8,14 @@ first start-up backfill completes, and kept in the ledger): so a restart decides
 and no bar twice (the ledger's primary key is `(symbol, start_ms)`).
 
 Shutdown (SIGTERM/SIGINT or `stop`): stop intake, finish the bar in hand (processing is synchronous, so
-cancellation only lands between bars), commit, close sockets, log `service_stopped`.
+cancellation only lands between bars), close the feed, REST, metrics and the ledger (committed per bar), log
+`service_stopped` - all under one budget, `service.shutdown_timeout_s` (`bot.shutdown`): a step that
+overruns it is abandoned and logged (`shutdown_timeout`), and the run raises ShutdownTimeoutError (exit 5).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections import Counter
@@ -37,6 +38,7 @@ from bot.core.stream import PartialBar
 from bot.ledger import Ledger
 from bot.metrics import Metrics
 from bot.notify import Notifier, Watchdog
+from bot.shutdown import ShutdownBudget
 from bot.tiers import TierFamily
 
 
@@ -222,46 +224,91 @@ class Service:
 
     # ---- run -------------------------------------------------------------------------------------
 
+    async def _serve(self, feed: MarketFeed, engine: Engine, ledger: Ledger, stop: asyncio.Event) -> None:
+        """The running service under the app's one TaskGroup: the consumer and the watchdog.
+
+        Returns when the consumer does (`max_decisions`); cancel it to stop. A consumer error (a fatal feed
+        error, a stall) ends it with the TaskGroup's ExceptionGroup.
+        """
+        async with asyncio.TaskGroup() as tg:
+            consumer = tg.create_task(self._consume(feed, engine, ledger, stop), name="consume")
+            dog = tg.create_task(self.watchdog.run(), name="watchdog")
+            await asyncio.wait({consumer})  # its error, if any, is the TaskGroup's to raise
+            dog.cancel()
+
     async def run(self, stop: asyncio.Event) -> RunSummary:
-        """Run until `stop` is set (or `max_decisions`); return the summary. Raises BotError if fatal."""
+        """Run until `stop` is set (or `max_decisions`); return the summary.
+
+        Raises:
+            BotError: fatal (inside an ExceptionGroup when it came from the running tasks).
+            ShutdownTimeoutError: the run ended cleanly but a shutdown step overran
+                `service.shutdown_timeout_s` and was abandoned.
+        """
         t_start = time.perf_counter()
         cfg = self.cfg
         self.log.info(logs.SERVICE_START, symbols=list(cfg.market.symbols), interval=cfg.market.interval)
         engine, ledger = self._open_state()
+        budget = ShutdownBudget(cfg.service.shutdown_timeout_s, self.log)
+        rest: RestClient | None = None
+        serving: asyncio.Task[None] | None = None
         try:
             self.metrics_port = await self.metrics.serve(cfg.service)
-            async with RestClient(
+            rest = await RestClient(
                 cfg.exchange.rest_url,
                 timeout_s=cfg.exchange.rest_timeout_s,
                 max_retries=cfg.exchange.rest_max_retries,
                 backoff_initial_s=cfg.exchange.rest_backoff_initial_s,
                 backoff_max_s=cfg.exchange.rest_backoff_max_s,
-            ) as rest:
-                feed = self.feed = MarketFeed(cfg, rest, start_ms=self._start_ms())
-                async with asyncio.TaskGroup() as tg:
-                    consumer = tg.create_task(self._consume(feed, engine, ledger, stop), name="consume")
-                    dog = tg.create_task(self.watchdog.run(), name="watchdog")
-                    stopper = tg.create_task(stop.wait(), name="stop")
-                    await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    self.notifier.stopping(status="stopping")
-                    self.log.info(logs.SERVICE_STOP)
-                    for task in (consumer, dog, stopper):
-                        task.cancel()
-                with contextlib.suppress(Exception):
-                    await feed.aclose()
-                self.summary.reconnects = feed.stats.reconnects
+            ).__aenter__()
+            self.feed = MarketFeed(cfg, rest, start_ms=self._start_ms())
+            serving = asyncio.create_task(self._serve(self.feed, engine, ledger, stop), name="serve")
+            stopper = asyncio.create_task(stop.wait(), name="stop")
+            try:
+                await asyncio.wait({serving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
         finally:
-            ledger.close()
-            with contextlib.suppress(Exception):
-                await self.metrics.stop()
+            error = await self._shutdown(budget, serving, rest, ledger)
             self.summary.wall_s = time.perf_counter() - t_start
             self.log.info(
                 logs.SERVICE_STOPPED,
                 decisions=self.summary.decisions,
                 warmup_bars=self.summary.warmup_bars,
                 wall_s=round(self.summary.wall_s, 3),
+                shutdown_s=round(budget.elapsed_s, 3),
+                abandoned=budget.abandoned,
             )
+        if error is not None:
+            raise error
+        budget.raise_if_abandoned()
         return self.summary
+
+    async def _shutdown(
+        self,
+        budget: ShutdownBudget,
+        serving: asyncio.Task[None] | None,
+        rest: RestClient | None,
+        ledger: Ledger,
+    ) -> BaseException | None:
+        """Every shutdown step under one budget (`service.shutdown_timeout_s`); returns the running tasks'
+        error, if they ended with one (raised by `run` after the shutdown)."""
+        budget.start()
+        self.notifier.stopping(status="stopping")
+        self.log.info(logs.SERVICE_STOP, budget_s=budget.budget_s)
+        error: BaseException | None = None
+        if serving is not None:
+            serving.cancel()  # a no-op when it already ended
+            done = await budget.step("tasks", serving)
+            if done is not None and not done.cancelled():
+                error = done.exception()
+        if self.feed is not None:
+            await budget.close("feed", self.feed.aclose())
+            self.summary.reconnects = self.feed.stats.reconnects
+        if rest is not None:
+            await budget.close("rest", rest.aclose())
+        await budget.close("metrics", self.metrics.stop())
+        budget.run_sync("ledger", ledger.close)
+        return error
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -41,6 +41,8 @@ SERVICE_STOP: Final = "service_stop"
 SERVICE_STOPPED: Final = "service_stopped"
 SHUTDOWN_TIMEOUT: Final = "shutdown_timeout"  # a shutdown step overran service.shutdown_timeout_s
 SHUTDOWN_STEP_FAILED: Final = "shutdown_step_failed"  # a closing step raised; the shutdown goes on
+SHUTDOWN_TIMEOUT: Final = "shutdown_timeout"  # a shutdown step overran service.shutdown_timeout_s
+SHUTDOWN_STEP_FAILED: Final = "shutdown_step_failed"  # a closing step raised; the shutdown goes on
 CONFIG_ERROR: Final = "config_error"
 
 _LEVELS: Final = {
