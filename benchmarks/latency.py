@@ -327,7 +327,7 @@ def _tier_pipeline(
         t1 = clock()
         assert d is not None
         assert d.tier == tier
-        logs.write_decision(encode_line(d))
+        logs.write_decision(encode_line(d, {"ledger": 0.0, "recv_to_decision": 0.0}))
         t2 = clock()
         rec = modes.setdefault(mode, {})
         for k, v in d.latency_us.items():

@@ -22,8 +22,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from bot import logs
 from bot.bybit.feed import FeedReady, MarketFeed
 from bot.bybit.rest import RestClient
@@ -132,10 +130,7 @@ class Service:
         # from the websocket frame (or, for REST-filled bars, from the dequeue) to the engine's decision
         recv_us = (decided_ns - (bar.recv_ns or recv_ns)) / 1e3
         ledger_us = (time.perf_counter_ns() - decided_ns) / 1e3
-        logged = msgspec.structs.replace(
-            decision, latency_us={**decision.latency_us, "ledger": ledger_us, "recv_to_decision": recv_us}
-        )
-        logs.write_decision(encode_line(logged))
+        logs.write_decision(encode_line(decision, {"ledger": ledger_us, "recv_to_decision": recv_us}))
         self.metrics.observe_decision(
             symbol=bar.symbol,
             tier=decision.tier,

@@ -15,8 +15,8 @@ in the caller, which should skip bars with `is_decided`/`last_decided` after a r
 Durability: WAL journal with `synchronous = FULL` by default. A killed process (SIGKILL) loses nothing that
 committed under either FULL or NORMAL, since the WAL is in the OS page cache; FULL also fsyncs the WAL at
 every commit so a decided bar survives power loss or a kernel crash too - otherwise the decisions log could
-hold lines for bars the ledger lost, and a restart would decide them again. The price, measured on this VM
-(benchmarks/bench_ledger.py): a commit takes ~4 ms p50 / ~11 ms p99 under FULL against ~50 us under NORMAL.
+hold lines for bars the ledger lost, and a restart would decide them again. The price is an fsync per
+commit (milliseconds against microseconds under NORMAL: benchmarks/bench_ledger.py, docs/performance.md).
 At one commit per bar (minutes apart) that is affordable, but it is blocking I/O: write the ledger after the
 bar's latency stages are measured (`[ledger].synchronous = "normal"` if a deployment prefers speed).
 """

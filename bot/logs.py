@@ -41,8 +41,6 @@ SERVICE_STOP: Final = "service_stop"
 SERVICE_STOPPED: Final = "service_stopped"
 SHUTDOWN_TIMEOUT: Final = "shutdown_timeout"  # a shutdown step overran service.shutdown_timeout_s
 SHUTDOWN_STEP_FAILED: Final = "shutdown_step_failed"  # a closing step raised; the shutdown goes on
-SHUTDOWN_TIMEOUT: Final = "shutdown_timeout"  # a shutdown step overran service.shutdown_timeout_s
-SHUTDOWN_STEP_FAILED: Final = "shutdown_step_failed"  # a closing step raised; the shutdown goes on
 CONFIG_ERROR: Final = "config_error"
 
 _LEVELS: Final = {
@@ -84,7 +82,7 @@ _encoder = msgspec.json.Encoder(enc_hook=str)  # anything msgspec cannot encode 
 
 
 def _dumps(obj: Any, **_: Any) -> str:
-    """structlog serializer: msgspec's encoder, several times faster than json.dumps on the per-bar line."""
+    """structlog serializer: msgspec's encoder (faster than json.dumps)."""
     return _encoder.encode(obj).decode()
 
 

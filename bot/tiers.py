@@ -5,13 +5,13 @@ schema or feature version differs from `bot.core.features`, a tier whose file is
 not hash to the manifest's sha256, an unknown feature name, and an ONNX graph whose input/output names or
 input width differ from the manifest. The verified bytes are the bytes the session is built from.
 
-Sessions are tuned for one row every few minutes (2 cores; benchmarks/latency.py): one intra-op and
-one inter-op thread with spinning off (ORT's default spinning threads burn ~40% of a core while idle),
+Sessions are tuned for one row every few minutes (2 cores; benchmarks/latency.py): one intra-op and one
+inter-op thread with spinning off (ORT's default spinning threads burn CPU while idle: docs/performance.md),
 sequential execution, all graph optimisations. `predict` copies the tier's feature subset (a pre-computed
-index array) into a pre-allocated float32 [1, n] buffer that is pre-bound, like the [1, 1] output, through
-an IOBinding, so a call allocates nothing in ORT. `warm(tier)` runs two untimed calls: a cold session
-(minutes since its last run) is many times slower than a hot one, so the engine warms the routed tier just
-before the confirmed bar.
+index array) into a pre-allocated float32 [1, n] buffer that is pre-bound, like the [1, 1] output, through an
+IOBinding, so a call allocates nothing in ORT. `warm(tier)` runs two untimed calls: a cold session (minutes
+since its last run) is many times slower than a hot one, so the engine warms the routed tier just before the
+confirmed bar.
 """
 
 from __future__ import annotations
@@ -102,8 +102,7 @@ class Tier:
         """`calls` untimed predictions on a zero vector through the same path as `predict` (discarded).
 
         Warming only the ORT run is not enough: the numpy gather and the Python path go cold too
-        (measured, 2x64 after 100 ms idle: p50 ~70 us warming ORT alone, ~18 us after one full-path call,
-        ~13 us after two).
+        (benchmarks/latency.py measures the difference).
         """
         for _ in range(calls):
             self.predict(_ZEROS)

@@ -90,8 +90,11 @@ _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(DecisionRecord)
 
 
-def encode_line(record: DecisionRecord) -> bytes:
-    """The `bar_decided` JSON line (no newline): `{"event":"bar_decided","symbol":...}`."""
+def encode_line(record: DecisionRecord, extra_latency_us: dict[str, float] | None = None) -> bytes:
+    """The `bar_decided` JSON line (no newline): `{"event":"bar_decided","symbol":...}`; `extra_latency_us`
+    adds stages measured after the engine (the shell's `ledger`, `recv_to_decision`) to `latency_us`."""
+    if extra_latency_us:
+        record = msgspec.structs.replace(record, latency_us={**record.latency_us, **extra_latency_us})
     return _encoder.encode(record)
 
 

@@ -110,11 +110,11 @@ class Engine:
         """A `confirm:false` update: rehearse the confirmed-bar path so the real decision runs hot.
 
         Live bars come minutes apart, so by the time a bar confirms every cache the decision path uses has
-        gone cold (measured: a cold ONNX call costs ~200 us against ~10 us hot, and features, regime and
-        paper slow down as much). The rehearsal runs features, regime, the tier the rehearsed regime routes
-        to, and the paper trader on throwaway copies of the state, with the partial bar standing in for the
-        confirm; nothing it computes is kept. Bybit pushes partials every 1-60 s, so the last one lands
-        shortly before the confirm.
+        gone cold (a cold ONNX call costs an order of magnitude more than a hot one, and features, regime
+        and paper slow down as much: docs/performance.md). The rehearsal runs features, regime, the tier
+        the rehearsed regime routes to, and the paper trader on throwaway copies of the state, with the
+        partial bar standing in for the confirm; nothing it computes is kept. Bybit pushes partials every
+        1-60 s, so the last one lands shortly before the confirm.
         """
         if not self.warmup:
             return
