@@ -550,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mode": "quick" if args.quick else "full",
             "command": "python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "models": str(args.models),
-            "provenance": family.manifest.get("provenance"),
+            "provenance": family.manifest.provenance,
             "samples": {"inference": n_inf, "hot": n_hot, "cold_each": n_cold, "idle_s": idle_s},
             "gap_ms": args.gap_ms,
             "loadavg_before": load0,

@@ -69,7 +69,7 @@ def run_variant(
     macs: list[int] = []
     traded_usd = 0.0
     mac_of = {
-        t.name: multiply_adds(t.spec.entry.get("hidden", [t.spec.width] * t.spec.layers), t.n_features)
+        t.name: multiply_adds(t.spec.entry.hidden or [t.spec.width] * t.spec.layers, t.n_features)
         for t in family
     }
     for i in range(first_test, len(bars) - 1):
@@ -148,7 +148,7 @@ def study_symbol(
         "test_last_start_ms": bars[-1].start_ms,
         "test_bars": len(bars) - first_test,
         "tiers": [
-            {"name": t.name, "recipe": t.spec.recipe, "metrics": t.spec.entry.get("metrics", {})}
+            {"name": t.name, "recipe": t.spec.recipe, "metrics": msgspec.structs.asdict(t.spec.entry.metrics)}
             for t in family
         ],
         "variants": rows,

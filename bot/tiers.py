@@ -17,7 +17,6 @@ confirmed bar.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +28,16 @@ import onnxruntime as ort
 
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_INDEX, FEATURE_VERSION, N_FEATURES
+from bot.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, Manifest, TierEntry, decode_manifest
 
-MANIFEST_NAME: Final = "manifest.json"
-MANIFEST_SCHEMA_VERSION: Final = 1
+__all__ = ["MANIFEST_NAME", "MANIFEST_SCHEMA_VERSION", "Tier", "TierFamily", "TierSpec", "session_options"]
+
 _ZEROS: Final = np.zeros(N_FEATURES, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
 class TierSpec:
-    """One tier's manifest entry (the fields the bot uses; `entry` keeps the whole object)."""
+    """One tier's verified manifest entry (the fields the bot uses; `entry` keeps the whole typed entry)."""
 
     name: str
     stage: int
@@ -50,7 +50,7 @@ class TierSpec:
     width: int
     params: int
     recipe: str
-    entry: Mapping[str, Any]
+    entry: TierEntry
 
 
 def session_options() -> ort.SessionOptions:
@@ -118,18 +118,9 @@ def _fail(tier: str, what: str) -> ModelError:
     return ModelError(f"tier {tier!r}: {what}")
 
 
-def _spec(entry: Any, i: int) -> TierSpec:
-    if not isinstance(entry, Mapping):
-        raise ModelError(f"manifest tiers[{i}]: expected an object, got {type(entry).__name__}")
-    name = entry.get("name")
-    if not isinstance(name, str) or not name:
-        raise ModelError(f"manifest tiers[{i}]: expected a non-empty string 'name', got {name!r}")
-    for key in ("file", "sha256", "input_name", "output_name"):
-        if not isinstance(entry.get(key), str) or not entry[key]:
-            raise _fail(name, f"manifest field {key!r}: expected a non-empty string, got {entry.get(key)!r}")
-    features = entry.get("features")
-    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
-        raise _fail(name, f"manifest field 'features': expected a non-empty list of names, got {features!r}")
+def _spec(entry: TierEntry, i: int) -> TierSpec:
+    """The checks that need the feature schema (the types were checked by decoding)."""
+    name, features = entry.name, entry.features
     unknown = [f for f in features if f not in FEATURE_INDEX]
     if unknown:
         raise _fail(
@@ -140,21 +131,22 @@ def _spec(entry: Any, i: int) -> TierSpec:
     order = [FEATURE_INDEX[f] for f in features]
     if order != sorted(order):
         raise _fail(name, "features are not in bot.core.features.FEATURE_NAMES order")
-    file = str(entry["file"])
-    if Path(file).name != file:
-        raise _fail(name, f"manifest field 'file': expected a file name inside the models dir, got {file!r}")
+    if Path(entry.file).name != entry.file:
+        raise _fail(
+            name, f"manifest field 'file': expected a file name inside the models dir, got {entry.file!r}"
+        )
     return TierSpec(
         name=name,
-        stage=int(entry.get("stage", i)),
-        file=file,
-        sha256=str(entry["sha256"]).lower(),
+        stage=i if entry.stage is None else entry.stage,
+        file=entry.file,
+        sha256=entry.sha256.lower(),
         features=tuple(features),
-        input_name=str(entry["input_name"]),
-        output_name=str(entry["output_name"]),
-        layers=int(entry.get("layers", 0)),
-        width=int(entry.get("width", 0)),
-        params=int(entry.get("params", 0)),
-        recipe=str(entry.get("recipe", "")),
+        input_name=entry.input_name,
+        output_name=entry.output_name,
+        layers=entry.layers,
+        width=entry.width,
+        params=entry.params,
+        recipe=entry.recipe,
         entry=entry,
     )
 
@@ -186,7 +178,7 @@ def _session(spec: TierSpec, data: bytes) -> ort.InferenceSession:
 class TierFamily:
     """The loaded, verified tier family. Use `TierFamily.load(models_dir)`."""
 
-    def __init__(self, manifest: Mapping[str, Any], tiers: Mapping[str, Tier], models_dir: Path) -> None:
+    def __init__(self, manifest: Manifest, tiers: Mapping[str, Tier], models_dir: Path) -> None:
         self.manifest = manifest
         self.tiers: dict[str, Tier] = dict(tiers)
         self.models_dir = models_dir
@@ -206,23 +198,16 @@ class TierFamily:
         root = Path(models_dir)
         path = root / MANIFEST_NAME
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise ModelError(
                 f"{path}: no manifest; build a tier family with `python -m offline distill`"
             ) from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelError(f"{path}: cannot read manifest: {exc}") from exc
-        if not isinstance(manifest, dict):
-            raise ModelError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
-        sv = manifest.get("schema_version")
-        if sv != MANIFEST_SCHEMA_VERSION:
-            raise ModelError(f"{path}: schema_version expected {MANIFEST_SCHEMA_VERSION}, got {sv!r}")
-        fv = manifest.get("feature_version")
-        entries = manifest.get("tiers")
-        if not isinstance(entries, list) or not entries:
-            raise ModelError(f"{path}: expected a non-empty 'tiers' list, got {entries!r}")
-        specs = [_spec(e, i) for i, e in enumerate(entries)]
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read manifest: {exc.strerror}") from exc
+        manifest = decode_manifest(raw, path=path)
+        fv = manifest.feature_version
+        specs = [_spec(e, i) for i, e in enumerate(manifest.tiers)]
         if fv != FEATURE_VERSION:
             names = [s.name for s in specs]
             raise ModelError(
@@ -264,9 +249,8 @@ class TierFamily:
 
     @property
     def regime_calibration(self) -> dict[str, Any]:
-        """`manifest["regime_calibration"]` ({} when absent)."""
-        cal = self.manifest.get("regime_calibration")
-        return dict(cal) if isinstance(cal, Mapping) else {}
+        """The manifest's `regime_calibration` ({} when absent)."""
+        return dict(self.manifest.regime_calibration)
 
     def __contains__(self, name: object) -> bool:
         return name in self.tiers

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import onnx
@@ -29,12 +30,22 @@ from sklearn.pipeline import Pipeline
 from bot.config import Config
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_VERSION
+from bot.manifest import (
+    MANIFEST_NAME,
+    MANIFEST_SCHEMA_VERSION,
+    Manifest,
+    Target,
+    TierEntry,
+    TierMetrics,
+    decode_manifest,
+    encode_manifest,
+)
 from offline.data import Dataset, check_name
 from offline.train import Candidate, DistillResult, TierModel
 
 F64 = npt.NDArray[np.float64]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = MANIFEST_SCHEMA_VERSION
 INPUT_NAME = "x"
 OUTPUT_NAME = "y"
 TARGET_OPSET = 17
@@ -131,9 +142,13 @@ def regime_calibration(ds: Dataset, cfg: Config) -> dict[str, Any]:
     return dict(calibrate(ds.train_bars(), cfg.regime))
 
 
-def _manifest_metrics(c: Candidate) -> dict[str, float | None]:
-    keys = ("test_r2", "r2_retention", "fidelity_r2", "ic", "hit_rate", "distill_loss", "train_s")
-    return {k: c.metrics[k] for k in keys}
+def _manifest_metrics(c: Candidate) -> TierMetrics:
+    fields = msgspec.structs.fields(TierMetrics)
+    return TierMetrics(**{f.name: _opt_float(c.metrics[f.name]) for f in fields})
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def export_family(
@@ -162,45 +177,48 @@ def export_family(
         parity[name] = check_parity(cand.model, blob, X_check, atol=cfg.distill.onnx_atol, name=name)
         blobs[name] = blob
     result.info["parity_max_abs_err"] = parity
-    tiers_out: list[dict[str, Any]] = []
+    tiers_out: list[TierEntry] = []
     for name in result.tier_names:
         cand = result.chosen[name]
         path = out_dir / f"{name}.onnx"
         path.write_bytes(blobs[name])
         tier_cfg = cfg.tiers[name]
         tiers_out.append(
-            {
-                "name": name,
-                "stage": result.tier_names.index(name),
-                "file": path.name,
-                "sha256": sha256_file(path),
-                "layers": tier_cfg.layers,
-                "width": tier_cfg.width,
-                "hidden": list(cand.model.hidden),
-                "params": cand.model.params,
-                "compression": cand.metrics["compression"],
-                "feature_set": tier_cfg.features,
-                "features": list(cand.model.features),
-                "input_name": INPUT_NAME,
-                "output_name": OUTPUT_NAME,
-                "recipe": cand.recipe,
-                "alpha": cand.alpha,
-                "temperature": cand.temperature,
-                "metrics": _manifest_metrics(cand),
-            }
+            TierEntry(
+                name=name,
+                stage=result.tier_names.index(name),
+                file=path.name,
+                sha256=sha256_file(path),
+                layers=tier_cfg.layers,
+                width=tier_cfg.width,
+                hidden=[int(h) for h in cand.model.hidden],
+                params=int(cand.model.params),
+                compression=_opt_float(cand.metrics["compression"]),
+                feature_set=tier_cfg.features,
+                features=list(cand.model.features),
+                input_name=INPUT_NAME,
+                output_name=OUTPUT_NAME,
+                recipe=cand.recipe,
+                alpha=_opt_float(cand.alpha),
+                temperature=_opt_float(cand.temperature),
+                metrics=_manifest_metrics(cand),
+            )
         )
-    manifest: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "created_ms": created_ms if created_ms is not None else time.time_ns() // 1_000_000,
-        "feature_version": FEATURE_VERSION,
-        "target": {"horizon_bars": ds.horizon_bars, "unit": "return"},
-        "tiers": tiers_out,
-        "regime_calibration": regime_calibration(ds, cfg),
-        "provenance": dict(ds.provenance),
-        "versions": library_versions(),
-    }
-    write_json(out_dir / "manifest.json", manifest)
-    return manifest
+    manifest = Manifest(
+        schema_version=MANIFEST_SCHEMA_VERSION,
+        created_ms=created_ms if created_ms is not None else time.time_ns() // 1_000_000,
+        feature_version=FEATURE_VERSION,
+        target=Target(horizon_bars=ds.horizon_bars, unit="return"),
+        tiers=tiers_out,
+        regime_calibration=regime_calibration(ds, cfg),
+        provenance=dict(ds.provenance),
+        versions=library_versions(),
+    )
+    data = encode_manifest(manifest)
+    decode_manifest(data, path=out_dir / MANIFEST_NAME)  # what the bot will read: it must validate
+    (out_dir / MANIFEST_NAME).write_bytes(data)
+    built: dict[str, Any] = msgspec.to_builtins(manifest)
+    return built
 
 
 def write_json(path: Path, obj: Mapping[str, Any]) -> None:

@@ -1,0 +1,143 @@
+"""`manifest.json` as typed msgspec structs: written by `offline/export.py`, decoded (and validated) by
+`bot/tiers.py`. The JSON layout is the one documented in docs/architecture.md; decoding checks types and
+shapes and names the offending field (`$.tiers[2].sha256`), `bot.tiers` then checks what needs the feature
+schema or the files (feature names and order, hashes, the ONNX graphs).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from bot.core.errors import ModelError
+
+MANIFEST_NAME: Final = "manifest.json"
+MANIFEST_SCHEMA_VERSION: Final = 1
+
+NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class TierMetrics(msgspec.Struct, kw_only=True):
+    """Held-out metrics of the tier's chosen candidate (None: undefined, e.g. retention when the teacher's
+    R2 <= 0)."""
+
+    test_r2: float | None = None
+    r2_retention: float | None = None
+    fidelity_r2: float | None = None
+    ic: float | None = None
+    hit_rate: float | None = None
+    distill_loss: float | None = None
+    train_s: float | None = None
+
+
+class TierEntry(msgspec.Struct, kw_only=True):
+    """One tier: its file and hash, size, feature subset (in ONNX input column order) and how it was made.
+
+    `stage` None (absent) means the tier's position in `tiers`; the size fields default to 0 (unknown).
+    """
+
+    name: NonEmptyStr
+    stage: NonNegInt | None = None
+    file: NonEmptyStr
+    sha256: NonEmptyStr
+    layers: NonNegInt = 0
+    width: NonNegInt = 0
+    hidden: list[int] = msgspec.field(default_factory=list)
+    params: NonNegInt = 0
+    compression: float | None = None
+    feature_set: str = ""
+    features: Annotated[list[NonEmptyStr], msgspec.Meta(min_length=1)]
+    input_name: NonEmptyStr
+    output_name: NonEmptyStr
+    recipe: str = ""  # "teacher" | "progressive" | "one_shot" | "scratch"
+    alpha: float | None = None
+    temperature: float | None = None
+    metrics: TierMetrics = msgspec.field(default_factory=TierMetrics)
+
+
+class Target(msgspec.Struct, kw_only=True):
+    """What the ONNX output is: the raw return (`unit`) over the next `horizon_bars` bars."""
+
+    horizon_bars: Annotated[int, msgspec.Meta(ge=1)] = 1
+    unit: str = "return"
+
+
+class Manifest(msgspec.Struct, kw_only=True):
+    """The whole manifest; `tiers` largest first, the first is the teacher (stage 0)."""
+
+    schema_version: int
+    created_ms: NonNegInt = 0
+    feature_version: str
+    target: Target = msgspec.field(default_factory=Target)
+    tiers: Annotated[list[TierEntry], msgspec.Meta(min_length=1)]
+    regime_calibration: dict[str, Any] = msgspec.field(default_factory=dict)
+    provenance: dict[str, Any] = msgspec.field(default_factory=dict)
+    versions: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class _Header(msgspec.Struct):
+    schema_version: Any = None
+
+
+_TIER_PATH = re.compile(r"\$\.tiers\[(\d+)\]")
+_encoder = msgspec.json.Encoder()
+
+
+def encode_manifest(manifest: Manifest) -> bytes:
+    """Indented JSON with a trailing newline.
+
+    Raises:
+        ModelError: a NaN or infinite number anywhere (JSON has none; msgspec would write null).
+    """
+    _check_finite(msgspec.to_builtins(manifest), "$")
+    return msgspec.json.format(_encoder.encode(manifest), indent=2) + b"\n"
+
+
+def _check_finite(obj: Any, where: str) -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ModelError(f"manifest {where}: {obj} is not a JSON number; expected a finite float or null")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _check_finite(value, f"{where}.{key}")
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            _check_finite(value, f"{where}[{i}]")
+
+
+def decode_manifest(data: bytes, *, path: str | Path = MANIFEST_NAME) -> Manifest:
+    """Decode and validate a manifest.
+
+    Raises:
+        ModelError: not JSON, another schema version, or a field of the wrong type/shape; the message names
+            the file, the field (`$.tiers[1].features`) and, inside a tier, the tier's name.
+    """
+    try:
+        header = msgspec.json.decode(data, type=_Header)
+    except msgspec.DecodeError as exc:
+        raise ModelError(f"{path}: cannot read manifest: {exc}") from exc
+    if header.schema_version != MANIFEST_SCHEMA_VERSION:
+        raise ModelError(
+            f"{path}: schema_version expected {MANIFEST_SCHEMA_VERSION}, got {header.schema_version!r}"
+        )
+    try:
+        return msgspec.json.decode(data, type=Manifest)
+    except msgspec.ValidationError as exc:
+        raise ModelError(f"{path}: {exc}{_tier_hint(data, str(exc))}") from exc
+
+
+def _tier_hint(data: bytes, message: str) -> str:
+    """` (tier 'edge')` when the failing field is inside a tier that has a name."""
+    m = _TIER_PATH.search(message)
+    if m is None:
+        return ""
+    try:
+        raw = msgspec.json.decode(data)
+        name = raw["tiers"][int(m.group(1))]["name"]
+    except (msgspec.DecodeError, KeyError, IndexError, TypeError):
+        return ""
+    return f" (tier {name!r})" if isinstance(name, str) and name else ""
