@@ -1,7 +1,7 @@
 """`python -m bot run|demo|replay-server|latency-report`.
 
 Exit codes: 0 ok, 1 runtime error, 2 config error, 3 model error, 4 stalled (decision lag), 5 a shutdown
-step overran `service.shutdown_timeout_s` and was abandoned.
+step overran `service.shutdown_timeout_s` and was abandoned, 6 the ledger is in use by another instance.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 
 from bot import logs
 from bot.core.errors import BotError, ConfigError, ModelError, PipelineStalledError
+from bot.ledger import LedgerInUseError
 from bot.shutdown import ShutdownTimeoutError
 
 EXIT_CONFIG = 2
@@ -22,6 +23,7 @@ EXIT_MODEL = 3
 EXIT_RUNTIME = 1
 EXIT_STALLED = 4
 EXIT_SHUTDOWN = 5  # a shutdown step overran service.shutdown_timeout_s and was abandoned
+EXIT_IN_USE = 6  # another bot instance holds the ledger
 
 # After the service returns: how long tasks it abandoned get to end after a last cancel before the loop is
 # closed without them (asyncio.run would wait for them forever).
@@ -51,15 +53,17 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from bot.app import run_service
     from bot.config import load_config
+    from bot.ledger import LedgerLock
 
     cfg = load_config(args.config)
-    logs.configure_logging(
-        level=cfg.logging.level, fmt=cfg.logging.format, decisions_path=cfg.logging.decisions_path
-    )
-    try:
-        _run_loop(run_service(cfg), cleanup_s=LOOP_CLEANUP_S)
-    finally:
-        logs.close_logging()
+    with LedgerLock(cfg.ledger.path) as lock:  # before any file is created: one bot per ledger
+        logs.configure_logging(
+            level=cfg.logging.level, fmt=cfg.logging.format, decisions_path=cfg.logging.decisions_path
+        )
+        try:
+            _run_loop(run_service(cfg, lock=lock), cleanup_s=LOOP_CLEANUP_S)
+        finally:
+            logs.close_logging()
     return 0
 
 
@@ -130,6 +134,9 @@ def _report_error(exc: BaseException) -> int:
     if isinstance(first, PipelineStalledError):
         print(f"stalled: {first}", file=sys.stderr)
         return EXIT_STALLED
+    if isinstance(first, LedgerInUseError):
+        print(f"in use: {first}", file=sys.stderr)
+        return EXIT_IN_USE
     if isinstance(first, ShutdownTimeoutError):
         print(f"shutdown timeout: {first}", file=sys.stderr)
         return EXIT_SHUTDOWN

@@ -33,7 +33,7 @@ from bot.core.errors import PipelineStalledError
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
-from bot.ledger import Ledger
+from bot.ledger import Ledger, LedgerLock
 from bot.metrics import Metrics
 from bot.notify import Notifier, Watchdog
 from bot.shutdown import ShutdownBudget
@@ -65,9 +65,15 @@ class Service:
     """
 
     def __init__(
-        self, cfg: Config, *, max_decisions: int | None = None, notifier: Notifier | None = None
+        self,
+        cfg: Config,
+        *,
+        max_decisions: int | None = None,
+        notifier: Notifier | None = None,
+        lock: LedgerLock | None = None,
     ) -> None:
         self.cfg = cfg
+        self.lock = lock
         self.max_decisions = max_decisions
         self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.summary = RunSummary()
@@ -234,11 +240,25 @@ class Service:
     async def run(self, stop: asyncio.Event) -> RunSummary:
         """Run until `stop` is set (or `max_decisions`); return the summary.
 
+        The ledger's lock is taken before anything else (unless the caller holds it: `lock`), so a second
+        instance on the same ledger stops here, before a file is touched.
+
         Raises:
+            LedgerInUseError: another process holds the ledger.
             BotError: fatal (inside an ExceptionGroup when it came from the running tasks).
             ShutdownTimeoutError: the run ended cleanly but a shutdown step overran
                 `service.shutdown_timeout_s` and was abandoned.
         """
+        lock = self.lock if self.lock is not None else LedgerLock(self.cfg.ledger.path)
+        owns_lock = not lock.held
+        lock.acquire()
+        try:
+            return await self._run_locked(stop)
+        finally:
+            if owns_lock:
+                lock.release()
+
+    async def _run_locked(self, stop: asyncio.Event) -> RunSummary:
         t_start = time.perf_counter()
         cfg = self.cfg
         self.log.info(logs.SERVICE_START, symbols=list(cfg.market.symbols), interval=cfg.market.interval)
@@ -314,12 +334,16 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
 
 async def run_service(
-    cfg: Config, *, max_decisions: int | None = None, stop: asyncio.Event | None = None
+    cfg: Config,
+    *,
+    max_decisions: int | None = None,
+    stop: asyncio.Event | None = None,
+    lock: LedgerLock | None = None,
 ) -> RunSummary:
-    """Run the bot until a signal (or `stop`, or `max_decisions`)."""
+    """Run the bot until a signal (or `stop`, or `max_decisions`); `lock`: the ledger lock, if held."""
     ev = stop if stop is not None else asyncio.Event()
     install_signal_handlers(ev)
-    return await Service(cfg, max_decisions=max_decisions).run(ev)
+    return await Service(cfg, max_decisions=max_decisions, lock=lock).run(ev)
 
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:
