@@ -41,7 +41,8 @@ from bot.manifest import (
     encode_manifest,
 )
 from offline.data import Dataset, check_name
-from offline.train import Candidate, DistillResult, TierModel
+from offline.distill import Candidate, DistillResult
+from offline.train import TierModel
 
 F64 = npt.NDArray[np.float64]
 

@@ -13,9 +13,9 @@ import msgspec
 
 from bot.config import Config
 from offline.data import load_dataset
+from offline.distill import run_distillation
 from offline.export import export_family, write_json
 from offline.report import build_report, format_table, plot_report
-from offline.train import run_distillation
 
 
 def pipeline_distill(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from offline.train import DistillResult
+from offline.distill import DistillResult
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (header, metrics key, format)

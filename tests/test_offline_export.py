@@ -152,7 +152,7 @@ def test_onnx_outputs_raw_returns_equal_to_sklearn() -> None:
     """ONNX (scaling inside the graph) equals the scikit-learn model on held-out rows, in raw return units."""
     cfg = parse_config(TINY)
     ds = load_dataset("synthetic", cfg.distill)
-    from offline.train import run_distillation
+    from offline.distill import run_distillation
 
     res = run_distillation(ds, cfg.tiers, cfg.distill, epochs=2, seed=0)
     X = ds.X[ds.splits.test]

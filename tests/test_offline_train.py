@@ -10,15 +10,14 @@ from hypothesis.extra.numpy import arrays
 
 from bot.config import Config, parse_config
 from offline.data import load_dataset
+from offline.distill import DistillResult, run_distillation
 from offline.train import (
-    DistillResult,
     blend_constant,
     blended_target,
     hit_rate,
     information_coefficient,
     param_count,
     r2,
-    run_distillation,
     stage_alpha,
     stage_temperature,
     two_term_loss,

@@ -1,0 +1,451 @@
+"""The distillation run: teacher, progressive chain, one-shot and scratch baselines, and the exported pick.
+
+`run_distillation` is a few named steps over one shared `_Run` (data, splits, scalers, transfer set):
+train the teacher, run the progressive chain (with and without the transfer set), the one-shot and
+scratch baselines per student size, evaluate every candidate on the same rows, and choose the exported
+model per tier. The building blocks (loss identity, schedules, `fit_mlp`, metrics) live in `offline.train`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.preprocessing import StandardScaler
+
+from bot.config import DistillConfig, TierConfig
+from bot.core.features import FEATURE_SETS, feature_indices
+from offline.data import Dataset
+from offline.train import (
+    F64,
+    I64,
+    FitResult,
+    Recipe,
+    TierModel,
+    blended_target,
+    fit_mlp,
+    hit_rate,
+    information_coefficient,
+    pearson,
+    r2,
+    stage_alpha,
+    stage_temperature,
+    transfer_set,
+    two_term_loss,
+)
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One trained model for one size, with its recipe and metrics."""
+
+    tier: str
+    recipe: Recipe
+    variant: str  # "teacher", "progressive", "progressive_no_transfer", "one_shot", "scratch"
+    stage: int
+    model: TierModel
+    alpha: float
+    temperature: float
+    transfer: bool
+    fit: FitResult
+    metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DistillResult:
+    """Everything a run produced: candidates per tier, the chosen family, and run facts."""
+
+    tier_names: list[str]
+    candidates: dict[str, list[Candidate]]
+    chosen: dict[str, Candidate]
+    info: dict[str, Any]
+
+
+def _x_scaler(X_train: F64) -> StandardScaler:
+    sc = StandardScaler()
+    sc.fit(X_train)
+    return sc
+
+
+def _hidden(t: TierConfig) -> tuple[int, ...]:
+    return (t.width,) * t.layers
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What every step of one distillation run shares: data, splits, scalers, row sets and options.
+
+    `student_X` / `student_y` are the labelled rows every student learns (`student_y` in standardised
+    target units); `transfer_X` is the augmented transfer set (zero rows when `transfer_multiplier = 0`).
+    """
+
+    X: F64
+    y: F64
+    train_rows: I64
+    val_rows: I64
+    test_rows: I64
+    tiers: Mapping[str, TierConfig]
+    names: tuple[str, ...]
+    cfg: DistillConfig
+    epochs: int
+    seed: int
+    progress: bool
+    say: Callable[[str], None]
+    y_mean: float
+    y_scale: float
+    scalers: Mapping[tuple[str, ...], StandardScaler]
+    teacher_rows: I64
+    student_rows: I64
+    student_X: F64
+    student_y: F64
+    val_y: F64
+    transfer_X: F64
+
+    @classmethod
+    def prepare(
+        cls,
+        ds: Dataset,
+        tiers: Mapping[str, TierConfig],
+        cfg: DistillConfig,
+        *,
+        epochs: int,
+        seed: int,
+        progress: bool,
+        log: Callable[[str], None] | None,
+    ) -> _Run:
+        """Scale the target and each tier's feature set on the training rows; split teacher/student rows."""
+        names = tuple(tiers)
+        if len(names) < 2:
+            raise ValueError("distillation needs at least two tiers (a teacher and one student)")
+        tr, va, te = ds.splits.train, ds.splits.val, ds.splits.test
+        X, y = ds.X, ds.y
+        y_mean = float(y[tr].mean())
+        y_scale = float(y[tr].std()) or 1.0
+        scalers: dict[tuple[str, ...], StandardScaler] = {}
+        for name in names:
+            feats = FEATURE_SETS[tiers[name].features]
+            if feats not in scalers:
+                scalers[feats] = _x_scaler(X[tr][:, feature_indices(feats)])
+        if cfg.teacher_folds == 0:
+            n_t = int(len(tr) * (1.0 - cfg.heldout_frac))
+            teacher_rows, student_rows = tr[:n_t], tr[n_t:]
+        else:
+            teacher_rows, student_rows = tr, tr
+        student_X = X[student_rows]
+        x_std = X[tr].std(axis=0)
+        x_std[x_std == 0.0] = 1.0
+        transfer_X = (
+            transfer_set(
+                student_X, x_std, multiplier=cfg.transfer_multiplier, jitter=cfg.transfer_jitter, seed=seed
+            )
+            if cfg.transfer_multiplier > 0
+            else np.empty((0, X.shape[1]))
+        )
+        return cls(
+            X=X,
+            y=y,
+            train_rows=tr,
+            val_rows=va,
+            test_rows=te,
+            tiers=tiers,
+            names=names,
+            cfg=cfg,
+            epochs=epochs,
+            seed=seed,
+            progress=progress,
+            say=log or (lambda _msg: None),
+            y_mean=y_mean,
+            y_scale=y_scale,
+            scalers=scalers,
+            teacher_rows=teacher_rows,
+            student_rows=student_rows,
+            student_X=student_X,
+            student_y=(y[student_rows] - y_mean) / y_scale,
+            val_y=(y[va] - y_mean) / y_scale,
+            transfer_X=transfer_X,
+        )
+
+    @property
+    def students(self) -> tuple[str, ...]:
+        """Student tier names, largest first (stage k is `students[k - 1]`)."""
+        return self.names[1:]
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.names) - 1
+
+    @property
+    def has_transfer(self) -> bool:
+        return bool(self.transfer_X.shape[0])
+
+    def ystd(self, v: F64) -> F64:
+        """Raw returns in standardised target units."""
+        return (v - self.y_mean) / self.y_scale
+
+    def train(self, name: str, rows_X: F64, target: F64, *, desc: str) -> tuple[TierModel, FitResult]:
+        """Fit tier `name` on full feature rows `rows_X` and a standardised target; validate on the labels."""
+        feats = FEATURE_SETS[self.tiers[name].features]
+        sc = self.scalers[feats]
+        cols = feature_indices(feats)
+        Xs = np.asarray(sc.transform(rows_X[:, cols]), dtype=np.float32)
+        Xv = np.asarray(sc.transform(self.X[self.val_rows][:, cols]), dtype=np.float32)
+        hidden = _hidden(self.tiers[name])
+        res = fit_mlp(
+            hidden,
+            Xs,
+            target.astype(np.float32),
+            Xv,
+            self.val_y,
+            self.cfg,
+            epochs=self.epochs,
+            seed=self.seed,
+            desc=desc,
+            progress=self.progress,
+        )
+        return TierModel(hidden, feats, sc, self.y_mean, self.y_scale, res.mlp), res
+
+    def distill(
+        self, name: str, labeler: TierModel, labeler_S: F64, alpha: float, *, with_transfer: bool, desc: str
+    ) -> tuple[TierModel, FitResult]:
+        """Fit tier `name` on a blend of `labeler`'s outputs and the labels (plus the transfer set if asked).
+
+        Args:
+            labeler_S: `labeler`'s standardised predictions on `student_X`.
+            alpha: weight of the labeler; transfer rows have no label and learn the labeler alone.
+        """
+        target = blended_target(alpha, labeler_S, self.student_y)
+        rows = self.student_X
+        if with_transfer and self.transfer_X.shape[0]:
+            rows = np.concatenate([self.student_X, self.transfer_X])
+            target = np.concatenate([target, labeler.predict_std(self.transfer_X)])
+        return self.train(name, rows, target, desc=desc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Teacher:
+    """The fitted teacher, its standardised outputs on the student rows, and the yardsticks students meet.
+
+    `on_students` is out-of-sample: the held-out prediction, or the K-fold out-of-fold one.
+    """
+
+    candidate: Candidate
+    on_students: F64
+    test_pred: F64
+    val_pred: F64
+    test_r2: float
+
+    @property
+    def model(self) -> TierModel:
+        return self.candidate.model
+
+
+def _out_of_fold(run: _Run) -> tuple[F64, float]:
+    """K-fold out-of-fold teacher predictions on the training rows (standardised) and their fit time in s."""
+    tr, folds = run.train_rows, run.cfg.teacher_folds
+    name = run.names[0]
+    pred = np.empty(len(tr), dtype=np.float64)
+    emb = max(run.cfg.embargo_bars, run.cfg.horizon_bars)
+    bounds = np.linspace(0, len(tr), folds + 1).astype(int)
+    t0 = time.perf_counter()
+    for f in range(folds):
+        lo, hi = int(bounds[f]), int(bounds[f + 1])
+        keep = np.ones(len(tr), dtype=np.bool_)
+        keep[max(0, lo - emb) : hi + emb] = False
+        m, _ = run.train(
+            name, run.X[tr[keep]], run.ystd(run.y[tr[keep]]), desc=f"teacher fold {f + 1}/{folds}"
+        )
+        pred[lo:hi] = m.predict_std(run.X[tr[lo:hi]])
+    return pred, time.perf_counter() - t0
+
+
+def _train_teacher(run: _Run) -> _Teacher:
+    """Fit the first tier on the teacher rows and predict the student rows out of sample (evaluated)."""
+    name = run.names[0]
+    model, fit = run.train(
+        name, run.X[run.teacher_rows], run.ystd(run.y[run.teacher_rows]), desc=f"teacher {name}"
+    )
+    run.say(f"teacher {name}: best epoch {fit.best_epoch}/{fit.epochs_run}, {fit.train_s:.1f} s")
+    if run.cfg.teacher_folds == 0:
+        on_students, oof_s = model.predict_std(run.student_X), 0.0
+    else:
+        on_students, oof_s = _out_of_fold(run)
+    fit.train_s += oof_s
+    test_pred = model.predict(run.X[run.test_rows])
+    teacher = _Teacher(
+        candidate=Candidate(name, "teacher", "teacher", 0, model, 0.0, run.cfg.t_max, False, fit),
+        on_students=on_students,
+        test_pred=test_pred,
+        val_pred=model.predict(run.X[run.val_rows]),
+        test_r2=r2(run.y[run.test_rows], test_pred),
+    )
+    _evaluate(run, teacher, teacher.candidate, on_students)
+    return teacher
+
+
+def _distill_loss(run: _Run, c: Candidate, labeler_S: F64) -> float:
+    """The candidate's training objective on labelled rows (transfer rows excluded).
+
+    The teacher's is its MSE on its own training labels; a student's is its stage's two-term loss on the
+    student rows against `labeler_S`.
+    """
+    if c.stage == 0:
+        y_rows = run.ystd(run.y[run.teacher_rows])
+        return two_term_loss(0.0, c.model.predict_std(run.X[run.teacher_rows]), y_rows, y_rows)
+    return two_term_loss(c.alpha, c.model.predict_std(run.student_X), labeler_S, run.student_y)
+
+
+def _evaluate(run: _Run, teacher: _Teacher, c: Candidate, labeler_S: F64) -> None:
+    """Fill `c.metrics`: test and validation scores on labels, fidelity to the teacher, size and training."""
+    X, y, va, te = run.X, run.y, run.val_rows, run.test_rows
+    pred = c.model.predict(X[te])
+    pv = c.model.predict(X[va])
+    test_r2 = r2(y[te], pred)
+    c.metrics = {
+        "test_r2": test_r2,
+        "r2_retention": test_r2 / teacher.test_r2 if teacher.test_r2 > 0.0 else None,
+        "fidelity_r2": r2(teacher.test_pred, pred),
+        "ic": information_coefficient(pred, y[te]),
+        "hit_rate": hit_rate(pred, y[te]),
+        "distill_loss": _distill_loss(run, c, labeler_S),
+        "train_s": c.fit.train_s,
+        "val_r2": r2(y[va], pv),
+        "val_fidelity_r2": r2(teacher.val_pred, pv),
+        # scale-free fidelity: fidelity R2 is ill-conditioned when the teacher's output barely varies
+        "fidelity_corr": pearson(teacher.test_pred, pred),
+        "params": float(c.model.params),
+        "compression": teacher.model.params / c.model.params,
+        "best_epoch": float(c.fit.best_epoch),
+        "epochs_run": float(c.fit.epochs_run),
+    }
+
+
+def _progressive_chain(run: _Run, teacher: _Teacher, *, with_transfer: bool) -> list[Candidate]:
+    """Stage k distils student k from stage k-1 (the teacher at k = 1), one candidate per student size."""
+    variant = "progressive" if with_transfer else "progressive_no_transfer"
+    prev, prev_S = teacher.model, teacher.on_students
+    chain: list[Candidate] = []
+    for k, name in enumerate(run.students, start=1):
+        a = stage_alpha(k, run.n_stages, run.cfg.alpha_max, schedule=run.cfg.alpha_schedule)
+        temp = stage_temperature(k, run.n_stages, run.cfg.t_max, run.cfg.gamma)
+        m, fit = run.distill(
+            name, prev, prev_S, a, with_transfer=with_transfer, desc=f"{variant} {k}/{run.n_stages} {name}"
+        )
+        c = Candidate(name, "progressive", variant, k, m, a, temp, with_transfer, fit)
+        _evaluate(run, teacher, c, prev_S)
+        chain.append(c)
+        run.say(f"{variant} stage {k} {name}: val_r2 {c.metrics['val_r2']:.4f} ({fit.train_s:.1f} s)")
+        prev, prev_S = m, m.predict_std(run.student_X)
+    return chain
+
+
+def _one_shot(run: _Run, teacher: _Teacher, name: str, k: int, same_size: Sequence[Candidate]) -> Candidate:
+    """Student `name` distilled straight from the teacher with the chain's first-stage alpha.
+
+    At the first student size this is chain stage 1 (same recipe, same run): that candidate is relabelled.
+    """
+    transfer = run.has_transfer
+    first = next((c for c in same_size if c.stage == 1 and c.transfer == transfer), None)
+    if first is not None:
+        c = copy.copy(first)
+        c.recipe, c.variant = "one_shot", "one_shot"
+        return c
+    a1 = stage_alpha(1, run.n_stages, run.cfg.alpha_max, schedule=run.cfg.alpha_schedule)
+    t1 = stage_temperature(1, run.n_stages, run.cfg.t_max, run.cfg.gamma)
+    m, fit = run.distill(
+        name, teacher.model, teacher.on_students, a1, with_transfer=transfer, desc=f"one_shot {name}"
+    )
+    c = Candidate(name, "one_shot", "one_shot", k, m, a1, t1, transfer, fit)
+    _evaluate(run, teacher, c, teacher.on_students)
+    return c
+
+
+def _scratch(run: _Run, teacher: _Teacher, name: str, k: int) -> Candidate:
+    """Student `name` trained on the labels only (no teacher, no transfer set)."""
+    m, fit = run.train(name, run.student_X, run.student_y, desc=f"scratch {name}")
+    c = Candidate(name, "scratch", "scratch", k, m, 0.0, 1.0, False, fit)
+    _evaluate(run, teacher, c, teacher.on_students)
+    return c
+
+
+def _choose(run: _Run, teacher: _Teacher, candidates: Mapping[str, list[Candidate]]) -> dict[str, Candidate]:
+    """The exported model per tier: the teacher, then per student size the best val R^2 (first on ties)."""
+    chosen: dict[str, Candidate] = {run.names[0]: teacher.candidate}
+    for name in run.students:
+        chosen[name] = max(candidates[name], key=lambda c: c.metrics["val_r2"] or -math.inf)
+    return chosen
+
+
+def _run_info(run: _Run, teacher: _Teacher) -> dict[str, Any]:
+    """Run facts for the manifest and report: row counts, options, target scaling, the teacher's test R^2."""
+    cfg, folds = run.cfg, run.cfg.teacher_folds
+    return {
+        "train_rows": len(run.train_rows),
+        "teacher_rows": len(run.teacher_rows),
+        "student_rows": len(run.student_rows),
+        "transfer_rows": int(run.transfer_X.shape[0]),
+        "val_rows": len(run.val_rows),
+        "test_rows": len(run.test_rows),
+        "epochs": run.epochs,
+        "seed": run.seed,
+        "teacher_folds": folds,
+        "heldout_frac": cfg.heldout_frac if folds == 0 else None,
+        "y_mean": run.y_mean,
+        "y_scale": run.y_scale,
+        "teacher_test_r2": teacher.test_r2,
+        "n_stages": run.n_stages,
+        "alpha_schedule": cfg.alpha_schedule,
+        "alpha_max": cfg.alpha_max,
+    }
+
+
+def run_distillation(
+    ds: Dataset,
+    tiers: Mapping[str, TierConfig],
+    cfg: DistillConfig,
+    *,
+    epochs: int,
+    seed: int,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> DistillResult:
+    """Train the teacher, the progressive chain (with and without a transfer set) and the baselines.
+
+    Teacher predictions for the students are out-of-sample: with `teacher_folds = 0` the training rows are
+    split chronologically (`heldout_frac`): the teacher learns the first part and every student (all
+    recipes, for a fair comparison) learns the held-out last part; with `teacher_folds = K >= 2` the
+    teacher learns all training rows and students see K-fold out-of-fold teacher predictions (each fold
+    purged by `embargo_bars` rows either side).
+
+    The chain's stage k learns with `stage_alpha(k, ..., schedule=cfg.alpha_schedule)`. One-shot uses the
+    chain's first-stage alpha, `alpha_1` of the same schedule (`alpha_max * (1 - 1/N)` when linear,
+    `alpha_max` when constant), so chain and one-shot differ only in the chaining, and at the first
+    student size one-shot *is* chain stage 1 (one run, shared). Scratch learns the labels only; under the
+    linear schedule it equals the last stage of the chain without a transfer set (`alpha_N = 0`).
+
+    Each tier after the first is then the candidate of its size with the best validation R^2 on labels.
+
+    Args:
+        tiers: tier configs, largest (the teacher) first; at least two.
+        epochs: maximum epochs per model.
+        seed: seed of every MLP and of the transfer set.
+        progress: show a tqdm bar per model (stderr).
+        log: receives one human-readable line per teacher and chain stage; None = silent.
+    """
+    run = _Run.prepare(ds, tiers, cfg, epochs=epochs, seed=seed, progress=progress, log=log)
+    teacher = _train_teacher(run)
+    candidates: dict[str, list[Candidate]] = {name: [] for name in run.names}
+    candidates[run.names[0]].append(teacher.candidate)
+    for with_transfer in [True, False] if run.has_transfer else [False]:
+        for c in _progressive_chain(run, teacher, with_transfer=with_transfer):
+            candidates[c.tier].append(c)
+    for k, name in enumerate(run.students, start=1):
+        candidates[name].append(_one_shot(run, teacher, name, k, candidates[name]))
+        candidates[name].append(_scratch(run, teacher, name, k))
+    return DistillResult(
+        list(run.names), candidates, _choose(run, teacher, candidates), _run_info(run, teacher)
+    )
