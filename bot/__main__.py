@@ -1,4 +1,4 @@
-"""`python -m bot run|demo|replay-server|latency-report`.
+"""`python -m bot run|demo|replay-server|latency-report|backtest`.
 
 Exit codes: 0 ok, 1 runtime error, 2 config error, 3 model error, 4 stalled (decision lag), 5 a shutdown
 step overran `service.shutdown_timeout_s` and was abandoned, 6 the ledger is in use by another instance.
@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     add_demo_args(demo)
     add_replay_args(sub.add_parser("replay-server", help="Bybit-v5-compatible replay exchange on loopback"))
     add_report_args(sub.add_parser("latency-report", help="per-tier latency/PnL report from a decision log"))
+    from bot.sim.backtest import add_backtest_args
+
+    add_backtest_args(
+        sub.add_parser("backtest", help="the live engine over klines CSVs: decisions, report, plots")
+    )
     return parser
 
 
@@ -105,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 return asyncio.run(main_replay(args))
             return 0
+        if args.command == "backtest":
+            from bot.sim.backtest import main_backtest
+
+            return main_backtest(args)
         from bot.sim.report import main_report
 
         return main_report(args)

@@ -1,0 +1,428 @@
+"""`python -m bot backtest`: the live engine over klines CSVs, in-process, with a decision log and a report.
+
+The same code as the service: `Engine(engine_params(cfg), predictor, PaperTrader(cfg.paper))`, each symbol's
+first `--warmup-bars` bars through `engine.on_bar(bar, decide=False)` (what the service's REST backfill does
+at start-up), every later bar through `engine.on_bar(bar)`. The predictor answers from a cache of per-tier
+predictions per (data, models) pair (`bot.sim.backtest_cache`), so a rerun that changes only policy keys
+does not run the models again. docs/backtest.md says what is the same as live and what is not.
+
+Outputs (into `--out`, written in a temporary sibling directory and renamed into place at the end):
+`decisions.jsonl` (one `bar_decided` line per decided bar, `source = "backtest"`), `report.json`
+(`bot.sim.backtest_report`), PNGs when matplotlib (the `plot` extra) is installed, and `backtest.json`
+(the marker that lets a later run replace this directory; any other existing non-empty `--out` is refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from bot.config import Config, engine_params, load_config
+from bot.core.bars import Bar, interval_ms
+from bot.core.decision import DecisionRecord, encode_line
+from bot.core.engine import Engine
+from bot.core.errors import ConfigError, DataError, ModelError
+from bot.core.paper import PaperTrader
+from bot.core.params import REGIME_NAMES
+from bot.sim.backtest_cache import Cached, CachedFamily, SymbolBars, load_or_compute, load_symbol
+from bot.tiers import TierFamily
+
+#: `source` of every backtest decision record (live records say ws or rest).
+SOURCE: Final = "backtest"
+MARKER: Final = "backtest.json"
+MARKER_KIND: Final = "progdistill-backtest"
+EXIT_INPUT: Final = 2
+
+
+class OutputPathError(ConfigError):
+    """`--out` exists and is not a previous backtest output (nothing was touched)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Bars `lo:hi` of a symbol's file are used; from `first` on they are decided."""
+
+    lo: int
+    first: int
+    hi: int
+
+
+@dataclass
+class RunResult:
+    """What one pass of the engine over the data produced."""
+
+    records: list[DecisionRecord]
+    warmup_bars: int
+    wall_s: float
+    cache_hits: int = 0
+    cache_s: float = 0.0
+    max_abs_diff: float = 0.0
+    symbols: tuple[str, ...] = ()
+    closes: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def parse_day(text: str, *, what: str) -> int:
+    """`YYYY-MM-DD` (UTC) as epoch ms."""
+    try:
+        day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise ConfigError(f"{what}: expected a UTC date YYYY-MM-DD, got {text!r}") from None
+    return int(day.timestamp() * 1000)
+
+
+def window(bars: Sequence[Bar], *, warmup_bars: int, from_ms: int | None, to_ms: int | None) -> Window:
+    """Decided: bars in `[from_ms, to_ms)` after the file's first `warmup_bars`; warm-up: the `warmup_bars`
+    bars just before the first decided one (from before `from_ms` when the file has them)."""
+    starts = [b.start_ms for b in bars]
+    first = warmup_bars
+    if from_ms is not None:
+        first = max(first, next((i for i, s in enumerate(starts) if s >= from_ms), len(starts)))
+    hi = len(starts) if to_ms is None else next((i for i, s in enumerate(starts) if s >= to_ms), len(starts))
+    if first >= hi:
+        sym = bars[0].symbol
+        raise DataError(
+            f"{sym}: no bar left to decide: {len(starts)} bars, warm-up {warmup_bars}, range "
+            f"{from_ms}..{to_ms} ms; lower --warmup-bars or widen --from/--to"
+        )
+    return Window(first - warmup_bars, first, hi)
+
+
+def with_fixed_tier(cfg: Config, tier: str) -> Config:
+    """`cfg` with every regime routed to `tier` (`--tier`, `--compare-tiers`)."""
+    routes = dict.fromkeys(REGIME_NAMES, tier)
+    return msgspec.structs.replace(cfg, regime=msgspec.structs.replace(cfg.regime, routes=routes))
+
+
+def with_symbols(cfg: Config, symbols: Sequence[str]) -> Config:
+    """`cfg` whose `[market] symbols` are the data files' symbols."""
+    return msgspec.structs.replace(cfg, market=msgspec.structs.replace(cfg.market, symbols=list(symbols)))
+
+
+class Backtest:
+    """The data and the models of a backtest, loaded once; `run(cfg)` passes the engine over them.
+
+    Args:
+        cfg: validated config ([market] interval; routes, regime and paper keys are taken per `run`).
+        data: `--data` arguments (`PATH` or `SYMBOL=PATH`), one CSV per symbol.
+        models_dir: the tier family.
+        warmup_bars: bars per symbol that only warm the engine (None: `[exchange] backfill_bars`).
+        from_ms, to_ms: decide bars in `[from_ms, to_ms)` only (None: no bound).
+        cache_dir: where features and predictions are cached (None: not on disk, computed per instance).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        data: Sequence[str],
+        models_dir: str | Path,
+        *,
+        warmup_bars: int | None = None,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        cache_dir: Path | None = None,
+        batched: bool = True,
+        check: bool = False,
+    ) -> None:
+        if not data:
+            raise ConfigError("--data: at least one klines CSV is required")
+        self.interval_ms = interval_ms(cfg.market.interval)
+        n_warm = cfg.exchange.backfill_bars if warmup_bars is None else warmup_bars
+        if n_warm < 0:
+            raise ConfigError(f"--warmup-bars: expected an integer >= 0, got {n_warm}")
+        self.warmup_bars = n_warm
+        self.symbols: list[SymbolBars] = [load_symbol(arg, interval_ms=self.interval_ms) for arg in data]
+        names = [s.symbol for s in self.symbols]
+        if len(set(names)) != len(names):
+            raise DataError(f"--data: one CSV per symbol, got symbols {names}; name them SYMBOL=PATH")
+        self.windows = {
+            s.symbol: window(s.bars, warmup_bars=n_warm, from_ms=from_ms, to_ms=to_ms) for s in self.symbols
+        }
+        self.family = TierFamily.load(models_dir)
+        t0 = time.perf_counter()
+        self.cached: dict[str, Cached] = {}
+        for s in self.symbols:
+            w = self.windows[s.symbol]
+            self.cached[s.symbol] = load_or_compute(
+                s, w.lo, w.hi, self.family, interval_ms=self.interval_ms, cache_dir=cache_dir, batched=batched
+            )
+        self.cache_s = time.perf_counter() - t0
+        self.check = check
+        self._schedule = list(self._merged())
+
+    def _merged(self) -> Iterator[tuple[str, int, Bar, bool]]:
+        """Every used bar of every symbol in time order (ties in `--data` order): (symbol, i, bar, decide),
+        `i` counted from the window's first bar."""
+
+        def one(k: int, s: SymbolBars) -> Iterator[tuple[int, int, str, int, Bar, bool]]:
+            w = self.windows[s.symbol]
+            for i in range(w.lo, w.hi):
+                bar = s.bars[i]
+                yield bar.start_ms, k, s.symbol, i - w.lo, bar, i >= w.first
+
+        for _, _, sym, i, bar, decide in heapq.merge(*(one(k, s) for k, s in enumerate(self.symbols))):
+            yield sym, i, bar, decide
+
+    @property
+    def n_bars(self) -> int:
+        return len(self._schedule)
+
+    def config_for(self, cfg: Config, *, tier: str | None = None) -> Config:
+        """`cfg` with the data's symbols (and every regime routed to `tier` when given)."""
+        cfg = with_symbols(cfg, [s.symbol for s in self.symbols])
+        return with_fixed_tier(cfg, tier) if tier is not None else cfg
+
+    def run(
+        self,
+        cfg: Config,
+        *,
+        tier: str | None = None,
+        sink: Callable[[DecisionRecord], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> RunResult:
+        """One pass of a fresh engine over the data under `cfg` (policy keys), returning every decision.
+
+        Raises:
+            ModelError: a route (or `tier`) names a tier the family does not have.
+        """
+        run_cfg = self.config_for(cfg, tier=tier)
+        if tier is not None and tier not in self.family:
+            raise ModelError(f"--tier {tier!r}: not in the models, which have {self.family.names}")
+        predictor = CachedFamily(self.family, self.cached, check=self.check)
+        engine = Engine(engine_params(run_cfg), predictor, PaperTrader(run_cfg.paper))
+        records: list[DecisionRecord] = []
+        append = records.append
+        at = predictor.at
+        on_bar = engine.on_bar
+        replace = msgspec.structs.replace
+        warm = 0
+        t0 = time.perf_counter()
+        for n, (sym, i, bar, decide) in enumerate(self._schedule):
+            at(sym, i)
+            rec = on_bar(bar, decide=decide)
+            if rec is None:
+                warm += 1
+                continue
+            rec = replace(rec, source=SOURCE)
+            append(rec)
+            if sink is not None:
+                sink(rec)
+            if progress is not None and n % 4096 == 0:
+                progress(n)
+        wall = time.perf_counter() - t0
+        closes = {
+            s.symbol: [(b.start_ms, b.close) for b in s.bars[self.windows[s.symbol].first :]]
+            for s in self.symbols
+        }
+        return RunResult(
+            records=records,
+            warmup_bars=warm,
+            wall_s=wall,
+            cache_hits=sum(c.hit for c in self.cached.values()),
+            cache_s=self.cache_s,
+            max_abs_diff=max(c.max_abs_diff for c in self.cached.values()),
+            symbols=tuple(s.symbol for s in self.symbols),
+            closes=closes,
+        )
+
+
+# ---- output directory ----------------------------------------------------------------------------------
+
+
+def check_out(out: Path) -> None:
+    """Refuse an `--out` that exists and is neither empty nor a previous backtest's output."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputPathError(f"--out {out}: exists and is not a directory; choose another path")
+    if not any(out.iterdir()):
+        return
+    try:
+        kind = json.loads((out / MARKER).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != MARKER_KIND:
+        raise OutputPathError(
+            f"--out {out}: exists and is not a backtest output (no {MARKER}); nothing was touched; "
+            "choose a new or empty directory"
+        )
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` into place at `out`, replacing a previous backtest output there."""
+    old: Path | None = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(old / out.name)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------
+
+
+def add_backtest_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `python -m bot backtest`."""
+    p.add_argument("--config", default="config.toml", help="TOML config (policy, regime, paper keys)")
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[SYMBOL=]CSV",
+        help="klines CSV, one per symbol (symbol: the file name's prefix before '_', or SYMBOL=PATH); repeat",
+    )
+    p.add_argument("--out", required=True, help="output directory (new, empty, or a previous backtest's)")
+    p.add_argument("--models", default=None, help="tier family directory (default: [models] dir)")
+    p.add_argument("--tier", default=None, help="route every bar to this tier instead of the regime router")
+    p.add_argument(
+        "--warmup-bars",
+        type=int,
+        default=None,
+        help="bars per symbol that only warm the engine (default: [exchange] backfill_bars)",
+    )
+    p.add_argument("--from", dest="from_day", default=None, help="first decided day, UTC YYYY-MM-DD")
+    p.add_argument("--to", dest="to_day", default=None, help="last decided day (inclusive), UTC YYYY-MM-DD")
+    p.add_argument("--compare-tiers", action="store_true", help="also report every tier fixed for all bars")
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="feature/prediction cache (default: $XDG_CACHE_HOME or ~/.cache, /progdistill/backtest)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="compute features and predictions, keep nothing")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "progdistill" / "backtest"
+
+
+def _progress(total: int) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    """A tqdm bar on a terminal (tqdm is optional); nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None, lambda: None
+    bar = tqdm(total=total, unit="bar", unit_scale=True, desc="backtest", file=sys.stderr)
+
+    def update(n: int) -> None:
+        bar.update(n - bar.n)
+
+    def close() -> None:
+        bar.update(total - bar.n)
+        bar.close()
+
+    return update, close
+
+
+def main_backtest(args: argparse.Namespace) -> int:
+    """Run `python -m bot backtest`; input errors print one line and exit 2 (model errors exit 3)."""
+    try:
+        return _main(args)
+    except (DataError, OutputPathError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+def _main(args: argparse.Namespace) -> int:
+    from bot.sim.backtest_report import build_report, write_plots
+
+    out = Path(args.out)
+    check_out(out)
+    cfg = load_config(args.config)
+    from_ms = parse_day(args.from_day, what="--from") if args.from_day else None
+    to_ms = parse_day(args.to_day, what="--to") + 86_400_000 if args.to_day else None
+    if from_ms is not None and to_ms is not None and to_ms <= from_ms:
+        raise ConfigError(f"--to {args.to_day}: must not be before --from {args.from_day}")
+    models = args.models if args.models is not None else cfg.models.dir
+    cache_dir = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+    bt = Backtest(
+        cfg,
+        args.data,
+        models,
+        warmup_bars=args.warmup_bars,
+        from_ms=from_ms,
+        to_ms=to_ms,
+        cache_dir=cache_dir,
+    )
+    if args.tier is not None and args.tier not in bt.family:
+        raise ModelError(f"--tier {args.tier!r}: not in the models, which have {bt.family.names}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        update, close = _progress(bt.n_bars)
+        with (tmp / "decisions.jsonl").open("wb", buffering=1 << 20) as fh:
+            write = fh.write
+
+            def sink(rec: DecisionRecord) -> None:
+                write(encode_line(rec))
+                write(b"\n")
+
+            result = bt.run(cfg, tier=args.tier, sink=sink, progress=update)
+        close()
+        fixed: dict[str, RunResult] = {}
+        if args.compare_tiers:
+            fixed = {t: bt.run(cfg, tier=t) for t in bt.family.names}
+        report = build_report(bt.config_for(cfg, tier=args.tier), result, fixed)
+        report["run"] = _run_info(args, bt, result, models)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        pngs = [] if args.no_plots else write_plots(result, tmp)
+        marker = {"kind": MARKER_KIND, "created": datetime.now(UTC).isoformat(timespec="seconds")}
+        (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+        publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _print_summary(report, out, pngs)
+    return 0
+
+
+def _run_info(args: argparse.Namespace, bt: Backtest, result: RunResult, models: str) -> dict[str, Any]:
+    bars = bt.n_bars
+    return {
+        "config": str(args.config),
+        "data": [str(s.path) for s in bt.symbols],
+        "symbols": list(result.symbols),
+        "models": str(models),
+        "tier": args.tier,
+        "warmup_bars_per_symbol": bt.warmup_bars,
+        "bars": bars,
+        "decided": len(result.records),
+        "engine_s": round(result.wall_s, 3),
+        "bars_per_s": round(bars / result.wall_s, 1) if result.wall_s > 0 else None,
+        "cache": {"hits": result.cache_hits, "of": len(bt.symbols), "seconds": round(result.cache_s, 3)},
+        "batched_vs_per_bar_max_abs_diff": result.max_abs_diff,
+        "source": SOURCE,
+    }
+
+
+def _print_summary(report: dict[str, Any], out: Path, pngs: list[str]) -> None:
+    run = report["run"]
+    total = report["total"]
+    print(
+        f"backtest: {run['decided']} bars decided over {len(run['symbols'])} symbol(s) "
+        f"({run['bars']} incl. warm-up) at {run['bars_per_s']:,.0f} bars/s; "
+        f"cache {run['cache']['hits']}/{run['cache']['of']} hit"
+    )
+    print(
+        f"  pnl {total['pnl_usd']:+.2f} USD, sharpe {total['sharpe']:.2f}, max drawdown "
+        f"{total['max_drawdown_usd']:.2f} USD, IC {total['ic']:+.4f}, hit {total['hit_rate']:.3f}"
+    )
+    print(f"wrote {out}/: decisions.jsonl, report.json" + (", " + ", ".join(pngs) if pngs else ""))
+

@@ -1,0 +1,187 @@
+"""`bot backtest`: parity with the live service, the prediction cache, outputs and their safety."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+import support
+
+from bot import logs
+from bot.__main__ import main
+from bot.app import Service
+from bot.core.bars import Bar, interval_ms
+from bot.core.decision import DecisionRecord, decode_line
+from bot.ledger import Ledger
+from bot.sim.backtest import Backtest
+from bot.sim.backtest_cache import compute
+from bot.sim.replay import ReplayExchange
+from bot.sim.synthetic import SyntheticMarket
+from bot.tiers import TierFamily
+from offline.__main__ import write_klines_csv
+
+SYMBOLS = ("SYNTHUSDT", "OTHERUSDT")
+STEP = interval_ms("5")
+
+
+def synthetic_csvs(tmp: Path, n: int = 900) -> dict[str, Path]:
+    """One `{SYMBOL}_5m.csv` per symbol, different seeds, in `tmp`."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for k, sym in enumerate(SYMBOLS):
+        bars = [s.bar for s in SyntheticMarket(seed=41 + k, symbol=sym).generate(n)]
+        path = tmp / f"{sym}_5m.csv"
+        write_klines_csv(bars, path)
+        out[sym] = path
+    return out
+
+
+def comparable(rec: DecisionRecord) -> dict[str, Any]:
+    """Every field of a record but `latency_us` and `source`."""
+    d: dict[str, Any] = msgspec.to_builtins(rec)
+    del d["latency_us"], d["source"]
+    return d
+
+
+async def test_backtest_equals_the_live_service_field_by_field(
+    trained_family: Path, tmp_path: Path
+) -> None:
+    """Same bars: the backtest's records equal the service's (vs the replay exchange) but latency/source."""
+    csvs = synthetic_csvs(tmp_path / "data")
+    buf = io.StringIO()
+    async with ReplayExchange(
+        symbols=list(SYMBOLS),
+        data=tmp_path / "data",
+        bar_seconds=0.003,
+        updates_per_bar=1,
+        history_bars=200,
+        book=False,
+    ) as ex:
+        cfg = support.loop_config(
+            ex.rest_url, ex.ws_url, trained_family, tmp_path, symbol=SYMBOLS[0], use_book=False
+        )
+        cfg = msgspec.structs.replace(
+            cfg, market=msgspec.structs.replace(cfg.market, symbols=list(SYMBOLS))
+        )
+        logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=buf)
+        try:
+            service = Service(cfg, max_decisions=500)
+            await asyncio.wait_for(service.run(asyncio.Event()), timeout=90)
+        finally:
+            logs.close_logging()
+    live = [
+        decode_line(line)
+        for line in (tmp_path / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
+        if '"bar_decided"' in line
+    ]
+    assert len(live) == 500
+    ledger = Ledger.open(cfg.ledger.path)
+    try:
+        spans = {s: (ledger.bars(s)[0].start_ms, ledger.live_from(s)) for s in SYMBOLS}
+    finally:
+        ledger.close()
+    starts = {s: [b.start_ms for b in support_bars(p)] for s, p in csvs.items()}
+    results: dict[str, list[DecisionRecord]] = {}
+    for sym in SYMBOLS:
+        first_ms, live_from = spans[sym]
+        assert live_from is not None
+        warm = starts[sym].index(live_from) - starts[sym].index(first_ms)
+        last = max(r.start_ms for r in live if r.symbol == sym)
+        bt = Backtest(
+            cfg,
+            [f"{sym}={csvs[sym]}"],
+            trained_family,
+            warmup_bars=warm,
+            from_ms=live_from,
+            to_ms=last + 1,
+            check=True,  # every cached prediction is also recomputed through the live tier and compared
+        )
+        results[sym] = bt.run(cfg).records
+    for sym in SYMBOLS:
+        mine = [comparable(r) for r in results[sym]]
+        theirs = [comparable(r) for r in live if r.symbol == sym]
+        assert len(mine) == len(theirs) > 100
+        for a, b in zip(mine, theirs, strict=True):
+            assert a == b
+    assert {r.source for r in results[SYMBOLS[0]]} == {"backtest"}
+    assert len({r.regime for r in live}) >= 2
+
+
+def support_bars(path: Path) -> list[Bar]:
+    from bot.sim.csvbars import read_csv_bars
+
+    return list(read_csv_bars(path))
+
+
+def test_batched_predictions_equal_the_per_bar_path(trained_family: Path, tmp_path: Path) -> None:
+    """One onnxruntime call per tier gives exactly (float32) the per-bar `Tier.predict` answers."""
+    csv = synthetic_csvs(tmp_path, n=700)[SYMBOLS[0]]
+    bars = support_bars(csv)
+    family = TierFamily.load(trained_family)
+    batched = compute(bars, family, interval_ms=STEP, batched=True)
+    single = compute(bars, family, interval_ms=STEP, batched=False)
+    for tier in family.names:
+        a, b = batched.predictions[tier], single.predictions[tier]
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        ok = ~np.isnan(a)
+        assert ok.sum() > 600
+        np.testing.assert_array_equal(a[ok], b[ok])
+    assert batched.max_abs_diff == 0.0
+
+
+def test_cli_writes_outputs_reuses_the_cache_and_refuses_foreign_out(
+    trained_family: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outputs and marker written; a rerun hits the cache; a foreign --out is refused untouched (exit 2)."""
+    csvs = synthetic_csvs(tmp_path / "data", n=800)
+    cfg_path = tmp_path / "cfg.toml"
+    cfg_path.write_text(support.to_toml(support.small_config()), encoding="utf-8")
+    out = tmp_path / "bt"
+    argv = [
+        "backtest",
+        "--config",
+        str(cfg_path),
+        *(x for p in csvs.values() for x in ("--data", str(p))),
+        "--out",
+        str(out),
+        "--models",
+        str(trained_family),
+        "--warmup-bars",
+        "100",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--compare-tiers",
+    ]
+    assert main(argv) == 0
+    assert {p.name for p in out.iterdir()} >= {"decisions.jsonl", "report.json", "backtest.json"}
+    lines = (out / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 * 700
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert set(report["symbols"]) == set(SYMBOLS)
+    assert set(report["fixed_tiers"]) == set(TierFamily.load(trained_family).names)
+    for key in ("bars", "ic", "hit_rate", "pnl_usd", "turnover", "max_drawdown_usd", "sharpe", "exposure"):
+        assert key in report["total"]
+    assert report["run"]["cache"]["hits"] == 0
+    assert main(argv) == 0  # replaces its own previous output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["run"]["cache"]["hits"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bt.")]
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine", encoding="utf-8")
+    capsys.readouterr()
+    assert main([*argv[: argv.index("--out") + 1], str(foreign), *argv[argv.index("--out") + 2 :]]) == 2
+    err = capsys.readouterr().err
+    assert "not a backtest output" in err
+    assert "Traceback" not in err
+    assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
+    missing = tmp_path / "nope.csv"
+    assert main([*argv[:3], "--data", str(missing), "--out", str(tmp_path / "x")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
