@@ -1,4 +1,5 @@
-"""`python -m offline distill|fetch`: distill the tier family, or download kline history from Bybit v5.
+"""`python -m offline distill|fetch|sweep`: distill the tier family, download kline history from Bybit v5, or
+sweep config candidates with walk-forward backtests on Ray.
 
 Errors (bad config, bad CSV, failed export) print one line naming the file and key or row to stderr and
 exit with code 2; outputs are written atomically, so a failed run writes nothing.
@@ -125,6 +126,34 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from bot.sim.backtest import default_cache_dir
+    from offline.sweep import load_grid, print_result, sweep
+
+    cfg = _config(args.config)
+    grid = load_grid(args.grid)
+    out = Path(args.out)
+    res = sweep(
+        cfg,
+        grid,
+        args.data,
+        out,
+        models=args.models if args.models is not None else cfg.models.dir,
+        search=args.search,
+        trials=args.trials,
+        folds=args.folds,
+        metric=args.metric,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        warmup_bars=args.warmup_bars,
+        cache_dir=args.cache_dir or str(default_cache_dir()),
+        seed=args.seed,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
+    print_result(res, out, args.metric)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m offline", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -153,6 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--rest-url", default=None, help="REST base URL (default: [exchange].rest_url)")
     f.add_argument("--end-ms", type=int, default=None, help="window end, epoch ms (default: now)")
     f.set_defaults(func=_cmd_fetch)
+    w = sub.add_parser(
+        "sweep", help="score config candidates by walk-forward backtests on Ray (offline/sweep.py)"
+    )
+    w.add_argument("--config", help="base config TOML (default: built-in defaults)")
+    w.add_argument("--grid", required=True, help="TOML: dotted config keys -> candidate lists")
+    w.add_argument(
+        "--data", action="append", required=True, metavar="[SYMBOL=]CSV", help="klines CSV; repeat"
+    )
+    w.add_argument("--out", required=True, help="output directory (re-running resumes in it)")
+    w.add_argument("--models", default=None, help="tier family (default: [models] dir)")
+    w.add_argument("--search", choices=("grid", "optuna"), default="grid")
+    w.add_argument("--trials", type=int, default=None, help="trials (optuna: default 20; grid: a cap)")
+    w.add_argument("--folds", type=int, default=4, help="chronological folds; the last is held out")
+    w.add_argument("--metric", choices=("sharpe", "pnl_usd"), default="sharpe")
+    w.add_argument("--address", default=None, help="join a Ray cluster: auto or HOST:PORT (default: local)")
+    w.add_argument("--num-cpus", type=int, default=None, help="local Ray CPUs (default: all)")
+    w.add_argument("--warmup-bars", type=int, default=None, help="default: [exchange] backfill_bars")
+    w.add_argument("--cache-dir", default=None, help="backtest cache (default: as bot backtest)")
+    w.add_argument("--seed", type=int, default=0, help="optuna sampler seed")
+    w.set_defaults(func=_cmd_sweep)
     return p
 
 

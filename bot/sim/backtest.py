@@ -312,21 +312,23 @@ def default_cache_dir() -> Path:
 
 
 def _progress(total: int) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
-    """A tqdm bar on a terminal (tqdm is optional); nothing otherwise."""
+    """A one-line progress bar on stderr when it is a terminal (the bot does not depend on tqdm); nothing
+    otherwise."""
     if not sys.stderr.isatty():
         return None, lambda: None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None, lambda: None
-    bar = tqdm(total=total, unit="bar", unit_scale=True, desc="backtest", file=sys.stderr)
+    t0 = time.perf_counter()
 
     def update(n: int) -> None:
-        bar.update(n - bar.n)
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        done = int(30 * n / max(total, 1))
+        sys.stderr.write(
+            f"\rbacktest [{'#' * done}{'.' * (30 - done)}] {n:,}/{total:,} bars, {n / elapsed:,.0f} bars/s"
+        )
+        sys.stderr.flush()
 
     def close() -> None:
-        bar.update(total - bar.n)
-        bar.close()
+        update(total)
+        sys.stderr.write("\n")
 
     return update, close
 
@@ -425,4 +427,3 @@ def _print_summary(report: dict[str, Any], out: Path, pngs: list[str]) -> None:
         f"{total['max_drawdown_usd']:.2f} USD, IC {total['ic']:+.4f}, hit {total['hit_rate']:.3f}"
     )
     print(f"wrote {out}/: decisions.jsonl, report.json" + (", " + ", ".join(pngs) if pngs else ""))
-

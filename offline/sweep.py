@@ -1,0 +1,470 @@
+"""`python -m offline sweep`: config candidates scored by walk-forward backtests, run as Ray tasks.
+
+GRID.toml maps dotted config keys to candidate lists (`"paper.long_threshold_bps" = [5.0, 10.0]`; nested
+tables flatten to the same dotted keys). `--search grid` tries every combination, `--search optuna --trials N`
+lets Optuna (TPE over the same categorical candidates) pick N of them, asked in batches of the Ray cluster's
+CPUs. Policy keys only (`[paper]`, `[regime]`): they never change features or predictions, so every trial
+reuses the backtest cache of the (data, models) pair. Keys that shape the models (`[tiers]`, `[distill]`) are
+refused with a message: distilling a family per trial is not implemented.
+
+Each trial is one backtest (`bot.sim.backtest.Backtest`, the live engine) over the whole span; its decided
+bars are cut into `--folds` chronological folds of equal time and each fold is scored by the annualised
+Sharpe of the portfolio's per-bar PnL (`--metric`). The score that chooses is the mean over every fold but
+the last; the last fold is held out: reported for every trial, never used to choose.
+
+Outputs in DIR: trials.json + trials.csv (one row per trial: keys, per-fold scores, mean, spread, held-out,
+status, error), best.toml (a complete config), sweep.png (validation vs held-out score per trial).
+Re-running the same command resumes: trials already finished with the same base config, data and models are
+not recomputed; a failed trial is recorded with its error and retried on the next run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+
+from bot.config import Config, parse_config
+from bot.core.errors import ConfigError
+
+POLICY_SECTIONS: Final = ("paper", "regime")
+MODEL_SECTIONS: Final = ("tiers", "distill", "models")
+METRICS: Final = ("sharpe", "pnl_usd")
+
+
+# ---- grid -----------------------------------------------------------------------------------------------
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def load_grid(path: str | Path) -> dict[str, list[Any]]:
+    """Dotted key -> candidates, checked: lists, non-empty, policy sections only.
+
+    Raises:
+        ConfigError: unreadable file, a value that is not a non-empty list, or a key outside [paper]/[regime].
+    """
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read grid: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    grid = _flatten(raw)
+    if not grid:
+        raise ConfigError(f"{p}: empty grid; expected dotted keys to candidate lists")
+    for key, values in grid.items():
+        section = key.split(".", 1)[0]
+        if section in MODEL_SECTIONS:
+            raise ConfigError(
+                f"{p}: {key}: keys that shape the models cannot be swept yet (a trial would have to distil "
+                f"its own family); sweep policy keys under {list(POLICY_SECTIONS)}"
+            )
+        if section not in POLICY_SECTIONS:
+            raise ConfigError(f"{p}: {key}: expected a key under {list(POLICY_SECTIONS)}")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{p}: {key}: expected a non-empty list of candidates, got {values!r}")
+    return grid
+
+
+def apply(base: Config, overrides: Mapping[str, Any], *, source: str = "trial") -> Config:
+    """`base` with dotted-key overrides, validated like a config file."""
+    data: dict[str, Any] = msgspec.to_builtins(base)
+    for key, value in overrides.items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{source}: {key}: {part} is not a table")
+            node = nxt
+        node[parts[-1]] = value
+    return parse_config(data, source=source)
+
+
+def grid_trials(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def trial_id(overrides: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---- scoring ------------------------------------------------------------------------------------------
+
+
+def fold_scores(
+    times: np.ndarray[Any, Any], pnl: np.ndarray[Any, Any], *, folds: int, bars_per_year: float, metric: str
+) -> list[float]:
+    """Score of each of `folds` equal-time chronological folds of the portfolio's per-bar PnL."""
+    from bot.sim.backtest_report import sharpe
+
+    edges = np.linspace(times[0], times[-1] + 1, folds + 1)
+    out = []
+    for k in range(folds):
+        sel = (times >= edges[k]) & (times < edges[k + 1])
+        part = pnl[sel]
+        out.append(sharpe(part, bars_per_year) if metric == "sharpe" else float(part.sum()))
+    return out
+
+
+_BACKTESTS: dict[str, Any] = {}
+
+
+def run_trial(
+    base_toml: str,
+    overrides: dict[str, Any],
+    data: list[str],
+    models: str,
+    *,
+    folds: int,
+    metric: str,
+    warmup_bars: int | None,
+    cache_dir: str | None,
+) -> dict[str, Any]:
+    """One trial (runs inside a Ray task): a backtest under the overridden config, scored per fold.
+
+    The loaded data and models stay in the worker process between trials (`_BACKTESTS`).
+    """
+    from bot.core.bars import interval_ms
+    from bot.sim.backtest import Backtest
+    from bot.sim.backtest_report import YEAR_MS
+
+    t0 = time.perf_counter()
+    base = parse_config(tomllib.loads(base_toml), source="base config")
+    cfg = apply(base, overrides)
+    key = json.dumps([data, models, warmup_bars, cache_dir, cfg.market.interval, cfg.exchange.backfill_bars])
+    bt = _BACKTESTS.get(key)
+    if bt is None:
+        bt = Backtest(
+            base,
+            data,
+            models,
+            warmup_bars=warmup_bars,
+            cache_dir=Path(cache_dir) if cache_dir else None,
+        )
+        _BACKTESTS[key] = bt
+    result = bt.run(cfg)
+    per_time: dict[int, float] = {}
+    for r in result.records:
+        per_time[r.start_ms] = per_time.get(r.start_ms, 0.0) + r.bar_pnl_usd
+    times = np.array(sorted(per_time), dtype=np.int64)
+    pnl = np.array([per_time[int(t)] for t in times], dtype=np.float64)
+    bpy = YEAR_MS / interval_ms(cfg.market.interval)
+    scores = fold_scores(times, pnl, folds=folds, bars_per_year=bpy, metric=metric)
+    val = scores[:-1]
+    return {
+        "folds": scores,
+        "validation": float(np.mean(val)),
+        "spread": float(np.std(val)),
+        "heldout": scores[-1],
+        "pnl_usd": float(pnl.sum()),
+        "bars": len(result.records),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# ---- the sweep --------------------------------------------------------------------------------------
+
+
+def to_toml(cfg: Config) -> str:
+    """A Config as TOML (sections of scalars and lists, one level of sub-tables; None omitted)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+    lines: list[str] = []
+
+    def table(name: str, d: dict[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        subs = []
+        for k, v in d.items():
+            if v is None:
+                continue
+            if isinstance(v, dict):
+                subs.append((k, v))
+            else:
+                lines.append(f"{k} = {value(v)}")
+        lines.append("")
+        for k, v in subs:
+            table(f"{name}.{k}", v)
+
+    for name, section in msgspec.to_builtins(cfg).items():
+        table(name, section)
+    return "\n".join(lines)
+
+
+def _fingerprint(base_toml: str, data: Sequence[str], models: str, folds: int, metric: str) -> str:
+    h = hashlib.sha256()
+    for part in (base_toml, *data, models, str(folds), metric):
+        h.update(part.encode())
+        h.update(b"\0")
+    for d in data:
+        path = Path(d.partition("=")[2] if "=" in d else d)
+        h.update(hashlib.sha256(path.read_bytes()).digest() if path.exists() else b"?")
+    manifest = Path(models) / "manifest.json"
+    h.update(manifest.read_bytes() if manifest.exists() else b"?")
+    return h.hexdigest()[:16]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save(out: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    _write_atomic(out / "trials.json", json.dumps(rows, indent=1) + "\n")
+    cols = ["id", "status", *keys, "validation", "spread", "heldout", "pnl_usd", "folds", "seconds", "error"]
+    fd, tmp = tempfile.mkstemp(prefix=".trials.csv.", dir=out)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for r in rows:
+            ov = r["overrides"]
+            w.writerow(
+                [
+                    r["id"],
+                    r["status"],
+                    *(json.dumps(ov.get(k)) for k in keys),
+                    *(r.get(c) for c in ("validation", "spread", "heldout", "pnl_usd")),
+                    json.dumps(r.get("folds")),
+                    r.get("seconds"),
+                    r.get("error"),
+                ]
+            )
+    os.replace(tmp, out / "trials.csv")
+
+
+def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 5))
+    xs = [r["validation"] for r in ok]
+    ys = [r["heldout"] for r in ok]
+    ax.scatter(xs, ys, s=18, color="#2e86c1")
+    best = max(ok, key=lambda r: r["validation"])
+    ax.scatter([best["validation"]], [best["heldout"]], s=60, color="#c0392b", label="chosen")
+    lo, hi = min(xs + ys), max(xs + ys)
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(f"validation {metric} (mean of folds 1..K-1)")
+    ax.set_ylabel(f"held-out {metric} (fold K)")
+    ax.set_title(f"{len(ok)} trials: over-fitting shows as points below the diagonal")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "sweep.png", dpi=100)
+    plt.close(fig)
+    return True
+
+
+def sweep(
+    base: Config,
+    grid: Mapping[str, list[Any]],
+    data: Sequence[str],
+    out: Path,
+    *,
+    models: str,
+    search: str = "grid",
+    trials: int | None = None,
+    folds: int = 4,
+    metric: str = "sharpe",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    warmup_bars: int | None = None,
+    cache_dir: str | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Run the sweep; returns {"rows", "best", "seconds", "computed"}. See the module docstring."""
+    import importlib
+
+    ray: Any = importlib.import_module("ray")  # untyped enough that mypy --strict cannot check its calls
+
+    if folds < 2:
+        raise ConfigError(f"--folds: expected >= 2 (the last one is held out), got {folds}")
+    if metric not in METRICS:
+        raise ConfigError(f"--metric: expected one of {list(METRICS)}, got {metric!r}")
+    keys = list(grid)
+    base_toml = to_toml(base)
+    for ov in grid_trials({k: v[:1] for k, v in grid.items()}):
+        apply(base, ov, source="grid")  # a key the schema does not know fails before Ray starts
+    out.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint(base_toml, data, models, folds, metric)
+    rows: list[dict[str, Any]] = []
+    prev = out / "trials.json"
+    if prev.exists():
+        try:
+            old = json.loads(prev.read_text(encoding="utf-8"))
+        except ValueError:
+            old = []
+        rows = [r for r in old if r.get("fingerprint") == fp and r.get("status") == "ok"]
+    done = {r["id"] for r in rows}
+    t0 = time.perf_counter()
+    started = not ray.is_initialized()
+    if started:
+        if address is None:
+            cpus = num_cpus or os.cpu_count() or 1
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    task = ray.remote(run_trial)
+    kw: dict[str, Any] = {
+        "folds": folds,
+        "metric": metric,
+        "warmup_bars": warmup_bars,
+        "cache_dir": cache_dir,
+    }
+    computed = 0
+
+    def launch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nonlocal computed
+        refs = [task.remote(base_toml, ov, list(data), models, **kw) for ov in batch]
+        got: list[dict[str, Any]] = []
+        for ov, ref in zip(batch, refs, strict=True):
+            row: dict[str, Any] = {"id": trial_id(ov), "overrides": ov, "fingerprint": fp}
+            try:
+                row.update(ray.get(ref), status="ok", error=None)
+            except Exception as exc:  # a failed trial is recorded (with its error), the sweep goes on
+                cause = getattr(exc, "cause", None) or exc
+                row.update(status="failed", error=f"{type(cause).__name__}: {cause}".splitlines()[0])
+            got.append(row)
+            computed += 1
+            log(f"trial {row['id']} {row['status']}: {ov} -> {row.get('validation', row.get('error'))}")
+        rows.extend(got)
+        _save(out, rows, keys)
+        return got
+
+    try:
+        if search == "grid":
+            todo = [ov for ov in grid_trials(grid) if trial_id(ov) not in done]
+            if trials is not None:
+                todo = todo[: max(0, trials - len(done))]
+            batch_size = max(1, int(ray.cluster_resources().get("CPU", 1)) * 4)
+            for i in range(0, len(todo), batch_size):
+                launch(todo[i : i + batch_size])
+        elif search == "optuna":
+            _optuna(grid, rows, launch, n=trials or 20, seed=seed, batch=int(ray.cluster_resources()["CPU"]))
+        else:
+            raise ConfigError(f"--search: expected grid or optuna, got {search!r}")
+    finally:
+        if started:
+            ray.shutdown()
+    ok = [r for r in rows if r["status"] == "ok"]
+    best = max(ok, key=lambda r: r["validation"]) if ok else None
+    if best is not None:
+        best_cfg = apply(base, best["overrides"], source="best")
+        head = (
+            f"# offline sweep: best of {len(ok)} trials by mean validation {metric} "
+            f"over folds 1..{folds - 1}\n"
+            f"# trial {best['id']}: validation {best['validation']:.4f} (spread {best['spread']:.4f}), "
+            f"held-out fold {best['heldout']:.4f}\n# overrides: {json.dumps(best['overrides'])}\n\n"
+        )
+        _write_atomic(out / "best.toml", head + to_toml(best_cfg))
+    _plot(out, rows, metric)
+    return {"rows": rows, "best": best, "seconds": time.perf_counter() - t0, "computed": computed}
+
+
+def _optuna(
+    grid: Mapping[str, list[Any]],
+    rows: list[dict[str, Any]],
+    launch: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+    *,
+    n: int,
+    seed: int,
+    batch: int,
+) -> None:
+    """TPE over the grid's categorical candidates, `batch` trials asked at a time; finished trials seed it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        k: optuna.distributions.CategoricalDistribution(v) for k, v in grid.items()
+    }
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    seen = {r["id"] for r in rows}
+    for r in rows:
+        if r["status"] == "ok" and all(r["overrides"].get(k) in v for k, v in grid.items()):
+            study.add_trial(
+                optuna.trial.create_trial(params=r["overrides"], distributions=dists, value=r["validation"])
+            )
+    left = n - len(seen)
+    while left > 0:
+        asked = [study.ask(dists) for _ in range(min(batch, left))]
+        batch_ov = [{k: t.params[k] for k in grid} for t in asked]
+        todo = [ov for ov in batch_ov if trial_id(ov) not in seen]
+        results = {r["id"]: r for r in launch(todo)} if todo else {}
+        for t, ov in zip(asked, batch_ov, strict=True):
+            got: dict[str, Any] | None = results.get(trial_id(ov))
+            if got is None:
+                got = next((x for x in rows if x["id"] == trial_id(ov)), None)
+            ok = got is not None and got["status"] == "ok" and math.isfinite(got["validation"])
+            study.tell(
+                t,
+                got["validation"] if ok and got is not None else None,
+                state=None if ok else optuna.trial.TrialState.FAIL,
+            )
+            seen.add(trial_id(ov))
+        left -= len(asked)
+
+
+def print_result(res: dict[str, Any], out: Path, metric: str) -> None:
+    rows = res["rows"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = len(rows) - len(ok)
+    print(
+        f"sweep: {len(rows)} trials ({res['computed']} computed now, {failed} failed) "
+        f"in {res['seconds']:.1f} s",
+        file=sys.stdout,
+    )
+    best = res["best"]
+    if best is not None:
+        print(
+            f"best {best['id']}: validation {metric} {best['validation']:.4f}, "
+            f"held-out {best['heldout']:.4f}; "
+            f"{json.dumps(best['overrides'])}"
+        )
+    print(f"wrote {out}/: trials.csv, trials.json" + (", best.toml, sweep.png" if best else ""))
