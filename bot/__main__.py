@@ -59,14 +59,16 @@ def _run(args: argparse.Namespace) -> int:
     from bot.app import run_service
     from bot.config import load_config
     from bot.ledger import LedgerLock
+    from bot.tiers import TierFamily
 
     cfg = load_config(args.config)
+    family = TierFamily.load(cfg.models.dir)  # read-only: a bad family exits 3 before any file exists
     with LedgerLock(cfg.ledger.path) as lock:  # before any file is created: one bot per ledger
         logs.configure_logging(
             level=cfg.logging.level, fmt=cfg.logging.format, decisions_path=cfg.logging.decisions_path
         )
         try:
-            _run_loop(run_service(cfg, lock=lock), cleanup_s=LOOP_CLEANUP_S)
+            _run_loop(run_service(cfg, lock=lock, family=family), cleanup_s=LOOP_CLEANUP_S)
         finally:
             logs.close_logging()
     return 0

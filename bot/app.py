@@ -71,9 +71,11 @@ class Service:
         max_decisions: int | None = None,
         notifier: Notifier | None = None,
         lock: LedgerLock | None = None,
+        family: TierFamily | None = None,
     ) -> None:
         self.cfg = cfg
         self.lock = lock
+        self.family = family
         self.max_decisions = max_decisions
         self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.summary = RunSummary()
@@ -97,8 +99,7 @@ class Service:
 
     # ---- start-up ---------------------------------------------------------------------------------------
 
-    def _open_state(self) -> tuple[Engine, Ledger]:
-        family = TierFamily.load(self.cfg.models.dir)
+    def _open_state(self, family: TierFamily) -> tuple[Engine, Ledger]:
         for tier in family:
             self.log.info(logs.TIER_LOADED, tier=tier.name, features=tier.n_features)
         ledger = Ledger.open(self.cfg.ledger.path, synchronous=self.cfg.ledger.synchronous)
@@ -240,8 +241,9 @@ class Service:
     async def run(self, stop: asyncio.Event) -> RunSummary:
         """Run until `stop` is set (or `max_decisions`); return the summary.
 
-        The ledger's lock is taken before anything else (unless the caller holds it: `lock`), so a second
-        instance on the same ledger stops here, before a file is touched.
+        The models are verified first (read-only; `family` if the caller loaded them), then the ledger's
+        lock is taken (unless the caller holds it: `lock`), so a bad family or a second instance on the
+        same ledger stops here, before a file is created.
 
         Raises:
             LedgerInUseError: another process holds the ledger.
@@ -249,20 +251,21 @@ class Service:
             ShutdownTimeoutError: the run ended cleanly but a shutdown step overran
                 `service.shutdown_timeout_s` and was abandoned.
         """
+        family = self.family if self.family is not None else TierFamily.load(self.cfg.models.dir)
         lock = self.lock if self.lock is not None else LedgerLock(self.cfg.ledger.path)
         owns_lock = not lock.held
         lock.acquire()
         try:
-            return await self._run_locked(stop)
+            return await self._run_locked(stop, family)
         finally:
             if owns_lock:
                 lock.release()
 
-    async def _run_locked(self, stop: asyncio.Event) -> RunSummary:
+    async def _run_locked(self, stop: asyncio.Event, family: TierFamily) -> RunSummary:
         t_start = time.perf_counter()
         cfg = self.cfg
         self.log.info(logs.SERVICE_START, symbols=list(cfg.market.symbols), interval=cfg.market.interval)
-        engine, ledger = self._open_state()
+        engine, ledger = self._open_state(family)
         budget = ShutdownBudget(cfg.service.shutdown_timeout_s, self.log)
         rest: RestClient | None = None
         serving: asyncio.Task[None] | None = None
@@ -339,11 +342,13 @@ async def run_service(
     max_decisions: int | None = None,
     stop: asyncio.Event | None = None,
     lock: LedgerLock | None = None,
+    family: TierFamily | None = None,
 ) -> RunSummary:
-    """Run the bot until a signal (or `stop`, or `max_decisions`); `lock`: the ledger lock, if held."""
+    """Run the bot until a signal (or `stop`, or `max_decisions`); `lock`: the ledger lock, if held;
+    `family`: the verified tier family, if loaded."""
     ev = stop if stop is not None else asyncio.Event()
     install_signal_handlers(ev)
-    return await Service(cfg, max_decisions=max_decisions, lock=lock).run(ev)
+    return await Service(cfg, max_decisions=max_decisions, lock=lock, family=family).run(ev)
 
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:
