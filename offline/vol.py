@@ -54,7 +54,7 @@ def _rolling_mean_sq(r: F64, window: int) -> F64:
 
 def backward_rv(close: F64, window: int) -> F64:
     """Realised vol over the `window` one-bar returns ending at each bar (NaN until enough history)."""
-    return np.sqrt(_rolling_mean_sq(log_returns(close), window))
+    return np.asarray(np.sqrt(_rolling_mean_sq(log_returns(close), window)), dtype=np.float64)
 
 
 def forward_rv(close: F64, horizon: int) -> F64:
@@ -62,7 +62,7 @@ def forward_rv(close: F64, horizon: int) -> F64:
     back = _rolling_mean_sq(log_returns(close), horizon)
     out = np.full(back.shape, np.nan)
     out[:-horizon] = back[horizon:]
-    return np.sqrt(out)
+    return np.asarray(np.sqrt(out), dtype=np.float64)
 
 
 def har_design(

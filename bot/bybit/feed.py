@@ -54,7 +54,6 @@ from bot.bybit.wire import (
     decode_klines,
     decode_orderbook,
     decode_ticker,
-    to_float,
 )
 from bot.config import Config
 from bot.core.bars import Bar, BookTop, interval_ms
@@ -151,7 +150,7 @@ class MarketFeed:
         self._runner: asyncio.Task[None] | None = None
         self._fill_wanted = asyncio.Event()
         self._filler_error: BaseException | None = None
-        self._tickers: dict[str, dict[str, str]] = {}
+        self._tickers: dict[str, dict[str, float]] = {}
         self._behind_since: dict[str, float] = {}
         self._ping_since: float | None = None
         self._closed = False
@@ -482,12 +481,7 @@ class MarketFeed:
         for k in klines:
             if k.start % self.interval_ms != 0:
                 raise WireError(f"{topic}: expected start on the {self.interval_ms} ms grid, got {k.start}")
-            o = to_float(k.open, what=f"{topic} open")
-            h = to_float(k.high, what=f"{topic} high")
-            lo = to_float(k.low, what=f"{topic} low")
-            c = to_float(k.close, what=f"{topic} close")
-            v = to_float(k.volume, what=f"{topic} volume")
-            t = to_float(k.turnover, what=f"{topic} turnover")
+            o, h, lo, c, v, t = k.open, k.high, k.low, k.close, k.volume, k.turnover
             if k.confirm:
                 bar = Bar(symbol, k.start, o, h, lo, c, v, t, source="ws", recv_ns=self._frame_recv_ns)
                 parsed.append((True, bar))
@@ -512,10 +506,10 @@ class MarketFeed:
             BookTop(
                 symbol,
                 env.ts or 0,
-                to_float(bp, what=f"{topic} bid"),
-                to_float(bs, what=f"{topic} bid size"),
-                to_float(ap, what=f"{topic} ask"),
-                to_float(asz, what=f"{topic} ask size"),
+                bp,
+                bs,
+                ap,
+                asz,
             ),
             droppable=True,
         )
@@ -531,17 +525,17 @@ class MarketFeed:
             "ask_sz": tk.ask1Size,
         }
         for key, value in fields.items():
-            if value:
+            if value is not None:  # a delta carries only what changed
                 state[key] = value
         if len(state) == 4:
             self._put(
                 BookTop(
                     symbol,
                     env.ts or 0,
-                    to_float(state["bid_px"], what=f"{topic} bid1Price"),
-                    to_float(state["bid_sz"], what=f"{topic} bid1Size"),
-                    to_float(state["ask_px"], what=f"{topic} ask1Price"),
-                    to_float(state["ask_sz"], what=f"{topic} ask1Size"),
+                    state["bid_px"],
+                    state["bid_sz"],
+                    state["ask_px"],
+                    state["ask_sz"],
                 ),
                 droppable=True,
             )

@@ -29,7 +29,7 @@ import aiohttp
 import msgspec
 
 from bot.bybit.backoff import Backoff
-from bot.bybit.wire import WireError, decode_rest, decode_rest_klines, to_float
+from bot.bybit.wire import decode_rest, decode_rest_klines
 from bot.core.bars import Bar, interval_ms
 from bot.core.errors import ExchangeError, IpBannedError, RateLimitError, RetriesExhaustedError
 from bot.logs import BACKFILL_PAGE, REST_BANNED, REST_RETRY, get_logger
@@ -175,27 +175,12 @@ class RestClient:
         bars: dict[int, Bar] = {}
         open_start: int | None = None
         for row in parsed.rows:
-            if len(row) < 6:
-                raise WireError(
-                    f"{what}: expected rows of 7 strings [start, o, h, l, c, v, turnover], got {row!r}"
-                )
-            try:
-                start = int(row[0])
-            except ValueError:
-                raise WireError(f"{what}: expected an integer start time, got {row[0]!r}") from None
+            start = row.start
             if start + step > env_time:
                 open_start = start
                 continue
             bars[start] = Bar(
-                symbol=symbol,
-                start_ms=start,
-                open=to_float(row[1], what=f"{what} open"),
-                high=to_float(row[2], what=f"{what} high"),
-                low=to_float(row[3], what=f"{what} low"),
-                close=to_float(row[4], what=f"{what} close"),
-                volume=to_float(row[5], what=f"{what} volume"),
-                turnover=to_float(row[6], what=f"{what} turnover") if len(row) > 6 else 0.0,
-                source="rest",
+                symbol, start, row.open, row.high, row.low, row.close, row.volume, row.turnover, source="rest"
             )
         return KlinePage(
             bars=[bars[k] for k in sorted(bars)],

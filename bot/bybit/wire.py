@@ -5,16 +5,24 @@ Websocket frames are decoded into a `WsEnvelope` first (op replies and topic pus
 (`Bar`, `BookTop`, `PartialBar`). Anything that does not match raises `WireError`
 with what was expected and what came; the feed logs it and skips the frame.
 
-Prices and sizes are strings on the wire and floats in the domain; times are int epoch ms.
+Prices and sizes are decimal strings on the wire; the decoders turn them into checked floats (positive
+and finite prices, non-negative finite sizes) in the same pass (msgspec, non-strict mode: numeric strings
+to numbers), so nothing downstream re-parses a string. Times are int epoch ms.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import sys
+from typing import Annotated, Final
 
 import msgspec
 
 from bot.core.errors import BotError
+
+#: A price: a decimal string on the wire, a positive finite float here.
+Price = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]  # excludes inf and nan
+#: A size, volume or turnover: non-negative and finite.
+Size = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
 
 
 class WireError(BotError):
@@ -44,22 +52,22 @@ class WsKline(msgspec.Struct, frozen=True):
     start: int
     end: int
     interval: str
-    open: str
-    close: str
-    high: str
-    low: str
-    volume: str
-    turnover: str
+    open: Price
+    close: Price
+    high: Price
+    low: Price
+    volume: Size
+    turnover: Size
     confirm: bool
     timestamp: int
 
 
 class WsOrderbook(msgspec.Struct, frozen=True):
-    """`data` of an `orderbook.1.{symbol}` push: `b`/`a` are `[price, size]` string pairs."""
+    """`data` of an `orderbook.1.{symbol}` push: `b`/`a` are `[price, size]` pairs (strings on the wire)."""
 
     s: str
-    b: list[tuple[str, str]]
-    a: list[tuple[str, str]]
+    b: list[tuple[Price, Size]]
+    a: list[tuple[Price, Size]]
     u: int = 0
     seq: int = 0
 
@@ -68,16 +76,16 @@ class WsTicker(msgspec.Struct, frozen=True):
     """`data` of a `tickers.{symbol}` push; a `delta` carries only the fields that changed (Bybit's names)."""
 
     symbol: str
-    bid1Price: str | None = None
-    bid1Size: str | None = None
-    ask1Price: str | None = None
-    ask1Size: str | None = None
+    bid1Price: Price | None = None
+    bid1Size: Size | None = None
+    ask1Price: Price | None = None
+    ask1Size: Size | None = None
 
 
 _ENVELOPE: Final = msgspec.json.Decoder(WsEnvelope)
-_KLINES: Final = msgspec.json.Decoder(list[WsKline])
-_ORDERBOOK: Final = msgspec.json.Decoder(WsOrderbook)
-_TICKER: Final = msgspec.json.Decoder(WsTicker)
+_KLINES: Final = msgspec.json.Decoder(list[WsKline], strict=False)
+_ORDERBOOK: Final = msgspec.json.Decoder(WsOrderbook, strict=False)
+_TICKER: Final = msgspec.json.Decoder(WsTicker, strict=False)
 
 
 def decode_envelope(frame: str | bytes) -> WsEnvelope:
@@ -116,17 +124,6 @@ def decode_ticker(raw: msgspec.Raw, *, topic: str) -> WsTicker:
         raise WireError(f"{topic}: expected a ticker object, got {_clip(bytes(raw))!r}: {exc}") from exc
 
 
-def to_float(value: str, *, what: str) -> float:
-    """Parse a Bybit decimal string; raise `WireError` naming the field when it is not a number."""
-    try:
-        out = float(value)
-    except ValueError:
-        raise WireError(f"{what}: expected a decimal string, got {value!r}") from None
-    if out != out or out in (float("inf"), float("-inf")):
-        raise WireError(f"{what}: expected a finite number, got {value!r}")
-    return out
-
-
 # ---- REST -------------------------------------------------------------------------------------------------
 
 
@@ -139,16 +136,28 @@ class RestEnvelope(msgspec.Struct, frozen=True):
     result: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty when absent
 
 
+class RestKline(msgspec.Struct, frozen=True, array_like=True):
+    """One kline row `[start, open, high, low, close, volume, turnover]` (strings on the wire)."""
+
+    start: int
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Size
+    turnover: Size
+
+
 class RestKlineResult(msgspec.Struct, frozen=True):
-    """Kline `result`: rows `[start, open, high, low, close, volume, turnover]`, newest first."""
+    """Kline `result`: rows newest first."""
 
     symbol: str
     category: str
-    rows: list[list[str]] = msgspec.field(name="list")
+    rows: list[RestKline] = msgspec.field(name="list")
 
 
 _REST_ENVELOPE: Final = msgspec.json.Decoder(RestEnvelope)
-_REST_KLINE: Final = msgspec.json.Decoder(RestKlineResult)
+_REST_KLINE: Final = msgspec.json.Decoder(RestKlineResult, strict=False)
 
 
 def decode_rest(body: bytes, *, what: str) -> RestEnvelope:
