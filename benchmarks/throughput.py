@@ -8,6 +8,10 @@
    line per bar to /dev/null) against `bot.sim.replay.ReplayExchange(bar_seconds=0)` on 127.0.0.1.
 3. `ws_decode`: websocket kline frames decoded and turned into `Bar`s: stdlib `json` + dict access vs
    `bot.bybit.wire` (msgspec typed structs, the bot's path), frames/s.
+4. `backtest`: `bot.sim.backtest.Backtest` over the 5 symbols x 90 days of real 5m bars in ../shared/data
+   (routed family): the first run with an empty cache (CSV read, features, batched tier predictions, engine
+   pass) and a policy-only rerun (other thresholds; features and predictions from the cache), end to end.
+   `--backtest-only` runs just this part.
 
 Each table shows ratios against the first row of its group, measured in the same run. Output:
 docs/throughput[_quick].json.
@@ -184,12 +188,12 @@ def _wire_dispatch(frame: bytes) -> Bar | None:
             bar = Bar(
                 symbol,
                 k.start,
-                wire.to_float(k.open, what="open"),
-                wire.to_float(k.high, what="high"),
-                wire.to_float(k.low, what="low"),
-                wire.to_float(k.close, what="close"),
-                wire.to_float(k.volume, what="volume"),
-                wire.to_float(k.turnover, what="turnover"),
+                k.open,
+                k.high,
+                k.low,
+                k.close,
+                k.volume,
+                k.turnover,
                 "ws",
             )
     return bar
@@ -210,6 +214,41 @@ def decode_part(n: int) -> dict[str, Any]:
     b = _wire_dispatch(frames[3])
     if a != b:
         raise RuntimeError(f"decoders disagree: {a} vs {b}")
+    return out
+
+
+SHARED_5M = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
+
+
+def backtest_part(models: Path) -> dict[str, Any]:
+    """Bars/s of `bot backtest`'s engine pass over the real 5m data: first run and policy-only rerun."""
+    from bot.sim.backtest import Backtest
+
+    data = [str(SHARED_5M / f"{s}USDT_5m.csv") for s in ("BTC", "ETH", "SOL", "XRP", "BNB")]
+    cfg = Config()
+    other = msgspec.structs.replace(
+        cfg, paper=msgspec.structs.replace(cfg.paper, long_threshold_bps=5.0, short_threshold_bps=20.0)
+    )
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, run_cfg in (("first_run", cfg), ("policy_rerun", other)):
+            t0 = time.perf_counter()
+            bt = Backtest(cfg, data, models, cache_dir=Path(tmp))
+            load_s = time.perf_counter() - t0
+            res = bt.run(run_cfg)
+            total_s = time.perf_counter() - t0
+            out[name] = {
+                "bars": bt.n_bars,
+                "decided": len(res.records),
+                "load_and_cache_s": load_s,
+                "cache_s": res.cache_s,
+                "cache_hits": res.cache_hits,
+                "engine_s": res.wall_s,
+                "seconds": total_s,
+                "bars_per_s": bt.n_bars / total_s,
+                "engine_bars_per_s": bt.n_bars / res.wall_s,
+                "max_abs_diff_batched": res.max_abs_diff,
+            }
     return out
 
 
@@ -255,6 +294,18 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_backtest(b: dict[str, Any]) -> str:
+    lines = [
+        f"{'bot backtest, 5 symbols x 90 days 5m':<44}{'bars':>10}{'seconds':>10}{'bars/s':>12}{'engine':>12}"
+    ]
+    for name, v in b.items():
+        lines.append(
+            f"{name:<44}{v['bars']:>10,}{v['seconds']:>10.2f}{v['bars_per_s']:>12,.0f}"
+            f"{v['engine_bars_per_s']:>12,.0f}"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100k bars in-process, 3k through the replay")
@@ -263,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--bars", type=int, default=None, help="in-process bars (default 1,000,000; quick 100,000)"
     )
     ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/throughput[_quick])")
+    ap.add_argument(
+        "--backtest-only", action="store_true", help="only the backtest part (docs/backtest_speed)"
+    )
     args = ap.parse_args(argv)
     n_bars = args.bars or (100_000 if args.quick else 1_000_000)
     n_ledger = n_bars // 10
@@ -280,6 +334,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"building the tier family into {args.models}")
         pipeline_distill(Config(), data="synthetic", out_dir=args.models, quick=True)
     load0 = os.getloadavg()
+    log("backtest over the shared 5m data")
+    backtest = backtest_part(args.models)
+    print(format_backtest(backtest))
+    if args.backtest_only:
+        path = args.out or DOCS / "backtest_speed"
+        meta = {
+            "command": "python benchmarks/throughput.py --backtest-only",
+            "loadavg_before": load0,
+            "loadavg_after": os.getloadavg(),
+            "cpus": os.cpu_count(),
+            "models": str(args.models),
+        }
+        path.with_suffix(".json").write_text(
+            json.dumps({"meta": meta, "backtest": backtest}, indent=1) + "\n", encoding="utf-8"
+        )
+        return 0
     log(f"in-process engine over {n_bars:,} bars")
     engine = engine_part(args.models, n_bars, n_ledger)
     log(f"service vs replay exchange, {n_replay:,} bars")
@@ -301,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "engine": engine,
         "replay": replay,
         "decode": decode,
+        "backtest": backtest,
     }
     r["meta"]["wall_s"] = time.perf_counter() - t_start
     stem.parent.mkdir(parents=True, exist_ok=True)
