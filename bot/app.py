@@ -87,6 +87,7 @@ class Service:
             self.step_ms,
             warn_bars=cfg.service.decision_lag_warn_bars,
             restart_bars=cfg.service.decision_lag_restart_bars,
+            min_stall_s=cfg.service.decision_stall_min_s,
         )
         self.watchdog = Watchdog(self.notifier, fresh_s=fresh_s, healthy=lambda: not self.lag.any_lagging)
         self._live_from: dict[str, int | None] = {}

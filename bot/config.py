@@ -144,6 +144,8 @@ class ServiceConfig(_Section, frozen=True):
     # this many more closed with not one decided: exit 4 (stalled) so systemd restarts the service.
     decision_lag_warn_bars: PosInt = 2
     decision_lag_restart_bars: PosInt = 6
+    # ... and at least this long (monotonic) without a decision: a floor for accelerated replays.
+    decision_stall_min_s: Annotated[float, Meta(ge=0, le=86_400)] = 60.0
 
 
 class Config(_Section, frozen=True):

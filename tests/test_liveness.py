@@ -75,6 +75,17 @@ def test_symbols_are_independent() -> None:
     assert not lag.any_lagging
 
 
+def test_a_stall_also_needs_the_time_floor() -> None:
+    """On an accelerated clock many bars close within a REST round trip: no stall before `min_stall_s`."""
+    now = [0.0]
+    lag = DecisionLag(STEP, warn_bars=1, restart_bars=3, min_stall_s=5.0, clock=lambda: now[0])
+    lag.update("A", 12 * STEP, 10 * STEP)
+    now[0] = 1.0
+    assert not lag.update("A", 20 * STEP, 10 * STEP).stalled  # bars say stalled, the clock says too soon
+    now[0] = 5.0
+    assert lag.update("A", 21 * STEP, 10 * STEP).stalled
+
+
 def test_thresholds_must_be_positive() -> None:
     with pytest.raises(ValueError, match="warn_bars"):
         DecisionLag(STEP, warn_bars=0, restart_bars=3)
@@ -127,6 +138,7 @@ async def test_stalled_pipeline_fails_health_and_exits_then_restart_resumes_exac
                 metrics_port=0,
                 decision_lag_warn_bars=2,
                 decision_lag_restart_bars=5,
+                decision_stall_min_s=0.3,
             ),
         )
         logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=log_buf)
