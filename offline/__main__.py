@@ -1,8 +1,10 @@
 """`python -m offline distill|fetch|sweep`: distill the tier family, download kline history from Bybit v5, or
 sweep config candidates with walk-forward backtests on Ray.
 
-Errors (bad config, bad CSV, failed export) print one line naming the file and key or row to stderr and
-exit with code 2; outputs are written atomically, so a failed run writes nothing.
+Errors (bad config, bad CSV, failed export, an output path that must not be replaced) print one line naming
+the file and key or row to stderr and exit with code 2; outputs are staged in a temporary sibling and swapped
+in at the end (`bot.outputs`), so a failed run writes nothing. SIGINT/SIGTERM stop the run at once, leave the
+previous outputs untouched and exit 130/143 (`offline.interrupts`). Exit codes: docs/errors.md.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import os
+import re
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,18 +22,30 @@ from bot import logs
 from bot.config import Config, load_config
 from bot.core.bars import Bar, interval_ms
 from bot.core.errors import BotError, ConfigError
+from bot.outputs import StagedOutput
+from offline.interrupts import Interrupted, stop_on_signals
 
 EXIT_ERROR = 2
+KLINES_HEADER = ["start_ms", "open", "high", "low", "close", "volume", "turnover"]
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 
 
 def _config(path: str | None) -> Config:
     return load_config(path) if path is not None else Config()
 
 
+def _check_symbol(flag: str, symbol: str | None) -> None:
+    if symbol is not None and _SYMBOL.fullmatch(symbol) is None:
+        raise ConfigError(f"{flag}: expected a Bybit symbol such as BTCUSDT (A-Z, 0-9), got {symbol!r}")
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
     from offline.pipeline import pipeline_distill
 
     cfg = _config(args.config)
+    _check_symbol("--symbol", args.symbol)
+    if args.symbol is not None and args.data == "synthetic":
+        raise ConfigError("--symbol: only for a CSV --data (synthetic data has its own symbol)")
     report = pipeline_distill(
         cfg,
         data=args.data,
@@ -42,7 +55,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         allow_gaps=args.allow_gaps,
         drop_last=args.drop_last,
         progress=not args.no_progress,
-        log=lambda msg: print(msg, file=sys.stderr),
+        log=args.log,
+        symbol=args.symbol,
     )
     print(report["table"])
     chosen = ", ".join(f"{t}={c['variant']}" for t, c in report["chosen"].items())
@@ -52,14 +66,34 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_klines_csv(bars: Sequence[Bar], path: Path) -> None:
-    """Write bars as `start_ms,open,high,low,close,volume,turnover` (atomically: temp file then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def klines_csv_reason(path: Path) -> str | None:
+    """None when `path` is a klines CSV as `write_klines_csv` writes it (so `fetch` may replace it)."""
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+    except (OSError, UnicodeDecodeError):
+        header = None
+    if header != KLINES_HEADER:
+        return f"exists and is not a klines CSV written by offline fetch (header {','.join(KLINES_HEADER)})"
+    return None
+
+
+def klines_output(path: str | Path) -> StagedOutput:
+    """The staged output of `fetch`: replaces only a klines CSV `fetch` wrote."""
+    return StagedOutput(path, kind="klines-csv", recognise=klines_csv_reason, is_file=True)
+
+
+def write_klines_csv(bars: Sequence[Bar], path: Path) -> None:
+    """Write bars as `start_ms,open,high,low,close,volume,turnover` (staged: a temp sibling, then a rename).
+
+    Raises:
+        OutputPathError: `path` is something else than a klines CSV (nothing touched), or not writable.
+    """
+    stage = klines_output(path)
+    with stage as tmp:
+        with (tmp / path.name).open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["start_ms", "open", "high", "low", "close", "volume", "turnover"])
+            w.writerow(KLINES_HEADER)
             for b in bars:
                 w.writerow(
                     [
@@ -72,10 +106,7 @@ def write_klines_csv(bars: Sequence[Bar], path: Path) -> None:
                         repr(b.turnover),
                     ]
                 )
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        stage.commit()
 
 
 async def fetch_history(
@@ -105,8 +136,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         interval_ms(args.interval)
     except ValueError as exc:
         raise ConfigError(f"--interval: {exc}") from exc
-    if args.days <= 0:
-        raise ConfigError(f"--days: expected a positive number of days, got {args.days}")
+    if not 0 < args.days <= 36_500:
+        raise ConfigError(f"--days: expected a positive, finite number of days, got {args.days}")
+    _check_symbol("--symbol", args.symbol)
+    klines_output(args.out).check()  # before the download: refuse a path fetch must not replace
     bars = asyncio.run(
         fetch_history(
             cfg,
@@ -170,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="drop the CSV's last row (in a raw Bybit download, the candle still open when it was fetched)",
     )
+    d.add_argument(
+        "--symbol", default=None, help="the symbol a CSV holds, recorded in the manifest (default: none)"
+    )
     d.add_argument("--seed", type=int, default=None, help="training seed (default: [distill].seed)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_distill)
@@ -209,8 +245,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # progress and retries go to stderr (warnings and up): stdout stays for the table and results
     logs.configure_logging(level="warning", fmt="json", stream=sys.stderr)
+    stages: list[str] = []
+
+    def log(msg: str) -> None:
+        stages.append(msg)
+        print(msg, file=sys.stderr, flush=True)
+
+    args.log = log
     try:
-        rc: int = args.func(args)
+        with stop_on_signals():
+            rc: int = args.func(args)
+    except Interrupted as exc:
+        during = f" during: {stages[-1]}" if stages else ""
+        print(
+            f"\ninterrupted by {exc}: offline {args.command} stopped{during}; nothing was written, "
+            f"the previous {getattr(args, 'out', 'output')} is untouched",
+            file=sys.stderr,
+            flush=True,
+        )
+        return exc.exit_code
     except BotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

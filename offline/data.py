@@ -32,6 +32,9 @@ BoolArr = npt.NDArray[np.bool_]
 
 _INTERVAL_BY_MS: dict[int, str] = {ms: name for name, ms in INTERVAL_MS.items()}
 
+#: Symbol on bars read from a CSV when no symbol is given (the provenance then records none).
+CSV_SYMBOL = "UNKNOWN"
+
 
 def load_csv(path: str | Path, *, symbol: str | None = None) -> list[Bar]:
     """Read klines `start_ms,open,high,low,close,volume[,turnover]` (header required) into bars.
@@ -42,12 +45,12 @@ def load_csv(path: str | Path, *, symbol: str | None = None) -> list[Bar]:
 
     Args:
         path: CSV file.
-        symbol: symbol written on the bars; `None` takes the file name's prefix before "_" (BTCUSDT_5m.csv).
+        symbol: symbol written on the bars; `None` writes `CSV_SYMBOL` (the file name is not guessed from).
 
     Raises:
         DataError: naming the file, the line number (header = line 1) and what was expected.
     """
-    bars = list(read_csv_bars(path, symbol))
+    bars = list(read_csv_bars(path, symbol if symbol is not None else CSV_SYMBOL))
     if len(bars) < 2:
         raise DataError(f"{Path(path)}: expected at least 2 data rows, got {len(bars)}")
     return bars
@@ -194,12 +197,12 @@ def build_dataset(
 
 
 def _provenance(
-    source: str, path: str | None, bars: Sequence[Bar], step_ms: int, seed: int | None
+    source: str, path: str | None, bars: Sequence[Bar], step_ms: int, seed: int | None, symbol: str | None
 ) -> dict[str, Any]:
     return {
         "source": source,
         "path": path,
-        "symbol": bars[0].symbol,
+        "symbol": symbol,
         "interval": interval_name(step_ms),
         "first_start_ms": bars[0].start_ms,
         "last_start_ms": bars[-1].start_ms,
@@ -215,6 +218,7 @@ def load_dataset(
     n_bars: int | None = None,
     allow_gaps: bool = False,
     drop_last: bool = False,
+    symbol: str | None = None,
 ) -> Dataset:
     """Dataset from `"synthetic"` (SyntheticMarket(seed=cfg.synthetic_seed)) or a klines CSV path.
 
@@ -225,25 +229,44 @@ def load_dataset(
         allow_gaps: accept time gaps in a CSV (features warm up again, no target spans a gap).
         drop_last: drop a CSV's last row first: in a raw Bybit download it is the candle that was still open
             when it was fetched (../shared/data/README.md).
+        symbol: the symbol a CSV holds (`--symbol`), recorded in the provenance; None records none (the
+            file name is never guessed from). Synthetic data records its own symbol.
+
+    Raises:
+        DataError: bad rows, gaps, too few rows for the splits, or degenerate prices (all closes equal).
     """
     if str(data) == "synthetic":
         n = n_bars if n_bars is not None else cfg.synthetic_bars
         bars = synthetic_bars(n, seed=cfg.synthetic_seed)
         step_ms = INTERVAL_MS["5"]
-        prov = _provenance("synthetic", None, bars, step_ms, cfg.synthetic_seed)
+        prov = _provenance("synthetic", None, bars, step_ms, cfg.synthetic_seed, bars[0].symbol)
     else:
         path = Path(data)
-        bars = load_csv(path)
+        bars = load_csv(path, symbol=symbol)
         if drop_last:
             bars = bars[:-1]
+            if len(bars) < 2:
+                raise DataError(
+                    f"{path}: --drop-last leaves {len(bars)} data row(s); expected at least 2; use more bars"
+                )
         if n_bars is not None and len(bars) > n_bars:
             bars = bars[-n_bars:]
         step_ms = infer_interval_ms(bars)
         n_gaps = check_gaps(bars, step_ms, allow_gaps=allow_gaps, source=str(path))
-        prov = _provenance("csv", str(path), bars, step_ms, None)
+        check_prices(bars, source=str(path))
+        prov = _provenance("csv", str(path), bars, step_ms, None, symbol)
         prov["gaps"] = n_gaps
         prov["dropped_last_row"] = drop_last
     return build_dataset(bars, cfg, step_ms=step_ms, provenance=prov)
+
+
+def check_prices(bars: Sequence[Bar], *, source: str) -> None:
+    """Raise DataError when the closes never change (nothing to learn: every target would be 0)."""
+    first = bars[0].close
+    if all(b.close == first for b in bars):
+        raise DataError(
+            f"{source}: degenerate data: all {len(bars)} closes are {first}; expected prices that move"
+        )
 
 
 def check_name(text: str) -> bool:

@@ -34,11 +34,13 @@ def _write(tmp_path: Path, rows: list[str], header: str = HEADER) -> Path:
     return p
 
 
-def test_load_csv_reads_bars_with_symbol_from_file_name(tmp_path: Path) -> None:
-    """A clean CSV loads every row as a csv-sourced Bar with the file's symbol prefix."""
-    bars = load_csv(_write(tmp_path, _rows(5)))
+def test_load_csv_reads_bars_with_the_given_symbol_never_the_file_name(tmp_path: Path) -> None:
+    """A clean CSV loads as csv-sourced Bars with the symbol given, never one guessed from its name."""
+    path = _write(tmp_path, _rows(5))
+    assert load_csv(path)[0].symbol == "UNKNOWN"
+    bars = load_csv(path, symbol="ETHUSDT")
     assert len(bars) == 5
-    assert bars[0].symbol == "TESTUSDT"
+    assert bars[0].symbol == "ETHUSDT"
     assert bars[0].source == "csv"
     assert bars[1].start_ms - bars[0].start_ms == STEP_MS
 
@@ -140,3 +142,5 @@ def test_drop_last_removes_the_still_open_candle_of_a_download(tmp_path: Path) -
     assert dropped.provenance["rows"] == kept.provenance["rows"] - 1
     assert dropped.provenance["last_start_ms"] == kept.provenance["last_start_ms"] - 300_000
     assert dropped.provenance["dropped_last_row"] is True
+    assert kept.provenance["symbol"] is None  # never guessed from TESTUSDT_5m.csv
+    assert load_dataset(path, cfg, symbol="TESTUSDT").provenance["symbol"] == "TESTUSDT"

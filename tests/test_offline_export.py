@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -169,14 +170,14 @@ def test_onnx_outputs_raw_returns_equal_to_sklearn() -> None:
             check_parity(broken, blob, X, atol=cfg.distill.onnx_atol, name=name)
 
 
-def test_failed_run_leaves_existing_output_untouched(tmp_path: Path) -> None:
-    """A run that fails (bad data) writes nothing and leaves a previous output directory as it was."""
+def test_failed_run_leaves_existing_output_untouched(tmp_path: Path, trained_family: Path) -> None:
+    """A run that fails (bad data) writes nothing and leaves a previous tier family as it was."""
     out = tmp_path / "models"
-    out.mkdir()
-    (out / "manifest.json").write_text("{}")
+    shutil.copytree(trained_family, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = tmp_path / "X_5m.csv"
     bad.write_text("start_ms,open,high,low,close,volume\n1,1,1,1,1,1\n1,1,1,1,1,1\n")
     with pytest.raises(DataError, match="line 3: duplicate"):
         pipeline_distill(parse_config(TINY), data=bad, out_dir=out)
     assert [p.name for p in tmp_path.iterdir() if p.name != bad.name] == ["models"]
-    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -131,4 +131,4 @@ def test_cli_prints_table(log: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (
         main_report(parser.parse_args([str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "r")])) == 2
     )
-    assert "missing.jsonl: cannot read decision log" in capsys.readouterr().out
+    assert "missing.jsonl: cannot read decision log" in capsys.readouterr().err

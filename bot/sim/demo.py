@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +26,9 @@ import msgspec
 from bot import logs
 from bot.app import Service, summary_dict
 from bot.config import Config, load_config
+from bot.core.errors import ConfigError
 from bot.ledger import Ledger
+from bot.outputs import StagedOutput
 from bot.sim.replay import ReplayExchange
 from bot.sim.report import run_report
 
@@ -47,15 +49,31 @@ def add_demo_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class DemoDistillError(ConfigError):
+    """The demo's distill step failed; it printed its own error (exit 2)."""
+
+
+def check_demo_args(args: argparse.Namespace) -> None:
+    """Range-check the demo's numeric options (ConfigError naming the option)."""
+    if not 1 <= args.bars <= 10_000_000:
+        raise ConfigError(f"--bars: expected a whole number of bars in 1..10000000, got {args.bars}")
+    if not (math.isfinite(args.bar_seconds) and 0 < args.bar_seconds <= 60):
+        raise ConfigError(f"--bar-seconds: expected a number in (0, 60], got {args.bar_seconds}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed: expected an integer >= 0, got {args.seed}")
+
+
 def _distill(config_path: str | None, models: Path) -> None:
     cmd = [sys.executable, "-m", "offline", "distill", "--data", "synthetic", "--out", str(models), "--quick"]
     if config_path is not None:
         cmd += ["--config", config_path]
     if not sys.stderr.isatty():
         cmd.append("--no-progress")
-    print(f"[demo] no tier family in {models}/ - distilling a quick one: {' '.join(cmd[1:])}", flush=True)
+    print(f"[demo] distilling a quick tier family into {models}/: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)  # noqa: S603 - our own interpreter and module
+    rc = subprocess.run(cmd, check=False).returncode  # noqa: S603 - our own interpreter and module
+    if rc != 0:
+        raise DemoDistillError(f"demo: `{' '.join(cmd[1:])}` failed with exit code {rc} (its error is above)")
     print(f"[demo] distilled in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -142,16 +160,25 @@ def main_demo(args: argparse.Namespace) -> int:
     config_path = args.config
     if config_path is None and Path("config.toml").exists():
         config_path = "config.toml"
+    check_demo_args(args)
     base = load_config(config_path) if config_path is not None else Config()
     models = Path(args.models if args.models is not None else base.models.dir)
-    if args.retrain and models.exists():
-        shutil.rmtree(models)
-    if not (models / "manifest.json").exists():
-        _distill(config_path, models)
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    final = Path(args.out)
+    stage = StagedOutput(final, kind="demo", min_free_mib=64)
+    stage.check()  # before distilling: refuse an --out that is not a previous demo's
+    if args.retrain or not (models / "manifest.json").exists():
+        _distill(config_path, models)  # offline distill replaces only a tier family, keeps it on failure
+    with stage as out:
+        summary, pnl, report = _demo(args, base, models, out)
+        stage.commit()
+    _print_summary(summary, pnl, report, final)
+    return 0
+
+
+def _demo(
+    args: argparse.Namespace, base: Config, models: Path, out: Path
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Run the demo into the staging dir `out`; returns the service summary, the PnL table and the report."""
     decisions_path = out / "decisions.jsonl"  # demo_config puts the service's log and ledger in `out`
     devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as logging does
     logs.configure_logging(level="info", fmt="json", decisions_path=decisions_path, stream=devnull)
@@ -182,5 +209,4 @@ def main_demo(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     report = run_report(decisions_path, out / "report")
-    _print_summary(summary, pnl, report, out)
-    return 0
+    return summary, pnl, report

@@ -6,7 +6,10 @@ docs/architecture.md), ignores every other event and counts lines that are not J
 again after a crash before the ledger commit) is counted in `duplicates` and only its last line is kept.
 
 Writes `report.json` plus `latency_<tier>.png` (histogram and CDF of each stage) to the output directory
-and returns the report dict. PnL per tier/regime sums each line's `realized_pnl_usd` and `fee_usd`, which
+(staged in a temporary sibling and swapped in at the end; an existing directory is replaced only when it is
+empty or a previous latency report: `bot.outputs`) and returns the report dict. A log without one decision
+(empty, garbage, another file) is an error: exit 2 with the reason on stderr.
+PnL per tier/regime sums each line's `realized_pnl_usd` and `fee_usd`, which
 are the amounts booked on that bar (not running totals).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Final
@@ -24,6 +28,7 @@ import numpy as np
 
 from bot.core.decision import BAR_DECIDED, DecisionRecord, decode_line
 from bot.core.errors import BotError
+from bot.outputs import OutputPathError, StagedOutput
 
 STAGES: Final[tuple[str, ...]] = ("features", "regime", "inference", "paper", "total", "recv_to_decision")
 QUANTILES: Final[tuple[tuple[str, float], ...]] = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0))
@@ -69,6 +74,12 @@ def read_decisions(log_path: str | Path) -> tuple[list[DecisionRecord], dict[str
             del by_key[key]  # re-insert so the kept line sits where the last one was logged
         by_key[key] = d
     counts["decisions"] = len(by_key)
+    if not by_key:
+        seen = f"{counts['lines']} line(s): {counts['other_events']} other events"
+        seen += f", {counts['malformed']} malformed"
+        raise ReportError(
+            f"{path}: no bar_decided lines among {seen}; expected a decision log (logging.decisions_path)"
+        )
     return list(by_key.values()), dict(counts)
 
 
@@ -193,10 +204,19 @@ def format_table(report: dict[str, Any]) -> str:
 
 def run_report(log_path: str | Path, out_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
     """Read the log, write `report.json` (and a PNG per tier when `plots`) to `out_dir`; return the report."""
+    stage = StagedOutput(out_dir, kind="latency-report", protect=[log_path])
+    stage.check()  # before reading: refuse an --out this command must not replace
     decisions, counts = read_decisions(log_path)
     report = build_report(decisions, counts)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with stage as out:
+        _write_report(report, decisions, log_path, out, plots=plots)
+        stage.commit()
+    return report
+
+
+def _write_report(
+    report: dict[str, Any], decisions: list[DecisionRecord], log_path: str | Path, out: Path, *, plots: bool
+) -> None:
     report["source_log"] = str(log_path)
     report["plots"] = {}
     if plots and not matplotlib_available():
@@ -211,7 +231,6 @@ def run_report(log_path: str | Path, out_dir: str | Path, *, plots: bool = True)
             plot_tier(name, rows, png)
             report["plots"][name] = png.name
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return report
 
 
 def add_report_args(parser: argparse.ArgumentParser) -> None:
@@ -222,11 +241,12 @@ def add_report_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main_report(args: argparse.Namespace) -> int:
-    """Run the subcommand: print the table, write the files; 0 on success, 2 when the log is unreadable."""
+    """Run the subcommand: print the table, write the files; 0 on success, 2 (reason on stderr) when the
+    log is unreadable or holds no decision, or `--out` must not be replaced."""
     try:
         report = run_report(args.log, args.out, plots=not args.no_plots)
-    except ReportError as exc:
-        print(f"latency-report: {exc}")
+    except (ReportError, OutputPathError) as exc:
+        print(f"latency-report: {exc}", file=sys.stderr)
         return 2
     print(format_table(report))
     print(f"wrote {Path(args.out) / 'report.json'}")
