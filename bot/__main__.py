@@ -63,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     family = TierFamily.load(cfg.models.dir)  # read-only: a bad family exits 3 before any file exists
+    family.check_fit(cfg)  # a family trained for another interval/symbol/features/horizon: exit 3 too
     with LedgerLock(cfg.ledger.path) as lock:  # before any file is created: one bot per ledger
         logs.configure_logging(
             level=cfg.logging.level, fmt=cfg.logging.format, decisions_path=cfg.logging.decisions_path

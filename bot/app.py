@@ -253,6 +253,7 @@ class Service:
                 `service.shutdown_timeout_s` and was abandoned.
         """
         family = self.family if self.family is not None else TierFamily.load(self.cfg.models.dir)
+        family.check_fit(self.cfg)  # interval, symbols, feature sets, horizon: exit 3 before any file
         lock = self.lock if self.lock is not None else LedgerLock(self.cfg.ledger.path)
         owns_lock = not lock.held
         lock.acquire()

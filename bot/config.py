@@ -10,10 +10,12 @@ the value that came:
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -128,6 +130,9 @@ class LoggingConfig(_Section, frozen=True):
 class ModelsConfig(_Section, frozen=True):
     dir: str = "models"
     warmup: bool = True
+    # "match": every [market] symbol must be the one the family was trained on (manifest provenance);
+    # "any": run the family on any symbol.
+    symbols: Literal["match", "any"] = "match"
 
 
 class ServiceConfig(_Section, frozen=True):
@@ -214,12 +219,42 @@ def _cross_check(cfg: Config) -> list[str]:
         errors.append("$.exchange.rest_backoff_max_s: must be >= rest_backoff_initial_s")
     if cfg.exchange.stale_feed_s <= cfg.exchange.ping_interval_s:
         errors.append("$.exchange.stale_feed_s: must be greater than ping_interval_s")
+    errors.extend(_url_errors(cfg.exchange))
     try:
         ipaddress.ip_address(cfg.service.metrics_host)
     except ValueError:
         host = cfg.service.metrics_host
         errors.append(f"$.service.metrics_host: expected an IP address literal, got {host!r}")
     return errors
+
+
+_URL_SCHEMES: dict[str, tuple[str, ...]] = {"rest_url": ("http", "https"), "ws_url": ("ws", "wss")}
+
+
+def _url_errors(ex: ExchangeConfig) -> list[str]:
+    """Each URL field's scheme (`rest_url` http/https, `ws_url` ws/wss) and host."""
+    errors = []
+    for key, schemes in _URL_SCHEMES.items():
+        url = getattr(ex, key)
+        parts = urllib.parse.urlsplit(url)
+        want = " or ".join(f"{s}://" for s in schemes)
+        if parts.scheme not in schemes:
+            errors.append(f"$.exchange.{key}: expected a {want} URL, got {url!r}")
+        elif not parts.hostname:
+            errors.append(f"$.exchange.{key}: expected a host after {parts.scheme}://, got {url!r}")
+    return errors
+
+
+def _non_finite(data: Any, where: str = "$") -> str | None:
+    """The key path of the first NaN or infinite number in a decoded TOML document (TOML has inf and nan)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return f"{where}: expected a finite number, got {data}"
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}")
+        if found is not None:
+            return found
+    return None
 
 
 # ---- error messages --------------------------------------------------------------------------------
@@ -318,6 +353,9 @@ def _describe(exc: msgspec.ValidationError, data: dict[str, Any]) -> str:
 
 def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
     """Validate a decoded TOML document; raise ConfigError naming `source` and the key path."""
+    bad = _non_finite(data)
+    if bad is not None:
+        raise ConfigError(f"{source}: {bad}")
     try:
         cfg = msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as exc:

@@ -20,15 +20,18 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from bot.core.errors import ModelError
-from bot.core.features import FEATURE_INDEX, FEATURE_VERSION, N_FEATURES
+from bot.core.features import FEATURE_INDEX, FEATURE_SETS, FEATURE_VERSION, N_FEATURES
 from bot.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, Manifest, TierEntry, decode_manifest
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_SCHEMA_VERSION", "Tier", "TierFamily", "TierSpec", "session_options"]
 
@@ -131,7 +134,7 @@ def _spec(entry: TierEntry, i: int) -> TierSpec:
     order = [FEATURE_INDEX[f] for f in features]
     if order != sorted(order):
         raise _fail(name, "features are not in bot.core.features.FEATURE_NAMES order")
-    if Path(entry.file).name != entry.file:
+    if Path(entry.file).name != entry.file or entry.file in (".", ".."):
         raise _fail(
             name, f"manifest field 'file': expected a file name inside the models dir, got {entry.file!r}"
         )
@@ -263,6 +266,46 @@ class TierFamily:
             return self.tiers[name]
         except KeyError:
             raise ModelError(f"tier {name!r} is not loaded; loaded tiers: {self.names}") from None
+
+    def check_fit(self, cfg: Config) -> None:
+        """Raise ModelError unless the family fits `cfg`: the interval and (unless `[models] symbols = "any"`)
+        the symbols it was trained on (`provenance`), each configured tier's feature set, the horizon and the
+        routes. The message names the manifest, both values and the fix."""
+        path = self.models_dir / MANIFEST_NAME
+        prov = self.manifest.provenance
+        trained = prov.get("interval")
+        if trained != cfg.market.interval:
+            raise ModelError(
+                f"{path}: trained on interval {trained!r} bars ($.provenance.interval), config [market] "
+                f"interval is {cfg.market.interval!r}; set interval = {trained!r} or retrain on "
+                f"{cfg.market.interval!r} bars"
+            )
+        symbol = prov.get("symbol")
+        other = [s for s in cfg.market.symbols if s != symbol]
+        if cfg.models.symbols == "match" and other:
+            raise ModelError(
+                f"{path}: trained on symbol {symbol!r} ($.provenance.symbol), config [market] symbols has "
+                f"{other}; retrain with `offline distill --symbol`, or set [models] symbols = 'any'"
+            )
+        for name, tier_cfg in cfg.tiers.items():
+            if name not in self.tiers:
+                continue
+            entry = self.tiers[name].spec.entry
+            want = FEATURE_SETS.get(tier_cfg.features, ())
+            if set(want) != set(entry.features):
+                raise _fail(
+                    name,
+                    f"config [tiers.{name}] features = {tier_cfg.features!r} ({len(want)} features), the "
+                    f"manifest's tier has feature_set {entry.feature_set!r} ({len(entry.features)} features);"
+                    f" set features = {entry.feature_set!r} or retrain",
+                )
+        horizon = self.manifest.target.horizon_bars
+        if horizon != cfg.distill.horizon_bars:
+            raise ModelError(
+                f"{path}: predicts {horizon} bar(s) ahead ($.target.horizon_bars), config [distill] "
+                f"horizon_bars is {cfg.distill.horizon_bars}; set horizon_bars = {horizon} or retrain"
+            )
+        self.check_routes(cfg.regime.routes)
 
     def check_routes(self, routes: Mapping[str, str]) -> None:
         """Raise ModelError if a regime routes to a tier that is not loaded."""
