@@ -321,6 +321,15 @@ class TierFamily:
             )
         return self[tier].predict(x)
 
+    @property
+    def has_vol_head(self) -> bool:
+        """False: the exported tiers forecast the return only (the volatility head is issue 13's)."""
+        return False
+
+    def predict_vol(self, tier: str, x: npt.NDArray[np.float64]) -> float | None:
+        """The tier's volatility forecast; None while the family has no vol head."""
+        return None
+
     def warm(self, tier: str, *, calls: int = 2) -> None:
         """Untimed calls so the next `predict` of `tier` runs hot (call it just before the decision)."""
         self[tier].warm(calls)

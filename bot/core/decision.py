@@ -30,8 +30,9 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="event
     regime: str
     tier: str
     prediction: float
+    vol_forecast: float | None = None  # forecast RMS of one-bar log returns over the vol horizon (fraction)
     signal: int
-    position: int
+    position: float  # units held after the bar (int under fixed sizing)
     qty: float
     fill_price: float | None
     fee_usd: float
@@ -58,6 +59,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="event
         prediction: float,
         close: float,
         latency_us: dict[str, float] | None = None,
+        vol_forecast: float | None = None,
     ) -> DecisionRecord:
         """The record of a paper trader's result for one bar."""
         return cls(
@@ -67,6 +69,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="event
             regime=regime,
             tier=tier,
             prediction=prediction,
+            vol_forecast=vol_forecast,
             signal=result.signal,
             position=result.position,
             qty=result.qty,

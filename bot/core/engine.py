@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from bot.core.bars import Bar, BookTop
 from bot.core.decision import DecisionRecord
+from bot.core.errors import ModelError
 from bot.core.features import FeatureState
 from bot.core.paper import PaperTrader
 from bot.core.params import RegimeConfig
@@ -44,6 +45,15 @@ class Predictor(Protocol):
 
     def warm(self, tier: str) -> None:
         """Run the tier once on a throwaway row so its next call is hot."""
+        ...
+
+    @property
+    def has_vol_head(self) -> bool:
+        """True when every tier also forecasts volatility (`predict_vol`)."""
+        ...
+
+    def predict_vol(self, tier: str, x: npt.NDArray[np.float64]) -> float | None:
+        """The tier's forecast per-bar volatility (fraction), or None when the family has no vol head."""
         ...
 
 
@@ -87,11 +97,17 @@ class Engine:
         clock_ns: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
         family.check_routes(params.regime.routes)
+        if trader.cfg.sizing == "vol_target" and not family.has_vol_head:
+            raise ModelError(
+                '[paper] sizing = "vol_target" needs a tier family with a volatility head; this family has '
+                'none: retrain it (python -m offline distill) or set [paper] sizing = "fixed"'
+            )
         self.params = params
         self.family = family
         self.trader = trader
         self.clock_ns = clock_ns
         self.warmup = params.warmup
+        self._vol = family.has_vol_head
         self._symbols = {s: _SymbolState(params, family) for s in params.symbols}
 
     def _state(self, symbol: str) -> _SymbolState:
@@ -129,9 +145,17 @@ class Engine:
             self.family.warm(reg.tier)
             return
         pred = self.family.predict(reg.tier, x)
+        vol = self.family.predict_vol(reg.tier, x) if self._vol else None
         scratch = PaperTrader(self.trader.cfg, positions={bar.symbol: self.trader.state(bar.symbol)})
         scratch.on_bar(
-            bar.symbol, bar.start_ms, bar.close, pred, tier=reg.tier, regime=reg.regime, book=st.book
+            bar.symbol,
+            bar.start_ms,
+            bar.close,
+            pred,
+            tier=reg.tier,
+            regime=reg.regime,
+            book=st.book,
+            vol_forecast=vol,
         )
         self.family.warm(reg.tier)
 
@@ -161,9 +185,17 @@ class Engine:
             return None
         tier = reg.tier
         pred = self.family.predict(tier, x)
+        vol = self.family.predict_vol(tier, x) if self._vol else None
         t3 = clock()
         result = self.trader.on_bar(
-            bar.symbol, bar.start_ms, bar.close, pred, tier=tier, regime=reg.regime, book=st.book
+            bar.symbol,
+            bar.start_ms,
+            bar.close,
+            pred,
+            tier=tier,
+            regime=reg.regime,
+            book=st.book,
+            vol_forecast=vol,
         )
         t4 = clock()
         latency = {
@@ -181,4 +213,5 @@ class Engine:
             prediction=pred,
             close=bar.close,
             latency_us=latency,
+            vol_forecast=vol,
         )

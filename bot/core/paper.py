@@ -4,7 +4,11 @@ Policy (kept simple on purpose):
 
 - signal = +1 if `prediction > long_threshold_bps / 1e4`, -1 if `prediction < -short_threshold_bps / 1e4`,
   else 0 (`prediction` is the predicted next-horizon return as a fraction);
-- target position = `signal * max_units` units; one unit is `notional_usd` of notional at the fill price, so
+- target position = `signal * max_units` units (`sizing = "fixed"`), or with `sizing = "vol_target"`
+  `signal * min(target_vol_bps / 1e4 / vol_forecast, max_units)` units (fractional; flat while the forecast
+  exceeds `max_vol_bps`), so that a unit's per-bar PnL volatility, `notional_usd * vol`, is held at
+  `target_vol_bps` of notional (volatility-managed exposure, Moreira & Muir 2017); one unit is
+  `notional_usd` of notional at the fill price, so
   opening `u` units buys/sells `u * notional_usd / fill_price` coins. Going flat closes everything; a flip
   closes the old position and opens the new one in the same bar (two fills); a smaller position of the same
   sign closes that fraction of the coins.
@@ -67,7 +71,7 @@ class PositionState:
 
     symbol: str
     last_start_ms: int | None = None
-    units: int = 0
+    units: float = 0
     qty: float = 0.0
     avg_entry_px: float = 0.0
     mark_px: float | None = None
@@ -123,7 +127,7 @@ class PositionState:
         return cls(
             symbol=str(d["symbol"]),
             last_start_ms=None if d["last_start_ms"] is None else int(d["last_start_ms"]),
-            units=int(d["units"]),
+            units=_units(d["units"]),
             qty=float(d["qty"]),
             avg_entry_px=float(d["avg_entry_px"]),
             mark_px=None if d["mark_px"] is None else float(d["mark_px"]),
@@ -154,7 +158,7 @@ class PaperResult:
     symbol: str
     start_ms: int
     signal: int
-    position: int
+    position: float
     qty: float
     fill_price: float | None
     fee_usd: float
@@ -200,6 +204,33 @@ class PaperTrader:
             return -1
         return 0
 
+    def target_units(self, signal: int, vol_forecast: float | None) -> float:
+        """Target position in units for a signal and (vol_target sizing) the forecast per-bar vol.
+
+        Raises:
+            ValueError: vol_target sizing without a positive finite vol forecast.
+        """
+        cfg = self.cfg
+        if cfg.sizing == "fixed" or signal == 0:
+            return signal * cfg.max_units
+        if vol_forecast is None or not 0.0 < vol_forecast < float("inf"):
+            raise ValueError(f"vol_target sizing needs a positive vol forecast, got {vol_forecast!r}")
+        if cfg.max_vol_bps is not None and vol_forecast * 1e4 > cfg.max_vol_bps:
+            return 0
+        return signal * min(cfg.target_vol_bps * 1e-4 / vol_forecast, float(cfg.max_units))
+
+    def _banded(self, units: float, target: float) -> float:
+        """Under vol_target, keep a same-sign position whose target moved less than `rebalance_band`."""
+        if (
+            self.cfg.sizing == "vol_target"
+            and units != 0
+            and target != 0
+            and (units > 0) == (target > 0)
+            and abs(target - units) <= self.cfg.rebalance_band * abs(units)
+        ):
+            return units
+        return target
+
     def state(self, symbol: str) -> PositionState:
         """Current state of `symbol` (flat and unmarked if never traded)."""
         return self.positions.get(symbol) or PositionState(symbol=symbol)
@@ -219,6 +250,7 @@ class PaperTrader:
         tier: str,
         regime: str,
         book: BookTop | None = None,
+        vol_forecast: float | None = None,
     ) -> PaperResult:
         """Decide, fill and mark one confirmed bar: holding PnL of the carried position, trade towards the
         signal's target, then the new state and this bar's result.
@@ -239,7 +271,8 @@ class PaperTrader:
             tier=tier,
             regime=regime,
         )
-        ex = self._trade(st, sig * self.cfg.max_units, pricing)
+        held = self._held_units(st, pricing.base)
+        ex = self._trade(st, held, self._banded(held, self.target_units(sig, vol_forecast)), pricing)
         by_tier = dict(st.pnl_by_tier)
         by_regime = dict(st.pnl_by_regime)
         _add(by_tier, holding_tier, holding)
@@ -294,10 +327,17 @@ class PaperTrader:
             )
         return st
 
-    def _trade(self, st: PositionState, target: int, pricing: _Pricing) -> _Execution:
-        """Fills that take the position from `st.units` to `target` units: first reduce or close (flat,
-        flip, or a smaller size of the same sign), then open or add."""
-        ex = _Execution(units=st.units, qty=st.qty, avg=st.avg_entry_px)
+    def _held_units(self, st: PositionState, price: float) -> float:
+        """Units held now: as opened under fixed sizing; under vol_target the exposure at today's price
+        (`qty * price / notional_usd`), so a position whose notional drifted with the price is rebalanced."""
+        if self.cfg.sizing == "fixed" or st.qty == 0.0:
+            return st.units
+        return st.qty * price / self.cfg.notional_usd
+
+    def _trade(self, st: PositionState, held: float, target: float, pricing: _Pricing) -> _Execution:
+        """Fills that take the position from `held` to `target` units: first reduce or close (flat, flip,
+        or a smaller size of the same sign), then open or add."""
+        ex = _Execution(units=held, qty=st.qty, avg=st.avg_entry_px)
         units, qty, avg = ex.units, ex.qty, ex.avg
         if target == units:
             return ex
@@ -359,7 +399,7 @@ class _Pricing:
 class _Execution:
     """The running result of one bar's trade."""
 
-    units: int
+    units: float
     qty: float
     avg: float
     fills: list[Fill] = field(default_factory=list)
@@ -388,3 +428,8 @@ class _Execution:
                 pricing.regime,
             )
         )
+
+
+def _units(value: Any) -> float:
+    """Stored units: an int under fixed sizing (kept int so old states round-trip exactly), else a float."""
+    return int(value) if float(value).is_integer() else float(value)

@@ -240,5 +240,12 @@ class CachedFamily:
                 raise AssertionError(f"cached prediction {value!r} != live {live!r} for tier {tier}")
         return value
 
+    @property
+    def has_vol_head(self) -> bool:
+        return self.family.has_vol_head
+
+    def predict_vol(self, tier: str, x: F64) -> float | None:
+        return self.family.predict_vol(tier, x)
+
     def warm(self, tier: str) -> None:
         """Nothing to warm: answers come from memory."""
