@@ -67,6 +67,8 @@ async def test_backtest_equals_the_live_service_field_by_field(trained_family: P
         cfg = msgspec.structs.replace(
             cfg,
             market=msgspec.structs.replace(cfg.market, symbols=list(SYMBOLS)),
+            # one family (trained on SYNTHUSDT) serves both symbols here
+            models=msgspec.structs.replace(cfg.models, symbols="any"),
             # a loaded CI machine may fall a few fast bars behind; that is not what this test pins
             service=msgspec.structs.replace(
                 cfg.service, decision_lag_warn_bars=100, decision_lag_restart_bars=1000
@@ -144,7 +146,7 @@ def test_cli_writes_outputs_reuses_the_cache_and_refuses_foreign_out(
     """Outputs and marker written; a rerun hits the cache; a foreign --out is refused untouched (exit 2)."""
     csvs = synthetic_csvs(tmp_path / "data", n=800)
     cfg_path = tmp_path / "cfg.toml"
-    cfg_path.write_text(support.to_toml(support.small_config()), encoding="utf-8")
+    cfg_path.write_text(support.to_toml(support.small_config(models={"symbols": "any"})), encoding="utf-8")
     out = tmp_path / "bt"
     argv = [
         "backtest",
