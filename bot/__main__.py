@@ -1,7 +1,10 @@
 """`python -m bot run|demo|replay-server|latency-report|backtest`.
 
-Exit codes: 0 ok, 1 runtime error, 2 config error, 3 model error, 4 stalled (decision lag), 5 a shutdown
-step overran `service.shutdown_timeout_s` and was abandoned, 6 the ledger is in use by another instance.
+Exit codes (docs/errors.md): 0 ok; 1 runtime error (incl. a disk that refuses a write); 2 config error (also
+a bad CLI value, a port in use, an unwritable or refused output path); 3 model error (incl. a family that
+does not fit the config); 4 stalled (decision lag); 5 a shutdown step overran `service.shutdown_timeout_s`
+and was abandoned; 6 the ledger is in use by another instance; 7 the exchange refused us or cannot be
+reached for a reason retrying will not fix (unknown host, TLS, HTTP 4xx, IP ban, refused subscribe).
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Final, TypeVar
 
 from bot import logs
-from bot.core.errors import BotError, ConfigError, ModelError, PipelineStalledError
+from bot.core.errors import (
+    BotError,
+    ConfigError,
+    ExchangeError,
+    ModelError,
+    PipelineStalledError,
+    RetriesExhaustedError,
+)
 from bot.ledger import LedgerInUseError
 from bot.shutdown import ShutdownTimeoutError
 
@@ -24,6 +34,7 @@ EXIT_RUNTIME = 1
 EXIT_STALLED = 4
 EXIT_SHUTDOWN = 5  # a shutdown step overran service.shutdown_timeout_s and was abandoned
 EXIT_IN_USE = 6  # another bot instance holds the ledger
+EXIT_EXCHANGE = 7  # the exchange refused us, or cannot be reached for a non-transient reason
 
 # After the service returns: how long tasks it abandoned get to end after a last cancel before the loop is
 # closed without them (asyncio.run would wait for them forever).
@@ -64,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     family = TierFamily.load(cfg.models.dir)  # read-only: a bad family exits 3 before any file exists
     family.check_fit(cfg)  # a family trained for another interval/symbol/features/horizon: exit 3 too
+    logs.check_decisions_path(cfg.logging.decisions_path)  # exit 2 before the lock file is created
     with LedgerLock(cfg.ledger.path) as lock:  # before any file is created: one bot per ledger
         logs.configure_logging(
             level=cfg.logging.level, fmt=cfg.logging.format, decisions_path=cfg.logging.decisions_path
@@ -120,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bot.sim.report import main_report
 
         return main_report(args)
-    except (BotError, ExceptionGroup) as exc:
+    except (BotError, ExceptionGroup, OSError) as exc:
         return _report_error(exc)
 
 
@@ -135,7 +147,14 @@ def _report_error(exc: BaseException) -> int:
     leaves = _leaves(exc)
     bot_errors = [e for e in leaves if isinstance(e, BotError)]
     if not bot_errors:
-        raise exc
+        os_errors = [e for e in leaves if isinstance(e, OSError)]
+        if not os_errors:
+            raise exc
+        err = os_errors[0]  # e.g. the decision log's disk filled up: one line, not a traceback
+        where = f" ({err.filename})" if err.filename else ""
+        fix = "free space or fix the path, then restart"
+        print(f"error: {err.strerror or err}{where}; {fix}", file=sys.stderr)
+        return EXIT_RUNTIME
     first = bot_errors[0]
     if isinstance(first, ConfigError):
         print(f"config error: {first}", file=sys.stderr)
@@ -149,6 +168,9 @@ def _report_error(exc: BaseException) -> int:
     if isinstance(first, LedgerInUseError):
         print(f"in use: {first}", file=sys.stderr)
         return EXIT_IN_USE
+    if isinstance(first, ExchangeError) and not isinstance(first, RetriesExhaustedError):
+        print(f"exchange error: {first}", file=sys.stderr)
+        return EXIT_EXCHANGE
     if isinstance(first, ShutdownTimeoutError):
         print(f"shutdown timeout: {first}", file=sys.stderr)
         return EXIT_SHUTDOWN

@@ -16,20 +16,22 @@ overruns it is abandoned and logged (`shutdown_timeout`), and the run raises Shu
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bot import logs
 from bot.bybit.feed import FeedReady, MarketFeed
 from bot.bybit.rest import RestClient
 from bot.config import Config, engine_params, watchdog_fresh_s
-from bot.core.bars import Bar, BookTop, interval_ms
+from bot.core.bars import INTERVAL_MS, Bar, BookTop, interval_ms
 from bot.core.decision import DecisionRecord, encode_line
 from bot.core.engine import Engine
-from bot.core.errors import PipelineStalledError
+from bot.core.errors import ConfigError, PipelineStalledError
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
@@ -53,6 +55,25 @@ class RunSummary:
     per_source: Counter[str] = field(default_factory=Counter)
     reconnects: int = 0
     wall_s: float = 0.0
+
+
+def _check_ledger_interval(path: Path, symbol: str, stored: list[Bar], interval: str) -> None:
+    """ConfigError naming both intervals when the ledger's bars of `symbol` are not on `interval`'s grid."""
+    if not stored:
+        return
+    step = interval_ms(interval)
+    gaps = [b.start_ms - a.start_ms for a, b in itertools.pairwise(stored)]
+    spacing = min(gaps) if gaps else None
+    aligned = all(b.start_ms % step == 0 for b in stored)
+    if aligned and spacing in (step, None):
+        return
+    names = {ms: name for name, ms in INTERVAL_MS.items()}
+    held = repr(names[spacing]) if spacing in names else "another interval"
+    fix = f"set interval = {held}" if spacing in names else "set the interval it was written with"
+    raise ConfigError(
+        f"{path}: holds {symbol} bars of interval {held}, config [market] interval is {interval!r}; "
+        f"{fix}, or point [ledger] path at a new ledger for {interval!r} bars"
+    )
 
 
 class Service:
@@ -108,6 +129,11 @@ class Service:
         engine = Engine(engine_params(self.cfg), family, trader)
         for symbol in self.cfg.market.symbols:
             stored = ledger.bars(symbol)
+            try:
+                _check_ledger_interval(ledger.path, symbol, stored, self.cfg.market.interval)
+            except ConfigError:
+                ledger.close()
+                raise
             self.summary.replayed_bars += engine.replay(stored)
             self._last_seen[symbol] = stored[-1].start_ms if stored else None
             self._live_from[symbol] = ledger.live_from(symbol)

@@ -23,6 +23,7 @@ bar's latency stages are measured (`[ledger].synchronous = "normal"` if a deploy
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -267,14 +268,26 @@ class Ledger:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; a write the disk refuses (full, read-only, I/O error) is a LedgerError naming the
+        file, with the transaction rolled back (nothing half-written)."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise LedgerError(
+                f"{self.path}: cannot write the ledger ({exc}); free disk space or fix the permissions of "
+                "[ledger] path, then restart (the bar is fetched again)"
+            ) from exc
 
     # ---- queries ---------------------------------------------------------------------------------
     def last_decided(self, symbol: str) -> int | None:

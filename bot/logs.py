@@ -8,12 +8,15 @@ formatted into the message.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import msgspec
 import structlog
+
+from bot.core.errors import ConfigError
 
 # ---- event names -------------------------------------------------------------------------------
 BAR_DECIDED: Final = "bar_decided"  # the canonical line: one per confirmed bar
@@ -89,6 +92,35 @@ def _dumps(obj: Any, **_: Any) -> str:
 _last_options: dict[str, Any] = {}
 
 
+def check_decisions_path(decisions_path: str | Path) -> None:
+    """Raise ConfigError (naming `logging.decisions_path`) when the log cannot be appended to: a directory,
+    a parent that is a file, a path that is not writable. Creates nothing."""
+    path = Path(decisions_path)
+    if path.is_dir():
+        raise _decisions_error(path, "is a directory")
+    base = path if path.exists() else path.parent
+    while not base.exists():
+        base = base.parent
+    if not (base.is_dir() or path.exists()):
+        raise _decisions_error(path, f"{base} is not a directory")
+    if not os.access(base, os.W_OK):
+        raise _decisions_error(path, f"{base} is not writable")
+
+
+def _decisions_error(path: Path, why: str) -> ConfigError:
+    return ConfigError(f"[logging] decisions_path {path}: {why}; point it at a file in a writable directory")
+
+
+def open_decisions(decisions_path: str | Path) -> TextIO:
+    """Open the decision log for appending (parents created); ConfigError naming the key when it cannot."""
+    path = Path(decisions_path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise _decisions_error(path, f"cannot open for appending ({exc.strerror})") from exc
+
+
 def configure_logging(
     *,
     level: str = "info",
@@ -111,9 +143,7 @@ def configure_logging(
         _open_file.close()
         _open_file = None
     if decisions_path is not None:
-        path = Path(decisions_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _open_file = path.open("a", encoding="utf-8")
+        _open_file = open_decisions(decisions_path)
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

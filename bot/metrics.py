@@ -33,6 +33,7 @@ from prometheus_client import (
 )
 
 from bot.config import ServiceConfig
+from bot.core.errors import ConfigError
 
 # Bucket upper bounds in microseconds: a tier's inference runs 5..5000 us; total/recv stages can be longer.
 LATENCY_BUCKETS_US: Final[tuple[float, ...]] = (
@@ -197,6 +198,12 @@ class Metrics:
         try:
             site = web.TCPSite(runner, host, port, reuse_address=True)
             await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"[service] metrics_host/metrics_port {host}:{port}: cannot listen ({exc.strerror}); "
+                "stop what holds the port or choose another metrics_port"
+            ) from exc
         except BaseException:
             await runner.cleanup()
             raise

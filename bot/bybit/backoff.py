@@ -3,7 +3,35 @@
 from __future__ import annotations
 
 import random
+import socket
+import ssl
 from collections.abc import Callable
+
+#: getaddrinfo errors that say the name does not exist (EAI_AGAIN, a resolver that did not answer, is
+#: transient and retried).
+_NO_SUCH_HOST = frozenset(
+    code for code in (getattr(socket, n, None) for n in ("EAI_NONAME", "EAI_NODATA", "EAI_FAIL")) if code
+)
+
+
+def permanent_cause(exc: BaseException) -> str | None:
+    """Why a connection error will not go away by retrying (None: transient, retry with backoff).
+
+    The one place that tells them apart for REST and the websocket: an unresolvable host name and a TLS
+    failure (bad certificate, wrong protocol) are permanent; timeouts, refused or reset connections and a
+    resolver that did not answer are transient. HTTP statuses are decided by the callers.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:  # aiohttp and websockets wrap the OSError
+        seen.add(id(cur))
+        if isinstance(cur, socket.gaierror) and cur.errno in _NO_SUCH_HOST:
+            return f"unknown host ({cur.strerror}); check the host name in the URL"
+        if isinstance(cur, ssl.SSLError):
+            return f"TLS failure ({cur}); check the URL's scheme, host and the system's CA certificates"
+        nxt = getattr(cur, "os_error", None)
+        cur = nxt if isinstance(nxt, BaseException) else (cur.__cause__ or cur.__context__)
+    return None
 
 
 class Backoff:

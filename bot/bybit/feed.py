@@ -45,7 +45,7 @@ from typing import Any, Self
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from bot.bybit.backoff import Backoff
+from bot.bybit.backoff import Backoff, permanent_cause
 from bot.bybit.rest import RestClient
 from bot.bybit.wire import (
     WireError,
@@ -57,7 +57,14 @@ from bot.bybit.wire import (
 )
 from bot.config import Config
 from bot.core.bars import Bar, BookTop, interval_ms
-from bot.core.errors import BotError, ExchangeError, IpBannedError, RetriesExhaustedError, SubscribeError
+from bot.core.errors import (
+    BotError,
+    EndpointError,
+    ExchangeError,
+    IpBannedError,
+    RetriesExhaustedError,
+    SubscribeError,
+)
 from bot.core.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, PartialBar, StreamEvent
 from bot.logs import (
     BACKFILL,
@@ -118,10 +125,23 @@ class _Reconnect(Exception):
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """The one place that decides which connection errors lead to a reconnect (the rest are fatal)."""
-    if isinstance(exc, SubscribeError | IpBannedError):
+    """The one place that decides which connection errors lead to a reconnect (the rest are fatal): not a
+    refused subscribe, an IP ban, an unknown host or a TLS failure (`permanent_cause`), a bad URI, or an
+    HTTP 4xx other than 429 on the handshake."""
+    if isinstance(exc, SubscribeError | IpBannedError | websockets.exceptions.InvalidURI):
+        return False
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        status = exc.response.status_code
+        return not (400 <= status < 500 and status != 429)
+    if permanent_cause(exc) is not None:
         return False
     return isinstance(exc, OSError | TimeoutError | websockets.exceptions.WebSocketException | _Reconnect)
+
+
+def connect_error(url: str, exc: BaseException) -> EndpointError:
+    """The fatal error for a websocket connect that `is_retryable` refused, naming the URL and the cause."""
+    cause = permanent_cause(exc) or f"{type(exc).__name__}: {exc}"
+    return EndpointError(f"websocket {url}: {cause}; check [exchange] ws_url")
 
 
 class MarketFeed:
@@ -280,7 +300,9 @@ class MarketFeed:
                 cause = "closed"
             except Exception as exc:
                 if not is_retryable(exc):
-                    raise
+                    if isinstance(exc, BotError):
+                        raise
+                    raise connect_error(self._ex.ws_url, exc) from exc
                 cause = f"{type(exc).__name__}: {exc}"
             finally:
                 self.stats.connected = False

@@ -28,10 +28,16 @@ from typing import Final, Literal, Self
 import aiohttp
 import msgspec
 
-from bot.bybit.backoff import Backoff
+from bot.bybit.backoff import Backoff, permanent_cause
 from bot.bybit.wire import decode_rest, decode_rest_klines
 from bot.core.bars import Bar, interval_ms
-from bot.core.errors import ExchangeError, IpBannedError, RateLimitError, RetriesExhaustedError
+from bot.core.errors import (
+    EndpointError,
+    ExchangeError,
+    IpBannedError,
+    RateLimitError,
+    RetriesExhaustedError,
+)
 from bot.logs import BACKFILL_PAGE, REST_BANNED, REST_RETRY, get_logger
 
 KLINE_PATH: Final = "/v5/market/kline"
@@ -299,6 +305,11 @@ class RestClient:
         except TimeoutError:
             raise _Retry(f"timeout after {self.timeout_s} s") from None
         except aiohttp.ClientError as exc:
+            permanent = permanent_cause(exc)
+            if permanent is not None:
+                raise EndpointError(f"{what}: {self.base_url}: {permanent}") from None
+            if isinstance(exc, aiohttp.InvalidURL):
+                raise EndpointError(f"{what}: {self.base_url}: not a valid URL ({exc})") from None
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
         if status == 403:
             self._banned_until = time.monotonic() + self.ban_s

@@ -23,6 +23,11 @@ class ExchangeError(BotError):
     """The exchange answered with an error we cannot recover from (ban, bad symbol, bad params)."""
 
 
+class EndpointError(ExchangeError):
+    """The exchange cannot be reached for a reason retrying will not fix (unknown host, TLS failure, HTTP 4xx
+    on the websocket handshake); the message names the URL and the cause."""
+
+
 class RetriesExhaustedError(ExchangeError):
     """A transient fault (timeout, connection error, HTTP 5xx, rate limit) outlasted every retry."""
 
