@@ -1,13 +1,17 @@
 """The one klines CSV reader: `start_ms,open,high,low,close,volume[,turnover]` rows as bars.
 
 Used by `offline.data.load_csv` (training data, strict) and by the replay exchange (`lenient=True`).
-Every error is a `DataError` naming the file and the line (header = line 1) and what was expected.
+Every error is a `DataError` naming the file and the line (header = line 1) and what was expected. A gzip
+file (by its magic bytes, whatever its name) is read decompressed; a UTF-8 byte-order mark is skipped; bytes
+that are not UTF-8 are an error naming the line.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import math
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -17,6 +21,35 @@ from bot.core.errors import DataError
 
 CSV_COLUMNS: Final[tuple[str, ...]] = ("start_ms", "open", "high", "low", "close", "volume")
 _HEADER: Final = f"{','.join(CSV_COLUMNS)}[,turnover]"
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+def _lines(p: Path) -> Iterator[str]:
+    """The file's lines as text: gzip decompressed, a leading BOM dropped, strict UTF-8 per line."""
+    try:
+        with p.open("rb") as raw:
+            gz = raw.read(2) == _GZIP_MAGIC
+        fh = gzip.open(p, "rb") if gz else p.open("rb")  # noqa: SIM115 - closed by the `with` below
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read klines CSV: {exc.strerror}") from exc
+    with fh:
+        line_no = 0
+        try:
+            for line_no, data in enumerate(fh, start=1):
+                if line_no == 1 and data.startswith(_BOM):
+                    data = data[len(_BOM) :]
+                try:
+                    yield data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad = data[exc.start : exc.start + 4]
+                    raise DataError(
+                        f"{p}: line {line_no}: not UTF-8 text (byte {exc.start + 1}: {bad!r}); "
+                        "save the CSV as UTF-8"
+                    ) from None
+        except (OSError, EOFError, zlib.error) as exc:
+            what = "a damaged or truncated gzip file" if gz else "cannot read klines CSV"
+            raise DataError(f"{p}: line {line_no + 1}: {what}: {exc}") from exc
 
 
 def read_csv_bars(path: str | Path, symbol: str | None = None, *, lenient: bool = False) -> Iterator[Bar]:
@@ -41,12 +74,9 @@ def read_csv_bars(path: str | Path, symbol: str | None = None, *, lenient: bool 
     """
     p = Path(path)
     sym = symbol if symbol is not None else p.stem.split("_")[0].upper()
+    lines = _lines(p)
     try:
-        fh = p.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{p}: cannot read klines CSV: {exc.strerror}") from exc
-    with fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(lines)
         header = next(reader, None)
         if header is None:
             raise DataError(f"{p}: empty file; expected header {_HEADER}")
@@ -63,6 +93,10 @@ def read_csv_bars(path: str | Path, symbol: str | None = None, *, lenient: bool 
                     )
             prev_ms = bar.start_ms
             yield bar
+    except csv.Error as exc:
+        raise DataError(f"{p}: line {reader.line_num}: not a CSV row: {exc}") from None
+    finally:
+        lines.close()
 
 
 def _check_header(p: Path, cols: list[str], *, lenient: bool) -> int:
