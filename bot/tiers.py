@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from bot import modelstore
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_INDEX, FEATURE_SETS, FEATURE_VERSION, N_FEATURES
 from bot.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, Manifest, TierEntry, decode_manifest
@@ -181,24 +182,29 @@ def _session(spec: TierSpec, data: bytes) -> ort.InferenceSession:
 class TierFamily:
     """The loaded, verified tier family. Use `TierFamily.load(models_dir)`."""
 
-    def __init__(self, manifest: Manifest, tiers: Mapping[str, Tier], models_dir: Path) -> None:
+    def __init__(
+        self, manifest: Manifest, tiers: Mapping[str, Tier], models_dir: Path, *, model_sha: str = ""
+    ) -> None:
         self.manifest = manifest
         self.tiers: dict[str, Tier] = dict(tiers)
         self.models_dir = models_dir
+        #: hex sha256 of the manifest.json bytes: which family decided a bar (every DecisionRecord has it)
+        self.model_sha = model_sha
 
     @classmethod
     def load(cls, models_dir: str | Path, *, only: Iterable[str] | None = None) -> TierFamily:
-        """Read and verify `models_dir/manifest.json` and build one session per tier.
+        """Read and verify the family's manifest.json and build one session per tier.
 
         Args:
-            models_dir: directory with manifest.json and the ONNX files it names.
+            models_dir: a versioned models directory (its `current` version is loaded, see bot.modelstore)
+                or a plain directory with manifest.json and the ONNX files it names.
             only: load just these tiers (each must be in the manifest); None loads all.
 
         Raises:
             ModelError: the manifest is missing or malformed, or a tier fails a check; the message names the
                 tier and the difference.
         """
-        root = Path(models_dir)
+        root = modelstore.resolve(models_dir)
         path = root / MANIFEST_NAME
         try:
             raw = path.read_bytes()
@@ -243,7 +249,7 @@ class TierFamily:
             if digest != s.sha256:
                 raise _fail(s.name, f"sha256 mismatch for {s.file}: manifest {s.sha256}, file {digest}")
             tiers[s.name] = Tier(s, _session(s, data))
-        return cls(manifest, tiers, root)
+        return cls(manifest, tiers, root, model_sha=hashlib.sha256(raw).hexdigest())
 
     @property
     def names(self) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,10 @@ def test_cli_distill_quick_end_to_end(tmp_path: Path) -> None:
     assert "exported: research=teacher" in proc.stdout
     assert "progressive_no_transfer" in proc.stdout
     assert "teacher research" in proc.stderr  # per-stage progress lines
+    assert (out / "current").is_symlink()  # a new version, made current
+    version = os.readlink(out / "current")
+    assert f"version {version} in {out}: current" in proc.stdout
+    out = out / version
     m = json.loads((out / "manifest.json").read_text())
     assert [t["name"] for t in m["tiers"]] == ["research", "staging", "production", "edge"]
     assert m["provenance"]["rows"] == 1500

@@ -45,6 +45,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="event
     holding_regime: str | None
     trade_pnl_usd: float
     close: float
+    model_sha: str = ""  # sha256 of the deciding family's manifest.json ("" in records from before it)
     latency_us: dict[str, float]
     fills: tuple[Fill, ...] = ()
 
@@ -60,6 +61,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="event
         close: float,
         latency_us: dict[str, float] | None = None,
         vol_forecast: float | None = None,
+        model_sha: str = "",
     ) -> DecisionRecord:
         """The record of a paper trader's result for one bar."""
         return cls(
@@ -84,6 +86,7 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="event
             holding_regime=result.holding_regime,
             trade_pnl_usd=result.trade_pnl_usd,
             close=close,
+            model_sha=model_sha,
             latency_us=latency_us if latency_us is not None else {},
             fills=result.fills,
         )

@@ -23,12 +23,15 @@ from bot.core.errors import ModelError
 from bot.core.features import FeatureState
 from bot.core.paper import PaperTrader
 from bot.core.params import RegimeConfig
-from bot.core.regime import RegimeDecision, RegimeDetector
+from bot.core.regime import RegimeDecision, RegimeDetector, RegimeThresholdValues
 from bot.core.stream import PartialBar
 
 
 class Predictor(Protocol):
     """What the engine needs of a tier family (bot.tiers.TierFamily): tier + feature row -> prediction."""
+
+    #: identifies the family in every decision record (hex sha256 of its manifest)
+    model_sha: str
 
     @property
     def regime_calibration(self) -> Mapping[str, Any]:
@@ -109,6 +112,23 @@ class Engine:
         self.warmup = params.warmup
         self._vol = family.has_vol_head
         self._symbols = {s: _SymbolState(params, family) for s in params.symbols}
+
+    def swap_family(self, family: Predictor) -> None:
+        """Decide the next bar with `family` (a hot reload, called between bars): same routes and sizing
+        rules as at start-up, regime thresholds from its calibration; feature and regime state are kept.
+
+        Raises:
+            ModelError: a routed tier is missing, vol_target sizing without a vol head, or the calibration's
+                windows differ from the config's; nothing is changed.
+        """
+        family.check_routes(self.params.regime.routes)
+        if self.trader.cfg.sizing == "vol_target" and not family.has_vol_head:
+            raise ModelError("[paper] sizing = \"vol_target\" needs a tier family with a volatility head")
+        thresholds = RegimeThresholdValues.resolve(family.regime_calibration, self.params.regime)
+        for st in self._symbols.values():
+            st.detector.thresholds = thresholds
+        self.family = family
+        self._vol = family.has_vol_head
 
     def _state(self, symbol: str) -> _SymbolState:
         try:
@@ -214,4 +234,5 @@ class Engine:
             close=bar.close,
             latency_us=latency,
             vol_forecast=vol,
+            model_sha=self.family.model_sha,
         )

@@ -215,6 +215,7 @@ class CachedFamily:
 
     def __init__(self, family: TierFamily, cached: Mapping[str, Cached], *, check: bool = False) -> None:
         self.family = family
+        self.model_sha = family.model_sha
         self.cached = dict(cached)
         self.check = check
         self._preds: dict[str, F64] = {}
