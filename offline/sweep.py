@@ -3,17 +3,22 @@
 GRID.toml maps dotted config keys to candidate lists (`"paper.long_threshold_bps" = [5.0, 10.0]`; nested
 tables flatten to the same dotted keys). `--search grid` tries every combination, `--search optuna --trials N`
 lets Optuna (TPE over the same categorical candidates) pick N of them, asked in batches of the Ray cluster's
-CPUs. Policy keys only (`[paper]`, `[regime]`): they never change features or predictions, so every trial
-reuses the backtest cache of the (data, models) pair. Keys that shape the models (`[tiers]`, `[distill]`) are
-refused with a message: distilling a family per trial is not implemented.
+CPUs. Policy keys (`[paper]`, `[regime]`) never change features or predictions, so every trial reuses the
+backtest cache of the (data, `--models`) pair. A grid with keys that shape the models (`[tiers]`, `[distill]`)
+makes every trial distil its own family inside its Ray task (`ensure_family`), on training rows that no fold
+scores (`training_rows`), cached in `DIR/models/<hash>` by a hash of the keys that shape it and of those rows,
+so trials (and reruns) with the same shaping keys share one family. `[models]` keys name files and are
+refused.
 
-Each trial is one backtest (`bot.sim.backtest.Backtest`, the live engine) over the whole span; its decided
-bars are cut into `--folds` chronological folds of equal time and each fold is scored by the annualised
-Sharpe of the portfolio's per-bar PnL (`--metric`). The score that chooses is the mean over every fold but
-the last; the last fold is held out: reported for every trial, never used to choose.
+Each trial is one backtest (`bot.sim.backtest.Backtest`, the live engine) over the whole span (in a sweep
+that distils: the span after the training rows); its decided bars are cut into `--folds` chronological
+folds of equal time and each fold is scored by the annualised Sharpe of the portfolio's per-bar PnL
+(`--metric`). The score that chooses is the mean over every fold but the last; the last fold is held out:
+reported for every trial, never used to choose.
 
 Outputs in DIR: trials.json + trials.csv (one row per trial: keys, per-fold scores, mean, spread, held-out,
-status, error), best.toml (a complete config), sweep.png (validation vs held-out score per trial).
+family, status, error), best.toml (a complete config; in a sweep that distils, `[models] dir` names the
+best trial's family), sweep.png (validation vs held-out score per trial).
 Re-running the same command resumes: trials already finished with the same base config, data and models are
 not recomputed; a failed trial is recorded with its error and retried on the next run.
 """
@@ -31,18 +36,33 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 import numpy as np
 
-from bot.config import Config, parse_config
+from bot.config import Config, dump_config, parse_config
 from bot.core.errors import ConfigError
 
 POLICY_SECTIONS: Final = ("paper", "regime")
-MODEL_SECTIONS: Final = ("tiers", "distill", "models")
+#: Sections whose keys shape the models: a trial that sweeps them distils its own family.
+SHAPING_SECTIONS: Final = ("tiers", "distill")
 METRICS: Final = ("sharpe", "pnl_usd")
+#: `[regime]` keys the offline regime calibration reads (`offline.calibrate`, stored in the manifest): they
+#: shape a distilled family too, so they are part of its hash.
+CALIBRATION_KEYS: Final = (
+    "vol_window",
+    "trend_window",
+    "volume_window",
+    "vol_calm_quantile",
+    "vol_volatile_quantile",
+    "vol_crisis_quantile",
+    "trend_calm_quantile",
+)
+#: Sub-directory of the sweep's `--out` holding the distilled families (`<hash>/`) and their training rows.
+FAMILIES_DIR: Final = "models"
 
 
 # ---- grid -----------------------------------------------------------------------------------------------
@@ -60,10 +80,11 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_grid(path: str | Path) -> dict[str, list[Any]]:
-    """Dotted key -> candidates, checked: lists, non-empty, policy sections only.
+    """Dotted key -> candidates, checked: lists, non-empty, under [paper], [regime], [tiers] or [distill].
 
     Raises:
-        ConfigError: unreadable file, a value that is not a non-empty list, or a key outside [paper]/[regime].
+        ConfigError: unreadable file, a value that is not a non-empty list, a key under [models] (it names
+            files), or a key outside those sections.
     """
     p = Path(path)
     try:
@@ -77,13 +98,14 @@ def load_grid(path: str | Path) -> dict[str, list[Any]]:
         raise ConfigError(f"{p}: empty grid; expected dotted keys to candidate lists")
     for key, values in grid.items():
         section = key.split(".", 1)[0]
-        if section in MODEL_SECTIONS:
+        if section == "models":
             raise ConfigError(
-                f"{p}: {key}: keys that shape the models cannot be swept yet (a trial would have to distil "
-                f"its own family); sweep policy keys under {list(POLICY_SECTIONS)}"
+                f"{p}: {key}: [models] keys name files, they are not candidates; pass the family with "
+                f"--models, or sweep the keys that shape it (under {list(SHAPING_SECTIONS)}) and every "
+                "trial distils its own"
             )
-        if section not in POLICY_SECTIONS:
-            raise ConfigError(f"{p}: {key}: expected a key under {list(POLICY_SECTIONS)}")
+        if section not in POLICY_SECTIONS + SHAPING_SECTIONS:
+            raise ConfigError(f"{p}: {key}: expected a key under {list(POLICY_SECTIONS + SHAPING_SECTIONS)}")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{p}: {key}: expected a non-empty list of candidates, got {values!r}")
     return grid
@@ -113,6 +135,136 @@ def trial_id(overrides: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def shapes_models(grid: Mapping[str, Any]) -> bool:
+    """True when a grid key is under [tiers] or [distill] (its trials distil their own families)."""
+    return any(k.split(".", 1)[0] in SHAPING_SECTIONS for k in grid)
+
+
+# ---- families distilled by trials ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyPlan:
+    """Where and from what a sweep's trials distil their families (built once by the driver).
+
+    Attributes:
+        root: `DIR/models`: families in `<hash>/`, the key that made each in `<hash>.json`.
+        train_csv: the training rows (`training_rows`), a klines CSV.
+        data_id: sha256 of `train_csv`'s bytes (the identity of the rows in the family hash).
+        from_ms: the first decided bar of every trial of the sweep; the training rows all start before it.
+        quick: distil with `[distill] quick_bars` / `quick_epochs`.
+        symbol: the symbol of the training rows (recorded in the manifest's provenance).
+        symbols: every symbol the trials decide (the family serves them all).
+    """
+
+    root: str
+    train_csv: str
+    data_id: str
+    from_ms: int
+    quick: bool
+    symbol: str
+    symbols: tuple[str, ...]
+
+
+def training_rows(
+    data: Sequence[str], root: Path, *, interval: str, distill_frac: float, quick: bool
+) -> FamilyPlan:
+    """Cut the data's time span: the first `distill_frac` of it trains families, the rest is decided.
+
+    `cut = lo + distill_frac * (hi - lo + one bar)`, aligned down to the bar interval, where `lo`/`hi` are the
+    first/last bar over all `data` files. The training rows are the first `data` file's bars with
+    `start_ms < cut` (one family serves every symbol, as live; a distillation reads one series). Every trial
+    then decides bars from `cut` on only, so no fold, validation or held-out, holds a row the family was
+    trained, validated or tested on (their targets end before `cut` too: the rows stop there).
+
+    Raises:
+        ConfigError: `distill_frac` not in (0, 1). DataError: an unreadable or malformed CSV.
+    """
+    from bot.core.bars import interval_ms
+    from bot.sim.backtest_cache import load_symbol
+    from offline.__main__ import write_klines_csv  # the project's one klines writer
+
+    if not 0.0 < distill_frac < 1.0:
+        raise ConfigError(f"distill_frac: expected a fraction in (0, 1), got {distill_frac}")
+    step = interval_ms(interval)
+    series = [load_symbol(arg, interval_ms=step) for arg in data]
+    lo = min(s.bars[0].start_ms for s in series)
+    hi = max(s.bars[-1].start_ms for s in series)
+    cut = lo + int((hi - lo + step) * distill_frac) // step * step
+    first = series[0]
+    rows = [b for b in first.bars if b.start_ms < cut]
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"train_{first.symbol}.csv"
+    write_klines_csv(rows, path)
+    data_id = hashlib.sha256(path.read_bytes()).hexdigest()
+    return FamilyPlan(
+        root=str(path.parent.resolve()),
+        train_csv=str(path.resolve()),
+        data_id=data_id,
+        from_ms=cut,
+        quick=quick,
+        symbol=first.symbol,
+        symbols=tuple(s.symbol for s in series),
+    )
+
+
+def family_key(cfg: Config, plan: FamilyPlan) -> dict[str, Any]:
+    """Everything that shapes a family distilled from `plan`'s rows under `cfg` (what its hash covers)."""
+    from bot.core.features import FEATURE_VERSION
+
+    return {
+        "tiers": msgspec.to_builtins(cfg.tiers),
+        "distill": msgspec.to_builtins(cfg.distill),
+        "regime_calibration": {k: getattr(cfg.regime, k) for k in CALIBRATION_KEYS},
+        "interval": cfg.market.interval,
+        "feature_version": FEATURE_VERSION,
+        "quick": plan.quick,
+        "symbol": plan.symbol,
+        "data": plan.data_id,
+    }
+
+
+def family_hash(key: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of `key` (sorted keys, no spaces), first 16 hex digits."""
+    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def ensure_family(cfg: Config, plan: FamilyPlan) -> tuple[Path, dict[str, Any]]:
+    """The family of `cfg`'s shaping keys: `plan.root/<hash>`, distilled now unless it is there already.
+
+    A per-hash file lock (`fcntl.flock`) makes concurrent trials with the same keys distil once: the others
+    wait and reuse it. `pipeline_distill` writes the directory atomically, so one with a manifest is whole.
+
+    Returns:
+        (family directory, {"family": hash, "distilled": True when distilled by this call, "distill_s"}).
+    """
+    import fcntl
+
+    from bot.manifest import MANIFEST_NAME
+    from offline.pipeline import pipeline_distill
+
+    key = family_key(cfg, plan)
+    h = family_hash(key)
+    root = Path(plan.root)
+    target = root / h
+    t0 = time.perf_counter()
+    with (root / f".{h}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        distilled = not (target / MANIFEST_NAME).is_file()
+        if distilled:
+            pipeline_distill(
+                cfg,
+                data=plan.train_csv,
+                out_dir=target,
+                quick=plan.quick,
+                allow_gaps=True,
+                symbol=plan.symbol,
+            )
+            _write_atomic(root / f"{h}.json", json.dumps(key, indent=1, sort_keys=True) + "\n")
+    return target, {"family": h, "distilled": distilled, "distill_s": time.perf_counter() - t0}
+
+
 # ---- scoring ------------------------------------------------------------------------------------------
 
 
@@ -132,6 +284,8 @@ def fold_scores(
 
 
 _BACKTESTS: dict[str, Any] = {}
+#: Loaded backtests a worker keeps (one per data/family pair; the oldest is dropped beyond this).
+_KEEP_BACKTESTS: Final = 4
 
 
 def run_trial(
@@ -144,10 +298,13 @@ def run_trial(
     metric: str,
     warmup_bars: int | None,
     cache_dir: str | None,
+    family: FamilyPlan | None = None,
 ) -> dict[str, Any]:
     """One trial (runs inside a Ray task): a backtest under the overridden config, scored per fold.
 
-    The loaded data and models stay in the worker process between trials (`_BACKTESTS`).
+    With `family` (the grid shapes the models), the trial's family comes from `ensure_family` instead of
+    `models`, and only bars from `family.from_ms` on are decided. The loaded data and models stay in the
+    worker process between trials (`_BACKTESTS`).
     """
     from bot.core.bars import interval_ms
     from bot.sim.backtest import Backtest
@@ -156,7 +313,14 @@ def run_trial(
     t0 = time.perf_counter()
     base = parse_config(tomllib.loads(base_toml), source="base config")
     cfg = apply(base, overrides)
-    key = json.dumps([data, models, warmup_bars, cache_dir, cfg.market.interval, cfg.exchange.backfill_bars])
+    fam: dict[str, Any] = {}
+    from_ms = None
+    if family is not None:
+        family_dir, fam = ensure_family(cfg, family)
+        models, from_ms = str(family_dir), family.from_ms
+    key = json.dumps(
+        [data, models, warmup_bars, cache_dir, from_ms, cfg.market.interval, cfg.exchange.backfill_bars]
+    )
     bt = _BACKTESTS.get(key)
     if bt is None:
         bt = Backtest(
@@ -164,8 +328,11 @@ def run_trial(
             data,
             models,
             warmup_bars=warmup_bars,
+            from_ms=from_ms,
             cache_dir=Path(cache_dir) if cache_dir else None,
         )
+        while len(_BACKTESTS) >= _KEEP_BACKTESTS:
+            del _BACKTESTS[next(iter(_BACKTESTS))]
         _BACKTESTS[key] = bt
     result = bt.run(cfg)
     per_time: dict[int, float] = {}
@@ -184,50 +351,19 @@ def run_trial(
         "pnl_usd": float(pnl.sum()),
         "bars": len(result.records),
         "seconds": time.perf_counter() - t0,
+        **fam,
     }
 
 
 # ---- the sweep --------------------------------------------------------------------------------------
 
 
-def to_toml(cfg: Config) -> str:
-    """A Config as TOML (sections of scalars and lists, one level of sub-tables; None omitted)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-    lines: list[str] = []
-
-    def table(name: str, d: dict[str, Any]) -> None:
-        lines.append(f"[{name}]")
-        subs = []
-        for k, v in d.items():
-            if v is None:
-                continue
-            if isinstance(v, dict):
-                subs.append((k, v))
-            else:
-                lines.append(f"{k} = {value(v)}")
-        lines.append("")
-        for k, v in subs:
-            table(f"{name}.{k}", v)
-
-    for name, section in msgspec.to_builtins(cfg).items():
-        table(name, section)
-    return "\n".join(lines)
-
-
-def _fingerprint(base_toml: str, data: Sequence[str], models: str, folds: int, metric: str) -> str:
+def _fingerprint(
+    base_toml: str, data: Sequence[str], models: str, folds: int, metric: str, family: FamilyPlan | None
+) -> str:
     h = hashlib.sha256()
-    for part in (base_toml, *data, models, str(folds), metric):
+    extra = () if family is None else (f"distil:{family.from_ms}:{family.quick}:{family.data_id}",)
+    for part in (base_toml, *data, models, str(folds), metric, *extra):
         h.update(part.encode())
         h.update(b"\0")
     for d in data:
@@ -251,7 +387,20 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _save(out: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
     _write_atomic(out / "trials.json", json.dumps(rows, indent=1) + "\n")
-    cols = ["id", "status", *keys, "validation", "spread", "heldout", "pnl_usd", "folds", "seconds", "error"]
+    cols = [
+        "id",
+        "status",
+        *keys,
+        "validation",
+        "spread",
+        "heldout",
+        "pnl_usd",
+        "folds",
+        "seconds",
+        "family",
+        "distilled",
+        "error",
+    ]
     fd, tmp = tempfile.mkstemp(prefix=".trials.csv.", dir=out)
     with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -266,6 +415,8 @@ def _save(out: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
                     *(r.get(c) for c in ("validation", "spread", "heldout", "pnl_usd")),
                     json.dumps(r.get("folds")),
                     r.get("seconds"),
+                    r.get("family"),
+                    r.get("distilled"),
                     r.get("error"),
                 ]
             )
@@ -317,9 +468,18 @@ def sweep(
     warmup_bars: int | None = None,
     cache_dir: str | None = None,
     seed: int = 0,
+    distill_frac: float = 0.5,
+    distill_quick: bool = False,
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
-    """Run the sweep; returns {"rows", "best", "seconds", "computed"}. See the module docstring."""
+    """Run the sweep; returns {"rows", "best", "seconds", "computed"}. See the module docstring.
+
+    Args:
+        models: the family of a policy-only grid (unused when the grid shapes the models).
+        distill_frac: when the grid shapes the models, the share of the data's time span whose first file's
+            bars train the trials' families; bars after it are the folds (`training_rows`).
+        distill_quick: distil those families with `[distill] quick_bars` / `quick_epochs`.
+    """
     import importlib
 
     ray: Any = importlib.import_module("ray")  # untyped enough that mypy --strict cannot check its calls
@@ -329,11 +489,21 @@ def sweep(
     if metric not in METRICS:
         raise ConfigError(f"--metric: expected one of {list(METRICS)}, got {metric!r}")
     keys = list(grid)
-    base_toml = to_toml(base)
+    base_toml = dump_config(base)
     for ov in grid_trials({k: v[:1] for k, v in grid.items()}):
         apply(base, ov, source="grid")  # a key the schema does not know fails before Ray starts
     out.mkdir(parents=True, exist_ok=True)
-    fp = _fingerprint(base_toml, data, models, folds, metric)
+    family: FamilyPlan | None = None
+    if shapes_models(grid):
+        family = training_rows(
+            data,
+            out / FAMILIES_DIR,
+            interval=base.market.interval,
+            distill_frac=distill_frac,
+            quick=distill_quick,
+        )
+        log(f"families distil on {family.train_csv} (bars before {family.from_ms} ms); folds decide the rest")
+    fp = _fingerprint(base_toml, data, models, folds, metric, family)
     rows: list[dict[str, Any]] = []
     prev = out / "trials.json"
     if prev.exists():
@@ -357,6 +527,7 @@ def sweep(
         "metric": metric,
         "warmup_bars": warmup_bars,
         "cache_dir": cache_dir,
+        "family": family,
     }
     computed = 0
 
@@ -373,7 +544,12 @@ def sweep(
                 row.update(status="failed", error=f"{type(cause).__name__}: {cause}".splitlines()[0])
             got.append(row)
             computed += 1
-            log(f"trial {row['id']} {row['status']}: {ov} -> {row.get('validation', row.get('error'))}")
+            fam = (
+                f" family {row['family']} ({'distilled' if row['distilled'] else 'cached'})"
+                if "family" in row
+                else ""
+            )
+            log(f"trial {row['id']} {row['status']}:{fam} {ov} -> {row.get('validation', row.get('error'))}")
         rows.extend(got)
         _save(out, rows, keys)
         return got
@@ -396,14 +572,19 @@ def sweep(
     ok = [r for r in rows if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["validation"]) if ok else None
     if best is not None:
-        best_cfg = apply(base, best["overrides"], source="best")
+        best_ov = dict(best["overrides"])
+        if family is not None:  # the family that trial distilled (trained on the rows before the folds)
+            best_ov["models.dir"] = str(Path(family.root) / best["family"])
+            if set(family.symbols) != {family.symbol}:  # the sweep scored it on every data symbol
+                best_ov["models.symbols"] = "any"
+        best_cfg = apply(base, best_ov, source="best")
         head = (
             f"# offline sweep: best of {len(ok)} trials by mean validation {metric} "
             f"over folds 1..{folds - 1}\n"
             f"# trial {best['id']}: validation {best['validation']:.4f} (spread {best['spread']:.4f}), "
             f"held-out fold {best['heldout']:.4f}\n# overrides: {json.dumps(best['overrides'])}\n\n"
         )
-        _write_atomic(out / "best.toml", head + to_toml(best_cfg))
+        _write_atomic(out / "best.toml", head + dump_config(best_cfg))
     _plot(out, rows, metric)
     return {"rows": rows, "best": best, "seconds": time.perf_counter() - t0, "computed": computed}
 

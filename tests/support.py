@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from bot.config import Config, engine_params
+from bot.config import Config, dump_config, engine_params
 from bot.core.bars import Bar
 from bot.core.engine import Engine
 from bot.core.paper import PaperTrader
@@ -38,39 +37,8 @@ def small_config(**sections: dict[str, Any]) -> Config:
     return msgspec.convert(data, Config)
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def to_toml(cfg: Config) -> str:
-    """Serialise a Config to TOML (sections of scalars, lists and one level of sub-tables; None omitted)."""
-    lines: list[str] = []
-
-    def table(name: str, d: dict[str, Any]) -> None:
-        lines.append(f"[{name}]")
-        subs = []
-        for k, v in d.items():
-            if v is None:
-                continue
-            if isinstance(v, dict):
-                subs.append((k, v))
-            else:
-                lines.append(f"{k} = {_toml_value(v)}")
-        lines.append("")
-        for k, v in subs:
-            table(f"{name}.{k}", v)
-
-    for name, section in msgspec.to_builtins(cfg).items():
-        table(name, section)
-    return "\n".join(lines)
+#: The config writer of the schema (`bot.config.dump_config`), under the name the tests use.
+to_toml = dump_config
 
 
 def loop_config(

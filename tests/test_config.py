@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bot.config import Config, load_config, parse_config
+from bot.config import Config, dump_config, load_config, parse_config
 from bot.core.errors import BotError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,3 +238,31 @@ def test_valid_overrides_apply() -> None:
     assert cfg.market.interval == "1"
     assert cfg.service.metrics_port == 0
     assert cfg.regime == Config().regime
+
+
+def _unusual_config() -> Config:
+    """Every kind of value the schema holds: quoted keys, escapes and non-ASCII, optional keys set, 1e-06."""
+    tiers = {
+        "big tier": {"layers": 3, "width": 24, "features": "research"},
+        "v1.small": {"layers": 1, "width": 8, "features": "newest_bar"},
+    }
+    return parse_config(
+        {
+            "market": {"symbols": ["BTCUSDT", "ETHUSDT"], "interval": "1"},
+            "tiers": tiers,
+            "distill": {"learning_rate": 1e-6, "alpha_max": 0.0},
+            "regime": {
+                "routes": dict.fromkeys(["calm_trend", "normal", "volatile", "crisis"], "v1.small"),
+                "thresholds": {"vol_calm_max": 0.001, "spread_crisis_bps": 12.5},
+            },
+            "logging": {"decisions_path": 'logs/d\u00e9cisions "q"\\\n\t.jsonl'},
+            "models": {"warmup": False},
+        }
+    )
+
+
+@pytest.mark.parametrize("cfg", [Config(), _unusual_config()], ids=["defaults", "unusual"])
+def test_dump_config_round_trips(cfg: Config) -> None:
+    """`parse_config(tomllib.loads(dump_config(cfg))) == cfg` (the writer and the reader are one schema)."""
+    text = dump_config(cfg)
+    assert parse_config(tomllib.loads(text), source="dumped") == cfg
