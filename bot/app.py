@@ -39,6 +39,7 @@ from bot.ledger import Ledger, LedgerLock
 from bot.metrics import Metrics
 from bot.notify import Notifier, Watchdog
 from bot.shutdown import ShutdownBudget
+from bot.status import DAY_MS, FamilyInfo, StatusBoard, render_status
 from bot.tiers import TierFamily
 
 
@@ -103,7 +104,9 @@ class Service:
         self.step_ms = interval_ms(cfg.market.interval)
         self.log = logs.get_logger(component="service")
         fresh_s = watchdog_fresh_s(cfg)
-        self.metrics = Metrics(stale_s=fresh_s)
+        self.status = StatusBoard(cfg.market.symbols)
+        self._status_family: object = None  # the family the status page describes (a reload changes it)
+        self.metrics = Metrics(stale_s=fresh_s, status_page=lambda: render_status(self.status, _now_ms()))
         self.lag = DecisionLag(
             self.step_ms,
             warn_bars=cfg.service.decision_lag_warn_bars,
@@ -137,7 +140,19 @@ class Service:
             self.summary.replayed_bars += engine.replay(stored)
             self._last_seen[symbol] = stored[-1].start_ms if stored else None
             self._live_from[symbol] = ledger.live_from(symbol)
+        self._restore_status(family, ledger)
         return engine, ledger
+
+    def _restore_status(self, family: TierFamily, ledger: Ledger) -> None:
+        """The status page after a restart: the family, and per symbol today's and the last decisions."""
+        self._status_family = family
+        self.status.set_family(FamilyInfo.of_family(family))
+        today_ms = _now_ms() // DAY_MS * DAY_MS
+        for symbol in self.cfg.market.symbols:
+            last = ledger.last_decided(symbol)
+            if last is not None:
+                since = min(today_ms, last - (self.status.recent - 1) * self.step_ms)
+                self.status.restore(symbol, ledger.decisions(symbol, since_ms=since))
 
     def _start_ms(self) -> dict[str, int | None]:
         return {s: (None if last is None else last + self.step_ms) for s, last in self._last_seen.items()}
@@ -174,6 +189,10 @@ class Service:
             recv_to_decision_us=recv_us,
         )
         self.metrics.ledger_commit()
+        if engine.family is not self._status_family:  # a reloaded family: one manifest read, then O(1)
+            self._status_family = engine.family
+            self.status.set_family(FamilyInfo.of_family(engine.family))
+        self.status.observe(decision, now_ms=_now_ms())
         s = self.summary
         s.decisions += 1
         s.per_tier[decision.tier] += 1
@@ -204,6 +223,7 @@ class Service:
             return
         st = self.lag.update(symbol, stream.newest_closed_ms, self._last_seen.get(symbol))
         self.metrics.decision_lag(symbol, st.lag_bars, lagging=st.lagging)
+        self.status.set_lag(symbol, st.lag_bars, lagging=st.lagging)
         if st.crossed:
             self.log.warning(
                 logs.DECISION_LAG,
@@ -232,6 +252,7 @@ class Service:
         if stats.backfilled_bars > self._seen_backfilled:
             self.metrics.backfilled(stats.backfilled_bars - self._seen_backfilled)
             self._seen_backfilled = stats.backfilled_bars
+        self.status.set_feed(reconnects=stats.reconnects, backfilled_bars=stats.backfilled_bars)
 
     async def _consume(self, feed: MarketFeed, engine: Engine, ledger: Ledger, stop: asyncio.Event) -> None:
         async for event in feed:
@@ -299,6 +320,14 @@ class Service:
         serving: asyncio.Task[None] | None = None
         try:
             self.metrics_port = await self.metrics.serve(cfg.service)
+            if self.metrics_port is not None and cfg.service.expose_remote:
+                self.log.warning(
+                    logs.STATUS_EXPOSED,
+                    host=cfg.service.metrics_host,
+                    port=self.metrics_port,
+                    detail="[service] expose_remote = true: /metrics and /status (positions, PnL) are "
+                    "served without authentication to whoever reaches this address",
+                )
             rest = await RestClient(
                 cfg.exchange.rest_url,
                 timeout_s=cfg.exchange.rest_timeout_s,
@@ -355,6 +384,11 @@ class Service:
         await budget.close("metrics", self.metrics.stop())
         budget.run_sync("ledger", ledger.close)
         return error
+
+
+def _now_ms() -> int:
+    """Wall-clock epoch milliseconds (the status page's ages and UTC day)."""
+    return time.time_ns() // 1_000_000
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -141,6 +141,9 @@ class ServiceConfig(_Section, frozen=True):
     metrics_enabled: bool = False
     metrics_host: str = "127.0.0.1"
     metrics_port: Port = 9108
+    # /metrics and /status show positions and PnL: a non-loopback metrics_host is refused unless this is
+    # true (then start-up logs a warning).
+    expose_remote: bool = False
     shutdown_timeout_s: PosFloat = 20.0
     # Bars are fresh while the last confirmed bar arrived less than one bar length + this ago
     # (time.monotonic). Fresh gates the sd_notify WATCHDOG=1 pings and /healthz.
@@ -225,7 +228,20 @@ def _cross_check(cfg: Config) -> list[str]:
     except ValueError:
         host = cfg.service.metrics_host
         errors.append(f"$.service.metrics_host: expected an IP address literal, got {host!r}")
+    else:
+        errors.extend(_exposure_errors(cfg.service))
     return errors
+
+
+def _exposure_errors(service: ServiceConfig) -> list[str]:
+    """A non-loopback `metrics_host` needs `expose_remote = true` (the pages show positions and PnL)."""
+    if service.expose_remote or ipaddress.ip_address(service.metrics_host).is_loopback:
+        return []
+    return [
+        f"$.service.metrics_host: {service.metrics_host!r} is not a loopback address, and /metrics and "
+        "/status show positions and PnL; use 127.0.0.1 (or ::1), or set [service] expose_remote = true to "
+        "serve them on the network on purpose"
+    ]
 
 
 _URL_SCHEMES: dict[str, tuple[str, ...]] = {"rest_url": ("http", "https"), "ws_url": ("ws", "wss")}
@@ -393,48 +409,3 @@ def load_config(path: str | Path) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
     return parse_config(data, source=str(p))
-
-
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def dump_config(cfg: Config) -> str:
-    """`cfg` as TOML text that `parse_config(tomllib.loads(text))` reads back equal to `cfg`.
-
-    One `[section]` per table (sub-tables as `[section.sub]`), keys in schema order; a `None` value is left
-    out (it is the default of every optional key).
-    """
-
-    def key(k: str) -> str:
-        return k if _BARE_KEY.match(k) else msgspec.json.encode(k).decode()
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)  # repr of inf / nan is TOML's inf / nan
-        if isinstance(v, str):
-            return msgspec.json.encode(v).decode()  # a JSON string is a TOML basic string
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        raise TypeError(f"dump_config: cannot write {type(v).__name__} {v!r} to TOML")
-
-    lines: list[str] = []
-
-    def table(name: str, d: dict[str, Any]) -> None:
-        lines.append(f"[{name}]")
-        subs = []
-        for k, v in d.items():
-            if v is None:
-                continue
-            if isinstance(v, dict):
-                subs.append((k, v))
-            else:
-                lines.append(f"{key(k)} = {value(v)}")
-        lines.append("")
-        for k, v in subs:
-            table(f"{name}.{key(k)}", v)
-
-    for name, section in msgspec.to_builtins(cfg).items():
-        table(key(name), section)
-    return "\n".join(lines)

@@ -173,7 +173,8 @@ _DECISION_INSERT: Final = (
 )
 _DECISION_SELECT: Final = (
     f"SELECT {', '.join('d.' + c for c in _DECISION_FIELDS)}, d.latency_json, b.close "  # noqa: S608 - constant
-    "FROM decisions d JOIN bars b USING (symbol, start_ms) WHERE d.symbol = ? ORDER BY d.start_ms"
+    "FROM decisions d JOIN bars b USING (symbol, start_ms) WHERE d.symbol = ? AND d.start_ms >= ? "
+    "ORDER BY d.start_ms"
 )
 _FILL_FIELDS: Final[tuple[str, ...]] = Fill.__struct_fields__
 _FILL_COLS: Final = ", ".join(_FILL_FIELDS)
@@ -315,12 +316,15 @@ class Ledger:
         rows = self.conn.execute("SELECT symbol, state_json FROM positions ORDER BY symbol").fetchall()
         return {str(sym): PositionState.from_json(str(js)) for sym, js in rows}
 
-    def decisions(self, symbol: str) -> list[DecisionRecord]:
-        """All decision records of `symbol`, oldest first, with their fills."""
-        rows = self.conn.execute(_DECISION_SELECT, (symbol,)).fetchall()
+    def decisions(self, symbol: str, *, since_ms: int | None = None) -> list[DecisionRecord]:
+        """The decision records of `symbol` (all, or those of bars opening at or after `since_ms`), oldest
+        first, with their fills."""
+        since = since_ms if since_ms is not None else -(2**63)
+        rows = self.conn.execute(_DECISION_SELECT, (symbol, since)).fetchall()
         fills: dict[int, list[Fill]] = {}
         for f in self.fills(symbol):
-            fills.setdefault(f.start_ms, []).append(f)
+            if f.start_ms >= since:
+                fills.setdefault(f.start_ms, []).append(f)
         n = len(_DECISION_FIELDS)
         out: list[DecisionRecord] = []
         for r in rows:

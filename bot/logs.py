@@ -40,6 +40,7 @@ REGIME_CHANGE: Final = "regime_change"
 TIER_LOADED: Final = "tier_loaded"
 SERVICE_START: Final = "service_start"
 SERVICE_READY: Final = "service_ready"
+STATUS_EXPOSED: Final = "status_exposed"  # [service] expose_remote: /metrics + /status beyond loopback
 SERVICE_STOP: Final = "service_stop"
 SERVICE_STOPPED: Final = "service_stopped"
 SHUTDOWN_TIMEOUT: Final = "shutdown_timeout"  # a shutdown step overran service.shutdown_timeout_s

@@ -14,6 +14,7 @@ runs only when `service.metrics_enabled` is true. Wiring in the app::
 
 `/healthz` answers 200 `{"status": "ok", ...}` while the last decided bar is younger than `stale_s`
 (start-up counts as fresh) and 503 `{"status": "stale", ...}` otherwise. Ages use `time.monotonic`.
+`/status` (when the app passes a `status_page`) is the HTML status page of `bot.status`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ LATENCY_BUCKETS_US: Final[tuple[float, ...]] = (
     1_000_000.0,
 )
 RECV_STAGE: Final = "recv_to_decision"
+#: The status page runs no script and loads nothing: a CSP says so, and it is never cached.
+STATUS_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 class Metrics:
@@ -61,13 +68,21 @@ class Metrics:
     Args:
         stale_s: `/healthz` turns 503 when no bar was decided for this many seconds (monotonic).
         clock: monotonic seconds (injectable for tests).
+        status_page: renders the `GET /status` HTML page (`bot.status`); None = no /status route.
     """
 
-    def __init__(self, *, stale_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        stale_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        status_page: Callable[[], str] | None = None,
+    ) -> None:
         if stale_s <= 0:
             raise ValueError(f"stale_s must be a positive number of seconds, got {stale_s}")
         self.stale_s = stale_s
         self._clock = clock
+        self._status_page = status_page
         self._started_s = clock()
         self._last_bar_s: float | None = None
         self._bars_total = 0
@@ -186,13 +201,22 @@ class Metrics:
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response(self.health(), status=200 if self.healthy() else 503)
 
+    async def _status(self, request: web.Request) -> web.Response:
+        page = self._status_page
+        if page is None:
+            raise web.HTTPNotFound
+        return web.Response(text=page(), content_type="text/html", headers=STATUS_HEADERS)
+
     async def start(self, host: str, port: int) -> int:
-        """Serve `/metrics` and `/healthz` on host:port (0 = any free port); returns the bound port."""
+        """Serve `/metrics`, `/healthz` (and `/status` with a `status_page`) on host:port (0 = any free
+        port); returns the bound port."""
         if self._runner is not None:
             raise RuntimeError("metrics server already started; stop() it first")
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        if self._status_page is not None:
+            app.router.add_get("/status", self._status)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:

@@ -1,0 +1,348 @@
+"""The status page: what the running service is doing, as one server-rendered HTML page (`GET /status`).
+
+`StatusBoard` keeps the little state the page needs, fed by the service after each decision (off the
+latency path: `observe` is O(1) per bar and memory is bounded by ring buffers), and `render_status(board,
+now_ms)` turns it into HTML. The renderer is a pure function of the board and the wall clock (`now_ms`,
+epoch milliseconds): no I/O, no globals, so it is unit-tested directly. Everything that comes from data
+(symbols, tier and regime names, provenance, numbers) is passed through `html.escape`; the page has no
+script at all and refreshes itself with `<meta http-equiv="refresh">`.
+
+What the page does not measure yet (shadow scoring, drift; issue 14) it says so, instead of a number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from bot.core.decision import DecisionRecord
+
+DAY_MS: Final = 86_400_000
+NOT_MEASURED: Final = "not measured yet"
+#: The latency stage the tier table summarises (the engine's whole per-bar pipeline).
+LATENCY_STAGE: Final = "total"
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyInfo:
+    """The tier family the service decides with.
+
+    Attributes:
+        manifest_sha256: hex sha256 of the manifest.json bytes ("" when unknown).
+        created_ms: the manifest's `created_ms` (epoch ms; 0 = not recorded).
+        provenance: the manifest's `provenance` (source, path, symbol, interval, rows, seed...).
+        tiers: tier names, manifest order (largest first).
+    """
+
+    manifest_sha256: str
+    created_ms: int
+    provenance: Mapping[str, Any]
+    tiers: tuple[str, ...]
+
+    @classmethod
+    def of_family(cls, family: Any) -> FamilyInfo:
+        """From a loaded `bot.tiers.TierFamily` (hashes its manifest.json once)."""
+        sha = str(getattr(family, "model_sha", "") or "")
+        if not sha:
+            try:
+                sha = hashlib.sha256((Path(family.models_dir) / "manifest.json").read_bytes()).hexdigest()
+            except OSError:
+                sha = ""
+        m = family.manifest
+        return cls(sha, int(m.created_ms), dict(m.provenance), tuple(family.names))
+
+
+@dataclass(slots=True)
+class _SymbolState:
+    recent: deque[DecisionRecord]
+    last: DecisionRecord | None = None
+    day: int | None = None  # UTC day number (start_ms // DAY_MS) that `day_pnl_usd` sums
+    day_pnl_usd: float = 0.0
+    lag_bars: int = 0
+    lagging: bool = False
+
+
+@dataclass(slots=True)
+class _TierState:
+    bars: int = 0
+    total_us: deque[float] = field(default_factory=deque)  # replaced by a bounded deque in _tier
+
+
+class StatusBoard:
+    """The status page's state; the service calls `observe` after each decision.
+
+    Args:
+        symbols: the configured symbols (shown even before their first decision).
+        recent: decisions kept per symbol for the page.
+        latency_window: per tier, the last this many `total` latencies that p50/p99 are taken over.
+        started_ms: wall-clock epoch ms of start-up (default: now).
+    """
+
+    def __init__(
+        self,
+        symbols: Iterable[str],
+        *,
+        recent: int = 20,
+        latency_window: int = 2048,
+        started_ms: int | None = None,
+    ) -> None:
+        if recent < 1 or latency_window < 1:
+            raise ValueError(f"recent and latency_window must be >= 1, got {recent}, {latency_window}")
+        self.recent = recent
+        self.latency_window = latency_window
+        self.started_ms = started_ms if started_ms is not None else time.time_ns() // 1_000_000
+        self.symbols: dict[str, _SymbolState] = {s: _SymbolState(deque(maxlen=recent)) for s in symbols}
+        self.tiers: dict[str, _TierState] = {}
+        self.regimes: Counter[str] = Counter()
+        self.family: FamilyInfo | None = None
+        self.bars_total = 0
+        self.last_decided_ms: int | None = None  # wall clock of the last decision
+        self.reconnects = 0
+        self.backfilled_bars = 0
+
+    # ---- feeding (O(1) each) -------------------------------------------------------------------
+    def set_family(self, info: FamilyInfo) -> None:
+        """The family in use (at start-up, and after a reload); its tiers are listed even with 0 bars."""
+        self.family = info
+        for name in info.tiers:
+            self._tier(name)
+
+    def _tier(self, name: str) -> _TierState:
+        st = self.tiers.get(name)
+        if st is None:
+            st = self.tiers[name] = _TierState(total_us=deque(maxlen=self.latency_window))
+        return st
+
+    def _symbol(self, symbol: str) -> _SymbolState:
+        st = self.symbols.get(symbol)
+        if st is None:
+            st = self.symbols[symbol] = _SymbolState(deque(maxlen=self.recent))
+        return st
+
+    def observe(self, decision: DecisionRecord, *, now_ms: int) -> None:
+        """One decided bar (`now_ms`: wall-clock epoch ms when it was decided)."""
+        st = self._symbol(decision.symbol)
+        self._add_to_day(st, decision)
+        st.last = decision
+        st.recent.append(decision)
+        tier = self._tier(decision.tier)
+        tier.bars += 1
+        total = decision.latency_us.get(LATENCY_STAGE)
+        if total is not None:
+            tier.total_us.append(total)
+        self.regimes[decision.regime] += 1
+        self.bars_total += 1
+        self.last_decided_ms = now_ms
+
+    @staticmethod
+    def _add_to_day(st: _SymbolState, decision: DecisionRecord) -> None:
+        day = decision.start_ms // DAY_MS
+        if st.day != day:
+            st.day, st.day_pnl_usd = day, 0.0
+        st.day_pnl_usd += decision.bar_pnl_usd
+
+    def restore(self, symbol: str, decisions: Iterable[DecisionRecord]) -> None:
+        """Seed a symbol from the ledger after a restart (oldest first): last decisions, position, today's
+        PnL. Tier shares and latencies stay 'since start-up'."""
+        st = self._symbol(symbol)
+        for d in decisions:
+            self._add_to_day(st, d)
+            st.last = d
+            st.recent.append(d)
+
+    def set_lag(self, symbol: str, lag_bars: int, *, lagging: bool) -> None:
+        """The decision-lag check's result for `symbol` (`bot.core.liveness`)."""
+        st = self._symbol(symbol)
+        st.lag_bars, st.lagging = lag_bars, lagging
+
+    def set_feed(self, *, reconnects: int, backfilled_bars: int) -> None:
+        """The feed's counters since start-up."""
+        self.reconnects, self.backfilled_bars = reconnects, backfilled_bars
+
+
+# ---- rendering ---------------------------------------------------------------------------------------
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(seconds: float) -> str:
+    s = max(0.0, seconds)
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7_200:
+        return f"{s / 60:.1f} min"
+    if s < 172_800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86_400:.1f} days"
+
+
+def _usd(x: float) -> str:
+    return f"{x:+,.2f}"
+
+
+def _pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (`q` in 0..1) of sorted `values` (non-empty)."""
+    rank = max(1, math.ceil(q * len(values)))
+    return values[rank - 1]
+
+
+def _table(cls: str, head: Iterable[str], rows: Iterable[Iterable[tuple[str, str]]]) -> str:
+    """A table; `rows` are (css class, already-escaped cell) pairs."""
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{c}">{cell}</td>' for c, cell in row) + "</tr>" for row in rows
+    )
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+_STYLE: Final = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "th,td{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
+    "th{background:#f3f3f3}td.symbol,td.tier,td.regime,td.time,td.key,td.value{text-align:left}"
+    ".nm{color:#888;font-style:italic}.warn{color:#b00;font-weight:bold}"
+)
+
+
+def render_status(board: StatusBoard, now_ms: int, *, refresh_s: int = 5) -> str:
+    """The status page as HTML text (UTF-8); `now_ms`: wall-clock epoch ms (for ages and today's UTC day)."""
+    today = now_ms // DAY_MS
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="refresh" content="{int(refresh_s)}">',
+        "<title>progdistill status</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>progdistill status</h1>",
+        f'<p class="now">{_e(_utc(now_ms))} UTC &middot; up {_e(_age((now_ms - board.started_ms) / 1000))}'
+        f" &middot; {board.bars_total} bars decided since start-up &middot; refreshes every "
+        f"{int(refresh_s)} s</p>",
+    ]
+    parts += _symbols_section(board, today)
+    parts += _tiers_section(board)
+    parts += _model_section(board, now_ms)
+    parts += _feed_section(board, now_ms)
+    parts += _recent_section(board)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _symbols_section(board: StatusBoard, today: int) -> list[str]:
+    rows = []
+    for sym, st in board.symbols.items():
+        last = st.last
+        day_pnl = st.day_pnl_usd if st.day == today else 0.0
+        rows.append(
+            [
+                ("symbol", _e(sym)),
+                ("regime", _e(last.regime) if last else "&mdash;"),
+                ("tier", _e(last.tier) if last else "&mdash;"),
+                ("position", _e(f"{last.position:g}") if last else "&mdash;"),
+                ("pnl-today", _e(_usd(day_pnl))),
+                ("pnl-total", _e(_usd(last.equity_usd)) if last else "&mdash;"),
+                ("last-bar", _e(_utc(last.start_ms)) if last else "&mdash;"),
+            ]
+        )
+    head = ["symbol", "regime", "routed tier", "position", "PnL today (USD)", "PnL total (USD)", "last bar"]
+    return [
+        "<h2>Symbols</h2>",
+        _table("symbols", head, rows),
+        "<p>PnL today: bars that opened on the current UTC day; PnL total: paper equity (realised - fees + "
+        "unrealised) since the ledger began.</p>",
+    ]
+
+
+def _tiers_section(board: StatusBoard) -> list[str]:
+    total = sum(t.bars for t in board.tiers.values())
+    nm = f'<span class="nm">{NOT_MEASURED}</span>'
+    rows = []
+    for name, st in board.tiers.items():
+        lat = sorted(st.total_us)
+        share = f"{100.0 * st.bars / total:.1f} %" if total else "&mdash;"
+        p50 = _e(f"{_pct(lat, 0.50):.0f}") if lat else "&mdash;"
+        p99 = _e(f"{_pct(lat, 0.99):.0f}") if lat else "&mdash;"
+        measured = [("tier", _e(name)), ("bars", _e(st.bars)), ("share", share), ("p50", p50), ("p99", p99)]
+        rows.append([*measured, ("ic", nm), ("regret", nm)])
+    head = ["tier", "bars", "share of bars", "p50 total (us)", "p99 total (us)", "live IC", "router regret"]
+    regimes = ", ".join(f"{_e(r)}: {n}" for r, n in sorted(board.regimes.items())) or "&mdash;"
+    return [
+        "<h2>Tiers</h2>",
+        _table("tiers", head, rows),
+        f"<p>Since start-up; latency over the last {board.latency_window} bars per tier (engine stage "
+        f"<code>{LATENCY_STAGE}</code>). Bars per regime: {regimes}.</p>",
+        "<p>Live IC and router regret come from shadow scoring (every tier predicting every bar, scored "
+        "when the horizon has passed), which the service does not run yet.</p>",
+    ]
+
+
+def _model_section(board: StatusBoard, now_ms: int) -> list[str]:
+    info = board.family
+    nm = f'<span class="nm">{NOT_MEASURED}</span>'
+    if info is None:
+        return ["<h2>Model family</h2>", "<p>&mdash; not loaded yet</p>"]
+    created = (
+        f"{_e(_utc(info.created_ms))} UTC (age {_e(_age((now_ms - info.created_ms) / 1000))})"
+        if info.created_ms > 0
+        else "not recorded"
+    )
+    prov = ", ".join(f"{_e(k)}={_e(v)}" for k, v in sorted(info.provenance.items())) or "&mdash;"
+    rows = [
+        [("key", "manifest sha256"), ("value", f"<code>{_e(info.manifest_sha256[:12] or '?')}</code>")],
+        [("key", "created"), ("value", created)],
+        [("key", "tiers"), ("value", _e(", ".join(info.tiers)))],
+        [("key", "provenance"), ("value", prov)],
+        [("key", "feature drift (PSI)"), ("value", nm)],
+    ]
+    return ["<h2>Model family</h2>", _table("model", ["", ""], rows)]
+
+
+def _feed_section(board: StatusBoard, now_ms: int) -> list[str]:
+    if board.last_decided_ms is None:
+        last = f"none decided yet (up {_e(_age((now_ms - board.started_ms) / 1000))})"
+    else:
+        last = _e(_age((now_ms - board.last_decided_ms) / 1000)) + " ago"
+    lagging = [(s, st.lag_bars) for s, st in board.symbols.items() if st.lagging]
+    lag_text = (
+        '<span class="warn">' + ", ".join(f"{_e(s)} ({n} bars behind)" for s, n in lagging) + "</span>"
+        if lagging
+        else "none"
+    )
+    rows = [
+        [("key", "last bar decided"), ("value", last)],
+        [("key", "websocket reconnects"), ("value", _e(board.reconnects))],
+        [("key", "bars backfilled over REST"), ("value", _e(board.backfilled_bars))],
+        [("key", "lagging symbols"), ("value", lag_text)],
+    ]
+    return ["<h2>Feed</h2>", _table("feed", ["", ""], rows)]
+
+
+def _recent_section(board: StatusBoard) -> list[str]:
+    out = ["<h2>Last decisions</h2>"]
+    head = ["bar (UTC)", "tier", "regime", "prediction", "position", "bar PnL (USD)"]
+    for sym, st in board.symbols.items():
+        rows = [
+            [
+                ("time", _e(_utc(d.start_ms))),
+                ("tier", _e(d.tier)),
+                ("regime", _e(d.regime)),
+                ("prediction", _e(f"{d.prediction:+.3g}")),
+                ("position", _e(f"{d.position:g}")),
+                ("pnl", _e(_usd(d.bar_pnl_usd))),
+            ]
+            for d in reversed(st.recent)
+        ]
+        out.append(f"<h3>{_e(sym)}</h3>")
+        out.append(_table("recent", head, rows) if rows else "<p>&mdash; none yet</p>")
+    return out

@@ -1,0 +1,223 @@
+"""The status page: `render_status` (pure), the loopback rule, and the page served by a running service as
+real headless Chromium renders it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import support
+
+from bot import logs
+from bot.app import Service
+from bot.config import parse_config
+from bot.core.decision import DecisionRecord
+from bot.core.errors import ConfigError
+from bot.core.params import REGIME_NAMES
+from bot.sim.replay import ReplayExchange
+from bot.status import DAY_MS, NOT_MEASURED, FamilyInfo, StatusBoard, render_status
+
+NOW_MS = 1_767_225_600_000 + 12 * 3_600_000  # 2026-01-01 12:00 UTC
+SYMBOL = "SYNTHUSDT"
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def record(symbol: str = "BTCUSDT", start_ms: int = NOW_MS - 300_000, **kw: Any) -> DecisionRecord:
+    """A decision record with plausible defaults."""
+    fields: dict[str, Any] = {
+        "symbol": symbol,
+        "start_ms": start_ms,
+        "source": "ws",
+        "regime": "normal",
+        "tier": "production",
+        "prediction": 1e-4,
+        "signal": 1,
+        "position": 1.0,
+        "qty": 0.1,
+        "fill_price": None,
+        "fee_usd": 0.0,
+        "realized_pnl_usd": 0.0,
+        "unrealized_pnl_usd": 0.0,
+        "equity_usd": 12.5,
+        "bar_pnl_usd": 1.25,
+        "holding_pnl_usd": 1.25,
+        "holding_tier": "production",
+        "holding_regime": "normal",
+        "trade_pnl_usd": 0.0,
+        "close": 100.0,
+        "latency_us": {"total": 80.0},
+    }
+    fields.update(kw)
+    return DecisionRecord(**fields)
+
+
+def board_with(*records: DecisionRecord, symbols: tuple[str, ...] = ("BTCUSDT",)) -> StatusBoard:
+    """A board fed `records`, with a small family."""
+    board = StatusBoard(symbols, recent=5, latency_window=100, started_ms=NOW_MS - 3_600_000)
+    board.set_family(
+        FamilyInfo(
+            "ab" * 32, NOW_MS - 2 * DAY_MS, {"source": "synthetic", "seed": 7}, ("research", "production")
+        )
+    )
+    for r in records:
+        board.observe(r, now_ms=NOW_MS - 1_000)
+    return board
+
+
+def test_page_shows_regime_tier_position_pnl_and_unmeasured_values() -> None:
+    """Per symbol regime/tier/position/PnL, per tier share and latency, model sha and age; IC, regret and
+    drift say 'not measured yet' instead of a number; the page refreshes itself and runs no script."""
+    board = board_with(
+        record(start_ms=NOW_MS - DAY_MS, bar_pnl_usd=5.0),  # yesterday: not in today's PnL
+        record(start_ms=NOW_MS - 600_000, regime="volatile", tier="research", latency_us={"total": 300.0}),
+        record(start_ms=NOW_MS - 300_000, position=-2.0, equity_usd=-3.5),
+    )
+    page = render_status(board, NOW_MS)
+    assert '<meta http-equiv="refresh" content="5">' in page
+    assert "<script" not in page.lower()
+    row = re.search(r"<tr><td class=\"symbol\">BTCUSDT</td>.*?</tr>", page)
+    assert row is not None
+    assert '<td class="regime">normal</td>' in row.group(0)
+    assert '<td class="position">-2</td>' in row.group(0)
+    assert '<td class="pnl-today">+2.50</td>' in row.group(0)  # two of today's bars at +1.25
+    assert '<td class="pnl-total">-3.50</td>' in row.group(0)
+    assert '<td class="share">33.3 %</td>' in page
+    assert '<td class="share">66.7 %</td>' in page
+    assert '<td class="p99">300</td>' in page
+    assert page.count(NOT_MEASURED) == 2 * 2 + 1  # IC and regret of two tiers, drift
+    assert "abababababab" in page
+    assert "ab" * 32 not in page
+    assert "age 2.0 days" in page
+    assert "source=synthetic" in page
+
+
+def test_data_is_escaped_so_markup_in_names_is_inert() -> None:
+    """A symbol, tier, regime or provenance value carrying markup renders as text, never as a tag."""
+    evil = "<script>alert(1)</script>"
+    board = StatusBoard([evil], started_ms=NOW_MS)
+    board.set_family(FamilyInfo('"><img src=x onerror=alert(1)>', NOW_MS, {"path": evil}, (evil,)))
+    board.observe(record(symbol=evil, tier=evil, regime=f"{evil}&"), now_ms=NOW_MS)
+    board.set_lag(evil, 5, lagging=True)
+    page = render_status(board, NOW_MS)
+    assert "<script" not in page.lower()
+    assert "<img" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;" in page
+
+
+def test_board_memory_is_bounded_by_its_ring_buffers() -> None:
+    """However many bars, a symbol keeps `recent` decisions and a tier `latency_window` latencies."""
+    board = StatusBoard(["BTCUSDT"], recent=3, latency_window=10, started_ms=NOW_MS)
+    for i in range(1_000):
+        board.observe(
+            record(start_ms=NOW_MS - DAY_MS + i * 60_000, latency_us={"total": float(i)}), now_ms=NOW_MS
+        )
+    assert len(board.symbols["BTCUSDT"].recent) == 3
+    assert list(board.tiers["production"].total_us) == [float(i) for i in range(990, 1_000)]
+    assert board.tiers["production"].bars == 1_000
+
+
+def test_restore_seeds_recent_decisions_and_todays_pnl() -> None:
+    """After a restart the board shows the ledger's last decisions and today's PnL before any new bar."""
+    board = StatusBoard(["BTCUSDT"], started_ms=NOW_MS)
+    board.restore("BTCUSDT", [record(start_ms=NOW_MS - 600_000), record(start_ms=NOW_MS - 300_000)])
+    page = render_status(board, NOW_MS)
+    assert '<td class="pnl-today">+2.50</td>' in page
+    assert page.count('<td class="time">') == 2
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::"])
+def test_non_loopback_metrics_host_needs_expose_remote(host: str) -> None:
+    """A non-loopback metrics_host is a ConfigError naming the key and the fix unless expose_remote = true."""
+    with pytest.raises(ConfigError, match=r"\$\.service\.metrics_host: .*expose_remote = true"):
+        parse_config({"service": {"metrics_host": host}})
+    cfg = parse_config({"service": {"metrics_host": host, "expose_remote": True}})
+    assert cfg.service.expose_remote
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1"])
+def test_loopback_metrics_host_is_fine_without_expose_remote(host: str) -> None:
+    """Loopback addresses need no opt-in."""
+    assert parse_config({"service": {"metrics_host": host}}).service.metrics_host == host
+
+
+def browser() -> str:
+    """The headless browser binary; fails (does not skip) when none is installed."""
+    for name in BROWSERS:
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail(
+        f"no headless browser found (looked for {', '.join(BROWSERS)} on PATH): the status page is tested "
+        "in a real browser; install Debian's chromium (`apt-get install -y chromium`, as .ci/run does)"
+    )
+
+
+async def dump_dom(url: str, profile: Path) -> str:
+    """The DOM of `url` after headless Chromium loaded it (run off the event loop: the server is on it)."""
+    proc = await asyncio.create_subprocess_exec(
+        browser(),
+        "--headless",
+        "--disable-gpu",
+        "--no-sandbox",
+        "--no-first-run",
+        "--disable-quic",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--dump-dom",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode == 0, f"chromium exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}"
+    return out.decode()
+
+
+async def test_status_page_rendered_by_headless_chromium(trained_family: Path, tmp_path: Path) -> None:
+    """A running service's /status, loaded in real headless Chromium, shows the symbol, its regime and the
+    tier names of the family, with live IC and drift marked as not measured yet."""
+    async with ReplayExchange(
+        symbols=[SYMBOL], data="synthetic", seed=5, bar_seconds=0.01, updates_per_bar=1, history_bars=200
+    ) as ex:
+        cfg = support.loop_config(ex.rest_url, ex.ws_url, trained_family, tmp_path / "state", symbol=SYMBOL)
+        cfg = msgspec.structs.replace(
+            cfg, service=msgspec.structs.replace(cfg.service, metrics_enabled=True, metrics_port=0)
+        )
+        logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=io.StringIO())
+        stop = asyncio.Event()
+        service = Service(cfg)
+        task = asyncio.create_task(service.run(stop))
+        try:
+            await asyncio.wait_for(service.ready_event.wait(), timeout=30)
+            async with asyncio.timeout(60):
+                while service.summary.decisions < 50:  # noqa: ASYNC110 - a plain counter, no event to wait on
+                    await asyncio.sleep(0.02)
+            routed = set(service.summary.per_tier)
+            assert service.metrics_port is not None
+            dom = await dump_dom(f"http://127.0.0.1:{service.metrics_port}/status", tmp_path / "profile")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=60)
+    assert "<title>progdistill status</title>" in dom
+    row = re.search(rf'<tr><td class="symbol">{SYMBOL}</td><td class="regime">([^<]*)</td>', dom)
+    assert row is not None, dom[:3000]
+    assert row.group(1) in REGIME_NAMES
+    tiers = re.findall(r'<td class="tier">([^<]*)</td>', dom)
+    assert routed <= set(tiers)
+    assert set(service.status.family.tiers if service.status.family else ()) <= set(tiers)
+    assert NOT_MEASURED in dom
