@@ -409,3 +409,48 @@ def load_config(path: str | Path) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
     return parse_config(data, source=str(p))
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def dump_config(cfg: Config) -> str:
+    """`cfg` as TOML text that `parse_config(tomllib.loads(text))` reads back equal to `cfg`.
+
+    One `[section]` per table (sub-tables as `[section.sub]`), keys in schema order; a `None` value is left
+    out (it is the default of every optional key).
+    """
+
+    def key(k: str) -> str:
+        return k if _BARE_KEY.match(k) else msgspec.json.encode(k).decode()
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)  # repr of inf / nan is TOML's inf / nan
+        if isinstance(v, str):
+            return msgspec.json.encode(v).decode()  # a JSON string is a TOML basic string
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"dump_config: cannot write {type(v).__name__} {v!r} to TOML")
+
+    lines: list[str] = []
+
+    def table(name: str, d: dict[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        subs = []
+        for k, v in d.items():
+            if v is None:
+                continue
+            if isinstance(v, dict):
+                subs.append((k, v))
+            else:
+                lines.append(f"{key(k)} = {value(v)}")
+        lines.append("")
+        for k, v in subs:
+            table(f"{name}.{key(k)}", v)
+
+    for name, section in msgspec.to_builtins(cfg).items():
+        table(key(name), section)
+    return "\n".join(lines)
