@@ -31,13 +31,14 @@ from bot.config import Config, engine_params, watchdog_fresh_s
 from bot.core.bars import INTERVAL_MS, Bar, BookTop, interval_ms
 from bot.core.decision import DecisionRecord, encode_line
 from bot.core.engine import Engine
-from bot.core.errors import ConfigError, PipelineStalledError
+from bot.core.errors import ConfigError, ModelError, PipelineStalledError
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
 from bot.ledger import Ledger, LedgerLock
 from bot.metrics import Metrics
 from bot.notify import Notifier, Watchdog
+from bot.reload import ModelReloader
 from bot.shutdown import ShutdownBudget
 from bot.status import DAY_MS, FamilyInfo, StatusBoard, render_status
 from bot.tiers import TierFamily
@@ -119,6 +120,7 @@ class Service:
         self.ready_event = asyncio.Event()
         self.metrics_port: int | None = None
         self.feed: MarketFeed | None = None
+        self.reloader: ModelReloader | None = None
         self._seen_reconnects = 0
         self._seen_backfilled = 0
 
@@ -254,11 +256,36 @@ class Service:
             self._seen_backfilled = stats.backfilled_bars
         self.status.set_feed(reconnects=stats.reconnects, backfilled_bars=stats.backfilled_bars)
 
+    def request_reload(self) -> None:
+        """SIGHUP: load, verify and warm the models directory's current family, then switch at a bar."""
+        if self.reloader is not None:
+            self.reloader.request()
+
+    def _maybe_switch(self, engine: Engine, bar: Bar) -> None:
+        """At a bar boundary: switch to a family the reloader verified and warmed (hot reload)."""
+        family = self.reloader.take() if self.reloader is not None else None
+        if family is None:
+            return
+        previous = engine.family.model_sha
+        try:
+            engine.swap_family(family)
+        except ModelError as exc:
+            self.log.error(logs.MODEL_RELOAD_REFUSED, error=str(exc), keeping=previous[:12])
+            return
+        self.log.info(
+            logs.MODEL_SWITCHED,
+            model_sha=family.model_sha[:12],
+            previous=previous[:12],
+            from_symbol=bar.symbol,
+            from_start_ms=bar.start_ms,
+        )
+
     async def _consume(self, feed: MarketFeed, engine: Engine, ledger: Ledger, stop: asyncio.Event) -> None:
         async for event in feed:
             recv_ns = time.perf_counter_ns()
             if isinstance(event, Bar):
                 self._sync_feed_counters(feed)
+                self._maybe_switch(engine, event)
                 self._on_bar(event, engine, ledger, recv_ns)
                 self._check_lag(feed, event.symbol)
                 if self.max_decisions is not None and self.summary.decisions >= self.max_decisions:
@@ -283,8 +310,11 @@ class Service:
         async with asyncio.TaskGroup() as tg:
             consumer = tg.create_task(self._consume(feed, engine, ledger, stop), name="consume")
             dog = tg.create_task(self.watchdog.run(), name="watchdog")
+            reloader = tg.create_task(self.reloader.run(), name="reload") if self.reloader else None
             await asyncio.wait({consumer})  # its error, if any, is the TaskGroup's to raise
             dog.cancel()
+            if reloader is not None:
+                reloader.cancel()
 
     async def run(self, stop: asyncio.Event) -> RunSummary:
         """Run until `stop` is set (or `max_decisions`); return the summary.
@@ -315,6 +345,7 @@ class Service:
         cfg = self.cfg
         self.log.info(logs.SERVICE_START, symbols=list(cfg.market.symbols), interval=cfg.market.interval)
         engine, ledger = self._open_state(family)
+        self.reloader = ModelReloader(cfg, family, poll_s=cfg.models.reload_poll_s)
         budget = ShutdownBudget(cfg.service.shutdown_timeout_s, self.log)
         rest: RestClient | None = None
         serving: asyncio.Task[None] | None = None
@@ -391,11 +422,13 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT set `stop` (graceful shutdown)."""
+def install_signal_handlers(stop: asyncio.Event, service: Service | None = None) -> None:
+    """SIGTERM/SIGINT set `stop` (graceful shutdown); SIGHUP reloads the models (`systemctl reload`)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if service is not None:
+        loop.add_signal_handler(signal.SIGHUP, service.request_reload)
 
 
 async def run_service(
@@ -409,8 +442,9 @@ async def run_service(
     """Run the bot until a signal (or `stop`, or `max_decisions`); `lock`: the ledger lock, if held;
     `family`: the verified tier family, if loaded."""
     ev = stop if stop is not None else asyncio.Event()
-    install_signal_handlers(ev)
-    return await Service(cfg, max_decisions=max_decisions, lock=lock, family=family).run(ev)
+    service = Service(cfg, max_decisions=max_decisions, lock=lock, family=family)
+    install_signal_handlers(ev, service)
+    return await service.run(ev)
 
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:

@@ -133,6 +133,9 @@ class ModelsConfig(_Section, frozen=True):
     # "match": every [market] symbol must be the one the family was trained on (manifest provenance);
     # "any": run the family on any symbol.
     symbols: Literal["match", "any"] = "match"
+    # Hot reload: SIGHUP (systemctl reload) or a change of <dir>/current, checked every reload_poll_s
+    # (0 = on SIGHUP only), loads, verifies and warms the new family and switches at a bar boundary.
+    reload_poll_s: Annotated[float, Meta(ge=0, le=3600)] = 5.0
 
 
 class ServiceConfig(_Section, frozen=True):

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     fee_usd REAL NOT NULL, realized_pnl_usd REAL NOT NULL, unrealized_pnl_usd REAL NOT NULL,
     equity_usd REAL NOT NULL, bar_pnl_usd REAL NOT NULL,
     holding_pnl_usd REAL NOT NULL, holding_tier TEXT, holding_regime TEXT, trade_pnl_usd REAL NOT NULL,
-    latency_json TEXT, vol_forecast REAL,
+    latency_json TEXT, vol_forecast REAL, model_sha TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (symbol, start_ms)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fills (
@@ -163,10 +163,10 @@ class Summary:
 _DECISION_FIELDS: Final[tuple[str, ...]] = (
     "symbol", "start_ms", "source", "regime", "tier", "prediction", "signal", "position", "qty",
     "fill_price", "fee_usd", "realized_pnl_usd", "unrealized_pnl_usd", "equity_usd", "bar_pnl_usd",
-    "holding_pnl_usd", "holding_tier", "holding_regime", "trade_pnl_usd", "vol_forecast",
+    "holding_pnl_usd", "holding_tier", "holding_regime", "trade_pnl_usd", "vol_forecast", "model_sha",
 )  # fmt: skip
 #: Columns added after a ledger may have been created: (name, SQL type), added on open when missing.
-_ADDED_DECISION_COLUMNS: Final = (("vol_forecast", "REAL"),)
+_ADDED_DECISION_COLUMNS: Final = (("vol_forecast", "REAL"), ("model_sha", "TEXT NOT NULL DEFAULT ''"))
 _DECISION_COLS: Final = ", ".join((*_DECISION_FIELDS, "latency_json"))
 _DECISION_INSERT: Final = (
     f"INSERT INTO decisions ({_DECISION_COLS}) VALUES ({', '.join('?' * (len(_DECISION_FIELDS) + 1))})"  # noqa: S608 - constant columns

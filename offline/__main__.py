@@ -57,8 +57,12 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         log=args.log,
         symbol=args.symbol,
+        versioned=True,
+        promote=not args.no_promote,
     )
     print(report["table"])
+    state = "current" if report["promoted"] else "not promoted (--no-promote)"
+    print(f"version {report['version']} in {args.out}: {state}")
     chosen = ", ".join(f"{t}={c['variant']}" for t, c in report["chosen"].items())
     print(f"\nexported: {chosen}")
     total_s = report["info"]["total_s"]
@@ -195,7 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--data", default="synthetic", help="'synthetic' or a klines CSV path (default: synthetic)"
     )
-    d.add_argument("--out", default="models", help="output directory (default: models)")
+    d.add_argument(
+        "--out",
+        default="models",
+        help="models directory (default: models): the family is added as a new version and made current",
+    )
+    d.add_argument("--no-promote", action="store_true", help="add the new version without making it current")
     d.add_argument("--quick", action="store_true", help="quick_bars bars and quick_epochs epochs")
     d.add_argument("--allow-gaps", action="store_true", help="accept time gaps in the CSV")
     d.add_argument(

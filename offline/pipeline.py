@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,10 +11,11 @@ from typing import Any
 
 import msgspec
 
+from bot import modelstore
 from bot.config import Config
 from bot.core.errors import ModelError
 from bot.manifest import MANIFEST_NAME, decode_manifest
-from bot.outputs import MARKER, StagedOutput
+from bot.outputs import MARKER, OutputPathError, StagedOutput
 from offline.data import load_dataset
 from offline.distill import run_distillation
 from offline.export import export_family, write_json
@@ -31,6 +34,8 @@ def pipeline_distill(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     symbol: str | None = None,
+    versioned: bool = False,
+    promote: bool = True,
 ) -> dict[str, Any]:
     """Distill the tier family from `data` into `out_dir`; returns the report (also `report.json`).
 
@@ -50,6 +55,10 @@ def pipeline_distill(
         log: receives one human-readable line per stage.
         symbol: the symbol a CSV holds, recorded in the manifest's provenance (None: not recorded; the file
             name is never guessed from).
+        versioned: `out_dir` is a models store (`bot.modelstore`): the family becomes a new version
+            `out_dir/<UTC time>-<manifest sha>/` (never written over) and, with `promote`, the current one
+            (atomic swap of `out_dir/current`). A plain family already in `out_dir` stays where it is.
+        promote: make the new version current (`offline distill --no-promote` only adds it).
 
     Raises:
         DataError, ModelError, ConfigError: bad data, failed ONNX parity, bad tiers; nothing is written.
@@ -64,27 +73,74 @@ def pipeline_distill(
     n_bars = dc.quick_bars if quick else None
     t0 = time.perf_counter()
     protect = [] if str(data) == "synthetic" else [data]
-    stage = StagedOutput(
-        out_dir, kind="tier-family", protect=protect, recognise=family_reason, min_free_mib=64, mark=False
-    )
-    with stage as tmp:  # refuses a foreign out_dir and checks writability before any work
-        ds = load_dataset(data, dc, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=symbol)
-        data_s = time.perf_counter() - t0
-        result = run_distillation(ds, cfg.tiers, dc, epochs=epochs, seed=run_seed, progress=progress, log=log)
-        result.info["quick"] = quick
-        result.info["dataset_s"] = data_s
-        manifest = export_family(result, ds, cfg, tmp)
-        result.info["total_s"] = time.perf_counter() - t0
-        report = build_report(result, manifest)
-        write_json(tmp / "report.json", report)
-        table = format_table(report)
-        (tmp / "report.txt").write_text(table + "\n", encoding="utf-8")
-        prov = ds.provenance
-        title = f"{prov.get('symbol')} {prov.get('interval')}m, {ds.n_rows} rows ({prov.get('source')})"
-        plot_report(report, tmp / "report.png", title=title)
-        stage.commit()
+    store = Path(out_dir)
+    if versioned:
+        why = store_reason(store)
+        if why is not None:
+            raise OutputPathError(f"--out {store}: {why}; nothing was touched; choose a models directory")
+        out_dir = store / f".incoming-{os.getpid()}-{time.time_ns()}"
+    created = versioned and not store.exists()
+    try:
+        stage = StagedOutput(
+            out_dir, kind="tier-family", protect=protect, recognise=family_reason, min_free_mib=64, mark=False
+        )
+        with stage as tmp:  # refuses a foreign out_dir and checks writability before any work
+            ds = load_dataset(
+                data, dc, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=symbol
+            )
+            data_s = time.perf_counter() - t0
+            result = run_distillation(
+                ds, cfg.tiers, dc, epochs=epochs, seed=run_seed, progress=progress, log=log
+            )
+            result.info["quick"] = quick
+            result.info["dataset_s"] = data_s
+            manifest = export_family(result, ds, cfg, tmp)
+            result.info["total_s"] = time.perf_counter() - t0
+            report = build_report(result, manifest)
+            write_json(tmp / "report.json", report)
+            table = format_table(report)
+            (tmp / "report.txt").write_text(table + "\n", encoding="utf-8")
+            prov = ds.provenance
+            title = f"{prov.get('symbol')} {prov.get('interval')}m, {ds.n_rows} rows ({prov.get('source')})"
+            plot_report(report, tmp / "report.png", title=title)
+            stage.commit()
+    except BaseException:
+        if created and store.is_dir() and not any(store.iterdir()):
+            store.rmdir()  # a failed first run leaves no empty models directory behind
+        raise
     report["table"] = table
+    if versioned:
+        sha = hashlib.sha256((Path(out_dir) / MANIFEST_NAME).read_bytes()).hexdigest()
+        version = modelstore.version_name(sha)
+        os.rename(out_dir, store / version)
+        if promote:
+            modelstore.promote(store, version)
+        report["version"] = version
+        report["promoted"] = promote
     return report
+
+
+def store_reason(path: Path) -> str | None:
+    """None when `path` can take a new version: missing, empty, a versioned store, or a plain family (whose
+    files stay beside the versions); else why not."""
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "exists and is not a directory"
+    plain: set[str] = set()
+    if (path / MANIFEST_NAME).is_file():
+        try:
+            manifest = decode_manifest((path / MANIFEST_NAME).read_bytes(), path=path / MANIFEST_NAME)
+        except ModelError:
+            return f"holds an unreadable {MANIFEST_NAME}"
+        plain = set(FAMILY_EXTRAS) | {t.file for t in manifest.tiers}
+    for p in path.iterdir():
+        if p.name in plain or p.name == modelstore.CURRENT or p.name.startswith("."):
+            continue
+        if p.is_dir() and (p / MANIFEST_NAME).is_file():
+            continue
+        return f"holds {p.name!r}, which is not a tier-family version"
+    return None
 
 
 FAMILY_EXTRAS = frozenset({MANIFEST_NAME, "report.json", "report.txt", "report.png", MARKER})
