@@ -23,6 +23,15 @@ def add_replay_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history-bars", type=int, default=1000)
     parser.add_argument("--max-bars", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--clock",
+        choices=("exchange", "wall"),
+        default="exchange",
+        help="timestamps on the data's own clock, or shifted so the replay starts at the wall clock",
+    )
+    parser.add_argument(
+        "--latency-ms", type=float, default=5.0, help="delay of every REST answer and ws frame (0 = none)"
+    )
 
 
 async def main_replay(args: argparse.Namespace) -> int:
@@ -38,6 +47,8 @@ async def main_replay(args: argparse.Namespace) -> int:
         seed=args.seed,
         host=args.host,
         port=args.port,
+        clock=args.clock,
+        latency_ms=args.latency_ms,
     )
     async with ex:
         print(json.dumps({"event": "replay_ready", "rest_url": ex.rest_url, "ws_url": ex.ws_url}), flush=True)

@@ -1,16 +1,20 @@
-"""What the replay exchange puts on the wire: topic names, kline/orderbook/tickers pushes, REST kline rows.
+"""What the replay exchange puts on the wire: topic names, kline/orderbook/tickers/publicTrade pushes, REST
+kline rows, op replies.
 
-Pure functions over bars and books; numbers are written as Bybit writes them (strings).
+Pure functions; numbers are strings written from the instrument's tick size and qty step (`Instrument`):
+kline numbers without trailing zeros ("78540"), ticker prices with the price scale ("63561.60").
 """
 
 from __future__ import annotations
 
 import json
-from typing import Final
+from decimal import Decimal
+from typing import Any, Final
 
 import msgspec
 
-from bot.core.bars import Bar, BookTop
+from bot.core.bars import Bar
+from bot.sim.replay.instruments import Instrument, plain
 
 _encode: Final = msgspec.json.encode
 
@@ -33,9 +37,9 @@ def tickers_topic(symbol: str) -> str:
     return f"tickers.{symbol}"
 
 
-def num(x: float) -> str:
-    """A number as Bybit writes it: a string."""
-    return repr(float(x))
+def trade_topic(symbol: str) -> str:
+    """`publicTrade.{symbol}`."""
+    return f"publicTrade.{symbol}"
 
 
 def bar_values(bar: Bar) -> Values:
@@ -44,83 +48,105 @@ def bar_values(bar: Bar) -> Values:
 
 
 def partial_values(bar: Bar, f: float) -> Values:
-    """The bar as it looks a fraction `f` (0..1) of the way through its interval."""
+    """The bar as it looks a fraction `f` (0..1) of the way through its interval (f = 1: the bar itself)."""
+    if f >= 1.0:
+        return bar_values(bar)
     close = bar.open + (bar.close - bar.open) * f
     high = max(bar.open, close) + (bar.high - max(bar.open, bar.close)) * f
     low = min(bar.open, close) - (min(bar.open, bar.close) - bar.low) * f
-    return bar.open, round(high, 8), round(low, 8), round(close, 8), bar.volume * f, bar.turnover * f
+    return bar.open, high, low, close, bar.volume * f, bar.turnover * f
 
 
-def kline_row(start_ms: int, values: Values) -> list[str]:
+def kline_numbers(inst: Instrument, values: Values) -> list[str]:
+    """open, high, low, close, volume, turnover as Bybit writes them in klines (no trailing zeros)."""
+    o, h, lo, c, v, t = values
+    po, ph, pl, pc = (inst.price(x) for x in (o, h, lo, c))
+    return [
+        plain(po),
+        plain(max(ph, po, pc)),
+        plain(min(pl, po, pc)),
+        plain(pc),
+        plain(inst.qty(v)),
+        plain(inst.turnover(t)),
+    ]
+
+
+def kline_row(inst: Instrument, start_ms: int, values: Values) -> list[str]:
     """One row of a REST `/v5/market/kline` answer: start, open, high, low, close, volume, turnover."""
-    return [str(start_ms), *(num(v) for v in values)]
+    return [str(start_ms), *kline_numbers(inst, values)]
 
 
 def kline_frame(
-    bar: Bar, values: Values, *, interval: str, interval_ms: int, clock_ms: int, confirm: bool
+    inst: Instrument,
+    start_ms: int,
+    values: Values,
+    *,
+    interval: str,
+    end_ms: int,
+    ts_ms: int,
+    confirm: bool,
 ) -> bytes:
-    """A `kline` push of `bar` showing `values`, stamped with the exchange clock `clock_ms`."""
-    o, h, lo, c, v, t = values
+    """A `kline` push of the candle opening at `start_ms` showing `values`, stamped `ts_ms`."""
+    o, h, lo, c, v, t = kline_numbers(inst, values)
     return _encode(
         {
-            "topic": kline_topic(interval, bar.symbol),
+            "topic": kline_topic(interval, inst.symbol),
             "data": [
                 {
-                    "start": bar.start_ms,
-                    "end": bar.start_ms + interval_ms - 1,
+                    "start": start_ms,
+                    "end": end_ms - 1,
                     "interval": interval,
-                    "open": num(o),
-                    "close": num(c),
-                    "high": num(h),
-                    "low": num(lo),
-                    "volume": num(v),
-                    "turnover": num(t),
+                    "open": o,
+                    "close": c,
+                    "high": h,
+                    "low": lo,
+                    "volume": v,
+                    "turnover": t,
                     "confirm": confirm,
-                    "timestamp": clock_ms,
+                    "timestamp": ts_ms,
                 }
             ],
-            "ts": clock_ms,
+            "ts": ts_ms,
             "type": "snapshot",
         }
     )
 
 
-def orderbook_frame(symbol: str, book: BookTop, *, seq: int, clock_ms: int) -> bytes:
-    """An `orderbook.1` snapshot push of the top of book."""
+def book_data(
+    inst: Instrument, bid: Decimal, bid_sz: Decimal, ask: Decimal, ask_sz: Decimal, seq: int
+) -> dict[str, Any]:
+    """`data` of a level-1 book (the ws push and, with `ts`/`cts` added, the REST answer)."""
+    return {
+        "s": inst.symbol,
+        "b": [[plain(bid), inst.qty_fixed(bid_sz)]],
+        "a": [[plain(ask), inst.qty_fixed(ask_sz)]],
+        "u": seq,
+        "seq": seq,
+    }
+
+
+def orderbook_frame(symbol: str, data: dict[str, Any], *, ts_ms: int) -> bytes:
+    """An `orderbook.1` push: on Bybit every level-1 push is a snapshot (ts before type, as captured)."""
     return _encode(
-        {
-            "topic": orderbook_topic(symbol),
-            "ts": clock_ms,
-            "type": "snapshot",
-            "data": {
-                "s": symbol,
-                "b": [[num(book.bid_px), num(book.bid_sz)]],
-                "a": [[num(book.ask_px), num(book.ask_sz)]],
-                "u": seq,
-                "seq": seq,
-            },
-            "cts": clock_ms,
-        }
+        {"topic": orderbook_topic(symbol), "ts": ts_ms, "type": "snapshot", "data": data, "cts": ts_ms}
     )
 
 
-def tickers_frame(symbol: str, book: BookTop, *, seq: int, clock_ms: int) -> bytes:
-    """A `tickers` snapshot push: last price at the mid, best bid and ask."""
-    return _encode(
-        {
-            "topic": tickers_topic(symbol),
-            "type": "snapshot",
-            "data": {
-                "symbol": symbol,
-                "lastPrice": num(0.5 * (book.bid_px + book.ask_px)),
-                "bid1Price": num(book.bid_px),
-                "bid1Size": num(book.bid_sz),
-                "ask1Price": num(book.ask_px),
-                "ask1Size": num(book.ask_sz),
-            },
-            "cs": seq,
-            "ts": clock_ms,
-        }
+def tickers_frame(symbol: str, data: dict[str, str], *, kind: str, cs: int, ts_ms: int) -> bytes:
+    """A `tickers` push: `kind` "snapshot" (every field) or "delta" (symbol + the fields that changed)."""
+    return _encode({"topic": tickers_topic(symbol), "type": kind, "data": data, "cs": cs, "ts": ts_ms})
+
+
+def trade_frame(symbol: str, trades: list[dict[str, Any]], *, ts_ms: int) -> bytes:
+    """A `publicTrade` push of one or more trades."""
+    return _encode({"topic": trade_topic(symbol), "type": "snapshot", "ts": ts_ms, "data": trades})
+
+
+def op_reply(*, success: bool, ret_msg: str, conn_id: str, req_id: str, op: str) -> str:
+    """A reply to a client `op` (ping, subscribe, unsubscribe), in Bybit's linear key order."""
+    return json.dumps(
+        {"success": success, "ret_msg": ret_msg, "conn_id": conn_id, "req_id": req_id, "op": op},
+        separators=(",", ":"),
     )
 
 

@@ -1,13 +1,17 @@
 """The replay exchange's market: where bars come from and the exchange clock that opens and closes them.
 
 Synchronous and free of I/O beyond reading the data lazily: the server paces it in real time and pushes
-what it returns. The clock is the bar grid (`clock_ms`), not the wall clock.
+what it returns. The clock is the bar grid (`clock_ms`). Bars enter quantised to their instrument's tick and
+qty step and, for the wall clock, shifted by a whole number of intervals (`shift_ms`) so that the first live
+bar holds the wall-clock time the exchange started at.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from bot.core.bars import Bar, BookTop, interval_ms
 from bot.core.errors import DataError
 from bot.sim.csvbars import read_csv_bars
 from bot.sim.replay.frames import Values, partial_values
+from bot.sim.replay.instruments import Instrument
 from bot.sim.synthetic import SyntheticMarket
 
 Step = tuple[Bar, BookTop]
@@ -56,6 +61,8 @@ class SymbolSeries:
 
     symbol: str
     source: Iterator[Step]
+    instrument: Instrument
+    shift_ms: int = 0
     starts: list[int] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
     keys: array[int] = field(default_factory=lambda: array("q"))
@@ -68,9 +75,14 @@ class SymbolSeries:
     def peek(self) -> Step | None:
         """The next bar of the source (None = exhausted), without taking it."""
         if self.pending is None and not self.exhausted:
-            self.pending = next(self.source, None)
-            if self.pending is None:
+            step = next(self.source, None)
+            if step is None:
                 self.exhausted = True
+            else:
+                bar = self.instrument.quantise_bar(step[0])
+                if self.shift_ms:
+                    bar = dataclasses.replace(bar, start_ms=bar.start_ms + self.shift_ms)
+                self.pending = bar, step[1]
         return self.pending
 
     def skip_before(self, slot_ms: int) -> Step | None:
@@ -106,6 +118,7 @@ class Market:
         seed: synthetic seed of the first symbol.
         history_bars: bars closed by `load`.
         keep_bars: closed bars retained per symbol (trimmed when twice as many are held).
+        instruments: (tick, qty step) strings per symbol; a symbol not named is inferred from its data.
     """
 
     def __init__(
@@ -117,6 +130,7 @@ class Market:
         seed: int,
         history_bars: int,
         keep_bars: int,
+        instruments: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.symbols = symbols
         self.interval = interval
@@ -125,23 +139,43 @@ class Market:
         self.seed = seed
         self.history_bars = history_bars
         self.keep_bars = keep_bars
+        self.instruments_given = dict(instruments or {})
         self.series: dict[str, SymbolSeries] = {}
         self.clock_ms = 0
         self.live_bars = 0
         self._slot = 0
 
-    def load(self) -> None:
-        """Open the sources and close `history_bars` bars; the clock then stands at the first live bar."""
+    def load(self, *, wall_ms: int | None = None) -> None:
+        """Open the sources and close `history_bars` bars; the clock then stands at the first live bar.
+
+        `wall_ms` (the wall clock, epoch ms) shifts every bar by whole intervals so the first live bar holds
+        it; None keeps the data's own times.
+        """
+        samples: dict[str, list[Step]] = {}
         for i, symbol in enumerate(self.symbols):
             if str(self.data) == "synthetic":
                 source = synthetic_steps(symbol, self.seed + i, self.interval)
             else:
                 source = csv_steps(csv_for(Path(self.data), symbol, self.interval), symbol)
-            self.series[symbol] = SymbolSeries(symbol, source)
+            sample = list(itertools.islice(source, 64))
+            samples[symbol] = sample
+            given = self.instruments_given.get(symbol)
+            inst = (
+                Instrument.of(symbol, *given)
+                if given is not None
+                else Instrument.infer(symbol, (b for b, _ in sample))
+            )
+            self.series[symbol] = SymbolSeries(symbol, itertools.chain(sample, source), inst)
+        raw_starts = [s[0][0].start_ms for s in samples.values() if s]
+        if not raw_starts:
+            raise DataError(f"{self.data}: no bars")
+        if wall_ms is not None:
+            live = min(raw_starts) + self.history_bars * self.interval_ms
+            shift = (wall_ms - live) // self.interval_ms * self.interval_ms
+            for s in self.series.values():
+                s.shift_ms = shift
         firsts = [s.peek() for s in self.series.values()]
         starts = [f[0].start_ms for f in firsts if f is not None]
-        if not starts:
-            raise DataError(f"{self.data}: no bars")
         slot = min(starts)
         for _ in range(self.history_bars):
             for s in self.series.values():

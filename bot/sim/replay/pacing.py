@@ -21,6 +21,15 @@ class Pacer:
         """Let the clock run again."""
         self._running.set()
 
+    def restart(self, *, behind_s: float = 0.0) -> None:
+        """Measure the next `tick` from `behind_s` seconds ago (the clock started mid-step)."""
+        self._deadline = asyncio.get_running_loop().time() - behind_s
+
+    @property
+    def running(self) -> bool:
+        """False while paused."""
+        return self._running.is_set()
+
     async def wait_running(self) -> None:
         """Return when the clock is not paused."""
         await self._running.wait()

@@ -1,18 +1,29 @@
-"""The replay exchange's HTTP routes: `GET /v5/market/kline` (with REST faults), `POST /_replay/<method>`."""
+"""The replay exchange's HTTP routes: the public v5 market endpoints (with REST faults) and
+`POST /_replay/<method>`.
+
+Served: `GET /v5/market/kline` (every buildable standard interval), `instruments-info`, `time`, `tickers`,
+`orderbook` (one level), category `linear`. Other categories answer as a market with no instruments (empty
+lists; a named symbol is not supported). Bad parameters answer HTTP 200 with retCode 10001 and Bybit's
+wording where known; an unknown path answers HTTP 404 with a v5 envelope (retCode 10001). Every answer's
+`time` is the exchange's `now_ms()`. REST answers are not delayed by the exchange's `latency_ms` (a client
+waits for its answer anyway; only the websocket's unsolicited frames race a client's bookkeeping).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import bisect
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from bot.sim.replay import klines
 from bot.sim.replay.faults import FaultPlan
-from bot.sim.replay.frames import bar_values, kline_row
+from bot.sim.replay.frames import kline_row
+from bot.sim.replay.instruments import Instrument
 from bot.sim.replay.market import Market
 
 # Exchange methods a separate process may call: `POST /_replay/<method>` with a JSON object of kwargs.
@@ -20,70 +31,182 @@ CONTROL_METHODS: Final = frozenset(
     {"drop_connections", "drop_next", "silence", "duplicate_confirms", "late_confirms", "skip_confirms"}
     | {"rest_fault", "ban", "pause", "resume", "closed_keys"}
 )
+MARKET_PREFIX: Final = "/v5/market/"
+OTHER_CATEGORIES: Final = frozenset({"spot", "inverse", "option"})
+MAX_KLINE_LIMIT: Final = 1000
+MAX_BOOK_LIMIT: Final = 500
+
+Answer = tuple[int, str, Any]
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class Exchange(Protocol):
+    """What the routes need of `ReplayExchange`."""
+
+    intervals: tuple[str, ...]
+
+    def now_ms(self) -> int: ...
+    def reset_timestamp_ms(self, wait_s: float) -> int: ...
+    def ticker(self, symbol: str) -> dict[str, str]: ...
+    def book_snapshot(self, symbol: str) -> dict[str, object]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class RestHit:
-    """One REST request: local monotonic time, the query, and the HTTP status/retCode answered."""
+    """One REST request: local monotonic time, the path, the query, and the HTTP status/retCode answered."""
 
     monotonic_s: float
     query: dict[str, str]
     status: int
     ret_code: int | None
+    path: str = "/v5/market/kline"
 
 
-class KlineRoute:
-    """`GET /v5/market/kline`: the market's closed bars (newest first) and the forming one, or a fault.
+class MarketRoutes:
+    """The `/v5/market/*` routes: each answers the pending REST fault if any, else its data. Every request is
+    recorded in `hits`."""
 
-    Every request is recorded in `hits`.
-    """
-
-    def __init__(self, market: Market, faults: FaultPlan) -> None:
+    def __init__(self, exchange: Exchange, market: Market, faults: FaultPlan) -> None:
+        self._ex = exchange
         self._market = market
         self._faults = faults
         self.hits: list[RestHit] = []
+        self._routes: dict[str, Callable[[Mapping[str, str]], Answer]] = {
+            "kline": self._kline,
+            "instruments-info": self._instruments,
+            "time": self._time,
+            "tickers": self._tickers,
+            "orderbook": self._orderbook,
+        }
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register every market route on `app`."""
+        for name in self._routes:
+            app.router.add_get(MARKET_PREFIX + name, self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
-        """aiohttp handler: the pending REST fault if any (a ban answers 403), else the klines answer."""
+        """aiohttp handler: the pending REST fault if any (a ban answers 403), else the route's answer."""
+        return await self._answer_request(request)
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        """Any other path: HTTP 404 with a v5 envelope."""
+        body = self._envelope(10001, f"path not found: {request.method} {request.path}", {})
+        return web.json_response(body, status=404, dumps=_dumps)
+
+    async def _answer_request(self, request: web.Request) -> web.Response:
         query = dict(request.query)
+        path = request.path
         fault = self._faults.take_rest_fault()
         if fault is not None and fault.kind == "slow":
             await asyncio.sleep(fault.value)
         if self._faults.banned or (fault is not None and fault.kind == "403"):
-            self.hits.append(RestHit(time.monotonic(), query, 403, None))
+            self._hit(path, query, 403, None)
             return web.Response(status=403, text="403 Forbidden")
         if fault is not None and fault.kind == "5xx":
-            self.hits.append(RestHit(time.monotonic(), query, 502, None))
+            self._hit(path, query, 502, None)
             return web.Response(status=502, text="502 Bad Gateway")
         if fault is not None and fault.kind in ("10006", "10006_no_reset"):
-            self.hits.append(RestHit(time.monotonic(), query, 200, 10006))
+            self._hit(path, query, 200, 10006)
             headers = {}
             if fault.kind == "10006":
-                headers["X-Bapi-Limit-Reset-Timestamp"] = str(self._market.clock_ms + int(fault.value * 1000))
-            return web.json_response(self._answer(10006, "Too many visits", {}), headers=headers)
-        code, msg, result = klines(self._market, query)
-        self.hits.append(RestHit(time.monotonic(), query, 200, code))
-        return web.json_response(self._answer(code, msg, result))
+                headers["X-Bapi-Limit-Reset-Timestamp"] = str(self._ex.reset_timestamp_ms(fault.value))
+            return web.json_response(
+                self._envelope(10006, "Too many visits", {}), headers=headers, dumps=_dumps
+            )
+        route = self._routes[path.removeprefix(MARKET_PREFIX)]
+        code, msg, result = route(query)
+        self._hit(path, query, 200, code)
+        return web.json_response(self._envelope(code, msg, result), dumps=_dumps)
 
-    def _answer(self, code: int, msg: str, result: Any) -> dict[str, Any]:
-        return {
-            "retCode": code,
-            "retMsg": msg,
-            "result": result,
-            "retExtInfo": {},
-            "time": self._market.clock_ms,
-        }
+    def _hit(self, path: str, query: dict[str, str], status: int, code: int | None) -> None:
+        self.hits.append(RestHit(time.monotonic(), query, status, code, path))
+
+    def _envelope(self, code: int, msg: str, result: Any) -> dict[str, Any]:
+        return {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": self._ex.now_ms()}
+
+    # ---- routes -----------------------------------------------------------------------------------------
+
+    def _category(self, q: Mapping[str, str]) -> str | None:
+        category = q.get("category", "")
+        return category if category == "linear" or category in OTHER_CATEGORIES else None
+
+    def _kline(self, q: Mapping[str, str]) -> Answer:
+        return klines_answer(self._market, self._ex.intervals, q)
+
+    def _instruments(self, q: Mapping[str, str]) -> Answer:
+        category = self._category(q)
+        if category is None:
+            return 10001, "params error: category is invalid", {}
+        items: list[dict[str, Any]] = []
+        status = q.get("status", "Trading")
+        if category == "linear" and status == "Trading":
+            for symbol, series in self._market.series.items():
+                if q.get("symbol", symbol) == symbol:
+                    launch = series.bars[0].start_ms if series.bars else self._market.slot_ms
+                    items.append(series.instrument.info(launch_ms=launch))
+        return 0, "OK", {"category": category, "list": items, "nextPageCursor": ""}
+
+    def _time(self, q: Mapping[str, str]) -> Answer:
+        now = self._ex.now_ms()
+        return 0, "OK", {"timeSecond": str(now // 1000), "timeNano": str(now * 1_000_000)}
+
+    def _tickers(self, q: Mapping[str, str]) -> Answer:
+        category = self._category(q)
+        if category is None:
+            return 10001, "params error: category is invalid", {}
+        symbol = q.get("symbol")
+        if symbol is not None and (category != "linear" or symbol not in self._market.series):
+            return 10001, "Not supported symbols", {}
+        symbols = [] if category != "linear" else [symbol] if symbol else list(self._market.series)
+        return 0, "OK", {"category": category, "list": [self._ex.ticker(s) for s in symbols]}
+
+    def _orderbook(self, q: Mapping[str, str]) -> Answer:
+        if self._category(q) is None:
+            return 10001, "params error: category is invalid", {}
+        symbol = q.get("symbol", "")
+        if q.get("category") != "linear" or symbol not in self._market.series:
+            return 10001, "Not supported symbols", {}
+        try:
+            limit = int(q.get("limit", "25"))
+        except ValueError:
+            return 10001, "params error: limit must be an integer", {}
+        if not 1 <= limit <= MAX_BOOK_LIMIT:
+            return 10001, f"params error: limit must be in [1, {MAX_BOOK_LIMIT}]", {}
+        book = dict(self._ex.book_snapshot(symbol))
+        now = self._ex.now_ms()
+        return (
+            0,
+            "OK",
+            {
+                "s": symbol,
+                "a": book["a"],
+                "b": book["b"],
+                "ts": now,
+                "u": book["u"],
+                "seq": book["seq"],
+                "cts": now,
+            },
+        )
 
 
-def klines(market: Market, q: Mapping[str, str]) -> tuple[int, str, Any]:
-    """One kline query answered as Bybit v5 does: (retCode, retMsg, result), rows newest first, <= `limit`."""
+def klines_answer(market: Market, intervals: tuple[str, ...], q: Mapping[str, str]) -> Answer:
+    """One kline query answered as Bybit v5 does: (retCode, retMsg, result), rows newest first, <= `limit`.
+
+    With `start` the answer is the oldest `limit` candles from the one holding `start` (up to `end` if given),
+    as Bybit answers and as ccxt's `since` and its pagination rely on; with only `end` (or neither) the
+    newest `limit` at or before it.
+    """
     if q.get("category") != "linear":
         return 10001, "Invalid category", {}
     symbol = q.get("symbol", "")
     series = market.series.get(symbol)
     if series is None:
         return 10001, "Not supported symbols", {}
-    if q.get("interval") != market.interval:
+    interval = q.get("interval", "")
+    if interval not in intervals:
         return 10001, "Invalid period!", {}
     try:
         limit = int(q.get("limit", "200"))
@@ -91,22 +214,11 @@ def klines(market: Market, q: Mapping[str, str]) -> tuple[int, str, Any]:
         end = int(q["end"]) if "end" in q else None
     except ValueError:
         return 10001, "params error: limit, start and end must be integers", {}
-    if not 1 <= limit <= 1000:
-        return 10001, "params error: limit must be in [1, 1000]", {}
-    lo = 0 if start is None else bisect.bisect_left(series.starts, start)
-    hi = len(series.starts) if end is None else bisect.bisect_right(series.starts, end)
-    rows: list[list[str]] = []
-    forming = series.forming
-    if (
-        forming is not None
-        and (start is None or forming.start_ms >= start)
-        and (end is None or forming.start_ms <= end)
-    ):
-        rows.append(kline_row(forming.start_ms, series.form_values()))
-    for i in range(hi - 1, max(lo, hi - limit + len(rows)) - 1, -1):
-        b = series.bars[i]
-        rows.append(kline_row(b.start_ms, bar_values(b)))
-    return 0, "OK", {"symbol": symbol, "category": "linear", "list": rows[:limit]}
+    if not 1 <= limit <= MAX_KLINE_LIMIT:
+        return 10001, f"params error: limit must be in [1, {MAX_KLINE_LIMIT}]", {}
+    inst: Instrument = series.instrument
+    rows = klines.query(series, interval, start=start, end=end, limit=limit)
+    return 0, "OK", {"symbol": symbol, "category": "linear", "list": [kline_row(inst, b, v) for b, v in rows]}
 
 
 def control_route(target: object) -> Callable[[web.Request], Awaitable[web.Response]]:

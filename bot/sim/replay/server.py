@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Literal, Self
 
 from aiohttp import web
 
-from bot.core.bars import Bar, BookTop
+from bot.core.bars import Bar
+from bot.sim.replay import klines
+from bot.sim.replay.book import BookModel, TickerState, ticker_fields
 from bot.sim.replay.faults import DropStage, FaultPlan, RestFaultKind
 from bot.sim.replay.frames import (
     Values,
     bar_values,
+    book_data,
     kline_frame,
     kline_topic,
     malformed_frames,
@@ -23,32 +29,46 @@ from bot.sim.replay.frames import (
     orderbook_topic,
     tickers_frame,
     tickers_topic,
+    trade_frame,
+    trade_topic,
 )
+from bot.sim.replay.instruments import Instrument
 from bot.sim.replay.market import Market, SymbolSeries
 from bot.sim.replay.pacing import Pacer
-from bot.sim.replay.rest import KlineRoute, RestHit, control_route
+from bot.sim.replay.rest import MarketRoutes, RestHit, control_route
 from bot.sim.replay.ws import ReplayConnection, WsSessions
+
+Clock = Literal["exchange", "wall"]
 
 WS_PATH: Final = "/v5/public/linear"
 KLINE_PATH: Final = "/v5/market/kline"
 CONTROL_PREFIX: Final = "/_replay/"
+REPUSH_S: Final = 3.0  # an unchanged level-1 book is pushed again after this long, as on Bybit
 
 
 class ReplayExchange:
     """The replay exchange. `async with ReplayExchange(...) as ex:` serves on `ex.port` until exit.
 
     Args:
-        symbols: symbols served (kline, orderbook.1 and tickers topics each).
-        interval: the one kline interval served ("5" = 5 minutes of exchange time per bar).
+        symbols: symbols served (kline of every buildable interval, orderbook.1, tickers, publicTrade each).
+        interval: the served (finest) kline interval ("5" = 5 minutes of exchange time per bar); coarser
+            standard intervals are aggregated from it.
         data: "synthetic" (seed, seed+1, ... per symbol), a CSV file, or a directory of `{SYMBOL}_{N}m.csv`.
         bar_seconds: real seconds per bar; 0 = as fast as possible.
         updates_per_bar: `confirm:false` pushes per bar before the confirm (0 = confirms only).
         history_bars: bars already closed before the clock starts.
         max_bars: stop advancing after this many live bars (None = until the data runs out).
         keep_bars: closed bars retained per symbol for REST and `bars_closed`.
-        book: also push `orderbook.1` and `tickers` at each bar's close.
-        seed: synthetic seed of the first symbol.
+        book: run the level-1 book and trades model: `orderbook.1`, `tickers` and `publicTrade` pushes at
+            every clock step (False: only their snapshots on subscribe and over REST).
+        seed: synthetic seed of the first symbol (the book model of symbol i uses seed + 1000 + i).
         host, port: where to listen (port 0 = any free port).
+        clock: "exchange" (timestamps on the replayed bars' own clock) or "wall" (bars shifted by whole
+            intervals so the first live bar holds the start time; timestamps follow the wall clock).
+        latency_ms: delay of every REST answer and websocket frame (0 = none; tests use it to stay fast).
+        book_refresh_s: real seconds between quote refreshes (re-drawn sizes) between clock steps; 0 = none.
+        instruments: (tick size, qty step) strings per symbol, e.g. {"BTCUSDT": ("0.1", "0.001")};
+            a symbol not named is inferred from its data.
     """
 
     def __init__(
@@ -66,11 +86,21 @@ class ReplayExchange:
         seed: int = 7,
         host: str = "127.0.0.1",
         port: int = 0,
+        clock: Clock = "exchange",
+        latency_ms: float = 5.0,
+        book_refresh_s: float = 0.1,
+        instruments: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         if bar_seconds < 0:
             raise ValueError(f"bar_seconds must be >= 0, got {bar_seconds}")
         if updates_per_bar < 0:
             raise ValueError(f"updates_per_bar must be >= 0, got {updates_per_bar}")
+        if clock not in ("exchange", "wall"):
+            raise ValueError(f"clock must be 'exchange' or 'wall', got {clock!r}")
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0 (0 = none), got {latency_ms}")
+        if book_refresh_s < 0:
+            raise ValueError(f"book_refresh_s must be >= 0 (0 = no refresh), got {book_refresh_s}")
         self.symbols = tuple(symbols)
         self.interval = interval
         self.data = data
@@ -83,6 +113,9 @@ class ReplayExchange:
         self.seed = seed
         self.host = host
         self.port = port
+        self.clock = clock
+        self.latency_ms = latency_ms
+        self.book_refresh_s = book_refresh_s
         self.done = asyncio.Event()
         self._market = Market(
             self.symbols,
@@ -91,15 +124,25 @@ class ReplayExchange:
             seed=seed,
             history_bars=history_bars,
             keep_bars=self.keep_bars,
+            instruments=instruments,
         )
         self.interval_ms = self._market.interval_ms
+        self.intervals = klines.served_intervals(interval)
         self._faults = FaultPlan()
-        self._ws = WsSessions(self._faults)
-        self._rest = KlineRoute(self._market, self._faults)
+        self._ws = WsSessions(self._faults, latency_ms=latency_ms, snapshot=self._snapshot)
+        self._rest = MarketRoutes(self, self._market, self._faults)
         self._pacer = Pacer()
         self._closed_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._driver: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self.books: dict[str, BookModel] = {}
+        self._tickers: dict[str, TickerState] = {}
+        self._last_book_push: dict[str, float] = {}
+        self._tick_monotonic = 0.0  # when the clock last stepped (wall clock interpolation)
+        self._step_ms = self.interval_ms // (updates_per_bar + 1)
+        self._speed = self.interval_ms / 1000 / bar_seconds if bar_seconds > 0 else 0.0  # exchange s per s
+        self._first_k = 0  # steps of the first live bar already past at start (wall clock)
 
     # ---- lifecycle --------------------------------------------------------------------------------------
 
@@ -115,15 +158,37 @@ class ReplayExchange:
 
     async def start(self) -> int:
         """Load history, bind, start the clock; return the bound port."""
-        self._market.load()
-        for symbol in self.symbols:
+        wall_ms = int(time.time() * 1000)
+        self._market.load(wall_ms=wall_ms if self.clock == "wall" else None)
+        self._tick_monotonic = time.monotonic()
+        if self.clock == "wall" and self.bar_seconds > 0:
+            # Start mid-bar where the wall clock is: skip the steps already past, time the rest from now.
+            steps = self.updates_per_bar + 1
+            phase_ms = max(wall_ms - self._market.slot_ms, 0)
+            self._first_k = min(phase_ms // self._step_ms, steps - 1)
+            self._market.tick_to(self._first_k, steps)
+            behind_s = (phase_ms - self._first_k * self._step_ms) / self._speed / 1000
+            self._tick_monotonic -= behind_s
+            self._pacer.restart(behind_s=behind_s)
+        for i, symbol in enumerate(self.symbols):
+            topics = [kline_topic(iv, symbol) for iv in self.intervals]
             self._ws.serve(
-                symbol, kline_topic(self.interval, symbol), orderbook_topic(symbol), tickers_topic(symbol)
+                symbol, *topics, orderbook_topic(symbol), tickers_topic(symbol), trade_topic(symbol)
             )
+            series = self._market.series[symbol]
+            nxt = series.peek()
+            last = series.bars[-1] if series.bars else nxt[0] if nxt is not None else None
+            price, volume = (last.close, last.volume) if last is not None else (1.0, 1.0)
+            self.books[symbol] = BookModel(
+                series.instrument, seed=self.seed + 1000 + i, price=price, bar_volume=volume
+            )
+            self._tickers[symbol] = TickerState()
+            self._tickers[symbol].update(self._ticker(symbol))
         app = web.Application()
-        app.router.add_get(KLINE_PATH, self._rest.handle)
+        self._rest.add_routes(app)
         app.router.add_get(WS_PATH, self._ws.handle)
         app.router.add_post(CONTROL_PREFIX + "{method}", control_route(self))
+        app.router.add_route("*", "/{tail:.*}", self._rest.not_found)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -132,15 +197,18 @@ class ReplayExchange:
         assert isinstance(server, asyncio.base_events.Server)
         self.port = int(server.sockets[0].getsockname()[1])
         self._driver = asyncio.create_task(self._drive(), name="replay-clock")
+        if self.book and self.book_refresh_s > 0:
+            self._refresher = asyncio.create_task(self._refresh_books(), name="replay-book-refresh")
         return self.port
 
     async def stop(self) -> None:
         """Stop the clock, close every websocket and the server."""
-        if self._driver is not None:
-            self._driver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._driver
-            self._driver = None
+        for task in (self._driver, self._refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._driver = self._refresher = None
         await self._ws.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -159,8 +227,28 @@ class ReplayExchange:
 
     @property
     def clock_ms(self) -> int:
-        """The exchange clock (epoch ms on the bar grid): `time` in REST answers, `ts` in pushes."""
+        """The market clock (epoch ms on the bar grid, shifted with `clock="wall"`)."""
         return self._market.clock_ms
+
+    def now_ms(self) -> int:
+        """What a client is told the time is (`time` in REST answers, `ts` in pushes): the market clock, and
+        with `clock="wall"` the real time elapsed since its last step added (at the replay's speed, capped
+        below the next step), so that a replay at real speed reads as the wall clock."""
+        clock = self._market.clock_ms
+        if self.clock == "exchange" or self.bar_seconds <= 0:
+            return clock
+        elapsed_ms = int((time.monotonic() - self._tick_monotonic) * 1000 * self._speed)
+        return clock + max(0, min(elapsed_ms, self._step_ms - 1))
+
+    def reset_timestamp_ms(self, wait_s: float) -> int:
+        """`X-Bapi-Limit-Reset-Timestamp` for a rate limit lifting in `wait_s`: exchange time, or with
+        `clock="wall"` the wall clock itself (clients such as pybit sleep until it by their own clock)."""
+        base = int(time.time() * 1000) if self.clock == "wall" else self.now_ms()
+        return base + int(wait_s * 1000)
+
+    def instrument(self, symbol: str) -> Instrument:
+        """The instrument (tick size, qty step) of a served symbol."""
+        return self._market.series[symbol].instrument
 
     @property
     def live_bars(self) -> int:
@@ -179,7 +267,7 @@ class ReplayExchange:
 
     @property
     def rest_hits(self) -> list[RestHit]:
-        """Every REST kline request so far, in order."""
+        """Every REST market request so far, in order."""
         return self._rest.hits
 
     def bars_closed(self, symbol: str) -> list[Bar]:
@@ -259,6 +347,10 @@ class ReplayExchange:
 
     # ---- the clock --------------------------------------------------------------------------------------
 
+    def _step_clock(self, k: int, steps: int) -> None:
+        self._market.tick_to(k, steps)
+        self._tick_monotonic = time.monotonic()
+
     async def _drive(self) -> None:
         market = self._market
         steps = self.updates_per_bar + 1
@@ -267,19 +359,29 @@ class ReplayExchange:
             forming = market.open_bar()
             if forming is None:
                 break
-            for k in range(1, steps):
+            volumes = {s.symbol: Decimal(0) for s, _, _ in forming}
+            for s, bar, _ in forming:
+                self.books[s.symbol].set_scale(bar.volume)
+            first_k, self._first_k = self._first_k, 0
+            for k in range(first_k + 1, steps):
                 await self._pacer.tick(self.bar_seconds / steps)
-                market.tick_to(k, steps)
+                self._step_clock(k, steps)
                 for s, bar, _ in forming:
-                    frame = self._kline_frame(bar, s.form(k / steps), confirm=False)
+                    values = s.form(k / steps)
+                    frame = self._kline_frame(s, bar.start_ms, values, interval=self.interval, confirm=False)
                     await self._ws.broadcast(kline_topic(self.interval, s.symbol), frame)
+                    await self._push_aggregates(s, bar, closing=False)
+                    if self.book:
+                        await self._push_market(s, values, volumes)
             await self._pacer.tick(self.bar_seconds / steps)
-            market.tick_to(steps, steps)
-            for s, bar, book in forming:
-                market.close(s, bar)
-                await self._confirm(bar)
+            self._step_clock(steps, steps)
+            for s, bar, _ in forming:
+                s.form(1.0)
                 if self.book:
-                    await self._push_book(s, book)
+                    await self._push_market(s, bar_values(bar), volumes)
+                market.close(s, bar)
+                await self._confirm(s, bar)
+                await self._push_aggregates(s, bar, closing=True)
             for symbol, frame in self._faults.take_late(market.slot_ms):
                 await self._ws.broadcast(kline_topic(self.interval, symbol), frame)
             market.end_bar()
@@ -287,24 +389,106 @@ class ReplayExchange:
         self.done.set()
         self._closed_event.set()
 
-    def _kline_frame(self, bar: Bar, values: Values, *, confirm: bool) -> bytes:
+    def _kline_frame(
+        self, s: SymbolSeries, start_ms: int, values: Values, *, interval: str, confirm: bool
+    ) -> bytes:
         return kline_frame(
-            bar,
+            s.instrument,
+            start_ms,
             values,
-            interval=self.interval,
-            interval_ms=self.interval_ms,
-            clock_ms=self.clock_ms,
+            interval=interval,
+            end_ms=klines.bucket_end(interval, start_ms),
+            ts_ms=self.now_ms(),
             confirm=confirm,
         )
 
-    async def _confirm(self, bar: Bar) -> None:
-        frame = self._kline_frame(bar, bar_values(bar), confirm=True)
+    async def _confirm(self, s: SymbolSeries, bar: Bar) -> None:
+        frame = self._kline_frame(s, bar.start_ms, bar_values(bar), interval=self.interval, confirm=True)
         for _ in range(self._faults.confirm_copies(bar.symbol, bar.start_ms, self.interval_ms, frame)):
             await self._ws.broadcast(kline_topic(self.interval, bar.symbol), frame)
 
-    async def _push_book(self, s: SymbolSeries, book: BookTop) -> None:
-        s.seq += 1
-        ob = orderbook_frame(s.symbol, book, seq=s.seq, clock_ms=self.clock_ms)
-        await self._ws.broadcast(orderbook_topic(s.symbol), ob)
-        tk = tickers_frame(s.symbol, book, seq=s.seq, clock_ms=self.clock_ms)
-        await self._ws.broadcast(tickers_topic(s.symbol), tk)
+    async def _push_aggregates(self, s: SymbolSeries, bar: Bar, *, closing: bool) -> None:
+        """Pushes of the coarser intervals someone subscribed to: the bucket holding `bar` so far, confirmed
+        when `bar` (closing) is its last."""
+        for iv in self.intervals[1:]:
+            topic = kline_topic(iv, s.symbol)
+            if not self._ws.wanted(topic):
+                continue
+            b0 = klines.bucket_start(iv, bar.start_ms)
+            values = klines.current(s, iv, bar.start_ms)
+            if values is None:
+                continue
+            confirm = closing and bar.start_ms + self.interval_ms >= klines.bucket_end(iv, b0)
+            await self._ws.broadcast(topic, self._kline_frame(s, b0, values, interval=iv, confirm=confirm))
+
+    async def _push_market(self, s: SymbolSeries, values: Values, volumes: dict[str, Decimal]) -> None:
+        """One clock step of the book model: the trades since the last step, the new quotes, the ticker."""
+        book = self.books[s.symbol]
+        ts = self.now_ms()
+        volume = s.instrument.qty(values[4])
+        prints = book.trade(values[3], volume - volumes[s.symbol], ts_ms=ts)
+        volumes[s.symbol] = max(volume, volumes[s.symbol])
+        if prints:
+            await self._ws.broadcast(trade_topic(s.symbol), trade_frame(s.symbol, prints, ts_ms=ts))
+        await self._push_book(s.symbol)
+
+    async def _push_book(self, symbol: str) -> None:
+        """Push the level-1 book and the ticker delta of `symbol` as they stand."""
+        ts = self.now_ms()
+        self._last_book_push[symbol] = time.monotonic()
+        await self._ws.broadcast(
+            orderbook_topic(symbol), orderbook_frame(symbol, self._book_data(symbol), ts_ms=ts)
+        )
+        if self._ws.wanted(tickers_topic(symbol)):
+            delta = self._tickers[symbol].update(self._ticker(symbol))
+            if delta:
+                frame = tickers_frame(symbol, delta, kind="delta", cs=self.books[symbol].seq, ts_ms=ts)
+                await self._ws.broadcast(tickers_topic(symbol), frame)
+
+    async def _refresh_books(self) -> None:
+        """Quote refreshes between clock steps; while paused, an unchanged book is re-pushed every 3 s."""
+        while True:
+            await asyncio.sleep(self.book_refresh_s)
+            paused = not self._pacer.running
+            for symbol in self.symbols:
+                if not (self._ws.wanted(orderbook_topic(symbol)) or self._ws.wanted(tickers_topic(symbol))):
+                    continue
+                if not paused:
+                    self.books[symbol].refresh()
+                elif time.monotonic() - self._last_book_push.get(symbol, 0.0) < REPUSH_S:
+                    continue
+                await self._push_book(symbol)
+
+    # ---- snapshots ----------------------------------------------------------------------------------------
+
+    def _book_data(self, symbol: str) -> dict[str, object]:
+        book = self.books[symbol]
+        return book_data(book.inst, book.bid, book.bid_sz, book.ask, book.ask_sz, book.seq)
+
+    def _ticker(self, symbol: str, *, rest: bool = False) -> dict[str, str]:
+        return ticker_fields(self._market.series[symbol], self.books[symbol], now_ms=self.now_ms(), rest=rest)
+
+    def _snapshot(self, topic: str) -> bytes | None:
+        """What a new subscriber of `topic` gets right after the ack: the book, or the full ticker."""
+        kind, _, symbol = topic.partition(".")
+        if kind == "orderbook" and symbol.startswith("1.") and symbol[2:] in self.books:
+            return orderbook_frame(symbol[2:], self._book_data(symbol[2:]), ts_ms=self.now_ms())
+        if kind == "tickers" and symbol in self.books:
+            # With other subscribers the stored ticker is what their deltas build on: a new subscriber starts
+            # from it too (the next delta brings both up to date). Without, it is refreshed first.
+            state = self._tickers[symbol]
+            if self._ws.subscribers(topic) <= 1:
+                state.update(self._ticker(symbol))
+            fields = state.fields
+            return tickers_frame(
+                symbol, fields, kind="snapshot", cs=self.books[symbol].seq, ts_ms=self.now_ms()
+            )
+        return None
+
+    def ticker(self, symbol: str) -> dict[str, str]:
+        """The REST `/v5/market/tickers` item of `symbol` now."""
+        return self._ticker(symbol, rest=True)
+
+    def book_snapshot(self, symbol: str) -> dict[str, object]:
+        """The level-1 book of `symbol` now (`data` of an orderbook push)."""
+        return self._book_data(symbol)

@@ -1,4 +1,13 @@
-"""The replay exchange's websocket sessions: subscribe/unsubscribe, ping/pong, broadcast and drops."""
+"""The replay exchange's websocket sessions: subscribe/unsubscribe, ping/pong, broadcast and drops.
+
+Subscribing answers like Bybit's public linear stream: one success frame when every topic of the request is
+accepted, else one failure frame per rejected topic and nothing of that request subscribed. A topic with a
+snapshot (orderbook, tickers) gets it on the subscribing connection right after the ack.
+
+With `latency_ms > 0` every frame the exchange sends (acks, pongs, pushes) leaves `latency_ms` after it was
+produced, in order, through a per-connection queue: a real network never answers within microseconds, and
+clients such as pybit record a request only after sending it.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +15,16 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
 from bot.sim.replay.faults import FaultPlan
+from bot.sim.replay.frames import op_reply
+
+# A topic's snapshot for a new subscriber (None = the topic has none).
+SnapshotFn = Callable[[str], bytes | None]
 
 
 @dataclass(eq=False)
@@ -26,6 +40,9 @@ class ReplayConnection:
     silent: bool = False
     answer_pings: bool = True
     closed: bool = False
+    outbox: asyncio.Queue[tuple[float, str]] | None = None
+    sender: asyncio.Task[None] | None = None
+    released: bool = False
 
 
 class WsSessions:
@@ -33,12 +50,19 @@ class WsSessions:
 
     Args:
         faults: consulted once per accepted websocket for a drop stage.
+        latency_ms: delay of every frame sent (0 = sent at once).
+        snapshot: the snapshot of a topic for a new subscriber (None = none).
     """
 
-    def __init__(self, faults: FaultPlan) -> None:
+    def __init__(
+        self, faults: FaultPlan, *, latency_ms: float = 0.0, snapshot: SnapshotFn | None = None
+    ) -> None:
         self._faults = faults
+        self.latency_ms = latency_ms
+        self._snapshot = snapshot
         self.connections: list[ReplayConnection] = []
         self._topics: dict[str, str] = {}  # subscribable topic -> its symbol
+        self._subscribers: dict[str, int] = {}  # topic -> open connections subscribed
         self._conn_ids = itertools.count(1)
 
     def serve(self, symbol: str, *topics: str) -> None:
@@ -56,10 +80,31 @@ class WsSessions:
         """Websockets currently open."""
         return [c for c in self.connections if not c.closed]
 
+    def subscribers(self, topic: str) -> int:
+        """Open connections subscribed to `topic`."""
+        return self._subscribers.get(topic, 0)
+
+    def wanted(self, topic: str) -> bool:
+        """Whether an open connection is subscribed to `topic` (else its push need not be built)."""
+        return self._subscribers.get(topic, 0) > 0
+
+    def _closed(self, conn: ReplayConnection) -> None:
+        """Mark `conn` closed (its `topics` stay, for tests) and stop counting it as a subscriber."""
+        conn.closed = True
+        if conn.released:
+            return
+        conn.released = True
+        for topic in conn.topics:
+            self._subscribers[topic] = self._subscribers.get(topic, 1) - 1
+        if conn.sender is not None:
+            conn.sender.cancel()
+
     # ---- pushes -----------------------------------------------------------------------------------------
 
     async def broadcast(self, topic: str, frame: bytes) -> None:
         """Send `frame` to every open, non-silent websocket subscribed to `topic`."""
+        if not self.wanted(topic):
+            return
         text = frame.decode()
         for conn in self.connections:
             if not conn.closed and not conn.silent and topic in conn.topics:
@@ -72,17 +117,39 @@ class WsSessions:
                 await self.send(conn, frame)
 
     async def send(self, conn: ReplayConnection, text: str) -> None:
-        """Send one text frame; a connection that fails is marked closed."""
+        """Send one text frame (after the latency); a connection that fails is marked closed."""
+        if conn.closed:
+            return
+        if self.latency_ms <= 0:
+            await self._write(conn, text)
+            return
+        loop = asyncio.get_running_loop()
+        if conn.outbox is None:
+            conn.outbox = asyncio.Queue()
+            conn.sender = asyncio.create_task(self._deliver(conn, conn.outbox), name=f"{conn.conn_id}-send")
+        conn.outbox.put_nowait((loop.time() + self.latency_ms / 1000, text))
+
+    async def _write(self, conn: ReplayConnection, text: str) -> None:
         try:
             await conn.ws.send_str(text)
         except (ConnectionError, RuntimeError):
-            conn.closed = True
+            self._closed(conn)
+
+    async def _deliver(self, conn: ReplayConnection, outbox: asyncio.Queue[tuple[float, str]]) -> None:
+        loop = asyncio.get_running_loop()
+        while not conn.closed:
+            due, text = await outbox.get()
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not conn.closed:
+                await self._write(conn, text)
 
     # ---- faults and shutdown ----------------------------------------------------------------------------
 
     async def drop(self, conn: ReplayConnection, *, abort: bool) -> None:
         """Drop one websocket: a TCP reset without a close frame (abort) or a 1001 close."""
-        conn.closed = True
+        self._closed(conn)
         if abort and conn.transport is not None:
             conn.transport.abort()
         else:
@@ -99,7 +166,7 @@ class WsSessions:
         """Close every open websocket (server shutdown)."""
         for conn in self.connections:
             if not conn.closed:
-                conn.closed = True
+                self._closed(conn)
                 with contextlib.suppress(Exception):
                     await conn.ws.close()
 
@@ -127,7 +194,7 @@ class WsSessions:
                 if await self._on_client_frame(conn, msg.data, drop_on_subscribe=stage == "subscribe"):
                     break
         finally:
-            conn.closed = True
+            self._closed(conn)
         return ws
 
     async def _on_client_frame(self, conn: ReplayConnection, text: str, *, drop_on_subscribe: bool) -> bool:
@@ -143,14 +210,8 @@ class WsSessions:
         if op == "ping":
             conn.pings += 1
             if conn.answer_pings:
-                reply = {
-                    "success": True,
-                    "ret_msg": "pong",
-                    "conn_id": conn.conn_id,
-                    "req_id": req_id,
-                    "op": "ping",
-                }
-                await self.send(conn, json.dumps(reply))
+                reply = op_reply(success=True, ret_msg="pong", conn_id=conn.conn_id, req_id=req_id, op="ping")
+                await self.send(conn, reply)
             return False
         if op in ("subscribe", "unsubscribe"):
             conn.subscribe_requests += op == "subscribe"
@@ -159,27 +220,35 @@ class WsSessions:
                 return True
             args = req.get("args")
             topics = [a for a in args if isinstance(a, str)] if isinstance(args, list) else []
-            error = self._apply(conn, op, topics)
-            reply = {
-                "success": not error,
-                "ret_msg": error,
-                "conn_id": conn.conn_id,
-                "req_id": req_id,
-                "op": op,
-            }
-            await self.send(conn, json.dumps(reply))
+            errors = self._apply(conn, op, topics)
+            for error in errors or [""]:
+                reply = op_reply(success=not error, ret_msg=error, conn_id=conn.conn_id, req_id=req_id, op=op)
+                await self.send(conn, reply)
+            if op == "subscribe" and not errors and self._snapshot is not None:
+                for topic in topics:
+                    frame = self._snapshot(topic)
+                    if frame is not None:
+                        await self.send(conn, frame.decode())
         return False
 
-    def _apply(self, conn: ReplayConnection, op: str, topics: list[str]) -> str:
-        """(Un)subscribe `conn` to `topics`; return the first error ("" = none), as Bybit words it."""
-        error = ""
+    def _apply(self, conn: ReplayConnection, op: str, topics: list[str]) -> list[str]:
+        """(Un)subscribe `conn` to every topic of one request, or to none: the errors, one per rejected topic,
+        worded as Bybit does."""
+        errors: list[str] = []
+        if not topics:
+            errors.append(f"error:args invalid,op:{op}")
         for topic in topics:
             if topic not in self._topics:
-                error = error or f"error:handler not found,topic:{topic}"
+                errors.append(f"error:handler not found,topic:{topic}")
             elif op == "subscribe" and topic in conn.topics:
-                error = error or f"error:already subscribed,topic:{topic}"
-            elif op == "subscribe":
+                errors.append(f"error:already subscribed,topic:{topic}")
+        if errors or conn.closed:
+            return errors
+        for topic in dict.fromkeys(topics):
+            if op == "subscribe":
                 conn.topics.add(topic)
-            else:
+                self._subscribers[topic] = self._subscribers.get(topic, 0) + 1
+            elif topic in conn.topics:
                 conn.topics.discard(topic)
-        return error
+                self._subscribers[topic] = self._subscribers.get(topic, 1) - 1
+        return errors
