@@ -38,7 +38,7 @@ def test_realised_vol_of_alternating_returns_is_their_size() -> None:
 
 
 def test_forward_rv_looks_only_ahead() -> None:
-    """forward_rv at t uses returns t+1..t+H: a shock at bar 50 shows up at t = 50-H .. 49 and nowhere else."""
+    """forward_rv at t uses returns t+1..t+H: a shock at bar 50 shows at t = 50-H .. 49 and nowhere else."""
     r = np.full(100, 0.001)
     r[49] = 0.05  # the return of bar 50 (close[50] / close[49])
     close = prices(r)

@@ -123,7 +123,7 @@ class Engine:
         """
         family.check_routes(self.params.regime.routes)
         if self.trader.cfg.sizing == "vol_target" and not family.has_vol_head:
-            raise ModelError("[paper] sizing = \"vol_target\" needs a tier family with a volatility head")
+            raise ModelError('[paper] sizing = "vol_target" needs a tier family with a volatility head')
         thresholds = RegimeThresholdValues.resolve(family.regime_calibration, self.params.regime)
         for st in self._symbols.values():
             st.detector.thresholds = thresholds
