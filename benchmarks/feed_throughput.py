@@ -24,7 +24,8 @@ from typing import Any
 
 import structlog
 
-from bot.bybit.feed import FeedReady, MarketFeed
+from bot.bybit.events import FeedReady
+from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import RestClient
 from bot.config import Config, parse_config
 from bot.core.bars import Bar

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bot import logs
-from bot.bybit.feed import FeedReady, MarketFeed
+from bot.bybit.events import FeedReady
+from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import RestClient
 from bot.config import Config, engine_params, watchdog_fresh_s
 from bot.core.bars import INTERVAL_MS, Bar, BookTop, interval_ms

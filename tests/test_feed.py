@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from bot.bybit.feed import FeedEvent, FeedReady, MarketFeed
+from bot.bybit.events import FeedEvent, FeedReady
+from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import RestClient
 from bot.config import Config, parse_config
 from bot.core.bars import Bar, BookTop

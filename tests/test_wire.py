@@ -71,3 +71,35 @@ def test_rest_rows_decode_to_typed_klines() -> None:
     bad = msgspec.Raw(b'{"symbol":"B","category":"linear","list":[["x","1","2","0.5","1.5","10","15"]]}')
     with pytest.raises(WireError, match="GET kline"):
         decode_rest_klines(bad, what="GET kline")
+
+
+def test_pushes_become_domain_values() -> None:
+    """kline_events splits confirms from the forming bar; a one-sided book has no top; ticker deltas merge."""
+    from bot.bybit.events import TickerTops, book_top, kline_events
+    from bot.core.bars import Bar
+    from bot.core.stream import PartialBar
+
+    (k,) = decode_klines(kline(), topic="t")
+    forming = msgspec.structs.replace(k, confirm=False, start=k.start + 300_000)
+    items = kline_events([k, forming], symbol=SYM, interval_ms=300_000, recv_ns=7, topic="t")
+    assert isinstance(items[0], Bar)
+    assert items[0].recv_ns == 7
+    assert isinstance(items[1], PartialBar)
+    with pytest.raises(WireError, match="grid"):
+        kline_events([k], symbol=SYM, interval_ms=7_000_000, recv_ns=0, topic="t")
+    one_sided = decode_orderbook(msgspec.Raw(b'{"s":"BTCUSDT","b":[["1","1"]],"a":[]}'), topic="t")
+    assert book_top(one_sided, symbol=SYM, ts_ms=1) is None
+    tops = TickerTops()
+    snap = decode_ticker(
+        msgspec.Raw(b'{"symbol":"BTCUSDT","bid1Price":"10","bid1Size":"1","ask1Price":"11","ask1Size":"2"}'),
+        topic="t",
+    )
+    assert tops.update(snap, symbol=SYM, ts_ms=1) is not None
+    delta = decode_ticker(msgspec.Raw(b'{"symbol":"BTCUSDT","ask1Size":"0"}'), topic="t")
+    top = tops.update(delta, symbol=SYM, ts_ms=2)
+    assert top is not None
+    assert (top.bid_px, top.ask_px, top.ask_sz) == (10.0, 11.0, 0.0)
+    assert tops.update(delta, symbol="ETHUSDT", ts_ms=3) is None  # nothing known for that symbol yet
+
+
+SYM = "BTCUSDT"

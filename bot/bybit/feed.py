@@ -38,14 +38,14 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from bot.bybit.backoff import Backoff, permanent_cause
+from bot.bybit.events import FeedEvent, FeedReady, FeedStats, TickerTops, book_top, kline_events
 from bot.bybit.rest import RestClient
 from bot.bybit.wire import (
     WireError,
@@ -56,7 +56,7 @@ from bot.bybit.wire import (
     decode_ticker,
 )
 from bot.config import Config
-from bot.core.bars import Bar, BookTop, interval_ms
+from bot.core.bars import Bar, interval_ms
 from bot.core.errors import (
     BotError,
     EndpointError,
@@ -82,37 +82,6 @@ from bot.logs import (
 )
 
 SUBSCRIBE_CHUNK = 10  # topics per subscribe request
-
-
-@dataclass(frozen=True, slots=True)
-class FeedReady:
-    """Sent once: the start-up backfill is done and the first subscribe was acknowledged."""
-
-    symbols: tuple[str, ...]
-    backfilled_bars: int
-
-
-FeedEvent = Bar | BookTop | PartialBar | FeedReady
-
-
-@dataclass(slots=True)
-class FeedStats:
-    """What the feed has done so far: monotonic counts (read them, never write them; the feed is the only
-    writer) and the connection state. Consumers take deltas between polls (the service's metrics)."""
-
-    connects: int = 0  # websocket connections opened (the first included)
-    reconnects: int = 0  # connections replaced after a failure or close
-    backfilled_bars: int = 0  # confirmed bars emitted from REST (start-up backfill and gap fills)
-    ws_bars: int = 0  # confirmed bars emitted from the websocket
-    dropped_updates: int = 0  # PartialBar/BookTop dropped because the event queue was full
-    duplicates_dropped: int = 0  # confirmed bars seen again (already emitted)
-    late_dropped: int = 0  # confirmed bars older than the stream's position
-    gaps_skipped: int = 0  # gaps given up (REST banned): bars emitted across them
-    bad_frames: int = 0  # frames that failed to decode or validate (logged, skipped)
-    unknown_topics: int = 0  # pushes on a topic the feed did not subscribe
-    pongs: int = 0  # heartbeat answers
-    connected: bool = False  # a websocket is open now
-    last_reconnect_cause: str | None = None  # why the newest reconnect happened; None before the first
 
 
 class _Fatal:
@@ -170,7 +139,7 @@ class MarketFeed:
         self._runner: asyncio.Task[None] | None = None
         self._fill_wanted = asyncio.Event()
         self._filler_error: BaseException | None = None
-        self._tickers: dict[str, dict[str, float]] = {}
+        self._tickers = TickerTops()
         self._behind_since: dict[str, float] = {}
         self._ping_since: float | None = None
         self._closed = False
@@ -499,68 +468,23 @@ class MarketFeed:
             self._log.warning(WS_UNKNOWN_TOPIC, topic=topic)
             return
         klines = decode_klines(env.data, topic=topic)
-        parsed: list[tuple[bool, Bar | PartialBar]] = []
-        for k in klines:
-            if k.start % self.interval_ms != 0:
-                raise WireError(f"{topic}: expected start on the {self.interval_ms} ms grid, got {k.start}")
-            o, h, lo, c, v, t = k.open, k.high, k.low, k.close, k.volume, k.turnover
-            if k.confirm:
-                bar = Bar(symbol, k.start, o, h, lo, c, v, t, source="ws", recv_ns=self._frame_recv_ns)
-                parsed.append((True, bar))
-            else:
-                parsed.append((False, PartialBar(symbol, k.start, o, h, lo, c, v, t, k.timestamp)))
+        items = kline_events(
+            klines, symbol=symbol, interval_ms=self.interval_ms, recv_ns=self._frame_recv_ns, topic=topic
+        )
         self._last_kline_monotonic = time.monotonic()
-        for confirm, item in parsed:
-            if confirm:
-                assert isinstance(item, Bar)
-                self._apply(stream.on_ws_confirm(item))
-            else:
-                assert isinstance(item, PartialBar)
-                self._apply(stream.on_ws_partial(item))
+        for item in items:
+            self._apply(stream.on_ws_confirm(item) if isinstance(item, Bar) else stream.on_ws_partial(item))
 
     def _on_orderbook(self, env: WsEnvelope, symbol: str) -> None:
-        topic = env.topic or ""
-        book = decode_orderbook(env.data, topic=topic)
-        if not book.b or not book.a:
-            return  # one-sided update: the top of book is unknown on one side
-        (bp, bs), (ap, asz) = book.b[0], book.a[0]
-        self._put(
-            BookTop(
-                symbol,
-                env.ts or 0,
-                bp,
-                bs,
-                ap,
-                asz,
-            ),
-            droppable=True,
-        )
+        top = book_top(decode_orderbook(env.data, topic=env.topic or ""), symbol=symbol, ts_ms=env.ts or 0)
+        if top is not None:
+            self._put(top, droppable=True)
 
     def _on_ticker(self, env: WsEnvelope, symbol: str) -> None:
-        topic = env.topic or ""
-        tk = decode_ticker(env.data, topic=topic)
-        state = self._tickers.setdefault(symbol, {})
-        fields: dict[str, Any] = {
-            "bid_px": tk.bid1Price,
-            "bid_sz": tk.bid1Size,
-            "ask_px": tk.ask1Price,
-            "ask_sz": tk.ask1Size,
-        }
-        for key, value in fields.items():
-            if value is not None:  # a delta carries only what changed
-                state[key] = value
-        if len(state) == 4:
-            self._put(
-                BookTop(
-                    symbol,
-                    env.ts or 0,
-                    state["bid_px"],
-                    state["bid_sz"],
-                    state["ask_px"],
-                    state["ask_sz"],
-                ),
-                droppable=True,
-            )
+        tk = decode_ticker(env.data, topic=env.topic or "")
+        top = self._tickers.update(tk, symbol=symbol, ts_ms=env.ts or 0)
+        if top is not None:
+            self._put(top, droppable=True)
 
 
 def _json_list(items: list[str]) -> str:
