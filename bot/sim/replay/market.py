@@ -15,30 +15,28 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.core.bars import Bar, BookTop, interval_ms
+from bot.core.bars import Bar, interval_ms
 from bot.core.errors import DataError
 from bot.sim.csvbars import read_csv_bars
 from bot.sim.replay.frames import Values, partial_values
 from bot.sim.replay.instruments import Instrument
 from bot.sim.synthetic import SyntheticMarket
 
-Step = tuple[Bar, BookTop]
+Step = Bar  # one bar of a source, as read (before quantising and shifting)
 
 
 # ---- data sources -----------------------------------------------------------------------------------------
 
 
 def csv_steps(path: Path, symbol: str) -> Iterator[Step]:
-    """Bars of a klines CSV (read leniently), each with a top of book 0.5 bp either side of the close."""
-    for bar in read_csv_bars(path, symbol, lenient=True):
-        half = bar.close * 0.25e-4
-        yield bar, BookTop(symbol, bar.start_ms, bar.close - half, 1.0, bar.close + half, 1.0)
+    """Bars of a klines CSV (read leniently)."""
+    yield from read_csv_bars(path, symbol, lenient=True)
 
 
 def synthetic_steps(symbol: str, seed: int, interval: str) -> Iterator[Step]:
-    """Bars and books of `SyntheticMarket(seed=seed)`."""
+    """Bars of `SyntheticMarket(seed=seed)` (its book is not used: `book.BookModel` quotes every source)."""
     for step in SyntheticMarket(seed=seed, symbol=symbol, interval=interval).stream():
-        yield step.bar, step.book
+        yield step.bar
 
 
 def csv_for(data: Path, symbol: str, interval: str) -> Path:
@@ -70,7 +68,6 @@ class SymbolSeries:
     forming: Bar | None = None  # bar being formed now
     fraction: float = 0.0
     exhausted: bool = False
-    seq: int = 0  # orderbook/tickers sequence number
 
     def peek(self) -> Step | None:
         """The next bar of the source (None = exhausted), without taking it."""
@@ -79,16 +76,16 @@ class SymbolSeries:
             if step is None:
                 self.exhausted = True
             else:
-                bar = self.instrument.quantise_bar(step[0])
+                bar = self.instrument.quantise_bar(step)
                 if self.shift_ms:
                     bar = dataclasses.replace(bar, start_ms=bar.start_ms + self.shift_ms)
-                self.pending = bar, step[1]
+                self.pending = bar
         return self.pending
 
     def skip_before(self, slot_ms: int) -> Step | None:
         """Drop source bars opening before `slot_ms` (misaligned rows); return the next one."""
         nxt = self.peek()
-        while nxt is not None and nxt[0].start_ms < slot_ms:
+        while nxt is not None and nxt.start_ms < slot_ms:
             self.pending = None
             nxt = self.peek()
         return nxt
@@ -160,13 +157,9 @@ class Market:
             sample = list(itertools.islice(source, 64))
             samples[symbol] = sample
             given = self.instruments_given.get(symbol)
-            inst = (
-                Instrument.of(symbol, *given)
-                if given is not None
-                else Instrument.infer(symbol, (b for b, _ in sample))
-            )
+            inst = Instrument.of(symbol, *given) if given is not None else Instrument.infer(symbol, sample)
             self.series[symbol] = SymbolSeries(symbol, itertools.chain(sample, source), inst)
-        raw_starts = [s[0][0].start_ms for s in samples.values() if s]
+        raw_starts = [s[0].start_ms for s in samples.values() if s]
         if not raw_starts:
             raise DataError(f"{self.data}: no bars")
         if wall_ms is not None:
@@ -175,27 +168,27 @@ class Market:
             for s in self.series.values():
                 s.shift_ms = shift
         firsts = [s.peek() for s in self.series.values()]
-        starts = [f[0].start_ms for f in firsts if f is not None]
+        starts = [f.start_ms for f in firsts if f is not None]
         slot = min(starts)
         for _ in range(self.history_bars):
             for s in self.series.values():
                 nxt = s.skip_before(slot)
-                if nxt is not None and nxt[0].start_ms == slot:
+                if nxt is not None and nxt.start_ms == slot:
                     s.pending = None
-                    self._retain(s, nxt[0])
+                    self._retain(s, nxt)
             slot += self.interval_ms
         self._slot = slot
         self.clock_ms = slot
 
-    def open_bar(self) -> list[tuple[SymbolSeries, Bar, BookTop]] | None:
+    def open_bar(self) -> list[tuple[SymbolSeries, Bar]] | None:
         """Start forming the next bar of every symbol that has one; None = every source is exhausted."""
         slot = self._slot
-        forming: list[tuple[SymbolSeries, Bar, BookTop]] = []
+        forming: list[tuple[SymbolSeries, Bar]] = []
         for s in self.series.values():
             nxt = s.skip_before(slot)
-            if nxt is not None and nxt[0].start_ms == slot:
-                s.forming, s.fraction = nxt[0], 0.0
-                forming.append((s, nxt[0], nxt[1]))
+            if nxt is not None and nxt.start_ms == slot:
+                s.forming, s.fraction = nxt, 0.0
+                forming.append((s, nxt))
             else:
                 s.forming = None
         if all(s.exhausted for s in self.series.values()):

@@ -177,7 +177,7 @@ class ReplayExchange:
             )
             series = self._market.series[symbol]
             nxt = series.peek()
-            last = series.bars[-1] if series.bars else nxt[0] if nxt is not None else None
+            last = series.bars[-1] if series.bars else nxt
             price, volume = (last.close, last.volume) if last is not None else (1.0, 1.0)
             self.books[symbol] = BookModel(
                 series.instrument, seed=self.seed + 1000 + i, price=price, bar_volume=volume
@@ -359,14 +359,14 @@ class ReplayExchange:
             forming = market.open_bar()
             if forming is None:
                 break
-            volumes = {s.symbol: Decimal(0) for s, _, _ in forming}
-            for s, bar, _ in forming:
+            volumes = {s.symbol: Decimal(0) for s, _ in forming}
+            for s, bar in forming:
                 self.books[s.symbol].set_scale(bar.volume)
             first_k, self._first_k = self._first_k, 0
             for k in range(first_k + 1, steps):
                 await self._pacer.tick(self.bar_seconds / steps)
                 self._step_clock(k, steps)
-                for s, bar, _ in forming:
+                for s, bar in forming:
                     values = s.form(k / steps)
                     frame = self._kline_frame(s, bar.start_ms, values, interval=self.interval, confirm=False)
                     await self._ws.broadcast(kline_topic(self.interval, s.symbol), frame)
@@ -375,7 +375,7 @@ class ReplayExchange:
                         await self._push_market(s, values, volumes)
             await self._pacer.tick(self.bar_seconds / steps)
             self._step_clock(steps, steps)
-            for s, bar, _ in forming:
+            for s, bar in forming:
                 s.form(1.0)
                 if self.book:
                     await self._push_market(s, bar_values(bar), volumes)
