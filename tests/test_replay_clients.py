@@ -118,8 +118,8 @@ async def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 
 async def test_pybit_websocket_streams_survive_a_drop(ex: ReplayExchange, monkeypatch: Any) -> None:
-    """pybit WebSocket: kline, orderbook.1 and tickers stream, a dropped connection reconnects, resubscribes
-    and streams again; the ticker state pybit merges from deltas keeps every field."""
+    """pybit WebSocket: kline (served and aggregated), orderbook.1, tickers and publicTrade stream; a dropped
+    connection reconnects, resubscribes and streams again; the ticker pybit merges from deltas is complete."""
     template = ex.ws_url.removesuffix(WS_PATH) + "/v5/public/{CHANNEL_TYPE}"
     monkeypatch.setattr(pybit_http, "PUBLIC_WSS", template)
     got = Collected()
@@ -130,11 +130,13 @@ async def test_pybit_websocket_streams_survive_a_drop(ex: ReplayExchange, monkey
         ws.kline_stream(interval=15, symbol="ETHUSDT", callback=got)
         ws.orderbook_stream(depth=1, symbol="BTCUSDT", callback=got)
         ws.ticker_stream(symbol="ETHUSDT", callback=got)
+        ws.trade_stream(symbol="BTCUSDT", callback=got)
         return ws
 
     ws = await asyncio.to_thread(connect)
     try:
         wanted = {"kline.5.BTCUSDT", "kline.15.ETHUSDT", "orderbook.1.BTCUSDT", "tickers.ETHUSDT"}
+        wanted.add("publicTrade.BTCUSDT")
         await wait_for(lambda: got.topics_after(0.0) >= wanted)
         assert await ex.drop_connections() == 1
         dropped_at = time.monotonic()
