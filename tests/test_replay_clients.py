@@ -188,3 +188,16 @@ async def test_ccxt_load_markets_fetch_ohlcv_ticker_order_book(ex: ReplayExchang
         assert await bybit.fetch_time() > 0
     finally:
         await bybit.close()
+
+
+async def test_ccxt_paginates_to_its_own_clock_with_the_wall_clock() -> None:
+    """clock="wall": ccxt's paginate (which stops at its own clock) gets every bar from `since` to now."""
+    async with ReplayExchange(symbols=["BTCUSDT"], bar_seconds=300.0, history_bars=1500, clock="wall") as ex:
+        bybit = ccxt_bybit(ex)
+        try:
+            keys = ex.closed_keys("BTCUSDT")
+            paged = await bybit.fetch_ohlcv("BTC/USDT:USDT", "5m", since=keys[0], params={"paginate": True})
+        finally:
+            await bybit.close()
+    assert [c[0] for c in paged][: len(keys)] == keys
+    assert keys[-1] + 300_000 <= time.time() * 1000
