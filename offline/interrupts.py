@@ -16,13 +16,21 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
+_doing: list[str] = [""]
+
+
+def doing(what: str) -> None:
+    """Record what the run is doing now (e.g. "training teacher research, epoch 3/40"), for the message."""
+    _doing[0] = what
+
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived during an offline run; `signum` is the signal."""
+    """SIGINT or SIGTERM arrived during an offline run; `signum` is the signal, `during` what was running."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, during: str = "") -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.during = during
 
     @property
     def exit_code(self) -> int:
@@ -31,7 +39,7 @@ class Interrupted(BaseException):
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signum)
+    raise Interrupted(signum, _doing[0])
 
 
 @contextlib.contextmanager
@@ -47,5 +55,6 @@ def stop_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
+        _doing[0] = ""
         for sig, handler in previous.items():
             signal.signal(sig, handler)

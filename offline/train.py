@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from bot.config import AlphaSchedule, DistillConfig
 from bot.core.features import feature_indices
+from offline import interrupts
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -217,7 +218,8 @@ def fit_mlp(
     bar = tqdm(total=epochs, desc=desc, disable=not progress, leave=True, dynamic_ncols=True)
     try:
         for epoch in range(1, epochs + 1):
-            mlp.partial_fit(X, target)
+            interrupts.doing(f"training {desc or 'a model'}, epoch {epoch}/{epochs}")
+            mlp.partial_fit(X, target)  # a signal raises offline.interrupts.Interrupted from inside
             mse = float(np.mean((mlp.predict(X_val).astype(np.float64) - y_val) ** 2))
             history.append(mse)
             if mse < best_mse - 1e-7:

@@ -12,7 +12,7 @@ import csv
 import gzip
 import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -25,7 +25,7 @@ _GZIP_MAGIC: Final = b"\x1f\x8b"
 _BOM: Final = b"\xef\xbb\xbf"
 
 
-def _lines(p: Path) -> Iterator[str]:
+def _lines(p: Path) -> Generator[str, None, None]:
     """The file's lines as text: gzip decompressed, a leading BOM dropped, strict UTF-8 per line."""
     try:
         with p.open("rb") as raw:

@@ -1,0 +1,438 @@
+"""Bad input and hostile environment, as a table: input -> exit code -> message fragment -> files untouched.
+
+Each row runs the real command line (`python -m bot ...`, `python -m offline ...`) in a subprocess in its
+own directory; the rows run concurrently (a few at a time) once per module and each test checks one row.
+Every row requires the documented exit code (docs/errors.md), the fragment on stderr, no traceback, and the
+listed paths byte-identical afterwards (or still absent). `offline distill --out DIR` adds a version to the
+model store DIR (docs/service.md), so a DIR holding anything but tier families is refused. Faults that need
+a running service, a signal or a real disk are pinned below the table as plain tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import websockets
+from support import REPO, loop_config, small_config, to_toml
+
+from bot.bybit.backoff import permanent_cause
+from bot.bybit.feed import is_retryable
+from bot.core.bars import Bar
+from bot.ledger import Ledger, LedgerError
+from bot.metrics import Metrics
+from bot.outputs import OutputPathError, StagedOutput
+
+pytestmark = pytest.mark.timeout(600)  # the module fixture trains the family (if first) and runs every row
+
+HEADER = "start_ms,open,high,low,close,volume\n"
+T0 = 1_700_000_100_000  # on the 5-minute grid
+
+
+def csv_rows(n: int, *, step_ms: int = 300_000, flat: bool = False) -> str:
+    """`n` valid klines rows (a slow zig-zag, or one constant price when `flat`)."""
+    out = []
+    for i in range(n):
+        c = 100.0 if flat else 100.0 + (i % 7) * 0.3
+        out.append(f"{T0 + i * step_ms},{c},{c + 0.5},{c - 0.5},{c},10\n")
+    return "".join(out)
+
+
+# ---- the table -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One row: `setup(dir, family)` writes the inputs; `argv` is run in `dir` (`{family}` is substituted)."""
+
+    id: str
+    argv: list[str]
+    code: int
+    fragment: str
+    untouched: list[str] = field(default_factory=list)  # paths (relative to dir) that must not change
+    absent: list[str] = field(default_factory=list)  # paths that must still not exist
+    setup: Callable[[Path, Path], None] | None = None
+
+
+def _write(rel: str, text: str | bytes) -> Callable[[Path, Path], None]:
+    def setup(d: Path, family: Path) -> None:
+        p = d / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            p.write_bytes(text)
+        else:
+            p.write_text(text, encoding="utf-8")
+
+    return setup
+
+
+def _all(*steps: Callable[[Path, Path], None]) -> Callable[[Path, Path], None]:
+    def setup(d: Path, family: Path) -> None:
+        for step in steps:
+            step(d, family)
+
+    return setup
+
+
+def _family_copy(rel: str = "models") -> Callable[[Path, Path], None]:
+    def setup(d: Path, family: Path) -> None:
+        shutil.copytree(family, d / rel)
+
+    return setup
+
+
+def _bot_config(**overrides: dict[str, Any]) -> Callable[[Path, Path], None]:
+    """config.toml for `bot run`: the tiny loop config (models = the trained family, nothing listening on
+    the exchange URLs), with section keys overridden (values the schema accepts; `_raw_config` for others)."""
+
+    def setup(d: Path, family: Path) -> None:
+        cfg = loop_config("http://127.0.0.1:9", "ws://127.0.0.1:9", family, d / "state")
+        data = msgspec.to_builtins(cfg)
+        for section, values in overrides.items():
+            data[section].update(values)
+        (d / "config.toml").write_text(to_toml(msgspec.convert(data, type(cfg))), encoding="utf-8")
+
+    return setup
+
+
+def _raw_config(section: str, key: str, raw: str) -> Callable[[Path, Path], None]:
+    """Replace one `key = value` line of config.toml with `key = raw`."""
+
+    def setup(d: Path, family: Path) -> None:
+        path = d / "config.toml"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        current = ""
+        for i, line in enumerate(lines):
+            if line.startswith("["):
+                current = line.strip("[]")
+            elif current == section and line.startswith(f"{key} ="):
+                lines[i] = f"{key} = {raw}"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    return setup
+
+
+def _ledger_with_1m_bars(d: Path, family: Path) -> None:
+    ledger = Ledger.open(d / "state" / "ledger.sqlite")
+    try:
+        for i in range(3):
+            ms = 1_700_000_040_000 + i * 60_000
+            ledger.record_bar(Bar("SYNTHUSDT", ms, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "rest"))
+    finally:
+        ledger.close()
+
+
+def _bad_file_name(d: Path, family: Path) -> None:
+    shutil.copytree(family, d / "models")
+    manifest = json.loads((d / "models" / "manifest.json").read_text(encoding="utf-8"))
+    manifest["tiers"][0]["file"] = ".."
+    (d / "models" / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+USER_DIR = _all(_write("mine/notes.txt", "my own notes\n"), _write("mine/sub/data.bin", b"\x00\x01"))
+RUN = ["-m", "bot", "run", "--config", "config.toml"]
+DISTILL = ["-m", "offline", "distill", "--quick", "--no-progress"]
+STATE = ["state/ledger.sqlite", "state/ledger.sqlite.lock", "state/decisions.jsonl"]
+
+CASES = [
+    # --- output safety: offline distill --out -------------------------------------------------------
+    Case("distill-out-user-dir", [*DISTILL, "--out", "mine"], 2, "not a tier-family version",
+         untouched=["mine"], setup=USER_DIR),
+    Case("distill-out-regular-file", [*DISTILL, "--out", "notes.txt"], 2, "exists and is not a directory",
+         untouched=["notes.txt"], setup=_write("notes.txt", "keep me\n")),
+    Case("distill-out-data-dir", [*DISTILL, "--data", "d/x.csv", "--out", "d"], 2, "holds 'x.csv', which",
+         untouched=["d"], setup=_write("d/x.csv", HEADER + csv_rows(500))),
+    Case("distill-out-cwd", [*DISTILL, "--out", "."], 2, "holds 'keep.txt', which is not",
+         untouched=["."], setup=_write("keep.txt", "x\n")),
+    Case("distill-out-parent-of-cwd", [*DISTILL, "--out", ".."], 2, "which is not a tier-family version",
+         untouched=["."], setup=_write("keep.txt", "x\n")),
+    Case("distill-out-under-a-file", [*DISTILL, "--out", "notes.txt/models"], 2, "is not a directory",
+         untouched=["notes.txt"], setup=_write("notes.txt", "keep me\n")),
+    Case("distill-out-family-with-user-files", [*DISTILL, "--out", "models"], 2,
+         "holds 'mine.txt', which is not a tier-family version",
+         untouched=["models"], setup=_all(_family_copy(), _write("models/mine.txt", "x\n"))),
+    # --- data files ---------------------------------------------------------------------------------
+    Case("distill-drop-last-2-rows", [*DISTILL, "--data", "x.csv", "--drop-last", "--out", "models"], 2,
+         "--drop-last leaves 1 data row", absent=["models"], setup=_write("x.csv", HEADER + csv_rows(2))),
+    Case("distill-flat-prices", [*DISTILL, "--data", "x.csv", "--out", "models"], 2, "degenerate data",
+         absent=["models"], setup=_write("x.csv", HEADER + csv_rows(500, flat=True))),
+    Case("distill-too-few-rows", [*DISTILL, "--data", "x.csv", "--out", "models"], 2, "too few usable rows",
+         absent=["models"], setup=_write("x.csv", HEADER + csv_rows(80))),
+    Case("distill-bom-csv-is-read", [*DISTILL, "--data", "x.csv", "--out", "models"], 2,
+         "too few usable rows", absent=["models"],
+         setup=_write("x.csv", b"\xef\xbb\xbf" + (HEADER + csv_rows(80)).encode())),
+    Case("distill-gzip-csv-is-read", [*DISTILL, "--data", "x.csv.gz", "--out", "models"], 2,
+         "too few usable rows", absent=["models"],
+         setup=_write("x.csv.gz", gzip.compress((HEADER + csv_rows(80)).encode()))),
+    Case("distill-non-utf8-csv", [*DISTILL, "--data", "x.csv", "--out", "models"], 2,
+         "line 3: not UTF-8", absent=["models"],
+         setup=_write("x.csv", (HEADER + csv_rows(1)).encode() + b"\xff\xfe,1,1,1,1,1\n")),
+    Case("distill-bad-symbol", [*DISTILL, "--data", "x.csv", "--symbol", "btc/usd", "--out", "models"], 2,
+         "--symbol", absent=["models"], setup=_write("x.csv", HEADER + csv_rows(3))),
+    # --- offline fetch --------------------------------------------------------------------------------
+    Case("fetch-out-user-file", ["-m", "offline", "fetch", "--out", "notes.txt", "--rest-url", "http://127.0.0.1:9"],
+         2, "not a klines CSV", untouched=["notes.txt"], setup=_write("notes.txt", "keep me\n")),
+    Case("fetch-days-inf", ["-m", "offline", "fetch", "--out", "x.csv", "--days", "inf"], 2, "--days",
+         absent=["x.csv"]),
+    # --- models must fit the config (exit 3 before any file) ------------------------------------------
+    Case("run-interval-mismatch", RUN, 3, "interval '5' bars ($.provenance.interval), config [market] "
+         "interval is '1'", absent=["state"], setup=_bot_config(market={"interval": "1"})),
+    Case("run-symbol-mismatch", RUN, 3, "symbols = 'any'", absent=["state"],
+         setup=_bot_config(market={"symbols": ["BTCUSDT"]})),
+    Case("run-feature-set-mismatch", RUN, 3, "config [tiers.edge] features = 'newest_bar'", absent=["state"],
+         setup=_all(_bot_config(), _raw_config("tiers.edge", "features", '"newest_bar"'))),
+    Case("run-horizon-mismatch", RUN, 3, "horizon_bars is 3", absent=["state"],
+         setup=_bot_config(distill={"horizon_bars": 3})),
+    Case("run-manifest-file-outside-models", [*RUN], 3, "inside the models dir", absent=["state"],
+         setup=_all(_bad_file_name, _bot_config(), _raw_config("models", "dir", '"models"'))),
+    # --- config values ----------------------------------------------------------------------------------
+    Case("run-timeout-inf", RUN, 2, "$.exchange.rest_timeout_s: expected a finite number, got inf",
+         absent=["state"], setup=_all(_bot_config(), _raw_config("exchange", "rest_timeout_s", "inf"))),
+    Case("run-nan", RUN, 2, "$.paper.slippage_bps: expected a finite number", absent=["state"],
+         setup=_all(_bot_config(), _raw_config("paper", "slippage_bps", "nan"))),
+    Case("run-ws-url-https", RUN, 2, "$.exchange.ws_url: expected a ws:// or wss:// URL", absent=["state"],
+         setup=_all(_bot_config(), _raw_config("exchange", "ws_url", '"https://stream.bybit.com"'))),
+    Case("run-rest-url-wss", RUN, 2, "$.exchange.rest_url: expected a http:// or https:// URL",
+         absent=["state"], setup=_all(_bot_config(), _raw_config("exchange", "rest_url", '"wss://x.y"'))),
+    Case("run-decisions-path-is-dir", RUN, 2, "decisions_path", absent=STATE[:2],
+         setup=_all(_bot_config(logging={"decisions_path": "logs"}), _write("logs/keep.txt", "x\n"))),
+    Case("run-interval-changed-against-ledger", RUN, 2,
+         "bars of interval '1', config [market] interval is '5'",
+         setup=_all(_bot_config(ledger={"path": "state/ledger.sqlite"}), _ledger_with_1m_bars)),
+    # --- tools --------------------------------------------------------------------------------------------
+    Case("report-empty-log", ["-m", "bot", "latency-report", "d.jsonl", "--out", "r"], 2,
+         "no bar_decided lines",
+         absent=["r"], setup=_write("d.jsonl", "")),
+    Case("report-garbage-log", ["-m", "bot", "latency-report", "d.jsonl", "--out", "r"], 2, "1 malformed",
+         absent=["r"], setup=_write("d.jsonl", "\x00garbage{\n")),
+    Case("report-unknown-log", ["-m", "bot", "latency-report", "nope.jsonl", "--out", "r"], 2, "cannot read",
+         absent=["r"]),
+    Case("report-out-user-dir", ["-m", "bot", "latency-report", "d.jsonl", "--out", "mine"], 2,
+         "not written by this command", untouched=["mine"], setup=_all(USER_DIR, _write("d.jsonl", "x\n"))),
+    Case("demo-negative-bars", ["-m", "bot", "demo", "--bars", "-5", "--models", "{family}"], 2, "--bars",
+         absent=["demo-out"]),
+    Case("demo-out-user-dir", ["-m", "bot", "demo", "--out", "mine", "--models", "{family}", "--bars", "5"],
+         2,
+         "not written by this command", untouched=["mine"], setup=USER_DIR),
+]  # fmt: skip
+
+
+def _snapshot(path: Path) -> dict[str, bytes] | None:
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else b"<dir>") for p in path.rglob("*")}
+
+
+@dataclass
+class Outcome:
+    dir: Path
+    proc: subprocess.CompletedProcess[str]
+    before: dict[str, dict[str, bytes] | None]
+
+
+def _run_case(case: Case, root: Path, family: Path) -> Outcome:
+    d = root / case.id
+    d.mkdir()
+    if case.setup is not None:
+        case.setup(d, family)
+    before = {rel: _snapshot(d / rel) for rel in case.untouched}
+    argv = [a.replace("{family}", str(family)) for a in case.argv]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, *argv], cwd=d, capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    return Outcome(d, proc, before)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory, trained_family: Path) -> Iterator[dict[str, Outcome]]:
+    """Every row run once, three at a time."""
+    root = tmp_path_factory.mktemp("bad_input")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {c.id: pool.submit(_run_case, c, root, trained_family) for c in CASES}
+        yield {cid: f.result() for cid, f in futures.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, outcomes: dict[str, Outcome]) -> None:
+    """The row's exit code, one-line reason on stderr (no traceback), and nothing of the user's touched."""
+    out = outcomes[case.id]
+    err = out.proc.stderr
+    assert out.proc.returncode == case.code, err
+    assert case.fragment in err, err
+    assert "Traceback" not in err, err
+    for rel, before in out.before.items():
+        assert _snapshot(out.dir / rel) == before, f"{rel} was touched"
+    for rel in case.absent:
+        assert not (out.dir / rel).exists(), f"{rel} was created"
+    leftovers = [p.name for p in out.dir.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    assert leftovers == [], "a temporary sibling was left behind"
+
+
+# ---- faults that need a service, a signal or a real disk -------------------------------------------------
+
+
+def test_metrics_port_in_use_exits_2_naming_the_port(tmp_path: Path, trained_family: Path) -> None:
+    """A metrics port another process holds: exit 2 naming host:port and the key, no traceback."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        cfg = loop_config("http://127.0.0.1:9", "ws://127.0.0.1:9", trained_family, tmp_path / "state")
+        data = msgspec.to_builtins(cfg)
+        data["service"].update(metrics_enabled=True, metrics_port=port)
+        (tmp_path / "config.toml").write_text(to_toml(msgspec.convert(data, type(cfg))), encoding="utf-8")
+        proc = subprocess.run(
+            [sys.executable, *RUN], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert f"127.0.0.1:{port}: cannot listen" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_decision_log_on_a_full_disk_is_one_line_exit_1(tmp_path: Path, trained_family: Path) -> None:
+    """The decision log's disk refuses the write (/dev/full): one line naming the cause, exit 1."""
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    cfg = loop_config("http://127.0.0.1:9", "ws://127.0.0.1:9", trained_family, tmp_path / "state")
+    data = msgspec.to_builtins(cfg)
+    data["logging"]["decisions_path"] = "/dev/full"
+    (tmp_path / "config.toml").write_text(to_toml(msgspec.convert(data, type(cfg))), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, *RUN], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "No space left on device" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_ledger_on_a_full_disk_is_a_ledger_error_and_rolls_back(tmp_path: Path) -> None:
+    """A ledger write the disk refuses (SQLITE_FULL) is a LedgerError naming the file, rolled back."""
+    ledger = Ledger.open(tmp_path / "ledger.sqlite")
+    try:
+        pages = ledger.conn.execute("PRAGMA page_count").fetchone()[0]
+        ledger.conn.execute(f"PRAGMA max_page_count = {pages}")
+        error: LedgerError | None = None
+        for i in range(10_000):
+            try:
+                ledger.record_bar(Bar("BTCUSDT", i * 300_000, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "rest"))
+            except LedgerError as exc:
+                error = exc
+                break
+        assert error is not None
+        assert "ledger.sqlite: cannot write the ledger" in str(error)
+        assert "full" in str(error)
+        kept = len(ledger.bars("BTCUSDT"))
+        assert kept < 10_000
+        assert not ledger.conn.in_transaction
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_during_training_keeps_the_family_and_exits_128_plus_signal(
+    tmp_path: Path, trained_family: Path, sig: signal.Signals, code: int
+) -> None:
+    """SIGINT/SIGTERM while training stop the run at once (not swallowed by partial_fit), leave the previous
+    family byte-identical, name the stage on stderr (with the progress bar on) and exit 130/143."""
+    models = tmp_path / "models"
+    shutil.copytree(trained_family, models)
+    before = _snapshot(models)
+    cfg = small_config(distill={"quick_epochs": 500, "patience": 500})
+    (tmp_path / "c.toml").write_text(to_toml(cfg), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offline", "distill", "--quick", "--config", "c.toml", "--out", "models"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    deadline = time.monotonic() + 60
+    while not list(models.glob(".incoming-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the staging dir exists: the output was accepted, data and training follow
+    time.sleep(3.0)  # into the training
+    proc.send_signal(sig)
+    t0 = time.monotonic()
+    err = proc.communicate(timeout=30)[1]
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == code, err
+    assert f"interrupted by {sig.name}: offline distill stopped while training " in err
+    assert "nothing was written; models is as it was" in err
+    assert "Traceback" not in err
+    assert _snapshot(models) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_staged_output_checks_free_space_up_front(tmp_path: Path) -> None:
+    """Not enough free space for the output: refused before any work, naming what is needed."""
+    stage = StagedOutput(tmp_path / "out", kind="demo", min_free_mib=1 << 40)
+    with pytest.raises(OutputPathError, match=r"MiB free .* need 1099511627776 MiB"):
+        stage.check()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_transient_connection_errors_are_not_retried() -> None:
+    """Unknown host and TLS failures are permanent (REST and websocket); a refused connection or a resolver
+    that did not answer is transient; a websocket 4xx handshake is fatal, 429 and 5xx are retried."""
+    assert permanent_cause(socket.gaierror(socket.EAI_NONAME, "Name or service not known")) is not None
+    assert permanent_cause(ssl.SSLCertVerificationError("certificate verify failed")) is not None
+    assert permanent_cause(socket.gaierror(socket.EAI_AGAIN, "Temporary failure")) is None
+    assert permanent_cause(ConnectionRefusedError(111, "refused")) is None
+    wrapped = OSError("connect failed")
+    wrapped.__cause__ = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert not is_retryable(wrapped)
+    assert is_retryable(ConnectionRefusedError(111, "refused"))
+    for status, retry in ((404, False), (401, False), (429, True), (503, True)):
+        resp = websockets.http11.Response(status, "x", websockets.datastructures.Headers())
+        assert is_retryable(websockets.exceptions.InvalidStatus(resp)) is retry
+
+
+async def test_rest_unknown_host_fails_at_once() -> None:
+    """An unresolvable REST host is an EndpointError after one attempt, not six retries."""
+    from bot.bybit.rest import RestClient
+    from bot.core.errors import EndpointError
+
+    probe = None
+    try:
+        socket.getaddrinfo("no-such-host.invalid", 80)
+    except socket.gaierror as exc:
+        probe = exc.errno
+    if probe != socket.EAI_NONAME:
+        pytest.skip(f"this resolver answers {probe} for an unknown name")
+    async with RestClient("http://no-such-host.invalid", timeout_s=5, max_retries=6) as rc:
+        t0 = time.monotonic()
+        with pytest.raises(EndpointError, match=r"no-such-host\.invalid: unknown host"):
+            await rc.klines_page("BTCUSDT", "5")
+        assert rc.requests == 1
+        assert time.monotonic() - t0 < 5
+
+
+async def test_metrics_start_on_a_held_port_is_a_config_error() -> None:
+    """Metrics.start on a port in use raises ConfigError naming host:port (the CLI maps it to exit 2)."""
+    from bot.core.errors import ConfigError
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}: cannot listen"):
+            await Metrics(stale_s=1.0).start("127.0.0.1", port)
+    await asyncio.sleep(0)
