@@ -157,7 +157,7 @@ async def test_bad_params_raise_with_exchange_message(ex: ReplayExchange) -> Non
         with pytest.raises(ExchangeError, match="retCode 10001: Not supported symbols"):
             await rc.klines_page("ZZZUSDT", "5")
         with pytest.raises(ExchangeError, match="Invalid period"):
-            await rc.klines_page("BTCUSDT", "15")
+            await rc.klines_page("BTCUSDT", "1")  # finer than the served 5m bars
     assert len(ex.rest_hits) == 2
 
 
