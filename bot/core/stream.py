@@ -168,10 +168,14 @@ class BarStream:
             return self._want(end_ms=min(self._held) - self.interval_ms)
         out: list[StreamEvent] = [self._emit(bar)]
         out.extend(self._drain())
-        # Contiguous again: an open-ended (reconnect) request stays, a bounded one may be satisfied.
+        # Contiguous again: an open-ended (reconnect) request stays; a bounded one the confirms have passed
+        # is done or, with a later confirm still held, moves on to the gap before it (emitted bars are never
+        # fetched again).
         req = self.request
-        if req is not None and not self._held and req.end_ms is not None and req.end_ms < self.next_start_ms:
+        if req is not None and req.end_ms is not None and req.end_ms < self.next_start_ms:
             self.request = None
+            if self._held:
+                out.extend(self._want(end_ms=min(self._held) - self.interval_ms))
         return out
 
     def on_reconnect(self) -> list[StreamEvent]:
