@@ -92,6 +92,9 @@ def _default_tiers() -> dict[str, TierConfig]:
 
 class DistillConfig(_Section, frozen=True):
     horizon_bars: Annotated[int, Meta(ge=1, le=288)] = 1
+    # Volatility head: log forward realised vol (RMS of the next vol_horizon_bars one-bar log returns).
+    vol_head: bool = True
+    vol_horizon_bars: Annotated[int, Meta(ge=2, le=288)] = 12
     train_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.6
     val_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.2
     embargo_bars: NonNegInt = 48

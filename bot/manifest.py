@@ -33,6 +33,11 @@ class TierMetrics(msgspec.Struct, kw_only=True):
     hit_rate: float | None = None
     distill_loss: float | None = None
     train_s: float | None = None
+    # the volatility head (None without one): R^2 of log vol, Spearman IC, QLIKE raw and bias-corrected
+    vol_r2: float | None = None
+    vol_ic: float | None = None
+    vol_qlike: float | None = None
+    vol_qlike_bc: float | None = None
 
 
 class TierEntry(msgspec.Struct, kw_only=True):
@@ -67,17 +72,43 @@ class Target(msgspec.Struct, kw_only=True):
     unit: str = "return"
 
 
+#: `Head.unit` of the volatility head: the per-bar RMS of one-bar log returns over the horizon (a fraction).
+VOL_UNIT: Final = "rms_log_return_per_bar"
+
+
+class Head(msgspec.Struct, kw_only=True):
+    """One output of every tier's graph: what it forecasts (`unit`), over how many bars, under which name.
+
+    Heads: "return" (unit "return": the raw return over `horizon_bars`, output `y`) and, when the family
+    has one, "vol" (unit `VOL_UNIT`: the realised vol over the next `horizon_bars` bars, output `vol`).
+    """
+
+    horizon_bars: Annotated[int, msgspec.Meta(ge=1)]
+    unit: NonEmptyStr
+    output_name: NonEmptyStr
+
+
 class Manifest(msgspec.Struct, kw_only=True):
-    """The whole manifest; `tiers` largest first, the first is the teacher (stage 0)."""
+    """The whole manifest; `tiers` largest first, the first is the teacher (stage 0).
+
+    `heads` names every output of the tiers' graphs; a manifest without it (older ones) has the return
+    head only (`target` and each tier's `output_name`).
+    """
 
     schema_version: int
     created_ms: NonNegInt = 0
     feature_version: str
     target: Target = msgspec.field(default_factory=Target)
+    heads: dict[str, Head] = msgspec.field(default_factory=dict)
     tiers: Annotated[list[TierEntry], msgspec.Meta(min_length=1)]
     regime_calibration: dict[str, Any] = msgspec.field(default_factory=dict)
     provenance: dict[str, Any] = msgspec.field(default_factory=dict)
     versions: dict[str, str] = msgspec.field(default_factory=dict)
+
+    @property
+    def vol_head(self) -> Head | None:
+        """The volatility head, or None when the family forecasts the return only."""
+        return self.heads.get("vol")
 
 
 class _Header(msgspec.Struct):

@@ -9,9 +9,11 @@ Sessions are tuned for one row every few minutes (2 cores; benchmarks/latency.py
 inter-op thread with spinning off (ORT's default spinning threads burn CPU while idle: docs/performance.md),
 sequential execution, all graph optimisations. `predict` copies the tier's feature subset (a pre-computed
 index array) into a pre-allocated float32 [1, n] buffer that is pre-bound, like the [1, 1] output, through an
-IOBinding, so a call allocates nothing in ORT. `warm(tier)` runs two untimed calls: a cold session (minutes
-since its last run) is many times slower than a hot one, so the engine warms the routed tier just before the
-confirmed bar.
+IOBinding, so a call allocates nothing in ORT. With a volatility head (`manifest.heads["vol"]`) the vol
+output is bound too: one ORT run per bar fills both, and `predict_vol` reads the vol of that run (it runs
+the session again only if asked about a different feature vector). `warm(tier)` runs two untimed calls: a
+cold session (minutes since its last run) is many times slower than a hot one, so the engine warms the
+routed tier just before the confirmed bar.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class TierSpec:
     params: int
     recipe: str
     entry: TierEntry
+    vol_output_name: str | None = None
 
 
 def session_options() -> ort.SessionOptions:
@@ -73,7 +76,7 @@ def session_options() -> ort.SessionOptions:
 class Tier:
     """A loaded tier: its session, feature index array and pre-bound float32 buffers."""
 
-    __slots__ = ("_binding", "_in", "_out", "index", "session", "spec")
+    __slots__ = ("_binding", "_fresh", "_in", "_out", "_probe", "_vol", "index", "session", "spec")
 
     def __init__(self, spec: TierSpec, session: ort.InferenceSession) -> None:
         self.spec = spec
@@ -86,7 +89,15 @@ class Tier:
         binding.bind_output(
             spec.output_name, "cpu", 0, np.float32, list(self._out.shape), self._out.ctypes.data
         )
+        self._vol: npt.NDArray[np.float32] | None = None
+        self._probe: npt.NDArray[np.float32] = np.zeros(len(spec.features), dtype=np.float32)
+        if spec.vol_output_name is not None:
+            self._vol = np.zeros((1, 1), dtype=np.float32)
+            binding.bind_output(
+                spec.vol_output_name, "cpu", 0, np.float32, list(self._vol.shape), self._vol.ctypes.data
+            )
         self._binding = binding
+        self._fresh = False  # the bound outputs hold the run on the bound input
 
     @property
     def name(self) -> str:
@@ -99,8 +110,25 @@ class Tier:
     def predict(self, x: npt.NDArray[np.float64]) -> float:
         """Predicted next-horizon return (fraction) for one full feature vector (ordered as FEATURE_NAMES)."""
         np.take(x, self.index, out=self._in[0])  # float64 -> float32 cast into the bound buffer
+        self._fresh = False
         self.session.run_with_iobinding(self._binding)
+        self._fresh = True
         return float(self._out[0, 0])
+
+    @property
+    def has_vol_head(self) -> bool:
+        return self._vol is not None
+
+    def predict_vol(self, x: npt.NDArray[np.float64]) -> float | None:
+        """Forecast per-bar vol (RMS of one-bar log returns over the vol horizon, a fraction) for one full
+        feature vector; None without a vol head. Reads the output of the last `predict` when it ran on the
+        same inputs (the engine's call order), else runs the session once."""
+        if self._vol is None:
+            return None
+        np.take(x, self.index, out=self._probe)
+        if not (self._fresh and np.array_equal(self._probe, self._in[0])):
+            self.predict(x)
+        return float(self._vol[0, 0])
 
     def warm(self, calls: int = 2) -> None:
         """`calls` untimed predictions on a zero vector through the same path as `predict` (discarded).
@@ -111,10 +139,17 @@ class Tier:
         for _ in range(calls):
             self.predict(_ZEROS)
 
-    def predict_batch(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
-        """Predictions for full feature rows [N, N_FEATURES] (unbound path; offline checks and tests)."""
+    def predict_batch(
+        self, x: npt.NDArray[np.float64], *, output: str | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Predictions for full feature rows [N, N_FEATURES] (unbound path; offline checks and tests).
+
+        Args:
+            output: the graph output to read; None = the return head's.
+        """
         sub = np.ascontiguousarray(x[:, self.index], dtype=np.float32)
-        out = self.session.run([self.spec.output_name], {self.spec.input_name: sub})[0]
+        name = self.spec.output_name if output is None else output
+        out = self.session.run([name], {self.spec.input_name: sub})[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
@@ -122,7 +157,7 @@ def _fail(tier: str, what: str) -> ModelError:
     return ModelError(f"tier {tier!r}: {what}")
 
 
-def _spec(entry: TierEntry, i: int) -> TierSpec:
+def _spec(entry: TierEntry, i: int, *, vol_output: str | None = None) -> TierSpec:
     """The checks that need the feature schema (the types were checked by decoding)."""
     name, features = entry.name, entry.features
     unknown = [f for f in features if f not in FEATURE_INDEX]
@@ -152,6 +187,7 @@ def _spec(entry: TierEntry, i: int) -> TierSpec:
         params=entry.params,
         recipe=entry.recipe,
         entry=entry,
+        vol_output_name=vol_output,
     )
 
 
@@ -168,6 +204,11 @@ def _session(spec: TierSpec, data: bytes) -> ort.InferenceSession:
     if spec.output_name not in [o.name for o in outputs]:
         got = [o.name for o in outputs]
         raise _fail(spec.name, f"ONNX outputs {got}, manifest output_name {spec.output_name!r}")
+    if spec.vol_output_name is not None and spec.vol_output_name not in [o.name for o in outputs]:
+        got = [o.name for o in outputs]
+        raise _fail(
+            spec.name, f"ONNX outputs {got}, manifest $.heads.vol.output_name {spec.vol_output_name!r}"
+        )
     shape = inputs[0].shape
     width = shape[-1] if shape else None
     if not isinstance(width, int) or width != len(spec.features):
@@ -216,7 +257,9 @@ class TierFamily:
             raise ModelError(f"{path}: cannot read manifest: {exc.strerror}") from exc
         manifest = decode_manifest(raw, path=path)
         fv = manifest.feature_version
-        specs = [_spec(e, i) for i, e in enumerate(manifest.tiers)]
+        vol = manifest.vol_head
+        vol_output = None if vol is None else vol.output_name
+        specs = [_spec(e, i, vol_output=vol_output) for i, e in enumerate(manifest.tiers)]
         if fv != FEATURE_VERSION:
             names = [s.name for s in specs]
             raise ModelError(
@@ -311,6 +354,13 @@ class TierFamily:
                 f"{path}: predicts {horizon} bar(s) ahead ($.target.horizon_bars), config [distill] "
                 f"horizon_bars is {cfg.distill.horizon_bars}; set horizon_bars = {horizon} or retrain"
             )
+        vol = self.manifest.vol_head
+        if vol is not None and vol.horizon_bars != cfg.distill.vol_horizon_bars:
+            raise ModelError(
+                f"{path}: forecasts volatility over {vol.horizon_bars} bars ($.heads.vol.horizon_bars), "
+                f"config [distill] vol_horizon_bars is {cfg.distill.vol_horizon_bars}; "
+                f"set vol_horizon_bars = {vol.horizon_bars} or retrain"
+            )
         self.check_routes(cfg.regime.routes)
 
     def check_routes(self, routes: Mapping[str, str]) -> None:
@@ -329,12 +379,18 @@ class TierFamily:
 
     @property
     def has_vol_head(self) -> bool:
-        """False: the exported tiers forecast the return only (the volatility head is issue 13's)."""
-        return False
+        """True when every loaded tier has the volatility output (`manifest.heads["vol"]`)."""
+        return bool(self.tiers) and all(t.has_vol_head for t in self.tiers.values())
 
     def predict_vol(self, tier: str, x: npt.NDArray[np.float64]) -> float | None:
-        """The tier's volatility forecast; None while the family has no vol head."""
-        return None
+        """`tier`'s forecast per-bar volatility (RMS of one-bar log returns over the manifest's vol horizon,
+        a fraction) for one full feature vector, from the same ORT run as `predict(tier, x)`; None when the
+        family has no vol head."""
+        if x.shape != (N_FEATURES,):
+            raise ValueError(
+                f"expected a feature vector of shape ({N_FEATURES},) ordered as FEATURE_NAMES, got {x.shape}"
+            )
+        return self[tier].predict_vol(x)
 
     def warm(self, tier: str, *, calls: int = 2) -> None:
         """Untimed calls so the next `predict` of `tier` runs hot (call it just before the decision)."""

@@ -3,7 +3,10 @@
 Features come from replaying `bot.core.features.FeatureState` (the live code) over the bars, so training and
 inference can never disagree. The target of row t is the forward return over `horizon_bars` bars,
 `c_{t+h} / c_t - 1`; a row is usable when its features are warm and its target lies inside one
-contiguous run of bars (no gap between t and t+h).
+contiguous run of bars (no gap between t and t+h). With `[distill] vol_head` the row also carries the
+volatility target, the log forward realised vol over `vol_horizon_bars` (`offline.vol.forward_rv`: the RMS of
+the next H one-bar log returns), and a row is usable only when both targets are complete (contiguous, and a
+realised vol > 0, whose log is finite), so both heads learn and are scored on the same rows.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bot.core.errors import DataError
 from bot.core.features import FEATURE_NAMES, replay_features
 from bot.sim.csvbars import read_csv_bars
 from bot.sim.synthetic import SyntheticMarket
+from offline.vol import forward_rv
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -110,6 +114,26 @@ def forward_returns(bars: Sequence[Bar], horizon_bars: int, step_ms: int) -> tup
     return y, ok
 
 
+def forward_log_vol(bars: Sequence[Bar], horizon_bars: int, step_ms: int) -> tuple[F64, BoolArr]:
+    """Target `log RV_t` over the next `horizon_bars` bars and whether it is complete.
+
+    Complete: `t..t+H` is one contiguous run and the realised vol is > 0 (an exactly flat stretch has no
+    finite log).
+    """
+    close = np.array([b.close for b in bars], dtype=np.float64)
+    rv = forward_rv(close, horizon_bars)
+    _, ok = forward_returns(bars, horizon_bars, step_ms)  # same contiguity rule as the return target
+    ok &= np.isfinite(rv) & (rv > 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_vol = np.where(ok, np.log(np.where(ok, rv, 1.0)), np.nan)
+    return np.asarray(log_vol, dtype=np.float64), ok
+
+
+def embargo_rows(cfg: DistillConfig) -> int:
+    """Rows between splits (and purged around teacher folds): the embargo, at least every target's horizon."""
+    return max(cfg.embargo_bars, cfg.horizon_bars, cfg.vol_horizon_bars if cfg.vol_head else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Splits:
     """Row indices (into the dataset's usable rows) of the chronological splits."""
@@ -124,7 +148,8 @@ class Dataset:
     """Features (all of FEATURE_NAMES), raw targets and splits of one bar series.
 
     `X`, `y`, `start_ms` hold only usable rows (warm features, finite, target inside a contiguous run);
-    `bar_index` maps each row back to its bar.
+    `bar_index` maps each row back to its bar. `log_vol` is the volatility target (log of the per-bar RMS
+    of the next `vol_horizon_bars` one-bar log returns) of the same rows; None without a vol head.
     """
 
     bars: list[Bar]
@@ -136,6 +161,8 @@ class Dataset:
     bar_index: I64
     splits: Splits
     provenance: dict[str, Any] = field(default_factory=dict)
+    log_vol: F64 | None = None
+    vol_horizon_bars: int | None = None
 
     @property
     def n_rows(self) -> int:
@@ -143,16 +170,16 @@ class Dataset:
 
     def train_bars(self) -> list[Bar]:
         """Bars up to and including the last training row's target bar (for regime calibration)."""
-        last = int(self.bar_index[self.splits.train[-1]]) + self.horizon_bars
+        last = int(self.bar_index[self.splits.train[-1]]) + max(self.horizon_bars, self.vol_horizon_bars or 0)
         return self.bars[: last + 1]
 
 
 def chronological_splits(n_rows: int, cfg: DistillConfig) -> Splits:
     """train | embargo | val | embargo | test over rows in time order.
 
-    The embargo is max(embargo_bars, horizon_bars) rows so no target overlaps across a boundary.
+    The embargo is `embargo_rows(cfg)` (>= every target's horizon) rows so no target overlaps a boundary.
     """
-    emb = max(cfg.embargo_bars, cfg.horizon_bars)
+    emb = embargo_rows(cfg)
     n_train = int(n_rows * cfg.train_frac)
     n_val = int(n_rows * cfg.val_frac)
     val_start = n_train + emb
@@ -173,10 +200,15 @@ def build_dataset(
     step_ms: int,
     provenance: dict[str, Any] | None = None,
 ) -> Dataset:
-    """Replay the live features over `bars`, attach forward-return targets, drop unusable rows, split."""
+    """Replay the live features over `bars`, attach the targets (return; log vol with `cfg.vol_head`), drop
+    rows where any target is incomplete, split."""
     X_all, warm = replay_features(bars, interval_ms=step_ms)
     y_all, target_ok = forward_returns(bars, cfg.horizon_bars, step_ms)
     usable = warm & target_ok & np.isfinite(X_all).all(axis=1) & np.isfinite(y_all)
+    v_all: F64 | None = None
+    if cfg.vol_head:
+        v_all, vol_ok = forward_log_vol(bars, cfg.vol_horizon_bars, step_ms)
+        usable &= vol_ok
     bar_index = np.flatnonzero(usable).astype(np.int64)
     if bar_index.size == 0:
         raise DataError(f"no usable rows among {len(bars)} bars (warm-up is 49 bars per contiguous run)")
@@ -193,6 +225,8 @@ def build_dataset(
         bar_index=bar_index,
         splits=splits,
         provenance=dict(provenance or {}),
+        log_vol=None if v_all is None else v_all[bar_index],
+        vol_horizon_bars=cfg.vol_horizon_bars if cfg.vol_head else None,
     )
 
 

@@ -4,6 +4,13 @@
 train the teacher, run the progressive chain (with and without the transfer set), the one-shot and
 scratch baselines per student size, evaluate every candidate on the same rows, and choose the exported
 model per tier. The building blocks (loss identity, schedules, `fit_mlp`, metrics) live in `offline.train`.
+
+With a volatility head (`Dataset.log_vol`) every tier is one MLP with two outputs, (return, log vol), both
+standardised on the training rows; every recipe blends both heads the same way (stage k learns
+`alpha_k * previous model + (1 - alpha_k) * labels` per head), early stopping watches the mean validation
+MSE of the two heads and the exported candidate of a size is the one with the best mean validation R^2 of
+the two heads. The vol head is scored against HAR-RV and HAR-RV + hour-of-day fitted on the same training
+rows (`info["vol_baselines"]`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from sklearn.preprocessing import StandardScaler
 
 from bot.config import DistillConfig, TierConfig
 from bot.core.features import FEATURE_SETS, feature_indices
-from offline.data import Dataset
+from offline import vol as volmod
+from offline.data import Dataset, embargo_rows
 from offline.train import (
     F64,
     I64,
@@ -81,11 +89,19 @@ class _Run:
     """What every step of one distillation run shares: data, splits, scalers, row sets and options.
 
     `student_X` / `student_y` are the labelled rows every student learns (`student_y` in standardised
-    target units); `transfer_X` is the augmented transfer set (zero rows when `transfer_multiplier = 0`).
+    target units, [rows, heads]: return, then log vol with a vol head); `transfer_X` is the augmented
+    transfer set (zero rows when `transfer_multiplier = 0`). `log_vol` is the raw vol target (None without
+    a vol head); `har_X` / `har_tod_X` the HAR regressors of every row (for the baselines).
     """
 
     X: F64
     y: F64
+    log_vol: F64 | None
+    targets_std: F64
+    vol_mean: float | None
+    vol_scale: float | None
+    har_X: F64 | None
+    har_tod_X: F64 | None
     train_rows: I64
     val_rows: I64
     test_rows: I64
@@ -126,6 +142,18 @@ class _Run:
         X, y = ds.X, ds.y
         y_mean = float(y[tr].mean())
         y_scale = float(y[tr].std()) or 1.0
+        cols = [(y - y_mean) / y_scale]
+        vol_mean = vol_scale = None
+        har_X = har_tod_X = None
+        if ds.log_vol is not None:
+            vol_mean = float(ds.log_vol[tr].mean())
+            vol_scale = float(ds.log_vol[tr].std()) or 1.0
+            cols.append((ds.log_vol - vol_mean) / vol_scale)
+            close = np.array([b.close for b in ds.bars], dtype=np.float64)
+            starts = np.array([b.start_ms for b in ds.bars], dtype=np.int64)
+            har_X = volmod.har_design(close)[ds.bar_index]
+            har_tod_X = volmod.har_design(close, starts, time_of_day=True)[ds.bar_index]
+        targets_std = np.column_stack(cols)
         scalers: dict[tuple[str, ...], StandardScaler] = {}
         for name in names:
             feats = FEATURE_SETS[tiers[name].features]
@@ -149,6 +177,12 @@ class _Run:
         return cls(
             X=X,
             y=y,
+            log_vol=ds.log_vol,
+            targets_std=targets_std,
+            vol_mean=vol_mean,
+            vol_scale=vol_scale,
+            har_X=har_X,
+            har_tod_X=har_tod_X,
             train_rows=tr,
             val_rows=va,
             test_rows=te,
@@ -165,8 +199,8 @@ class _Run:
             teacher_rows=teacher_rows,
             student_rows=student_rows,
             student_X=student_X,
-            student_y=(y[student_rows] - y_mean) / y_scale,
-            val_y=(y[va] - y_mean) / y_scale,
+            student_y=targets_std[student_rows],
+            val_y=targets_std[va],
             transfer_X=transfer_X,
         )
 
@@ -183,9 +217,13 @@ class _Run:
     def has_transfer(self) -> bool:
         return bool(self.transfer_X.shape[0])
 
-    def ystd(self, v: F64) -> F64:
-        """Raw returns in standardised target units."""
-        return (v - self.y_mean) / self.y_scale
+    @property
+    def has_vol(self) -> bool:
+        return self.log_vol is not None
+
+    def targets(self, rows: I64) -> F64:
+        """The labels of `rows` in standardised target units, [rows, heads]."""
+        return self.targets_std[rows]
 
     def train(self, name: str, rows_X: F64, target: F64, *, desc: str) -> tuple[TierModel, FitResult]:
         """Fit tier `name` on full feature rows `rows_X` and a standardised target; validate on the labels."""
@@ -207,7 +245,17 @@ class _Run:
             desc=desc,
             progress=self.progress,
         )
-        return TierModel(hidden, feats, sc, self.y_mean, self.y_scale, res.mlp), res
+        model = TierModel(
+            hidden,
+            feats,
+            sc,
+            self.y_mean,
+            self.y_scale,
+            res.mlp,
+            vol_mean=self.vol_mean,
+            vol_scale=self.vol_scale,
+        )
+        return model, res
 
     def distill(
         self, name: str, labeler: TierModel, labeler_S: F64, alpha: float, *, with_transfer: bool, desc: str
@@ -215,14 +263,14 @@ class _Run:
         """Fit tier `name` on a blend of `labeler`'s outputs and the labels (plus the transfer set if asked).
 
         Args:
-            labeler_S: `labeler`'s standardised predictions on `student_X`.
+            labeler_S: `labeler`'s standardised predictions on `student_X`, [rows, heads].
             alpha: weight of the labeler; transfer rows have no label and learn the labeler alone.
         """
         target = blended_target(alpha, labeler_S, self.student_y)
         rows = self.student_X
         if with_transfer and self.transfer_X.shape[0]:
             rows = np.concatenate([self.student_X, self.transfer_X])
-            target = np.concatenate([target, labeler.predict_std(self.transfer_X)])
+            target = np.concatenate([target, labeler.predict_std_all(self.transfer_X)])
         return self.train(name, rows, target, desc=desc)
 
 
@@ -230,7 +278,7 @@ class _Run:
 class _Teacher:
     """The fitted teacher, its standardised outputs on the student rows, and the yardsticks students meet.
 
-    `on_students` is out-of-sample: the held-out prediction, or the K-fold out-of-fold one.
+    `on_students` is out-of-sample: the held-out prediction, or the K-fold out-of-fold one, [rows, heads].
     """
 
     candidate: Candidate
@@ -238,6 +286,7 @@ class _Teacher:
     test_pred: F64
     val_pred: F64
     test_r2: float
+    test_log_vol: F64 | None = None
 
     @property
     def model(self) -> TierModel:
@@ -248,18 +297,16 @@ def _out_of_fold(run: _Run) -> tuple[F64, float]:
     """K-fold out-of-fold teacher predictions on the training rows (standardised) and their fit time in s."""
     tr, folds = run.train_rows, run.cfg.teacher_folds
     name = run.names[0]
-    pred = np.empty(len(tr), dtype=np.float64)
-    emb = max(run.cfg.embargo_bars, run.cfg.horizon_bars)
+    pred = np.empty((len(tr), run.targets_std.shape[1]), dtype=np.float64)
+    emb = embargo_rows(run.cfg)
     bounds = np.linspace(0, len(tr), folds + 1).astype(int)
     t0 = time.perf_counter()
     for f in range(folds):
         lo, hi = int(bounds[f]), int(bounds[f + 1])
         keep = np.ones(len(tr), dtype=np.bool_)
         keep[max(0, lo - emb) : hi + emb] = False
-        m, _ = run.train(
-            name, run.X[tr[keep]], run.ystd(run.y[tr[keep]]), desc=f"teacher fold {f + 1}/{folds}"
-        )
-        pred[lo:hi] = m.predict_std(run.X[tr[lo:hi]])
+        m, _ = run.train(name, run.X[tr[keep]], run.targets(tr[keep]), desc=f"teacher fold {f + 1}/{folds}")
+        pred[lo:hi] = m.predict_std_all(run.X[tr[lo:hi]])
     return pred, time.perf_counter() - t0
 
 
@@ -267,11 +314,11 @@ def _train_teacher(run: _Run) -> _Teacher:
     """Fit the first tier on the teacher rows and predict the student rows out of sample (evaluated)."""
     name = run.names[0]
     model, fit = run.train(
-        name, run.X[run.teacher_rows], run.ystd(run.y[run.teacher_rows]), desc=f"teacher {name}"
+        name, run.X[run.teacher_rows], run.targets(run.teacher_rows), desc=f"teacher {name}"
     )
     run.say(f"teacher {name}: best epoch {fit.best_epoch}/{fit.epochs_run}, {fit.train_s:.1f} s")
     if run.cfg.teacher_folds == 0:
-        on_students, oof_s = model.predict_std(run.student_X), 0.0
+        on_students, oof_s = model.predict_std_all(run.student_X), 0.0
     else:
         on_students, oof_s = _out_of_fold(run)
     fit.train_s += oof_s
@@ -282,6 +329,7 @@ def _train_teacher(run: _Run) -> _Teacher:
         test_pred=test_pred,
         val_pred=model.predict(run.X[run.val_rows]),
         test_r2=r2(run.y[run.test_rows], test_pred),
+        test_log_vol=model.predict_log_vol(run.X[run.test_rows]) if run.has_vol else None,
     )
     _evaluate(run, teacher, teacher.candidate, on_students)
     return teacher
@@ -294,9 +342,9 @@ def _distill_loss(run: _Run, c: Candidate, labeler_S: F64) -> float:
     student rows against `labeler_S`.
     """
     if c.stage == 0:
-        y_rows = run.ystd(run.y[run.teacher_rows])
-        return two_term_loss(0.0, c.model.predict_std(run.X[run.teacher_rows]), y_rows, y_rows)
-    return two_term_loss(c.alpha, c.model.predict_std(run.student_X), labeler_S, run.student_y)
+        y_rows = run.targets(run.teacher_rows)
+        return two_term_loss(0.0, c.model.predict_std_all(run.X[run.teacher_rows]), y_rows, y_rows)
+    return two_term_loss(c.alpha, c.model.predict_std_all(run.student_X), labeler_S, run.student_y)
 
 
 def _evaluate(run: _Run, teacher: _Teacher, c: Candidate, labeler_S: F64) -> None:
@@ -322,6 +370,64 @@ def _evaluate(run: _Run, teacher: _Teacher, c: Candidate, labeler_S: F64) -> Non
         "best_epoch": float(c.fit.best_epoch),
         "epochs_run": float(c.fit.epochs_run),
     }
+    c.metrics.update(_vol_metrics(run, teacher, c))
+    val_r2, vol_val = c.metrics["val_r2"], c.metrics["val_vol_r2"]
+    c.metrics["val_score"] = val_r2 if vol_val is None or val_r2 is None else 0.5 * (val_r2 + vol_val)
+
+
+#: The vol head's metric keys (None in every one without a vol head).
+VOL_METRICS = (
+    "vol_r2",
+    "vol_ic",
+    "vol_qlike",
+    "vol_qlike_bc",
+    "val_vol_r2",
+    "vol_retention",
+    "vol_fidelity_r2",
+)
+
+
+def _vol_metrics(run: _Run, teacher: _Teacher, c: Candidate) -> dict[str, float | None]:
+    """The vol head on the test rows: R^2 of log vol, Spearman IC, QLIKE raw and bias-corrected (the
+    variance scale fitted on the training rows), validation R^2, retention and fidelity vs the teacher."""
+    if run.log_vol is None or teacher.test_log_vol is None:
+        return dict.fromkeys(VOL_METRICS)
+    X, lv, tr, va, te = run.X, run.log_vol, run.train_rows, run.val_rows, run.test_rows
+    pred = c.model.predict_log_vol(X[te])
+    scale = volmod.qlike_scale(np.exp(lv[tr]), np.exp(c.model.predict_log_vol(X[tr])))
+    m = volmod.vol_metrics(np.exp(lv[te]), pred, scale=scale)
+    teacher_r2 = volmod.r2(lv[te], teacher.test_log_vol)
+    return {
+        "vol_r2": m["r2_log_vol"],
+        "vol_ic": m["ic"],
+        "vol_qlike": m["qlike"],
+        "vol_qlike_bc": m["qlike_bc"],
+        "val_vol_r2": volmod.r2(lv[va], c.model.predict_log_vol(X[va])),
+        "vol_retention": m["r2_log_vol"] / teacher_r2 if teacher_r2 > 0.0 else None,
+        "vol_fidelity_r2": volmod.r2(teacher.test_log_vol, pred),
+    }
+
+
+def vol_baselines(run: _Run) -> dict[str, dict[str, float]]:
+    """HAR-RV and HAR-RV + hour-of-day fitted (OLS, and the QLIKE variance scale) on the training rows,
+    scored on the test rows like the tiers' vol head; {} without a vol head."""
+    if run.log_vol is None or run.har_X is None or run.har_tod_X is None:
+        return {}
+    lv, tr, va, te = run.log_vol, run.train_rows, run.val_rows, run.test_rows
+    out: dict[str, dict[str, float]] = {}
+    for key, design in (("har", run.har_X), ("har_tod", run.har_tod_X)):
+        model = volmod.HarRV().fit(design[tr], lv[tr])
+        scale = volmod.qlike_scale(np.exp(lv[tr]), np.exp(model.predict(design[tr])))
+        m = volmod.vol_metrics(np.exp(lv[te]), model.predict(design[te]), scale=scale)
+        out[key] = {
+            "vol_r2": m["r2_log_vol"],
+            "vol_ic": m["ic"],
+            "vol_qlike": m["qlike"],
+            "vol_qlike_bc": m["qlike_bc"],
+            "val_vol_r2": volmod.r2(lv[va], model.predict(design[va])),
+            "qlike_scale": scale,
+        }
+    return out
 
 
 def _progressive_chain(run: _Run, teacher: _Teacher, *, with_transfer: bool) -> list[Candidate]:
@@ -339,7 +445,7 @@ def _progressive_chain(run: _Run, teacher: _Teacher, *, with_transfer: bool) -> 
         _evaluate(run, teacher, c, prev_S)
         chain.append(c)
         run.say(f"{variant} stage {k} {name}: val_r2 {c.metrics['val_r2']:.4f} ({fit.train_s:.1f} s)")
-        prev, prev_S = m, m.predict_std(run.student_X)
+        prev, prev_S = m, m.predict_std_all(run.student_X)
     return chain
 
 
@@ -373,10 +479,11 @@ def _scratch(run: _Run, teacher: _Teacher, name: str, k: int) -> Candidate:
 
 
 def _choose(run: _Run, teacher: _Teacher, candidates: Mapping[str, list[Candidate]]) -> dict[str, Candidate]:
-    """The exported model per tier: the teacher, then per student size the best val R^2 (first on ties)."""
+    """The exported model per tier: the teacher, then per student size the best validation score (first on
+    ties): val R^2 of the return head, or with a vol head the mean of both heads' val R^2."""
     chosen: dict[str, Candidate] = {run.names[0]: teacher.candidate}
     for name in run.students:
-        chosen[name] = max(candidates[name], key=lambda c: c.metrics["val_r2"] or -math.inf)
+        chosen[name] = max(candidates[name], key=lambda c: c.metrics["val_score"] or -math.inf)
     return chosen
 
 
@@ -400,6 +507,11 @@ def _run_info(run: _Run, teacher: _Teacher) -> dict[str, Any]:
         "n_stages": run.n_stages,
         "alpha_schedule": cfg.alpha_schedule,
         "alpha_max": cfg.alpha_max,
+        "vol_head": run.has_vol,
+        "vol_horizon_bars": cfg.vol_horizon_bars if run.has_vol else None,
+        "vol_mean": run.vol_mean,
+        "vol_scale": run.vol_scale,
+        "vol_baselines": vol_baselines(run),
     }
 
 

@@ -2,8 +2,11 @@
 
 Each graph takes raw features `x` float32 [N, n_features] in the tier's feature order, standardises them
 (a Scaler node), runs the MLP, and maps the standardised prediction back to a raw forward return
-(Mul + Add nodes): output `y` float32 [N, 1]. An export proves itself: it fails with ModelError unless
-onnxruntime reproduces the in-memory scikit-learn model within `onnx_atol` on held-out rows.
+(Mul + Add nodes): output `y` float32 [N, 1]. With a volatility head the MLP has a second output, the
+standardised log realised vol; the same Mul + Add unscale it and an Exp node turns it into the natural
+unit: output `vol` float32 [N, 1], the forecast per-bar RMS of one-bar log returns (a fraction). An export
+proves itself: it fails with ModelError unless onnxruntime reproduces the in-memory scikit-learn model
+within `onnx_atol` on held-out rows, for every output.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from bot.core.features import FEATURE_VERSION
 from bot.manifest import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA_VERSION,
+    VOL_UNIT,
+    Head,
     Manifest,
     Target,
     TierEntry,
@@ -49,11 +54,13 @@ F64 = npt.NDArray[np.float64]
 SCHEMA_VERSION = MANIFEST_SCHEMA_VERSION
 INPUT_NAME = "x"
 OUTPUT_NAME = "y"
+VOL_OUTPUT_NAME = "vol"
 TARGET_OPSET = 17
 
 
 def tier_to_onnx(model: TierModel, *, name: str) -> onnx.ModelProto:
-    """ONNX graph `x` raw features float32 [N, n] -> `y` raw return float32 [N, 1]."""
+    """ONNX graph `x` raw features float32 [N, n] -> `y` raw return float32 [N, 1] (and, with a vol head,
+    `vol` float32 [N, 1]: exp of the unscaled log-vol output, the per-bar RMS log return)."""
     n = len(model.features)
     pipe = Pipeline([("scaler", model.x_scaler), ("mlp", model.mlp)])
     onx = to_onnx(
@@ -65,20 +72,48 @@ def tier_to_onnx(model: TierModel, *, name: str) -> onnx.ModelProto:
     if len(graph.output) != 1:
         raise ModelError(f"{name}: expected one graph output from skl2onnx, got {len(graph.output)}")
     std_out = graph.output[0].name
+    scales, means = [model.y_scale], [model.y_mean]
+    if model.vol_scale is not None and model.vol_mean is not None:
+        scales.append(model.vol_scale)
+        means.append(model.vol_mean)
+    k = len(scales)
     graph.initializer.extend(
         [
-            helper.make_tensor("y_scale", TensorProto.FLOAT, [1], [model.y_scale]),
-            helper.make_tensor("y_mean", TensorProto.FLOAT, [1], [model.y_mean]),
+            helper.make_tensor("y_scale", TensorProto.FLOAT, [k], scales),
+            helper.make_tensor("y_mean", TensorProto.FLOAT, [k], means),
         ]
     )
+    raw = OUTPUT_NAME if k == 1 else "targets_raw"
+    if k > 1:
+        # skl2onnx reshapes an MLPRegressor's output to [-1, 1] whatever its width (row-major, so the
+        # heads interleave); restore [N, k] before unscaling
+        graph.initializer.append(helper.make_tensor("heads_shape", TensorProto.INT64, [2], [-1, k]))
+        graph.node.append(helper.make_node("Reshape", [std_out, "heads_shape"], ["heads_std"], name="heads"))
+        std_out = "heads_std"
     graph.node.extend(
         [
             helper.make_node("Mul", [std_out, "y_scale"], ["y_scaled"], name="target_scale"),
-            helper.make_node("Add", ["y_scaled", "y_mean"], [OUTPUT_NAME], name="target_shift"),
+            helper.make_node("Add", ["y_scaled", "y_mean"], [raw], name="target_shift"),
         ]
     )
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 1])]
+    if k == 2:
+        graph.initializer.extend(
+            [
+                helper.make_tensor("head_return", TensorProto.INT64, [1], [0]),
+                helper.make_tensor("head_vol", TensorProto.INT64, [1], [1]),
+            ]
+        )
+        graph.node.extend(
+            [
+                helper.make_node("Gather", [raw, "head_return"], [OUTPUT_NAME], name="return_head", axis=1),
+                helper.make_node("Gather", [raw, "head_vol"], ["log_vol"], name="vol_head", axis=1),
+                helper.make_node("Exp", ["log_vol"], [VOL_OUTPUT_NAME], name="vol_natural_units"),
+            ]
+        )
+        outputs.append(helper.make_tensor_value_info(VOL_OUTPUT_NAME, TensorProto.FLOAT, [None, 1]))
     del graph.output[:]
-    graph.output.extend([helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 1])])
+    graph.output.extend(outputs)
     graph.name = f"progdistill_{name}"
     meta = {
         "tier": name,
@@ -86,34 +121,45 @@ def tier_to_onnx(model: TierModel, *, name: str) -> onnx.ModelProto:
         "feature_version": FEATURE_VERSION,
         "target": "raw forward return (fraction)",
     }
+    if k == 2:
+        meta["vol"] = "forecast per-bar RMS of one-bar log returns (fraction)"
     onnx.helper.set_model_props(onx, meta)
     onnx.checker.check_model(onx)
     model_proto: onnx.ModelProto = onx
     return model_proto
 
 
-def onnx_predict(path_or_bytes: str | Path | bytes, X: npt.NDArray[np.float32]) -> F64:
-    """Run an exported tier in onnxruntime; returns the raw returns as float64 [N]."""
+def onnx_predict(
+    path_or_bytes: str | Path | bytes, X: npt.NDArray[np.float32], *, output: str = OUTPUT_NAME
+) -> F64:
+    """Run an exported tier in onnxruntime; returns `output` (default: the raw returns) as float64 [N]."""
     src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
     sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
-    out = sess.run([OUTPUT_NAME], {INPUT_NAME: X})[0]
+    out = sess.run([output], {INPUT_NAME: X})[0]
     return np.asarray(out, dtype=np.float64).reshape(-1)
 
 
 def check_parity(model: TierModel, blob: bytes, X_full: F64, *, atol: float, name: str) -> float:
-    """Max |onnxruntime - scikit-learn| on `X_full` rows; raises ModelError above `atol`."""
+    """Max |onnxruntime - scikit-learn| on `X_full` rows over every output (the raw return and, with a vol
+    head, the vol in natural units, `exp` of the model's log-vol forecast); raises ModelError above `atol`."""
     X32 = X_full.astype(np.float32)  # both sides see the same float32 feature values the bot will send
-    got = onnx_predict(blob, np.ascontiguousarray(X32[:, model.columns]))
-    want = model.predict(X32.astype(np.float64))
-    if got.shape != want.shape:
-        raise ModelError(f"{name}: ONNX output shape {got.shape}, expected {want.shape}")
-    err = float(np.max(np.abs(got - want)))
-    if not err <= atol:
-        raise ModelError(
-            f"{name}: ONNX and scikit-learn disagree by {err:.3g} on {len(X32)} held-out rows; "
-            f"expected <= onnx_atol={atol:g}"
-        )
-    return err
+    x_in = np.ascontiguousarray(X32[:, model.columns])
+    checks = [(OUTPUT_NAME, model.predict(X32.astype(np.float64)))]
+    if model.has_vol_head:
+        checks.append((VOL_OUTPUT_NAME, np.exp(model.predict_log_vol(X32.astype(np.float64)))))
+    worst = 0.0
+    for output, want in checks:
+        got = onnx_predict(blob, x_in, output=output)
+        if got.shape != want.shape:
+            raise ModelError(f"{name}: ONNX output {output!r} shape {got.shape}, expected {want.shape}")
+        err = float(np.max(np.abs(got - want)))
+        if not err <= atol:
+            raise ModelError(
+                f"{name}: ONNX and scikit-learn disagree on output {output!r} by {err:.3g} on {len(X32)} "
+                f"held-out rows; expected <= onnx_atol={atol:g}"
+            )
+        worst = max(worst, err)
+    return worst
 
 
 def sha256_file(path: Path) -> str:
@@ -145,7 +191,7 @@ def regime_calibration(ds: Dataset, cfg: Config) -> dict[str, Any]:
 
 def _manifest_metrics(c: Candidate) -> TierMetrics:
     fields = msgspec.structs.fields(TierMetrics)
-    return TierMetrics(**{f.name: _opt_float(c.metrics[f.name]) for f in fields})
+    return TierMetrics(**{f.name: _opt_float(c.metrics.get(f.name)) for f in fields})
 
 
 def _opt_float(value: Any) -> float | None:
@@ -178,6 +224,10 @@ def export_family(
         parity[name] = check_parity(cand.model, blob, X_check, atol=cfg.distill.onnx_atol, name=name)
         blobs[name] = blob
     result.info["parity_max_abs_err"] = parity
+    has_vol = all(result.chosen[n].model.has_vol_head for n in result.tier_names)
+    heads = {"return": Head(horizon_bars=ds.horizon_bars, unit="return", output_name=OUTPUT_NAME)}
+    if has_vol and ds.vol_horizon_bars is not None:
+        heads["vol"] = Head(horizon_bars=ds.vol_horizon_bars, unit=VOL_UNIT, output_name=VOL_OUTPUT_NAME)
     tiers_out: list[TierEntry] = []
     for name in result.tier_names:
         cand = result.chosen[name]
@@ -210,6 +260,7 @@ def export_family(
         created_ms=created_ms if created_ms is not None else time.time_ns() // 1_000_000,
         feature_version=FEATURE_VERSION,
         target=Target(horizon_bars=ds.horizon_bars, unit="return"),
+        heads=heads,
         tiers=tiers_out,
         regime_calibration=regime_calibration(ds, cfg),
         provenance=dict(ds.provenance),

@@ -1,4 +1,9 @@
-"""Report of a distillation run: `report.json`, a printed table, and the retention/fidelity plot."""
+"""Report of a distillation run: `report.json`, a printed table, and the retention/fidelity plot.
+
+With a volatility head the table gains the vol head's test metrics (R^2 of log vol, Spearman IC, QLIKE raw
+and bias-corrected), two baseline rows (HAR-RV and HAR-RV + hour-of-day, fitted on the same training rows)
+and a line saying which exported tiers beat them (`report["vol_vs_har"]`).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,30 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("epochs", "best_epoch", "{:.0f}"),
     ("train s", "train_s", "{:.1f}"),
 )
+_VOL_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("vol R2", "vol_r2", "{:+.4f}"),
+    ("vol IC", "vol_ic", "{:+.3f}"),
+    ("QLIKE", "vol_qlike", "{:.4f}"),
+    ("QLIKE bc", "vol_qlike_bc", "{:.4f}"),
+)
+#: Baseline key in `info["vol_baselines"]` -> its name in the table.
+_BASELINES = {"har": "HAR-RV", "har_tod": "HAR-RV + hour"}
+
+
+def vol_vs_har(result: DistillResult) -> dict[str, Any]:
+    """Per baseline, the exported tiers whose vol head beats it on the test rows on both R^2 of log vol and
+    bias-corrected QLIKE (lower is better); {} without a vol head."""
+    baselines = result.info.get("vol_baselines") or {}
+    out: dict[str, Any] = {}
+    for key, base in baselines.items():
+        beat = []
+        for name in result.tier_names:
+            m = result.chosen[name].metrics
+            r2, q = m.get("vol_r2"), m.get("vol_qlike_bc")
+            if r2 is not None and q is not None and r2 > base["vol_r2"] and q < base["vol_qlike_bc"]:
+                beat.append(name)
+        out[key] = {"beat": beat, "vol_r2": base["vol_r2"], "vol_qlike_bc": base["vol_qlike_bc"]}
+    return out
 
 
 def build_report(result: DistillResult, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +98,7 @@ def build_report(result: DistillResult, manifest: dict[str, Any]) -> dict[str, A
             for name, c in result.chosen.items()
         },
         "transfer_set": transfer,
+        "vol_vs_har": vol_vs_har(result),
         "candidates": rows,
         "provenance": manifest["provenance"],
         "versions": manifest["versions"],
@@ -81,7 +111,10 @@ def _fmt(fmt: str, v: Any) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """Plain-text table: one line per candidate, `*` marks the model exported for that size."""
-    head = ["", "tier", "variant", *(h for h, _, _ in _COLUMNS)]
+    info = report["info"]
+    baselines = info.get("vol_baselines") or {}
+    columns = _COLUMNS + (_VOL_COLUMNS if info.get("vol_head") else ())
+    head = ["", "tier", "variant", *(h for h, _, _ in columns)]
     lines: list[list[str]] = []
     for row in report["candidates"]:
         m = row["metrics"]
@@ -90,8 +123,12 @@ def format_table(report: dict[str, Any]) -> str:
                 "*" if row["chosen"] else "",
                 row["tier"],
                 row["variant"],
-                *(_fmt(f, m.get(k)) for _, k, f in _COLUMNS),
+                *(_fmt(f, m.get(k)) for _, k, f in columns),
             ]
+        )
+    for key, base in baselines.items():
+        lines.append(
+            ["", "baseline", _BASELINES.get(key, key), *(_fmt(f, base.get(k)) for _, k, f in columns)]
         )
     widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
 
@@ -102,7 +139,6 @@ def format_table(report: dict[str, Any]) -> str:
 
     out = [render(head), "  ".join("-" * w for w in widths)]
     out += [render(r) for r in lines]
-    info = report["info"]
     schedule = (  # reports written before the schedule option was added carry no schedule
         f"alpha schedule {info['alpha_schedule']} (alpha_max {info['alpha_max']:g}), "
         if "alpha_schedule" in info
@@ -113,10 +149,22 @@ def format_table(report: dict[str, Any]) -> str:
         f"teacher rows {info['teacher_rows']}, student rows {info['student_rows']}, transfer rows "
         f"{info['transfer_rows']}, val {info['val_rows']}, test {info['test_rows']}; "
         f"epochs <= {info['epochs']}, {schedule}"
-        f"seed {info['seed']}. * = exported (best validation R2 of its size). retain = test R2 / teacher's "
-        "(- when the teacher's test R2 <= 0);\nfidel R2 / fidel r = R2 / correlation of the student against "
-        "the teacher's test outputs."
+        f"seed {info['seed']}. * = exported (best validation score of its size). retain = test R2 / "
+        "teacher's (- when the teacher's test R2 <= 0);\nfidel R2 / fidel r = R2 / correlation of the "
+        "student against the teacher's test outputs."
     )
+    if info.get("vol_head"):
+        out.append(
+            f"vol head: log realised vol over the next {info['vol_horizon_bars']} bars; vol R2 = R2 of log "
+            "vol, QLIKE bc = QLIKE after the variance scale fitted on the training rows; the score is the "
+            "mean validation R2 of both heads. Baselines fitted on the same training rows."
+        )
+        for key, v in report.get("vol_vs_har", {}).items():
+            beat = ", ".join(v["beat"]) or "none"
+            out.append(
+                f"tiers beating {_BASELINES.get(key, key)} (vol R2 {v['vol_r2']:+.4f}, QLIKE bc "
+                f"{v['vol_qlike_bc']:.4f}) on both vol R2 and QLIKE bc: {beat}"
+            )
     return "\n".join(out)
 
 

@@ -118,9 +118,9 @@ def hit_rate(pred: F64, truth: F64) -> float:
     return float(np.mean(np.sign(pred[nz]) == np.sign(truth[nz])))
 
 
-def param_count(n_inputs: int, hidden: Sequence[int]) -> int:
-    """Weights + biases of an MLP with one output."""
-    sizes = [n_inputs, *hidden, 1]
+def param_count(n_inputs: int, hidden: Sequence[int], *, n_outputs: int = 1) -> int:
+    """Weights + biases of an MLP with `n_outputs` outputs."""
+    sizes = [n_inputs, *hidden, n_outputs]
     return sum(int(a * b + b) for a, b in itertools.pairwise(sizes))
 
 
@@ -129,7 +129,11 @@ def param_count(n_inputs: int, hidden: Sequence[int]) -> int:
 
 @dataclass(slots=True)
 class TierModel:
-    """A fitted MLP with its feature subset and scalers; predicts raw returns from full feature rows."""
+    """A fitted MLP with its feature subset and scalers; predicts raw targets from full feature rows.
+
+    With a volatility head the MLP has two outputs, (return, log vol), each standardised by its own
+    training mean and scale (`y_*` and `vol_*`); without one (`vol_scale` None) it has one output.
+    """
 
     hidden: tuple[int, ...]
     features: tuple[str, ...]
@@ -137,6 +141,16 @@ class TierModel:
     y_mean: float
     y_scale: float
     mlp: MLPRegressor
+    vol_mean: float | None = None
+    vol_scale: float | None = None
+
+    @property
+    def has_vol_head(self) -> bool:
+        return self.vol_scale is not None
+
+    @property
+    def n_outputs(self) -> int:
+        return 2 if self.has_vol_head else 1
 
     @property
     def columns(self) -> npt.NDArray[np.intp]:
@@ -150,13 +164,28 @@ class TierModel:
         """Standardised float32 inputs of this tier from full feature rows."""
         return np.asarray(self.x_scaler.transform(X_full[:, self.columns]), dtype=np.float32)
 
+    def predict_std_all(self, X_full: F64) -> F64:
+        """Every head's prediction in standardised target units, [N, n_outputs] (return first)."""
+        out = np.asarray(self.mlp.predict(self.inputs(X_full)), dtype=np.float64)
+        return out.reshape(out.shape[0], -1)
+
     def predict_std(self, X_full: F64) -> F64:
-        """Prediction in standardised target units."""
-        return np.asarray(self.mlp.predict(self.inputs(X_full)), dtype=np.float64).reshape(-1)
+        """The return head's prediction in standardised target units."""
+        return self.predict_std_all(X_full)[:, 0]
 
     def predict(self, X_full: F64) -> F64:
         """Prediction as a raw forward return (fraction)."""
         return self.predict_std(X_full) * self.y_scale + self.y_mean
+
+    def predict_log_vol(self, X_full: F64) -> F64:
+        """The vol head's forecast of log realised vol (log of a per-bar RMS log return).
+
+        Raises:
+            ValueError: the model has no vol head.
+        """
+        if self.vol_scale is None or self.vol_mean is None:
+            raise ValueError("this tier model has no volatility head")
+        return self.predict_std_all(X_full)[:, 1] * self.vol_scale + self.vol_mean
 
 
 def make_mlp(hidden: Sequence[int], cfg: DistillConfig, *, n_rows: int, seed: int) -> MLPRegressor:
@@ -205,8 +234,9 @@ def fit_mlp(
 
     Args:
         hidden: hidden layer widths.
-        X, target: standardised float32 training inputs and (blended) targets.
-        X_val, y_val: standardised validation inputs and *labels* (standardised target units).
+        X, target: standardised float32 training inputs and (blended) targets, [N] or [N, heads].
+        X_val, y_val: standardised validation inputs and *labels* (standardised target units), shaped like
+            `target`; the validation MSE is the mean over heads.
         epochs: maximum epochs; training stops after `cfg.patience` epochs without improvement.
     """
     mlp = make_mlp(hidden, cfg, n_rows=X.shape[0], seed=seed)
@@ -214,13 +244,17 @@ def fit_mlp(
     best_mse = math.inf
     best_epoch = 0
     history: list[float] = []
+    if target.ndim == 2 and target.shape[1] == 1:
+        target = target.ravel()  # one head: exactly the single-output fit
+    y_val2 = y_val.reshape(y_val.shape[0], -1)
     t0 = time.perf_counter()
     bar = tqdm(total=epochs, desc=desc, disable=not progress, leave=True, dynamic_ncols=True)
     try:
         for epoch in range(1, epochs + 1):
             interrupts.doing(f"training {desc or 'a model'}, epoch {epoch}/{epochs}")
             mlp.partial_fit(X, target)  # a signal raises offline.interrupts.Interrupted from inside
-            mse = float(np.mean((mlp.predict(X_val).astype(np.float64) - y_val) ** 2))
+            pred = mlp.predict(X_val).astype(np.float64).reshape(y_val2.shape)
+            mse = float(np.mean((pred - y_val2) ** 2))
             history.append(mse)
             if mse < best_mse - 1e-7:
                 best_mse, best_epoch, best = mse, epoch, copy.deepcopy(mlp)

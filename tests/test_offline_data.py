@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -109,13 +110,19 @@ def test_targets_are_forward_returns_and_never_span_a_gap() -> None:
 
 
 def test_dataset_rows_splits_and_embargo() -> None:
-    """Usable rows are warm and gap-free; splits are chronological, disjoint, separated by the embargo."""
+    """Usable rows are warm and gap-free with both targets complete (the 12-bar vol target is the longer);
+    splits are chronological, disjoint, separated by the embargo."""
     cfg = DistillConfig(horizon_bars=2, embargo_bars=30, synthetic_bars=3000)
     ds = load_dataset("synthetic", cfg)
     assert ds.bar_index[0] == WARMUP_BARS - 1
-    assert ds.n_rows == 3000 - (WARMUP_BARS - 1) - 2
+    assert ds.n_rows == 3000 - (WARMUP_BARS - 1) - 12
     c = np.array([b.close for b in ds.bars])
     np.testing.assert_allclose(ds.y, c[ds.bar_index + 2] / c[ds.bar_index] - 1.0)
+    assert ds.log_vol is not None
+    assert ds.vol_horizon_bars == 12
+    i = int(ds.bar_index[5])
+    rms = np.sqrt(np.mean(np.log(c[i + 1 : i + 13] / c[i : i + 12]) ** 2))
+    assert ds.log_vol[5] == pytest.approx(np.log(rms), rel=1e-12)
     s = ds.splits
     assert s.train[-1] < s.val[0] < s.val[-1] < s.test[0]
     assert s.val[0] - s.train[-1] == 31
@@ -123,7 +130,10 @@ def test_dataset_rows_splits_and_embargo() -> None:
     assert len(s.train) == int(ds.n_rows * 0.6)
     assert ds.provenance["source"] == "synthetic"
     assert ds.provenance["rows"] == 3000
-    assert ds.train_bars()[-1].start_ms == ds.bars[int(ds.bar_index[s.train[-1]]) + 2].start_ms
+    assert ds.train_bars()[-1].start_ms == ds.bars[int(ds.bar_index[s.train[-1]]) + 12].start_ms
+    no_vol = load_dataset("synthetic", msgspec.structs.replace(cfg, vol_head=False))
+    assert no_vol.log_vol is None
+    assert no_vol.n_rows == 3000 - (WARMUP_BARS - 1) - 2
 
 
 def test_too_few_rows_is_a_data_error() -> None:

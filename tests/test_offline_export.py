@@ -49,10 +49,15 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         "created_ms",
         "feature_version",
         "target",
+        "heads",
         "tiers",
         "regime_calibration",
         "provenance",
         "versions",
+    }
+    assert m["heads"] == {
+        "return": {"horizon_bars": 1, "unit": "return", "output_name": "y"},
+        "vol": {"horizon_bars": 12, "unit": "rms_log_return_per_bar", "output_name": "vol"},
     }
     assert m["schema_version"] == 1
     assert isinstance(m["created_ms"], int)
@@ -80,6 +85,7 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         "metrics",
     }
     metric_keys = {"test_r2", "r2_retention", "fidelity_r2", "ic", "hit_rate", "distill_loss", "train_s"}
+    metric_keys |= {"vol_r2", "vol_ic", "vol_qlike", "vol_qlike_bc"}
     prev_params = None
     for stage, t in enumerate(m["tiers"]):
         assert set(t) == tier_keys
@@ -125,7 +131,7 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
 
 
 def test_files_hash_and_load(family: tuple[Config, Path, dict[str, Any]]) -> None:
-    """Each ONNX file's sha256 matches the manifest; it loads as x float32 [N,n] -> y float32 [N,1]."""
+    """Each ONNX file's sha256 matches the manifest; it loads as x float32 [N,n] -> y, vol float32 [N,1]."""
     _, out, _ = family
     m = json.loads((out / "manifest.json").read_text())
     for t in m["tiers"]:
@@ -133,9 +139,10 @@ def test_files_hash_and_load(family: tuple[Config, Path, dict[str, Any]]) -> Non
         assert hashlib.sha256(blob).hexdigest() == t["sha256"]
         sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
         (inp,) = sess.get_inputs()
-        (outp,) = sess.get_outputs()
+        outp, volp = sess.get_outputs()
         assert (inp.name, inp.type, inp.shape[1]) == ("x", "tensor(float)", len(t["features"]))
         assert (outp.name, outp.type, outp.shape[1]) == ("y", "tensor(float)", 1)
+        assert (volp.name, volp.type, volp.shape[1]) == ("vol", "tensor(float)", 1)
         props = {p.key: p.value for p in onnx.load_from_string(blob).metadata_props}
         assert json.loads(props["features"]) == t["features"]
         assert props["feature_version"] == FEATURE_VERSION
@@ -181,3 +188,46 @@ def test_failed_run_leaves_existing_output_untouched(tmp_path: Path, trained_fam
         pipeline_distill(parse_config(TINY), data=bad, out_dir=out)
     assert [p.name for p in tmp_path.iterdir() if p.name != bad.name] == ["models"]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_vol_output_is_exp_of_the_log_vol_head_and_equals_sklearn() -> None:
+    """The vol output is exp(unscaled log-vol head) inside the graph, equal to scikit-learn's in natural
+    units; a model whose vol scaling drifts fails the export's parity check naming the output."""
+    cfg = parse_config(TINY)
+    ds = load_dataset("synthetic", cfg.distill)
+    from offline.distill import run_distillation
+
+    res = run_distillation(ds, cfg.tiers, cfg.distill, epochs=2, seed=0)
+    X = ds.X[ds.splits.test]
+    for name, cand in res.chosen.items():
+        onx = tier_to_onnx(cand.model, name=name)
+        assert [o.name for o in onx.graph.output] == ["y", "vol"]
+        assert any(n.op_type == "Exp" and n.output == ["vol"] for n in onx.graph.node)
+        blob = onx.SerializeToString()
+        assert check_parity(cand.model, blob, X, atol=cfg.distill.onnx_atol, name=name) <= 1e-6
+        got = onnx_predict(blob, X[:, cand.model.columns].astype(np.float32), output="vol")
+        want = np.exp(cand.model.predict_log_vol(X.astype(np.float32).astype(np.float64)))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
+        assert np.all(got > 0.0)
+        assert 1e-5 < float(np.median(got)) < 0.1  # a per-bar RMS log return, not log or standardised units
+        broken = copy.copy(cand.model)
+        assert broken.vol_mean is not None
+        broken.vol_mean += 0.01  # 1% off in vol: the graph no longer matches
+        with pytest.raises(ModelError, match=f"{name}: ONNX and scikit-learn disagree on output 'vol'"):
+            check_parity(broken, blob, X, atol=cfg.distill.onnx_atol, name=name)
+
+
+def test_report_has_the_har_baselines(family: tuple[Config, Path, dict[str, Any]]) -> None:
+    """The report scores HAR-RV and HAR-RV + hour-of-day on the test rows and says which tiers beat them."""
+    _, out, report = family
+    bases = report["info"]["vol_baselines"]
+    assert set(bases) == {"har", "har_tod"}
+    for base in bases.values():
+        assert {"vol_r2", "vol_ic", "vol_qlike", "vol_qlike_bc", "qlike_scale"} <= set(base)
+        assert base["vol_r2"] > 0.0  # the synthetic market's volatility clusters: HAR has skill
+    assert set(report["vol_vs_har"]) == {"har", "har_tod"}
+    text = (out / "report.txt").read_text()
+    assert "HAR-RV + hour" in text
+    assert "tiers beating HAR-RV (vol R2" in text
+    for row in report["candidates"]:
+        assert row["metrics"]["vol_qlike_bc"] > 0.0

@@ -112,14 +112,18 @@ def tiny_run() -> tuple[Config, DistillResult]:
 def test_tiny_run_trains_every_recipe_and_picks_best_on_validation(
     tiny_run: tuple[Config, DistillResult],
 ) -> None:
-    """Each student size has progressive (+/- transfer), one-shot, scratch; the pick is the best val R2."""
+    """Each student size has progressive (+/- transfer), one-shot, scratch; the pick is the best validation
+    score, the mean val R2 of the return and vol heads (each in the metrics)."""
     _, res = tiny_run
     assert [c.variant for c in res.candidates["research"]] == ["teacher"]
     for name in ("staging", "production", "edge"):
         variants = {c.variant for c in res.candidates[name]}
         assert variants == {"progressive", "progressive_no_transfer", "one_shot", "scratch"}
-        best = max(c.metrics["val_r2"] or -1e9 for c in res.candidates[name])
-        assert res.chosen[name].metrics["val_r2"] == best
+        for c in res.candidates[name]:
+            m = c.metrics
+            assert m["val_score"] == pytest.approx(0.5 * (m["val_r2"] + m["val_vol_r2"]))
+        best = max(c.metrics["val_score"] or -1e9 for c in res.candidates[name])
+        assert res.chosen[name].metrics["val_score"] == best
     params = [res.chosen[n].model.params for n in res.tier_names]
     assert params == sorted(params, reverse=True)
     assert res.chosen["edge"].model.features == ("ret_1", "range_vol", "vol_chg", "mom_5")

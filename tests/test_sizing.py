@@ -88,12 +88,22 @@ def test_pnl_volatility_hits_the_target_when_the_forecast_is_right() -> None:
             assert per_regime[1] / per_regime[0] > 2.5  # fixed sizing: PnL vol follows the market's
 
 
-def test_vol_target_needs_a_family_with_a_vol_head(trained_family: Path) -> None:
+def test_vol_target_needs_a_family_with_a_vol_head(trained_family: Path, tmp_path: Path) -> None:
+    """A family without a vol head (an older manifest: no `heads`) loads, but vol_target sizing refuses it."""
+    import json
+    import shutil
+
     from support import small_config
 
     cfg = small_config(paper={"sizing": "vol_target"})
-    family = TierFamily.load(trained_family)
+    old = tmp_path / "old"
+    shutil.copytree(trained_family, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["heads"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    family = TierFamily.load(old)
     assert not family.has_vol_head
+    assert family.predict_vol("edge", np.zeros(30)) is None
     with pytest.raises(ModelError, match="volatility head"):
         Engine(engine_params(cfg), family, PaperTrader(cfg.paper))
 
@@ -117,3 +127,33 @@ def test_ledger_gains_the_vol_forecast_column_on_open(tmp_path: Path) -> None:
         cols = {row[1] for row in led.conn.execute("PRAGMA table_info(decisions)")}
         assert "vol_forecast" in cols
         assert led.decisions(SYM) == []
+
+
+def test_engine_sizes_by_the_families_vol_forecast(trained_family: Path) -> None:
+    """An Engine on the trained family with vol_target sizing: every decision carries a positive
+    vol_forecast and holds signal * min(target_vol_bps / vol_forecast, max_units) units (no band)."""
+    from support import small_config
+
+    from bot.sim.synthetic import SyntheticMarket
+
+    cfg = small_config(
+        market={"symbols": ["SYNTHUSDT"]},
+        paper={"sizing": "vol_target", "target_vol_bps": 10.0, "max_units": 50, "rebalance_band": 0.0},
+    )
+    family = TierFamily.load(trained_family)
+    family.check_fit(cfg)
+    engine = Engine(engine_params(cfg), family, PaperTrader(cfg.paper))
+    decisions = []
+    for step in SyntheticMarket(seed=3).generate(400):
+        d = engine.on_bar(step.bar)
+        if d is not None:
+            decisions.append(d)
+    assert len(decisions) > 300
+    fractional = 0
+    for d in decisions:
+        assert d.vol_forecast is not None
+        assert 0.0 < d.vol_forecast < 1.0
+        want = d.signal * min(10.0 * 1e-4 / d.vol_forecast, 50.0)
+        assert d.position == pytest.approx(want, rel=1e-9, abs=1e-12)
+        fractional += d.signal != 0 and d.position != int(d.position)
+    assert fractional > 0

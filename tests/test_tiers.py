@@ -144,3 +144,56 @@ def test_session_options_are_single_threaded_without_spinning() -> None:
     assert (so.intra_op_num_threads, so.inter_op_num_threads) == (1, 1)
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert so.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
+class _CountingSession:
+    """Delegates to an ORT session and counts bound runs."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.runs = 0
+
+    def run_with_iobinding(self, binding: Any) -> None:
+        self.runs += 1
+        self.inner.run_with_iobinding(binding)
+
+    def run(self, *args: Any) -> Any:
+        return self.inner.run(*args)
+
+
+def test_vol_head_forecast_comes_from_the_same_run_as_predict(trained_family: Path) -> None:
+    """A trained family has a vol head; predict_vol equals the graph's `vol` output (positive, a per-bar
+    fraction) and, after predict on the same vector, costs no second ORT run."""
+    fam = TierFamily.load(trained_family)
+    assert fam.has_vol_head
+    assert fam.manifest.vol_head is not None
+    assert fam.manifest.vol_head.horizon_bars == 12
+    rows = full_vectors(5, seed=3)
+    for tier in fam:
+        counter = _CountingSession(tier.session)
+        tier.session = counter  # type: ignore[assignment]  # the counting proxy stands in for the session
+        want = tier.predict_batch(rows, output="vol")
+        for x, w in zip(rows, want, strict=True):
+            fam.predict(tier.name, x)
+            before = counter.runs
+            v = fam.predict_vol(tier.name, x)
+            assert counter.runs == before
+            assert v == pytest.approx(float(w), rel=1e-6)
+            assert v is not None
+            assert 0.0 < v < 1.0
+        fam.warm(tier.name)  # another input is bound now: predict_vol runs the session for its own x
+        before = counter.runs
+        assert fam.predict_vol(tier.name, rows[0]) == pytest.approx(float(want[0]), rel=1e-6)
+        assert counter.runs == before + 1
+
+
+def test_check_fit_refuses_another_vol_horizon(trained_family: Path) -> None:
+    """A config with another [distill] vol_horizon_bars than the manifest's vol head: refused, naming both."""
+    from support import small_config
+
+    fam = TierFamily.load(trained_family)
+    fam.check_fit(small_config(market={"symbols": ["SYNTHUSDT"]}))
+    with pytest.raises(
+        ModelError, match=r"over 12 bars \(\$\.heads\.vol\.horizon_bars\).*vol_horizon_bars is 24"
+    ):
+        fam.check_fit(small_config(market={"symbols": ["SYNTHUSDT"]}, distill={"vol_horizon_bars": 24}))
