@@ -107,6 +107,8 @@ async def _replay(models: Path, n_bars: int, workdir: Path) -> dict[str, Any]:
         )
         data["ledger"]["path"] = str(workdir / "ledger.sqlite")
         data["models"]["dir"] = str(models)
+        data["market"]["symbols"] = [SYMBOL]
+        data["models"]["symbols"] = "any"  # the bench family may be trained on another symbol
         data.pop("logging")
         cfg = msgspec.convert(data, Config)
         service = Service(cfg, max_decisions=n_bars)
