@@ -230,6 +230,13 @@ CASES = [
     Case("demo-out-user-dir", ["-m", "bot", "demo", "--out", "mine", "--models", "{family}", "--bars", "5"],
          2,
          "not written by this command", untouched=["mine"], setup=USER_DIR),
+    # a bad row after the replayed history: the clock does not freeze silently, the row is named
+    Case("replay-server-bad-row", ["-m", "bot", "replay-server", "--data", "BTCUSDT_5m.csv",
+          "--symbols", "BTCUSDT", "--port", "0", "--bar-seconds", "0.01", "--history-bars", "5"], 1,
+         "line 16: close must be a number",
+         untouched=["BTCUSDT_5m.csv"],
+         setup=_write("BTCUSDT_5m.csv", "start_ms,open,high,low,close,volume\n" + "".join(
+             f"{i * 300_000},10,11,9,{'x' if i == 14 else 10},1\n" for i in range(20)))),
 ]  # fmt: skip
 
 
