@@ -363,7 +363,8 @@ def test_interrupt_during_training_keeps_the_family_and_exits_128_plus_signal(
     models = tmp_path / "models"
     shutil.copytree(trained_family, models)
     before = _snapshot(models)
-    cfg = small_config(distill={"quick_epochs": 500, "patience": 500})
+    # long enough that no machine finishes before the signal (it is never run to the end)
+    cfg = small_config(distill={"quick_epochs": 100_000, "patience": 100_000})
     (tmp_path / "c.toml").write_text(to_toml(cfg), encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "offline", "distill", "--quick", "--config", "c.toml", "--out", "models"],
@@ -373,7 +374,7 @@ def test_interrupt_during_training_keeps_the_family_and_exits_128_plus_signal(
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     deadline = time.monotonic() + 60
-    while not list(models.glob(".incoming-*")) and time.monotonic() < deadline:
+    while not list(models.glob("*incoming-*")) and time.monotonic() < deadline:
         time.sleep(0.1)  # the staging dir exists: the output was accepted, data and training follow
     time.sleep(3.0)  # into the training
     proc.send_signal(sig)
