@@ -78,7 +78,11 @@ def _run(args: argparse.Namespace) -> int:
     logs.check_decisions_path(cfg.logging.decisions_path)  # exit 2 before the lock file is created
     with LedgerLock(cfg.ledger.path) as lock:  # before any file is created: one bot per ledger
         logs.configure_logging(
-            level=cfg.logging.level, fmt=cfg.logging.format, decisions_path=cfg.logging.decisions_path
+            level=cfg.logging.level,
+            fmt=cfg.logging.format,
+            decisions_path=cfg.logging.decisions_path,
+            rotate_bytes=int(cfg.logging.rotate_mib * 2**20),
+            keep_files=cfg.logging.keep_files,
         )
         try:
             _run_loop(run_service(cfg, lock=lock, family=family), cleanup_s=LOOP_CLEANUP_S)

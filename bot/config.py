@@ -128,6 +128,10 @@ class LoggingConfig(_Section, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
     decisions_path: str = "logs/decisions.jsonl"
+    # Rotate the decision log before it passes rotate_mib MiB (0 = never): it becomes <path>.1, older ones
+    # shift up to <path>.<keep_files> and the oldest is dropped; a line is never split across files.
+    rotate_mib: Annotated[float, Meta(ge=0, le=1_000_000)] = 100.0
+    keep_files: Annotated[int, Meta(ge=1, le=1000)] = 10
 
 
 class ModelsConfig(_Section, frozen=True):

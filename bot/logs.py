@@ -59,10 +59,63 @@ _LEVELS: Final = {
 }
 
 
-class _TeeLogger:
-    """Writes each rendered line to stdout and, when set, to an append-only file (line-buffered)."""
+class RotatingLog:
+    """The decision log file: appended one whole line at a time; once a line would take it past
+    `max_bytes` it is renamed `<path>.1` first (`.1` -> `.2` ... up to `keep`, the oldest dropped), so a line
+    is never split or lost across files. `max_bytes = 0` never rotates.
+    """
 
-    def __init__(self, stream: TextIO, file: TextIO | None) -> None:
+    def __init__(self, path: Path, *, max_bytes: int, keep: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self._f = path.open("a", encoding="utf-8")
+        self.size = self._f.tell()
+
+    def write(self, text: str) -> None:
+        """Append `text` (one or more whole lines), rotating first when it would not fit."""
+        n = len(text.encode())
+        if self.max_bytes and self.size and self.size + n > self.max_bytes:
+            self._rotate()
+        self._f.write(text)
+        self.size += n
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def _rotate(self) -> None:
+        self._f.close()
+        for i in range(self.keep, 0, -1):
+            src = self.path if i == 1 else rotated(self.path, i - 1)
+            if src.exists():
+                os.replace(src, rotated(self.path, i))  # the one at `keep` is overwritten: dropped
+        self._f = self.path.open("a", encoding="utf-8")
+        self.size = 0
+
+
+def rotated(path: Path, n: int) -> Path:
+    """The `n`-th rotated decision log beside `path` (`decisions.jsonl.1` is the newest rotated one)."""
+    return path.with_name(f"{path.name}.{n}")
+
+
+def decision_log_files(path: str | Path) -> list[Path]:
+    """The decision log and its rotated files that exist, oldest first (so lines read in log order)."""
+    p = Path(path)
+    old = sorted(
+        (q for q in p.parent.glob(p.name + ".*") if q.name[len(p.name) + 1 :].isdigit()),
+        key=lambda q: int(q.name[len(p.name) + 1 :]),
+        reverse=True,
+    )
+    return [*old, *([p] if p.exists() else [])]
+
+
+class _TeeLogger:
+    """Writes each rendered line to stdout and, when set, to the decision log file (line-buffered)."""
+
+    def __init__(self, stream: TextIO, file: RotatingLog | None) -> None:
         self._stream = stream
         self._file = file
 
@@ -77,14 +130,14 @@ class _TeeLogger:
 
 
 class _TeeLoggerFactory:
-    def __init__(self, stream: TextIO, file: TextIO | None) -> None:
+    def __init__(self, stream: TextIO, file: RotatingLog | None) -> None:
         self._logger = _TeeLogger(stream, file)
 
     def __call__(self, *args: Any) -> _TeeLogger:
         return self._logger
 
 
-_open_file: TextIO | None = None
+_open_file: RotatingLog | None = None
 _decision_out: _TeeLogger | None = None  # where `write_decision` lines go (None: level above info)
 _encoder = msgspec.json.Encoder(enc_hook=str)  # anything msgspec cannot encode natively is logged as str()
 
@@ -116,12 +169,12 @@ def _decisions_error(path: Path, why: str) -> ConfigError:
     return ConfigError(f"[logging] decisions_path {path}: {why}; point it at a file in a writable directory")
 
 
-def open_decisions(decisions_path: str | Path) -> TextIO:
+def open_decisions(decisions_path: str | Path, *, rotate_bytes: int = 0, keep_files: int = 10) -> RotatingLog:
     """Open the decision log for appending (parents created); ConfigError naming the key when it cannot."""
     path = Path(decisions_path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("a", encoding="utf-8")
+        return RotatingLog(path, max_bytes=rotate_bytes, keep=keep_files)
     except OSError as exc:
         raise _decisions_error(path, f"cannot open for appending ({exc.strerror})") from exc
 
@@ -132,6 +185,8 @@ def configure_logging(
     fmt: str = "auto",
     decisions_path: str | Path | None = None,
     stream: TextIO | None = None,
+    rotate_bytes: int = 0,
+    keep_files: int = 10,
 ) -> None:
     """Configure structlog for the process. Call once at start-up (calling again reconfigures).
 
@@ -140,6 +195,8 @@ def configure_logging(
         fmt: "json", "console", or "auto" (console on a TTY, JSON otherwise).
         decisions_path: JSONL file that also gets every line (parent created); None = stdout only.
         stream: where lines go besides the file (default stdout).
+        rotate_bytes: rotate the decision log before it grows past this size (0 = never); see RotatingLog.
+        keep_files: rotated files kept beside it (`<path>.1` newest ... `<path>.<keep_files>` oldest).
     """
     global _open_file, _decision_out
     _last_options.update(level=level, fmt=fmt, stream=stream)
@@ -148,7 +205,7 @@ def configure_logging(
         _open_file.close()
         _open_file = None
     if decisions_path is not None:
-        _open_file = open_decisions(decisions_path)
+        _open_file = open_decisions(decisions_path, rotate_bytes=rotate_bytes, keep_files=keep_files)
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

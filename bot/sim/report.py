@@ -28,6 +28,7 @@ import numpy as np
 
 from bot.core.decision import BAR_DECIDED, DecisionRecord, decode_line
 from bot.core.errors import BotError
+from bot.logs import decision_log_files
 from bot.outputs import OutputPathError, StagedOutput
 
 STAGES: Final[tuple[str, ...]] = ("features", "regime", "inference", "paper", "total", "recv_to_decision")
@@ -39,13 +40,16 @@ class ReportError(BotError):
 
 
 def read_decisions(log_path: str | Path) -> tuple[list[DecisionRecord], dict[str, int]]:
-    """Parse the log; returns the kept decisions (in log order) and line counts.
+    """Parse the log and its rotated files (`<log>.N` ... `<log>.1`, then `<log>`); returns the kept
+    decisions (in log order) and line counts.
 
     Counts: `lines`, `decisions` (kept), `other_events`, `malformed`, `duplicates`.
     """
     path = Path(log_path)
     try:
-        raw = path.read_bytes()
+        if not path.exists():
+            path.read_bytes()  # the error that names what is wrong
+        raw = b"".join(p.read_bytes() for p in decision_log_files(path))
     except OSError as exc:
         raise ReportError(f"{path}: cannot read decision log: {exc.strerror}") from exc
     counts = Counter({"lines": 0, "decisions": 0, "other_events": 0, "malformed": 0, "duplicates": 0})
