@@ -40,6 +40,7 @@ from bot.ledger import Ledger, LedgerLock
 from bot.metrics import Metrics
 from bot.notify import Notifier, Watchdog
 from bot.reload import ModelReloader
+from bot.shadow import ShadowScorer
 from bot.shutdown import ShutdownBudget
 from bot.status import DAY_MS, FamilyInfo, StatusBoard, render_status
 from bot.tiers import TierFamily
@@ -106,7 +107,12 @@ class Service:
         self.step_ms = interval_ms(cfg.market.interval)
         self.log = logs.get_logger(component="service")
         fresh_s = watchdog_fresh_s(cfg)
+        self.shadow = ShadowScorer(
+            horizon_bars=cfg.distill.horizon_bars, vol_horizon_bars=cfg.distill.vol_horizon_bars
+        )
         self.status = StatusBoard(cfg.market.symbols)
+        self.status.shadow = self.shadow
+        self._shadow_bars = 0
         self._status_family: object = None  # the family the status page describes (a reload changes it)
         self.metrics = Metrics(stale_s=fresh_s, status_page=lambda: render_status(self.status, _now_ms()))
         self.lag = DecisionLag(
@@ -196,6 +202,7 @@ class Service:
             self._status_family = engine.family
             self.status.set_family(FamilyInfo.of_family(engine.family))
         self.status.observe(decision, now_ms=_now_ms())
+        self._shadow_score(engine, bar, decision)
         s = self.summary
         s.decisions += 1
         s.per_tier[decision.tier] += 1
@@ -205,6 +212,30 @@ class Service:
         if regime is not None and regime.changed:
             self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier)
         return decision
+
+    def _shadow_score(self, engine: Engine, bar: Bar, decision: DecisionRecord) -> None:
+        """After the decision is out: every tier forecasts this bar too, scored once the horizon passes."""
+        x = engine.features(bar.symbol)
+        if x is None:
+            return
+        family = engine.family
+        if not isinstance(family, TierFamily):
+            return
+        forecasts: dict[str, tuple[float, float | None]] = {}
+        for tier in family.names:
+            if tier == decision.tier:
+                forecasts[tier] = (decision.prediction, decision.vol_forecast)
+            else:
+                pred = family.predict(tier, x)
+                forecasts[tier] = (pred, family.predict_vol(tier, x) if family.has_vol_head else None)
+        self.shadow.on_bar(bar.symbol, bar.close, decision.tier, forecasts)
+        self._shadow_bars += 1
+        if self._shadow_bars % 10 == 0:  # the gauges every 10 bars: an IC is a window's work
+            for tier in forecasts:
+                sh = self.shadow
+                self.metrics.shadow(
+                    tier, ic=sh.ic(tier), regret=sh.regret(tier), vol_qlike=sh.vol_qlike(tier)
+                )
 
     def _on_ready(self, ledger: Ledger) -> None:
         for symbol, last in self._last_seen.items():

@@ -124,6 +124,24 @@ class Metrics:
             ["symbol"],
             registry=self.registry,
         )
+        self.shadow_ic = Gauge(
+            "progdistill_shadow_ic",
+            "Live IC of each tier's return forecasts over the shadow window (every tier predicts every bar).",
+            ["tier"],
+            registry=self.registry,
+        )
+        self.shadow_regret = Gauge(
+            "progdistill_router_regret",
+            "Router's squared error minus this tier's, mean over the shadow window (> 0: tier did better).",
+            ["tier"],
+            registry=self.registry,
+        )
+        self.shadow_vol_qlike = Gauge(
+            "progdistill_shadow_vol_qlike",
+            "Mean QLIKE of each tier's volatility forecasts over the window (0 = exact).",
+            ["tier"],
+            registry=self.registry,
+        )
         self._lagging: set[str] = set()
         self._runner: web.AppRunner | None = None
 
@@ -146,6 +164,15 @@ class Metrics:
             self.latency_us.labels(tier=tier, stage=RECV_STAGE).observe(recv_to_decision_us)
         self._last_bar_s = self._clock()
         self._bars_total += 1
+
+    def shadow(self, tier: str, *, ic: float | None, regret: float | None, vol_qlike: float | None) -> None:
+        """Set a tier's shadow scores (a score not measured yet is left unset)."""
+        if ic is not None:
+            self.shadow_ic.labels(tier=tier).set(ic)
+        if regret is not None:
+            self.shadow_regret.labels(tier=tier).set(regret)
+        if vol_qlike is not None:
+            self.shadow_vol_qlike.labels(tier=tier).set(vol_qlike)
 
     def decision_lag(self, symbol: str, lag_bars: int, *, lagging: bool) -> None:
         """Set `symbol`'s decision lag; while any symbol is `lagging`, /healthz answers 503."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bot.core.decision import DecisionRecord
+from bot.shadow import ShadowScorer
 
 DAY_MS: Final = 86_400_000
 NOT_MEASURED: Final = "not measured yet"
@@ -103,6 +104,7 @@ class StatusBoard:
         self.tiers: dict[str, _TierState] = {}
         self.regimes: Counter[str] = Counter()
         self.family: FamilyInfo | None = None
+        self.shadow: ShadowScorer | None = None  # live IC / regret / vol QLIKE per tier (bot.shadow)
         self.bars_total = 0
         self.last_decided_ms: int | None = None  # wall clock of the last decision
         self.reconnects = 0
@@ -274,17 +276,35 @@ def _tiers_section(board: StatusBoard) -> list[str]:
         p50 = _e(f"{_pct(lat, 0.50):.0f}") if lat else "&mdash;"
         p99 = _e(f"{_pct(lat, 0.99):.0f}") if lat else "&mdash;"
         measured = [("tier", _e(name)), ("bars", _e(st.bars)), ("share", share), ("p50", p50), ("p99", p99)]
-        rows.append([*measured, ("ic", nm), ("regret", nm)])
-    head = ["tier", "bars", "share of bars", "p50 total (us)", "p99 total (us)", "live IC", "router regret"]
+        rows.append([*measured, *_shadow_cells(board.shadow, name, nm)])
+    head = [
+        "tier", "bars", "share of bars", "p50 total (us)", "p99 total (us)", "live IC", "regret vs router",
+        "vol QLIKE",
+    ]  # fmt: skip
     regimes = ", ".join(f"{_e(r)}: {n}" for r, n in sorted(board.regimes.items())) or "&mdash;"
     return [
         "<h2>Tiers</h2>",
         _table("tiers", head, rows),
         f"<p>Since start-up; latency over the last {board.latency_window} bars per tier (engine stage "
         f"<code>{LATENCY_STAGE}</code>). Bars per regime: {regimes}.</p>",
-        "<p>Live IC and router regret come from shadow scoring (every tier predicting every bar, scored "
-        "when the horizon has passed), which the service does not run yet.</p>",
+        "<p>Live IC, regret and vol QLIKE come from shadow scoring: after each decision every tier predicts "
+        "the bar too, and is scored once the horizon has passed (over the last scored bars). Regret vs "
+        "router: the routed tier's squared error minus this tier's (&gt; 0: this tier would have done "
+        "better).</p>",
     ]
+
+
+def _shadow_cells(shadow: ShadowScorer | None, tier: str, nm: str) -> list[tuple[str, str]]:
+    if shadow is None:
+        return [("ic", nm), ("regret", nm), ("vol-qlike", nm)]
+    n = shadow.scored_bars(tier)
+    ic = shadow.ic(tier)
+    regret = shadow.regret(tier)
+    qlike = shadow.vol_qlike(tier)
+    ic_text = _e(f"{ic:+.3f}") if ic is not None else _e(f"collecting ({n}/{shadow.min_scored} bars)")
+    regret_text = _e(f"{regret:+.3g}") if regret is not None else nm
+    qlike_text = _e(f"{qlike:.3f}") if qlike is not None else "&mdash;"
+    return [("ic", ic_text), ("regret", regret_text), ("vol-qlike", qlike_text)]
 
 
 def _model_section(board: StatusBoard, now_ms: int) -> list[str]:

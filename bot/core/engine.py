@@ -70,7 +70,7 @@ class EngineParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _SymbolState:
-    __slots__ = ("book", "detector", "features", "last_regime")
+    __slots__ = ("book", "detector", "features", "last_regime", "last_x")
 
     def __init__(self, params: EngineParams, family: Predictor) -> None:
         self.features = FeatureState(interval_ms=params.interval_ms)
@@ -79,6 +79,7 @@ class _SymbolState:
         )
         self.book: BookTop | None = None
         self.last_regime: RegimeDecision | None = None
+        self.last_x: npt.NDArray[np.float64] | None = None
 
 
 class Engine:
@@ -187,6 +188,10 @@ class Engine:
             n += 1
         return n
 
+    def features(self, symbol: str) -> npt.NDArray[np.float64] | None:
+        """The feature row of `symbol`'s latest bar (None while warming up): shadow scoring reuses it."""
+        return self._state(symbol).last_x
+
     def regime(self, symbol: str) -> RegimeDecision | None:
         """The regime decided for `symbol`'s latest bar (None before the first)."""
         return self._state(symbol).last_regime
@@ -200,6 +205,7 @@ class Engine:
         t1 = clock()
         reg = st.detector.update(bar)
         st.last_regime = reg
+        st.last_x = x
         t2 = clock()
         if x is None or not decide:
             return None

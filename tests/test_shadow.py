@@ -1,0 +1,98 @@
+"""Shadow scoring: every tier's forecast scored when the horizon has passed (live IC, regret, vol QLIKE)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from bot.shadow import ShadowScorer
+from bot.status import StatusBoard, render_status
+
+
+def walk(n: int, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
+
+
+def test_a_perfect_tier_scores_ic_1_and_beats_the_router() -> None:
+    """'oracle' predicts the realised next-bar return, 'zero' predicts nothing and is routed: the oracle's IC
+    is 1, the zero tier's is undefined (no variance), and the router (zero) regrets by the oracle's margin."""
+    closes = walk(300)
+    sc = ShadowScorer(horizon_bars=1, vol_horizon_bars=3, min_scored=20)
+    for i, c in enumerate(closes):
+        future = closes[i + 1] / c - 1.0 if i + 1 < len(closes) else 0.0
+        sc.on_bar("BTC", float(c), "zero", {"oracle": (future, None), "zero": (0.0, None)})
+    assert sc.scored_bars("oracle") == 299
+    assert sc.ic("oracle") == pytest.approx(1.0)
+    assert sc.ic("zero") is None
+    realised = closes[1:] / closes[:-1] - 1.0
+    assert sc.regret("oracle") == pytest.approx(float(np.mean(realised**2)))
+    assert sc.regret("zero") == pytest.approx(0.0)
+
+
+def test_nothing_is_scored_before_the_horizon_and_ic_waits_for_enough_bars() -> None:
+    sc = ShadowScorer(horizon_bars=3, vol_horizon_bars=3, min_scored=5)
+    closes = walk(10)
+    for i, c in enumerate(closes[:3]):
+        sc.on_bar("BTC", float(c), "a", {"a": (float(i), None)})
+    assert sc.scored_bars("a") == 0
+    for c in closes[3:7]:
+        sc.on_bar("BTC", float(c), "a", {"a": (1.0, None)})
+    assert sc.scored_bars("a") == 4  # bars 0..3 have their 3-bar return now
+    assert sc.ic("a") is None  # 4 < min_scored
+
+
+def test_symbols_are_scored_against_their_own_closes() -> None:
+    sc = ShadowScorer(horizon_bars=1, vol_horizon_bars=2, min_scored=2)
+    for a, b in [(100.0, 10.0), (110.0, 9.0), (121.0, 8.1)]:
+        sc.on_bar("A", a, "t", {"t": (0.1, None)})
+        sc.on_bar("B", b, "t", {"t": (-0.1, None)})
+    # A rose 10% per bar, B fell 10%: both forecasts exact, so the IC over (+0.1, +0.1, -0.1, -0.1) is 1
+    assert sc.ic("t") == pytest.approx(1.0)
+    assert sc.regret("t") == pytest.approx(0.0)
+
+
+def test_vol_qlike_is_zero_for_the_realised_vol_and_positive_otherwise() -> None:
+    closes = 100.0 * np.exp(np.cumsum(np.tile([0.01, -0.01], 50)))  # every one-bar log return is +-1%
+    sc = ShadowScorer(horizon_bars=1, vol_horizon_bars=4)
+    for c in closes:
+        sc.on_bar("BTC", float(c), "exact", {"exact": (0.0, 0.01), "double": (0.0, 0.02)})
+    assert sc.vol_qlike("exact") == pytest.approx(0.0, abs=1e-12)
+    assert sc.vol_qlike("double") == pytest.approx(0.25 - math.log(0.25) - 1.0)
+
+
+def test_the_status_page_shows_the_live_scores() -> None:
+    """The tiers table shows each tier's live IC and regret once scored, 'collecting' before."""
+    from bot.core.decision import DecisionRecord
+
+    board = StatusBoard(["BTC"])
+    sc = ShadowScorer(horizon_bars=1, vol_horizon_bars=3, min_scored=20)
+    board.shadow = sc
+    closes = walk(60)
+    for i, c in enumerate(closes):
+        future = closes[i + 1] / c - 1.0 if i + 1 < len(closes) else 0.0
+        sc.on_bar("BTC", float(c), "edge", {"edge": (future, None), "late": (0.0, None)})
+        if i < 2:
+            continue
+        board.observe(
+            DecisionRecord(
+                symbol="BTC", start_ms=i * 300_000, source="ws", regime="normal", tier="edge",
+                prediction=future, signal=0, position=0, qty=0.0, fill_price=None, fee_usd=0.0,
+                realized_pnl_usd=0.0, unrealized_pnl_usd=0.0, equity_usd=0.0, bar_pnl_usd=0.0,
+                holding_pnl_usd=0.0, holding_tier=None, holding_regime=None, trade_pnl_usd=0.0,
+                close=float(c), latency_us={"total": 10.0},
+            ),
+            now_ms=i * 300_000,
+        )  # fmt: skip
+    page = render_status(board, 60 * 300_000)
+    assert "regret vs router" in page
+    tiers_table = page.split('<table class="tiers">')[1].split("</table>")[0]
+    row = re.search(r'<td class="tier">edge</td>.*?</tr>', tiers_table)
+    assert row is not None
+    assert '<td class="ic">+1.000</td>' in row.group(0)  # the edge tier's live IC
+    fresh = ShadowScorer(horizon_bars=1, vol_horizon_bars=3, min_scored=20)
+    board.shadow = fresh
+    assert "collecting (0/20 bars)" in render_status(board, 0)
