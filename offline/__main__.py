@@ -165,7 +165,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from bot.sim.backtest import default_cache_dir
-    from offline.sweep import load_grid, print_result, sweep
+    from offline.grid import load_grid
+    from offline.sweep import print_result, sweep
 
     cfg = _config(args.config)
     grid = load_grid(args.grid)

@@ -29,6 +29,7 @@ from bot.config import DistillConfig, TierConfig
 from bot.core.features import FEATURE_SETS, feature_indices
 from offline import vol as volmod
 from offline.data import Dataset, embargo_rows
+from offline.evaluate import evaluate, vol_baselines
 from offline.train import (
     F64,
     I64,
@@ -37,14 +38,10 @@ from offline.train import (
     TierModel,
     blended_target,
     fit_mlp,
-    hit_rate,
-    information_coefficient,
-    pearson,
     r2,
     stage_alpha,
     stage_temperature,
     transfer_set,
-    two_term_loss,
 )
 
 
@@ -331,103 +328,8 @@ def _train_teacher(run: _Run) -> _Teacher:
         test_r2=r2(run.y[run.test_rows], test_pred),
         test_log_vol=model.predict_log_vol(run.X[run.test_rows]) if run.has_vol else None,
     )
-    _evaluate(run, teacher, teacher.candidate, on_students)
+    evaluate(run, teacher, teacher.candidate, on_students)
     return teacher
-
-
-def _distill_loss(run: _Run, c: Candidate, labeler_S: F64) -> float:
-    """The candidate's training objective on labelled rows (transfer rows excluded).
-
-    The teacher's is its MSE on its own training labels; a student's is its stage's two-term loss on the
-    student rows against `labeler_S`.
-    """
-    if c.stage == 0:
-        y_rows = run.targets(run.teacher_rows)
-        return two_term_loss(0.0, c.model.predict_std_all(run.X[run.teacher_rows]), y_rows, y_rows)
-    return two_term_loss(c.alpha, c.model.predict_std_all(run.student_X), labeler_S, run.student_y)
-
-
-def _evaluate(run: _Run, teacher: _Teacher, c: Candidate, labeler_S: F64) -> None:
-    """Fill `c.metrics`: test and validation scores on labels, fidelity to the teacher, size and training."""
-    X, y, va, te = run.X, run.y, run.val_rows, run.test_rows
-    pred = c.model.predict(X[te])
-    pv = c.model.predict(X[va])
-    test_r2 = r2(y[te], pred)
-    c.metrics = {
-        "test_r2": test_r2,
-        "r2_retention": test_r2 / teacher.test_r2 if teacher.test_r2 > 0.0 else None,
-        "fidelity_r2": r2(teacher.test_pred, pred),
-        "ic": information_coefficient(pred, y[te]),
-        "hit_rate": hit_rate(pred, y[te]),
-        "distill_loss": _distill_loss(run, c, labeler_S),
-        "train_s": c.fit.train_s,
-        "val_r2": r2(y[va], pv),
-        "val_fidelity_r2": r2(teacher.val_pred, pv),
-        # scale-free fidelity: fidelity R2 is ill-conditioned when the teacher's output barely varies
-        "fidelity_corr": pearson(teacher.test_pred, pred),
-        "params": float(c.model.params),
-        "compression": teacher.model.params / c.model.params,
-        "best_epoch": float(c.fit.best_epoch),
-        "epochs_run": float(c.fit.epochs_run),
-    }
-    c.metrics.update(_vol_metrics(run, teacher, c))
-    val_r2, vol_val = c.metrics["val_r2"], c.metrics["val_vol_r2"]
-    c.metrics["val_score"] = val_r2 if vol_val is None or val_r2 is None else 0.5 * (val_r2 + vol_val)
-
-
-#: The vol head's metric keys (None in every one without a vol head).
-VOL_METRICS = (
-    "vol_r2",
-    "vol_ic",
-    "vol_qlike",
-    "vol_qlike_bc",
-    "val_vol_r2",
-    "vol_retention",
-    "vol_fidelity_r2",
-)
-
-
-def _vol_metrics(run: _Run, teacher: _Teacher, c: Candidate) -> dict[str, float | None]:
-    """The vol head on the test rows: R^2 of log vol, Spearman IC, QLIKE raw and bias-corrected (the
-    variance scale fitted on the training rows), validation R^2, retention and fidelity vs the teacher."""
-    if run.log_vol is None or teacher.test_log_vol is None:
-        return dict.fromkeys(VOL_METRICS)
-    X, lv, tr, va, te = run.X, run.log_vol, run.train_rows, run.val_rows, run.test_rows
-    pred = c.model.predict_log_vol(X[te])
-    scale = volmod.qlike_scale(np.exp(lv[tr]), np.exp(c.model.predict_log_vol(X[tr])))
-    m = volmod.vol_metrics(np.exp(lv[te]), pred, scale=scale)
-    teacher_r2 = volmod.r2(lv[te], teacher.test_log_vol)
-    return {
-        "vol_r2": m["r2_log_vol"],
-        "vol_ic": m["ic"],
-        "vol_qlike": m["qlike"],
-        "vol_qlike_bc": m["qlike_bc"],
-        "val_vol_r2": volmod.r2(lv[va], c.model.predict_log_vol(X[va])),
-        "vol_retention": m["r2_log_vol"] / teacher_r2 if teacher_r2 > 0.0 else None,
-        "vol_fidelity_r2": volmod.r2(teacher.test_log_vol, pred),
-    }
-
-
-def vol_baselines(run: _Run) -> dict[str, dict[str, float]]:
-    """HAR-RV and HAR-RV + hour-of-day fitted (OLS, and the QLIKE variance scale) on the training rows,
-    scored on the test rows like the tiers' vol head; {} without a vol head."""
-    if run.log_vol is None or run.har_X is None or run.har_tod_X is None:
-        return {}
-    lv, tr, va, te = run.log_vol, run.train_rows, run.val_rows, run.test_rows
-    out: dict[str, dict[str, float]] = {}
-    for key, design in (("har", run.har_X), ("har_tod", run.har_tod_X)):
-        model = volmod.HarRV().fit(design[tr], lv[tr])
-        scale = volmod.qlike_scale(np.exp(lv[tr]), np.exp(model.predict(design[tr])))
-        m = volmod.vol_metrics(np.exp(lv[te]), model.predict(design[te]), scale=scale)
-        out[key] = {
-            "vol_r2": m["r2_log_vol"],
-            "vol_ic": m["ic"],
-            "vol_qlike": m["qlike"],
-            "vol_qlike_bc": m["qlike_bc"],
-            "val_vol_r2": volmod.r2(lv[va], model.predict(design[va])),
-            "qlike_scale": scale,
-        }
-    return out
 
 
 def _progressive_chain(run: _Run, teacher: _Teacher, *, with_transfer: bool) -> list[Candidate]:
@@ -442,7 +344,7 @@ def _progressive_chain(run: _Run, teacher: _Teacher, *, with_transfer: bool) -> 
             name, prev, prev_S, a, with_transfer=with_transfer, desc=f"{variant} {k}/{run.n_stages} {name}"
         )
         c = Candidate(name, "progressive", variant, k, m, a, temp, with_transfer, fit)
-        _evaluate(run, teacher, c, prev_S)
+        evaluate(run, teacher, c, prev_S)
         chain.append(c)
         run.say(f"{variant} stage {k} {name}: val_r2 {c.metrics['val_r2']:.4f} ({fit.train_s:.1f} s)")
         prev, prev_S = m, m.predict_std_all(run.student_X)
@@ -466,7 +368,7 @@ def _one_shot(run: _Run, teacher: _Teacher, name: str, k: int, same_size: Sequen
         name, teacher.model, teacher.on_students, a1, with_transfer=transfer, desc=f"one_shot {name}"
     )
     c = Candidate(name, "one_shot", "one_shot", k, m, a1, t1, transfer, fit)
-    _evaluate(run, teacher, c, teacher.on_students)
+    evaluate(run, teacher, c, teacher.on_students)
     return c
 
 
@@ -474,7 +376,7 @@ def _scratch(run: _Run, teacher: _Teacher, name: str, k: int) -> Candidate:
     """Student `name` trained on the labels only (no teacher, no transfer set)."""
     m, fit = run.train(name, run.student_X, run.student_y, desc=f"scratch {name}")
     c = Candidate(name, "scratch", "scratch", k, m, 0.0, 1.0, False, fit)
-    _evaluate(run, teacher, c, teacher.on_students)
+    evaluate(run, teacher, c, teacher.on_students)
     return c
 
 

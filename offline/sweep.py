@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -36,234 +35,22 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
 import numpy as np
 
 from bot.config import Config, dump_config, parse_config
 from bot.core.errors import ConfigError
-
-POLICY_SECTIONS: Final = ("paper", "regime")
-#: Sections whose keys shape the models: a trial that sweeps them distils its own family.
-SHAPING_SECTIONS: Final = ("tiers", "distill")
-METRICS: Final = ("sharpe", "pnl_usd")
-#: `[regime]` keys the offline regime calibration reads (`offline.calibrate`, stored in the manifest): they
-#: shape a distilled family too, so they are part of its hash.
-CALIBRATION_KEYS: Final = (
-    "vol_window",
-    "trend_window",
-    "volume_window",
-    "vol_calm_quantile",
-    "vol_volatile_quantile",
-    "vol_crisis_quantile",
-    "trend_calm_quantile",
+from offline.families import FAMILIES_DIR, FamilyPlan, ensure_family, training_rows, write_atomic
+from offline.grid import (
+    apply,
+    grid_trials,
+    shapes_models,
+    trial_id,
 )
-#: Sub-directory of the sweep's `--out` holding the distilled families (`<hash>/`) and their training rows.
-FAMILIES_DIR: Final = "models"
 
-
-# ---- grid -----------------------------------------------------------------------------------------------
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{key}."))
-        else:
-            out[key] = v
-    return out
-
-
-def load_grid(path: str | Path) -> dict[str, list[Any]]:
-    """Dotted key -> candidates, checked: lists, non-empty, under [paper], [regime], [tiers] or [distill].
-
-    Raises:
-        ConfigError: unreadable file, a value that is not a non-empty list, a key under [models] (it names
-            files), or a key outside those sections.
-    """
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read grid: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
-    grid = _flatten(raw)
-    if not grid:
-        raise ConfigError(f"{p}: empty grid; expected dotted keys to candidate lists")
-    for key, values in grid.items():
-        section = key.split(".", 1)[0]
-        if section == "models":
-            raise ConfigError(
-                f"{p}: {key}: [models] keys name files, they are not candidates; pass the family with "
-                f"--models, or sweep the keys that shape it (under {list(SHAPING_SECTIONS)}) and every "
-                "trial distils its own"
-            )
-        if section not in POLICY_SECTIONS + SHAPING_SECTIONS:
-            raise ConfigError(f"{p}: {key}: expected a key under {list(POLICY_SECTIONS + SHAPING_SECTIONS)}")
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{p}: {key}: expected a non-empty list of candidates, got {values!r}")
-    return grid
-
-
-def apply(base: Config, overrides: Mapping[str, Any], *, source: str = "trial") -> Config:
-    """`base` with dotted-key overrides, validated like a config file."""
-    data: dict[str, Any] = msgspec.to_builtins(base)
-    for key, value in overrides.items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"{source}: {key}: {part} is not a table")
-            node = nxt
-        node[parts[-1]] = value
-    return parse_config(data, source=source)
-
-
-def grid_trials(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    keys = list(grid)
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
-
-
-def trial_id(overrides: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def shapes_models(grid: Mapping[str, Any]) -> bool:
-    """True when a grid key is under [tiers] or [distill] (its trials distil their own families)."""
-    return any(k.split(".", 1)[0] in SHAPING_SECTIONS for k in grid)
-
-
-# ---- families distilled by trials ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FamilyPlan:
-    """Where and from what a sweep's trials distil their families (built once by the driver).
-
-    Attributes:
-        root: `DIR/models`: families in `<hash>/`, the key that made each in `<hash>.json`.
-        train_csv: the training rows (`training_rows`), a klines CSV.
-        data_id: sha256 of `train_csv`'s bytes (the identity of the rows in the family hash).
-        from_ms: the first decided bar of every trial of the sweep; the training rows all start before it.
-        quick: distil with `[distill] quick_bars` / `quick_epochs`.
-        symbol: the symbol of the training rows (recorded in the manifest's provenance).
-        symbols: every symbol the trials decide (the family serves them all).
-    """
-
-    root: str
-    train_csv: str
-    data_id: str
-    from_ms: int
-    quick: bool
-    symbol: str
-    symbols: tuple[str, ...]
-
-
-def training_rows(
-    data: Sequence[str], root: Path, *, interval: str, distill_frac: float, quick: bool
-) -> FamilyPlan:
-    """Cut the data's time span: the first `distill_frac` of it trains families, the rest is decided.
-
-    `cut = lo + distill_frac * (hi - lo + one bar)`, aligned down to the bar interval, where `lo`/`hi` are the
-    first/last bar over all `data` files. The training rows are the first `data` file's bars with
-    `start_ms < cut` (one family serves every symbol, as live; a distillation reads one series). Every trial
-    then decides bars from `cut` on only, so no fold, validation or held-out, holds a row the family was
-    trained, validated or tested on (their targets end before `cut` too: the rows stop there).
-
-    Raises:
-        ConfigError: `distill_frac` not in (0, 1). DataError: an unreadable or malformed CSV.
-    """
-    from bot.core.bars import interval_ms
-    from bot.sim.backtest_cache import load_symbol
-    from offline.__main__ import write_klines_csv  # the project's one klines writer
-
-    if not 0.0 < distill_frac < 1.0:
-        raise ConfigError(f"distill_frac: expected a fraction in (0, 1), got {distill_frac}")
-    step = interval_ms(interval)
-    series = [load_symbol(arg, interval_ms=step) for arg in data]
-    lo = min(s.bars[0].start_ms for s in series)
-    hi = max(s.bars[-1].start_ms for s in series)
-    cut = lo + int((hi - lo + step) * distill_frac) // step * step
-    first = series[0]
-    rows = [b for b in first.bars if b.start_ms < cut]
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"train_{first.symbol}.csv"
-    write_klines_csv(rows, path)
-    data_id = hashlib.sha256(path.read_bytes()).hexdigest()
-    return FamilyPlan(
-        root=str(path.parent.resolve()),
-        train_csv=str(path.resolve()),
-        data_id=data_id,
-        from_ms=cut,
-        quick=quick,
-        symbol=first.symbol,
-        symbols=tuple(s.symbol for s in series),
-    )
-
-
-def family_key(cfg: Config, plan: FamilyPlan) -> dict[str, Any]:
-    """Everything that shapes a family distilled from `plan`'s rows under `cfg` (what its hash covers)."""
-    from bot.core.features import FEATURE_VERSION
-
-    return {
-        "tiers": msgspec.to_builtins(cfg.tiers),
-        "distill": msgspec.to_builtins(cfg.distill),
-        "regime_calibration": {k: getattr(cfg.regime, k) for k in CALIBRATION_KEYS},
-        "interval": cfg.market.interval,
-        "feature_version": FEATURE_VERSION,
-        "quick": plan.quick,
-        "symbol": plan.symbol,
-        "data": plan.data_id,
-    }
-
-
-def family_hash(key: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of `key` (sorted keys, no spaces), first 16 hex digits."""
-    canonical = json.dumps(key, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def ensure_family(cfg: Config, plan: FamilyPlan) -> tuple[Path, dict[str, Any]]:
-    """The family of `cfg`'s shaping keys: `plan.root/<hash>`, distilled now unless it is there already.
-
-    A per-hash file lock (`fcntl.flock`) makes concurrent trials with the same keys distil once: the others
-    wait and reuse it. `pipeline_distill` writes the directory atomically, so one with a manifest is whole.
-
-    Returns:
-        (family directory, {"family": hash, "distilled": True when distilled by this call, "distill_s"}).
-    """
-    import fcntl
-
-    from bot.manifest import MANIFEST_NAME
-    from offline.pipeline import pipeline_distill
-
-    key = family_key(cfg, plan)
-    h = family_hash(key)
-    root = Path(plan.root)
-    target = root / h
-    t0 = time.perf_counter()
-    with (root / f".{h}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        distilled = not (target / MANIFEST_NAME).is_file()
-        if distilled:
-            pipeline_distill(
-                cfg,
-                data=plan.train_csv,
-                out_dir=target,
-                quick=plan.quick,
-                allow_gaps=True,
-                symbol=plan.symbol,
-            )
-            _write_atomic(root / f"{h}.json", json.dumps(key, indent=1, sort_keys=True) + "\n")
-    return target, {"family": h, "distilled": distilled, "distill_s": time.perf_counter() - t0}
-
+METRICS: Final = ("sharpe", "pnl_usd")
 
 # ---- scoring ------------------------------------------------------------------------------------------
 
@@ -374,19 +161,8 @@ def _fingerprint(
     return h.hexdigest()[:16]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save(out: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
-    _write_atomic(out / "trials.json", json.dumps(rows, indent=1) + "\n")
+    write_atomic(out / "trials.json", json.dumps(rows, indent=1) + "\n")
     cols = [
         "id",
         "status",
@@ -584,7 +360,7 @@ def sweep(
             f"# trial {best['id']}: validation {best['validation']:.4f} (spread {best['spread']:.4f}), "
             f"held-out fold {best['heldout']:.4f}\n# overrides: {json.dumps(best['overrides'])}\n\n"
         )
-        _write_atomic(out / "best.toml", head + dump_config(best_cfg))
+        write_atomic(out / "best.toml", head + dump_config(best_cfg))
     _plot(out, rows, metric)
     return {"rows": rows, "best": best, "seconds": time.perf_counter() - t0, "computed": computed}
 

@@ -12,7 +12,8 @@ from test_backtest import synthetic_csvs
 
 from bot.config import parse_config
 from bot.core.errors import ConfigError
-from offline.sweep import load_grid, sweep
+from offline.grid import load_grid
+from offline.sweep import sweep
 
 
 def test_local_ray_sweep_writes_trials_best_config_and_resumes(trained_family: Path, tmp_path: Path) -> None:

@@ -1,0 +1,115 @@
+"""Scoring the distillation's candidates: test and validation scores on labels, fidelity to the teacher,
+the training objective, the volatility head's metrics, and the HAR-RV baselines the vol head must beat.
+
+Every candidate is scored on the same rows of one run (`offline.distill`), so the report compares like with
+like.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from offline import vol as volmod
+from offline.train import F64, hit_rate, information_coefficient, pearson, r2, two_term_loss
+
+if TYPE_CHECKING:
+    from offline.distill import Candidate
+    from offline.distill import _Run as Run
+    from offline.distill import _Teacher as Teacher
+
+
+def distill_loss(run: Run, c: Candidate, labeler_S: F64) -> float:
+    """The candidate's training objective on labelled rows (transfer rows excluded).
+
+    The teacher's is its MSE on its own training labels; a student's is its stage's two-term loss on the
+    student rows against `labeler_S`.
+    """
+    if c.stage == 0:
+        y_rows = run.targets(run.teacher_rows)
+        return two_term_loss(0.0, c.model.predict_std_all(run.X[run.teacher_rows]), y_rows, y_rows)
+    return two_term_loss(c.alpha, c.model.predict_std_all(run.student_X), labeler_S, run.student_y)
+
+
+def evaluate(run: Run, teacher: Teacher, c: Candidate, labeler_S: F64) -> None:
+    """Fill `c.metrics`: test and validation scores on labels, fidelity to the teacher, size and training."""
+    X, y, va, te = run.X, run.y, run.val_rows, run.test_rows
+    pred = c.model.predict(X[te])
+    pv = c.model.predict(X[va])
+    test_r2 = r2(y[te], pred)
+    c.metrics = {
+        "test_r2": test_r2,
+        "r2_retention": test_r2 / teacher.test_r2 if teacher.test_r2 > 0.0 else None,
+        "fidelity_r2": r2(teacher.test_pred, pred),
+        "ic": information_coefficient(pred, y[te]),
+        "hit_rate": hit_rate(pred, y[te]),
+        "distill_loss": distill_loss(run, c, labeler_S),
+        "train_s": c.fit.train_s,
+        "val_r2": r2(y[va], pv),
+        "val_fidelity_r2": r2(teacher.val_pred, pv),
+        # scale-free fidelity: fidelity R2 is ill-conditioned when the teacher's output barely varies
+        "fidelity_corr": pearson(teacher.test_pred, pred),
+        "params": float(c.model.params),
+        "compression": teacher.model.params / c.model.params,
+        "best_epoch": float(c.fit.best_epoch),
+        "epochs_run": float(c.fit.epochs_run),
+    }
+    c.metrics.update(vol_metrics(run, teacher, c))
+    val_r2, vol_val = c.metrics["val_r2"], c.metrics["val_vol_r2"]
+    c.metrics["val_score"] = val_r2 if vol_val is None or val_r2 is None else 0.5 * (val_r2 + vol_val)
+
+
+#: The vol head's metric keys (None in every one without a vol head).
+VOL_METRICS = (
+    "vol_r2",
+    "vol_ic",
+    "vol_qlike",
+    "vol_qlike_bc",
+    "val_vol_r2",
+    "vol_retention",
+    "vol_fidelity_r2",
+)
+
+
+def vol_metrics(run: Run, teacher: Teacher, c: Candidate) -> dict[str, float | None]:
+    """The vol head on the test rows: R^2 of log vol, Spearman IC, QLIKE raw and bias-corrected (the
+    variance scale fitted on the training rows), validation R^2, retention and fidelity vs the teacher."""
+    if run.log_vol is None or teacher.test_log_vol is None:
+        return dict.fromkeys(VOL_METRICS)
+    X, lv, tr, va, te = run.X, run.log_vol, run.train_rows, run.val_rows, run.test_rows
+    pred = c.model.predict_log_vol(X[te])
+    scale = volmod.qlike_scale(np.exp(lv[tr]), np.exp(c.model.predict_log_vol(X[tr])))
+    m = volmod.vol_metrics(np.exp(lv[te]), pred, scale=scale)
+    teacher_r2 = volmod.r2(lv[te], teacher.test_log_vol)
+    return {
+        "vol_r2": m["r2_log_vol"],
+        "vol_ic": m["ic"],
+        "vol_qlike": m["qlike"],
+        "vol_qlike_bc": m["qlike_bc"],
+        "val_vol_r2": volmod.r2(lv[va], c.model.predict_log_vol(X[va])),
+        "vol_retention": m["r2_log_vol"] / teacher_r2 if teacher_r2 > 0.0 else None,
+        "vol_fidelity_r2": volmod.r2(teacher.test_log_vol, pred),
+    }
+
+
+def vol_baselines(run: Run) -> dict[str, dict[str, float]]:
+    """HAR-RV and HAR-RV + hour-of-day fitted (OLS, and the QLIKE variance scale) on the training rows,
+    scored on the test rows like the tiers' vol head; {} without a vol head."""
+    if run.log_vol is None or run.har_X is None or run.har_tod_X is None:
+        return {}
+    lv, tr, va, te = run.log_vol, run.train_rows, run.val_rows, run.test_rows
+    out: dict[str, dict[str, float]] = {}
+    for key, design in (("har", run.har_X), ("har_tod", run.har_tod_X)):
+        model = volmod.HarRV().fit(design[tr], lv[tr])
+        scale = volmod.qlike_scale(np.exp(lv[tr]), np.exp(model.predict(design[tr])))
+        m = volmod.vol_metrics(np.exp(lv[te]), model.predict(design[te]), scale=scale)
+        out[key] = {
+            "vol_r2": m["r2_log_vol"],
+            "vol_ic": m["ic"],
+            "vol_qlike": m["qlike"],
+            "vol_qlike_bc": m["qlike_bc"],
+            "val_vol_r2": volmod.r2(lv[va], model.predict(design[va])),
+            "qlike_scale": scale,
+        }
+    return out
