@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -177,26 +177,25 @@ def _save(out: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
         "distilled",
         "error",
     ]
-    fd, tmp = tempfile.mkstemp(prefix=".trials.csv.", dir=out)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for r in rows:
-            ov = r["overrides"]
-            w.writerow(
-                [
-                    r["id"],
-                    r["status"],
-                    *(json.dumps(ov.get(k)) for k in keys),
-                    *(r.get(c) for c in ("validation", "spread", "heldout", "pnl_usd")),
-                    json.dumps(r.get("folds")),
-                    r.get("seconds"),
-                    r.get("family"),
-                    r.get("distilled"),
-                    r.get("error"),
-                ]
-            )
-    os.replace(tmp, out / "trials.csv")
+    fh = io.StringIO(newline="")
+    w = csv.writer(fh)
+    w.writerow(cols)
+    for r in rows:
+        ov = r["overrides"]
+        w.writerow(
+            [
+                r["id"],
+                r["status"],
+                *(json.dumps(ov.get(k)) for k in keys),
+                *(r.get(c) for c in ("validation", "spread", "heldout", "pnl_usd")),
+                json.dumps(r.get("folds")),
+                r.get("seconds"),
+                r.get("family"),
+                r.get("distilled"),
+                r.get("error"),
+            ]
+        )
+    write_atomic(out / "trials.csv", fh.getvalue())
 
 
 def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> bool:

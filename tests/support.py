@@ -10,6 +10,7 @@ import msgspec
 
 from bot.config import Config, dump_config, engine_params
 from bot.core.bars import Bar
+from bot.core.decision import DecisionRecord
 from bot.core.engine import Engine
 from bot.core.paper import PaperTrader
 from bot.ledger import Ledger
@@ -106,3 +107,32 @@ def golden(
         if d is not None:
             out[bar.start_ms] = (d.regime, d.tier, d.prediction, d.position)
     return out, trader
+
+
+def decision_record(
+    i: int, *, symbol: str = "BTCUSDT", tier: str = "edge", prediction: float = 0.0, close: float = 100.0
+) -> DecisionRecord:
+    """A flat (no position, no PnL) decision record for bar `i` of a 5-minute grid, as the service logs it."""
+    return DecisionRecord(
+        symbol=symbol,
+        start_ms=i * 300_000,
+        source="ws",
+        regime="normal",
+        tier=tier,
+        prediction=prediction,
+        signal=0,
+        position=0,
+        qty=0.0,
+        fill_price=None,
+        fee_usd=0.0,
+        realized_pnl_usd=0.0,
+        unrealized_pnl_usd=0.0,
+        equity_usd=0.0,
+        bar_pnl_usd=0.0,
+        holding_pnl_usd=0.0,
+        holding_tier=None,
+        holding_regime=None,
+        trade_pnl_usd=0.0,
+        close=close,
+        latency_us={"total": 10.0},
+    )

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import support
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,32 +41,9 @@ def test_matplotlib_and_sdnotify_are_not_runtime_dependencies() -> None:
 
 def _line(i: int) -> str:
     """A real `bar_decided` line (the DecisionRecord the service logs)."""
-    from bot.core.decision import DecisionRecord, encode_line
+    from bot.core.decision import encode_line
 
-    record = DecisionRecord(
-        symbol="BTCUSDT",
-        start_ms=1_735_689_600_000 + i * 300_000,
-        source="ws",
-        regime="normal",
-        tier="edge",
-        prediction=0.0,
-        signal=0,
-        position=0,
-        qty=0.0,
-        fill_price=None,
-        fee_usd=0.0,
-        realized_pnl_usd=0.0,
-        unrealized_pnl_usd=0.0,
-        equity_usd=0.0,
-        bar_pnl_usd=0.0,
-        holding_pnl_usd=0.0,
-        holding_tier=None,
-        holding_regime=None,
-        trade_pnl_usd=0.0,
-        close=100.0,
-        latency_us={"features": 3, "regime": 1, "inference": 9, "paper": 2, "total": 15},
-    )
-    return encode_line(record).decode()
+    return encode_line(support.decision_record(i)).decode()
 
 
 def test_report_without_matplotlib_skips_plots_in_one_line(

@@ -6,35 +6,15 @@ import io
 import json
 from pathlib import Path
 
+import support
+
 from bot import logs
 from bot.core.decision import DecisionRecord, encode_line
 from bot.sim.report import read_decisions
 
 
 def record(i: int) -> DecisionRecord:
-    return DecisionRecord(
-        symbol="BTCUSDT",
-        start_ms=i * 300_000,
-        source="ws",
-        regime="normal",
-        tier="edge",
-        prediction=1e-4 * i,
-        signal=0,
-        position=0,
-        qty=0.0,
-        fill_price=None,
-        fee_usd=0.0,
-        realized_pnl_usd=0.0,
-        unrealized_pnl_usd=0.0,
-        equity_usd=0.0,
-        bar_pnl_usd=0.0,
-        holding_pnl_usd=0.0,
-        holding_tier=None,
-        holding_regime=None,
-        trade_pnl_usd=0.0,
-        close=100.0 + i,
-        latency_us={"total": 10.0},
-    )
+    return support.decision_record(i, prediction=1e-4 * i, close=100.0 + i)
 
 
 def test_rotation_keeps_whole_lines_and_the_newest_files(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+import support
 
 from bot.shadow import ShadowScorer
 from bot.status import StatusBoard, render_status
@@ -66,8 +67,6 @@ def test_vol_qlike_is_zero_for_the_realised_vol_and_positive_otherwise() -> None
 
 def test_the_status_page_shows_the_live_scores() -> None:
     """The tiers table shows each tier's live IC and regret once scored, 'collecting' before."""
-    from bot.core.decision import DecisionRecord
-
     board = StatusBoard(["BTC"])
     sc = ShadowScorer(horizon_bars=1, vol_horizon_bars=3, min_scored=20)
     board.shadow = sc
@@ -78,15 +77,8 @@ def test_the_status_page_shows_the_live_scores() -> None:
         if i < 2:
             continue
         board.observe(
-            DecisionRecord(
-                symbol="BTC", start_ms=i * 300_000, source="ws", regime="normal", tier="edge",
-                prediction=future, signal=0, position=0, qty=0.0, fill_price=None, fee_usd=0.0,
-                realized_pnl_usd=0.0, unrealized_pnl_usd=0.0, equity_usd=0.0, bar_pnl_usd=0.0,
-                holding_pnl_usd=0.0, holding_tier=None, holding_regime=None, trade_pnl_usd=0.0,
-                close=float(c), latency_us={"total": 10.0},
-            ),
-            now_ms=i * 300_000,
-        )  # fmt: skip
+            support.decision_record(i, symbol="BTC", prediction=future, close=float(c)), now_ms=i * 300_000
+        )
     page = render_status(board, 60 * 300_000)
     assert "regret vs router" in page
     tiers_table = page.split('<table class="tiers">')[1].split("</table>")[0]
