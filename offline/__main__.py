@@ -66,7 +66,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     chosen = ", ".join(f"{t}={c['variant']}" for t, c in report["chosen"].items())
     print(f"\nexported: {chosen}")
     total_s = report["info"]["total_s"]
-    print(f"wrote {args.out}/: manifest.json, <tier>.onnx, report.json/.txt/.png ({total_s:.1f} s)")
+    where = f"{args.out}/{report['version']}/"
+    print(f"wrote {where}: manifest.json, <tier>.onnx, report.json/.txt/.png ({total_s:.1f} s)")
     return 0
 
 
