@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from bot import logs, modelstore  # noqa: E402 (after the sys.path insert)
 from bot.app import Service, install_signal_handlers  # noqa: E402
 from bot.core.decision import decode_line  # noqa: E402
-from bot.core.engine import Engine  # noqa: E402
+from bot.core.engine import Engine, Predictor  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
 from bot.sim.replay import ReplayExchange  # noqa: E402
 from bot.tiers import TierFamily  # noqa: E402
@@ -85,14 +85,14 @@ class SwapTimer:
         orig = self._orig
         timings = self.us
 
-        def timed(engine: Engine, family: Any) -> None:
+        def timed(engine: Engine, family: Predictor) -> None:
             t0 = time.perf_counter_ns()
             try:
                 orig(engine, family)
             finally:
                 timings.append((time.perf_counter_ns() - t0) / 1e3)
 
-        Engine.swap_family = timed  # type: ignore[method-assign]
+        Engine.swap_family = timed  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
