@@ -13,6 +13,9 @@ Every metric reads the decision records (`bot.core.decision.DecisionRecord`), no
   that subset's bars in time order).
 - `sharpe`: mean / standard deviation of the per-bar PnL x sqrt(bars per year), bars per year from the
   bar interval (365 days: crypto trades every day). The total sums the symbols' PnL per bar time first.
+- `risk` (per regime the position was decided in, and `all`): the risk-targeting error of
+  `bot.sim.riskmetrics`: RMS of the per-bar holding PnL of bars that carried a position, in bps of
+  `notional_usd` (`pnl_vol_bps`), and its `ratio` to `[paper] target_vol_bps` (1.0 = on target).
 
 Buy-and-hold per symbol: `notional_usd` bought at the first decided close (slippage and taker fee paid) and
 held to the last one (fee and slippage paid on exit).
@@ -32,6 +35,8 @@ import numpy.typing as npt
 from bot.config import Config
 from bot.core.bars import interval_ms
 from bot.core.decision import DecisionRecord
+from bot.core.params import REGIME_NAMES
+from bot.sim.riskmetrics import max_drawdown, risk_table
 
 if TYPE_CHECKING:
     from bot.sim.backtest import RunResult
@@ -58,14 +63,6 @@ def spearman(pred: F64, real: F64) -> float:
         return 0.0
     rho = float(np.corrcoef(_ranks(pred), _ranks(real))[0, 1])
     return rho if math.isfinite(rho) else 0.0
-
-
-def max_drawdown(pnl: F64) -> float:
-    """Largest fall of cumsum(pnl) from its running peak (starting from 0), as a positive number."""
-    if pnl.size == 0:
-        return 0.0
-    eq = np.concatenate(([0.0], np.cumsum(pnl)))
-    return float(np.max(np.maximum.accumulate(eq) - eq))
 
 
 def sharpe(pnl: F64, bars_per_year: float) -> float:
@@ -169,8 +166,15 @@ def _summary(result: RunResult, cfg: Config) -> dict[str, Any]:
         per_time[r.start_ms] += r.bar_pnl_usd
     port = np.array([per_time[t] for t in sorted(per_time)], dtype=np.float64)
     total.update(max_drawdown_usd=max_drawdown(port), sharpe=sharpe(port, bpy), bar_times=int(port.size))
+    risk = risk_table(
+        recs_all,
+        notional_usd=cfg.paper.notional_usd,
+        target_vol_bps=cfg.paper.target_vol_bps,
+        names=REGIME_NAMES,
+    )
     return {
         "total": total,
+        "risk": risk,
         "tiers": {
             k: metrics([recs_all[i] for i in v], real_all[v], **kw) for k, v in sorted(groups["tier"].items())
         },
