@@ -123,6 +123,7 @@ class Service:
         )
         self.watchdog = Watchdog(self.notifier, fresh_s=fresh_s, healthy=lambda: not self.lag.any_lagging)
         self._live_from: dict[str, int | None] = {}
+        self._books: dict[str, BookTop] = {}  # newest top of book per symbol (recorded with decisions)
         self._last_seen: dict[str, int | None] = {}
         self.ready_event = asyncio.Event()
         self.metrics_port: int | None = None
@@ -149,6 +150,9 @@ class Service:
             self.summary.replayed_bars += engine.replay(stored)
             self._last_seen[symbol] = stored[-1].start_ms if stored else None
             self._live_from[symbol] = ledger.live_from(symbol)
+        # the shadow windows and the forecasts still waiting for their horizon, as before the restart
+        sh = self.shadow
+        sh.replay(ledger.shadow_history(self.cfg.market.symbols, last_bars=sh.window + sh.horizon_span))
         self._restore_status(family, ledger)
         return engine, ledger
 
@@ -184,7 +188,7 @@ class Service:
             ledger.record_bar(bar)
             self.summary.warmup_bars += 1
             return None
-        ledger.record(bar, decision, engine.trader.state(bar.symbol))
+        ledger.record(bar, decision, engine.trader.state(bar.symbol), book=self._books.get(bar.symbol))
         # from the websocket frame (or, for REST-filled bars, from the dequeue) to the engine's decision
         recv_us = (decided_ns - (bar.recv_ns or recv_ns)) / 1e3
         ledger_us = (time.perf_counter_ns() - decided_ns) / 1e3
@@ -202,7 +206,7 @@ class Service:
             self._status_family = engine.family
             self.status.set_family(FamilyInfo.of_family(engine.family))
         self.status.observe(decision, now_ms=_now_ms())
-        self._shadow_score(engine, bar, decision)
+        self._shadow_score(engine, bar, decision, ledger)
         s = self.summary
         s.decisions += 1
         s.per_tier[decision.tier] += 1
@@ -213,8 +217,9 @@ class Service:
             self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier)
         return decision
 
-    def _shadow_score(self, engine: Engine, bar: Bar, decision: DecisionRecord) -> None:
-        """After the decision is out: every tier forecasts this bar too, scored once the horizon passes."""
+    def _shadow_score(self, engine: Engine, bar: Bar, decision: DecisionRecord, ledger: Ledger) -> None:
+        """After the decision is out: every tier forecasts this bar too, scored once the horizon passes; the
+        forecasts (every bar) and the scores (every 10th) ride along with the ledger's next transaction."""
         x = engine.features(bar.symbol)
         if x is None:
             return
@@ -230,12 +235,12 @@ class Service:
                 forecasts[tier] = (pred, family.predict_vol(tier, x) if family.has_vol_head else None)
         self.shadow.on_bar(bar.symbol, bar.close, decision.tier, forecasts)
         self._shadow_bars += 1
-        if self._shadow_bars % 10 == 0:  # the gauges every 10 bars: an IC is a window's work
-            for tier in forecasts:
-                sh = self.shadow
-                self.metrics.shadow(
-                    tier, ic=sh.ic(tier), regret=sh.regret(tier), vol_qlike=sh.vol_qlike(tier)
-                )
+        scores = []
+        if self._shadow_bars % 10 == 0:  # gauges and ledger every 10 bars: an IC is a window's work
+            scores = self.shadow.snapshot()
+            for sc in scores:
+                self.metrics.shadow(sc.tier, ic=sc.ic, regret=sc.regret, vol_qlike=sc.vol_qlike)
+        ledger.stage_shadow(bar.symbol, bar.start_ms, forecasts, scores)
 
     def _on_ready(self, ledger: Ledger) -> None:
         for symbol, last in self._last_seen.items():
@@ -328,6 +333,7 @@ class Service:
                 self._check_lag(feed, event.symbol)
             elif isinstance(event, BookTop):
                 engine.on_book(event)
+                self._books[event.symbol] = event
             elif isinstance(event, FeedReady):
                 self._on_ready(ledger)
 

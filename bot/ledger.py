@@ -1,11 +1,21 @@
-"""SQLite ledger of bars, decisions, fills and positions: one transaction per decided bar.
+"""SQLite ledger of bars, decisions, fills, positions and shadow scores: one transaction per decided bar.
 
-Tables (`PRAGMA user_version` = `SCHEMA_VERSION`):
+Tables (`PRAGMA user_version` = `SCHEMA_VERSION`; columns and meaning: docs/architecture.md, "The ledger"):
 
-- `bars(symbol, start_ms, open, high, low, close, volume, turnover, source)`, key (symbol, start_ms);
+- `bars(symbol, start_ms, open, high, low, close, volume, turnover, source, spread_bps, imbalance,
+  book_ts_ms)`, key (symbol, start_ms): every bar the service saw, with the top of book it held when it
+  decided the bar (NULL: warm-up bar, or no book yet);
 - `decisions(symbol, start_ms, ...)`, PRIMARY KEY (symbol, start_ms): a bar is decided at most once;
 - `fills(symbol, start_ms, seq, ...)`, key (symbol, start_ms, seq), each referring to its decision;
-- `positions(symbol PRIMARY KEY, ..., state_json)`: the paper state after the symbol's last decided bar.
+- `positions(symbol PRIMARY KEY, ..., state_json)`: the paper state after the symbol's last decided bar;
+- `shadow_forecasts(symbol, start_ms, tier, prediction, vol_forecast)`: every tier's forecast of a decided bar
+  (`bot.shadow`), so live scores can be recomputed and the scorer re-seeded after a restart;
+- `shadow_scores(symbol, start_ms, tier, window, n, ic, vol_ic, vol_qlike, regret)`: the scorer's rolling
+  scores (pooled over all symbols) taken after the decided bar (symbol, start_ms).
+
+Shadow rows are computed after the bar's decision is out, so `stage_shadow` buffers them and the next
+transaction (the next bar's, or `flush`/`close`) writes them: no extra commit per bar, and a crash loses at
+most the newest bar's shadow rows.
 
 `record(bar, decision, state)` writes the bar, the decision record, its fills and the new position in ONE
 `BEGIN IMMEDIATE ... COMMIT`: after a crash either all of a bar is there or none of it. Recording a key
@@ -28,7 +38,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +46,11 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from bot.core.bars import Bar
+from bot.core.bars import Bar, BookTop
 from bot.core.decision import DecisionRecord
 from bot.core.errors import BotError
 from bot.core.paper import Fill, PaperResult, PositionState
+from bot.shadow import Forecasts, ShadowBar, ShadowScore
 
 SCHEMA_VERSION: Final = 1
 
@@ -48,6 +59,7 @@ CREATE TABLE IF NOT EXISTS bars (
     symbol TEXT NOT NULL, start_ms INTEGER NOT NULL,
     open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
     volume REAL NOT NULL, turnover REAL NOT NULL, source TEXT NOT NULL,
+    spread_bps REAL, imbalance REAL, book_ts_ms INTEGER,
     PRIMARY KEY (symbol, start_ms)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS decisions (
@@ -75,6 +87,17 @@ CREATE TABLE IF NOT EXISTS positions (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS live_from (
     symbol TEXT PRIMARY KEY, start_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow_forecasts (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, tier TEXT NOT NULL,
+    prediction REAL NOT NULL, vol_forecast REAL,
+    PRIMARY KEY (symbol, start_ms, tier)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow_scores (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, tier TEXT NOT NULL,
+    window INTEGER NOT NULL, n INTEGER NOT NULL,
+    ic REAL, vol_ic REAL, vol_qlike REAL, regret REAL,
+    PRIMARY KEY (symbol, start_ms, tier)
 ) WITHOUT ROWID;
 """
 
@@ -165,8 +188,18 @@ _DECISION_FIELDS: Final[tuple[str, ...]] = (
     "fill_price", "fee_usd", "realized_pnl_usd", "unrealized_pnl_usd", "equity_usd", "bar_pnl_usd",
     "holding_pnl_usd", "holding_tier", "holding_regime", "trade_pnl_usd", "vol_forecast", "model_sha",
 )  # fmt: skip
-#: Columns added after a ledger may have been created: (name, SQL type), added on open when missing.
-_ADDED_DECISION_COLUMNS: Final = (("vol_forecast", "REAL"), ("model_sha", "TEXT NOT NULL DEFAULT ''"))
+#: Columns added after a ledger may have been created: table -> (name, SQL type), added on open when missing.
+_ADDED_COLUMNS: Final = {
+    "decisions": (("vol_forecast", "REAL"), ("model_sha", "TEXT NOT NULL DEFAULT ''")),
+    "bars": (("spread_bps", "REAL"), ("imbalance", "REAL"), ("book_ts_ms", "INTEGER")),
+}
+_BAR_COLS: Final = "symbol, start_ms, open, high, low, close, volume, turnover, source"
+_BAR_INSERT: Final = (
+    f"INSERT OR IGNORE INTO bars ({_BAR_COLS}, spread_bps, imbalance, book_ts_ms) "  # noqa: S608 - constant
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_FORECAST_INSERT: Final = "INSERT OR REPLACE INTO shadow_forecasts VALUES (?, ?, ?, ?, ?)"
+_SCORE_INSERT: Final = "INSERT OR REPLACE INTO shadow_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _DECISION_COLS: Final = ", ".join((*_DECISION_FIELDS, "latency_json"))
 _DECISION_INSERT: Final = (
     f"INSERT INTO decisions ({_DECISION_COLS}) VALUES ({', '.join('?' * (len(_DECISION_FIELDS) + 1))})"  # noqa: S608 - constant columns
@@ -206,9 +239,12 @@ class Ledger:
     Not thread-safe: use it from one thread (the event loop's).
     """
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool = False) -> None:
         self._conn: sqlite3.Connection | None = conn
         self.path = path
+        self.read_only = read_only
+        self._forecast_rows: list[tuple[Any, ...]] = []  # staged shadow rows, written by the next transaction
+        self._score_rows: list[tuple[Any, ...]] = []
 
     @classmethod
     def open(cls, path: str | Path, *, synchronous: Literal["full", "normal"] = "full") -> Ledger:
@@ -234,10 +270,11 @@ class Ledger:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
-            have = {str(row[1]) for row in conn.execute("PRAGMA table_info(decisions)")}
-            for name, sql_type in _ADDED_DECISION_COLUMNS:
-                if name not in have:
-                    conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {sql_type}")
+            for table, added in _ADDED_COLUMNS.items():
+                have = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+                for name, sql_type in added:
+                    if name not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -248,6 +285,43 @@ class Ledger:
             raise
         return cls(conn, p)
 
+    @classmethod
+    def open_readonly(cls, path: str | Path) -> Ledger:
+        """Open an existing ledger for reading only (safe while the service writes it: WAL readers never block
+        the writer); creates, migrates and changes nothing.
+
+        Raises:
+            LedgerError: no such file, not an SQLite ledger, another schema version, or locked too long.
+        """
+        p = Path(path)
+        if not p.is_file():
+            what = "is a directory" if p.is_dir() else "does not exist"
+            raise LedgerError(f"{p}: {what}; expected the bot's ledger file ([ledger] path of its config)")
+        try:
+            conn = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{p}: cannot open ledger: {exc}") from exc
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if version != SCHEMA_VERSION or "bars" not in tables:
+                raise LedgerError(
+                    f"{p}: not a ledger of this bot (schema version {version}, tables {sorted(tables)}); "
+                    "expected the bot's [ledger] path"
+                )
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise LedgerError(f"{p}: ledger is locked ({exc}); retry in a moment") from exc
+            raise LedgerError(f"{p}: not a usable SQLite ledger: {exc}") from exc
+        except sqlite3.Error as exc:
+            conn.close()
+            raise LedgerError(f"{p}: not a usable SQLite ledger: {exc}") from exc
+        except LedgerError:
+            conn.close()
+            raise
+        return cls(conn, p, read_only=True)
+
     # ---- lifecycle -------------------------------------------------------------------------------
     @property
     def conn(self) -> sqlite3.Connection:
@@ -256,10 +330,14 @@ class Ledger:
         return self._conn
 
     def close(self) -> None:
-        """Checkpoint-free close (the WAL is replayed on next open). Idempotent."""
+        """Write the staged shadow rows (`flush`), then close without a checkpoint (the WAL is replayed on
+        next open). Idempotent; the connection is closed even when the flush fails (LedgerError)."""
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            try:
+                self.flush()
+            finally:
+                self._conn.close()
+                self._conn = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -272,15 +350,20 @@ class Ledger:
         """One transaction; a write the disk refuses (full, read-only, I/O error) is a LedgerError naming the
         file, with the transaction rolled back (nothing half-written)."""
         conn = self.conn
+        if self.read_only:
+            raise LedgerError(f"{self.path}: opened read-only (Ledger.open_readonly); nothing written")
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                self._write_staged(conn)
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._forecast_rows.clear()
+            self._score_rows.clear()
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -387,21 +470,79 @@ class Ledger:
         row = self.conn.execute("SELECT start_ms FROM live_from WHERE symbol = ?", (symbol,)).fetchone()
         return None if row is None else int(row[0])
 
+    def symbols(self) -> list[str]:
+        """Symbols with stored bars, sorted."""
+        return [str(r[0]) for r in self.conn.execute("SELECT DISTINCT symbol FROM bars ORDER BY symbol")]
+
+    def recorded(self, symbol: str) -> list[tuple[Bar, float | None, float | None, int | None]]:
+        """Every stored bar of `symbol`, ascending, with the book top recorded at its decision:
+        (bar, spread_bps, imbalance, book_ts_ms), the last three None without a book (warm-up bars too)."""
+        rows = self.conn.execute(
+            f"SELECT {_BAR_COLS}, spread_bps, imbalance, book_ts_ms FROM bars "  # noqa: S608 - constant columns
+            "WHERE symbol = ? ORDER BY start_ms",
+            (symbol,),
+        ).fetchall()
+        return [(Bar(*r[:9]), r[9], r[10], r[11]) for r in rows]
+
+    def shadow_forecasts(
+        self, symbol: str, *, since_ms: int | None = None
+    ) -> dict[int, dict[str, tuple[float, float | None]]]:
+        """start_ms -> tier -> (predicted return, predicted volatility or None) of `symbol`'s decided bars
+        (all, or those opening at or after `since_ms`)."""
+        since = since_ms if since_ms is not None else -(2**63)
+        out: dict[int, dict[str, tuple[float, float | None]]] = {}
+        for start_ms, tier, pred, vol in self.conn.execute(
+            "SELECT start_ms, tier, prediction, vol_forecast FROM shadow_forecasts "
+            "WHERE symbol = ? AND start_ms >= ? ORDER BY start_ms, tier",
+            (symbol, since),
+        ):
+            out.setdefault(int(start_ms), {})[str(tier)] = (float(pred), None if vol is None else float(vol))
+        return out
+
+    def shadow_scores(self, tier: str | None = None) -> list[tuple[str, int, ShadowScore]]:
+        """Stored score snapshots (of `tier`, or all) as (symbol, start_ms, score), oldest first."""
+        rows = self.conn.execute(
+            "SELECT symbol, start_ms, tier, window, n, ic, vol_ic, vol_qlike, regret FROM shadow_scores "
+            "WHERE ? IS NULL OR tier = ? ORDER BY start_ms, symbol, tier",
+            (tier, tier),
+        ).fetchall()
+        return [(str(r[0]), int(r[1]), ShadowScore(*r[2:])) for r in rows]
+
+    def shadow_history(self, symbols: list[str] | tuple[str, ...], *, last_bars: int) -> list[ShadowBar]:
+        """The last `last_bars` decided bars of each symbol with their stored forecasts (empty when none were
+        stored), merged oldest first: what `ShadowScorer.replay` re-seeds a restarted scorer with."""
+        out: list[ShadowBar] = []
+        for symbol in symbols:
+            rows = self.conn.execute(
+                "SELECT d.start_ms, d.tier, b.close FROM decisions d JOIN bars b USING (symbol, start_ms) "
+                "WHERE d.symbol = ? ORDER BY d.start_ms DESC LIMIT ?",
+                (symbol, last_bars),
+            ).fetchall()
+            if not rows:
+                continue
+            fc = self.shadow_forecasts(symbol, since_ms=int(rows[-1][0]))
+            out += [
+                ShadowBar(symbol, int(s), float(c), str(t), fc.get(int(s), {})) for s, t, c in reversed(rows)
+            ]
+        out.sort(key=lambda h: (h.start_ms, h.symbol))
+        return out
+
     def set_live_from(self, symbol: str, start_ms: int) -> None:
         """Record `live_from` for `symbol` (first write wins: it never moves once set)."""
         with self._tx() as conn:
             conn.execute("INSERT OR IGNORE INTO live_from VALUES (?, ?)", (symbol, start_ms))
 
     # ---- writes ----------------------------------------------------------------------------------
-    def record_bar(self, bar: Bar) -> None:
+    def record_bar(self, bar: Bar, *, book: BookTop | None = None) -> None:
         """Store a bar without a decision (e.g. warm-up); a bar already stored is left as it is."""
         with self._tx() as conn:
-            self._insert_bar(conn, bar)
+            self._insert_bar(conn, bar, book)
 
     @staticmethod
-    def _insert_bar(conn: sqlite3.Connection, bar: Bar) -> None:
+    def _insert_bar(conn: sqlite3.Connection, bar: Bar, book: BookTop | None) -> None:
+        top = (None, None, None) if book is None else (book.spread_bps, book.imbalance, book.ts_ms)
         conn.execute(
-            "INSERT OR IGNORE INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _BAR_INSERT,
             (
                 bar.symbol,
                 bar.start_ms,
@@ -412,11 +553,37 @@ class Ledger:
                 bar.volume,
                 bar.turnover,
                 bar.source,
+                *top,
             ),
         )
 
-    def record(self, bar: Bar, decision: DecisionRecord, state: PositionState) -> None:
-        """Write the bar, its decision, its fills and the symbol's new paper state in one transaction.
+    def stage_shadow(
+        self, symbol: str, start_ms: int, forecasts: Forecasts, scores: Sequence[ShadowScore] = ()
+    ) -> None:
+        """Buffer every tier's forecast of the decided bar (symbol, start_ms) and, if given, a score snapshot
+        taken after it; the next transaction (the next bar's `record`, or `flush`/`close`) writes them."""
+        self._forecast_rows += [(symbol, start_ms, t, p, v) for t, (p, v) in forecasts.items()]
+        self._score_rows += [
+            (symbol, start_ms, s.tier, s.window, s.n, s.ic, s.vol_ic, s.vol_qlike, s.regret) for s in scores
+        ]
+
+    def flush(self) -> None:
+        """Write the staged shadow rows now (a no-op when none are staged)."""
+        if self._forecast_rows or self._score_rows:
+            with self._tx():
+                pass
+
+    def _write_staged(self, conn: sqlite3.Connection) -> None:
+        if self._forecast_rows:
+            conn.executemany(_FORECAST_INSERT, self._forecast_rows)
+        if self._score_rows:
+            conn.executemany(_SCORE_INSERT, self._score_rows)
+
+    def record(
+        self, bar: Bar, decision: DecisionRecord, state: PositionState, *, book: BookTop | None = None
+    ) -> None:
+        """Write the bar (with `book`, the top of book held at the decision, if any), its decision, its fills
+        and the symbol's new paper state in one transaction (with the staged shadow rows of earlier bars).
 
         Raises:
             AlreadyDecidedError: (symbol, start_ms) is already decided; nothing is written.
@@ -440,7 +607,7 @@ class Ledger:
         d = decision
         try:
             with self._tx() as conn:
-                self._insert_bar(conn, bar)
+                self._insert_bar(conn, bar, book)
                 conn.execute(_DECISION_INSERT, (*(getattr(d, c) for c in _DECISION_FIELDS), lat))
                 conn.executemany(_FILL_INSERT, [msgspec.structs.astuple(f) for f in fills])
                 conn.execute(
@@ -475,6 +642,7 @@ class Ledger:
         tier: str,
         prediction: float,
         latency_us: dict[str, float] | None = None,
+        book: BookTop | None = None,
     ) -> DecisionRecord:
         """`record` for a `PaperTrader.on_bar` result; returns the stored record."""
         d = DecisionRecord.of(
@@ -486,5 +654,5 @@ class Ledger:
             close=bar.close,
             latency_us=latency_us,
         )
-        self.record(bar, d, result.state)
+        self.record(bar, d, result.state, book=book)
         return d

@@ -193,6 +193,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_dataset(args: argparse.Namespace) -> int:
+    from offline.recorded import export_dataset
+
+    _check_symbol("--symbol", args.symbol)
+    info = export_dataset(args.ledger, args.out, symbol=args.symbol)
+    print(
+        f"wrote {info['bars']} {info['symbol']} bars {info['first_start_ms']}..{info['last_start_ms']} "
+        f"({info['with_book']} with a book top) to {args.out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m offline", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -249,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--cache-dir", default=None, help="backtest cache (default: as bot backtest)")
     w.add_argument("--seed", type=int, default=0, help="optuna sampler seed")
     w.set_defaults(func=_cmd_sweep)
+    x = sub.add_parser(
+        "export-dataset",
+        help="write the bars (and book tops) the service recorded in its ledger as a klines CSV",
+    )
+    x.add_argument("--ledger", required=True, help="the bot's ledger ([ledger] path); read only")
+    x.add_argument("--out", required=True, help="CSV to write (replaces only a previous export)")
+    x.add_argument("--symbol", default=None, help="symbol to export (default: the ledger's only symbol)")
+    x.set_defaults(func=_cmd_export_dataset)
     return p
 
 

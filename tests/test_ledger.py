@@ -62,7 +62,9 @@ def test_open_creates_schema_wal_and_full_sync(tmp_path: Path) -> None:
         assert led.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert led.conn.execute("PRAGMA user_version").fetchone()[0] == 1
         tables = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == {"bars", "decisions", "fills", "positions", "live_from"}
+        assert tables == {
+            "bars", "decisions", "fills", "positions", "live_from", "shadow_forecasts", "shadow_scores"
+        }  # fmt: skip
         assert led.last_decided("BTCUSDT") is None
     with Ledger.open(path, synchronous="normal") as led:
         assert led.conn.execute("PRAGMA synchronous").fetchone()[0] == 1

@@ -1,4 +1,8 @@
-"""The one klines CSV reader: `start_ms,open,high,low,close,volume[,turnover]` rows as bars.
+"""The one klines CSV reader: `start_ms,open,high,low,close,volume[,turnover[,spread_bps,imbalance]]` rows.
+
+The optional book columns are what the service recorded at each decision (`offline export-dataset`): the
+quoted spread in bps (>= 0) and the top-of-book imbalance in [-1, 1], empty where there was no book.
+`read_csv_bars` checks and skips them; `read_csv_rows` returns them too.
 
 Used by `offline.data.load_csv` (training data, strict) and by the replay exchange (`lenient=True`).
 Every error is a `DataError` naming the file and the line (header = line 1) and what was expected. A gzip
@@ -20,7 +24,9 @@ from bot.core.bars import Bar
 from bot.core.errors import DataError
 
 CSV_COLUMNS: Final[tuple[str, ...]] = ("start_ms", "open", "high", "low", "close", "volume")
-_HEADER: Final = f"{','.join(CSV_COLUMNS)}[,turnover]"
+#: The optional columns after `volume`, in order: a header has none, `turnover`, or all three.
+OPTIONAL_COLUMNS: Final[tuple[str, ...]] = ("turnover", "spread_bps", "imbalance")
+_HEADER: Final = f"{','.join(CSV_COLUMNS)}[,turnover[,spread_bps,imbalance]]"
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _BOM: Final = b"\xef\xbb\xbf"
 
@@ -55,9 +61,11 @@ def _lines(p: Path) -> Generator[str, None, None]:
 def read_csv_bars(path: str | Path, symbol: str | None = None, *, lenient: bool = False) -> Iterator[Bar]:
     """Lazily read klines rows as bars (source "csv"), strictly ascending in `start_ms` without duplicates.
 
-    Strict (the default): the header is exactly the six columns, optionally `turnover`; every row has as
-    many fields as the header; values are finite, prices > 0, volume and turnover >= 0,
-    `high >= max(open, close, low)` and `low <= min(open, close)`. Gaps are not checked here.
+    Strict (the default): the header is exactly the six columns, optionally `turnover`, optionally followed
+    by `spread_bps,imbalance`; every row has as many fields as the header; values are finite, prices > 0,
+    volume and turnover >= 0, `high >= max(open, close, low)` and `low <= min(open, close)`; a book field
+    is empty or a finite spread >= 0 / imbalance in [-1, 1] (checked, not part of the bar). Gaps are not
+    checked here.
 
     Lenient: the header's first six columns must match, further columns are allowed and the seventh, if
     any, is read as turnover; a row needs at least six fields (extra ones are ignored, an empty or missing
@@ -72,6 +80,14 @@ def read_csv_bars(path: str | Path, symbol: str | None = None, *, lenient: bool 
     Raises:
         DataError: the file cannot be read, or a line is not as expected (raised when that line is reached).
     """
+    for bar, _spread, _imbalance in read_csv_rows(path, symbol, lenient=lenient):
+        yield bar
+
+
+def read_csv_rows(
+    path: str | Path, symbol: str | None = None, *, lenient: bool = False
+) -> Iterator[tuple[Bar, float | None, float | None]]:
+    """`read_csv_bars` with the book columns: (bar, spread_bps, imbalance), None where empty or absent."""
     p = Path(path)
     sym = symbol if symbol is not None else p.stem.split("_")[0].upper()
     lines = _lines(p)
@@ -83,7 +99,8 @@ def read_csv_bars(path: str | Path, symbol: str | None = None, *, lenient: bool 
         n_cols = _check_header(p, [h.strip() for h in header], lenient=lenient)
         prev_ms: int | None = None
         for line_no, row in enumerate(reader, start=2):
-            bar = _parse_row(row, sym, n_cols, where=f"{p}: line {line_no}", lenient=lenient)
+            where = f"{p}: line {line_no}"
+            bar = _parse_row(row, sym, n_cols, where=where, lenient=lenient)
             if prev_ms is not None:
                 if bar.start_ms == prev_ms:
                     raise DataError(f"{p}: line {line_no}: duplicate start_ms {bar.start_ms}")
@@ -92,7 +109,7 @@ def read_csv_bars(path: str | Path, symbol: str | None = None, *, lenient: bool 
                         f"{p}: line {line_no}: start_ms {bar.start_ms} is before the previous row's {prev_ms}"
                     )
             prev_ms = bar.start_ms
-            yield bar
+            yield (bar, *_parse_book(row, n_cols, where=where, lenient=lenient))
     except csv.Error as exc:
         raise DataError(f"{p}: line {reader.line_num}: not a CSV row: {exc}") from None
     finally:
@@ -103,7 +120,7 @@ def _check_header(p: Path, cols: list[str], *, lenient: bool) -> int:
     """Validate the header; return the number of fields a strict row must have."""
     bad = tuple(cols[:6]) != CSV_COLUMNS
     if not lenient:
-        bad = bad or len(cols) > 7 or (len(cols) == 7 and cols[6] != "turnover")
+        bad = bad or len(cols) not in (6, 7, 9) or tuple(cols[6:]) != OPTIONAL_COLUMNS[: len(cols) - 6]
     if bad:
         raise DataError(f"{p}: line 1: expected header {_HEADER}, got {','.join(cols)}")
     return len(cols)
@@ -123,7 +140,7 @@ def _parse_row(row: list[str], symbol: str, n_cols: int, *, where: str, lenient:
         _parse_float(row[i], what=name, where=where, finite=finite)
         for i, name in enumerate(CSV_COLUMNS[1:], start=1)
     )
-    has_turnover = (len(row) > 6 and row[6] != "") if lenient else n_cols == 7
+    has_turnover = (len(row) > 6 and row[6] != "") if lenient else n_cols >= 7
     t = _parse_float(row[6], what="turnover", where=where, finite=finite) if has_turnover else 0.0
     if not lenient:
         if min(o, h, lo, c) <= 0.0:
@@ -135,6 +152,22 @@ def _parse_row(row: list[str], symbol: str, n_cols: int, *, where: str, lenient:
         if v < 0.0 or t < 0.0:
             raise DataError(f"{where}: volume/turnover must be >= 0, got {v}/{t}")
     return Bar(symbol, start_ms, o, h, lo, c, v, t, "csv")
+
+
+def _parse_book(
+    row: list[str], n_cols: int, *, where: str, lenient: bool
+) -> tuple[float | None, float | None]:
+    """The (spread_bps, imbalance) of a row with the book columns; (None, None) without them or when empty.
+    Lenient mode does not read them (the replay exchange has no use for them)."""
+    if lenient or n_cols != 9:
+        return None, None
+    spread = _parse_float(row[7], what="spread_bps", where=where, finite=True) if row[7] != "" else None
+    imbalance = _parse_float(row[8], what="imbalance", where=where, finite=True) if row[8] != "" else None
+    if spread is not None and spread < 0.0:
+        raise DataError(f"{where}: spread_bps must be >= 0, got {spread}")
+    if imbalance is not None and not -1.0 <= imbalance <= 1.0:
+        raise DataError(f"{where}: imbalance must be in [-1, 1], got {imbalance}")
+    return spread, imbalance
 
 
 def _parse_float(text: str, *, what: str, where: str, finite: bool) -> float:
