@@ -46,6 +46,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     _check_symbol("--symbol", args.symbol)
     if args.symbol is not None and args.data == "synthetic":
         raise ConfigError("--symbol: only for a CSV --data (synthetic data has its own symbol)")
+    if args.folds is not None:
+        return _cmd_walkforward(args, cfg)
+    args.out = args.out or "models"
     report = pipeline_distill(
         cfg,
         data=args.data,
@@ -68,6 +71,32 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     total_s = report["info"]["total_s"]
     where = f"{args.out}/{report['version']}/"
     print(f"wrote {where}: manifest.json, <tier>.onnx, report.json/.txt/.png ({total_s:.1f} s)")
+    return 0
+
+
+def _cmd_walkforward(args: argparse.Namespace, cfg: Config) -> int:
+    """`distill --folds K`: the vol head's walk-forward fold table (offline/walkforward.py); no export."""
+    from offline.walkforward import check_n_folds, pipeline_walkforward
+
+    check_n_folds(args.folds)
+    args.out = args.out or "walkforward"
+    wf, table = pipeline_walkforward(
+        cfg,
+        data=args.data,
+        out_dir=Path(args.out),
+        n_folds=args.folds,
+        quick=args.quick,
+        seed=args.seed,
+        allow_gaps=args.allow_gaps,
+        drop_last=args.drop_last,
+        symbol=args.symbol,
+        log=args.log,
+    )
+    print(table)
+    print(
+        f"wrote {args.out}/: walkforward.json, walkforward.txt ({wf.info['total_s']:.1f} s); "
+        "no family was exported"
+    )
     return 0
 
 
@@ -215,8 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--out",
-        default="models",
-        help="models directory (default: models): the family is added as a new version and made current",
+        default=None,
+        help="models directory (default: models): the family is added as a new version and made current; "
+        "with --folds the fold table's directory (default: walkforward)",
+    )
+    d.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="walk-forward instead of a family: K >= 2 expanding folds, each trained and scored on its test "
+        "block (vol head vs HAR-RV); writes walkforward.json/.txt to --out, exports and promotes nothing",
     )
     d.add_argument("--no-promote", action="store_true", help="add the new version without making it current")
     d.add_argument("--quick", action="store_true", help="quick_bars bars and quick_epochs epochs")

@@ -1,0 +1,554 @@
+"""Walk-forward evaluation of the volatility head: chronological expanding-window folds.
+
+The dataset's rows are cut in time. The first `first_train_frac` of the rows (by time) is training history
+only; the rest is split into `n_folds` test blocks of equal row count. Fold k trains on everything before
+its test block and tests on the block:
+
+    [ train | embargo | validation ] embargo [ test block k ] (later rows unused by fold k)
+
+Inside the training span the pipeline's own split applies: train and validation in the ratio
+`train_frac : val_frac`, separated by `embargo_rows(cfg)` bars (>= every target's horizon), and the same
+embargo precedes the test block, so no training or validation row's target reaches into the test block.
+Cuts are made on `start_ms` (the embargo in bars of `step_ms`), so a gap only widens them.
+
+Per fold (and seed) `offline.distill.run_distillation` trains the teacher and every recipe of every size on
+the fold's rows (progressive chain with and without the transfer set, one-shot, scratch; validation picks
+the exported candidate per size), and `offline.evaluate` scores every candidate on the test block: vol R^2
+of log vol, Spearman IC, QLIKE raw and bias-corrected (variance scale fitted on the training rows),
+retention of the teacher's vol R^2, fidelity to the teacher (R^2 of student vs teacher log-vol) and the
+return head's IC. HAR-RV and HAR-RV + hour-of-day are fitted here by OLS on the fold's training rows
+(`fit_har_baselines`, the procedure of `offline.evaluate.vol_baselines`) and scored on the same test rows.
+
+Every model is scored here per symbol (`score_candidate`, the metrics of `offline.evaluate`): for one bar
+series that is the pipeline's own test score; for a pooled dataset (several symbols trained as one family,
+`Dataset.series`) each symbol's test rows are scored on their own, the QLIKE scale is fitted on that
+symbol's training rows, and each symbol gets its own HAR fitted on its own training rows.
+
+`python -m offline distill --folds K` runs this and writes the fold table (`walkforward.json`,
+`walkforward.txt`); it exports and promotes **no** family: each fold's models are evaluation artefacts of a
+shorter history, and the family to ship is the one `offline distill` trains on all the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.config import Config, DistillConfig, TierConfig
+from bot.core.errors import ConfigError, DataError
+from bot.outputs import StagedOutput
+from offline import vol as volmod
+from offline.data import Dataset, Splits, embargo_rows, load_dataset
+from offline.distill import run_distillation
+from offline.export import write_json
+from offline.train import F64, I64, TierModel, information_coefficient
+
+BoolArr = npt.NDArray[np.bool_]
+
+#: Fewest rows a fold may have in each part (as `offline.data.chronological_splits` asks of a run).
+MIN_TRAIN_ROWS: Final = 50
+MIN_VAL_ROWS: Final = 20
+MIN_TEST_ROWS: Final = 20
+#: Metrics kept per candidate (keys of `offline.evaluate`'s metrics) in the fold table.
+METRICS: Final = (
+    "vol_r2",
+    "vol_ic",
+    "vol_qlike",
+    "vol_qlike_bc",
+    "vol_retention",
+    "vol_fidelity_r2",
+    "ic",
+    "params",
+    "compression",
+    "train_s",
+)
+BASELINES: Final = {"har": "HAR-RV", "har_tod": "HAR-RV + hour"}
+
+
+def check_n_folds(n_folds: int) -> None:
+    """Raise ConfigError unless `n_folds` is an integer >= 2."""
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
+        raise ConfigError(
+            f"--folds: expected an integer >= 2 (expanding walk-forward folds), got {n_folds!r}; "
+            "use --folds 4, or leave it out to train and export one family"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """Row indices (into the dataset's rows) of one walk-forward fold, and its test block's time span."""
+
+    index: int  # 1..n_folds
+    train: I64
+    val: I64
+    test: I64
+    test_start_ms: int
+    test_end_ms: int  # start_ms of the block's last row
+
+    @property
+    def splits(self) -> Splits:
+        return Splits(train=self.train, val=self.val, test=self.test)
+
+
+def walkforward_folds(
+    ds: Dataset, n_folds: int, cfg: DistillConfig, *, first_train_frac: float = 0.5
+) -> list[Fold]:
+    """Chronological expanding-window folds over `ds`'s rows (see the module docstring).
+
+    Args:
+        n_folds: number of test blocks, >= 2.
+        cfg: `train_frac : val_frac` splits each training span; `embargo_rows(cfg)` bars separate the parts.
+        first_train_frac: share of the rows (by time) before the first test block, in (0, 1).
+
+    Raises:
+        ConfigError: `n_folds` < 2 or `first_train_frac` outside (0, 1).
+        DataError: a fold would get fewer than 50 train, 20 validation or 20 test rows.
+    """
+    check_n_folds(n_folds)
+    if not 0.0 < first_train_frac < 1.0:
+        raise ConfigError(f"first_train_frac: expected a fraction in (0, 1), got {first_train_frac}")
+    t = ds.start_ms
+    n = int(t.shape[0])
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    emb_ms = embargo_rows(cfg) * ds.step_ms
+    ratio = cfg.train_frac / (cfg.train_frac + cfg.val_frac)
+    first = int(n * first_train_frac)
+    cuts = [first + (n - first) * k // n_folds for k in range(n_folds + 1)]
+    folds: list[Fold] = []
+    for k in range(1, n_folds + 1):
+        lo, hi = cuts[k - 1], cuts[k]
+        if hi <= lo:
+            _too_few(n, n_folds, k, 0, 0, 0)
+        t_lo = int(ts[lo])
+        in_block = t >= t_lo if k == n_folds else (t >= t_lo) & (t < ts[hi])
+        test = np.flatnonzero(in_block)
+        span = np.sort(t[t < t_lo - emb_ms])
+        n_tr, n_va = 0, 0
+        train = val = np.zeros(0, dtype=np.int64)
+        if span.size:
+            cut_ms = int(span[min(int(span.size * ratio), span.size - 1)])
+            val = np.flatnonzero((t >= cut_ms) & (t < t_lo - emb_ms))
+            train = np.flatnonzero(t < cut_ms - emb_ms)
+            n_tr, n_va = int(train.size), int(val.size)
+        if n_tr < MIN_TRAIN_ROWS or n_va < MIN_VAL_ROWS or test.size < MIN_TEST_ROWS:
+            _too_few(n, n_folds, k, n_tr, n_va, int(test.size))
+        folds.append(
+            Fold(
+                index=k,
+                train=train.astype(np.int64),
+                val=val.astype(np.int64),
+                test=test.astype(np.int64),
+                test_start_ms=t_lo,
+                test_end_ms=int(t[test].max()),
+            )
+        )
+    return folds
+
+
+def _too_few(n: int, n_folds: int, k: int, n_tr: int, n_va: int, n_te: int) -> None:
+    raise DataError(
+        f"--folds {n_folds}: too few usable rows ({n}) for {n_folds} walk-forward folds: fold {k} gets "
+        f"{n_tr} train, {n_va} validation and {n_te} test rows, need >= {MIN_TRAIN_ROWS}, {MIN_VAL_ROWS} "
+        f"and {MIN_TEST_ROWS}; use more bars or fewer folds"
+    )
+
+
+def fold_dataset(ds: Dataset, fold: Fold) -> Dataset:
+    """`ds` with the fold's splits (the same rows and arrays, no copy)."""
+    return dataclasses.replace(ds, splits=fold.splits)
+
+
+@dataclass(frozen=True, slots=True)
+class HarBaseline:
+    """A HAR model fitted on one fold's training rows, its QLIKE variance scale and its test metrics."""
+
+    name: str
+    model: volmod.HarRV
+    qlike_scale: float
+    metrics: dict[str, float]
+
+
+def har_designs(ds: Dataset) -> dict[str, F64]:
+    """HAR regressors of every row: "har" (log RV over 12/48/288 bars) and "har_tod" (+ hour of day).
+
+    The dataset's own (`Dataset.har_X`, per series when pooled) when it carries them, else built from its
+    one bar series."""
+    har_x, har_tod_x = getattr(ds, "har_X", None), getattr(ds, "har_tod_X", None)
+    if har_x is not None and har_tod_x is not None:
+        return {
+            "har": np.asarray(har_x, dtype=np.float64),
+            "har_tod": np.asarray(har_tod_x, dtype=np.float64),
+        }
+    close = np.array([b.close for b in ds.bars], dtype=np.float64)
+    starts = np.array([b.start_ms for b in ds.bars], dtype=np.int64)
+    return {
+        "har": volmod.har_design(close)[ds.bar_index],
+        "har_tod": volmod.har_design(close, starts, time_of_day=True)[ds.bar_index],
+    }
+
+
+def series_rows(ds: Dataset) -> dict[str, BoolArr]:
+    """Row mask per symbol: one entry for one series; per pooled series (`Dataset.series`) otherwise."""
+    series = getattr(ds, "series", None)
+    prov = ds.provenance
+    if series is None:
+        return {str(prov.get("symbol") or prov.get("source") or "data"): np.ones(ds.n_rows, dtype=np.bool_)}
+    series = np.asarray(series, dtype=np.int64)
+    names = prov.get("symbols") or [f"series{k}" for k in range(int(series.max()) + 1)]
+    return {str(name): series == k for k, name in enumerate(names)}
+
+
+def fit_har_baselines(
+    ds: Dataset,
+    fold: Fold,
+    *,
+    designs: Mapping[str, F64] | None = None,
+    rows: BoolArr | None = None,
+) -> dict[str, HarBaseline]:
+    """HAR-RV and HAR-RV + hour-of-day: OLS and the QLIKE scale on the fold's training rows only, scored
+    on its test rows (rows whose regressors are incomplete, in the first day of bars, are left out).
+
+    Args:
+        rows: restrict to these rows (one symbol of a pooled dataset: its own HAR); None = all rows.
+    """
+    if ds.log_vol is None:
+        raise ConfigError("walk-forward folds score the volatility head: set [distill] vol_head = true")
+    lv = ds.log_vol
+    tr, te = fold.train, fold.test
+    if rows is not None:
+        tr, te = tr[rows[tr]], te[rows[te]]
+    out: dict[str, HarBaseline] = {}
+    for key, X in (designs or har_designs(ds)).items():
+        model = volmod.HarRV().fit(X[tr], lv[tr])
+        scale = volmod.qlike_scale(np.exp(lv[tr]), np.exp(model.predict(X[tr])))
+        m = volmod.vol_metrics(np.exp(lv[te]), model.predict(X[te]), scale=scale)
+        out[key] = HarBaseline(
+            name=key,
+            model=model,
+            qlike_scale=scale,
+            metrics={
+                "vol_r2": m["r2_log_vol"],
+                "vol_ic": m["ic"],
+                "vol_qlike": m["qlike"],
+                "vol_qlike_bc": m["qlike_bc"],
+            },
+        )
+    return out
+
+
+def score_candidate(
+    ds: Dataset, model: TierModel, teacher: TierModel, train: I64, test: I64
+) -> dict[str, float | None]:
+    """A candidate's vol head on `test` rows as `offline.evaluate.vol_metrics` scores it (QLIKE scale on
+    `train` rows), its return head's IC, and its size; per symbol when the rows are one symbol's."""
+    assert ds.log_vol is not None
+    lv, X = ds.log_vol, ds.X
+    pred = model.predict_log_vol(X[test])
+    scale = volmod.qlike_scale(np.exp(lv[train]), np.exp(model.predict_log_vol(X[train])))
+    m = volmod.vol_metrics(np.exp(lv[test]), pred, scale=scale)
+    teacher_pred = pred if model is teacher else teacher.predict_log_vol(X[test])
+    teacher_r2 = volmod.r2(lv[test], teacher_pred)
+    return {
+        "vol_r2": m["r2_log_vol"],
+        "vol_ic": m["ic"],
+        "vol_qlike": m["qlike"],
+        "vol_qlike_bc": m["qlike_bc"],
+        "vol_retention": m["r2_log_vol"] / teacher_r2 if teacher_r2 > 0.0 else None,
+        "vol_fidelity_r2": volmod.r2(teacher_pred, pred),
+        "ic": information_coefficient(model.predict(X[test]), ds.y[test]),
+        "params": float(model.params),
+        "compression": teacher.params / model.params,
+    }
+
+
+@dataclass(slots=True)
+class WalkForward:
+    """The fold table: one row per (fold, seed, symbol, model); baselines have `seed` None (no training).
+
+    Each row: `fold`, `seed`, `symbol` (each pooled symbol is scored on its own rows), `tier` (tier name,
+    or "baseline"), `variant` ("teacher", "progressive", "progressive_no_transfer", "one_shot", "scratch",
+    or a `BASELINES` key), `recipe`, `chosen` (exported by validation for its size), `stage`, and the
+    `METRICS` (None where undefined).
+    """
+
+    rows: list[dict[str, Any]]
+    folds: list[dict[str, Any]]
+    info: dict[str, Any]
+
+
+def run_walkforward(
+    ds: Dataset,
+    tiers: Mapping[str, TierConfig],
+    cfg: DistillConfig,
+    *,
+    n_folds: int,
+    seeds: Sequence[int],
+    epochs: int,
+    first_train_frac: float = 0.5,
+    log: Callable[[str], None] | None = None,
+) -> WalkForward:
+    """Train and score every fold for every seed (see the module docstring).
+
+    Args:
+        ds: a dataset with a vol head (`offline.data.load_dataset`); its own splits are ignored.
+        tiers: tier configs, largest (the teacher) first.
+        n_folds: test blocks, >= 2.
+        seeds: training seeds; each fold is trained once per seed.
+        epochs: maximum epochs per model.
+        log: receives one line per fold and seed.
+
+    Raises:
+        ConfigError: bad `n_folds`, no vol head, no seed.
+        DataError: too few rows per fold.
+    """
+    if ds.log_vol is None:
+        raise ConfigError("walk-forward folds score the volatility head: set [distill] vol_head = true")
+    if not seeds:
+        raise ConfigError("walk-forward: expected at least one seed")
+    say = log or (lambda _msg: None)
+    folds = walkforward_folds(ds, n_folds, cfg, first_train_frac=first_train_frac)
+    designs = har_designs(ds)
+    symbols = series_rows(ds)
+    rows: list[dict[str, Any]] = []
+    fold_info: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for fold in folds:
+        fold_info.append(
+            {
+                "fold": fold.index,
+                "train_rows": int(fold.train.size),
+                "val_rows": int(fold.val.size),
+                "test_rows": int(fold.test.size),
+                "train_start_ms": int(ds.start_ms[fold.train].min()),
+                "test_start_ms": fold.test_start_ms,
+                "test_end_ms": fold.test_end_ms,
+            }
+        )
+        for sym, mask in symbols.items():
+            for key, base in fit_har_baselines(ds, fold, designs=designs, rows=mask).items():
+                rows.append(_row(fold.index, None, sym, "baseline", key, key, False, 0, base.metrics))
+        fds = fold_dataset(ds, fold)
+        for seed in seeds:
+            ts = time.perf_counter()
+            res = run_distillation(fds, tiers, cfg, epochs=epochs, seed=seed)
+            teacher = res.chosen[res.tier_names[0]].model
+            for name in res.tier_names:
+                for c in res.candidates[name]:
+                    chosen = res.chosen[name] is c
+                    for sym, mask in symbols.items():
+                        tr, te = fold.train[mask[fold.train]], fold.test[mask[fold.test]]
+                        m = score_candidate(ds, c.model, teacher, tr, te)
+                        m["train_s"] = c.fit.train_s
+                        rows.append(
+                            _row(fold.index, seed, sym, name, c.variant, c.recipe, chosen, c.stage, m)
+                        )
+            say(
+                f"fold {fold.index}/{n_folds} seed {seed}: {fold.train.size} train / {fold.val.size} val / "
+                f"{fold.test.size} test rows, {time.perf_counter() - ts:.1f} s"
+            )
+    info = {
+        "n_folds": n_folds,
+        "seeds": list(seeds),
+        "epochs": epochs,
+        "first_train_frac": first_train_frac,
+        "embargo_rows": embargo_rows(cfg),
+        "vol_horizon_bars": cfg.vol_horizon_bars,
+        "horizon_bars": cfg.horizon_bars,
+        "tiers": list(tiers),
+        "n_rows": ds.n_rows,
+        "symbols": list(symbols),
+        "pooled": len(symbols) > 1,
+        "provenance": ds.provenance,
+        "total_s": time.perf_counter() - t0,
+    }
+    return WalkForward(rows=rows, folds=fold_info, info=info)
+
+
+def _row(
+    fold: int,
+    seed: int | None,
+    symbol: str,
+    tier: str,
+    variant: str,
+    recipe: str,
+    chosen: bool,
+    stage: int,
+    metrics: Mapping[str, float | None],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "fold": fold,
+        "seed": seed,
+        "symbol": symbol,
+        "tier": tier,
+        "variant": variant,
+        "recipe": recipe,
+        "chosen": chosen,
+        "stage": stage,
+    }
+    for k in METRICS:
+        v = metrics.get(k)
+        row[k] = None if v is None or not math.isfinite(v) else float(v)
+    return row
+
+
+# ---- the fold table ------------------------------------------------------------------------------------
+
+_TABLE_COLUMNS: Final = (
+    ("vol R2", "vol_r2", "{:+.4f}"),
+    ("vol IC", "vol_ic", "{:+.3f}"),
+    ("QLIKE", "vol_qlike", "{:.4f}"),
+    ("QLIKE bc", "vol_qlike_bc", "{:.4f}"),
+    ("retain", "vol_retention", "{:.3f}"),
+    ("fidel R2", "vol_fidelity_r2", "{:+.3f}"),
+    ("ret IC", "ic", "{:+.4f}"),
+)
+
+
+def _label(row: Mapping[str, Any]) -> tuple[str, str]:
+    if row["tier"] == "baseline":
+        return "baseline", BASELINES.get(row["variant"], row["variant"])
+    return row["tier"], row["variant"]
+
+
+def summary_rows(wf: WalkForward) -> list[dict[str, Any]]:
+    """Mean of every metric over folds and seeds per (tier, variant), plus the exported pick per tier
+    (variant "exported": whichever recipe validation chose in each fold and seed), in table order."""
+    keys: list[tuple[str, str]] = []
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in wf.rows:
+        group = [_label(r)] + ([(r["tier"], "exported")] if r["chosen"] and r["variant"] != "teacher" else [])
+        for k in group:
+            if k not in groups:
+                keys.append(k)
+                groups[k] = []
+            groups[k].append(r)
+    base = [k for k in keys if k[0] == "baseline"]
+    rest = [k for k in keys if k[0] != "baseline"]
+    tiers = list(dict.fromkeys(k[0] for k in rest))
+    ordered = base + sorted(rest, key=lambda k: (tiers.index(k[0]), k[1] != "exported"))
+    out: list[dict[str, Any]] = []
+    for k in ordered:
+        rs = groups[k]
+        mean: dict[str, Any] = {"tier": k[0], "variant": k[1], "n": len(rs)}
+        for m in METRICS:
+            vals = [r[m] for r in rs if r[m] is not None]
+            mean[m] = float(np.mean(vals)) if vals else None
+        out.append(mean)
+    return out
+
+
+def format_walkforward(wf: WalkForward) -> str:
+    """Plain text: the mean over folds and seeds per model, then every fold's rows."""
+    head = ["tier", "variant", "n", *(h for h, _, _ in _TABLE_COLUMNS)]
+
+    def line(row: Mapping[str, Any], first: str, second: str) -> list[str]:
+        cells = [(f.format(row[k]) if row.get(k) is not None else "-") for _, k, f in _TABLE_COLUMNS]
+        return [first, second, str(row.get("n", "")), *cells]
+
+    summary = [line(r, r["tier"], r["variant"]) for r in summary_rows(wf)]
+    per_fold = []
+    for r in wf.rows:
+        tier, variant = _label(r)
+        seed = "" if r["seed"] is None else f" s{r['seed']}"
+        seed += f" {r['symbol']}" if wf.info["pooled"] else ""
+        per_fold.append(
+            line({**r, "n": f"f{r['fold']}{seed}"}, tier, variant + (" *" if r["chosen"] else ""))
+        )
+    over = "folds, seeds and symbols" if wf.info["pooled"] else "folds and seeds"
+    out = [f"mean over {over} (test blocks):"]
+    out += _render(head, summary)
+    out += ["", "per fold (f = fold, s = seed; * = exported by validation):"]
+    out += _render(["tier", "variant", "fold", *head[3:]], per_fold)
+    info = wf.info
+    spans = "; ".join(
+        f"fold {f['fold']}: {f['train_rows']} train / {f['val_rows']} val / {f['test_rows']} test rows"
+        for f in wf.folds
+    )
+    out += [
+        "",
+        f"{info['n_folds']} expanding folds over {info['n_rows']} rows (first {info['first_train_frac']:.0%} "
+        f"training only), embargo {info['embargo_rows']} bars; {spans}.",
+        f"vol head: log realised vol over the next {info['vol_horizon_bars']} bars; QLIKE bc with the "
+        "variance scale fitted on the fold's training rows; retain = vol R2 / teacher's; fidel R2 = "
+        "R2 of the student's log vol against the teacher's; ret IC = return head's Spearman IC. HAR fitted "
+        "on the fold's training rows. No family was exported.",
+    ]
+    return "\n".join(out)
+
+
+def _render(head: list[str], lines: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
+
+    def render(r: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+
+    return [render(head), "  ".join("-" * w for w in widths), *(render(r) for r in lines)]
+
+
+def to_json(wf: WalkForward) -> dict[str, Any]:
+    """The JSON document `offline distill --folds` writes (`walkforward.json`)."""
+    return {"info": wf.info, "folds": wf.folds, "summary": summary_rows(wf), "rows": wf.rows}
+
+
+def pipeline_walkforward(
+    cfg: Config,
+    *,
+    data: str | Path,
+    out_dir: str | Path,
+    n_folds: int,
+    quick: bool = False,
+    seed: int | None = None,
+    allow_gaps: bool = False,
+    drop_last: bool = False,
+    symbol: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[WalkForward, str]:
+    """`offline distill --folds K`: load `data` as `pipeline_distill` does, run the folds with one seed and
+    write `walkforward.json` and `walkforward.txt` into `out_dir` (staged; replaced only when it is empty or
+    a previous walk-forward output). Exports no family. Returns the result and the printed table.
+
+    Raises:
+        ConfigError: bad `n_folds` (before any work), no vol head, or an `out_dir` it must not write.
+        DataError: bad data or too few rows per fold.
+    """
+    check_n_folds(n_folds)
+    dc = cfg.distill
+    if not dc.vol_head:
+        raise ConfigError("--folds scores the volatility head: set [distill] vol_head = true")
+    protect = [] if str(data) == "synthetic" else [data]
+    stage = StagedOutput(out_dir, kind="walkforward", protect=protect)
+    with stage as tmp:
+        ds = load_dataset(
+            data,
+            dc,
+            n_bars=dc.quick_bars if quick else None,
+            allow_gaps=allow_gaps,
+            drop_last=drop_last,
+            symbol=symbol,
+        )
+        wf = run_walkforward(
+            ds,
+            cfg.tiers,
+            dc,
+            n_folds=n_folds,
+            seeds=[dc.seed if seed is None else seed],
+            epochs=dc.quick_epochs if quick else dc.epochs,
+            log=log,
+        )
+        wf.info["quick"] = quick
+        table = format_walkforward(wf)
+        write_json(tmp / "walkforward.json", to_json(wf))
+        (tmp / "walkforward.txt").write_text(table + "\n", encoding="utf-8")
+        stage.commit()
+    return wf, table
