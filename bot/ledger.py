@@ -286,9 +286,10 @@ class Ledger:
         return cls(conn, p)
 
     @classmethod
-    def open_readonly(cls, path: str | Path) -> Ledger:
+    def open_readonly(cls, path: str | Path, *, busy_timeout_s: float = 5.0) -> Ledger:
         """Open an existing ledger for reading only (safe while the service writes it: WAL readers never block
-        the writer); creates, migrates and changes nothing.
+        the writer); creates, migrates and changes nothing. `busy_timeout_s`: how long to wait for a lock
+        another process holds (the bot's own writes never take one that blocks a reader).
 
         Raises:
             LedgerError: no such file, not an SQLite ledger, another schema version, or locked too long.
@@ -298,7 +299,7 @@ class Ledger:
             what = "is a directory" if p.is_dir() else "does not exist"
             raise LedgerError(f"{p}: {what}; expected the bot's ledger file ([ledger] path of its config)")
         try:
-            conn = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True, timeout=5.0)
+            conn = sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True, timeout=busy_timeout_s)
         except sqlite3.Error as exc:
             raise LedgerError(f"{p}: cannot open ledger: {exc}") from exc
         try:

@@ -200,7 +200,7 @@ class ShadowScorer:
         if not pairs or len(pairs) < self.min_scored:
             return None
         a = np.asarray(pairs, dtype=np.float64)
-        if a[:, 0].std() == 0.0 or a[:, 1].std() == 0.0:
+        if np.ptp(a[:, 0]) == 0.0 or np.ptp(a[:, 1]) == 0.0:  # a constant side (exact; std() rounds)
             return None
         return float(np.corrcoef(a[:, 0], a[:, 1])[0, 1])
 

@@ -44,14 +44,17 @@ class RecordedBar:
     book_ts_ms: int | None
 
 
-def recorded_rows(ledger_path: str | Path, symbol: str | None = None) -> tuple[str, list[RecordedBar]]:
+def recorded_rows(
+    ledger_path: str | Path, symbol: str | None = None, *, busy_timeout_s: float = 5.0
+) -> tuple[str, list[RecordedBar]]:
     """The recorded bars of `symbol` (None: the ledger's only symbol), ascending; returns (symbol, rows).
+    `busy_timeout_s`: how long to wait for a ledger another process holds locked.
 
     Raises:
         LedgerError: the ledger is missing, not a ledger of this bot, corrupt or locked.
         RecordedDataError: no recorded bars (of `symbol`), or several symbols and `symbol` is None.
     """
-    with Ledger.open_readonly(ledger_path) as ledger:
+    with Ledger.open_readonly(ledger_path, busy_timeout_s=busy_timeout_s) as ledger:
         held = ledger.symbols()
         if not held:
             raise RecordedDataError(

@@ -15,11 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.core.bars import Bar
+from bot.core.bars import Bar, BookTop
 from bot.core.decision import DecisionRecord
 from bot.core.paper import Fill, PaperTrader
 from bot.core.params import PaperConfig
 from bot.ledger import AlreadyDecidedError, Ledger, LedgerError
+from bot.shadow import ShadowScore
 
 STEP_MS = 300_000
 REPO = Path(__file__).resolve().parents[1]
@@ -137,6 +138,78 @@ def test_failed_write_rolls_back_the_whole_bar(tmp_path: Path) -> None:
         assert led.count_decisions("BTCUSDT") == 1
 
 
+def test_an_older_ledger_gains_the_book_columns_and_shadow_tables_on_open(tmp_path: Path) -> None:
+    """A ledger written before the book columns existed opens: its bars read back with NULL book fields,
+    and new bars record their book top."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE bars (symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, open REAL NOT NULL,
+            high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL, volume REAL NOT NULL,
+            turnover REAL NOT NULL, source TEXT NOT NULL, PRIMARY KEY (symbol, start_ms)) WITHOUT ROWID;
+        INSERT INTO bars VALUES ('BTCUSDT', 0, 100, 101, 99, 100.5, 3, 300, 'rest');
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    trader = PaperTrader(PaperConfig())
+    with Ledger.open(path) as led:
+        bar = _bar("BTCUSDT", 1, 100.0)
+        r = trader.on_bar(bar.symbol, bar.start_ms, bar.close, 0.0, "edge", "normal")
+        book = BookTop("BTCUSDT", 2 * STEP_MS - 5, 99.99, 3.0, 100.01, 1.0)
+        led.record_result(bar, r, regime="normal", tier="edge", prediction=0.0, book=book)
+        rows = led.recorded("BTCUSDT")
+    assert rows[0][1:] == (None, None, None)
+    assert rows[0][0] == Bar("BTCUSDT", 0, 100.0, 101.0, 99.0, 100.5, 3.0, 300.0, "rest")
+    assert rows[1][1] == pytest.approx(2.0)  # 0.02 / 100 in bps
+    assert rows[1][2:] == (0.5, 2 * STEP_MS - 5)
+
+
+def test_shadow_rows_ride_with_the_next_transaction_and_close_flushes_them(tmp_path: Path) -> None:
+    """Staged shadow rows are not written on their own; the next bar's commit (or close) writes them; a bar
+    the ledger refuses rolls them back and keeps them staged."""
+    path = tmp_path / "l.sqlite"
+    trader = PaperTrader(PaperConfig())
+    score = ShadowScore("edge", window=500, n=3, ic=None, vol_ic=None, vol_qlike=0.25, regret=-1e-6)
+    with Ledger.open(path) as led:
+        b1 = _decide(led, trader, _bar("BTCUSDT", 1, 100.0), 0.0, "edge", "normal")
+        led.stage_shadow("BTCUSDT", b1.start_ms, {"edge": (0.0, 0.01), "research": (1e-4, None)}, [score])
+        with Ledger.open_readonly(path) as reader:
+            assert reader.shadow_forecasts("BTCUSDT") == {}
+            b2 = _decide(led, trader, _bar("BTCUSDT", 2, 100.0), 0.0, "edge", "normal")
+            assert reader.shadow_forecasts("BTCUSDT") == {
+                b1.start_ms: {"edge": (0.0, 0.01), "research": (1e-4, None)}
+            }
+            assert reader.shadow_scores() == [("BTCUSDT", b1.start_ms, score)]
+        led.stage_shadow("BTCUSDT", b2.start_ms, {"edge": (2e-4, 0.02)})
+        with pytest.raises(AlreadyDecidedError):
+            _decide(led, PaperTrader(PaperConfig()), _bar("BTCUSDT", 2, 100.0), 0.0, "edge", "normal")
+        assert set(led.shadow_forecasts("BTCUSDT")) == {b1.start_ms}
+    with Ledger.open_readonly(path) as reader:
+        assert reader.shadow_forecasts("BTCUSDT")[b2.start_ms] == {"edge": (2e-4, 0.02)}
+        assert [h.forecasts for h in reader.shadow_history(["BTCUSDT"], last_bars=1)] == [
+            {"edge": (2e-4, 0.02)}
+        ]
+        with pytest.raises(LedgerError, match="opened read-only"):
+            reader.record_bar(_bar("BTCUSDT", 3, 100.0))
+
+
+def test_open_readonly_creates_nothing_and_refuses_what_is_not_a_ledger(tmp_path: Path) -> None:
+    """open_readonly never creates a ledger, and names a missing file, a foreign database and junk."""
+    with pytest.raises(LedgerError, match="does not exist"):
+        Ledger.open_readonly(tmp_path / "none.sqlite")
+    assert list(tmp_path.iterdir()) == []
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(LedgerError, match="not a ledger of this bot"):
+        Ledger.open_readonly(other)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(LedgerError, match="not a usable SQLite ledger"):
+        Ledger.open_readonly(junk)
+
+
 def test_summary_per_tier_and_regime_sums_to_equity(tmp_path: Path) -> None:
     """Per-tier and per-regime PnL add up to the final equity; bar counts add up to the bars decided."""
     trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))
@@ -212,7 +285,7 @@ def test_ledger_invariants_property(tmp_path_factory: pytest.TempPathFactory, st
 
 _WRITER = """
 import sys
-from bot.core.bars import Bar
+from bot.core.bars import Bar, BookTop
 from bot.core.params import PaperConfig
 from bot.ledger import Ledger
 from bot.core.paper import PaperTrader

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import support
 
-from bot.shadow import ShadowScorer
+from bot.shadow import ShadowBar, ShadowScorer
 from bot.status import StatusBoard, render_status
 
 
@@ -88,3 +88,51 @@ def test_the_status_page_shows_the_live_scores() -> None:
     fresh = ShadowScorer(horizon_bars=1, vol_horizon_bars=3, min_scored=20)
     board.shadow = fresh
     assert "collecting (0/20 bars)" in render_status(board, 0)
+
+
+def test_vol_ic_and_the_snapshot_carry_every_score() -> None:
+    """A vol forecast proportional to the realised vol has a vol IC of 1; a snapshot holds each tier's
+    scores as the read-outs give them."""
+    rng = np.random.default_rng(5)
+    sigma = np.repeat(rng.uniform(0.001, 0.01, 40), 5)  # piecewise-constant vol, 5 bars per level
+    steps = sigma * np.where(np.arange(sigma.size) % 2 == 0, 1.0, -1.0)  # |log return| = sigma exactly
+    closes = 100.0 * np.exp(np.cumsum(steps))
+    sc = ShadowScorer(horizon_bars=1, vol_horizon_bars=1, min_scored=10)
+    for i, c in enumerate(closes):
+        nxt = float(sigma[i + 1]) if i + 1 < sigma.size else 0.01
+        sc.on_bar("BTC", float(c), "good", {"good": (0.0, 2.0 * nxt), "flat": (0.0, 0.005)})
+    assert sc.vol_ic("good") == pytest.approx(1.0)
+    assert sc.vol_ic("flat") is None  # a constant forecast has no correlation
+    snap = {s.tier: s for s in sc.snapshot()}
+    assert set(snap) == {"good", "flat"}
+    good = snap["good"]
+    assert (good.n, good.window) == (sc.scored_bars("good"), sc.window)
+    assert (good.ic, good.vol_ic, good.vol_qlike, good.regret) == (
+        sc.ic("good"),
+        sc.vol_ic("good"),
+        sc.vol_qlike("good"),
+        sc.regret("good"),
+    )
+    assert good.vol_qlike == pytest.approx(0.25 - math.log(0.25) - 1.0)
+
+
+def test_replaying_the_stored_history_continues_as_if_uninterrupted() -> None:
+    """A scorer re-seeded with the last window + horizon bars (one of them without stored forecasts) then fed
+    the same live bars ends with the scores of a scorer that never stopped."""
+    closes = walk(400, seed=9)
+    rng = np.random.default_rng(2)
+    preds = rng.normal(0, 1e-3, (400, 2))
+    history: list[ShadowBar] = []
+    whole = ShadowScorer(horizon_bars=3, vol_horizon_bars=5, window=50, min_scored=5)
+    for i, c in enumerate(closes[:300]):
+        fc = {} if i == 290 else {"a": (float(preds[i, 0]), 0.002), "b": (float(preds[i, 1]), None)}
+        whole.on_bar("BTC", float(c), "a", fc)
+        history.append(ShadowBar("BTC", i * 300_000, float(c), "a", fc))
+    restarted = ShadowScorer(horizon_bars=3, vol_horizon_bars=5, window=50, min_scored=5)
+    assert restarted.replay(history[-(restarted.window + restarted.horizon_span) :]) == 55
+    for i, c in enumerate(closes[300:], start=300):
+        fc = {"a": (float(preds[i, 0]), 0.002), "b": (float(preds[i, 1]), None)}
+        whole.on_bar("BTC", float(c), "a", fc)
+        restarted.on_bar("BTC", float(c), "a", fc)
+    assert restarted.snapshot() == whole.snapshot()
+    assert restarted.ic("b") is not None
