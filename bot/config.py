@@ -107,6 +107,8 @@ class DistillConfig(_Section, frozen=True):
     batch_size: PosInt = 256
     learning_rate: PosFloat = 1e-3
     l2: NonNegFloat = 1e-4
+    # The teacher (first tier) only: L2 candidates, the one with the best validation MSE is kept (empty = l2).
+    teacher_l2: list[NonNegFloat] = msgspec.field(default_factory=list)
     teacher_folds: Annotated[int, Meta(ge=0, le=10)] = 0
     heldout_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.5
     transfer_multiplier: NonNegFloat = 1.0

@@ -330,10 +330,17 @@ class TierFamily:
                 f"{cfg.market.interval!r} bars"
             )
         symbol = prov.get("symbol")
-        other = [s for s in cfg.market.symbols if s != symbol]
+        pooled = prov.get("symbols")  # a family trained on several symbols at once (offline distill pooled)
+        trained_on = set(pooled) if isinstance(pooled, list) else {symbol}
+        other = [s for s in cfg.market.symbols if s not in trained_on]
         if cfg.models.symbols == "match" and other:
+            what = (
+                f"symbols {pooled!r} ($.provenance.symbols)"
+                if isinstance(pooled, list)
+                else (f"symbol {symbol!r} ($.provenance.symbol)")
+            )
             raise ModelError(
-                f"{path}: trained on symbol {symbol!r} ($.provenance.symbol), config [market] symbols has "
+                f"{path}: trained on {what}, config [market] symbols has "
                 f"{other}; retrain with `offline distill --symbol`, or set [models] symbols = 'any'"
             )
         for name, tier_cfg in cfg.tiers.items():

@@ -39,13 +39,32 @@ def _check_symbol(flag: str, symbol: str | None) -> None:
         raise ConfigError(f"{flag}: expected a Bybit symbol such as BTCUSDT (A-Z, 0-9), got {symbol!r}")
 
 
+def _pool_args(args: argparse.Namespace) -> None:
+    """Check repeated `--data`/`--symbol`: one `--data` leaves `args.data` / `args.symbol` a single value
+    (str / str or None), several make them lists (pooled training, one symbol per file or none)."""
+    data: list[str] = args.data or ["synthetic"]
+    symbols: list[str] = args.symbol or []
+    for sym in symbols:
+        _check_symbol("--symbol", sym)
+    if "synthetic" in data and symbols:
+        raise ConfigError("--symbol: only for a CSV --data (synthetic data has its own symbol)")
+    if len(data) > 1 and "synthetic" in data:
+        raise ConfigError("--data: 'synthetic' cannot be pooled with other data; pass CSV files only")
+    if len(data) > 1 and symbols and len(symbols) != len(data):
+        raise ConfigError(
+            f"--symbol: give one per --data file in the same order ({len(data)}), or none; got {len(symbols)}"
+        )
+    if len(data) == 1 and len(symbols) > 1:
+        raise ConfigError(f"--symbol: one --data file takes one --symbol, got {len(symbols)}")
+    args.data = data[0] if len(data) == 1 else data
+    args.symbol = (symbols[0] if symbols else None) if len(data) == 1 else (symbols or None)
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
     from offline.pipeline import pipeline_distill
 
     cfg = _config(args.config)
-    _check_symbol("--symbol", args.symbol)
-    if args.symbol is not None and args.data == "synthetic":
-        raise ConfigError("--symbol: only for a CSV --data (synthetic data has its own symbol)")
+    _pool_args(args)
     if args.folds is not None:
         return _cmd_walkforward(args, cfg)
     args.out = args.out or "models"
@@ -240,7 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("distill", help="train the teacher, distill the chain, export ONNX tiers + manifest")
     d.add_argument("--config", help="config TOML (default: built-in defaults)")
     d.add_argument(
-        "--data", default="synthetic", help="'synthetic' or a klines CSV path (default: synthetic)"
+        "--data",
+        action="append",
+        default=None,
+        help="'synthetic' or a klines CSV path (default: synthetic); repeat with one CSV per symbol (same "
+        "interval) to train one family on all of them, split at the same dates",
     )
     d.add_argument(
         "--out",
@@ -265,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop the CSV's last row (in a raw Bybit download, the candle still open when it was fetched)",
     )
     d.add_argument(
-        "--symbol", default=None, help="the symbol a CSV holds, recorded in the manifest (default: none)"
+        "--symbol",
+        action="append",
+        default=None,
+        help="the symbol a CSV holds, recorded in the manifest (default: none); one per --data when repeated",
     )
     d.add_argument("--seed", type=int, default=None, help="training seed (default: [distill].seed)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")

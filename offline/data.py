@@ -28,7 +28,7 @@ from bot.core.errors import DataError
 from bot.core.features import FEATURE_NAMES, replay_features
 from bot.sim.csvbars import read_csv_bars
 from bot.sim.synthetic import SyntheticMarket
-from offline.vol import forward_rv
+from offline.vol import forward_rv, har_design
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -149,7 +149,12 @@ class Dataset:
 
     `X`, `y`, `start_ms` hold only usable rows (warm features, finite, target inside a contiguous run);
     `bar_index` maps each row back to its bar. `log_vol` is the volatility target (log of the per-bar RMS
-    of the next `vol_horizon_bars` one-bar log returns) of the same rows; None without a vol head.
+    of the next `vol_horizon_bars` one-bar log returns) of the same rows; None without a vol head, and so
+    are `har_X` / `har_tod_X`, the HAR-RV regressors of each row (`offline.vol.har_design`).
+
+    Pooled over several symbols (`pool_datasets`), rows are in time order (ties by series), `series` is
+    each row's series (index into `series_bars`, the bars of each symbol) and `bar_index` points into its
+    own series' bars; `bars` is the first series'. None for one series.
     """
 
     bars: list[Bar]
@@ -163,14 +168,28 @@ class Dataset:
     provenance: dict[str, Any] = field(default_factory=dict)
     log_vol: F64 | None = None
     vol_horizon_bars: int | None = None
+    har_X: F64 | None = None
+    har_tod_X: F64 | None = None
+    series: I64 | None = None
+    series_bars: list[list[Bar]] | None = None
 
     @property
     def n_rows(self) -> int:
         return int(self.y.shape[0])
 
+    @property
+    def n_series(self) -> int:
+        """Symbols pooled in this dataset (1 for one bar series)."""
+        return 1 if self.series_bars is None else len(self.series_bars)
+
     def train_bars(self) -> list[Bar]:
-        """Bars up to and including the last training row's target bar (for regime calibration)."""
-        last = int(self.bar_index[self.splits.train[-1]]) + max(self.horizon_bars, self.vol_horizon_bars or 0)
+        """Bars up to and including the last training row's target bar (for regime calibration).
+
+        Pooled over several series: those of the first series (`bars`)."""
+        train = self.splits.train
+        if self.series is not None:
+            train = train[self.series[train] == 0]
+        last = int(self.bar_index[train[-1]]) + max(self.horizon_bars, self.vol_horizon_bars or 0)
         return self.bars[: last + 1]
 
 
@@ -191,6 +210,23 @@ def chronological_splits(n_rows: int, cfg: DistillConfig) -> Splits:
         )
     idx = np.arange(n_rows, dtype=np.int64)
     return Splits(train=idx[:n_train], val=idx[val_start : val_start + n_val], test=idx[test_start:])
+
+
+def calendar_splits(start_ms: I64, cfg: DistillConfig) -> Splits:
+    """`chronological_splits` over the distinct bar times of `start_ms` (sorted rows, several series
+    pooled): every series is cut at the same calendar boundaries, so no series' validation or test period
+    lies inside another's training period, and the embargo (`embargo_rows(cfg)` bar times) separates them.
+    For one series it equals `chronological_splits(len(start_ms), cfg)`."""
+    times, pos = np.unique(start_ms, return_inverse=True)
+    by_time = chronological_splits(int(times.size), cfg)
+    idx = np.arange(start_ms.size, dtype=np.int64)
+
+    def rows(t: I64) -> I64:
+        if t.size == 0:
+            return t
+        return np.asarray(idx[(pos >= t[0]) & (pos <= t[-1])], dtype=np.int64)
+
+    return Splits(train=rows(by_time.train), val=rows(by_time.val), test=rows(by_time.test))
 
 
 def build_dataset(
@@ -215,6 +251,12 @@ def build_dataset(
     start = np.array([bars[i].start_ms for i in bar_index], dtype=np.int64)
     splits = chronological_splits(int(bar_index.size), cfg)
     assert X_all.shape[1] == len(FEATURE_NAMES)
+    har_X = har_tod_X = None
+    if v_all is not None:
+        close = np.array([b.close for b in bars], dtype=np.float64)
+        starts = np.array([b.start_ms for b in bars], dtype=np.int64)
+        har_X = har_design(close)[bar_index]
+        har_tod_X = har_design(close, starts, time_of_day=True)[bar_index]
     return Dataset(
         bars=bars,
         step_ms=step_ms,
@@ -227,6 +269,99 @@ def build_dataset(
         provenance=dict(provenance or {}),
         log_vol=None if v_all is None else v_all[bar_index],
         vol_horizon_bars=cfg.vol_horizon_bars if cfg.vol_head else None,
+        har_X=har_X,
+        har_tod_X=har_tod_X,
+    )
+
+
+def pool_datasets(datasets: Sequence[Dataset], cfg: DistillConfig) -> Dataset:
+    """One dataset of several symbols' datasets (same interval): rows merged in time order, split at the
+    same calendar boundaries for every symbol (`calendar_splits`).
+
+    Features are pooled as they are: one input scaler then serves every symbol, which is sound because the
+    volatility features that carry the signal are logs of fractions (a symbol's vol level is a shift) and
+    the returns and ranges are fractions of price.
+
+    Raises:
+        DataError: the series have different intervals, or too few rows for the splits.
+    """
+    if len(datasets) == 1:
+        return datasets[0]
+    steps = {d.step_ms for d in datasets}
+    if len(steps) != 1:
+        names = [d.provenance.get("path") or d.provenance.get("source") for d in datasets]
+        raise DataError(
+            f"--data: pooled files must share one bar interval, got {sorted(steps)} ms ({names}); "
+            "pass files of one interval"
+        )
+    series = np.concatenate([np.full(d.n_rows, k, dtype=np.int64) for k, d in enumerate(datasets)])
+    start = np.concatenate([d.start_ms for d in datasets])
+    order = np.lexsort((series, start)).astype(np.int64)
+
+    def cat(arrays: Sequence[Any]) -> Any:
+        return np.concatenate(arrays)[order]
+
+    has_vol = all(d.log_vol is not None for d in datasets)
+    first = datasets[0]
+    provs = [d.provenance for d in datasets]
+    symbols = [p.get("symbol") for p in provs]
+    prov: dict[str, Any] = {
+        "source": "pooled",
+        "path": None,
+        "symbol": None,
+        "symbols": symbols if all(s is not None for s in symbols) else None,
+        "interval": first.provenance.get("interval"),
+        "first_start_ms": min(int(p["first_start_ms"]) for p in provs),
+        "last_start_ms": max(int(p["last_start_ms"]) for p in provs),
+        "rows": sum(int(p["rows"]) for p in provs),
+        "seed": None,
+        "series": provs,
+    }
+    start_sorted = start[order]
+    return Dataset(
+        bars=first.bars,
+        step_ms=first.step_ms,
+        horizon_bars=first.horizon_bars,
+        X=cat([d.X for d in datasets]),
+        y=cat([d.y for d in datasets]),
+        start_ms=start_sorted,
+        bar_index=cat([d.bar_index for d in datasets]),
+        splits=calendar_splits(start_sorted, cfg),
+        provenance=prov,
+        log_vol=cat([d.log_vol for d in datasets]) if has_vol else None,
+        vol_horizon_bars=first.vol_horizon_bars if has_vol else None,
+        har_X=cat([d.har_X for d in datasets]) if has_vol else None,
+        har_tod_X=cat([d.har_tod_X for d in datasets]) if has_vol else None,
+        series=series[order],
+        series_bars=[d.bars for d in datasets],
+    )
+
+
+def load_pooled(
+    data: Sequence[str | Path],
+    cfg: DistillConfig,
+    *,
+    symbols: Sequence[str | None] | None = None,
+    n_bars: int | None = None,
+    allow_gaps: bool = False,
+    drop_last: bool = False,
+) -> Dataset:
+    """`load_dataset` per CSV (one symbol each, `symbols[i]` for `data[i]`), pooled (`pool_datasets`).
+
+    Raises:
+        DataError: as `load_dataset`, or "synthetic" among several sources, or mismatched intervals.
+    """
+    if len(data) > 1 and any(str(d) == "synthetic" for d in data):
+        raise DataError("--data: 'synthetic' cannot be pooled with other data; pass CSV files only")
+    syms = list(symbols) if symbols else [None] * len(data)
+    if len(syms) != len(data):
+        raise DataError(f"--symbol: give one per --data file ({len(data)}) or none, got {len(syms)}")
+    return pool_datasets(
+        [
+            load_dataset(d, cfg, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=s)
+            for d, s in zip(data, syms, strict=True)
+        ],
+        cfg,
     )
 
 

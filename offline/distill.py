@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
@@ -118,6 +119,8 @@ class _Run:
     student_y: F64
     val_y: F64
     transfer_X: F64
+    rows_per_bar: int = 1
+    teacher_search: dict[str, float] = field(default_factory=dict)  # val MSE per teacher L2, and the choice
 
     @classmethod
     def prepare(
@@ -146,10 +149,12 @@ class _Run:
             vol_mean = float(ds.log_vol[tr].mean())
             vol_scale = float(ds.log_vol[tr].std()) or 1.0
             cols.append((ds.log_vol - vol_mean) / vol_scale)
-            close = np.array([b.close for b in ds.bars], dtype=np.float64)
-            starts = np.array([b.start_ms for b in ds.bars], dtype=np.int64)
-            har_X = volmod.har_design(close)[ds.bar_index]
-            har_tod_X = volmod.har_design(close, starts, time_of_day=True)[ds.bar_index]
+            har_X, har_tod_X = ds.har_X, ds.har_tod_X
+            if har_X is None or har_tod_X is None:  # a Dataset built by hand: one series
+                close = np.array([b.close for b in ds.bars], dtype=np.float64)
+                starts = np.array([b.start_ms for b in ds.bars], dtype=np.int64)
+                har_X = volmod.har_design(close)[ds.bar_index]
+                har_tod_X = volmod.har_design(close, starts, time_of_day=True)[ds.bar_index]
         targets_std = np.column_stack(cols)
         scalers: dict[tuple[str, ...], StandardScaler] = {}
         for name in names:
@@ -199,6 +204,7 @@ class _Run:
             student_y=targets_std[student_rows],
             val_y=targets_std[va],
             transfer_X=transfer_X,
+            rows_per_bar=ds.n_series,
         )
 
     @property
@@ -222,8 +228,14 @@ class _Run:
         """The labels of `rows` in standardised target units, [rows, heads]."""
         return self.targets_std[rows]
 
-    def train(self, name: str, rows_X: F64, target: F64, *, desc: str) -> tuple[TierModel, FitResult]:
-        """Fit tier `name` on full feature rows `rows_X` and a standardised target; validate on the labels."""
+    def train(
+        self, name: str, rows_X: F64, target: F64, *, desc: str, l2: float | None = None
+    ) -> tuple[TierModel, FitResult]:
+        """Fit tier `name` on full feature rows `rows_X` and a standardised target; validate on the labels.
+
+        Args:
+            l2: the MLP's L2 penalty (None = `cfg.l2`).
+        """
         feats = FEATURE_SETS[self.tiers[name].features]
         sc = self.scalers[feats]
         cols = feature_indices(feats)
@@ -236,7 +248,7 @@ class _Run:
             target.astype(np.float32),
             Xv,
             self.val_y,
-            self.cfg,
+            self.cfg if l2 is None else msgspec.structs.replace(self.cfg, l2=l2),
             epochs=self.epochs,
             seed=self.seed,
             desc=desc,
@@ -290,19 +302,21 @@ class _Teacher:
         return self.candidate.model
 
 
-def _out_of_fold(run: _Run) -> tuple[F64, float]:
+def _out_of_fold(run: _Run, l2: float) -> tuple[F64, float]:
     """K-fold out-of-fold teacher predictions on the training rows (standardised) and their fit time in s."""
     tr, folds = run.train_rows, run.cfg.teacher_folds
     name = run.names[0]
     pred = np.empty((len(tr), run.targets_std.shape[1]), dtype=np.float64)
-    emb = embargo_rows(run.cfg)
+    emb = embargo_rows(run.cfg) * run.rows_per_bar  # pooled symbols interleave: one bar is n_series rows
     bounds = np.linspace(0, len(tr), folds + 1).astype(int)
     t0 = time.perf_counter()
     for f in range(folds):
         lo, hi = int(bounds[f]), int(bounds[f + 1])
         keep = np.ones(len(tr), dtype=np.bool_)
         keep[max(0, lo - emb) : hi + emb] = False
-        m, _ = run.train(name, run.X[tr[keep]], run.targets(tr[keep]), desc=f"teacher fold {f + 1}/{folds}")
+        m, _ = run.train(
+            name, run.X[tr[keep]], run.targets(tr[keep]), desc=f"teacher fold {f + 1}/{folds}", l2=l2
+        )
         pred[lo:hi] = m.predict_std_all(run.X[tr[lo:hi]])
     return pred, time.perf_counter() - t0
 
@@ -310,14 +324,28 @@ def _out_of_fold(run: _Run) -> tuple[F64, float]:
 def _train_teacher(run: _Run) -> _Teacher:
     """Fit the first tier on the teacher rows and predict the student rows out of sample (evaluated)."""
     name = run.names[0]
-    model, fit = run.train(
-        name, run.X[run.teacher_rows], run.targets(run.teacher_rows), desc=f"teacher {name}"
-    )
-    run.say(f"teacher {name}: best epoch {fit.best_epoch}/{fit.epochs_run}, {fit.train_s:.1f} s")
+    best: tuple[TierModel, FitResult, float] | None = None
+    search_s = 0.0
+    for l2 in run.cfg.teacher_l2 or (run.cfg.l2,):
+        model, fit = run.train(
+            name, run.X[run.teacher_rows], run.targets(run.teacher_rows), desc=f"teacher {name}", l2=l2
+        )
+        search_s += fit.train_s
+        run.say(
+            f"teacher {name} l2={l2:g}: val mse {fit.val_mse:.4f}, best epoch {fit.best_epoch}/"
+            f"{fit.epochs_run}, {fit.train_s:.1f} s"
+        )
+        run.teacher_search[f"{l2:g}"] = fit.val_mse
+        if best is None or fit.val_mse < best[1].val_mse:
+            best = (model, fit, l2)
+    assert best is not None
+    model, fit, l2 = best
+    fit.train_s = search_s  # the teacher's cost includes its L2 search
+    run.teacher_search["chosen"] = l2
     if run.cfg.teacher_folds == 0:
         on_students, oof_s = model.predict_std_all(run.student_X), 0.0
     else:
-        on_students, oof_s = _out_of_fold(run)
+        on_students, oof_s = _out_of_fold(run, l2)
     fit.train_s += oof_s
     test_pred = model.predict(run.X[run.test_rows])
     teacher = _Teacher(
@@ -414,6 +442,8 @@ def _run_info(run: _Run, teacher: _Teacher) -> dict[str, Any]:
         "vol_mean": run.vol_mean,
         "vol_scale": run.vol_scale,
         "vol_baselines": vol_baselines(run),
+        "teacher_l2_val_mse": dict(run.teacher_search),
+        "pooled_symbols": run.rows_per_bar,
     }
 
 

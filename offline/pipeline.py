@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from bot.config import Config
 from bot.core.errors import ModelError
 from bot.manifest import MANIFEST_NAME, decode_manifest
 from bot.outputs import MARKER, OutputPathError, StagedOutput
-from offline.data import load_dataset
+from offline.data import load_dataset, load_pooled
 from offline.distill import run_distillation
 from offline.export import export_family, write_json
 from offline.report import build_report, format_table, plot_report
@@ -25,7 +25,7 @@ from offline.report import build_report, format_table, plot_report
 def pipeline_distill(
     cfg: Config,
     *,
-    data: str | Path = "synthetic",
+    data: str | Path | Sequence[str | Path] = "synthetic",
     out_dir: str | Path,
     quick: bool = False,
     seed: int | None = None,
@@ -33,7 +33,7 @@ def pipeline_distill(
     drop_last: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
-    symbol: str | None = None,
+    symbol: str | Sequence[str] | None = None,
     versioned: bool = False,
     promote: bool = True,
 ) -> dict[str, Any]:
@@ -41,7 +41,8 @@ def pipeline_distill(
 
     Args:
         cfg: validated config; `[tiers]` (largest first) and `[distill]` drive the run.
-        data: "synthetic" (the seeded SyntheticMarket) or a klines CSV path.
+        data: "synthetic" (the seeded SyntheticMarket) or a klines CSV path; a list of several CSV paths
+            (one symbol each, one interval) trains one family on all of them (`offline.data.load_pooled`).
         out_dir: receives `manifest.json`, `<tier>.onnx` per tier, `report.json`, `report.txt`, `report.png`.
             Written into a temporary sibling directory and renamed into place at the end, so a failed or
             interrupted run leaves `out_dir` untouched. An existing `out_dir` is replaced only on success and
@@ -54,7 +55,7 @@ def pipeline_distill(
         progress: show a tqdm bar per stage (stderr).
         log: receives one human-readable line per stage.
         symbol: the symbol a CSV holds, recorded in the manifest's provenance (None: not recorded; the file
-            name is never guessed from).
+            name is never guessed from); with several `data` files, a list of one symbol per file.
         versioned: `out_dir` is a models store (`bot.modelstore`): the family becomes a new version
             `out_dir/<UTC time>-<manifest sha>/` (never written over) and, with `promote`, the current one
             (atomic swap of `out_dir/current`). A plain family already in `out_dir` stays where it is.
@@ -72,7 +73,8 @@ def pipeline_distill(
     epochs = dc.quick_epochs if quick else dc.epochs
     n_bars = dc.quick_bars if quick else None
     t0 = time.perf_counter()
-    protect = [] if str(data) == "synthetic" else [data]
+    sources: list[str | Path] = [data] if isinstance(data, str | Path) else list(data)
+    protect = [d for d in sources if str(d) != "synthetic"]
     store = Path(out_dir)
     if versioned:
         why = store_reason(store)
@@ -85,9 +87,16 @@ def pipeline_distill(
             out_dir, kind="tier-family", protect=protect, recognise=family_reason, min_free_mib=64, mark=False
         )
         with stage as tmp:  # refuses a foreign out_dir and checks writability before any work
-            ds = load_dataset(
-                data, dc, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=symbol
-            )
+            if len(sources) == 1:
+                one = symbol if symbol is None or isinstance(symbol, str) else symbol[0]
+                ds = load_dataset(
+                    sources[0], dc, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=one
+                )
+            else:
+                syms = [symbol] if isinstance(symbol, str) else symbol
+                ds = load_pooled(
+                    sources, dc, symbols=syms, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last
+                )
             data_s = time.perf_counter() - t0
             result = run_distillation(
                 ds, cfg.tiers, dc, epochs=epochs, seed=run_seed, progress=progress, log=log
@@ -101,7 +110,8 @@ def pipeline_distill(
             table = format_table(report)
             (tmp / "report.txt").write_text(table + "\n", encoding="utf-8")
             prov = ds.provenance
-            title = f"{prov.get('symbol')} {prov.get('interval')}m, {ds.n_rows} rows ({prov.get('source')})"
+            who = prov.get("symbol") or "+".join(map(str, prov.get("symbols") or ["pooled"]))
+            title = f"{who} {prov.get('interval')}m, {ds.n_rows} rows ({prov.get('source')})"
             plot_report(report, tmp / "report.png", title=title)
             stage.commit()
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from pathlib import Path
 
@@ -63,6 +64,56 @@ def _vectorised(bars: list[Bar]) -> dict[str, np.ndarray]:
         ls = np.clip(-dc[t - 13 : t + 1], 0, None).sum()
         rsi[t] = (g - ls) / (g + ls) if g + ls > 0 else 0.0
     out["rsi_14"] = rsi
+    out.update(_vectorised_vol(bars))
+    return out
+
+
+def _ew_direct(x: np.ndarray, half_life: int) -> np.ndarray:
+    """Bias-corrected EW mean by definition: sum_k w^(t-k) x_k / sum_k w^(t-k), w = 0.5^(1/h)."""
+    w = 0.5 ** (1.0 / half_life)
+    out = np.full(len(x), np.nan)
+    ok = np.flatnonzero(np.isfinite(x))
+    for t in range(len(x)):
+        k = ok[ok <= t]
+        if k.size:
+            weights = w ** (t - k).astype(np.float64)
+            out[t] = np.sum(weights * x[k]) / np.sum(weights)
+    return out
+
+
+def _vectorised_vol(bars: list[Bar]) -> dict[str, np.ndarray]:
+    """The log-vol, range-estimator and calendar features from their textbook definitions."""
+    o = np.array([b.open for b in bars])
+    c = np.array([b.close for b in bars])
+    h = np.array([b.high for b in bars])
+    lo = np.array([b.low for b in bars])
+    v = np.array([b.volume for b in bars])
+    start = np.array([b.start_ms for b in bars], dtype=np.int64)
+    lr = np.r_[np.nan, np.log(c[1:] / c[:-1])]
+    pk = np.log(h / lo) ** 2 / (4.0 * math.log(2.0))
+    gk = 0.5 * np.log(h / lo) ** 2 - (2.0 * math.log(2.0) - 1.0) * np.log(c / o) ** 2
+
+    def logvol(var: np.ndarray) -> np.ndarray:
+        return np.asarray(np.log(np.maximum(np.sqrt(var), 1e-5)), dtype=np.float64)
+
+    out: dict[str, np.ndarray] = {}
+    for hl in (12, 48, 288):
+        out[f"lrv_ew{hl}"] = logvol(_ew_direct(lr**2, hl))
+        out[f"lpk_ew{hl}"] = logvol(_ew_direct(pk, hl))
+        out[f"lgk_ew{hl}"] = logvol(_ew_direct(gk, hl))
+    out["lpk_1"] = logvol(pk)
+    lv = np.log1p(v)
+    prev_mean = np.r_[np.nan, _ew_direct(lv, 288)[:-1]]
+    out["lvolume_surprise"] = lv - prev_mean
+    day_frac = (start % 86_400_000) / 86_400_000
+    day = start // 86_400_000
+    for k in (2, 3, 4):
+        out[f"hour{k}_sin"] = np.sin(k * 2 * np.pi * day_frac)
+        out[f"hour{k}_cos"] = np.cos(k * 2 * np.pi * day_frac)
+    out["dow2_sin"] = np.sin(2 * 2 * np.pi * (day % 7) / 7)
+    out["dow2_cos"] = np.cos(2 * 2 * np.pi * (day % 7) / 7)
+    weekday = np.array([dt.datetime.fromtimestamp(s / 1000, tz=dt.UTC).weekday() for s in start])
+    out["weekend"] = (weekday >= 5).astype(np.float64)
     return out
 
 
@@ -101,7 +152,11 @@ def test_incremental_equals_replay_and_twin_on_real_btc() -> None:
     # the running sums over 25k bars must not drift: the tail agrees with the twin too
     tail = bars[-3000:]
     _assert_matches_twin(tail)
-    np.testing.assert_allclose(replay_features(tail, interval_ms=STEP_MS)[0][-1], X[-1], rtol=1e-6, atol=1e-9)
+    # windowed features forget everything before the tail; the EW ones nearly so (0.5^(3000/288) of weight)
+    fresh = replay_features(tail, interval_ms=STEP_MS)[0][-1]
+    windowed = [FEATURE_INDEX[n] for n in FEATURE_SETS["v1"]]
+    np.testing.assert_allclose(fresh[windowed], X[-1, windowed], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fresh, X[-1], rtol=0.0, atol=1e-2)
 
 
 def test_gap_resets_warmup() -> None:
@@ -128,7 +183,9 @@ def test_feature_sets_are_ordered_subsets() -> None:
         idx = [FEATURE_INDEX[f] for f in feats]
         assert idx == sorted(idx), name
     assert FEATURE_SETS["seed"] == ("ret_1", "range_vol", "vol_chg", "mom_5")
-    assert 20 <= len(FEATURE_NAMES) <= 40
+    assert 20 <= len(FEATURE_NAMES) <= 60
+    assert FEATURE_SETS["v1"] == FEATURE_NAMES[:30]  # version 1's vector is the prefix of version 2's
+    assert set(FEATURE_SETS["edge_vol"]) < set(FEATURE_SETS["vol_core"]) < set(FEATURE_SETS["research"])
 
 
 _bar_steps = st.lists(
@@ -173,10 +230,57 @@ def test_features_finite_bounded_and_price_scale_invariant(
     assert valid.sum() == len(steps) - (WARMUP_BARS - 1)
     rows = scaled[valid]
     assert np.isfinite(rows).all()
-    for name in ("rsi_14", "close_pos", "body", "efficiency_24", "hour_sin", "dow_cos"):
+    for name in (
+        "rsi_14",
+        "close_pos",
+        "body",
+        "efficiency_24",
+        "hour_sin",
+        "dow_cos",
+        "hour3_cos",
+        "weekend",
+    ):
         col = rows[:, FEATURE_INDEX[name]]
         assert (np.abs(col) <= 1.0 + 1e-9).all(), name
     for name in ("upper_wick", "lower_wick"):
         col = rows[:, FEATURE_INDEX[name]]
         assert ((col >= -1e-9) & (col <= 1.0 + 1e-9)).all(), name
     np.testing.assert_allclose(rows, base[valid], rtol=1e-6, atol=1e-7)
+
+
+def test_ew_vol_features_on_a_known_series() -> None:
+    """A constant one-bar log return r gives lrv_ew* = log|r| at every half-life, and a constant range gives
+    the Parkinson value log(log(h/l) / sqrt(4 ln 2)); a doubled vol shifts every log-vol feature by log 2."""
+    r, hl = 0.002, 1.003
+
+    def path(k: float) -> list[Bar]:
+        out, price = [], 100.0
+        for i in range(400):
+            sign = 1.0 if i % 2 == 0 else -1.0
+            c = price * math.exp(sign * k * r)
+            out.append(Bar("X", i * STEP_MS, price, max(price, c) * hl**k, min(price, c), c, 10.0))
+            price = c
+        return out
+
+    X1 = replay_features(path(1.0), interval_ms=STEP_MS)[0][-1]
+    X2 = replay_features(path(2.0), interval_ms=STEP_MS)[0][-1]
+    for n in ("lrv_ew12", "lrv_ew48", "lrv_ew288"):
+        assert X1[FEATURE_INDEX[n]] == pytest.approx(math.log(r), abs=1e-9), n
+    for n in ("lrv_ew12", "lpk_ew12", "lpk_ew288", "lgk_ew48", "lpk_1"):
+        assert X2[FEATURE_INDEX[n]] - X1[FEATURE_INDEX[n]] == pytest.approx(math.log(2.0), abs=1e-6), n
+    assert X1[FEATURE_INDEX["lvolume_surprise"]] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ew_state_copy_is_independent() -> None:
+    """FeatureState.copy() copies the EW accumulators: updating the copy leaves the original untouched."""
+    bars = synthetic_bars(200, seed=2)
+    a = FeatureState(interval_ms=STEP_MS)
+    for b in bars[:150]:
+        a.update(b)
+    b_state = a.copy()
+    b_state.update(bars[150])
+    b_state.update(bars[151])
+    ref = FeatureState(interval_ms=STEP_MS)
+    for b in bars[:150]:
+        ref.update(b)
+    np.testing.assert_array_equal(a.update(bars[150]), ref.update(bars[150]))

@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 
 from bot.config import DistillConfig
+from bot.core.bars import Bar
 from bot.core.errors import DataError
 from bot.core.features import WARMUP_BARS
-from offline.data import build_dataset, check_gaps, forward_returns, load_csv, load_dataset, synthetic_bars
+from offline.data import (
+    build_dataset,
+    calendar_splits,
+    check_gaps,
+    forward_returns,
+    load_csv,
+    load_dataset,
+    load_pooled,
+    synthetic_bars,
+)
 
 STEP_MS = 300_000
 HEADER = "start_ms,open,high,low,close,volume\n"
@@ -154,3 +164,66 @@ def test_drop_last_removes_the_still_open_candle_of_a_download(tmp_path: Path) -
     assert dropped.provenance["dropped_last_row"] is True
     assert kept.provenance["symbol"] is None  # never guessed from TESTUSDT_5m.csv
     assert load_dataset(path, cfg, symbol="TESTUSDT").provenance["symbol"] == "TESTUSDT"
+
+
+def _csv_of(tmp_path: Path, name: str, bars: list[Bar], *, shift_ms: int = 0) -> Path:
+    p = tmp_path / f"{name}.csv"
+    lines = [f"{b.start_ms + shift_ms},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars]
+    p.write_text(HEADER + "".join(lines), encoding="utf-8")
+    return p
+
+
+def test_pooled_dataset_splits_every_symbol_at_the_same_dates(tmp_path: Path) -> None:
+    """Pooling two CSVs (one starting a day later) gives time-ordered rows from both, cut at the same
+    calendar boundaries with the embargo between splits, and each row equals its own symbol's dataset row."""
+    cfg = msgspec.structs.replace(DistillConfig(), embargo_bars=20)
+    a = _csv_of(tmp_path, "A", synthetic_bars(1500, seed=1))
+    b = _csv_of(tmp_path, "B", synthetic_bars(1200, seed=2), shift_ms=288 * STEP_MS)
+    ds = load_pooled([a, b], cfg, symbols=["AAAUSDT", "BBBUSDT"])
+    one_a = load_dataset(a, cfg, symbol="AAAUSDT")
+    one_b = load_dataset(b, cfg, symbol="BBBUSDT")
+    assert ds.n_rows == one_a.n_rows + one_b.n_rows
+    assert ds.n_series == 2
+    assert ds.series is not None
+    assert np.all(np.diff(ds.start_ms) >= 0)
+    sp = ds.splits
+    assert ds.start_ms[sp.train].max() < ds.start_ms[sp.val].min() < ds.start_ms[sp.test].min()
+    # the embargo is counted in bar times: >= embargo_rows bars between the splits
+    assert ds.start_ms[sp.val].min() - ds.start_ms[sp.train].max() > 20 * STEP_MS
+    assert ds.start_ms[sp.test].min() - ds.start_ms[sp.val].max() > 20 * STEP_MS
+    for k, one in enumerate((one_a, one_b)):
+        rows = np.flatnonzero(ds.series == k)
+        np.testing.assert_array_equal(ds.X[rows], one.X)
+        np.testing.assert_array_equal(ds.start_ms[rows], one.start_ms)
+        assert ds.log_vol is not None
+        assert one.log_vol is not None
+        np.testing.assert_array_equal(ds.log_vol[rows], one.log_vol)
+        assert ds.har_tod_X is not None
+        assert one.har_tod_X is not None
+        np.testing.assert_array_equal(ds.har_tod_X[rows], one.har_tod_X)
+        for split in ("train", "val", "test"):  # both symbols have rows in every split
+            assert np.any(ds.series[getattr(sp, split)] == k), (k, split)
+    assert ds.provenance["symbols"] == ["AAAUSDT", "BBBUSDT"]
+    assert ds.provenance["source"] == "pooled"
+    assert ds.train_bars()[-1].start_ms <= ds.start_ms[sp.val].min()
+
+
+def test_calendar_splits_of_one_series_equal_the_chronological_splits() -> None:
+    """For one series the calendar split is exactly the row split."""
+    cfg = DistillConfig()
+    ds = build_dataset(synthetic_bars(3000, seed=4), cfg, step_ms=STEP_MS)
+    cal = calendar_splits(ds.start_ms, cfg)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(cal, split), getattr(ds.splits, split))
+
+
+def test_pooled_files_of_different_intervals_are_refused(tmp_path: Path) -> None:
+    """Pooling a 5m and a 15m file is a DataError naming both intervals."""
+    bars = synthetic_bars(1500, seed=1)
+    a = _csv_of(tmp_path, "A", bars)
+    slow = [Bar(b.symbol, b.start_ms * 3, b.open, b.high, b.low, b.close, b.volume) for b in bars]
+    b = _csv_of(tmp_path, "B", slow)
+    with pytest.raises(DataError, match=r"one bar interval, got \[300000, 900000\] ms"):
+        load_pooled([a, b], DistillConfig())
+    with pytest.raises(DataError, match="'synthetic' cannot be pooled"):
+        load_pooled([a, "synthetic"], DistillConfig())

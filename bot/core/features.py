@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from bot.core.bars import Bar
 
-FEATURE_VERSION: Final = "1"
+FEATURE_VERSION: Final = "2"
 
 #: Every feature, in vector order. Units: returns and ranges are fractions of price; z-scores are unitless.
 FEATURE_NAMES: Final[tuple[str, ...]] = (
@@ -65,11 +65,36 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "hour_cos",
     "dow_sin",
     "dow_cos",
+    # volatility history up to a day of bars, log scale (log of a per-bar vol, a fraction): exponentially
+    # weighted means with half-lives of 12, 48 and 288 bars, bias-corrected so they are defined from the
+    # first bar (see `EwMean`); scale-free across symbols up to a level shift
+    "lrv_ew12",  # log sqrt(EW mean of r^2), r = log(c_t / c_{t-1})
+    "lrv_ew48",
+    "lrv_ew288",
+    "lpk_ew12",  # Parkinson: log sqrt(EW mean of log(h/l)^2 / (4 ln 2))
+    "lpk_ew48",
+    "lpk_ew288",
+    "lgk_ew12",  # Garman-Klass: log sqrt(EW mean of 0.5 log(h/l)^2 - (2 ln 2 - 1) log(c/o)^2)
+    "lgk_ew48",
+    "lgk_ew288",
+    "lpk_1",  # the newest bar's Parkinson vol, log: log(|log(h/l)| / sqrt(4 ln 2)), floored
+    "lvolume_surprise",  # log1p(v_t) - EW mean of log1p(v) (half-life 288 bars, before this bar)
+    # intraday seasonality beyond the first harmonic, and the week
+    "hour2_sin",  # sin(2 * 2 pi * day_frac)
+    "hour2_cos",
+    "hour3_sin",
+    "hour3_cos",
+    "hour4_sin",
+    "hour4_cos",
+    "dow2_sin",  # second weekly harmonic (day resolution)
+    "dow2_cos",
+    "weekend",  # 1 on Saturday and Sunday UTC, else 0
 )
 N_FEATURES: Final = len(FEATURE_NAMES)
 FEATURE_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
-#: Bars needed before the first vector (the longest window is 48 returns, i.e. 49 closes).
+#: Bars needed before the first vector (the longest window is 48 returns, i.e. 49 closes; the EW features
+#: are defined from the first bar, so the day-long half-life does not raise it).
 WARMUP_BARS: Final = 49
 
 _NEWEST_BAR: Final = ("ret_1", "range_vol", "vol_chg", "body", "upper_wick", "lower_wick", "close_pos")
@@ -89,19 +114,73 @@ _PRICE_VOLUME: Final = (
     "efficiency_24",
     "ret_lag1",
 )
-_CALENDAR: Final = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
+_CALENDAR: Final = (
+    "hour_sin",
+    "hour_cos",
+    "dow_sin",
+    "dow_cos",
+    "hour2_sin",
+    "hour2_cos",
+    "hour3_sin",
+    "hour3_cos",
+    "hour4_sin",
+    "hour4_cos",
+    "dow2_sin",
+    "dow2_cos",
+    "weekend",
+)
+_LOG_VOL: Final = (
+    "lrv_ew12",
+    "lrv_ew48",
+    "lrv_ew288",
+    "lpk_ew12",
+    "lpk_ew48",
+    "lpk_ew288",
+    "lgk_ew12",
+    "lgk_ew48",
+    "lgk_ew288",
+    "lpk_1",
+    "lvolume_surprise",
+)
+_HOUR_123: Final = ("hour_sin", "hour_cos", "hour2_sin", "hour2_cos", "hour3_sin", "hour3_cos")
+_FEATURES_V1: Final = FEATURE_NAMES[:30]
+#: The edge tier's set: the newest bar, cheap log vol history (an hour, four hours, a day) and the
+#: first two intraday harmonics: what HAR-RV + time of day knows, in 14 inputs.
+_EDGE_VOL: Final = (
+    *_NEWEST_BAR,
+    "lrv_ew12",
+    "lrv_ew48",
+    "lrv_ew288",
+    "hour_sin",
+    "hour_cos",
+    "hour2_sin",
+    "hour2_cos",
+)
 
 #: Named subsets a tier can be trained on (config `[tiers.*].features`). Order follows FEATURE_NAMES.
 FEATURE_SETS: Final[dict[str, tuple[str, ...]]] = {
     "research": FEATURE_NAMES,
     "no_calendar": tuple(n for n in FEATURE_NAMES if n not in _CALENDAR),
+    "v1": _FEATURES_V1,
     "price_volume": tuple(n for n in FEATURE_NAMES if n in _PRICE_VOLUME),
+    "price_volume_vol": tuple(
+        n for n in FEATURE_NAMES if n in _PRICE_VOLUME or n in _LOG_VOL or n in _HOUR_123
+    ),
+    "vol_core": tuple(n for n in FEATURE_NAMES if n in _NEWEST_BAR or n in _LOG_VOL or n in _HOUR_123[:4]),
+    "edge_vol": tuple(n for n in FEATURE_NAMES if n in _EDGE_VOL),
     "seed": tuple(n for n in FEATURE_NAMES if n in _SEED),
     "newest_bar": tuple(n for n in FEATURE_NAMES if n in _NEWEST_BAR),
 }
 
 _DAY_MS: Final = 86_400_000
 _TWO_PI: Final = 2.0 * math.pi
+#: Half-lives (bars) of the exponentially weighted vol features: an hour, four hours and a day of 5m bars.
+EW_HALF_LIVES: Final[tuple[int, int, int]] = (12, 48, 288)
+#: Floor of every log-vol feature's vol (a fraction per bar, 0.1 bp): a flat stretch or bar stays finite.
+LOG_VOL_FLOOR: Final = 1e-5
+_LOG_VOL_FLOOR_VAR: Final = LOG_VOL_FLOOR * LOG_VOL_FLOOR
+_PK_NORM: Final = 1.0 / (4.0 * math.log(2.0))  # Parkinson: E[log(h/l)^2] = 4 ln 2 * sigma^2
+_GK_CLOSE: Final = 2.0 * math.log(2.0) - 1.0
 
 
 def feature_indices(names: Sequence[str]) -> npt.NDArray[np.intp]:
@@ -164,6 +243,43 @@ class RollingWindow:
         return math.sqrt(ms) if ms > 0.0 else 0.0
 
 
+class EwMean:
+    """Exponentially weighted mean with half-life `half_life` (bars), bias-corrected so it is defined from the
+    first value: after values x_1..x_n it is `sum_k w^(n-k) x_k / sum_k w^(n-k)` with `w = 0.5^(1/half_life)`
+    (the normaliser is what Adam's bias correction divides by). O(1) per push, plain floats."""
+
+    __slots__ = ("decay", "m", "norm")
+
+    def __init__(self, half_life: float) -> None:
+        self.decay = 0.5 ** (1.0 / half_life)
+        self.m = 0.0
+        self.norm = 0.0
+
+    def copy(self) -> EwMean:
+        """An independent copy (for rehearsals on throwaway state)."""
+        new = EwMean.__new__(EwMean)
+        new.decay, new.m, new.norm = self.decay, self.m, self.norm
+        return new
+
+    def push(self, x: float) -> None:
+        d = self.decay
+        self.m = d * self.m + (1.0 - d) * x
+        self.norm = d * self.norm + (1.0 - d)
+
+    @property
+    def empty(self) -> bool:
+        return self.norm == 0.0
+
+    def mean(self) -> float:
+        """The weighted mean (0.0 before the first push)."""
+        return self.m / self.norm if self.norm > 0.0 else 0.0
+
+
+def log_vol(var: float) -> float:
+    """`log(sqrt(var))` with the vol floored at `LOG_VOL_FLOOR` (a per-bar variance in, a log vol out)."""
+    return 0.5 * math.log(var if var > _LOG_VOL_FLOOR_VAR else _LOG_VOL_FLOOR_VAR)
+
+
 _S = TypeVar("_S")
 
 
@@ -172,7 +288,7 @@ def copy_state(state: _S) -> _S:
     numbers) is shared. Used to rehearse an update on throwaway state."""
     new = copy.copy(state)
     for name, value in vars(state).items():
-        if isinstance(value, RollingWindow | deque):
+        if isinstance(value, RollingWindow | EwMean | deque):
             setattr(new, name, value.copy())
     return new
 
@@ -213,11 +329,19 @@ class FeatureState:
         self._lvol24 = RollingWindow(24)
         self._c24 = RollingWindow(24)
         self._c48 = RollingWindow(48)
+        self._ew_rv = [EwMean(h) for h in EW_HALF_LIVES]  # r^2, r the one-bar log return
+        self._ew_pk = [EwMean(h) for h in EW_HALF_LIVES]  # Parkinson variance of each bar
+        self._ew_gk = [EwMean(h) for h in EW_HALF_LIVES]  # Garman-Klass variance of each bar
+        self._ew_lvol = EwMean(EW_HALF_LIVES[-1])  # log1p(volume)
         self.count = 0
 
     def copy(self) -> FeatureState:
         """An independent copy of the state (windows copied): `update` on it leaves this one untouched."""
-        return copy_state(self)
+        new = copy_state(self)
+        new._ew_rv = [e.copy() for e in self._ew_rv]
+        new._ew_pk = [e.copy() for e in self._ew_pk]
+        new._ew_gk = [e.copy() for e in self._ew_gk]
+        return new
 
     @property
     def warm(self) -> bool:
@@ -251,6 +375,16 @@ class FeatureState:
         self._range24.push(rng)
         lvol = math.log1p(v)
         self._lvol24.push(lvol)
+        ew_lvol = self._ew_lvol
+        volume_surprise = lvol - ew_lvol.mean() if not ew_lvol.empty else 0.0
+        ew_lvol.push(lvol)
+        log_hl = math.log(h / lo)
+        log_co = math.log(c / o)
+        pk_var = log_hl * log_hl * _PK_NORM
+        gk_var = 0.5 * log_hl * log_hl - _GK_CLOSE * log_co * log_co  # >= 0: |log(c/o)| <= log(h/l)
+        for e_pk, e_gk in zip(self._ew_pk, self._ew_gk, strict=True):
+            e_pk.push(pk_var)
+            e_gk.push(gk_var)
         prev_volume = self._prev_volume
         self._prev_volume = v
         self.count += 1
@@ -258,6 +392,9 @@ class FeatureState:
             return None
 
         r = c / prev_close - 1.0
+        lr = math.log(c / prev_close)
+        for e in self._ew_rv:
+            e.push(lr * lr)
         self._rets.append(r)
         for w in (self._r6, self._r12, self._r24, self._r48):
             w.push(r)
@@ -289,7 +426,9 @@ class FeatureState:
         lag1 = rets[-2] if len(rets) >= 2 else 0.0
         lag2 = rets[-3] if len(rets) >= 3 else 0.0
         day_frac = (bar.start_ms % _DAY_MS) / _DAY_MS
-        week_frac = ((bar.start_ms // _DAY_MS) % 7) / 7.0
+        day = bar.start_ms // _DAY_MS
+        week_frac = (day % 7) / 7.0
+        ew_rv, ew_pk, ew_gk = self._ew_rv, self._ew_pk, self._ew_gk
         return np.array(
             (
                 r,
@@ -322,6 +461,26 @@ class FeatureState:
                 math.cos(_TWO_PI * day_frac),
                 math.sin(_TWO_PI * week_frac),
                 math.cos(_TWO_PI * week_frac),
+                log_vol(ew_rv[0].mean()),
+                log_vol(ew_rv[1].mean()),
+                log_vol(ew_rv[2].mean()),
+                log_vol(ew_pk[0].mean()),
+                log_vol(ew_pk[1].mean()),
+                log_vol(ew_pk[2].mean()),
+                log_vol(ew_gk[0].mean()),
+                log_vol(ew_gk[1].mean()),
+                log_vol(ew_gk[2].mean()),
+                log_vol(pk_var),
+                volume_surprise,
+                math.sin(2.0 * _TWO_PI * day_frac),
+                math.cos(2.0 * _TWO_PI * day_frac),
+                math.sin(3.0 * _TWO_PI * day_frac),
+                math.cos(3.0 * _TWO_PI * day_frac),
+                math.sin(4.0 * _TWO_PI * day_frac),
+                math.cos(4.0 * _TWO_PI * day_frac),
+                math.sin(2.0 * _TWO_PI * week_frac),
+                math.cos(2.0 * _TWO_PI * week_frac),
+                1.0 if day % 7 in (2, 3) else 0.0,  # epoch day 0 (1970-01-01) was a Thursday
             ),
             dtype=np.float64,
         )
