@@ -168,6 +168,25 @@ class ServiceConfig(_Section, frozen=True):
     decision_stall_min_s: Annotated[float, Meta(ge=0, le=86_400)] = 60.0
 
 
+class RetrainConfig(_Section, frozen=True):
+    """Nightly retrain with champion/challenger: `python -m offline retrain` (docs/service.md)."""
+
+    # Bars fetched over REST per [market] symbol (60_000 5-minute bars ~ 208 days).
+    history_bars: Annotated[int, Meta(ge=500, le=2_000_000)] = 60_000
+    # The most recent bars of that fetch: the challenger never trains on them; champion and challenger are
+    # both scored on them (2016 5-minute bars = one week).
+    holdout_bars: Annotated[int, Meta(ge=50, le=500_000)] = 2016
+    # Promote only if the routed vol QLIKE (bias-corrected) of the challenger is below the champion's by
+    # this fraction (0 = any improvement); without vol heads the routed return IC must exceed it by this.
+    min_improvement: Annotated[float, Meta(ge=0, le=1)] = 0.0
+    # ... and no tier regresses: its QLIKE at most (1 + qlike_tolerance) x the champion's tier's, its IC at
+    # least the champion's tier's IC - ic_tolerance.
+    qlike_tolerance: Annotated[float, Meta(ge=0, le=10)] = 0.1
+    ic_tolerance: Annotated[float, Meta(ge=0, le=2)] = 0.03
+    # retrain-<UTC time>.json summaries of every run (the challenger's report is also in its version dir).
+    reports_dir: str = "retrain"
+
+
 class Config(_Section, frozen=True):
     market: MarketConfig = msgspec.field(default_factory=MarketConfig)
     exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
@@ -179,6 +198,7 @@ class Config(_Section, frozen=True):
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
     service: ServiceConfig = msgspec.field(default_factory=ServiceConfig)
+    retrain: RetrainConfig = msgspec.field(default_factory=RetrainConfig)
 
 
 def _cross_check(cfg: Config) -> list[str]:
@@ -227,6 +247,11 @@ def _cross_check(cfg: Config) -> list[str]:
             "$.regime.vol_volatile_quantile: expected vol_calm_quantile < vol_volatile_quantile < "
             f"vol_crisis_quantile, got {rq.vol_calm_quantile}, {rq.vol_volatile_quantile}, "
             f"{rq.vol_crisis_quantile}"
+        )
+    if cfg.retrain.holdout_bars * 2 > cfg.retrain.history_bars:
+        errors.append(
+            f"$.retrain.holdout_bars: at most half of history_bars ({cfg.retrain.history_bars}), "
+            f"got {cfg.retrain.holdout_bars}; the challenger trains on the rest"
         )
     if cfg.exchange.reconnect_backoff_max_s < cfg.exchange.reconnect_backoff_initial_s:
         errors.append("$.exchange.reconnect_backoff_max_s: must be >= reconnect_backoff_initial_s")

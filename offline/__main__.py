@@ -1,5 +1,5 @@
-"""`python -m offline distill|fetch|sweep`: distill the tier family, download kline history from Bybit v5, or
-sweep config candidates with walk-forward backtests on Ray.
+"""`python -m offline distill|fetch|sweep|retrain`: distill the tier family, download kline history from Bybit
+v5, sweep config candidates with walk-forward backtests on Ray, or run the champion/challenger retrain.
 
 Errors (bad config, bad CSV, failed export, an output path that must not be replaced) print one line naming
 the file and key or row to stderr and exit with code 2; outputs are staged in a temporary sibling and swapped
@@ -253,6 +253,23 @@ def _cmd_export_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from offline.retrain import ChallengerFailedError, FetchFailedError, retrain
+
+    cfg = load_config(args.config)
+    models = Path(args.models if args.models is not None else cfg.models.dir)
+    args.out = str(models)
+    try:
+        outcome = retrain(cfg, models=models, dry_run=args.dry_run, challenger=args.challenger, log=args.log)
+    except (FetchFailedError, ChallengerFailedError) as exc:
+        print(f"error: {exc}; the champion and {models}/current are unchanged", file=sys.stderr)
+        return exc.exit_code
+    from offline.retrain import format_report
+
+    print(format_report(outcome.report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m offline", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -325,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--cache-dir", default=None, help="backtest cache (default: as bot backtest)")
     w.add_argument("--seed", type=int, default=0, help="optuna sampler seed")
     w.set_defaults(func=_cmd_sweep)
+    r = sub.add_parser(
+        "retrain", help="fetch, distil a challenger, score it against the champion, promote only a winner"
+    )
+    r.add_argument("--config", required=True, help="config TOML: [market], [exchange], [retrain], ...")
+    r.add_argument("--models", default=None, help="models store (default: [models] dir)")
+    r.add_argument(
+        "--dry-run", action="store_true", help="distil and score in a temporary dir; write nothing"
+    )
+    r.add_argument("--challenger", default=None, help="score this existing version instead of distilling one")
+    r.set_defaults(func=_cmd_retrain)
     x = sub.add_parser(
         "export-dataset",
         help="write the bars (and book tops) the service recorded in its ledger as a klines CSV",

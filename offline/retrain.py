@@ -1,0 +1,541 @@
+"""`python -m offline retrain`: the nightly champion/challenger retrain of the tier family.
+
+One run:
+
+1. fetch the last `[retrain] history_bars` confirmed bars of every `[market] symbol` over REST
+   (`[exchange] rest_url`, `offline.__main__.fetch_history`);
+2. hold out the most recent `holdout_bars` of each symbol, and distil a challenger on the first symbol's
+   bars before them into a new, unpromoted version of the models store (`pipeline_distill` with
+   `promote=False`; or take an existing version with `--challenger`);
+3. verify the challenger exactly as the service does at start-up (manifest, hashes, fit to the config);
+4. score challenger and champion (the `current` version) on the same held-out bars through the real
+   per-bar engine (features, regime detection with each family's calibration, routing): per tier and for
+   the routed forecast, the return IC (Spearman) and the vol head's QLIKE, bias-corrected with a variance
+   scale fitted on the bars just before the window whose targets end before it (`offline.vol`);
+5. promote the challenger (atomic swap of `current`, `bot.modelstore.promote`) only if it wins (`decide`),
+   and write its report (`retrain.json`, `retrain.txt`) into its version directory and a
+   `retrain-<UTC time>.json` summary into `[retrain] reports_dir`, whatever the outcome.
+
+The champion's version and `current` are never modified: a failure at any step leaves them as they were.
+Exit codes (docs/errors.md): 0 promoted or kept (the last line says which), 2 bad config or arguments,
+3 the fetch failed, 4 the challenger failed (distil, export, verification or scoring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import msgspec
+import numpy as np
+
+from bot import modelstore
+from bot.config import Config, engine_params
+from bot.core.bars import Bar, interval_ms
+from bot.core.engine import Engine
+from bot.core.errors import BotError, ConfigError, ExchangeError, ModelError
+from bot.core.paper import PaperTrader
+from bot.manifest import MANIFEST_NAME
+from bot.outputs import OutputPathError
+from bot.tiers import TierFamily
+from offline import vol as volmod
+from offline.data import forward_log_vol, forward_returns
+from offline.export import write_json
+from offline.train import F64, information_coefficient
+
+EXIT_FETCH: Final = 3
+EXIT_CHALLENGER: Final = 4
+REPORT_JSON: Final = "retrain.json"
+REPORT_TXT: Final = "retrain.txt"
+
+
+class FetchFailedError(BotError):
+    """The bars could not be fetched (exchange unreachable, refused, or too few bars): exit 3."""
+
+    exit_code = EXIT_FETCH
+
+
+class ChallengerFailedError(BotError):
+    """The challenger could not be distilled, exported, verified or scored: exit 4."""
+
+    exit_code = EXIT_CHALLENGER
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a retrain run did: `promoted` (the challenger is current now) and the one-line verdict."""
+
+    promoted: bool
+    challenger: str
+    champion: str | None
+    verdict: str
+    report: dict[str, Any]
+
+
+# ---- fetch ---------------------------------------------------------------------------------------------
+
+
+def fetch_series(cfg: Config, *, end_ms: int | None = None) -> dict[str, list[Bar]]:
+    """The last `[retrain] history_bars` confirmed bars of every `[market] symbol`, ascending.
+
+    Raises:
+        FetchFailedError: the exchange cannot be reached or refused, or returned too few bars.
+    """
+    from offline.__main__ import fetch_history  # the one REST history fetch (offline fetch)
+
+    rc = cfg.retrain
+    step = interval_ms(cfg.market.interval)
+    days = (rc.history_bars + 1) * step / 86_400_000
+    url = cfg.exchange.rest_url
+
+    async def fetch_all() -> dict[str, list[Bar]]:
+        out: dict[str, list[Bar]] = {}
+        for symbol in cfg.market.symbols:
+            out[symbol] = await fetch_history(
+                cfg, symbol=symbol, interval=cfg.market.interval, days=days, rest_url=None, end_ms=end_ms
+            )
+        return out
+
+    try:
+        series = asyncio.run(fetch_all())
+    except (ExchangeError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise FetchFailedError(f"fetching bars from {url} failed: {exc or type(exc).__name__}") from exc
+    need = 2 * rc.holdout_bars
+    for symbol, bars in series.items():
+        if len(bars) < need:
+            raise FetchFailedError(
+                f"{symbol}: {url} returned {len(bars)} confirmed bars, need at least {need} "
+                f"(2 x [retrain] holdout_bars); lower holdout_bars or check the exchange"
+            )
+        series[symbol] = bars[-rc.history_bars :]
+    return series
+
+
+# ---- scoring -------------------------------------------------------------------------------------------
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _metrics(
+    pred: F64, y: F64, vol: F64 | None, lv: F64 | None, vol_cal: F64 | None, lv_cal: F64 | None
+) -> dict[str, float | None]:
+    """Return IC and MSE; with a vol forecast the QLIKE raw and bias-corrected and the vol IC."""
+    out: dict[str, float | None] = {
+        "ic": _finite(information_coefficient(pred, y)),
+        "mse": _finite(float(np.mean((pred - y) ** 2))),
+    }
+    if vol is None or lv is None:
+        return out
+    scale = 1.0
+    if vol_cal is not None and lv_cal is not None and vol_cal.size:
+        scale = volmod.qlike_scale(np.exp(lv_cal), vol_cal)
+    realised = np.exp(lv)
+    out["vol_qlike"] = _finite(volmod.qlike(realised, vol))
+    out["vol_qlike_bc"] = _finite(volmod.qlike(realised, vol, scale=scale))
+    out["vol_ic"] = _finite(volmod.spearman_ic(lv, np.log(np.maximum(vol, 1e-12))))
+    out["qlike_scale"] = _finite(scale)
+    return out
+
+
+def score_family(family: TierFamily, cfg: Config, series: Mapping[str, Sequence[Bar]]) -> dict[str, Any]:
+    """Score `family` on the last `[retrain] holdout_bars` of each series (pooled over symbols).
+
+    Every bar goes through `bot.core.engine.Engine` (the service's per-bar pipeline, with the family's own
+    regime calibration and the config's routes), so the routed forecast is the one the service would have
+    made. Rows count when their targets (`[distill] horizon_bars`, `vol_horizon_bars`) are complete; the
+    vol scale is fitted on the `holdout_bars` rows before the window whose targets end before it.
+    """
+    dc = cfg.distill
+    hold = cfg.retrain.holdout_bars
+    step = interval_ms(cfg.market.interval)
+    has_vol = family.has_vol_head and dc.vol_head
+    reach = max(dc.horizon_bars, dc.vol_horizon_bars if has_vol else 0)
+    paper = msgspec.structs.replace(cfg.paper, sizing="fixed")  # positions do not matter here
+    engine = Engine(engine_params(cfg), family, PaperTrader(paper))
+    xs: list[F64] = []
+    ys: list[float] = []
+    lvs: list[float] = []
+    routed: list[float] = []
+    routed_vol: list[float] = []
+    in_hold: list[bool] = []
+    rows: dict[str, int] = {}
+    for symbol, bars in series.items():
+        n = len(bars)
+        h0 = n - hold
+        cal_from = max(0, h0 - hold - reach)
+        y_all, ok = forward_returns(bars, dc.horizon_bars, step)
+        lv_all = np.full(n, np.nan)
+        if has_vol:
+            lv_all, ok_v = forward_log_vol(bars, dc.vol_horizon_bars, step)
+            ok = ok & ok_v
+        rows[symbol] = 0
+        for i, bar in enumerate(bars):
+            d = engine.on_bar(bar, decide=i >= cal_from)
+            if d is None or not ok[i] or not (i >= h0 or i + reach < h0):
+                continue
+            x = engine.features(symbol)
+            assert x is not None  # a decision implies a feature row
+            xs.append(x.copy())
+            ys.append(float(y_all[i]))
+            lvs.append(float(lv_all[i]))
+            routed.append(d.prediction)
+            routed_vol.append(d.vol_forecast if d.vol_forecast is not None else math.nan)
+            in_hold.append(i >= h0)
+            rows[symbol] += i >= h0
+    h = np.array(in_hold, dtype=np.bool_)
+    if not h.any():
+        raise ValueError("no held-out row has complete targets; raise [retrain] holdout_bars")
+    X = np.array(xs, dtype=np.float64)
+    y = np.array(ys)
+    lv = np.array(lvs)
+    cal = ~h
+
+    def score(pred: F64, vol: F64 | None) -> dict[str, float | None]:
+        return _metrics(
+            pred[h],
+            y[h],
+            None if vol is None else vol[h],
+            lv[h] if has_vol else None,
+            None if vol is None else vol[cal],
+            lv[cal] if has_vol else None,
+        )
+
+    tiers: dict[str, dict[str, float | None]] = {}
+    for tier in family:
+        pred = tier.predict_batch(X).astype(np.float64)
+        vol_name = tier.spec.vol_output_name
+        vol = tier.predict_batch(X, output=vol_name).astype(np.float64) if has_vol and vol_name else None
+        tiers[tier.name] = score(pred, vol)
+    return {
+        "model_sha": family.model_sha,
+        "vol_head": has_vol,
+        "holdout_rows": rows,
+        "calibration_rows": int(cal.sum()),
+        "routed": score(np.array(routed), np.array(routed_vol) if has_vol else None),
+        "tiers": tiers,
+    }
+
+
+# ---- the rule ------------------------------------------------------------------------------------------
+
+
+def _worse(new: float | None, old: float | None, *, lower_is_better: bool, slack: float) -> bool:
+    """True when `new` is worse than `old` beyond `slack` (a missing value is worse than any number)."""
+    if old is None:
+        return False
+    if new is None:
+        return True
+    return new > old + slack if lower_is_better else new < old - slack
+
+
+def decide(champion: Mapping[str, Any], challenger: Mapping[str, Any], cfg: Config) -> tuple[bool, list[str]]:
+    """Promote the challenger? Returns (promote, reasons).
+
+    The rule: with vol heads in both families, the challenger's routed bias-corrected vol QLIKE must be
+    below the champion's x (1 - min_improvement); without, its routed return IC must exceed the champion's
+    + min_improvement. And no tier the two share may regress: QLIKE at most (1 + qlike_tolerance) x the
+    champion tier's, IC at least the champion tier's - ic_tolerance. Ties keep the champion.
+    """
+    rc = cfg.retrain
+    reasons: list[str] = []
+    both_vol = bool(champion["vol_head"]) and bool(challenger["vol_head"])
+    ch, cp = challenger["routed"], champion["routed"]
+    if both_vol:
+        new, old = ch["vol_qlike_bc"], cp["vol_qlike_bc"]
+        wins = new is not None and (old is None or new < old * (1.0 - rc.min_improvement))
+        reasons.append(
+            f"routed vol QLIKE {_fmt(new)} vs champion {_fmt(old)}: "
+            + ("better" if wins else f"not better by {rc.min_improvement:.1%}")
+        )
+    else:
+        new, old = ch["ic"], cp["ic"]
+        wins = new is not None and (old is None or new > old + rc.min_improvement)
+        reasons.append(
+            f"routed return IC {_fmt(new)} vs champion {_fmt(old)}: "
+            + ("better" if wins else f"not better by {rc.min_improvement}")
+        )
+    regressed = False
+    for name, new_t in challenger["tiers"].items():
+        old_t = champion["tiers"].get(name)
+        if old_t is None:
+            continue
+        if _worse(new_t["ic"], old_t["ic"], lower_is_better=False, slack=rc.ic_tolerance):
+            regressed = True
+            reasons.append(
+                f"tier {name}: IC {_fmt(new_t['ic'])} < champion {_fmt(old_t['ic'])} - {rc.ic_tolerance}"
+            )
+        if both_vol:
+            q_new, q_old = new_t["vol_qlike_bc"], old_t["vol_qlike_bc"]
+            slack = abs(q_old) * rc.qlike_tolerance if q_old is not None else 0.0
+            if _worse(q_new, q_old, lower_is_better=True, slack=slack):
+                regressed = True
+                reasons.append(
+                    f"tier {name}: vol QLIKE {_fmt(q_new)} > champion {_fmt(q_old)} "
+                    f"x (1 + {rc.qlike_tolerance})"
+                )
+    if not regressed:
+        reasons.append("no tier regressed beyond its tolerance")
+    return wins and not regressed, reasons
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+# ---- the run -------------------------------------------------------------------------------------------
+
+
+def _verified(path: Path, cfg: Config) -> TierFamily:
+    family = TierFamily.load(path)
+    family.check_fit(cfg)
+    return family
+
+
+def _champion(models: Path, cfg: Config) -> tuple[str | None, TierFamily | None, str | None]:
+    """(name, family, why unusable): name None when there is no champion yet."""
+    pointer = models / modelstore.CURRENT
+    if pointer.is_symlink() or pointer.exists():
+        name = modelstore.current_version(models) or modelstore.CURRENT
+    elif (models / MANIFEST_NAME).is_file():
+        name = "(plain family)"
+    else:
+        return None, None, None
+    try:
+        return name, _verified(models, cfg), None
+    except (ModelError, OSError) as exc:
+        return name, None, str(exc)
+
+
+def _distill_challenger(
+    cfg: Config, series: Mapping[str, Sequence[Bar]], store: Path, work: Path, log: Callable[[str], None]
+) -> str:
+    """Distil a challenger on the first symbol's bars before the held-out window; returns its version."""
+    from offline.__main__ import write_klines_csv
+    from offline.pipeline import pipeline_distill
+
+    symbol = cfg.market.symbols[0]
+    train = list(series[symbol][: -cfg.retrain.holdout_bars])
+    csv = work / f"{symbol}_{cfg.market.interval}m.csv"
+    write_klines_csv(train, csv)
+    log(f"retrain: distilling a challenger on {len(train)} {symbol} bars ({train[0].start_ms}..)")
+    try:
+        report = pipeline_distill(
+            cfg,
+            data=csv,
+            out_dir=store,
+            symbol=symbol,
+            allow_gaps=True,
+            versioned=True,
+            promote=False,
+            log=log,
+        )
+    except OutputPathError:
+        raise
+    except BotError as exc:
+        raise ChallengerFailedError(f"distilling the challenger failed: {exc}") from exc
+    version: str = report["version"]
+    return version
+
+
+def check_store(models: Path, *, dry_run: bool) -> None:
+    """Refuse a models directory that cannot take a version, before any work (exit 2)."""
+    from offline.pipeline import store_reason
+
+    why = store_reason(models)
+    if why is not None:
+        raise OutputPathError(f"--models {models}: {why}; nothing was touched; choose a models directory")
+    if not dry_run and models.exists() and not os.access(models, os.W_OK | os.X_OK):
+        raise OutputPathError(f"--models {models}: not writable by this user; nothing was touched")
+
+
+def retrain(
+    cfg: Config,
+    *,
+    models: Path,
+    dry_run: bool = False,
+    challenger: str | None = None,
+    end_ms: int | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+    now: dt.datetime | None = None,
+) -> Outcome:
+    """One champion/challenger round (module docstring). With `dry_run` nothing is written anywhere: the
+    challenger is distilled into a temporary store and nothing is promoted.
+
+    Raises:
+        ConfigError: bad arguments or an unusable models / reports directory (exit 2).
+        FetchFailedError, ChallengerFailedError: exit 3 / 4; the champion and `current` are untouched.
+    """
+    started = now or dt.datetime.now(dt.UTC)
+    stamp = f"{started:%Y%m%dT%H%M%S}.{started.microsecond // 1000:03d}Z"
+    check_store(models, dry_run=dry_run)
+    if len(cfg.market.symbols) > 1 and cfg.models.symbols == "match":
+        raise ConfigError(
+            f"$.market.symbols: retrain distils on one symbol, and [models] symbols = 'match' would refuse "
+            f"that family for {cfg.market.symbols}; set [models] symbols = 'any' or list one symbol"
+        )
+    reports = Path(cfg.retrain.reports_dir)
+    if challenger is not None and challenger not in modelstore.versions(models):
+        raise ConfigError(
+            f"--challenger {challenger}: not a version in {models} (one of {modelstore.versions(models)})"
+        )
+    if challenger is not None and challenger == modelstore.current_version(models):
+        raise ConfigError(f"--challenger {challenger}: is the current version already; nothing to compare")
+    summary: dict[str, Any] = {"started": stamp, "models": str(models), "dry_run": dry_run}
+    if not dry_run:
+        try:
+            reports.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"$.retrain.reports_dir: cannot create {reports}: {exc.strerror}") from exc
+    with tempfile.TemporaryDirectory(prefix="progdistill-retrain-") as tmp:
+        work = Path(tmp)
+        try:
+            outcome = _run(cfg, models, work, challenger, dry_run, end_ms, log, summary)
+        except (FetchFailedError, ChallengerFailedError) as exc:
+            summary.update(outcome="failed", error=str(exc), exit_code=exc.exit_code)
+            if not dry_run:
+                _write_atomic(reports / f"retrain-{stamp}.json", summary)
+            raise
+    if not dry_run:
+        _write_atomic(reports / f"retrain-{stamp}.json", outcome.report)
+    return outcome
+
+
+def _run(
+    cfg: Config,
+    models: Path,
+    work: Path,
+    challenger: str | None,
+    dry_run: bool,
+    end_ms: int | None,
+    log: Callable[[str], None],
+    summary: dict[str, Any],
+) -> Outcome:
+    series = fetch_series(cfg, end_ms=end_ms)
+    hold = cfg.retrain.holdout_bars
+    summary["window"] = {
+        s: {"first_ms": b[0].start_ms, "holdout_from_ms": b[-hold].start_ms, "last_ms": b[-1].start_ms}
+        for s, b in series.items()
+    }
+    log(f"retrain: fetched {', '.join(f'{s} {len(b)} bars' for s, b in series.items())}")
+    store = work / "models" if dry_run else models
+    if challenger is None:
+        challenger = _distill_challenger(cfg, series, store, work, log)
+        ch_dir = store / challenger
+    else:
+        ch_dir = models / challenger
+    summary["challenger"] = challenger
+    try:
+        ch_family = _verified(ch_dir, cfg)
+    except (ModelError, OSError) as exc:
+        raise ChallengerFailedError(f"challenger {challenger} refused: {exc}") from exc
+    champ_name, champ_family, champ_bad = _champion(models, cfg)
+    summary["champion"] = champ_name
+    try:
+        ch_scores = score_family(ch_family, cfg, series)
+    except (ValueError, ModelError) as exc:
+        raise ChallengerFailedError(f"scoring challenger {challenger} failed: {exc}") from exc
+    summary["challenger_scores"] = ch_scores
+    if champ_family is None:
+        promote = True
+        reasons = [
+            "no champion yet" if champ_name is None else f"champion {champ_name} unusable: {champ_bad}"
+        ]
+    else:
+        champ_scores = score_family(champ_family, cfg, series)
+        summary["champion_scores"] = champ_scores
+        trained_to = champ_family.manifest.provenance.get("last_start_ms")
+        summary["champion_trained_to_ms"] = trained_to
+        # Scored on bars it trained on, the champion is favoured (the comparison stays conservative).
+        summary["champion_saw_holdout"] = isinstance(trained_to, int) and trained_to >= min(
+            w["holdout_from_ms"] for w in summary["window"].values()
+        )
+        promote, reasons = decide(champ_scores, ch_scores, cfg)
+    summary["rule"] = {
+        "min_improvement": cfg.retrain.min_improvement,
+        "qlike_tolerance": cfg.retrain.qlike_tolerance,
+        "ic_tolerance": cfg.retrain.ic_tolerance,
+    }
+    summary["reasons"] = reasons
+    summary["outcome"] = "promoted" if promote else "kept"
+    if dry_run:
+        verdict = (
+            f"dry run: would {'promote challenger' if promote else 'keep champion'} "
+            f"({reasons[0]}); nothing written"
+        )
+        summary["verdict"] = verdict
+        return Outcome(promote, challenger, champ_name, verdict, summary)
+    if promote:
+        verdict = f"promoted {challenger} (was {champ_name or 'none'}): {reasons[0]}"
+    else:
+        verdict = f"kept champion {champ_name}; challenger {challenger} not promoted: {'; '.join(reasons)}"
+    summary["verdict"] = verdict
+    _write_atomic(ch_dir / REPORT_JSON, summary)
+    _write_text_atomic(ch_dir / REPORT_TXT, format_report(summary) + "\n")
+    if promote:
+        try:
+            modelstore.promote(models, challenger)
+        except (ModelError, OSError) as exc:
+            raise ChallengerFailedError(f"promoting {challenger} failed: {exc}") from exc
+    return Outcome(promote, challenger, champ_name, verdict, summary)
+
+
+# ---- reports -------------------------------------------------------------------------------------------
+
+
+def format_report(summary: Mapping[str, Any]) -> str:
+    """The text report: per tier and routed, champion vs challenger IC and bias-corrected vol QLIKE."""
+    ch = summary.get("challenger_scores", {})
+    cp = summary.get("champion_scores", {})
+    lines = [
+        f"retrain {summary['started']}: challenger {summary.get('challenger')} vs champion "
+        f"{summary.get('champion') or 'none'}",
+        f"held-out rows: {ch.get('holdout_rows')}",
+        f"{'':12} {'IC chall':>10} {'IC champ':>10} {'QLIKE chall':>12} {'QLIKE champ':>12}",
+    ]
+    names = ["routed", *ch.get("tiers", {})]
+    for name in names:
+        a = ch["routed"] if name == "routed" else ch["tiers"][name]
+        b = (cp.get("routed") if name == "routed" else cp.get("tiers", {}).get(name)) or {}
+        lines.append(
+            f"{name:12} {_fmt(a.get('ic')):>10} {_fmt(b.get('ic')):>10} "
+            f"{_fmt(a.get('vol_qlike_bc')):>12} {_fmt(b.get('vol_qlike_bc')):>12}"
+        )
+    lines += [f"- {r}" for r in summary.get("reasons", [])]
+    lines.append(str(summary.get("verdict", "")))
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, obj: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write_json(tmp, obj)
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+__all__ = [
+    "EXIT_CHALLENGER",
+    "EXIT_FETCH",
+    "ChallengerFailedError",
+    "FetchFailedError",
+    "Outcome",
+    "decide",
+    "fetch_series",
+    "format_report",
+    "retrain",
+    "score_family",
+]

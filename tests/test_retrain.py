@@ -1,0 +1,272 @@
+"""`python -m offline retrain` against the replay exchange on 127.0.0.1: champion/challenger with real
+training, real ONNX families and a real models store; `current` moves only for a winner."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from bot import modelstore
+from bot.config import Config, load_config
+from bot.sim.replay.server import ReplayExchange
+from bot.tiers import TierFamily
+from offline.__main__ import main
+from offline.retrain import decide
+
+HISTORY = 3000
+HOLDOUT = 600
+
+#: Tiny tiers and a short, deterministic distillation; `{...}` are filled per test.
+TOML = """
+[market]
+symbols = ["SYNTHUSDT"]
+[exchange]
+rest_url = "{url}"
+rest_max_retries = 0
+rest_timeout_s = 5.0
+[tiers.research]
+layers = 3
+width = 24
+[tiers.staging]
+layers = 2
+width = 16
+[tiers.production]
+layers = 2
+width = 12
+[tiers.edge]
+layers = 1
+width = 8
+[distill]
+epochs = {epochs}
+learning_rate = {lr}
+embargo_bars = {embargo}
+[models]
+dir = "{models}"
+[retrain]
+history_bars = {history}
+holdout_bars = {holdout}
+qlike_tolerance = {qtol}
+ic_tolerance = {ictol}
+reports_dir = "{reports}"
+"""
+# Per-tier IC and QLIKE on 600 bars are noisy: the good config allows a tier slack, the crippled one none.
+GOOD = {"epochs": 30, "lr": 0.001, "qtol": 1.0, "ictol": 0.1}
+CRIPPLED = {"epochs": 1, "lr": 0.05, "qtol": 0.0, "ictol": 0.0}  # one epoch at a learning rate 50x too high
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[ReplayExchange]:
+    """A paused wall-clock exchange: HISTORY closed 5-minute bars up to now, served over REST."""
+    async with ReplayExchange(
+        symbols=["SYNTHUSDT"],
+        bar_seconds=300.0,
+        history_bars=HISTORY,
+        clock="wall",
+        latency_ms=0.0,
+        book=False,
+    ) as ex:
+        yield ex
+
+
+def write_config(tmp: Path, url: str, name: str = "c.toml", **over: Any) -> Path:
+    values: dict[str, Any] = {
+        "url": url,
+        "models": tmp / "models",
+        "reports": tmp / "reports",
+        "history": HISTORY,
+        "holdout": HOLDOUT,
+        "embargo": 10,
+        **GOOD,
+        **over,
+    }
+    path = tmp / name
+    path.write_text(TOML.format(**values), encoding="utf-8")
+    return path
+
+
+async def retrain(capsys: pytest.CaptureFixture[str], config: Path, *extra: str) -> tuple[int, str, str]:
+    rc = await asyncio.to_thread(main, ["retrain", "--config", str(config), *extra])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under `root` (links as their target) -> sha256 of its bytes."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "-> " + os.readlink(p)
+            elif p.is_file():
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                out[rel] = "dir"
+    return out
+
+
+def summaries(tmp: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((tmp / "reports").glob("retrain-*.json"))]
+
+
+async def test_champion_challenger_promotes_only_a_winner(
+    exchange: ReplayExchange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No champion: promoted; a better challenger replaces a crippled champion; a crippled one is kept out."""
+    models = tmp_path / "models"
+    crippled = write_config(tmp_path, exchange.rest_url, "crippled.toml", **CRIPPLED)
+    good = write_config(tmp_path, exchange.rest_url, "good.toml")
+
+    rc, out, _ = await retrain(capsys, crippled)
+    assert rc == 0, out
+    first = modelstore.current_version(models)
+    assert first is not None
+    assert out.strip().splitlines()[-1].startswith(f"promoted {first} (was none): no champion yet")
+    assert (models / first / "retrain.json").is_file()
+    assert "no champion yet" in (models / first / "retrain.txt").read_text()
+    champion_files = snapshot(models / first)
+
+    rc, out, _ = await retrain(capsys, good)
+    assert rc == 0, out
+    second = modelstore.current_version(models)
+    assert second is not None
+    assert second != first, out
+    assert out.strip().splitlines()[-1].startswith(f"promoted {second} (was {first})")
+    report = json.loads((models / second / "retrain.json").read_text())
+    assert report["outcome"] == "promoted"
+    new, old = report["challenger_scores"]["routed"], report["champion_scores"]["routed"]
+    assert new["vol_qlike_bc"] < old["vol_qlike_bc"]
+    assert report["challenger_scores"]["holdout_rows"]["SYNTHUSDT"] > HOLDOUT - 30
+    assert report["champion_saw_holdout"] is False  # the window is held out from both
+    # the old champion is still there, byte for byte, beside the new one
+    assert snapshot(models / first) == champion_files
+    TierFamily.load(models).check_fit(load_config(good))  # what the service will load now
+
+    champion_files = snapshot(models / second)
+    rc, out, _ = await retrain(capsys, crippled)
+    assert rc == 0, out
+    assert modelstore.current_version(models) == second
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"kept champion {second}; challenger ")
+    assert "routed vol QLIKE" in last
+    assert "not better" in last
+    third = [v for v in modelstore.versions(models) if v not in (first, second)]
+    assert len(third) == 1  # the loser stays as an unpromoted version, with its report
+    assert json.loads((models / third[0] / "retrain.json").read_text())["outcome"] == "kept"
+    assert snapshot(models / second) == champion_files
+    assert [s["outcome"] for s in summaries(tmp_path)] == ["promoted", "promoted", "kept"]
+
+
+async def test_failures_leave_current_untouched(
+    exchange: ReplayExchange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A corrupt challenger (4), a failed distillation (4) and a failed fetch (3) leave the champion as is."""
+    models = tmp_path / "models"
+    cfg = write_config(tmp_path, exchange.rest_url, epochs=5)
+    rc, out, _ = await retrain(capsys, cfg)
+    assert rc == 0, out
+    champion = modelstore.current_version(models)
+    assert champion is not None
+
+    # a challenger whose ONNX bytes were altered after export: refused by the service's own verification
+    corrupt = "20990101T000000Z-0badc0de"
+    shutil.copytree(models / champion, models / corrupt)
+    onnx_file = models / corrupt / "edge.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:-8] + b"\0" * 8)
+    before = snapshot(models)
+    rc, out, err = await retrain(capsys, cfg, "--challenger", corrupt)
+    assert rc == 4
+    assert f"challenger {corrupt} refused: tier 'edge': sha256 mismatch" in err
+    assert "champion and" in err
+    assert out == ""
+    assert snapshot(models) == before  # nothing written into the store on a refusal
+
+    # a distillation that cannot split its data (embargo too long for the bars): exit 4
+    bad = write_config(tmp_path, exchange.rest_url, "bad.toml", embargo=1000)
+    rc, _, err = await retrain(capsys, bad)
+    assert rc == 4
+    assert "distilling the challenger failed" in err
+    assert "too few usable rows" in err
+    assert modelstore.current_version(models) == champion
+    assert sorted(modelstore.versions(models)) == sorted([champion, corrupt])
+
+    # an exchange that is not there: exit 3
+    gone = write_config(tmp_path, "http://127.0.0.1:9", "gone.toml")
+    rc, _, err = await retrain(capsys, gone)
+    assert rc == 3
+    assert err.startswith("error: fetching bars from http://127.0.0.1:9 failed")
+    assert err.count("\n") == 1
+    assert modelstore.current_version(models) == champion
+
+    failed = [s for s in summaries(tmp_path) if s["outcome"] == "failed"]
+    assert [s["exit_code"] for s in failed] == [4, 4, 3]
+
+
+async def test_dry_run_writes_nothing(
+    exchange: ReplayExchange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dry-run fetches, distils and scores in a temporary directory and writes nothing anywhere."""
+    cfg = write_config(tmp_path, exchange.rest_url, epochs=5)
+    before = snapshot(tmp_path)
+    rc, out, _ = await retrain(capsys, cfg, "--dry-run")
+    assert rc == 0
+    assert out.strip().splitlines()[-1].startswith("dry run: would promote challenger (no champion yet)")
+    assert snapshot(tmp_path) == before
+    assert not (tmp_path / "models").exists()
+    assert not (tmp_path / "reports").exists()
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A holdout over half the history, or two symbols under symbols = 'match': exit 2, one line, no files."""
+    cfg = write_config(tmp_path, "http://127.0.0.1:9", holdout=2000)
+    assert main(["retrain", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "$.retrain.holdout_bars: at most half of history_bars (3000), got 2000" in err
+    text = (tmp_path / "c.toml").read_text().replace('["SYNTHUSDT"]', '["SYNTHUSDT", "BTCUSDT"]')
+    (tmp_path / "c.toml").write_text(text.replace("holdout_bars = 2000", "holdout_bars = 600"))
+    assert main(["retrain", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "$.market.symbols: retrain distils on one symbol" in err
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+def _scores(routed_qlike: float, tiers: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    return {
+        "vol_head": True,
+        "routed": {"ic": 0.05, "vol_qlike_bc": routed_qlike},
+        "tiers": {n: {"ic": ic, "vol_qlike_bc": q} for n, (ic, q) in tiers.items()},
+    }
+
+
+def test_decide_rule() -> None:
+    """Routed QLIKE must improve by min_improvement; each shared tier within its QLIKE and IC tolerance."""
+    cfg = Config()
+    cfg = msgspec.structs.replace(
+        cfg, retrain=msgspec.structs.replace(cfg.retrain, qlike_tolerance=0.1, ic_tolerance=0.02)
+    )
+    champ = _scores(1.0, {"a": (0.10, 1.0), "b": (0.10, 2.0)})
+    assert decide(champ, _scores(0.9, {"a": (0.09, 1.09), "b": (0.08, 2.19), "new": (-1, 9)}), cfg)[0]
+    assert not decide(champ, _scores(1.0, {"a": (0.2, 0.5)}), cfg)[0]  # a tie keeps the champion
+    promote, reasons = decide(champ, _scores(0.5, {"a": (0.10, 1.11), "b": (0.10, 2.0)}), cfg)
+    assert not promote
+    assert reasons[1].startswith("tier a: vol QLIKE 1.1100 > champion 1.0000")
+    promote, reasons = decide(champ, _scores(0.5, {"a": (0.079, 1.0)}), cfg)
+    assert not promote
+    assert reasons[1].startswith("tier a: IC 0.0790 < champion 0.1000 - 0.02")
+    stricter = msgspec.structs.replace(cfg, retrain=msgspec.structs.replace(cfg.retrain, min_improvement=0.2))
+    assert not decide(champ, _scores(0.85, {}), stricter)[0]
+    assert decide(champ, _scores(0.79, {}), stricter)[0]
+    missing = _scores(0.5, {"a": (0.1, 1.0)})
+    missing["tiers"]["a"]["ic"] = None  # a constant forecast has no IC: counts as worse
+    assert not decide(champ, missing, cfg)[0]
