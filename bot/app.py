@@ -28,11 +28,13 @@ from bot import logs
 from bot.bybit.events import FeedReady
 from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import RestClient
-from bot.config import Config, engine_params, watchdog_fresh_s
+from bot.config import Config, ServiceConfig, engine_params, watchdog_fresh_s
 from bot.core.bars import INTERVAL_MS, Bar, BookTop, interval_ms
 from bot.core.decision import DecisionRecord, encode_line
+from bot.core.drift import DriftMonitor
 from bot.core.engine import Engine
 from bot.core.errors import ConfigError, ModelError, PipelineStalledError
+from bot.core.features import FEATURE_INDEX
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
@@ -114,6 +116,8 @@ class Service:
         self.status.shadow = self.shadow
         self._shadow_bars = 0
         self._status_family: object = None  # the family the status page describes (a reload changes it)
+        self.drift: DriftMonitor | None = None  # rolling PSI vs the family's training bins (bot.core.drift)
+        self._drift_family: object = None
         self.metrics = Metrics(stale_s=fresh_s, status_page=lambda: render_status(self.status, _now_ms()))
         self.lag = DecisionLag(
             self.step_ms,
@@ -207,6 +211,7 @@ class Service:
             self.status.set_family(FamilyInfo.of_family(engine.family))
         self.status.observe(decision, now_ms=_now_ms())
         self._shadow_score(engine, bar, decision, ledger)
+        self._drift_update(engine, bar)
         s = self.summary
         s.decisions += 1
         s.per_tier[decision.tier] += 1
@@ -241,6 +246,28 @@ class Service:
             for sc in scores:
                 self.metrics.shadow(sc.tier, ic=sc.ic, regret=sc.regret, vol_qlike=sc.vol_qlike)
         ledger.stage_shadow(bar.symbol, bar.start_ms, forecasts, scores)
+
+    def _drift_update(self, engine: Engine, bar: Bar) -> None:
+        """After the decision is out: the bar's feature row into the rolling PSI; gauges, a log line per
+        crossing. A new family (start-up, reload) brings its own training bins and starts empty windows."""
+        if engine.family is not self._drift_family:
+            self._drift_family = engine.family
+            self.drift = drift_monitor(engine.family, self.cfg.service)
+            self.status.set_drift(self.drift)
+        x = engine.features(bar.symbol)
+        if self.drift is None or x is None:
+            return
+        up = self.drift.update(bar.symbol, x)
+        if up.psi is None:
+            return
+        self.metrics.drift(bar.symbol, dict(zip(self.drift.features, up.psi.tolist(), strict=True)))
+        warn = self.cfg.service.drift_psi_warn
+        for feature, psi in up.crossed:
+            self.log.warning(
+                logs.DRIFT, symbol=bar.symbol, feature=feature, psi=round(psi, 4), warn_psi=warn, rows=up.rows
+            )
+        for feature, psi in up.recovered:
+            self.log.info(logs.DRIFT_RECOVERED, symbol=bar.symbol, feature=feature, psi=round(psi, 4))
 
     def _on_ready(self, ledger: Ledger) -> None:
         for symbol, last in self._last_seen.items():
@@ -453,6 +480,19 @@ class Service:
         await budget.close("metrics", self.metrics.stop())
         budget.run_sync("ledger", ledger.close)
         return error
+
+
+def drift_monitor(family: object, service: ServiceConfig) -> DriftMonitor | None:
+    """The drift monitor for `family`'s training bins (None: its manifest has none, drift unavailable)."""
+    ref = family.manifest.drift if isinstance(family, TierFamily) else None
+    if ref is None:
+        return None
+    return DriftMonitor(
+        {name: (fb.edges, fb.train_frac) for name, fb in ref.features.items()},
+        FEATURE_INDEX,
+        window_bars=service.drift_window_bars,
+        warn_psi=service.drift_psi_warn,
+    )
 
 
 def _now_ms() -> int:

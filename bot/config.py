@@ -166,6 +166,11 @@ class ServiceConfig(_Section, frozen=True):
     decision_lag_restart_bars: PosInt = 6
     # ... and at least this long (monotonic) without a decision: a floor for accelerated replays.
     decision_stall_min_s: Annotated[float, Meta(ge=0, le=86_400)] = 60.0
+    # Feature drift (bot.core.drift): PSI of each feature over the last drift_window_bars decided bars per
+    # symbol against the manifest's training bins; from drift_psi_warn up a (symbol, feature) logs `drift`
+    # once (0.1 = moderate, 0.25 = significant shift) and `drift_recovered` once back below 0.8x.
+    drift_psi_warn: Annotated[float, Meta(gt=0, le=10)] = 0.25
+    drift_window_bars: Annotated[int, Meta(ge=100, le=100_000)] = 288
 
 
 class RetrainConfig(_Section, frozen=True):

@@ -6,6 +6,7 @@ schema or the files (feature names and order, hashes, the ONNX graphs).
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from bot.core.errors import ModelError
+from bot.core.features import FEATURE_INDEX
 
 MANIFEST_NAME: Final = "manifest.json"
 MANIFEST_SCHEMA_VERSION: Final = 1
@@ -88,11 +90,38 @@ class Head(msgspec.Struct, kw_only=True):
     output_name: NonEmptyStr
 
 
+class FeatureBins(msgspec.Struct, kw_only=True):
+    """One feature's training distribution as bins (`bot.core.drift`).
+
+    `edges` are the interior cut points, strictly increasing: bin 0 is (-inf, edges[0]], bin i is
+    (edges[i-1], edges[i]], the last is (edges[-1], inf). `train_frac[i]` is the share of training rows in
+    bin i (len(edges) + 1 values, summing to 1).
+    """
+
+    edges: list[float]
+    train_frac: Annotated[list[float], msgspec.Meta(min_length=1)]
+
+
+class DriftReference(msgspec.Struct, kw_only=True):
+    """The training distribution live features are compared with (PSI drift, `bot.core.drift`).
+
+    Quantile bins (`bins` requested: deciles for 10; fewer where quantiles tie) of each monitored feature
+    over the `rows` training rows. Calendar features are not monitored (a day-long window always differs
+    from the training weeks).
+    """
+
+    method: str = "quantile"
+    bins: Annotated[int, msgspec.Meta(ge=2)]
+    rows: Annotated[int, msgspec.Meta(ge=1)]
+    features: Annotated[dict[str, FeatureBins], msgspec.Meta(min_length=1)]
+
+
 class Manifest(msgspec.Struct, kw_only=True):
     """The whole manifest; `tiers` largest first, the first is the teacher (stage 0).
 
     `heads` names every output of the tiers' graphs; a manifest without it (older ones) has the return
-    head only (`target` and each tier's `output_name`).
+    head only (`target` and each tier's `output_name`). `drift` (None in older manifests: drift is then
+    unavailable) holds the training quantile bins of the monitored features.
     """
 
     schema_version: int
@@ -104,6 +133,7 @@ class Manifest(msgspec.Struct, kw_only=True):
     regime_calibration: dict[str, Any] = msgspec.field(default_factory=dict)
     provenance: dict[str, Any] = msgspec.field(default_factory=dict)
     versions: dict[str, str] = msgspec.field(default_factory=dict)
+    drift: DriftReference | None = None
 
     @property
     def vol_head(self) -> Head | None:
@@ -156,9 +186,36 @@ def decode_manifest(data: bytes, *, path: str | Path = MANIFEST_NAME) -> Manifes
             f"{path}: schema_version expected {MANIFEST_SCHEMA_VERSION}, got {header.schema_version!r}"
         )
     try:
-        return msgspec.json.decode(data, type=Manifest)
+        manifest = msgspec.json.decode(data, type=Manifest)
     except msgspec.ValidationError as exc:
         raise ModelError(f"{path}: {exc}{_tier_hint(data, str(exc))}") from exc
+    if manifest.drift is not None:
+        _check_drift(manifest.drift, path)
+    return manifest
+
+
+def _check_drift(ref: DriftReference, path: str | Path) -> None:
+    """ModelError naming `$.drift.features.<name>` when a feature's bins are not a distribution."""
+    for name, fb in ref.features.items():
+        where = f"{path}: $.drift.features.{name}"
+        if name not in FEATURE_INDEX:
+            raise ModelError(f"{where}: unknown feature; expected one of bot.core.features.FEATURE_NAMES")
+        if not all(math.isfinite(e) for e in fb.edges) or any(
+            b <= a for a, b in itertools.pairwise(fb.edges)
+        ):
+            raise ModelError(
+                f"{where}.edges: expected finite, strictly increasing cut points, got {fb.edges}"
+            )
+        if len(fb.train_frac) != len(fb.edges) + 1:
+            raise ModelError(
+                f"{where}.train_frac: expected {len(fb.edges) + 1} values (one per bin), "
+                f"got {len(fb.train_frac)}"
+            )
+        total = math.fsum(fb.train_frac)
+        if any(not 0.0 <= f <= 1.0 for f in fb.train_frac) or abs(total - 1.0) > 1e-6:
+            raise ModelError(
+                f"{where}.train_frac: expected shares in [0, 1] summing to 1, got sum {total:.6g}"
+            )
 
 
 def _tier_hint(data: bytes, message: str) -> str:

@@ -142,6 +142,20 @@ class Metrics:
             ["tier"],
             registry=self.registry,
         )
+        self.feature_psi = Gauge(
+            "progdistill_feature_psi",
+            "Population Stability Index of each model input over the drift window against its training "
+            "bins, per symbol (0.1 moderate, 0.25 significant shift; [service] drift_psi_warn).",
+            ["symbol", "feature"],
+            registry=self.registry,
+        )
+        self.feature_psi_max = Gauge(
+            "progdistill_feature_psi_max",
+            "The highest feature PSI of each symbol (the worst feature is on /status and in the log).",
+            ["symbol"],
+            registry=self.registry,
+        )
+        self._psi_children: dict[tuple[str, str], Gauge] = {}
         self._lagging: set[str] = set()
         self._runner: web.AppRunner | None = None
 
@@ -173,6 +187,17 @@ class Metrics:
             self.shadow_regret.labels(tier=tier).set(regret)
         if vol_qlike is not None:
             self.shadow_vol_qlike.labels(tier=tier).set(vol_qlike)
+
+    def drift(self, symbol: str, psi: Mapping[str, float]) -> None:
+        """Set `symbol`'s PSI per feature and its maximum (label children cached: ~0.2 us per feature)."""
+        children = self._psi_children
+        for feature, value in psi.items():
+            child = children.get((symbol, feature))
+            if child is None:
+                child = children[(symbol, feature)] = self.feature_psi.labels(symbol=symbol, feature=feature)
+            child.set(value)
+        if psi:
+            self.feature_psi_max.labels(symbol=symbol).set(max(psi.values()))
 
     def decision_lag(self, symbol: str, lag_bars: int, *, lagging: bool) -> None:
         """Set `symbol`'s decision lag; while any symbol is `lagging`, /healthz answers 503."""

@@ -7,7 +7,8 @@ epoch milliseconds): no I/O, no globals, so it is unit-tested directly. Everythi
 (symbols, tier and regime names, provenance, numbers) is passed through `html.escape`; the page has no
 script at all and refreshes itself with `<meta http-equiv="refresh">`.
 
-What the page does not measure yet (shadow scoring, drift; issue 14) it says so, instead of a number.
+What the page does not measure yet (shadow scoring, drift; issue 14) it says so, instead of a number;
+drift of a family whose manifest has no training bins is "unavailable".
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from bot.core.decision import DecisionRecord
+from bot.core.drift import DriftMonitor
 from bot.shadow import ShadowScorer
 
 DAY_MS: Final = 86_400_000
 NOT_MEASURED: Final = "not measured yet"
+DRIFT_UNAVAILABLE: Final = "unavailable: no training bins in the manifest (older family; retrain to add them)"
 #: The latency stage the tier table summarises (the engine's whole per-bar pipeline).
 LATENCY_STAGE: Final = "total"
 
@@ -105,6 +108,8 @@ class StatusBoard:
         self.regimes: Counter[str] = Counter()
         self.family: FamilyInfo | None = None
         self.shadow: ShadowScorer | None = None  # live IC / regret / vol QLIKE per tier (bot.shadow)
+        self.drift: DriftMonitor | None = None  # rolling feature PSI per symbol (bot.core.drift)
+        self.drift_known = False  # set_drift was called: drift None then means "unavailable"
         self.bars_total = 0
         self.last_decided_ms: int | None = None  # wall clock of the last decision
         self.reconnects = 0
@@ -159,6 +164,10 @@ class StatusBoard:
             self._add_to_day(st, d)
             st.last = d
             st.recent.append(d)
+
+    def set_drift(self, monitor: DriftMonitor | None) -> None:
+        """The family's drift monitor (None: the family has no training bins, drift is unavailable)."""
+        self.drift, self.drift_known = monitor, True
 
     def set_lag(self, symbol: str, lag_bars: int, *, lagging: bool) -> None:
         """The decision-lag check's result for `symbol` (`bot.core.liveness`)."""
@@ -323,9 +332,30 @@ def _model_section(board: StatusBoard, now_ms: int) -> list[str]:
         [("key", "created"), ("value", created)],
         [("key", "tiers"), ("value", _e(", ".join(info.tiers)))],
         [("key", "provenance"), ("value", prov)],
-        [("key", "feature drift (PSI)"), ("value", nm)],
+        [("key", "feature drift (PSI)"), ("value", _drift_text(board) if board.drift_known else nm)],
     ]
     return ["<h2>Model family</h2>", _table("model", ["", ""], rows)]
+
+
+def _drift_text(board: StatusBoard) -> str:
+    """Per symbol the highest feature PSI and its feature (warn class from drift_psi_warn up)."""
+    drift = board.drift
+    if drift is None:
+        return _e(DRIFT_UNAVAILABLE)
+    parts = []
+    for sym in board.symbols:
+        worst = drift.worst(sym)
+        if worst is None:
+            parts.append(f"{_e(sym)}: collecting ({drift.rows(sym)}/{drift.min_rows} bars)")
+            continue
+        feature, psi = worst
+        text = f"{_e(sym)}: max {psi:.3f} ({_e(feature)})"
+        n = len(drift.drifting(sym))
+        if psi >= drift.warn_psi:
+            text = f'<span class="warn">{text}, {n} feature(s) drifting</span>'
+        parts.append(text)
+    window = f"over the last {drift.window_bars} bars; warn from {drift.warn_psi:g}"
+    return "<br>".join(parts) + f' <span class="nm">({_e(window)})</span>'
 
 
 def _feed_section(board: StatusBoard, now_ms: int) -> list[str]:

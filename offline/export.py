@@ -31,12 +31,15 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.pipeline import Pipeline
 
 from bot.config import Config
+from bot.core.drift import N_BINS, fit_bins, monitored_features
 from bot.core.errors import ModelError
-from bot.core.features import FEATURE_VERSION
+from bot.core.features import FEATURE_INDEX, FEATURE_VERSION
 from bot.manifest import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA_VERSION,
     VOL_UNIT,
+    DriftReference,
+    FeatureBins,
     Head,
     Manifest,
     Target,
@@ -189,6 +192,19 @@ def regime_calibration(ds: Dataset, cfg: Config) -> dict[str, Any]:
     return dict(calibrate(ds.train_bars(), cfg.regime))
 
 
+def drift_reference(ds: Dataset, used: list[str], *, n_bins: int = N_BINS) -> DriftReference | None:
+    """The manifest's `drift` block: quantile bins of each monitored feature over the training rows (None
+    when the tiers use no monitored feature)."""
+    X = ds.X[ds.splits.train]
+    features = {}
+    for name in monitored_features(used):
+        edges, frac = fit_bins(X[:, FEATURE_INDEX[name]], n_bins)
+        features[name] = FeatureBins(edges=edges, train_frac=frac)
+    if not features:
+        return None
+    return DriftReference(method="quantile", bins=n_bins, rows=int(X.shape[0]), features=features)
+
+
 def _manifest_metrics(c: Candidate) -> TierMetrics:
     fields = msgspec.structs.fields(TierMetrics)
     return TierMetrics(**{f.name: _opt_float(c.metrics.get(f.name)) for f in fields})
@@ -265,6 +281,7 @@ def export_family(
         regime_calibration=regime_calibration(ds, cfg),
         provenance=dict(ds.provenance),
         versions=library_versions(),
+        drift=drift_reference(ds, [f for t in tiers_out for f in t.features]),
     )
     data = encode_manifest(manifest)
     decode_manifest(data, path=out_dir / MANIFEST_NAME)  # what the bot will read: it must validate

@@ -54,7 +54,9 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         "regime_calibration",
         "provenance",
         "versions",
+        "drift",
     }
+    assert set(m["drift"]) == {"method", "bins", "rows", "features"}
     assert m["heads"] == {
         "return": {"horizon_bars": 1, "unit": "return", "output_name": "y"},
         "vol": {"horizon_bars": 12, "unit": "rms_log_return_per_bar", "output_name": "vol"},

@@ -190,7 +190,7 @@ async def dump_dom(url: str, profile: Path) -> str:
 
 async def test_status_page_rendered_by_headless_chromium(trained_family: Path, tmp_path: Path) -> None:
     """A running service's /status, loaded in real headless Chromium, shows the symbol, its regime and the
-    tier names of the family, with live IC and drift marked as not measured yet."""
+    tier names of the family, and the drift slot per symbol (collecting, or its highest feature PSI)."""
     async with ReplayExchange(
         symbols=[SYMBOL], data="synthetic", seed=5, bar_seconds=0.01, updates_per_bar=1, history_bars=200
     ) as ex:
@@ -220,4 +220,7 @@ async def test_status_page_rendered_by_headless_chromium(trained_family: Path, t
     tiers = re.findall(r'<td class="tier">([^<]*)</td>', dom)
     assert routed <= set(tiers)
     assert set(service.status.family.tiers if service.status.family else ()) <= set(tiers)
-    assert NOT_MEASURED in dom
+    drift = re.search(r'<td class="key">feature drift \(PSI\)</td><td class="value">([^\n]*?)</td>', dom)
+    assert drift is not None
+    slot = rf'(<span class="warn">)?{SYMBOL}: (collecting \(\d+/\d+ bars\)|max \d+\.\d+ \(\w+\))'
+    assert re.match(slot, drift.group(1)), drift.group(1)

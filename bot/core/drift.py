@@ -1,0 +1,228 @@
+"""Feature drift: a rolling Population Stability Index per feature and symbol against the training bins.
+
+The manifest stores, per monitored feature, quantile bin edges and the share of training rows in each bin
+(`fit_bins`, run by `offline/export.py` on the training rows). `DriftMonitor` keeps, per symbol, the bin
+of every feature for the last `window_bars` live rows in a ring buffer and a count per (feature, bin): a
+new row increments its bins and decrements the bins of the row it pushes out, so an update costs one
+vectorised bin lookup plus O(n_features) work, whatever the window. Once a symbol's window holds
+`min_rows` rows, each update returns every feature's
+
+    PSI = sum over bins (p_live - p_train) * ln(p_live / p_train)
+
+where both shares are floored at `eps` (default 1e-4) so an empty bin adds a large but finite term
+instead of infinity (a bin empty in training and live adds 0). 0.1 is the usual "moderate" and 0.25 the
+"significant shift" level. Warnings have hysteresis: a (symbol, feature) turns *drifting* when its PSI
+reaches `warn_psi` (reported once, `crossed`) and *recovers* when it falls below `recover_ratio *
+warn_psi` (reported once, `recovered`), not a line per bar.
+
+Pure and synchronous: no logging, no clock; the service shell logs and exports what `update` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.core.features import FEATURE_NAMES, FEATURE_SETS
+
+F64 = npt.NDArray[np.float64]
+
+#: Floor of a bin share (training and live) inside the PSI: an empty bin counts as this share.
+PSI_EPS: Final = 1e-4
+#: Rows a symbol's window must hold before its PSI is reported. Sampling alone gives a PSI of about
+#: (bins - 1) / rows for a window drawn from the training distribution itself (0.09 at 100 rows of 10
+#: bins, 0.03 at 288), so fewer rows would put the noise within reach of the 0.25 warning.
+MIN_ROWS: Final = 100
+#: Bins per feature the export fits (deciles of the training rows).
+N_BINS: Final = 10
+
+
+def monitored_features(used: Iterable[str]) -> tuple[str, ...]:
+    """The features drift is watched on: those in `used` (the tiers' inputs), in FEATURE_NAMES order,
+    except the calendar ones (hour/day of week: a day-long live window always differs from the training
+    weeks, without any change in the market)."""
+    wanted = set(used) & set(FEATURE_SETS["no_calendar"])
+    return tuple(n for n in FEATURE_NAMES if n in wanted)
+
+
+def fit_bins(values: F64, n_bins: int) -> tuple[list[float], list[float]]:
+    """Quantile bins of one feature's training values: (interior edges, share of rows per bin).
+
+    Edges are the `k / n_bins` quantiles (k = 1..n_bins-1) with ties merged, so a feature with repeated
+    values gets fewer, still strictly increasing, edges. Rows are assigned with the same rule as
+    `DriftMonitor` (bin i holds edges[i-1] < x <= edges[i]), so the shares are exact for the training rows.
+
+    Raises:
+        ValueError: `n_bins` < 2, or no finite value.
+    """
+    if n_bins < 2:
+        raise ValueError(f"n_bins must be >= 2, got {n_bins}")
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        raise ValueError("no finite values to fit bins on")
+    edges = np.unique(np.quantile(v, np.arange(1, n_bins) / n_bins))
+    counts = np.bincount(np.searchsorted(edges, v, side="left"), minlength=edges.size + 1)
+    return [float(e) for e in edges], [float(c) / v.size for c in counts]
+
+
+@dataclass(frozen=True, slots=True)
+class DriftUpdate:
+    """One symbol's drift after a row.
+
+    Attributes:
+        rows: live rows in the window.
+        psi: PSI per feature (monitor order), or None while the window holds fewer than `min_rows` rows.
+        crossed: features that turned drifting with this row, with their PSI (log once per crossing).
+        recovered: features that recovered with this row, with their PSI.
+    """
+
+    rows: int
+    psi: F64 | None
+    crossed: tuple[tuple[str, float], ...] = ()
+    recovered: tuple[tuple[str, float], ...] = ()
+
+
+class _Window:
+    __slots__ = ("bins", "counts", "drifting", "n", "pos", "psi")
+
+    def __init__(self, window: int, n_features: int, n_bins: int) -> None:
+        self.bins = np.zeros((window, n_features), dtype=np.intp)  # ring buffer of each row's flat bins
+        self.counts = np.zeros(n_features * n_bins, dtype=np.float64)  # per (feature, bin), flattened
+        self.drifting = np.zeros(n_features, dtype=bool)
+        self.n = 0
+        self.pos = 0
+        self.psi: F64 | None = None
+
+
+class DriftMonitor:
+    """Rolling PSI of live feature rows against training bins, per symbol.
+
+    Args:
+        bins: per monitored feature (in the order results are reported), its (edges, train_frac) as in the
+            manifest's `drift.features` (`fit_bins`).
+        columns: per monitored feature, its column in the rows passed to `update`.
+        window_bars: live rows per symbol the PSI is computed over (the oldest is forgotten).
+        warn_psi: a feature is drifting from this PSI up.
+        recover_ratio: ... and recovers below `recover_ratio * warn_psi` (hysteresis; 1 = none).
+        min_rows: rows needed before a PSI is reported (capped at `window_bars`).
+        eps: floor of a bin share in the PSI.
+    """
+
+    def __init__(
+        self,
+        bins: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+        columns: Mapping[str, int],
+        *,
+        window_bars: int,
+        warn_psi: float,
+        recover_ratio: float = 0.8,
+        min_rows: int = MIN_ROWS,
+        eps: float = PSI_EPS,
+    ) -> None:
+        if not bins:
+            raise ValueError("bins: at least one feature is required")
+        if window_bars < 2:
+            raise ValueError(f"window_bars must be >= 2, got {window_bars}")
+        if not warn_psi > 0 or not 0 < recover_ratio <= 1:
+            raise ValueError(
+                f"warn_psi must be > 0 and recover_ratio in (0, 1], got {warn_psi}, {recover_ratio}"
+            )
+        if min_rows < 1:
+            raise ValueError(f"min_rows must be >= 1, got {min_rows}")
+        missing = [f for f in bins if f not in columns]
+        if missing:
+            raise ValueError(f"no column for feature(s) {missing}")
+        self.features: tuple[str, ...] = tuple(bins)
+        self.window_bars = window_bars
+        self.warn_psi = warn_psi
+        self.recover_psi = recover_ratio * warn_psi
+        self.min_rows = min(min_rows, window_bars)
+        self.eps = eps
+        n_f = len(self.features)
+        self.n_bins = max(len(bins[f][0]) + 1 for f in self.features)
+        # padded edges: one [n_features, n_bins - 1] comparison finds every feature's bin at once
+        edges = np.full((n_f, self.n_bins - 1), np.inf)
+        train = np.zeros((n_f, self.n_bins))
+        for i, f in enumerate(self.features):
+            e, frac = bins[f]
+            if len(frac) != len(e) + 1:
+                raise ValueError(f"{f}: {len(e)} edges need {len(e) + 1} train_frac values, got {len(frac)}")
+            edges[i, : len(e)] = e
+            train[i, : len(frac)] = frac
+        self._edges = edges
+        self._cols = np.array([columns[f] for f in self.features], dtype=np.intp)
+        self._offset = np.arange(n_f, dtype=np.intp) * self.n_bins
+        # padding bins (beyond a feature's own) hold no rows, live or in training: both shares are `eps`
+        # and their term is exactly 0
+        q = np.maximum(train, eps)
+        self._q = q
+        self._log_q = np.log(q)
+        self._windows: dict[str, _Window] = {}
+
+    def _window(self, symbol: str) -> _Window:
+        w = self._windows.get(symbol)
+        if w is None:
+            w = self._windows[symbol] = _Window(self.window_bars, len(self.features), self.n_bins)
+        return w
+
+    def update(self, symbol: str, row: F64) -> DriftUpdate:
+        """Absorb one live feature row of `symbol` (a row with a non-finite monitored value is skipped)."""
+        w = self._window(symbol)
+        x = row[self._cols]
+        if not np.isfinite(x).all():
+            return DriftUpdate(w.n, w.psi)
+        flat = (x[:, None] > self._edges).sum(axis=1) + self._offset
+        if w.n == self.window_bars:
+            w.counts[w.bins[w.pos]] -= 1.0  # the row pushed out (distinct indices: one per feature)
+        else:
+            w.n += 1
+        w.bins[w.pos] = flat
+        w.counts[flat] += 1.0  # one row: every feature's bin is a distinct flat index
+        w.pos = (w.pos + 1) % self.window_bars
+        if w.n < self.min_rows:
+            return DriftUpdate(w.n, None)
+        p = np.maximum(w.counts.reshape(self._q.shape) / w.n, self.eps)
+        psi: F64 = ((p - self._q) * (np.log(p) - self._log_q)).sum(axis=1)
+        w.psi = psi
+        up = ~w.drifting & (psi >= self.warn_psi)
+        down = w.drifting & (psi < self.recover_psi)
+        if not (up.any() or down.any()):
+            return DriftUpdate(w.n, psi)
+        w.drifting = (w.drifting | up) & ~down
+        return DriftUpdate(
+            w.n,
+            psi,
+            crossed=tuple((self.features[i], float(psi[i])) for i in np.flatnonzero(up)),
+            recovered=tuple((self.features[i], float(psi[i])) for i in np.flatnonzero(down)),
+        )
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def rows(self, symbol: str) -> int:
+        """Live rows in `symbol`'s window (0 before the first)."""
+        w = self._windows.get(symbol)
+        return 0 if w is None else w.n
+
+    def psi(self, symbol: str) -> dict[str, float] | None:
+        """PSI per feature of `symbol` after its last update (None before `min_rows` rows)."""
+        w = self._windows.get(symbol)
+        if w is None or w.psi is None:
+            return None
+        return dict(zip(self.features, (float(v) for v in w.psi), strict=True))
+
+    def worst(self, symbol: str) -> tuple[str, float] | None:
+        """`symbol`'s feature with the highest PSI and that PSI (None before `min_rows` rows)."""
+        w = self._windows.get(symbol)
+        if w is None or w.psi is None:
+            return None
+        i = int(np.argmax(w.psi))
+        return self.features[i], float(w.psi[i])
+
+    def drifting(self, symbol: str) -> tuple[str, ...]:
+        """`symbol`'s features currently drifting (between a crossing and its recovery)."""
+        w = self._windows.get(symbol)
+        return () if w is None else tuple(self.features[i] for i in np.flatnonzero(w.drifting))
