@@ -1,6 +1,6 @@
 """SQLite ledger of bars, decisions, fills, positions and shadow scores: one transaction per decided bar.
 
-Tables (`PRAGMA user_version` = `SCHEMA_VERSION`; columns and meaning: docs/architecture.md, "The ledger"):
+Tables (SQL in `bot.ledger_schema`; columns and meaning: docs/architecture.md, "The ledger"):
 
 - `bars(symbol, start_ms, open, high, low, close, volume, turnover, source, spread_bps, imbalance,
   book_ts_ms)`, key (symbol, start_ms): every bar the service saw, with the top of book it held when it
@@ -42,64 +42,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import msgspec
 
+from bot import ledger_schema as schema
 from bot.core.bars import Bar, BookTop
 from bot.core.decision import DecisionRecord
 from bot.core.errors import BotError
 from bot.core.paper import Fill, PaperResult, PositionState
 from bot.shadow import Forecasts, ShadowBar, ShadowScore
-
-SCHEMA_VERSION: Final = 1
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS bars (
-    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL,
-    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
-    volume REAL NOT NULL, turnover REAL NOT NULL, source TEXT NOT NULL,
-    spread_bps REAL, imbalance REAL, book_ts_ms INTEGER,
-    PRIMARY KEY (symbol, start_ms)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS decisions (
-    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, source TEXT NOT NULL,
-    regime TEXT NOT NULL, tier TEXT NOT NULL, prediction REAL NOT NULL,
-    signal INTEGER NOT NULL, position INTEGER NOT NULL, qty REAL NOT NULL, fill_price REAL,
-    fee_usd REAL NOT NULL, realized_pnl_usd REAL NOT NULL, unrealized_pnl_usd REAL NOT NULL,
-    equity_usd REAL NOT NULL, bar_pnl_usd REAL NOT NULL,
-    holding_pnl_usd REAL NOT NULL, holding_tier TEXT, holding_regime TEXT, trade_pnl_usd REAL NOT NULL,
-    latency_json TEXT, vol_forecast REAL, model_sha TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (symbol, start_ms)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fills (
-    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
-    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), qty REAL NOT NULL CHECK (qty > 0),
-    price REAL NOT NULL, notional_usd REAL NOT NULL, fee_usd REAL NOT NULL, realized_pnl_usd REAL NOT NULL,
-    tier TEXT NOT NULL, regime TEXT NOT NULL,
-    PRIMARY KEY (symbol, start_ms, seq),
-    FOREIGN KEY (symbol, start_ms) REFERENCES decisions (symbol, start_ms)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS positions (
-    symbol TEXT PRIMARY KEY, last_start_ms INTEGER NOT NULL, units INTEGER NOT NULL, qty REAL NOT NULL,
-    avg_entry_px REAL NOT NULL, mark_px REAL, tier TEXT, regime TEXT,
-    realized_pnl_usd REAL NOT NULL, fees_usd REAL NOT NULL, state_json TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS live_from (
-    symbol TEXT PRIMARY KEY, start_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS shadow_forecasts (
-    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, tier TEXT NOT NULL,
-    prediction REAL NOT NULL, vol_forecast REAL,
-    PRIMARY KEY (symbol, start_ms, tier)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS shadow_scores (
-    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, tier TEXT NOT NULL,
-    window INTEGER NOT NULL, n INTEGER NOT NULL,
-    ic REAL, vol_ic REAL, vol_qlike REAL, regret REAL,
-    PRIMARY KEY (symbol, start_ms, tier)
-) WITHOUT ROWID;
-"""
 
 
 class LedgerError(BotError):
@@ -182,57 +134,6 @@ class Summary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: `decisions` columns, in table order: the record's fields (bar `close` lives in `bars`, fills in `fills`).
-_DECISION_FIELDS: Final[tuple[str, ...]] = (
-    "symbol", "start_ms", "source", "regime", "tier", "prediction", "signal", "position", "qty",
-    "fill_price", "fee_usd", "realized_pnl_usd", "unrealized_pnl_usd", "equity_usd", "bar_pnl_usd",
-    "holding_pnl_usd", "holding_tier", "holding_regime", "trade_pnl_usd", "vol_forecast", "model_sha",
-)  # fmt: skip
-#: Columns added after a ledger may have been created: table -> (name, SQL type), added on open when missing.
-_ADDED_COLUMNS: Final = {
-    "decisions": (("vol_forecast", "REAL"), ("model_sha", "TEXT NOT NULL DEFAULT ''")),
-    "bars": (("spread_bps", "REAL"), ("imbalance", "REAL"), ("book_ts_ms", "INTEGER")),
-}
-_BAR_COLS: Final = "symbol, start_ms, open, high, low, close, volume, turnover, source"
-_BAR_INSERT: Final = (
-    f"INSERT OR IGNORE INTO bars ({_BAR_COLS}, spread_bps, imbalance, book_ts_ms) "  # noqa: S608 - constant
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_FORECAST_INSERT: Final = "INSERT OR REPLACE INTO shadow_forecasts VALUES (?, ?, ?, ?, ?)"
-_SCORE_INSERT: Final = "INSERT OR REPLACE INTO shadow_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_DECISION_COLS: Final = ", ".join((*_DECISION_FIELDS, "latency_json"))
-_DECISION_INSERT: Final = (
-    f"INSERT INTO decisions ({_DECISION_COLS}) VALUES ({', '.join('?' * (len(_DECISION_FIELDS) + 1))})"  # noqa: S608 - constant columns
-)
-_DECISION_SELECT: Final = (
-    f"SELECT {', '.join('d.' + c for c in _DECISION_FIELDS)}, d.latency_json, b.close "  # noqa: S608 - constant
-    "FROM decisions d JOIN bars b USING (symbol, start_ms) WHERE d.symbol = ? AND d.start_ms >= ? "
-    "ORDER BY d.start_ms"
-)
-_FILL_FIELDS: Final[tuple[str, ...]] = Fill.__struct_fields__
-_FILL_COLS: Final = ", ".join(_FILL_FIELDS)
-_FILL_INSERT: Final = f"INSERT INTO fills ({_FILL_COLS}) VALUES ({', '.join('?' * len(_FILL_FIELDS))})"  # noqa: S608
-_POSITION_INSERT: Final = "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-
-
-_SUMMARY_SQL: Final = {
-    "tier": {
-        "bars": "SELECT tier, COUNT(*) FROM decisions GROUP BY tier",
-        "trade": "SELECT tier, SUM(trade_pnl_usd) FROM decisions GROUP BY tier",
-        "held": "SELECT holding_tier, SUM(holding_pnl_usd) FROM decisions WHERE holding_tier IS NOT NULL "
-        "GROUP BY holding_tier",
-        "fills": "SELECT tier, COUNT(*), SUM(fee_usd) FROM fills GROUP BY tier",
-    },
-    "regime": {
-        "bars": "SELECT regime, COUNT(*) FROM decisions GROUP BY regime",
-        "trade": "SELECT regime, SUM(trade_pnl_usd) FROM decisions GROUP BY regime",
-        "held": "SELECT holding_regime, SUM(holding_pnl_usd) FROM decisions WHERE holding_regime IS NOT NULL "
-        "GROUP BY holding_regime",
-        "fills": "SELECT regime, COUNT(*), SUM(fee_usd) FROM fills GROUP BY regime",
-    },
-}
-
-
 class Ledger:
     """An open ledger. Use `Ledger.open(path)`; close with `close()` or as a context manager.
 
@@ -264,18 +165,20 @@ class Ledger:
             conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'full' else 'NORMAL'}")
             conn.execute("PRAGMA foreign_keys = ON")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise LedgerError(f"{p}: ledger schema version {version}, this bot writes {SCHEMA_VERSION}")
+            if version not in (0, schema.SCHEMA_VERSION):
+                raise LedgerError(
+                    f"{p}: ledger schema version {version}, this bot writes {schema.SCHEMA_VERSION}"
+                )
             conn.execute("BEGIN IMMEDIATE")
-            for stmt in _SCHEMA.split(";"):
+            for stmt in schema.DDL.split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
-            for table, added in _ADDED_COLUMNS.items():
+            for table, added in schema.ADDED_COLUMNS.items():
                 have = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
                 for name, sql_type in added:
                     if name not in have:
                         conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.close()
@@ -305,7 +208,7 @@ class Ledger:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if version != SCHEMA_VERSION or "bars" not in tables:
+            if version != schema.SCHEMA_VERSION or "bars" not in tables:
                 raise LedgerError(
                     f"{p}: not a ledger of this bot (schema version {version}, tables {sorted(tables)}); "
                     "expected the bot's [ledger] path"
@@ -404,15 +307,15 @@ class Ledger:
         """The decision records of `symbol` (all, or those of bars opening at or after `since_ms`), oldest
         first, with their fills."""
         since = since_ms if since_ms is not None else -(2**63)
-        rows = self.conn.execute(_DECISION_SELECT, (symbol, since)).fetchall()
+        rows = self.conn.execute(schema.DECISION_SELECT, (symbol, since)).fetchall()
         fills: dict[int, list[Fill]] = {}
         for f in self.fills(symbol):
             if f.start_ms >= since:
                 fills.setdefault(f.start_ms, []).append(f)
-        n = len(_DECISION_FIELDS)
+        n = len(schema.DECISION_FIELDS)
         out: list[DecisionRecord] = []
         for r in rows:
-            row = dict(zip(_DECISION_FIELDS, r[:n], strict=True))
+            row = dict(zip(schema.DECISION_FIELDS, r[:n], strict=True))
             lat = {} if r[n] is None else {str(k): float(v) for k, v in json.loads(r[n]).items()}
             fl = tuple(fills.get(row["start_ms"], ()))
             out.append(DecisionRecord(**row, close=float(r[n + 1]), latency_us=lat, fills=fl))
@@ -421,7 +324,7 @@ class Ledger:
     def fills(self, symbol: str) -> list[Fill]:
         """All fills of `symbol`, in execution order."""
         rows = self.conn.execute(
-            f"SELECT {_FILL_COLS} FROM fills WHERE symbol = ? ORDER BY start_ms, seq",  # noqa: S608 - constant columns
+            f"SELECT {schema.FILL_COLS} FROM fills WHERE symbol = ? ORDER BY start_ms, seq",  # noqa: S608 - constant columns
             (symbol,),
         ).fetchall()
         return [Fill(*r) for r in rows]
@@ -432,7 +335,7 @@ class Ledger:
         PnL = holding PnL of the bars whose position it set + trade PnL (fees, slippage) of its own
         decisions; the sum over all names is the total equity change.
         """
-        q = _SUMMARY_SQL[by]
+        q = schema.SUMMARY_SQL[by]
         conn = self.conn
         bars = {k: int(n) for k, n in conn.execute(q["bars"]).fetchall()}
         trade = {k: float(v) for k, v in conn.execute(q["trade"]).fetchall()}
@@ -479,7 +382,7 @@ class Ledger:
         """Every stored bar of `symbol`, ascending, with the book top recorded at its decision:
         (bar, spread_bps, imbalance, book_ts_ms), the last three None without a book (warm-up bars too)."""
         rows = self.conn.execute(
-            f"SELECT {_BAR_COLS}, spread_bps, imbalance, book_ts_ms FROM bars "  # noqa: S608 - constant columns
+            f"SELECT {schema.BAR_COLS}, spread_bps, imbalance, book_ts_ms FROM bars "  # noqa: S608 - constant columns
             "WHERE symbol = ? ORDER BY start_ms",
             (symbol,),
         ).fetchall()
@@ -543,7 +446,7 @@ class Ledger:
     def _insert_bar(conn: sqlite3.Connection, bar: Bar, book: BookTop | None) -> None:
         top = (None, None, None) if book is None else (book.spread_bps, book.imbalance, book.ts_ms)
         conn.execute(
-            _BAR_INSERT,
+            schema.BAR_INSERT,
             (
                 bar.symbol,
                 bar.start_ms,
@@ -576,9 +479,9 @@ class Ledger:
 
     def _write_staged(self, conn: sqlite3.Connection) -> None:
         if self._forecast_rows:
-            conn.executemany(_FORECAST_INSERT, self._forecast_rows)
+            conn.executemany(schema.FORECAST_INSERT, self._forecast_rows)
         if self._score_rows:
-            conn.executemany(_SCORE_INSERT, self._score_rows)
+            conn.executemany(schema.SCORE_INSERT, self._score_rows)
 
     def record(
         self, bar: Bar, decision: DecisionRecord, state: PositionState, *, book: BookTop | None = None
@@ -609,10 +512,10 @@ class Ledger:
         try:
             with self._tx() as conn:
                 self._insert_bar(conn, bar, book)
-                conn.execute(_DECISION_INSERT, (*(getattr(d, c) for c in _DECISION_FIELDS), lat))
-                conn.executemany(_FILL_INSERT, [msgspec.structs.astuple(f) for f in fills])
+                conn.execute(schema.DECISION_INSERT, (*(getattr(d, c) for c in schema.DECISION_FIELDS), lat))
+                conn.executemany(schema.FILL_INSERT, [msgspec.structs.astuple(f) for f in fills])
                 conn.execute(
-                    _POSITION_INSERT,
+                    schema.POSITION_INSERT,
                     (
                         state.symbol,
                         state.last_start_ms,

@@ -1,0 +1,112 @@
+"""The ledger's SQL: the tables (`DDL`, `PRAGMA user_version = SCHEMA_VERSION`), the columns added since a
+ledger may have been created (`ADDED_COLUMNS`, added on open), and the statements `bot.ledger` runs.
+
+Table by table: docs/architecture.md, "The ledger". Every statement is a constant built from constant column
+names (no value is ever formatted into SQL).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from bot.core.paper import Fill
+
+SCHEMA_VERSION: Final = 1
+
+DDL: Final = """
+CREATE TABLE IF NOT EXISTS bars (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL,
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
+    volume REAL NOT NULL, turnover REAL NOT NULL, source TEXT NOT NULL,
+    spread_bps REAL, imbalance REAL, book_ts_ms INTEGER,
+    PRIMARY KEY (symbol, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, source TEXT NOT NULL,
+    regime TEXT NOT NULL, tier TEXT NOT NULL, prediction REAL NOT NULL,
+    signal INTEGER NOT NULL, position INTEGER NOT NULL, qty REAL NOT NULL, fill_price REAL,
+    fee_usd REAL NOT NULL, realized_pnl_usd REAL NOT NULL, unrealized_pnl_usd REAL NOT NULL,
+    equity_usd REAL NOT NULL, bar_pnl_usd REAL NOT NULL,
+    holding_pnl_usd REAL NOT NULL, holding_tier TEXT, holding_regime TEXT, trade_pnl_usd REAL NOT NULL,
+    latency_json TEXT, vol_forecast REAL, model_sha TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (symbol, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fills (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), qty REAL NOT NULL CHECK (qty > 0),
+    price REAL NOT NULL, notional_usd REAL NOT NULL, fee_usd REAL NOT NULL, realized_pnl_usd REAL NOT NULL,
+    tier TEXT NOT NULL, regime TEXT NOT NULL,
+    PRIMARY KEY (symbol, start_ms, seq),
+    FOREIGN KEY (symbol, start_ms) REFERENCES decisions (symbol, start_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS positions (
+    symbol TEXT PRIMARY KEY, last_start_ms INTEGER NOT NULL, units INTEGER NOT NULL, qty REAL NOT NULL,
+    avg_entry_px REAL NOT NULL, mark_px REAL, tier TEXT, regime TEXT,
+    realized_pnl_usd REAL NOT NULL, fees_usd REAL NOT NULL, state_json TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS live_from (
+    symbol TEXT PRIMARY KEY, start_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow_forecasts (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, tier TEXT NOT NULL,
+    prediction REAL NOT NULL, vol_forecast REAL,
+    PRIMARY KEY (symbol, start_ms, tier)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shadow_scores (
+    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, tier TEXT NOT NULL,
+    window INTEGER NOT NULL, n INTEGER NOT NULL,
+    ic REAL, vol_ic REAL, vol_qlike REAL, regret REAL,
+    PRIMARY KEY (symbol, start_ms, tier)
+) WITHOUT ROWID;
+"""
+
+
+#: `decisions` columns, in table order: the record's fields (bar `close` lives in `bars`, fills in `fills`).
+DECISION_FIELDS: Final[tuple[str, ...]] = (
+    "symbol", "start_ms", "source", "regime", "tier", "prediction", "signal", "position", "qty",
+    "fill_price", "fee_usd", "realized_pnl_usd", "unrealized_pnl_usd", "equity_usd", "bar_pnl_usd",
+    "holding_pnl_usd", "holding_tier", "holding_regime", "trade_pnl_usd", "vol_forecast", "model_sha",
+)  # fmt: skip
+#: Columns added after a ledger may have been created: table -> (name, SQL type), added on open when missing.
+ADDED_COLUMNS: Final = {
+    "decisions": (("vol_forecast", "REAL"), ("model_sha", "TEXT NOT NULL DEFAULT ''")),
+    "bars": (("spread_bps", "REAL"), ("imbalance", "REAL"), ("book_ts_ms", "INTEGER")),
+}
+BAR_COLS: Final = "symbol, start_ms, open, high, low, close, volume, turnover, source"
+BAR_INSERT: Final = (
+    f"INSERT OR IGNORE INTO bars ({BAR_COLS}, spread_bps, imbalance, book_ts_ms) "  # noqa: S608 - constant
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+FORECAST_INSERT: Final = "INSERT OR REPLACE INTO shadow_forecasts VALUES (?, ?, ?, ?, ?)"
+SCORE_INSERT: Final = "INSERT OR REPLACE INTO shadow_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+DECISION_COLS: Final = ", ".join((*DECISION_FIELDS, "latency_json"))
+DECISION_INSERT: Final = (
+    f"INSERT INTO decisions ({DECISION_COLS}) VALUES ({', '.join('?' * (len(DECISION_FIELDS) + 1))})"  # noqa: S608 - constant columns
+)
+DECISION_SELECT: Final = (
+    f"SELECT {', '.join('d.' + c for c in DECISION_FIELDS)}, d.latency_json, b.close "  # noqa: S608 - constant
+    "FROM decisions d JOIN bars b USING (symbol, start_ms) WHERE d.symbol = ? AND d.start_ms >= ? "
+    "ORDER BY d.start_ms"
+)
+FILL_FIELDS: Final[tuple[str, ...]] = Fill.__struct_fields__
+FILL_COLS: Final = ", ".join(FILL_FIELDS)
+FILL_INSERT: Final = f"INSERT INTO fills ({FILL_COLS}) VALUES ({', '.join('?' * len(FILL_FIELDS))})"  # noqa: S608
+POSITION_INSERT: Final = "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+SUMMARY_SQL: Final = {
+    "tier": {
+        "bars": "SELECT tier, COUNT(*) FROM decisions GROUP BY tier",
+        "trade": "SELECT tier, SUM(trade_pnl_usd) FROM decisions GROUP BY tier",
+        "held": "SELECT holding_tier, SUM(holding_pnl_usd) FROM decisions WHERE holding_tier IS NOT NULL "
+        "GROUP BY holding_tier",
+        "fills": "SELECT tier, COUNT(*), SUM(fee_usd) FROM fills GROUP BY tier",
+    },
+    "regime": {
+        "bars": "SELECT regime, COUNT(*) FROM decisions GROUP BY regime",
+        "trade": "SELECT regime, SUM(trade_pnl_usd) FROM decisions GROUP BY regime",
+        "held": "SELECT holding_regime, SUM(holding_pnl_usd) FROM decisions WHERE holding_regime IS NOT NULL "
+        "GROUP BY holding_regime",
+        "fills": "SELECT regime, COUNT(*), SUM(fee_usd) FROM fills GROUP BY regime",
+    },
+}
