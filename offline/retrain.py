@@ -3,7 +3,8 @@
 One run:
 
 1. fetch the last `[retrain] history_bars` confirmed bars of every `[market] symbol` over REST
-   (`[exchange] rest_url`, `offline.__main__.fetch_history`);
+   (`[exchange] rest_url`, `offline.__main__.fetch_history`), plus the bars the service recorded in its
+   ledger (`[ledger] path`, `offline.recorded`) that REST did not return (`merge_recorded`);
 2. hold out the most recent `holdout_bars` of each symbol, and distil a challenger on the first symbol's
    bars before them into a new, unpromoted version of the models store (`pipeline_distill` with
    `promote=False`; or take an existing version with `--challenger`);
@@ -117,6 +118,46 @@ def fetch_series(cfg: Config, *, end_ms: int | None = None) -> dict[str, list[Ba
             )
         series[symbol] = bars[-rc.history_bars :]
     return series
+
+
+def merge_recorded(
+    cfg: Config, series: dict[str, list[Bar]], *, ledger_path: str | Path | None = None
+) -> dict[str, Any]:
+    """Add the bars the service recorded in its ledger (`[ledger] path`) that the REST fetch lacks, inside
+    the fetched window (REST wins where both have a bar); keeps the last `history_bars`. Returns what was
+    done: `added` per symbol, or `skipped` with the reason (no ledger, unreadable: REST only).
+    """
+    from bot.ledger import LedgerError
+    from offline.recorded import RecordedDataError, recorded_bars
+
+    path = Path(cfg.ledger.path if ledger_path is None else ledger_path)
+    info: dict[str, Any] = {"ledger": str(path)}
+    try:
+        present = path.is_file()
+    except OSError as exc:
+        present, info["skipped"] = False, f"cannot stat the ledger: {exc.strerror}"
+    if not present:
+        info.setdefault("skipped", "no ledger at [ledger] path")
+        return info
+    added: dict[str, int] = {}
+    for symbol, bars in series.items():
+        try:
+            recorded = recorded_bars(path, symbol)
+        except RecordedDataError:
+            added[symbol] = 0  # the service has not recorded this symbol
+            continue
+        except (LedgerError, OSError) as exc:
+            info["skipped"] = f"cannot read the ledger: {exc}"
+            return info
+        have = {b.start_ms for b in bars}
+        first = bars[0].start_ms
+        extra = [b for b in recorded if b.start_ms >= first and b.start_ms not in have]
+        if extra:
+            merged = sorted([*bars, *extra], key=lambda b: b.start_ms)
+            series[symbol] = merged[-cfg.retrain.history_bars :]
+        added[symbol] = len(extra)
+    info["added"] = added
+    return info
 
 
 # ---- scoring -------------------------------------------------------------------------------------------
@@ -421,6 +462,9 @@ def _run(
     summary: dict[str, Any],
 ) -> Outcome:
     series = fetch_series(cfg, end_ms=end_ms)
+    summary["recorded"] = merge_recorded(cfg, series)
+    if "skipped" in summary["recorded"]:
+        log(f"retrain: REST bars only ({summary['recorded']['skipped']}: {cfg.ledger.path})")
     hold = cfg.retrain.holdout_bars
     summary["window"] = {
         s: {"first_ms": b[0].start_ms, "holdout_from_ms": b[-hold].start_ms, "last_ms": b[-1].start_ms}
@@ -536,6 +580,7 @@ __all__ = [
     "decide",
     "fetch_series",
     "format_report",
+    "merge_recorded",
     "retrain",
     "score_family",
 ]

@@ -17,10 +17,12 @@ import pytest
 
 from bot import modelstore
 from bot.config import Config, load_config
+from bot.ledger import Ledger
 from bot.sim.replay.server import ReplayExchange
 from bot.tiers import TierFamily
 from offline.__main__ import main
-from offline.retrain import decide
+from offline.data import synthetic_bars
+from offline.retrain import decide, merge_recorded
 
 HISTORY = 3000
 HOLDOUT = 600
@@ -51,6 +53,8 @@ learning_rate = {lr}
 embargo_bars = {embargo}
 [models]
 dir = "{models}"
+[ledger]
+path = "{ledger}"
 [retrain]
 history_bars = {history}
 holdout_bars = {holdout}
@@ -82,6 +86,7 @@ def write_config(tmp: Path, url: str, name: str = "c.toml", **over: Any) -> Path
         "url": url,
         "models": tmp / "models",
         "reports": tmp / "reports",
+        "ledger": tmp / "ledger.sqlite",
         "history": HISTORY,
         "holdout": HOLDOUT,
         "embargo": 10,
@@ -148,6 +153,7 @@ async def test_champion_challenger_promotes_only_a_winner(
     assert new["vol_qlike_bc"] < old["vol_qlike_bc"]
     assert report["challenger_scores"]["holdout_rows"]["SYNTHUSDT"] > HOLDOUT - 30
     assert report["champion_saw_holdout"] is False  # the window is held out from both
+    assert report["recorded"]["skipped"] == "no ledger at [ledger] path"  # REST bars only here
     # the old champion is still there, byte for byte, beside the new one
     assert snapshot(models / first) == champion_files
     TierFamily.load(models).check_fit(load_config(good))  # what the service will load now
@@ -270,3 +276,27 @@ def test_decide_rule() -> None:
     missing = _scores(0.5, {"a": (0.1, 1.0)})
     missing["tiers"]["a"]["ic"] = None  # a constant forecast has no IC: counts as worse
     assert not decide(champ, missing, cfg)[0]
+
+
+def test_recorded_bars_fill_what_rest_lacks(tmp_path: Path) -> None:
+    """Bars the service recorded in its (real SQLite) ledger fill the REST fetch's holes inside its window."""
+    bars = synthetic_bars(400, seed=3)
+    symbol = bars[0].symbol
+    with Ledger.open(tmp_path / "ledger.sqlite") as led:
+        for b in bars[:300]:  # the service ran a while, then stopped
+            led.record_bar(b)
+    rest = bars[50:120] + bars[130:]  # the REST answer: a later window with a 10-bar hole
+    cfg = msgspec.structs.replace(
+        Config(),
+        market=msgspec.structs.replace(Config().market, symbols=[symbol]),
+        ledger=msgspec.structs.replace(Config().ledger, path=str(tmp_path / "ledger.sqlite")),
+    )
+    series = {symbol: list(rest)}
+    info = merge_recorded(cfg, series)
+    assert info["added"] == {symbol: 10}
+    assert series[symbol] == bars[50:]  # the hole filled; nothing from before the window
+    missing = merge_recorded(cfg, {symbol: list(rest)}, ledger_path=tmp_path / "none.sqlite")
+    assert missing["skipped"] == "no ledger at [ledger] path"
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database")
+    junk = merge_recorded(cfg, {symbol: list(rest)}, ledger_path=tmp_path / "junk.sqlite")
+    assert junk["skipped"].startswith("cannot read the ledger")

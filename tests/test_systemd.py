@@ -89,6 +89,7 @@ def test_timeouts_fit_the_app(unit: dict[str, list[str]]) -> None:
 def test_service_config_example(unit: dict[str, list[str]]) -> None:
     """systemd/config.toml is valid, writes only into StateDirectory/LogsDirectory, else defaults."""
     cfg = load_config(REPO / "systemd" / "config.toml")
+    assert cfg.retrain.reports_dir == "/var/lib/progdistill-retrain"  # progdistill-retrain's StateDirectory
     assert cfg.ledger.path.startswith("/var/lib/progdistill/")
     assert cfg.logging.decisions_path.startswith("/var/log/progdistill/")
     assert cfg.logging.format == "json"
@@ -99,6 +100,7 @@ def test_service_config_example(unit: dict[str, list[str]]) -> None:
         ledger=d.ledger,
         logging=d.logging,
         models=msgspec.structs.replace(cfg.models, dir=d.models.dir),
+        retrain=msgspec.structs.replace(cfg.retrain, reports_dir=d.retrain.reports_dir),
     )
     assert same == d
 
