@@ -46,7 +46,7 @@ from bot.config import Config, DistillConfig, TierConfig
 from bot.core.errors import ConfigError, DataError
 from bot.outputs import StagedOutput
 from offline import vol as volmod
-from offline.data import Dataset, Splits, embargo_rows, load_dataset
+from offline.data import Dataset, Splits, embargo_rows, load_dataset, load_pooled
 from offline.distill import run_distillation
 from offline.export import write_json
 from offline.train import F64, I64, TierModel, information_coefficient
@@ -182,12 +182,8 @@ def har_designs(ds: Dataset) -> dict[str, F64]:
 
     The dataset's own (`Dataset.har_X`, per series when pooled) when it carries them, else built from its
     one bar series."""
-    har_x, har_tod_x = getattr(ds, "har_X", None), getattr(ds, "har_tod_X", None)
-    if har_x is not None and har_tod_x is not None:
-        return {
-            "har": np.asarray(har_x, dtype=np.float64),
-            "har_tod": np.asarray(har_tod_x, dtype=np.float64),
-        }
+    if ds.har_X is not None and ds.har_tod_X is not None:
+        return {"har": ds.har_X, "har_tod": ds.har_tod_X}
     close = np.array([b.close for b in ds.bars], dtype=np.float64)
     starts = np.array([b.start_ms for b in ds.bars], dtype=np.int64)
     return {
@@ -198,13 +194,11 @@ def har_designs(ds: Dataset) -> dict[str, F64]:
 
 def series_rows(ds: Dataset) -> dict[str, BoolArr]:
     """Row mask per symbol: one entry for one series; per pooled series (`Dataset.series`) otherwise."""
-    series = getattr(ds, "series", None)
     prov = ds.provenance
-    if series is None:
+    if ds.series is None:
         return {str(prov.get("symbol") or prov.get("source") or "data"): np.ones(ds.n_rows, dtype=np.bool_)}
-    series = np.asarray(series, dtype=np.int64)
-    names = prov.get("symbols") or [f"series{k}" for k in range(int(series.max()) + 1)]
-    return {str(name): series == k for k, name in enumerate(names)}
+    names = prov.get("symbols") or [f"series{k}" for k in range(ds.n_series)]
+    return {str(name): ds.series == k for k, name in enumerate(names)}
 
 
 def fit_har_baselines(
@@ -504,17 +498,18 @@ def to_json(wf: WalkForward) -> dict[str, Any]:
 def pipeline_walkforward(
     cfg: Config,
     *,
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     n_folds: int,
     quick: bool = False,
     seed: int | None = None,
     allow_gaps: bool = False,
     drop_last: bool = False,
-    symbol: str | None = None,
+    symbol: str | Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[WalkForward, str]:
-    """`offline distill --folds K`: load `data` as `pipeline_distill` does, run the folds with one seed and
+    """`offline distill --folds K`: load `data` as `pipeline_distill` does (several CSVs: pooled, one
+    family for all symbols, each scored on its own rows), run the folds with one seed and
     write `walkforward.json` and `walkforward.txt` into `out_dir` (staged; replaced only when it is empty or
     a previous walk-forward output). Exports no family. Returns the result and the printed table.
 
@@ -526,17 +521,21 @@ def pipeline_walkforward(
     dc = cfg.distill
     if not dc.vol_head:
         raise ConfigError("--folds scores the volatility head: set [distill] vol_head = true")
-    protect = [] if str(data) == "synthetic" else [data]
+    sources: list[str | Path] = [data] if isinstance(data, str | Path) else list(data)
+    protect = [d for d in sources if str(d) != "synthetic"]
+    n_bars = dc.quick_bars if quick else None
     stage = StagedOutput(out_dir, kind="walkforward", protect=protect)
     with stage as tmp:
-        ds = load_dataset(
-            data,
-            dc,
-            n_bars=dc.quick_bars if quick else None,
-            allow_gaps=allow_gaps,
-            drop_last=drop_last,
-            symbol=symbol,
-        )
+        if len(sources) == 1:
+            one = symbol if symbol is None or isinstance(symbol, str) else symbol[0]
+            ds = load_dataset(
+                sources[0], dc, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=one
+            )
+        else:
+            syms = [symbol] if isinstance(symbol, str) else symbol
+            ds = load_pooled(
+                sources, dc, symbols=syms, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last
+            )
         wf = run_walkforward(
             ds,
             cfg.tiers,

@@ -16,6 +16,7 @@ import pytest
 from bot.config import Config, DistillConfig, TierConfig
 from bot.core.bars import INTERVAL_MS
 from bot.core.errors import ConfigError, DataError
+from offline.__main__ import main as offline_main
 from offline.data import Dataset, build_dataset, embargo_rows, synthetic_bars
 from offline.distill import run_distillation
 from offline.walkforward import (
@@ -209,18 +210,52 @@ def test_cli_folds_writes_the_fold_table_and_exports_nothing(tmp_path: Path) -> 
     assert {r["fold"] for r in doc["rows"]} == {1, 2}
     assert [f["fold"] for f in doc["folds"]] == [1, 2]
     assert not (tmp_path / "models").exists()  # nothing exported, no models store created
-    again = _run(*args, cwd=tmp_path)  # a previous fold table is replaced
-    assert again.returncode == 0, again.stderr
 
 
-def test_cli_bad_k_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    """`--folds 1` exits 2 before any work: one `error:` line naming --folds, no traceback, no output dir."""
+def _write_csv(path: Path, seed: int) -> None:
+    bars = synthetic_bars(1800, seed=seed)
+    lines = ["start_ms,open,high,low,close,volume"]
+    lines += [f"{b.start_ms},{b.open!r},{b.high!r},{b.low!r},{b.close!r},{b.volume!r}" for b in bars]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_cli_folds_pools_several_symbols_and_scores_each_on_its_own_rows(tmp_path: Path) -> None:
+    """Two `--data` CSVs train one family per fold; every model and each symbol's own HAR is scored per
+    symbol, so the fold table has a row per (fold, symbol, model)."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_TOML)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    _write_csv(a, 5)
+    _write_csv(b, 6)
     out = tmp_path / "wf"
-    proc = _run("distill", "--data", "synthetic", "--folds", "1", "--out", str(out), cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+    proc = _run(
+        *("distill", "--config", str(cfg), "--folds", "2", "--quick", "--out", str(out)),
+        *("--data", str(a), "--symbol", "AAAUSDT", "--data", str(b), "--symbol", "BBBUSDT"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "walkforward.json").read_text())
+    assert doc["info"]["pooled"] is True
+    assert doc["info"]["symbols"] == ["AAAUSDT", "BBBUSDT"]
+    har = [(r["fold"], r["symbol"]) for r in doc["rows"] if r["variant"] == "har"]
+    assert sorted(har) == [(1, "AAAUSDT"), (1, "BBBUSDT"), (2, "AAAUSDT"), (2, "BBBUSDT")]
+    edge = [r for r in doc["rows"] if r["tier"] == "edge" and r["variant"] == "scratch"]
+    assert sorted((r["fold"], r["symbol"]) for r in edge) == sorted(har)
+    assert edge[0]["vol_r2"] != edge[1]["vol_r2"]  # each symbol on its own rows
+    assert "mean over folds, seeds and symbols" in proc.stdout
+
+
+def test_cli_bad_k_exits_2_with_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--folds 1` exits 2 before any work: one `error:` line naming --folds, no traceback, no output dir."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "wf"
+    rc = offline_main(["distill", "--data", "synthetic", "--folds", "1", "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
         "error: --folds: expected an integer >= 2 (expanding walk-forward folds), got 1; use --folds 4, or "
         "leave it out to train and export one family"
     ]
-    assert "Traceback" not in proc.stderr
     assert not out.exists()
