@@ -254,6 +254,8 @@ class Service:
             self._drift_family = engine.family
             self.drift = drift_monitor(engine.family, self.cfg.service)
             self.status.set_drift(self.drift)
+            if self.drift is not None:
+                self.metrics.drift_thresholds(self.drift.thresholds())
         x = engine.features(bar.symbol)
         if self.drift is None or x is None:
             return
@@ -261,10 +263,15 @@ class Service:
         if up.psi is None:
             return
         self.metrics.drift(bar.symbol, dict(zip(self.drift.features, up.psi.tolist(), strict=True)))
-        warn = self.cfg.service.drift_psi_warn
+        limit = self.drift.threshold_of
         for feature, psi in up.crossed:
             self.log.warning(
-                logs.DRIFT, symbol=bar.symbol, feature=feature, psi=round(psi, 4), warn_psi=warn, rows=up.rows
+                logs.DRIFT,
+                symbol=bar.symbol,
+                feature=feature,
+                psi=round(psi, 4),
+                threshold=round(limit(feature), 4),
+                rows=up.rows,
             )
         for feature, psi in up.recovered:
             self.log.info(logs.DRIFT_RECOVERED, symbol=bar.symbol, feature=feature, psi=round(psi, 4))
@@ -483,15 +490,24 @@ class Service:
 
 
 def drift_monitor(family: object, service: ServiceConfig) -> DriftMonitor | None:
-    """The drift monitor for `family`'s training bins (None: its manifest has none, drift unavailable)."""
+    """The drift monitor for `family`'s training bins (None: its manifest has none, drift unavailable).
+
+    Each feature warns from `drift_psi_warn` or from its training baseline (`train_psi_max`), when higher;
+    a baseline measured over another window length than `drift_window_bars` does not apply."""
     ref = family.manifest.drift if isinstance(family, TierFamily) else None
     if ref is None:
         return None
+    same_window = ref.window_bars == service.drift_window_bars
     return DriftMonitor(
         {name: (fb.edges, fb.train_frac) for name, fb in ref.features.items()},
         FEATURE_INDEX,
         window_bars=service.drift_window_bars,
         warn_psi=service.drift_psi_warn,
+        baseline={
+            name: fb.train_psi_max
+            for name, fb in ref.features.items()
+            if same_window and fb.train_psi_max is not None
+        },
     )
 
 

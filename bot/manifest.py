@@ -95,11 +95,14 @@ class FeatureBins(msgspec.Struct, kw_only=True):
 
     `edges` are the interior cut points, strictly increasing: bin 0 is (-inf, edges[0]], bin i is
     (edges[i-1], edges[i]], the last is (edges[-1], inf). `train_frac[i]` is the share of training rows in
-    bin i (len(edges) + 1 values, summing to 1).
+    bin i (len(edges) + 1 values, summing to 1). `train_psi_max`: the highest PSI a rolling window of
+    `DriftReference.window_bars` training rows reached against these bins (None: not measured), the level
+    the training period itself shows without any drift.
     """
 
     edges: list[float]
     train_frac: Annotated[list[float], msgspec.Meta(min_length=1)]
+    train_psi_max: float | None = None
 
 
 class DriftReference(msgspec.Struct, kw_only=True):
@@ -113,6 +116,7 @@ class DriftReference(msgspec.Struct, kw_only=True):
     method: str = "quantile"
     bins: Annotated[int, msgspec.Meta(ge=2)]
     rows: Annotated[int, msgspec.Meta(ge=1)]
+    window_bars: Annotated[int, msgspec.Meta(ge=2)] | None = None  # the window of every `train_psi_max`
     features: Annotated[dict[str, FeatureBins], msgspec.Meta(min_length=1)]
 
 
@@ -211,6 +215,8 @@ def _check_drift(ref: DriftReference, path: str | Path) -> None:
                 f"{where}.train_frac: expected {len(fb.edges) + 1} values (one per bin), "
                 f"got {len(fb.train_frac)}"
             )
+        if fb.train_psi_max is not None and not (math.isfinite(fb.train_psi_max) and fb.train_psi_max >= 0):
+            raise ModelError(f"{where}.train_psi_max: expected a PSI >= 0 or null, got {fb.train_psi_max}")
         total = math.fsum(fb.train_frac)
         if any(not 0.0 <= f <= 1.0 for f in fb.train_frac) or abs(total - 1.0) > 1e-6:
             raise ModelError(

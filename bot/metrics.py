@@ -155,6 +155,13 @@ class Metrics:
             ["symbol"],
             registry=self.registry,
         )
+        self.feature_psi_threshold = Gauge(
+            "progdistill_feature_psi_threshold",
+            "The PSI from which a feature warns: [service] drift_psi_warn, or the highest PSI the training "
+            "rows themselves reached over the same window, when higher.",
+            ["feature"],
+            registry=self.registry,
+        )
         self._psi_children: dict[tuple[str, str], Gauge] = {}
         self._lagging: set[str] = set()
         self._runner: web.AppRunner | None = None
@@ -198,6 +205,11 @@ class Metrics:
             child.set(value)
         if psi:
             self.feature_psi_max.labels(symbol=symbol).set(max(psi.values()))
+
+    def drift_thresholds(self, threshold: Mapping[str, float]) -> None:
+        """Set each feature's warning threshold (at start-up and after a reload)."""
+        for feature, value in threshold.items():
+            self.feature_psi_threshold.labels(feature=feature).set(value)
 
     def decision_lag(self, symbol: str, lag_bars: int, *, lagging: bool) -> None:
         """Set `symbol`'s decision lag; while any symbol is `lagging`, /healthz answers 503."""

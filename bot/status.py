@@ -338,23 +338,29 @@ def _model_section(board: StatusBoard, now_ms: int) -> list[str]:
 
 
 def _drift_text(board: StatusBoard) -> str:
-    """Per symbol the highest feature PSI and its feature (warn class from drift_psi_warn up)."""
+    """Per symbol the highest feature PSI and its feature, the feature nearest its warning threshold, and
+    the drifting features (in the warn class)."""
     drift = board.drift
     if drift is None:
         return _e(DRIFT_UNAVAILABLE)
     parts = []
     for sym in board.symbols:
-        worst = drift.worst(sym)
-        if worst is None:
+        worst, closest = drift.worst(sym), drift.closest(sym)
+        if worst is None or closest is None:
             parts.append(f"{_e(sym)}: collecting ({drift.rows(sym)}/{drift.min_rows} bars)")
             continue
-        feature, psi = worst
-        text = f"{_e(sym)}: max {psi:.3f} ({_e(feature)})"
-        n = len(drift.drifting(sym))
-        if psi >= drift.warn_psi:
-            text = f'<span class="warn">{text}, {n} feature(s) drifting</span>'
+        text = (
+            f"{_e(sym)}: max {worst[1]:.3f} ({_e(worst[0])}); nearest its threshold: {_e(closest[0])} "
+            f"{closest[1]:.3f} / {closest[2]:.3f}"
+        )
+        drifting = drift.drifting(sym)
+        if drifting:
+            text = f'<span class="warn">{text}; drifting: {_e(", ".join(drifting))}</span>'
         parts.append(text)
-    window = f"over the last {drift.window_bars} bars; warn from {drift.warn_psi:g}"
+    window = (
+        f"over the last {drift.window_bars} bars; a feature warns from {drift.warn_psi:g} or from the "
+        "highest PSI of the training period over the same window, when higher"
+    )
     return "<br>".join(parts) + f' <span class="nm">({_e(window)})</span>'
 
 

@@ -31,7 +31,7 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.pipeline import Pipeline
 
 from bot.config import Config
-from bot.core.drift import N_BINS, fit_bins, monitored_features
+from bot.core.drift import N_BINS, fit_bins, monitored_features, training_psi_max
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_INDEX, FEATURE_VERSION
 from bot.manifest import (
@@ -192,17 +192,27 @@ def regime_calibration(ds: Dataset, cfg: Config) -> dict[str, Any]:
     return dict(calibrate(ds.train_bars(), cfg.regime))
 
 
-def drift_reference(ds: Dataset, used: list[str], *, n_bins: int = N_BINS) -> DriftReference | None:
-    """The manifest's `drift` block: quantile bins of each monitored feature over the training rows (None
-    when the tiers use no monitored feature)."""
+def drift_reference(
+    ds: Dataset, used: list[str], *, window_bars: int, n_bins: int = N_BINS
+) -> DriftReference | None:
+    """The manifest's `drift` block: quantile bins of each monitored feature over the training rows, and
+    the highest PSI a rolling `window_bars` window of those rows reaches (each feature's baseline); None
+    when the tiers use no monitored feature."""
     X = ds.X[ds.splits.train]
-    features = {}
-    for name in monitored_features(used):
-        edges, frac = fit_bins(X[:, FEATURE_INDEX[name]], n_bins)
-        features[name] = FeatureBins(edges=edges, train_frac=frac)
-    if not features:
+    bins = {name: fit_bins(X[:, FEATURE_INDEX[name]], n_bins) for name in monitored_features(used)}
+    if not bins:
         return None
-    return DriftReference(method="quantile", bins=n_bins, rows=int(X.shape[0]), features=features)
+    top = training_psi_max(bins, FEATURE_INDEX, X, window_bars=window_bars) or {}
+    features = {
+        name: FeatureBins(edges=e, train_frac=f, train_psi_max=top.get(name)) for name, (e, f) in bins.items()
+    }
+    return DriftReference(
+        method="quantile",
+        bins=n_bins,
+        rows=int(X.shape[0]),
+        window_bars=window_bars if top else None,
+        features=features,
+    )
 
 
 def _manifest_metrics(c: Candidate) -> TierMetrics:
@@ -281,7 +291,9 @@ def export_family(
         regime_calibration=regime_calibration(ds, cfg),
         provenance=dict(ds.provenance),
         versions=library_versions(),
-        drift=drift_reference(ds, [f for t in tiers_out for f in t.features]),
+        drift=drift_reference(
+            ds, [f for t in tiers_out for f in t.features], window_bars=cfg.service.drift_window_bars
+        ),
     )
     data = encode_manifest(manifest)
     decode_manifest(data, path=out_dir / MANIFEST_NAME)  # what the bot will read: it must validate

@@ -111,6 +111,19 @@ def test_window_forgets_and_warns_once_per_crossing() -> None:
     assert [e for _, _, e in feed(m, shifted)] == ["crossed"]
 
 
+def test_a_feature_warns_from_its_training_baseline_when_higher() -> None:
+    """The half-and-half window (PSI ~6.8) warns under a baseline of 6 but not under one of 7; the
+    threshold is max(warn_psi, baseline) and recovery is below 0.8 x the threshold."""
+    window = np.r_[np.full(50, 5.0), np.full(50, 995.0)]
+    for base, warns in ((6.0, True), (7.0, False), (0.1, True)):
+        m = DriftMonitor(
+            {"a": fit_bins(TRAIN, 10)}, {"a": 0}, window_bars=100, warn_psi=0.25, baseline={"a": base}
+        )
+        assert m.threshold_of("a") == max(0.25, base)
+        assert bool(feed(m, window)) is warns, base
+    assert m.thresholds() == {"a": 0.25}
+
+
 def test_symbols_have_their_own_windows() -> None:
     """A shifted symbol does not move another symbol's PSI."""
     m = one_feature(100)
@@ -150,13 +163,34 @@ def test_exported_manifest_carries_monotone_training_bins(trained_family: Path) 
     assert list(ref.features) == list(monitored_features(used))
     assert ref.bins == 10
     assert ref.rows > 1000
+    assert ref.window_bars == support.small_config().service.drift_window_bars
     for name, fb in ref.features.items():
+        assert fb.train_psi_max is not None
+        assert fb.train_psi_max >= 0.0
         assert len(fb.edges) >= 1, name
         assert all(b > a for a, b in itertools.pairwise(fb.edges)), name
         assert len(fb.train_frac) == len(fb.edges) + 1
         assert sum(fb.train_frac) == pytest.approx(1.0)
     raw = json.loads((family.models_dir / MANIFEST_NAME).read_text())
     assert raw["drift"]["features"]["ret_1"]["edges"] == ref.features["ret_1"].edges
+    # a day-long window of a regime-switching market is far from the whole training mix on slow inputs
+    assert max(fb.train_psi_max or 0.0 for fb in ref.features.values()) > 0.25
+
+
+def test_service_thresholds_use_the_baseline_of_the_same_window(trained_family: Path) -> None:
+    """With the export's window each feature warns from max(drift_psi_warn, its train_psi_max); with
+    another window the baselines do not apply and every feature warns from drift_psi_warn."""
+    family = TierFamily.load(trained_family)
+    ref = family.manifest.drift
+    assert ref is not None
+    cfg = support.small_config()
+    same = drift_monitor(family, cfg.service)
+    assert same is not None
+    for name, fb in ref.features.items():
+        assert same.threshold_of(name) == max(0.25, fb.train_psi_max or 0.0)
+    other = drift_monitor(family, msgspec.structs.replace(cfg.service, drift_window_bars=1000))
+    assert other is not None
+    assert set(other.thresholds().values()) == {0.25}
 
 
 @pytest.mark.parametrize(
@@ -297,7 +331,7 @@ async def test_service_on_a_more_volatile_market_warns_and_exports_psi(
     assert top is not None
     assert float(top.group(1)) == pytest.approx(max(gauges.values()))
     assert f"{SYMBOL}: max " in status
-    assert re.search(r'class="warn">[^<]*feature\(s\) drifting', status)
+    assert re.search(r'class="warn">[^<]*drifting: [^<]*ret_1', status)
 
 
 async def test_service_with_an_old_manifest_shows_drift_unavailable(

@@ -56,7 +56,7 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         "versions",
         "drift",
     }
-    assert set(m["drift"]) == {"method", "bins", "rows", "features"}
+    assert set(m["drift"]) == {"method", "bins", "rows", "window_bars", "features"}
     assert m["heads"] == {
         "return": {"horizon_bars": 1, "unit": "return", "output_name": "y"},
         "vol": {"horizon_bars": 12, "unit": "rms_log_return_per_bar", "output_name": "vol"},

@@ -222,5 +222,5 @@ async def test_status_page_rendered_by_headless_chromium(trained_family: Path, t
     assert set(service.status.family.tiers if service.status.family else ()) <= set(tiers)
     drift = re.search(r'<td class="key">feature drift \(PSI\)</td><td class="value">([^\n]*?)</td>', dom)
     assert drift is not None
-    slot = rf'(<span class="warn">)?{SYMBOL}: (collecting \(\d+/\d+ bars\)|max \d+\.\d+ \(\w+\))'
+    slot = rf'(<span class="warn">)?{SYMBOL}: (collecting \(\d+/\d+ bars\)|max \d+\.\d+ \(\w+\); nearest)'
     assert re.match(slot, drift.group(1)), drift.group(1)

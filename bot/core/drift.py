@@ -11,9 +11,17 @@ vectorised bin lookup plus O(n_features) work, whatever the window. Once a symbo
 
 where both shares are floored at `eps` (default 1e-4) so an empty bin adds a large but finite term
 instead of infinity (a bin empty in training and live adds 0). 0.1 is the usual "moderate" and 0.25 the
-"significant shift" level. Warnings have hysteresis: a (symbol, feature) turns *drifting* when its PSI
-reaches `warn_psi` (reported once, `crossed`) and *recovers* when it falls below `recover_ratio *
-warn_psi` (reported once, `recovered`), not a line per bar.
+"significant shift" level.
+
+A window shorter than a feature's own memory (a day of bars for a day-long volatility average, or one
+volatility regime) holds few independent values, so its PSI is large even on the training rows: on real
+5m data every window of 288 bars has some feature above 0.25 (docs/service.md, benchmarks/drift.py). Each
+feature therefore warns from its own threshold, `max(warn_psi, baseline)`, where the baseline is the
+highest PSI a rolling window of the same length reached over the training rows (`training_psi_max`,
+stored in the manifest at export): a warning means "further from the training distribution than any
+stretch of the training period itself". Warnings have hysteresis: a (symbol, feature) turns *drifting*
+when its PSI reaches its threshold (reported once, `crossed`) and *recovers* when it falls below
+`recover_ratio` x the threshold (reported once, `recovered`), not a line per bar.
 
 Pure and synchronous: no logging, no clock; the service shell logs and exports what `update` returns.
 """
@@ -70,6 +78,27 @@ def fit_bins(values: F64, n_bins: int) -> tuple[list[float], list[float]]:
     return [float(e) for e in edges], [float(c) / v.size for c in counts]
 
 
+def training_psi_max(
+    bins: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    columns: Mapping[str, int],
+    rows: F64,
+    *,
+    window_bars: int,
+) -> dict[str, float] | None:
+    """Per feature, the highest PSI that `DriftMonitor` (same window, same `MIN_ROWS` start) reports while
+    the training `rows` stream through it in time order against `bins`: its level on data without drift.
+    None when there are fewer rows than a window."""
+    if len(rows) < window_bars:
+        return None
+    m = DriftMonitor(bins, columns, window_bars=window_bars, warn_psi=1.0)
+    top = np.zeros(len(m.features))
+    for row in rows:
+        psi = m.update("train", row).psi
+        if psi is not None:
+            np.maximum(top, psi, out=top)
+    return dict(zip(m.features, (float(v) for v in top), strict=True))
+
+
 @dataclass(frozen=True, slots=True)
 class DriftUpdate:
     """One symbol's drift after a row.
@@ -107,8 +136,9 @@ class DriftMonitor:
             manifest's `drift.features` (`fit_bins`).
         columns: per monitored feature, its column in the rows passed to `update`.
         window_bars: live rows per symbol the PSI is computed over (the oldest is forgotten).
-        warn_psi: a feature is drifting from this PSI up.
-        recover_ratio: ... and recovers below `recover_ratio * warn_psi` (hysteresis; 1 = none).
+        warn_psi: a feature is drifting from this PSI up ...
+        baseline: ... or from its baseline PSI, when higher (per feature; a feature not named has none).
+        recover_ratio: ... and recovers below `recover_ratio` x its threshold (hysteresis; 1 = none).
         min_rows: rows needed before a PSI is reported (capped at `window_bars`).
         eps: floor of a bin share in the PSI.
     """
@@ -120,6 +150,7 @@ class DriftMonitor:
         *,
         window_bars: int,
         warn_psi: float,
+        baseline: Mapping[str, float] | None = None,
         recover_ratio: float = 0.8,
         min_rows: int = MIN_ROWS,
         eps: float = PSI_EPS,
@@ -140,7 +171,10 @@ class DriftMonitor:
         self.features: tuple[str, ...] = tuple(bins)
         self.window_bars = window_bars
         self.warn_psi = warn_psi
-        self.recover_psi = recover_ratio * warn_psi
+        base = baseline or {}
+        #: per feature (monitor order), the PSI it warns from
+        self.threshold: F64 = np.array([max(warn_psi, base.get(f, 0.0)) for f in self.features])
+        self._recover = recover_ratio * self.threshold
         self.min_rows = min(min_rows, window_bars)
         self.eps = eps
         n_f = len(self.features)
@@ -189,8 +223,8 @@ class DriftMonitor:
         p = np.maximum(w.counts.reshape(self._q.shape) / w.n, self.eps)
         psi: F64 = ((p - self._q) * (np.log(p) - self._log_q)).sum(axis=1)
         w.psi = psi
-        up = ~w.drifting & (psi >= self.warn_psi)
-        down = w.drifting & (psi < self.recover_psi)
+        up = ~w.drifting & (psi >= self.threshold)
+        down = w.drifting & (psi < self._recover)
         if not (up.any() or down.any()):
             return DriftUpdate(w.n, psi)
         w.drifting = (w.drifting | up) & ~down
@@ -221,6 +255,23 @@ class DriftMonitor:
             return None
         i = int(np.argmax(w.psi))
         return self.features[i], float(w.psi[i])
+
+    def threshold_of(self, feature: str) -> float:
+        """The PSI `feature` warns from."""
+        return float(self.threshold[self.features.index(feature)])
+
+    def thresholds(self) -> dict[str, float]:
+        """Every feature's warning threshold."""
+        return dict(zip(self.features, (float(v) for v in self.threshold), strict=True))
+
+    def closest(self, symbol: str) -> tuple[str, float, float] | None:
+        """`symbol`'s feature nearest its warning (highest PSI / threshold): (feature, PSI, threshold);
+        None before `min_rows` rows."""
+        w = self._windows.get(symbol)
+        if w is None or w.psi is None:
+            return None
+        i = int(np.argmax(w.psi / self.threshold))
+        return self.features[i], float(w.psi[i]), float(self.threshold[i])
 
     def drifting(self, symbol: str) -> tuple[str, ...]:
         """`symbol`'s features currently drifting (between a crossing and its recovery)."""
