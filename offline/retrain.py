@@ -385,7 +385,16 @@ def _distill_challenger(
     except BotError as exc:
         raise ChallengerFailedError(f"distilling the challenger failed: {exc}") from exc
     version: str = report["version"]
+    readable_by_others(store / version)
     return version
+
+
+def readable_by_others(version_dir: Path) -> None:
+    """Give the version directory the mode the umask allows (it is staged 0700 by `tempfile`): the bot, under
+    systemd a different user, must read it (progdistill-retrain.service sets UMask=0022, so 0755)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(version_dir, 0o777 & ~mask)
 
 
 def check_store(models: Path, *, dry_run: bool) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,9 @@ async def test_champion_challenger_promotes_only_a_winner(
     assert (models / first / "retrain.json").is_file()
     assert "no champion yet" in (models / first / "retrain.txt").read_text()
     champion_files = snapshot(models / first)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((models / first).stat().st_mode) == 0o777 & ~mask  # not tempfile's 0700
 
     rc, out, _ = await retrain(capsys, good)
     assert rc == 0, out
