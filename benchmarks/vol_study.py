@@ -201,6 +201,9 @@ def summarise(rows: Sequence[Row], symbols: Sequence[str]) -> dict[str, Any]:
             mean, half, n = ci95(_cells(by[key], m, symbols))
             cell[m] = [mean, half]
             cell["n"] = max(cell.get("n", 0), n)
+        for m in ("vol_r2", "vol_qlike_bc"):  # paired against HAR-RV + hour: fold-to-fold level swings cancel
+            mean, half, _ = ci95(_paired(by[key], by[("baseline", "har_tod")], m, symbols))
+            cell[f"{m}_vs_tod"] = [mean, half]
         table.append(cell)
     pairs = []
     for t in tiers[1:]:
@@ -282,15 +285,17 @@ def _pm(v: Sequence[float], fmt: str) -> str:
 
 def _md_table(summary: dict[str, Any]) -> list[str]:
     head = (
-        "| tier | model | n | vol R² | vol IC | QLIKE bc | QLIKE | retention | fidelity R² | ret IC | compr |"
+        "| tier | model | n | vol R² | Δ R² vs HAR+hour | vol IC | QLIKE bc | Δ QLIKE bc vs HAR+hour | QLIKE "
+        "| retention | fidelity R² | ret IC | compr |"
     )
-    out = [head, "|" + "---|" * 11]
+    out = [head, "|" + "---|" * 13]
     for c in summary["table"]:
         name = BASELINES.get(c["variant"], c["variant"]) if c["tier"] == "baseline" else c["variant"]
         out.append(
             f"| {c['tier']} | {name} | {c['n']} | {_pm(c['vol_r2'], '{:.4f}')} | "
-            f"{_pm(c['vol_ic'], '{:.3f}')} | "
-            f"{_pm(c['vol_qlike_bc'], '{:.4f}')} | {_pm(c['vol_qlike'], '{:.4f}')} | "
+            f"{_pm(c['vol_r2_vs_tod'], '{:+.4f}')} | {_pm(c['vol_ic'], '{:.3f}')} | "
+            f"{_pm(c['vol_qlike_bc'], '{:.4f}')} | {_pm(c['vol_qlike_bc_vs_tod'], '{:+.4f}')} | "
+            f"{_pm(c['vol_qlike'], '{:.4f}')} | "
             f"{_pm(c['vol_retention'], '{:.3f}')} | {_pm(c['vol_fidelity_r2'], '{:.3f}')} | "
             f"{_pm(c['ic'], '{:+.4f}')} | {_pm([c['compression'][0], 0.0], '{:.0f}x')} |"
         )
@@ -378,39 +383,36 @@ def render(doc: dict[str, Any], prefix: Path) -> str:
 
 
 def plot(summary: dict[str, Any], path: Path, *, title: str) -> None:
-    """Vol R² and QLIKE bc per tier and recipe (mean over symbols, 95% bars) against the two HAR bands."""
+    """Per tier and recipe (mean over symbols, 95% bars): vol R² against the two HAR bands, and vol R² and
+    QLIKE bc paired against HAR-RV + hour (0 = as good as HAR-RV + hour)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cells = {(c["tier"], c["variant"]): c for c in summary["table"]}
-    tiers = [t for t, v in cells if v == "exported" or v == "teacher"]
-    tiers = list(dict.fromkeys(tiers))
+    tiers = list(dict.fromkeys(t for t, v in cells if v in ("exported", "teacher")))
     variants = ("teacher", "exported", *RECIPES)
     colors = ("black", "tab:red", "tab:blue", "tab:cyan", "tab:orange", "tab:green")
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    for ax, (m, label) in zip(
-        axes,
-        (
-            ("vol_r2", "vol R² (log RV, higher better)"),
-            ("vol_qlike_bc", "QLIKE bias-corrected (lower better)"),
-        ),
-        strict=True,
-    ):
+    panels = (
+        ("vol_r2", "vol R² of log RV (higher better)"),
+        ("vol_r2_vs_tod", "vol R² minus HAR-RV + hour, paired (higher better)"),
+        ("vol_qlike_bc_vs_tod", "QLIKE bc minus HAR-RV + hour, paired (lower better)"),
+    )
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.8))
+    for ax, (m, label) in zip(axes, panels, strict=True):
         for b, color in (("har", "tab:gray"), ("har_tod", "tab:purple")):
             mean, half = cells[("baseline", b)][m]
-            ax.axhspan(mean - half, mean + half, color=color, alpha=0.2)
-            ax.axhline(mean, color=color, lw=1.5, label=BASELINES[b])
+            if math.isfinite(mean):
+                ax.axhspan(mean - half, mean + half, color=color, alpha=0.2)
+                ax.axhline(mean, color=color, lw=1.5, label=BASELINES[b])
         width = 0.8 / len(variants)
         for j, (v, color) in enumerate(zip(variants, colors, strict=True)):
-            xs, ys, es = [], [], []
-            for i, t in enumerate(tiers):
-                if (t, v) in cells:
-                    xs.append(i + (j - len(variants) / 2) * width)
-                    ys.append(cells[(t, v)][m][0])
-                    es.append(cells[(t, v)][m][1])
-            if xs:
+            pts = [(i, cells[(t, v)][m]) for i, t in enumerate(tiers) if (t, v) in cells]
+            if pts:
+                xs = [i + (j - len(variants) / 2) * width for i, _ in pts]
+                ys = [p[0] for _, p in pts]
+                es = [p[1] for _, p in pts]
                 ax.errorbar(xs, ys, yerr=es, fmt="o", color=color, label=v, capsize=3)
         ax.set_xticks(range(len(tiers)), tiers)
         ax.set_title(label)
