@@ -5,9 +5,9 @@ One run:
 1. fetch the last `[retrain] history_bars` confirmed bars of every `[market] symbol` over REST
    (`[exchange] rest_url`, `offline.__main__.fetch_history`), plus the bars the service recorded in its
    ledger (`[ledger] path`, `offline.recorded`) that REST did not return (`merge_recorded`);
-2. hold out the most recent `holdout_bars` of each symbol, and distil a challenger on the first symbol's
-   bars before them into a new, unpromoted version of the models store (`pipeline_distill` with
-   `promote=False`; or take an existing version with `--challenger`);
+2. hold out the most recent `holdout_bars` of each symbol, and distil a challenger on the bars before them
+   (several symbols: one pooled family) into a new, unpromoted version of the models store
+   (`pipeline_distill` with `promote=False`; or take an existing version with `--challenger`);
 3. verify the challenger exactly as the service does at start-up (manifest, hashes, fit to the config);
 4. score challenger and champion (the `current` version) on the same held-out bars through the real
    per-bar engine (features, regime detection with each family's calibration, routing): per tier and for
@@ -360,21 +360,24 @@ def _champion(models: Path, cfg: Config) -> tuple[str | None, TierFamily | None,
 def _distill_challenger(
     cfg: Config, series: Mapping[str, Sequence[Bar]], store: Path, work: Path, log: Callable[[str], None]
 ) -> str:
-    """Distil a challenger on the first symbol's bars before the held-out window; returns its version."""
+    """Distil a challenger on every symbol's bars before the held-out window (one symbol: that CSV; several:
+    one pooled family, `offline.data.load_pooled`); returns its version."""
     from offline.__main__ import write_klines_csv
     from offline.pipeline import pipeline_distill
 
-    symbol = cfg.market.symbols[0]
-    train = list(series[symbol][: -cfg.retrain.holdout_bars])
-    csv = work / f"{symbol}_{cfg.market.interval}m.csv"
-    write_klines_csv(train, csv)
-    log(f"retrain: distilling a challenger on {len(train)} {symbol} bars ({train[0].start_ms}..)")
+    csvs: list[Path] = []
+    for symbol, bars in series.items():
+        train = list(bars[: -cfg.retrain.holdout_bars])
+        csvs.append(work / f"{symbol}_{cfg.market.interval}m.csv")
+        write_klines_csv(train, csvs[-1])
+        log(f"retrain: {symbol}: {len(train)} bars to distil on ({train[0].start_ms}..{train[-1].start_ms})")
+    symbols = list(series)
     try:
         report = pipeline_distill(
             cfg,
-            data=csv,
+            data=csvs[0] if len(csvs) == 1 else csvs,
             out_dir=store,
-            symbol=symbol,
+            symbol=symbols[0] if len(symbols) == 1 else symbols,
             allow_gaps=True,
             versioned=True,
             promote=False,
@@ -428,11 +431,6 @@ def retrain(
     started = now or dt.datetime.now(dt.UTC)
     stamp = f"{started:%Y%m%dT%H%M%S}.{started.microsecond // 1000:03d}Z"
     check_store(models, dry_run=dry_run)
-    if len(cfg.market.symbols) > 1 and cfg.models.symbols == "match":
-        raise ConfigError(
-            f"$.market.symbols: retrain distils on one symbol, and [models] symbols = 'match' would refuse "
-            f"that family for {cfg.market.symbols}; set [models] symbols = 'any' or list one symbol"
-        )
     reports = Path(cfg.retrain.reports_dir)
     if challenger is not None and challenger not in modelstore.versions(models):
         raise ConfigError(
@@ -552,7 +550,7 @@ def format_report(summary: Mapping[str, Any]) -> str:
     lines = [
         f"retrain {summary['started']}: challenger {summary.get('challenger')} vs champion "
         f"{summary.get('champion') or 'none'}",
-        f"held-out rows: {ch.get('holdout_rows')}",
+        "held-out rows: " + ", ".join(f"{s} {n}" for s, n in ch.get("holdout_rows", {}).items()),
         f"{'':12} {'IC chall':>10} {'IC champ':>10} {'QLIKE chall':>12} {'QLIKE champ':>12}",
     ]
     names = ["routed", *ch.get("tiers", {})]

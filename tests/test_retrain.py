@@ -222,31 +222,40 @@ async def test_failures_leave_current_untouched(
     assert [s["exit_code"] for s in failed] == [4, 4, 3]
 
 
-async def test_dry_run_writes_nothing(
-    exchange: ReplayExchange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """--dry-run fetches, distils and scores in a temporary directory and writes nothing anywhere."""
-    cfg = write_config(tmp_path, exchange.rest_url, epochs=5)
-    before = snapshot(tmp_path)
-    rc, out, _ = await retrain(capsys, cfg, "--dry-run")
-    assert rc == 0
-    assert out.strip().splitlines()[-1].startswith("dry run: would promote challenger (no champion yet)")
+async def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--dry-run fetches two symbols, distils one pooled family, scores it on both in a temporary directory
+    and writes nothing anywhere."""
+    symbols = ["SYNTHUSDT", "SYNTHBUSDT"]
+    async with ReplayExchange(
+        symbols=symbols, bar_seconds=300.0, history_bars=HISTORY, clock="wall", latency_ms=0.0, book=False
+    ) as ex:
+        cfg = write_config(tmp_path, ex.rest_url, epochs=5)
+        text = cfg.read_text().replace('symbols = ["SYNTHUSDT"]', f"symbols = {json.dumps(symbols)}")
+        cfg.write_text(text)
+        before = snapshot(tmp_path)
+        rc, out, err = await retrain(capsys, cfg, "--dry-run")
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("dry run: would promote challenger (no champion yet)")
+    rows = dict(part.split() for part in lines[1].removeprefix("held-out rows: ").split(", "))
+    assert sorted(rows) == sorted(symbols)
+    assert all(int(n) > HOLDOUT - 30 for n in rows.values())
     assert snapshot(tmp_path) == before
     assert not (tmp_path / "models").exists()
     assert not (tmp_path / "reports").exists()
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A holdout over half the history, or two symbols under symbols = 'match': exit 2, one line, no files."""
+    """A holdout over half the history, or a --challenger that is no version: exit 2, one line, no files."""
     cfg = write_config(tmp_path, "http://127.0.0.1:9", holdout=2000)
     assert main(["retrain", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "$.retrain.holdout_bars: at most half of history_bars (3000), got 2000" in err
-    text = (tmp_path / "c.toml").read_text().replace('["SYNTHUSDT"]', '["SYNTHUSDT", "BTCUSDT"]')
-    (tmp_path / "c.toml").write_text(text.replace("holdout_bars = 2000", "holdout_bars = 600"))
-    assert main(["retrain", "--config", str(cfg)]) == 2
+    text = (tmp_path / "c.toml").read_text().replace("holdout_bars = 2000", "holdout_bars = 600")
+    (tmp_path / "c.toml").write_text(text)
+    assert main(["retrain", "--config", str(cfg), "--challenger", "../elsewhere"]) == 2
     err = capsys.readouterr().err
-    assert "$.market.symbols: retrain distils on one symbol" in err
+    assert err.startswith(f"error: --challenger ../elsewhere: not a version in {tmp_path / 'models'}")
     assert err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
 
