@@ -33,7 +33,7 @@ SYMBOL = "SYNTHUSDT"
 TRAIN = np.arange(1000, dtype=np.float64)  # deciles: bin i holds exactly 100..100i+99
 
 
-def one_feature(window_bars: int, *, warn_psi: float = 0.25, min_rows: int = 100) -> DriftMonitor:
+def one_feature(window_bars: int, *, warn_psi: float = 0.25, min_rows: int | None = None) -> DriftMonitor:
     """A monitor of one feature 'a' (column 0) binned on TRAIN."""
     return DriftMonitor(
         {"a": fit_bins(TRAIN, 10)}, {"a": 0}, window_bars=window_bars, warn_psi=warn_psi, min_rows=min_rows
@@ -83,13 +83,13 @@ def test_psi_of_a_shifted_window_equals_the_hand_computation() -> None:
     assert m.worst("S") == ("a", pytest.approx(want))
 
 
-def test_no_psi_before_min_rows() -> None:
-    """99 rows: collecting (None); the 100th row reports."""
+def test_no_psi_before_the_window_is_full() -> None:
+    """287 rows of a 288-row window: collecting (None); the 288th row reports."""
     m = one_feature(288)
-    feed(m, np.full(99, 5.0))
+    feed(m, np.full(287, 5.0))
     assert m.psi("S") is None
     assert m.worst("S") is None
-    assert m.rows("S") == 99
+    assert m.rows("S") == 287
     assert m.update("S", np.array([5.0])).psi is not None
 
 

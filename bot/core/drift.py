@@ -4,8 +4,8 @@ The manifest stores, per monitored feature, quantile bin edges and the share of 
 (`fit_bins`, run by `offline/export.py` on the training rows). `DriftMonitor` keeps, per symbol, the bin
 of every feature for the last `window_bars` live rows in a ring buffer and a count per (feature, bin): a
 new row increments its bins and decrements the bins of the row it pushes out, so an update costs one
-vectorised bin lookup plus O(n_features) work, whatever the window. Once a symbol's window holds
-`min_rows` rows, each update returns every feature's
+vectorised bin lookup plus O(n_features) work, whatever the window. Once a symbol's window is full
+(`window_bars` rows; `min_rows` in tests), each update returns every feature's
 
     PSI = sum over bins (p_live - p_train) * ln(p_live / p_train)
 
@@ -19,7 +19,9 @@ volatility regime) holds few independent values, so its PSI is large even on the
 feature therefore warns from its own threshold, `max(warn_psi, baseline)`, where the baseline is the
 highest PSI a rolling window of the same length reached over the training rows (`training_psi_max`,
 stored in the manifest at export): a warning means "further from the training distribution than any
-stretch of the training period itself". Warnings have hysteresis: a (symbol, feature) turns *drifting*
+stretch of the training period itself". The PSI is reported only over full windows, the statistic the
+baseline was measured on (a partial window is noisier: it alarmed on most inputs at once at the start of
+the real-data benchmark). Warnings have hysteresis: a (symbol, feature) turns *drifting*
 when its PSI reaches its threshold (reported once, `crossed`) and *recovers* when it falls below
 `recover_ratio` x the threshold (reported once, `recovered`), not a line per bar.
 
@@ -41,10 +43,10 @@ F64 = npt.NDArray[np.float64]
 
 #: Floor of a bin share (training and live) inside the PSI: an empty bin counts as this share.
 PSI_EPS: Final = 1e-4
-#: Rows a symbol's window must hold before its PSI is reported. Sampling alone gives a PSI of about
-#: (bins - 1) / rows for a window drawn from the training distribution itself (0.09 at 100 rows of 10
-#: bins, 0.03 at 288), so fewer rows would put the noise within reach of the 0.25 warning.
-MIN_ROWS: Final = 100
+#: The shortest window. Sampling alone gives a PSI of about (bins - 1) / rows for a window drawn from the
+#: training distribution itself (0.09 at 100 rows of 10 bins, 0.03 at 288), so a shorter window would put
+#: the noise within reach of the 0.25 warning.
+MIN_WINDOW: Final = 100
 #: Bins per feature the export fits (deciles of the training rows).
 N_BINS: Final = 10
 
@@ -85,9 +87,9 @@ def training_psi_max(
     *,
     window_bars: int,
 ) -> dict[str, float] | None:
-    """Per feature, the highest PSI that `DriftMonitor` (same window, same `MIN_ROWS` start) reports while
-    the training `rows` stream through it in time order against `bins`: its level on data without drift.
-    None when there are fewer rows than a window."""
+    """Per feature, the highest PSI that `DriftMonitor` (same window) reports while the training `rows`
+    stream through it in time order against `bins`: its level on data without drift. None when there are
+    fewer rows than a window."""
     if len(rows) < window_bars:
         return None
     m = DriftMonitor(bins, columns, window_bars=window_bars, warn_psi=1.0)
@@ -139,7 +141,7 @@ class DriftMonitor:
         warn_psi: a feature is drifting from this PSI up ...
         baseline: ... or from its baseline PSI, when higher (per feature; a feature not named has none).
         recover_ratio: ... and recovers below `recover_ratio` x its threshold (hysteresis; 1 = none).
-        min_rows: rows needed before a PSI is reported (capped at `window_bars`).
+        min_rows: rows needed before a PSI is reported (None: a full window; capped at `window_bars`).
         eps: floor of a bin share in the PSI.
     """
 
@@ -152,7 +154,7 @@ class DriftMonitor:
         warn_psi: float,
         baseline: Mapping[str, float] | None = None,
         recover_ratio: float = 0.8,
-        min_rows: int = MIN_ROWS,
+        min_rows: int | None = None,
         eps: float = PSI_EPS,
     ) -> None:
         if not bins:
@@ -163,8 +165,8 @@ class DriftMonitor:
             raise ValueError(
                 f"warn_psi must be > 0 and recover_ratio in (0, 1], got {warn_psi}, {recover_ratio}"
             )
-        if min_rows < 1:
-            raise ValueError(f"min_rows must be >= 1, got {min_rows}")
+        if min_rows is not None and min_rows < 1:
+            raise ValueError(f"min_rows must be >= 1 or None (a full window), got {min_rows}")
         missing = [f for f in bins if f not in columns]
         if missing:
             raise ValueError(f"no column for feature(s) {missing}")
@@ -175,7 +177,7 @@ class DriftMonitor:
         #: per feature (monitor order), the PSI it warns from
         self.threshold: F64 = np.array([max(warn_psi, base.get(f, 0.0)) for f in self.features])
         self._recover = recover_ratio * self.threshold
-        self.min_rows = min(min_rows, window_bars)
+        self.min_rows = window_bars if min_rows is None else min(min_rows, window_bars)
         self.eps = eps
         n_f = len(self.features)
         self.n_bins = max(len(bins[f][0]) + 1 for f in self.features)
@@ -242,7 +244,7 @@ class DriftMonitor:
         return 0 if w is None else w.n
 
     def psi(self, symbol: str) -> dict[str, float] | None:
-        """PSI per feature of `symbol` after its last update (None before `min_rows` rows)."""
+        """PSI per feature of `symbol` after its last update (None before the window has `min_rows` rows)."""
         w = self._windows.get(symbol)
         if w is None or w.psi is None:
             return None
@@ -266,7 +268,7 @@ class DriftMonitor:
 
     def closest(self, symbol: str) -> tuple[str, float, float] | None:
         """`symbol`'s feature nearest its warning (highest PSI / threshold): (feature, PSI, threshold);
-        None before `min_rows` rows."""
+        None before the window has `min_rows` rows."""
         w = self._windows.get(symbol)
         if w is None or w.psi is None:
             return None
