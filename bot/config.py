@@ -167,8 +167,9 @@ class ServiceConfig(_Section, frozen=True):
     # ... and at least this long (monotonic) without a decision: a floor for accelerated replays.
     decision_stall_min_s: Annotated[float, Meta(ge=0, le=86_400)] = 60.0
     # Feature drift (bot.core.drift): PSI of each feature over the last drift_window_bars decided bars per
-    # symbol against the manifest's training bins; from drift_psi_warn up a (symbol, feature) logs `drift`
-    # once (0.1 = moderate, 0.25 = significant shift) and `drift_recovered` once back below 0.8x.
+    # symbol against the manifest's training bins; from drift_psi_warn (0.1 = moderate, 0.25 = significant
+    # shift), or the feature's training baseline for this window when higher, a (symbol, feature) logs
+    # `drift` once and `drift_recovered` once back below 0.8x. 100 bars at least (bot.core.drift.MIN_WINDOW).
     drift_psi_warn: Annotated[float, Meta(gt=0, le=10)] = 0.25
     drift_window_bars: Annotated[int, Meta(ge=100, le=100_000)] = 288
 
