@@ -23,7 +23,8 @@ from bot.sim.replay.server import ReplayExchange
 from bot.tiers import TierFamily
 from offline.__main__ import main
 from offline.data import synthetic_bars
-from offline.retrain import decide, merge_recorded
+from offline.holdout import decide
+from offline.retrain import merge_recorded
 
 HISTORY = 3000
 HOLDOUT = 600
@@ -180,7 +181,8 @@ async def test_champion_challenger_promotes_only_a_winner(
 async def test_failures_leave_current_untouched(
     exchange: ReplayExchange, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A corrupt challenger (4), a failed distillation (4) and a failed fetch (3) leave the champion as is."""
+    """A corrupt challenger (4), a failed distillation (4) and a failed fetch (3) leave the champion as is;
+    a champion that no longer fits the config gives way to a verified challenger."""
     models = tmp_path / "models"
     cfg = write_config(tmp_path, exchange.rest_url, epochs=5)
     rc, out, _ = await retrain(capsys, cfg)
@@ -220,6 +222,15 @@ async def test_failures_leave_current_untouched(
 
     failed = [s for s in summaries(tmp_path) if s["outcome"] == "failed"]
     assert [s["exit_code"] for s in failed] == [4, 4, 3]
+
+    # the config moved on (2-bar horizon): a champion that no longer fits it is replaced by a valid challenger
+    moved = write_config(tmp_path, exchange.rest_url, "moved.toml", epochs=5)
+    moved.write_text(moved.read_text().replace("[distill]\n", "[distill]\nhorizon_bars = 2\n"))
+    rc, out, _ = await retrain(capsys, moved)
+    assert rc == 0
+    assert modelstore.current_version(models) not in (champion, corrupt)
+    assert f"champion {champion} unusable: " in out
+    assert "predicts 1 bar(s) ahead" in out
 
 
 async def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
