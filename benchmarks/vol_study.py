@@ -276,6 +276,10 @@ def targets(by: dict[tuple[str, str], list[Row]], tiers: Sequence[str], symbols:
 # ---- rendering -----------------------------------------------------------------------------------------
 
 
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
+
+
 def _pm(v: Sequence[float], fmt: str) -> str:
     mean, half = v
     if not math.isfinite(mean):
@@ -369,8 +373,21 @@ def render(doc: dict[str, Any], prefix: Path) -> str:
         "Columns: vol R² = out-of-sample R² of log realised vol (12 bars ahead); IC = Spearman; QLIKE bc = "
         "QLIKE after the variance scale fitted on the fold's training rows (lower is better); retention = "
         "vol R² / the teacher's of the same run; fidelity R² = R² of the model's log vol against the "
-        "teacher's; return IC = the return head's Spearman IC; compr = teacher params / params.",
+        "teacher's; return IC = the return head's Spearman IC; compr = teacher params / params. Δ vs "
+        "HAR+hour = the model minus HAR-RV + hour, paired per symbol, seed and fold.",
+        "",
+        "## Folds",
+        "",
+        "| data | fold | train rows | val rows | test rows | test block (UTC) | wall s |",
+        "|---|---|---|---|---|---|---|",
     ]
+    for run in doc["runs"]:
+        for f in run["folds"]:
+            lines.append(
+                f"| {run['label']} | {f['fold']} | {f['train_rows']} | {f['val_rows']} | {f['test_rows']} | "
+                f"{_utc(f['test_start_ms'])} .. {_utc(f['test_end_ms'])} | "
+                + (f"{run['wall_s']:.0f} |" if f["fold"] == 1 else " |")
+            )
     md = "\n".join(lines) + "\n"
     prefix.with_suffix(".md").write_text(md, encoding="utf-8")
     if summary is not None:
