@@ -120,6 +120,7 @@ class _Run:
     val_y: F64
     transfer_X: F64
     rows_per_bar: int = 1
+    series: I64 | None = None  # each row's symbol (pooled data), None for one series
     teacher_search: dict[str, float] = field(default_factory=dict)  # val MSE per teacher L2, and the choice
 
     @classmethod
@@ -205,6 +206,7 @@ class _Run:
             val_y=targets_std[va],
             transfer_X=transfer_X,
             rows_per_bar=ds.n_series,
+            series=ds.series,
         )
 
     @property

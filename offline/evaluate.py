@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from offline import vol as volmod
-from offline.train import F64, hit_rate, information_coefficient, pearson, r2, two_term_loss
+from offline.train import F64, I64, hit_rate, information_coefficient, pearson, r2, two_term_loss
 
 if TYPE_CHECKING:
     from offline.distill import Candidate
@@ -69,7 +69,17 @@ VOL_METRICS = (
     "val_vol_r2",
     "vol_retention",
     "vol_fidelity_r2",
+    "vol_r2_sym",
 )
+
+
+def per_series_r2(run: Run, truth: F64, pred: F64, rows: I64) -> float:
+    """Mean over the pooled symbols of R^2 of log vol on each symbol's `rows` (its own mean as the
+    reference, so a symbol's vol level earns nothing); the plain R^2 for one series."""
+    if run.series is None:
+        return volmod.r2(truth, pred)
+    s = run.series[rows]
+    return float(np.mean([volmod.r2(truth[s == k], pred[s == k]) for k in np.unique(s)]))
 
 
 def vol_metrics(run: Run, teacher: Teacher, c: Candidate) -> dict[str, float | None]:
@@ -90,6 +100,7 @@ def vol_metrics(run: Run, teacher: Teacher, c: Candidate) -> dict[str, float | N
         "val_vol_r2": volmod.r2(lv[va], c.model.predict_log_vol(X[va])),
         "vol_retention": m["r2_log_vol"] / teacher_r2 if teacher_r2 > 0.0 else None,
         "vol_fidelity_r2": volmod.r2(teacher.test_log_vol, pred),
+        "vol_r2_sym": per_series_r2(run, lv[te], pred, te),
     }
 
 
@@ -110,6 +121,7 @@ def vol_baselines(run: Run) -> dict[str, dict[str, float]]:
             "vol_qlike": m["qlike"],
             "vol_qlike_bc": m["qlike_bc"],
             "val_vol_r2": volmod.r2(lv[va], model.predict(design[va])),
+            "vol_r2_sym": per_series_r2(run, lv[te], model.predict(design[te]), te),
             "qlike_scale": scale,
         }
     return out

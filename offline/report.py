@@ -114,6 +114,8 @@ def format_table(report: dict[str, Any]) -> str:
     info = report["info"]
     baselines = info.get("vol_baselines") or {}
     columns = _COLUMNS + (_VOL_COLUMNS if info.get("vol_head") else ())
+    if info.get("vol_head") and (info.get("pooled_symbols") or 1) > 1:
+        columns += (("vol R2/sym", "vol_r2_sym", "{:+.4f}"),)
     head = ["", "tier", "variant", *(h for h, _, _ in columns)]
     lines: list[list[str]] = []
     for row in report["candidates"]:
@@ -159,6 +161,11 @@ def format_table(report: dict[str, Any]) -> str:
             "vol, QLIKE bc = QLIKE after the variance scale fitted on the training rows; the score is the "
             "mean validation R2 of both heads. Baselines fitted on the same training rows."
         )
+        if (info.get("pooled_symbols") or 1) > 1:
+            out.append(
+                f"pooled over {info['pooled_symbols']} symbols (one scaler, the same calendar splits): "
+                "vol R2 and QLIKE over all test rows; vol R2/sym = mean over symbols of each symbol's own R2."
+            )
         for key, v in report.get("vol_vs_har", {}).items():
             beat = ", ".join(v["beat"]) or "none"
             out.append(

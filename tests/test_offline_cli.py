@@ -136,3 +136,40 @@ def test_cli_gap_needs_allow_gaps(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "gap before data row 6 (line 7)" in proc.stderr
     assert "--allow-gaps" in proc.stderr
+
+
+def _synthetic_csv(path: Path, seed: int) -> Path:
+    from offline.data import synthetic_bars
+
+    rows = [
+        f"{b.start_ms},{b.open},{b.high},{b.low},{b.close},{b.volume}\n"
+        for b in synthetic_bars(1800, seed=seed)
+    ]
+    path.write_text("start_ms,open,high,low,close,volume\n" + "".join(rows), encoding="utf-8")
+    return path
+
+
+def test_cli_distill_pooled_symbols(tmp_path: Path) -> None:
+    """--data twice with a --symbol each trains one family on both (provenance lists them); a --symbol count
+    that does not match the files exits 2 naming --symbol and writes nothing."""
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_TOML)
+    a = _synthetic_csv(tmp_path / "A_5m.csv", 1)
+    b = _synthetic_csv(tmp_path / "B_5m.csv", 2)
+    bad = _run(
+        "distill", "--config", str(cfg), "--data", str(a), "--data", str(b), "--symbol", "AAAUSDT",
+        "--out", str(tmp_path / "bad"), "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "--symbol: give one per --data file" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "models"
+    proc = _run(
+        "distill", "--config", str(cfg), "--data", str(a), "--data", str(b), "--symbol", "AAAUSDT",
+        "--symbol", "BBBUSDT", "--out", str(out), "--quick", "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "current" / "manifest.json").read_text())
+    assert manifest["provenance"]["symbols"] == ["AAAUSDT", "BBBUSDT"]
+    assert manifest["provenance"]["source"] == "pooled"
+    assert "vol R2/sym" in proc.stdout

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bot.config import Config, parse_config
+from bot.config import Config, load_config, parse_config
+from bot.core.features import FEATURE_NAMES, FEATURE_SETS
 from offline.data import load_dataset
 from offline.distill import DistillResult, run_distillation
 from offline.train import (
@@ -32,6 +35,8 @@ TINY = {
     },
     "distill": {"synthetic_bars": 2500, "embargo_bars": 10, "epochs": 4, "patience": 2, "batch_size": 128},
 }
+
+CONFIG_TOML = Path(__file__).resolve().parents[1] / "config.toml"
 
 _vec = arrays(np.float64, 16, elements=st.floats(-10, 10))
 
@@ -84,12 +89,17 @@ def test_unknown_alpha_schedule_is_rejected() -> None:
 
 
 def test_default_tier_parameter_counts_strictly_decrease() -> None:
-    """The default family's parameter counts (8x256 -> 6x192 -> 4x128 -> 2x64) are strictly decreasing."""
-    cfg = Config()
-    counts = [param_count(30, (t.width,) * t.layers) for t in cfg.tiers.values()]
-    assert counts == sorted(counts, reverse=True)
-    assert len(set(counts)) == len(counts)
-    assert counts[0] == 30 * 256 + 256 + 7 * (256 * 256 + 256) + 257
+    """The default family's parameter counts (two heads, each tier's own feature set) strictly decrease, the
+    teacher sees every feature and the edge tier has >= 50x fewer parameters than the teacher."""
+    for cfg in (Config(), load_config(CONFIG_TOML)):
+        tiers = list(cfg.tiers.values())
+        counts = [
+            param_count(len(FEATURE_SETS[t.features]), (t.width,) * t.layers, n_outputs=2) for t in tiers
+        ]
+        assert counts == sorted(counts, reverse=True)
+        assert len(set(counts)) == len(counts)
+        assert FEATURE_SETS[tiers[0].features] == FEATURE_NAMES
+        assert counts[0] >= 50 * counts[-1]
 
 
 def test_metrics_on_known_values() -> None:
@@ -179,3 +189,50 @@ def test_out_of_fold_teacher_mode_runs() -> None:
     res = run_distillation(ds, cfg.tiers, cfg.distill, epochs=2, seed=1)
     assert res.info["teacher_rows"] == res.info["student_rows"] == len(ds.splits.train)
     assert {c.variant for c in res.candidates["edge"]} == {"progressive_no_transfer", "one_shot", "scratch"}
+
+
+def test_teacher_l2_is_chosen_on_validation() -> None:
+    """[distill] teacher_l2: one teacher per candidate, the lowest validation MSE is kept and recorded; the
+    students keep l2."""
+    data = {
+        **TINY,
+        "distill": {**TINY["distill"], "teacher_l2": [1e-4, 50.0], "transfer_multiplier": 0.0},
+    }
+    cfg = parse_config(data)
+    ds = load_dataset("synthetic", cfg.distill)
+    res = run_distillation(ds, cfg.tiers, cfg.distill, epochs=3, seed=0)
+    search = res.info["teacher_l2_val_mse"]
+    assert set(search) == {"0.0001", "50", "chosen"}
+    best = min(("0.0001", "50"), key=lambda k: search[k])
+    assert search["chosen"] == float(best)
+    assert res.chosen["research"].fit.val_mse == search[best]
+    assert res.chosen["research"].model.mlp.alpha == float(best)
+    assert res.chosen["edge"].model.mlp.alpha == cfg.distill.l2
+
+
+def test_pooled_run_scores_every_symbol_on_its_own(tmp_path: Path) -> None:
+    """A run on two pooled symbols records them, scores the vol head per symbol (vol_r2_sym, also for the
+    HAR baselines) and reports that column."""
+    from offline.data import load_pooled, synthetic_bars
+    from offline.report import format_table
+
+    paths = []
+    for k, seed in enumerate((1, 2)):
+        p = tmp_path / f"S{k}.csv"
+        rows = [
+            f"{b.start_ms},{b.open},{b.high},{b.low},{b.close},{b.volume}\n"
+            for b in synthetic_bars(1800, seed=seed)
+        ]
+        p.write_text("start_ms,open,high,low,close,volume\n" + "".join(rows), encoding="utf-8")
+        paths.append(p)
+    data = {**TINY, "distill": {**TINY["distill"], "transfer_multiplier": 0.0}}
+    cfg = parse_config(data)
+    ds = load_pooled(paths, cfg.distill, symbols=["AAAUSDT", "BBBUSDT"])
+    res = run_distillation(ds, cfg.tiers, cfg.distill, epochs=2, seed=0)
+    assert res.info["pooled_symbols"] == 2
+    for c in (res.chosen["research"], res.chosen["edge"]):
+        assert np.isfinite(c.metrics["vol_r2_sym"])
+        assert c.metrics["vol_r2_sym"] != c.metrics["vol_r2"]
+    assert np.isfinite(res.info["vol_baselines"]["har_tod"]["vol_r2_sym"])
+    report = {"info": res.info, "candidates": [], "vol_vs_har": {}}
+    assert "vol R2/sym" in format_table(report)

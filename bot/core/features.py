@@ -144,13 +144,16 @@ _LOG_VOL: Final = (
 )
 _HOUR_123: Final = ("hour_sin", "hour_cos", "hour2_sin", "hour2_cos", "hour3_sin", "hour3_cos")
 _FEATURES_V1: Final = FEATURE_NAMES[:30]
-#: The edge tier's set: the newest bar, cheap log vol history (an hour, four hours, a day) and the
-#: first two intraday harmonics: what HAR-RV + time of day knows, in 14 inputs.
+#: The edge tier's set: the newest bar, cheap log vol history (an hour, four hours, a day; Parkinson's
+#: range estimate at the two short ones) and the first two intraday harmonics: what HAR-RV + time of day
+#: knows, in 16 inputs.
 _EDGE_VOL: Final = (
     *_NEWEST_BAR,
     "lrv_ew12",
     "lrv_ew48",
     "lrv_ew288",
+    "lpk_ew12",
+    "lpk_ew48",
     "hour_sin",
     "hour_cos",
     "hour2_sin",
