@@ -83,10 +83,10 @@ class TierConfig(_Section, frozen=True):
 
 def _default_tiers() -> dict[str, TierConfig]:
     return {
-        "research": TierConfig(layers=8, width=256, features="research"),
-        "staging": TierConfig(layers=6, width=192, features="no_calendar"),
-        "production": TierConfig(layers=4, width=128, features="price_volume"),
-        "edge": TierConfig(layers=2, width=64, features="newest_bar"),
+        "research": TierConfig(layers=3, width=256, features="research"),
+        "staging": TierConfig(layers=3, width=128, features="price_volume_vol"),
+        "production": TierConfig(layers=2, width=64, features="vol_core"),
+        "edge": TierConfig(layers=2, width=32, features="edge_vol"),
     }
 
 
@@ -108,8 +108,8 @@ class DistillConfig(_Section, frozen=True):
     learning_rate: PosFloat = 1e-3
     l2: NonNegFloat = 1e-4
     # The teacher (first tier) only: L2 candidates, the one with the best validation MSE is kept (empty = l2).
-    teacher_l2: list[NonNegFloat] = msgspec.field(default_factory=list)
-    teacher_folds: Annotated[int, Meta(ge=0, le=10)] = 0
+    teacher_l2: list[NonNegFloat] = msgspec.field(default_factory=lambda: [1e-4, 1.0, 10.0])
+    teacher_folds: Annotated[int, Meta(ge=0, le=10)] = 2
     heldout_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.5
     transfer_multiplier: NonNegFloat = 1.0
     transfer_jitter: NonNegFloat = 0.1
