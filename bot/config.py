@@ -171,7 +171,7 @@ class ServiceConfig(_Section, frozen=True):
     # shift), or the feature's training baseline for this window when higher, a (symbol, feature) logs
     # `drift` once and `drift_recovered` once back below 0.8x. 100 bars at least (bot.core.drift.MIN_WINDOW).
     drift_psi_warn: Annotated[float, Meta(gt=0, le=10)] = 0.25
-    drift_window_bars: Annotated[int, Meta(ge=100, le=100_000)] = 288
+    drift_window_bars: Annotated[int, Meta(ge=100, le=20_000)] = 288
 
 
 class RetrainConfig(_Section, frozen=True):

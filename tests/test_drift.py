@@ -20,8 +20,9 @@ import support
 
 from bot import logs
 from bot.app import Service, drift_monitor
+from bot.config import parse_config
 from bot.core.drift import PSI_EPS, DriftMonitor, fit_bins, monitored_features
-from bot.core.errors import ModelError
+from bot.core.errors import ConfigError, ModelError
 from bot.core.features import FEATURE_NAMES, FEATURE_SETS
 from bot.manifest import MANIFEST_NAME, decode_manifest
 from bot.sim.replay import ReplayExchange
@@ -150,6 +151,20 @@ def test_calendar_features_are_not_monitored() -> None:
     assert set(got) == set(FEATURE_SETS["no_calendar"])
     assert "hour_sin" not in got
     assert "dow_cos" not in got
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("drift_window_bars", 99, "expected int >= 100, got 99"),
+        ("drift_window_bars", 20_001, "expected int <= 20000, got 20001"),
+        ("drift_psi_warn", 0.0, "expected float > 0.0, got 0.0"),
+    ],
+)
+def test_drift_config_ranges_name_the_key(key: str, value: float, message: str) -> None:
+    """An out-of-range drift key is a ConfigError naming $.service.<key> and the range."""
+    with pytest.raises(ConfigError, match=re.escape(f"$.service.{key}: {message}")):
+        parse_config({"service": {key: value}})
 
 
 # ---- the manifest --------------------------------------------------------------------------------------

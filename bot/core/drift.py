@@ -122,7 +122,8 @@ class _Window:
     __slots__ = ("bins", "counts", "drifting", "n", "pos", "psi")
 
     def __init__(self, window: int, n_features: int, n_bins: int) -> None:
-        self.bins = np.zeros((window, n_features), dtype=np.intp)  # ring buffer of each row's flat bins
+        # ring buffer of each row's flat bins: 4 bytes per feature and bar (288 x 37: 43 kB per symbol)
+        self.bins = np.zeros((window, n_features), dtype=np.int32)
         self.counts = np.zeros(n_features * n_bins, dtype=np.float64)  # per (feature, bin), flattened
         self.drifting = np.zeros(n_features, dtype=bool)
         self.n = 0
