@@ -1,29 +1,45 @@
-"""Routing study: does the regime router pay? Routed family vs fixed single tiers on real BTCUSDT/ETHUSDT 5m.
+"""Routing study on real data (issue 13): routed family vs each fixed tier, vol head and both sizing modes.
 
-Per symbol, a tier family is distilled with `offline.pipeline.pipeline_distill` on the CSV (the pipeline's own
-chronological split: train | embargo | validation | embargo | test). The bars of the test period are then
-replayed in-process through `bot.core.engine.Engine` (features, regime detector, ONNX tier, paper trader) once
-with the configured routes and once per tier with every regime routed to that tier (always-teacher ...
-always-edge). Feature and regime state are warmed on all bars before the test period (no decisions).
+Data: BTCUSDT, ETHUSDT, SOLUSDT, XRPUSDT, BNBUSDT 5m (../shared/data, the last row, a still-open candle,
+dropped). Test periods: with `--folds K` (default 4; needs offline/walkforward.py) the expanding walk-forward
+test blocks of `offline.walkforward.walkforward_folds` (first half of the rows history only, the rest cut
+into K blocks); fold k's family is distilled by `offline.pipeline.pipeline_distill` (the `offline distill`
+run) on the bars before its test block minus the embargo, so no bar of the block, and no target reaching
+into it, trained, validated or selected it. `--folds 0`: one family per symbol on all bars, decided on the
+pipeline's own chronological test split.
 
-Per variant: IC (Spearman of prediction vs the realised next-bar return) and hit rate, paper PnL after fees
-and slippage (the config's [paper]), fills and turnover (traded notional / notional_usd), share of bars per
-tier, and the mean inference cost per bar (multiply-adds of the tiers used, and measured microseconds).
-Ratios are against always-teacher. Output: docs/study_routing[_quick].{json,md}.
+Each test block is decided in-process by `bot.core.engine.Engine` with the real `TierFamily` (ONNX), the
+regime detector and the paper trader, after a warm-up on the bars before it (no decisions), once per
+variant (routed with the config's routes; always-<tier> with every regime routed to one tier), per sizing
+mode (`fixed`, `vol_target`) and per entry threshold (the config's, and 0 bps = always in the market, which
+gives the risk metrics a position on every bar).
 
-    .venv/bin/python benchmarks/routing_study.py --quick    # quick families (last 20k bars, 8 epochs)
-    .venv/bin/python benchmarks/routing_study.py            # full families (all bars, 40 epochs)
+Per variant: the routed vol forecast's QLIKE (raw, and bias-corrected as in offline/vol.py: the variance
+scale of each tier fitted on its family's training rows, applied per bar to the tier that answered), vol
+IC (Spearman of log forecast vs log realised forward vol over vol_horizon_bars), return IC (vs the next-bar
+return), mean inference cost per bar (multiply-adds of the answering tier, and the engine's measured
+microseconds); per sizing mode and threshold: PnL after fees and slippage, max drawdown, fills, exposure,
+and the risk-targeting error per regime of bot/sim/riskmetrics.py (RMS of per-bar holding PnL in bps of
+notional_usd over bars carrying a position, / [paper] target_vol_bps, by the regime that sized it).
+Output: docs/study_routing[_quick].{json,md,png}.
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/routing_study.py --quick   # < 5 min
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/routing_study.py           # full
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
+import math
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,170 +50,745 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.config import Config, engine_params  # noqa: E402 (after the sys.path insert)
+from bot.core.bars import Bar  # noqa: E402
+from bot.core.decision import DecisionRecord  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
 from bot.core.params import REGIME_NAMES  # noqa: E402
+from bot.sim.backtest_report import spearman  # noqa: E402
+from bot.sim.riskmetrics import (  # noqa: E402
+    RISK_TOLERANCE,
+    max_drawdown,
+    ratios,
+    risk_table,
+    spread,
+    within,
+)
 from bot.tiers import TierFamily  # noqa: E402
-from offline.data import load_csv, load_dataset  # noqa: E402
+from offline import vol as volmod  # noqa: E402
+from offline.data import Dataset, embargo_rows, load_csv, load_dataset  # noqa: E402
 from offline.pipeline import pipeline_distill  # noqa: E402
-from offline.train import hit_rate, information_coefficient  # noqa: E402
 
 DATA_DIR = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
 DOCS = ROOT / "docs"
-LOW_THRESHOLD_BPS = 1.0
+SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT,BNBUSDT"
+SIZINGS = ("fixed", "vol_target")
+WARM_BARS = 1000  # bars before a test block that warm features and regime (more than any window)
+QLIKE_TOL = 0.02
+COST_MAX = 0.30
+MIN_RISK_BARS = 200  # fewer positioned bars in a regime: no evidence either way
+ALT_TARGETS_BPS = (5.0, 20.0)  # routed vol_target sensitivity to [paper] target_vol_bps (always in)
+FIRST_TRAIN_FRAC = {True: 0.75, False: 0.5}  # quick: shorter test blocks
+QUICK_BARS = 10_000  # quick: families distilled on the last 10k bars of their history, quick_epochs
 
 
-def multiply_adds(hidden: Sequence[int], n_in: int) -> int:
-    sizes = [n_in, *hidden, 1]
+def log(msg: str, t0: float) -> None:
+    print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+
+def git_state() -> dict[str, Any]:
+    """HEAD commit and whether bot/, offline/ or config.toml differ from it (others' work in progress)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty_paths": git("status", "--porcelain", "--", "bot", "offline", "config.toml").splitlines(),
+    }
+
+
+def multiply_adds(hidden: Sequence[int], n_in: int, n_out: int) -> int:
+    sizes = [n_in, *hidden, n_out]
     return sum(a * b for a, b in itertools.pairwise(sizes))
 
 
-def run_variant(
-    cfg: Config, family: TierFamily, bars: list[Any], first_test: int, label: str
-) -> dict[str, Any]:
-    """Replay bars[:first_test] without deciding, then decide every test bar; return the metrics."""
-    symbol = bars[0].symbol
-    cfg = msgspec.structs.replace(cfg, market=msgspec.structs.replace(cfg.market, symbols=[symbol]))
-    trader = PaperTrader(cfg.paper)
-    engine = Engine(engine_params(cfg), family, trader)
-    engine.replay(bars[:first_test])
-    preds: list[float] = []
-    realised: list[float] = []
-    tiers: dict[str, int] = {}
-    regimes: dict[str, int] = {}
-    infer_us: list[float] = []
-    macs: list[int] = []
-    traded_usd = 0.0
-    mac_of = {
-        t.name: multiply_adds(t.spec.entry.hidden or [t.spec.width] * t.spec.layers, t.n_features)
-        for t in family
-    }
-    for i in range(first_test, len(bars) - 1):
-        d = engine.on_bar(bars[i])
-        if d is None:
-            continue
-        preds.append(d.prediction)
-        realised.append(bars[i + 1].close / bars[i].close - 1.0)
-        tiers[d.tier] = tiers.get(d.tier, 0) + 1
-        regimes[d.regime] = regimes.get(d.regime, 0) + 1
-        infer_us.append(d.latency_us["inference"])
-        macs.append(mac_of[d.tier])
-        traded_usd += sum(f.notional_usd for f in d.fills)
-    st = trader.state(symbol)
-    p = np.asarray(preds)
-    y = np.asarray(realised)
-    n = len(preds)
-    return {
-        "variant": label,
-        "bars": n,
-        "ic": information_coefficient(p, y),
-        "hit_rate": hit_rate(p, y),
-        "pnl_usd": st.equity_usd,
-        "fees_usd": st.fees_usd,
-        "fills": st.n_fills,
-        "turnover": traded_usd / cfg.paper.notional_usd,
-        "tier_share": {k: v / n for k, v in sorted(tiers.items())},
-        "regime_share": {k: v / n for k, v in sorted(regimes.items())},
-        "mean_multiply_adds": float(np.mean(macs)),
-        "mean_inference_us": float(np.mean(infer_us)),
-        "p99_inference_us": float(np.percentile(infer_us, 99)),
-        "signal_share": float(np.mean(np.abs(p) > cfg.paper.long_threshold_bps * 1e-4)),
-    }
+@dataclass
+class Block:
+    """One test block of one symbol: the family that decides it and what scoring needs."""
+
+    symbol: str
+    fold: int
+    family: TierFamily
+    models: Path
+    first: int  # index of the first decided bar in `bars`
+    end: int  # one past the last decided bar
+    scale: dict[str, float]  # per tier: QLIKE variance scale fitted on the family's training rows
+    distill_s: float
 
 
-def study_symbol(
-    symbol: str, cfg: Config, *, quick: bool, models_root: Path, data_dir: Path
-) -> dict[str, Any]:
-    csv = data_dir / f"{symbol}_5m.csv"
-    models = models_root / f"routing_{symbol}{'_quick' if quick else ''}"
+def _write_head(src: Path, dst: Path, n_rows: int) -> None:
+    """The header and the first `n_rows` data rows of `src` (bytes unchanged)."""
+    with src.open("rb") as fh:
+        lines = [fh.readline() for _ in range(n_rows + 1)]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(b"".join(lines))
+
+
+def _distill(cfg: Config, csv: Path, models: Path, *, quick: bool, symbol: str) -> float:
     t0 = time.perf_counter()
     if not (models / "manifest.json").exists():
-        pipeline_distill(cfg, data=csv, out_dir=models, quick=quick)
-    distill_s = time.perf_counter() - t0
-    family = TierFamily.load(models)
-    ds = load_dataset(csv, cfg.distill, n_bars=cfg.distill.quick_bars if quick else None)
-    bars = load_csv(csv)
-    offset = len(bars) - len(ds.bars)  # ds.bars is the tail the pipeline used
-    first_test = offset + int(ds.bar_index[ds.splits.test[0]])
-    variants = [("routed", cfg)]
-    for name in family.names:
+        pipeline_distill(cfg, data=csv, out_dir=models, quick=quick, symbol=symbol)
+    return time.perf_counter() - t0
+
+
+def _scales(cfg: Config, csv: Path, family: TierFamily, *, quick: bool, symbol: str) -> dict[str, float]:
+    """Per tier, `offline.vol.qlike_scale` of its vol forecasts on the training rows of its own run."""
+    ds = load_dataset(csv, cfg.distill, n_bars=cfg.distill.quick_bars if quick else None, symbol=symbol)
+    return _scales_ds(ds, family)
+
+
+def _scales_ds(ds: Dataset, family: TierFamily) -> dict[str, float]:
+    tr = ds.splits.train
+    if ds.log_vol is None:
+        raise SystemExit("the routing study needs [distill] vol_head = true")
+    out: dict[str, float] = {}
+    for t in family:
+        v = t.predict_batch(ds.X[tr], output=t.spec.vol_output_name).astype(np.float64)
+        out[t.name] = volmod.qlike_scale(np.exp(ds.log_vol[tr]), v)
+    return out
+
+
+def blocks_for(
+    symbol: str, cfg: Config, bars: list[Bar], *, folds: int, quick: bool, work: Path, data_dir: Path
+) -> list[Block]:
+    """The test blocks of `symbol` and their families (distilled here unless already in `work`)."""
+    csv = data_dir / f"{symbol}_5m.csv"
+    tag = "quick" if quick else "full"
+    out: list[Block] = []
+    if folds == 0:
+        models = work / f"{symbol}_{tag}_split"
+        s = _distill(cfg, csv, models, quick=quick, symbol=symbol)
+        family = TierFamily.load(models)
+        ds = load_dataset(
+            csv, cfg.distill, n_bars=cfg.distill.quick_bars if quick else None, symbol=symbol, drop_last=True
+        )
+        offset = len(bars) - len(ds.bars)
+        first = offset + int(ds.bar_index[ds.splits.test[0]])
+        out.append(Block(symbol, 0, family, models, first, len(bars), _scales_ds(ds, family), s))
+        return out
+    from offline.walkforward import walkforward_folds
+
+    ds_all = load_dataset(csv, cfg.distill, symbol=symbol, drop_last=True)
+    starts = [b.start_ms for b in bars]
+    emb_ms = embargo_rows(cfg.distill) * ds_all.step_ms
+    for f in walkforward_folds(ds_all, folds, cfg.distill, first_train_frac=FIRST_TRAIN_FRAC[quick]):
+        first = starts.index(f.test_start_ms)
+        end = starts.index(f.test_end_ms) + 1 if f.index < folds else len(bars)
+        n_hist = sum(1 for s in starts if s < f.test_start_ms - emb_ms)
+        fold_csv = work / f"{symbol}_fold{f.index}of{folds}_5m.csv"
+        if not fold_csv.exists():
+            _write_head(csv, fold_csv, n_hist)
+        models = work / f"{symbol}_{tag}_fold{f.index}of{folds}"
+        s = _distill(cfg, fold_csv, models, quick=quick, symbol=symbol)
+        family = TierFamily.load(models)
+        scale = _scales(cfg, fold_csv, family, quick=quick, symbol=symbol)
+        out.append(Block(symbol, f.index, family, models, first, end, scale, s))
+    return out
+
+
+def decide(cfg: Config, block: Block, bars: list[Bar]) -> list[DecisionRecord]:
+    """Warm a fresh engine on the bars before the block, then decide every bar of it."""
+    cfg = msgspec.structs.replace(cfg, market=msgspec.structs.replace(cfg.market, symbols=[block.symbol]))
+    engine = Engine(engine_params(cfg), block.family, PaperTrader(cfg.paper))
+    engine.replay(bars[max(0, block.first - WARM_BARS) : block.first])
+    out: list[DecisionRecord] = []
+    for bar in bars[block.first : block.end]:
+        d = engine.on_bar(bar)
+        if d is not None:
+            out.append(d)
+    return out
+
+
+def variant_configs(cfg: Config, names: Sequence[str]) -> list[tuple[str, Config]]:
+    out = [("routed", cfg)]
+    for name in names:
         routes = dict.fromkeys(REGIME_NAMES, name)
-        variants.append(
+        out.append(
             (
                 f"always_{name}",
                 msgspec.structs.replace(cfg, regime=msgspec.structs.replace(cfg.regime, routes=routes)),
             )
         )
-    rows = [run_variant(c, family, bars, first_test, label) for label, c in variants]
-    # PnL sensitivity: the same replay with a low entry threshold (the default rarely trades on 5m returns)
-    low = msgspec.structs.replace(
-        cfg.paper, long_threshold_bps=LOW_THRESHOLD_BPS, short_threshold_bps=LOW_THRESHOLD_BPS
+    return out
+
+
+def policy(cfg: Config, sizing: str, threshold_bps: float | None, target_bps: float | None = None) -> Config:
+    p = msgspec.structs.replace(cfg.paper, sizing=sizing)
+    if target_bps is not None:
+        p = msgspec.structs.replace(p, target_vol_bps=target_bps)
+    if threshold_bps is not None:
+        p = msgspec.structs.replace(p, long_threshold_bps=threshold_bps, short_threshold_bps=threshold_bps)
+    return msgspec.structs.replace(cfg, paper=p)
+
+
+# ---- scoring ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scored:
+    """Per-bar forecast data of one variant over every block (all symbols), aligned."""
+
+    pred: list[float]
+    next_ret: list[float]
+    vol: list[float]
+    vol_bc: list[float]
+    rv: list[float]
+    macs: list[int]
+    infer_us: list[float]
+    tiers: list[str]
+    regimes: list[str]
+    folds: list[int]
+    loss_bc: list[float]  # per-bar QLIKE of the bias-corrected forecast (NaN: no realised vol)
+
+    @classmethod
+    def empty(cls) -> Scored:
+        return cls([], [], [], [], [], [], [], [], [], [], [])
+
+    def add(self, recs: Sequence[DecisionRecord], block: Block, bars: list[Bar], rv: np.ndarray) -> None:
+        index = {b.start_ms: i for i, b in enumerate(bars[block.first : block.end], start=block.first)}
+        mac_of = {
+            t.name: multiply_adds(t.spec.entry.hidden, t.n_features, 2 if t.has_vol_head else 1)
+            for t in block.family
+        }
+        for r in recs:
+            i = index[r.start_ms]
+            assert r.vol_forecast is not None
+            self.pred.append(r.prediction)
+            self.next_ret.append(bars[i + 1].close / bars[i].close - 1.0 if i + 1 < len(bars) else math.nan)
+            self.vol.append(r.vol_forecast)
+            self.vol_bc.append(r.vol_forecast * math.sqrt(block.scale[r.tier]))
+            self.rv.append(float(rv[i]))
+            self.macs.append(mac_of[r.tier])
+            self.infer_us.append(r.latency_us["inference"])
+            self.tiers.append(r.tier)
+            self.regimes.append(r.regime)
+            self.folds.append(block.fold)
+            s, h = float(rv[i]) ** 2, self.vol_bc[-1] ** 2
+            self.loss_bc.append(s / h - math.log(s / h) - 1.0 if s > 0.0 and h > 0.0 else math.nan)
+
+    def metrics(self) -> dict[str, Any]:
+        p, y = np.asarray(self.pred), np.asarray(self.next_ret)
+        ok = np.isfinite(y)
+        v, vbc, rv = np.asarray(self.vol), np.asarray(self.vol_bc), np.asarray(self.rv)
+        okv = np.isfinite(rv) & (rv > 0)
+        n = len(self.pred)
+        tiers = {k: self.tiers.count(k) / n for k in sorted(set(self.tiers))}
+        regimes = {k: self.regimes.count(k) / n for k in REGIME_NAMES}
+        return {
+            "bars": n,
+            "return_ic": spearman(p[ok], y[ok]),
+            "vol_qlike": volmod.qlike(rv[okv], v[okv]),
+            "vol_qlike_bc": volmod.qlike(rv[okv], vbc[okv]),
+            "vol_ic": volmod.spearman_ic(np.log(rv[okv]), np.log(v[okv])),
+            "vol_r2_log": volmod.r2(np.log(rv[okv]), np.log(v[okv])),
+            "mean_multiply_adds": float(np.mean(self.macs)),
+            "mean_inference_us": float(np.mean(self.infer_us)),
+            "p99_inference_us": float(np.percentile(self.infer_us, 99)),
+            "tier_share": tiers,
+            "regime_share": regimes,
+        }
+
+
+def trading(records: Sequence[DecisionRecord], cfg: Config) -> dict[str, Any]:
+    """PnL, drawdown and the risk-targeting table of one symbol's (or pooled) records."""
+    pnl = np.array([r.bar_pnl_usd for r in records], dtype=np.float64)
+    risk = risk_table(
+        records,
+        notional_usd=cfg.paper.notional_usd,
+        target_vol_bps=cfg.paper.target_vol_bps,
+        names=REGIME_NAMES,
     )
-    for r, (label, c) in zip(rows, variants, strict=True):
-        lo = run_variant(msgspec.structs.replace(c, paper=low), family, bars, first_test, label)
-        r["low_threshold"] = {k: lo[k] for k in ("pnl_usd", "fees_usd", "fills", "turnover", "signal_share")}
-    teacher = rows[1]
-    for r in rows:
-        r["cost_ratio_vs_teacher"] = r["mean_multiply_adds"] / teacher["mean_multiply_adds"]
-        r["us_ratio_vs_teacher"] = r["mean_inference_us"] / teacher["mean_inference_us"]
     return {
-        "csv": str(csv),
-        "models": str(models),
-        "distill_s": distill_s,
-        "test_first_start_ms": bars[first_test].start_ms,
-        "test_last_start_ms": bars[-1].start_ms,
-        "test_bars": len(bars) - first_test,
-        "tiers": [
-            {"name": t.name, "recipe": t.spec.recipe, "metrics": msgspec.structs.asdict(t.spec.entry.metrics)}
-            for t in family
-        ],
-        "variants": rows,
+        "pnl_usd": float(pnl.sum()),
+        "fees_usd": float(sum(r.fee_usd for r in records)),
+        "fills": sum(len(r.fills) for r in records),
+        "max_drawdown_usd": max_drawdown(pnl),
+        "exposure": float(np.mean([r.position != 0 for r in records])) if records else 0.0,
+        "mean_abs_units": float(np.mean([abs(r.position) for r in records])) if records else 0.0,
+        "risk": risk,
+        "risk_spread": spread(ratios(risk, REGIME_NAMES)),
+        "risk_all_regimes_within": all(within(x) for x in ratios(risk, REGIME_NAMES)),
     }
 
 
-def format_tables(result: dict[str, Any]) -> str:
-    lines: list[str] = []
-    for sym, s in result["symbols"].items():
-        lines.append(
-            f"### {sym}: {s['test_bars']} test bars (models: {', '.join(t['recipe'] for t in s['tiers'])})"
+def _drawdown_pooled(by_symbol: dict[str, list[DecisionRecord]]) -> float:
+    """Max drawdown of the portfolio (per-bar PnL summed over symbols at each bar time)."""
+    per_time: dict[int, float] = {}
+    for recs in by_symbol.values():
+        for r in recs:
+            per_time[r.start_ms] = per_time.get(r.start_ms, 0.0) + r.bar_pnl_usd
+    return max_drawdown(np.array([per_time[t] for t in sorted(per_time)], dtype=np.float64))
+
+
+def run_study(args: argparse.Namespace, cfg: Config, t0: float) -> dict[str, Any]:
+    symbols = args.symbols.split(",")
+    thresholds: dict[str, float | None] = {"config": None, "always_in": 0.0}
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    names: list[str] = []
+    forecast: dict[str, Scored] = {}
+    forecast_sym: dict[str, dict[str, Scored]] = {}
+    # records[variant][sizing][threshold][symbol]
+    records: dict[str, dict[str, dict[str, dict[str, list[DecisionRecord]]]]] = {}
+    blocks_meta: list[dict[str, Any]] = []
+    for sym in symbols:
+        bars = load_csv(args.data_dir / f"{sym}_5m.csv", symbol=sym)[:-1]  # last row: still-open candle
+        closes = np.array([b.close for b in bars], dtype=np.float64)
+        rv = volmod.forward_rv(closes, cfg.distill.vol_horizon_bars)
+        log(f"{sym}: distilling", t0)
+        blocks = blocks_for(
+            sym, cfg, bars, folds=args.folds, quick=args.quick, work=work, data_dir=args.data_dir
         )
-        n = s["variants"][0]["bars"]
-        lines.append("")
-        lines.append(
-            f"IC standard error under no skill ≈ 1/√n = {1 / np.sqrt(n):.4f}; "
-            f"|IC| below ~{2 / np.sqrt(n):.3f} "
-            "is indistinguishable from zero. Inference µs are measured under shared-CPU load; the MAC ratio "
-            "is the load-free cost measure."
-        )
-        lines.append("")
-        lines.append(
-            "| variant | IC | hit | PnL USD | fees USD | fills | turnover | cost (MACs) vs teacher | "
-            f"inference us (mean) | tier share | PnL USD @{LOW_THRESHOLD_BPS:g} bps | "
-            f"fills @{LOW_THRESHOLD_BPS:g} bps |"
-        )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for r in s["variants"]:
-            share = ", ".join(f"{k} {v:.0%}" for k, v in r["tier_share"].items())
-            lines.append(
-                f"| {r['variant']} | {r['ic']:+.4f} | {r['hit_rate']:.3f} | {r['pnl_usd']:+,.0f} | "
-                f"{r['fees_usd']:,.0f} | {r['fills']} | {r['turnover']:.0f} | "
-                f"{r['cost_ratio_vs_teacher']:.3f} | "
-                f"{r['mean_inference_us']:.1f} | {share} | {r['low_threshold']['pnl_usd']:+,.0f} | "
-                f"{r['low_threshold']['fills']} |"
+        for block in blocks:
+            names = block.family.names
+            blocks_meta.append(
+                {
+                    "symbol": sym,
+                    "fold": block.fold,
+                    "models": str(block.models),
+                    "distill_s": block.distill_s,
+                    "test_first_start_ms": bars[block.first].start_ms,
+                    "test_last_start_ms": bars[block.end - 1].start_ms,
+                    "test_bars": block.end - block.first,
+                    "qlike_scale": block.scale,
+                    "tiers": [
+                        {
+                            "name": t.name,
+                            "recipe": t.spec.recipe,
+                            "hidden": t.spec.entry.hidden,
+                            "n_features": t.n_features,
+                            "params": t.spec.params,
+                        }
+                        for t in block.family
+                    ],
+                }
             )
+            log(f"{sym} fold {block.fold}: {block.end - block.first} test bars, deciding", t0)
+            for label, vcfg in variant_configs(cfg, names):
+                first_run = True
+                for sizing in SIZINGS:
+                    for th_name, th in thresholds.items():
+                        recs = decide(policy(vcfg, sizing, th), block, bars)
+                        if first_run:
+                            forecast.setdefault(label, Scored.empty()).add(recs, block, bars, rv)
+                            forecast_sym.setdefault(label, {}).setdefault(sym, Scored.empty()).add(
+                                recs, block, bars, rv
+                            )
+                            first_run = False
+                        slot = records.setdefault(label, {}).setdefault(sizing, {}).setdefault(th_name, {})
+                        slot.setdefault(sym, []).extend(recs)
+                if label == "routed":
+                    for tb in ALT_TARGETS_BPS:
+                        recs = decide(policy(vcfg, "vol_target", 0.0, tb), block, bars)
+                        alt = records.setdefault(label, {}).setdefault(f"vol_target@{tb:g}", {})
+                        alt.setdefault("always_in", {}).setdefault(sym, []).extend(recs)
+    log("scoring", t0)
+    teacher = f"always_{names[0]}"
+    variants: dict[str, Any] = {}
+    for label, sc in forecast.items():
+        row: dict[str, Any] = {"forecast": sc.metrics(), "per_symbol": {}, "trading": {}}
+        for sym, s in forecast_sym[label].items():
+            row["per_symbol"][sym] = {"forecast": s.metrics(), "trading": {}}
+        for sizing in SIZINGS:
+            row["trading"][sizing] = {}
+            for th_name, th in thresholds.items():
+                pcfg = policy(cfg, sizing, th)
+                by_sym = records[label][sizing][th_name]
+                pooled = trading([r for recs in by_sym.values() for r in recs], pcfg)
+                pooled["max_drawdown_usd"] = _drawdown_pooled(by_sym)
+                row["trading"][sizing][th_name] = pooled
+                for sym, recs in by_sym.items():
+                    row["per_symbol"][sym]["trading"].setdefault(sizing, {})[th_name] = trading(recs, pcfg)
+        variants[label] = row
+    sensitivity: dict[str, Any] = {}
+    for tb in (*ALT_TARGETS_BPS, cfg.paper.target_vol_bps):
+        key = f"vol_target@{tb:g}" if tb != cfg.paper.target_vol_bps else "vol_target"
+        pcfg = policy(cfg, "vol_target", 0.0, tb)
+        by_sym = records["routed"][key]["always_in"]
+        sensitivity[f"{tb:g}"] = {
+            "pooled": trading([r for recs in by_sym.values() for r in recs], pcfg),
+            "per_symbol": {sym: trading(recs, pcfg) for sym, recs in by_sym.items()},
+        }
+    t_fc = variants[teacher]["forecast"]
+    for row in variants.values():
+        fc = row["forecast"]
+        fc["cost_ratio_vs_teacher"] = fc["mean_multiply_adds"] / t_fc["mean_multiply_adds"]
+        fc["us_ratio_vs_teacher"] = fc["mean_inference_us"] / t_fc["mean_inference_us"]
+        fc["qlike_bc_vs_teacher"] = fc["vol_qlike_bc"] / t_fc["vol_qlike_bc"] - 1.0
+    return {
+        "blocks": blocks_meta,
+        "variants": variants,
+        "teacher": teacher,
+        "targets": targets(variants, teacher, symbols, thresholds),
+        "target_vol_sensitivity": sensitivity,
+        "route_search": route_search(forecast, names),
+    }
+
+
+def route_search(forecast: dict[str, Scored], names: Sequence[str]) -> dict[str, Any]:
+    """The cheapest route map (regime -> tier) whose bias-corrected vol QLIKE is within QLIKE_TOL of
+    always-teacher on fold 1 of every symbol, then scored on the later folds (out of sample).
+
+    The regime path does not depend on the tiers (the detector reads bars and the family's calibration), so
+    every map's per-bar forecasts are taken from the always-<tier> runs.
+    """
+    base = forecast[f"always_{names[0]}"]
+    regimes = np.asarray(base.regimes)
+    folds = np.asarray(base.folds)
+    loss = {t: np.asarray(forecast[f"always_{t}"].loss_bc) for t in names}
+    macs = {t: np.asarray(forecast[f"always_{t}"].macs, dtype=np.float64) for t in names}
+    for t in names:
+        if len(loss[t]) != len(regimes) or forecast[f"always_{t}"].regimes != base.regimes:
+            raise RuntimeError(f"always_{t}: its bars or regimes differ from always_{names[0]}'s")
+    ok = np.all([np.isfinite(v) for v in loss.values()], axis=0)
+    sel = ok & (folds == folds.min())
+    held = ok & (folds != folds.min())
+    in_sample = not held.any()
+    if in_sample:
+        held = sel
+
+    def score(routes: dict[str, str], mask: np.ndarray) -> tuple[float, float]:
+        lo = np.zeros(int(mask.sum()))
+        mc = np.zeros(int(mask.sum()))
+        reg = regimes[mask]
+        for regime, tier in routes.items():
+            m = reg == regime
+            lo[m] = loss[tier][mask][m]
+            mc[m] = macs[tier][mask][m]
+        return float(lo.mean()), float(mc.mean())
+
+    t_sel = score(dict.fromkeys(REGIME_NAMES, names[0]), sel)
+    t_held = score(dict.fromkeys(REGIME_NAMES, names[0]), held)
+    best: tuple[float, float, dict[str, str]] | None = None
+    for combo in itertools.product(names, repeat=len(REGIME_NAMES)):
+        routes = dict(zip(REGIME_NAMES, combo, strict=True))
+        q, c = score(routes, sel)
+        if q <= (1 + QLIKE_TOL) * t_sel[0] and (best is None or (c, q) < (best[1], best[0])):
+            best = (q, c, routes)
+    assert best is not None  # always-teacher itself qualifies
+    q_held, c_held = score(best[2], held)
+    return {
+        "chosen_on": "fold 1 of every symbol",
+        "scored_on": "fold 1 (in sample: only one fold)" if in_sample else "the later folds",
+        "routes": best[2],
+        "selection": {
+            "qlike_bc_vs_teacher": best[0] / t_sel[0] - 1,
+            "cost_ratio_vs_teacher": best[1] / t_sel[1],
+        },
+        "held_out": {
+            "qlike_bc_vs_teacher": q_held / t_held[0] - 1,
+            "cost_ratio_vs_teacher": c_held / t_held[1],
+        },
+        "pass_held_out": q_held <= (1 + QLIKE_TOL) * t_held[0] and c_held <= COST_MAX * t_held[1],
+    }
+
+
+def targets(
+    variants: dict[str, Any], teacher: str, symbols: Sequence[str], thresholds: dict[str, float | None]
+) -> dict[str, Any]:
+    """PASS/FAIL of the issue's three routing/sizing targets (on the routed variant)."""
+    routed = variants["routed"]
+    out: dict[str, Any] = {}
+    for th in thresholds:
+        vt = routed["trading"]["vol_target"][th]
+        fx = routed["trading"]["fixed"][th]
+        r_vt = ratios(vt["risk"], REGIME_NAMES)
+        n_vt = [vt["risk"][k]["bars"] for k in REGIME_NAMES]
+        out[f"risk_within_{th}"] = {
+            "verdict": risk_verdict(r_vt, n_vt),
+            "bars": dict(zip(REGIME_NAMES, n_vt, strict=True)),
+            "ratios_vol_target": dict(zip(REGIME_NAMES, r_vt, strict=True)),
+            "ratios_fixed": dict(zip(REGIME_NAMES, ratios(fx["risk"], REGIME_NAMES), strict=True)),
+            "fixed_spread": fx["risk_spread"],
+            "vol_target_spread": vt["risk_spread"],
+            "symbols_passing": [
+                s
+                for s in symbols
+                if routed["per_symbol"][s]["trading"]["vol_target"][th]["risk_all_regimes_within"]
+            ],
+        }
+        lower: dict[str, bool] = {}
+        for s in symbols:
+            dd_vt = routed["per_symbol"][s]["trading"]["vol_target"][th]["max_drawdown_usd"]
+            dd_fx = routed["per_symbol"][s]["trading"]["fixed"][th]["max_drawdown_usd"]
+            if dd_vt > 0.0 or dd_fx > 0.0:  # both 0: never traded, no evidence
+                lower[s] = dd_vt < dd_fx
+        out[f"drawdown_{th}"] = {
+            "verdict": "NO EVIDENCE"
+            if not lower
+            else _pf(all(lower.values()) and vt["max_drawdown_usd"] < fx["max_drawdown_usd"]),
+            "portfolio_vol_target_usd": vt["max_drawdown_usd"],
+            "portfolio_fixed_usd": fx["max_drawdown_usd"],
+            "per_symbol_lower": lower,
+        }
+    fc = routed["forecast"]
+    out["routed_qlike"] = {
+        "verdict": _pf(fc["qlike_bc_vs_teacher"] <= QLIKE_TOL and fc["cost_ratio_vs_teacher"] <= COST_MAX),
+        "qlike_bc_vs_teacher": fc["qlike_bc_vs_teacher"],
+        "cost_ratio_vs_teacher": fc["cost_ratio_vs_teacher"],
+        "us_ratio_vs_teacher": fc["us_ratio_vs_teacher"],
+    }
+    return out
+
+
+def risk_verdict(ratio: Sequence[float], bars: Sequence[int]) -> str:
+    """FAIL if a regime with >= MIN_RISK_BARS positioned bars is outside the band; PASS if every regime has
+    enough bars and is inside; else NO EVIDENCE."""
+    enough = [n >= MIN_RISK_BARS for n in bars]
+    if any(e and not within(r) for r, e in zip(ratio, enough, strict=True)):
+        return "FAIL"
+    return "PASS" if all(enough) else "NO EVIDENCE"
+
+
+# ---- output ----------------------------------------------------------------------------------------------
+
+
+def _pf(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _f(x: float | None, spec: str) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def format_md(result: dict[str, Any]) -> str:
+    m = result["meta"]
+    v = result["variants"]
+    tg = result["targets"]
+    lines: list[str] = []
+    lines.append(f"# Routing study on real data ({m['mode']})")
+    lines.append("")
+    lines.append(
+        f"Generated by `{m['command']}` in {m['wall_s'] / 60:.1f} min on commit `{m['git']['commit'][:12]}`"
+        + (
+            f" (working tree differed in {len(m['git']['dirty_paths'])} path(s) of bot/, offline/, "
+            "config.toml)"
+            if m["git"]["dirty_paths"]
+            else ""
+        )
+        + f". Symbols: {', '.join(m['symbols'])} 5m. Test periods: {m['test_periods']}. "
+        f"Routes: {m['routes']}. [paper]: notional {m['paper']['notional_usd']:,.0f} USD, max_units "
+        f"{m['paper']['max_units']}, target_vol_bps {m['paper']['target_vol_bps']:g}, rebalance_band "
+        f"{m['paper']['rebalance_band']:g}, fees {m['paper']['taker_fee_bps']:g} + slippage "
+        f"{m['paper']['slippage_bps']:g} bps per fill; entry threshold `config` = "
+        f"{m['paper']['long_threshold_bps']:g} bps, `always_in` = 0 bps."
+    )
+    lines.append("")
+    lines.append("## Targets")
+    lines.append("")
+    tol = f"±{RISK_TOLERANCE:.0%}"
+    for th in ("always_in", "config"):
+        r = tg[f"risk_within_{th}"]
+        vt = ", ".join(f"{k} {_f(x, '.2f')}" for k, x in r["ratios_vol_target"].items())
+        fx = ", ".join(f"{k} {_f(x, '.2f')}" for k, x in r["ratios_fixed"].items())
+        nb = ", ".join(f"{x}" for x in r["bars"].values())
+        lines.append(
+            f"- **{r['verdict']}** vol_target realised PnL vol within {tol} of target in every regime "
+            f"(routed, threshold `{th}`, 5 symbols pooled; positioned bars {nb}; < {MIN_RISK_BARS} in a "
+            f"regime is no evidence): ratios {vt}; symbols passing alone: "
+            f"{len(r['symbols_passing'])}/{len(m['symbols'])}. Fixed sizing (same signals): {fx}; spread "
+            f"max/min {_f(r['fixed_spread'], '.2f')} (vol_target {_f(r['vol_target_spread'], '.2f')})."
+        )
+        d = tg[f"drawdown_{th}"]
+        n_low = sum(d["per_symbol_lower"].values())
+        lines.append(
+            f"- **{d['verdict']}** max drawdown under vol_target below fixed (routed, threshold `{th}`): "
+            f"portfolio {d['portfolio_vol_target_usd']:,.0f} vs {d['portfolio_fixed_usd']:,.0f} USD; "
+            f"lower in {n_low}/{len(d['per_symbol_lower'])} symbols that traded."
+        )
+    q = tg["routed_qlike"]
+    lines.append(
+        f"- **{q['verdict']}** routed vol QLIKE (bias-corrected) within {QLIKE_TOL:.0%} of always-teacher "
+        f"at <= {COST_MAX:.0%} of its cost: {q['qlike_bc_vs_teacher']:+.1%} at "
+        f"{q['cost_ratio_vs_teacher']:.1%} of its multiply-adds ({q['us_ratio_vs_teacher']:.0%} of its "
+        "measured µs)."
+    )
+    rs = result["route_search"]
+    lines.append(
+        f"- Route search (not the config's routes): the cheapest regime -> tier map within {QLIKE_TOL:.0%} "
+        f"of always-teacher's QLIKE bc, chosen on {rs['chosen_on']}: {rs['routes']}; scored on "
+        f"{rs['scored_on']}: **{_pf(rs['pass_held_out'])}** "
+        f"{rs['held_out']['qlike_bc_vs_teacher']:+.1%} QLIKE at "
+        f"{rs['held_out']['cost_ratio_vs_teacher']:.1%} of the teacher's multiply-adds (selection: "
+        f"{rs['selection']['qlike_bc_vs_teacher']:+.1%} at "
+        f"{rs['selection']['cost_ratio_vs_teacher']:.1%})."
+    )
+    lines.append("")
+    lines.append("## Forecasts and cost (all test bars of the 5 symbols pooled)")
+    lines.append("")
+    n = v["routed"]["forecast"]["bars"]
+    lines.append(
+        f"{n} decided bars. Return IC standard error under no skill ≈ 1/√n = {1 / math.sqrt(n):.4f}. QLIKE: "
+        "lower is better (0 = perfect); `bc` = variance scale fitted on each family's training rows. "
+        "Inference µs are the engine's measured `inference` stage (return + vol from one ONNX run) on a "
+        "shared 2-core machine; multiply-adds are the load-free cost."
+    )
+    lines.append("")
+    lines.append(
+        "| variant | vol QLIKE | vol QLIKE bc | vs teacher | vol IC | vol R² (log) | return IC | "
+        "MACs vs teacher | µs (mean) | µs vs teacher | tier share |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, row in v.items():
+        fc = row["forecast"]
+        share = ", ".join(f"{k} {x:.0%}" for k, x in fc["tier_share"].items())
+        lines.append(
+            f"| {label} | {fc['vol_qlike']:.4f} | {fc['vol_qlike_bc']:.4f} | "
+            f"{fc['qlike_bc_vs_teacher']:+.1%} | {fc['vol_ic']:.3f} | {fc['vol_r2_log']:.3f} | "
+            f"{fc['return_ic']:+.4f} | {fc['cost_ratio_vs_teacher']:.3f} | {fc['mean_inference_us']:.1f} | "
+            f"{fc['us_ratio_vs_teacher']:.2f} | {share} |"
+        )
+    lines.append("")
+    shares = v["routed"]["forecast"]["regime_share"]
+    lines.append(
+        "Regime share of decided bars: " + ", ".join(f"{k} {x:.1%}" for k, x in shares.items()) + "."
+    )
+    lines.append("")
+    lines.append("Per symbol, vol QLIKE bc (routed / always-teacher) and return IC (routed):")
+    lines.append("")
+    lines.append("| symbol | routed QLIKE bc | teacher QLIKE bc | routed vol IC | routed return IC |")
+    lines.append("|---|---|---|---|---|")
+    for sym in m["symbols"]:
+        a = v["routed"]["per_symbol"][sym]["forecast"]
+        b = v[result["teacher"]]["per_symbol"][sym]["forecast"]
+        lines.append(
+            f"| {sym} | {a['vol_qlike_bc']:.4f} | {b['vol_qlike_bc']:.4f} | {a['vol_ic']:.3f} | "
+            f"{a['return_ic']:+.4f} |"
+        )
+    lines.append("")
+    for th in ("always_in", "config"):
+        lines.append(f"## Trading, threshold `{th}` (5 symbols; PnL after fees and slippage)")
         lines.append("")
+        lines.append(
+            "Risk ratio = RMS of per-bar holding PnL (bps of notional_usd, bars carrying a position) ÷ "
+            "target_vol_bps, by the regime that sized the position; 1.00 is on target. Drawdown: of the "
+            "portfolio (PnL summed over symbols per bar time)."
+        )
+        lines.append("")
+        head = " | ".join(f"ratio {k}" for k in REGIME_NAMES)
+        lines.append(
+            f"| variant | sizing | PnL USD | max DD USD | fills | exposure | mean units | {head} | spread |"
+        )
+        lines.append("|---|---|---|---|---|---|---|" + "---|" * len(REGIME_NAMES) + "---|")
+        for label, row in v.items():
+            for sizing in SIZINGS:
+                t = row["trading"][sizing][th]
+                rs = " | ".join(
+                    f"{_f(t['risk'][k]['ratio'], '.2f')} ({t['risk'][k]['bars']})" for k in REGIME_NAMES
+                )
+                lines.append(
+                    f"| {label} | {sizing} | {t['pnl_usd']:+,.0f} | {t['max_drawdown_usd']:,.0f} | "
+                    f"{t['fills']} | {t['exposure']:.0%} | {t['mean_abs_units']:.2f} | {rs} | "
+                    f"{_f(t['risk_spread'], '.2f')} |"
+                )
+        lines.append("")
+        lines.append(f"Routed, per symbol (threshold `{th}`):")
+        lines.append("")
+        lines.append(f"| symbol | sizing | PnL USD | max DD USD | {head} |")
+        lines.append("|---|---|---|---|" + "---|" * len(REGIME_NAMES))
+        for sym in m["symbols"]:
+            for sizing in SIZINGS:
+                t = v["routed"]["per_symbol"][sym]["trading"][sizing][th]
+                rs = " | ".join(f"{_f(t['risk'][k]['ratio'], '.2f')}" for k in REGIME_NAMES)
+                lines.append(
+                    f"| {sym} | {sizing} | {t['pnl_usd']:+,.0f} | {t['max_drawdown_usd']:,.0f} | {rs} |"
+                )
+        lines.append("")
+    lines.append("## Sensitivity: [paper] target_vol_bps (routed, vol_target, always in)")
+    lines.append("")
+    lines.append(
+        f"Units are capped at max_units = {m['paper']['max_units']}: where the forecast vol is below the "
+        "target the position cannot reach it and the ratio falls below 1."
+    )
+    lines.append("")
+    head = " | ".join(f"ratio {k}" for k in REGIME_NAMES)
+    lines.append(f"| target bps | symbol | mean units | PnL USD | max DD USD | {head} | all within |")
+    lines.append("|---|---|---|---|---|" + "---|" * len(REGIME_NAMES) + "---|")
+    for tb, sens in sorted(result["target_vol_sensitivity"].items(), key=lambda kv: float(kv[0])):
+        for sym, t in [("pooled", sens["pooled"]), *sens["per_symbol"].items()]:
+            rs_ = " | ".join(f"{_f(t['risk'][k]['ratio'], '.2f')}" for k in REGIME_NAMES)
+            lines.append(
+                f"| {tb} | {sym} | {t['mean_abs_units']:.2f} | {t['pnl_usd']:+,.0f} | "
+                f"{t['max_drawdown_usd']:,.0f} | {rs_} | {'yes' if t['risk_all_regimes_within'] else 'no'} |"
+            )
+    lines.append("")
     return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    """Per-regime risk-targeting ratio of the routed variant, fixed vs vol_target, per threshold."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed (pip install 'progdistill[plot]')", file=sys.stderr)
+        return False
+    routed = result["variants"]["routed"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    x = np.arange(len(REGIME_NAMES))
+    for ax, th in zip(axes, ("always_in", "config"), strict=True):
+        ax.axhspan(1 - RISK_TOLERANCE, 1 + RISK_TOLERANCE, color="#d5f5e3", lw=0, label="target ±25%")
+        ax.axhline(1.0, color="#27ae60", lw=1)
+        for k, (sizing, color) in enumerate((("fixed", "#7f8c8d"), ("vol_target", "#2e86c1"))):
+            pooled = ratios(routed["trading"][sizing][th]["risk"], REGIME_NAMES)
+            xs = x + (k - 0.5) * 0.38
+            ax.bar(xs, [0 if not math.isfinite(r) else r for r in pooled], 0.36, color=color, label=sizing)
+            for sym in result["meta"]["symbols"]:
+                per = ratios(routed["per_symbol"][sym]["trading"][sizing][th]["risk"], REGIME_NAMES)
+                ax.plot(xs, per, "k.", ms=3)
+        ax.set_xticks(x, REGIME_NAMES)
+        ax.set_title(f"routed, threshold {th} (bars: 5 symbols pooled; dots: per symbol)", fontsize=9)
+        ax.set_ylabel("realised PnL vol / target_vol_bps")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"Risk-targeting error per regime ({result['meta']['mode']}, target "
+        f"{result['meta']['paper']['target_vol_bps']:g} bps of notional per bar)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="quick families: last 20k bars, 8 epochs")
-    ap.add_argument("--symbols", default="BTCUSDT,ETHUSDT")
+    ap.add_argument(
+        "--quick", action="store_true", help="quick families (10k bars, quick_epochs), 2 short folds"
+    )
+    ap.add_argument("--symbols", default=SYMBOLS)
+    ap.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="walk-forward test blocks (default 4, quick 2); 0: the pipeline's split",
+    )
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    ap.add_argument("--models-root", type=Path, default=Path(tempfile.gettempdir()))
+    ap.add_argument(
+        "--work", type=Path, default=None, help="families and fold CSVs (default: a temp dir per commit)"
+    )
     ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/study_routing[_quick])")
     args = ap.parse_args(argv)
     cfg = Config()
+    if args.quick:
+        cfg = msgspec.structs.replace(
+            cfg, distill=msgspec.structs.replace(cfg.distill, quick_bars=QUICK_BARS)
+        )
+    if args.folds is None:
+        try:
+            import offline.walkforward  # noqa: F401 (is the walk-forward harness there?)
+
+            args.folds = 2 if args.quick else 4
+        except ImportError:
+            args.folds = 0
+    git = git_state()
+    if args.work is None:
+        key = hashlib.sha256(json.dumps([git, msgspec.to_builtins(cfg)], sort_keys=True).encode()).hexdigest()
+        args.work = Path(tempfile.gettempdir()) / "routing_study" / key[:16]
     stem = args.out or DOCS / ("study_routing_quick" if args.quick else "study_routing")
     t0 = time.perf_counter()
     result: dict[str, Any] = {
@@ -205,33 +796,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mode": "quick" if args.quick else "full",
             "command": "python benchmarks/routing_study.py "
             + " ".join(sys.argv[1:] if argv is None else argv),
+            "git": git,
+            "symbols": args.symbols.split(","),
+            "folds": args.folds,
+            "test_periods": (
+                f"walk-forward, {args.folds} expanding folds (offline.walkforward.walkforward_folds)"
+                if args.folds
+                else "the pipeline's chronological test split"
+            ),
             "routes": dict(cfg.regime.routes),
             "paper": msgspec.to_builtins(cfg.paper),
-        },
-        "symbols": {},
+            "distill": {
+                "quick": args.quick,
+                "epochs": cfg.distill.quick_epochs if args.quick else cfg.distill.epochs,
+            },
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
     }
-    for sym in args.symbols.split(","):
-        print(f"[{time.perf_counter() - t0:6.1f} s] {sym}", file=sys.stderr, flush=True)
-        result["symbols"][sym] = study_symbol(
-            sym, cfg, quick=args.quick, models_root=args.models_root, data_dir=args.data_dir
-        )
+    result.update(run_study(args, cfg, t0))
     result["meta"]["wall_s"] = time.perf_counter() - t0
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(
-        json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8"
-    )
-    tables = format_tables(result)
-    m = result["meta"]
-    stem.with_suffix(".md").write_text(
-        f"# Routing study ({m['mode']})\n\n"
-        f"Generated by `{m['command']}` in {m['wall_s'] / 60:.1f} min. Routes: "
-        f"{m['routes']}. PnL is net of fees and slippage ([paper] defaults: entry threshold "
-        f"{m['paper']['long_threshold_bps']:g} bps; and again at {LOW_THRESHOLD_BPS:g} bps), "
-        "on the test period only.\n\n" + tables,
-        encoding="utf-8",
-    )
-    print(tables)
+    text = json.dumps(_finite(result), indent=1, allow_nan=False)
+    stem.with_suffix(".json").write_text(text + "\n", encoding="utf-8")
+    md = format_md(result)
+    if plot(result, stem.with_suffix(".png")):
+        md += f"\n![risk-targeting ratio per regime]({stem.with_suffix('.png').name})\n"
+    stem.with_suffix(".md").write_text(md, encoding="utf-8")
+    print(md)
     return 0
+
+
+def _finite(o: Any) -> Any:
+    """`o` with every non-finite float as None (JSON has no NaN)."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(x) for k, x in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(x) for x in o]
+    return o
 
 
 if __name__ == "__main__":
