@@ -719,7 +719,8 @@ def format_md(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
-    """Per-regime risk-targeting ratio of the routed variant, fixed vs vol_target, per threshold."""
+    """Per-regime risk-targeting ratio of the routed variant (always in): fixed vs vol_target sizing, and
+    vol_target at each target_vol_bps of the sensitivity run. Bars: 5 symbols pooled; dots: per symbol."""
     try:
         import matplotlib
 
@@ -729,25 +730,56 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         print("plot skipped: matplotlib is not installed (pip install 'progdistill[plot]')", file=sys.stderr)
         return False
     routed = result["variants"]["routed"]
+    syms = result["meta"]["symbols"]
+    sens = result["target_vol_sensitivity"]
+    target = result["meta"]["paper"]["target_vol_bps"]
+    left = [
+        (
+            f"fixed (ratio to {target:g} bps)",
+            "#7f8c8d",
+            routed["trading"]["fixed"]["always_in"]["risk"],
+            [routed["per_symbol"][s]["trading"]["fixed"]["always_in"]["risk"] for s in syms],
+        ),
+        (
+            f"vol_target {target:g} bps",
+            "#2e86c1",
+            routed["trading"]["vol_target"]["always_in"]["risk"],
+            [routed["per_symbol"][s]["trading"]["vol_target"]["always_in"]["risk"] for s in syms],
+        ),
+    ]
+    blues = ["#aed6f1", "#2e86c1", "#1b4f72", "#0b2436"]
+    right = [
+        (
+            f"vol_target {tb} bps",
+            blues[k % len(blues)],
+            v["pooled"]["risk"],
+            [v["per_symbol"][s]["risk"] for s in syms],
+        )
+        for k, (tb, v) in enumerate(sorted(sens.items(), key=lambda kv: float(kv[0])))
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     x = np.arange(len(REGIME_NAMES))
-    for ax, th in zip(axes, ("always_in", "config"), strict=True):
+    titles = (
+        "fixed vs vol_target sizing, same signals",
+        "vol_target at three targets (units capped at max_units)",
+    )
+    for ax, series, title in zip(axes, (left, right), titles, strict=True):
         ax.axhspan(1 - RISK_TOLERANCE, 1 + RISK_TOLERANCE, color="#d5f5e3", lw=0, label="target ±25%")
         ax.axhline(1.0, color="#27ae60", lw=1)
-        for k, (sizing, color) in enumerate((("fixed", "#7f8c8d"), ("vol_target", "#2e86c1"))):
-            pooled = ratios(routed["trading"][sizing][th]["risk"], REGIME_NAMES)
-            xs = x + (k - 0.5) * 0.38
-            ax.bar(xs, [0 if not math.isfinite(r) else r for r in pooled], 0.36, color=color, label=sizing)
-            for sym in result["meta"]["symbols"]:
-                per = ratios(routed["per_symbol"][sym]["trading"][sizing][th]["risk"], REGIME_NAMES)
-                ax.plot(xs, per, "k.", ms=3)
+        width = 0.8 / len(series)
+        for k, (label, color, pooled, per) in enumerate(series):
+            xs = x + (k - (len(series) - 1) / 2) * width
+            r = ratios(pooled, REGIME_NAMES)
+            ax.bar(xs, [0 if not math.isfinite(v) else v for v in r], width * 0.95, color=color, label=label)
+            for table in per:
+                ax.plot(xs, ratios(table, REGIME_NAMES), "k.", ms=3)
         ax.set_xticks(x, REGIME_NAMES)
-        ax.set_title(f"routed, threshold {th} (bars: 5 symbols pooled; dots: per symbol)", fontsize=9)
+        ax.set_title(f"routed, always in: {title}", fontsize=9)
         ax.set_ylabel("realised PnL vol / target_vol_bps")
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=8)
     fig.suptitle(
-        f"Risk-targeting error per regime ({result['meta']['mode']}, target "
-        f"{result['meta']['paper']['target_vol_bps']:g} bps of notional per bar)"
+        f"Risk-targeting error per regime ({result['meta']['mode']}; bars: {len(syms)} symbols pooled, "
+        "dots: per symbol)"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
