@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 import pytest
 
+from bot.config import Config
 from bot.core.decision import DecisionRecord
 from bot.core.paper import PaperTrader
 from bot.core.params import REGIME_NAMES, PaperConfig
+from bot.sim.backtest import RunResult
+from bot.sim.backtest_report import build_report
 from bot.sim.riskmetrics import (
     held_pnl_bps,
     max_drawdown,
@@ -124,3 +128,16 @@ def test_vol_target_sizing_hits_its_target_and_fixed_sizing_does_not() -> None:
         _records(fixed, sigma, 400, "volatile"), notional_usd=fixed.notional_usd, target_vol_bps=10.0
     )
     assert table["all"]["ratio"] == pytest.approx(2.0, abs=0.02)
+
+
+def test_backtest_report_carries_the_risk_table() -> None:
+    """`bot backtest`'s report.json has the risk table of its records, against [paper] target_vol_bps."""
+    cfg = Config()
+    cfg = msgspec.structs.replace(cfg, paper=msgspec.structs.replace(cfg.paper, target_vol_bps=10.0))
+    recs = _records(PaperConfig(long_threshold_bps=0.0), 20e-4, 200, "volatile")
+    closes = [(r.start_ms, r.close) for r in recs]
+    run = RunResult(records=recs, warmup_bars=0, wall_s=1.0, symbols=("BTCUSDT",), closes={"BTCUSDT": closes})
+    report = build_report(cfg, run, {})
+    assert report["risk"]["volatile"]["bars"] == 199
+    assert report["risk"]["volatile"]["ratio"] == pytest.approx(2.0, abs=0.02)
+    assert report["risk"]["crisis"]["ratio"] is None
