@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from bot.outputs import OutputPathError
 from bot.tiers import TierFamily
 from offline.export import write_json
 from offline.holdout import decide, fmt, score_family
+from offline.interrupts import Interrupted, doing
 
 EXIT_FETCH: Final = 3
 EXIT_CHALLENGER: Final = 4
@@ -300,10 +302,31 @@ def _run(
     log(f"retrain: fetched {', '.join(f'{s} {len(b)} bars' for s, b in series.items())}")
     store = work / "models" if dry_run else models
     if challenger is None:
+        existed = store.exists()
         challenger = _distill_challenger(cfg, series, store, work, log)
         ch_dir = store / challenger
-    else:
-        ch_dir = models / challenger
+        try:
+            return _judge(cfg, models, ch_dir, challenger, series, dry_run, summary, log)
+        except Interrupted:
+            if modelstore.current_version(store) != challenger:  # stopped before a promotion:
+                shutil.rmtree(ch_dir)  # leave the store as it was found
+                if not existed and not any(store.iterdir()):
+                    store.rmdir()  # this run's distillation created it
+            raise
+    return _judge(cfg, models, models / challenger, challenger, series, dry_run, summary, log)
+
+
+def _judge(
+    cfg: Config,
+    models: Path,
+    ch_dir: Path,
+    challenger: str,
+    series: dict[str, list[Bar]],
+    dry_run: bool,
+    summary: dict[str, Any],
+    log: Callable[[str], None],
+) -> Outcome:
+    """Verify and score the challenger and the champion, promote a winner, write the reports."""
     summary["challenger"] = challenger
     try:
         ch_family = _verified(ch_dir, cfg)
@@ -311,6 +334,8 @@ def _run(
         raise ChallengerFailedError(f"challenger {challenger} refused: {exc}") from exc
     champ_name, champ_family, champ_bad = _champion(models, cfg)
     summary["champion"] = champ_name
+    doing(f"scoring challenger {challenger}")
+    log(f"retrain: scoring challenger {challenger} on the held-out bars")
     try:
         ch_scores = score_family(ch_family, cfg, series)
     except (ValueError, ModelError) as exc:
@@ -318,6 +343,8 @@ def _run(
     summary["challenger_scores"] = ch_scores
     champ_scores: dict[str, Any] = {}
     if champ_family is not None:
+        doing(f"scoring champion {champ_name}")
+        log(f"retrain: scoring champion {champ_name} on the held-out bars")
         try:
             champ_scores = score_family(champ_family, cfg, series)
         except (ValueError, ModelError) as exc:  # e.g. no finite vol forecast: it cannot be compared
