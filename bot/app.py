@@ -31,10 +31,10 @@ from bot.bybit.rest import RestClient
 from bot.config import Config, ServiceConfig, engine_params, watchdog_fresh_s
 from bot.core.bars import INTERVAL_MS, Bar, BookTop, interval_ms
 from bot.core.decision import DecisionRecord, encode_line
-from bot.core.drift import DriftMonitor
+from bot.core.drift import F64, DriftMonitor, RecentRows
 from bot.core.engine import Engine
 from bot.core.errors import ConfigError, ModelError, PipelineStalledError
-from bot.core.features import FEATURE_INDEX
+from bot.core.features import FEATURE_INDEX, N_FEATURES
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
@@ -118,6 +118,7 @@ class Service:
         self._status_family: object = None  # the family the status page describes (a reload changes it)
         self.drift: DriftMonitor | None = None  # rolling PSI vs the family's training bins (bot.core.drift)
         self._drift_family: object = None
+        self._drift_rows = RecentRows(cfg.service.drift_window_bars, N_FEATURES)  # seeds a new monitor
         self.metrics = Metrics(stale_s=fresh_s, status_page=lambda: render_status(self.status, _now_ms()))
         self.lag = DecisionLag(
             self.step_ms,
@@ -151,7 +152,7 @@ class Service:
             except ConfigError:
                 ledger.close()
                 raise
-            self.summary.replayed_bars += engine.replay(stored)
+            self.summary.replayed_bars += self._replay(engine, stored)
             self._last_seen[symbol] = stored[-1].start_ms if stored else None
             self._live_from[symbol] = ledger.live_from(symbol)
         # the shadow windows and the forecasts still waiting for their horizon, as before the restart
@@ -159,6 +160,16 @@ class Service:
         sh.replay(ledger.shadow_history(self.cfg.market.symbols, last_bars=sh.window + sh.horizon_span))
         self._restore_status(family, ledger)
         return engine, ledger
+
+    def _replay(self, engine: Engine, stored: list[Bar]) -> int:
+        """`engine.replay(stored)`, keeping the last drift window of feature rows (drift after a restart is
+        measured from the first decided bar, not a window later). Returns bars replayed."""
+        for bar in stored:
+            engine.on_bar(bar, decide=False)
+            x = engine.features(bar.symbol)
+            if x is not None:
+                self._drift_rows.append(bar.symbol, x)
+        return len(stored)
 
     def _restore_status(self, family: TierFamily, ledger: Ledger) -> None:
         """The status page after a restart: the family, and per symbol today's and the last decisions."""
@@ -249,32 +260,40 @@ class Service:
 
     def _drift_update(self, engine: Engine, bar: Bar) -> None:
         """After the decision is out: the bar's feature row into the rolling PSI; gauges, a log line per
-        crossing. A new family (start-up, reload) brings its own training bins and starts empty windows."""
+        crossing. A new family (start-up, reload) brings its own training bins: its monitor starts from the
+        last window of rows (replayed from the ledger at start-up, or seen under the previous family)."""
+        x = engine.features(bar.symbol)
+        if x is not None:
+            self._drift_rows.append(bar.symbol, x)
         if engine.family is not self._drift_family:
             self._drift_family = engine.family
             self.drift = drift_monitor(engine.family, self.cfg.service)
             self.status.set_drift(self.drift)
             if self.drift is not None:
                 self.metrics.drift_thresholds(self.drift.thresholds())
-        x = engine.features(bar.symbol)
-        if self.drift is None or x is None:
+                for symbol in self._drift_rows.symbols:
+                    for row in self._drift_rows.rows(symbol):
+                        self._drift_row(self.drift, symbol, row)
             return
-        up = self.drift.update(bar.symbol, x)
+        if self.drift is not None and x is not None:
+            self._drift_row(self.drift, bar.symbol, x)
+
+    def _drift_row(self, drift: DriftMonitor, symbol: str, x: F64) -> None:
+        up = drift.update(symbol, x)
         if up.psi is None:
             return
-        self.metrics.drift(bar.symbol, dict(zip(self.drift.features, up.psi.tolist(), strict=True)))
-        limit = self.drift.threshold_of
+        self.metrics.drift(symbol, dict(zip(drift.features, up.psi.tolist(), strict=True)))
         for feature, psi in up.crossed:
             self.log.warning(
                 logs.DRIFT,
-                symbol=bar.symbol,
+                symbol=symbol,
                 feature=feature,
                 psi=round(psi, 4),
-                threshold=round(limit(feature), 4),
+                threshold=round(drift.threshold_of(feature), 4),
                 rows=up.rows,
             )
         for feature, psi in up.recovered:
-            self.log.info(logs.DRIFT_RECOVERED, symbol=bar.symbol, feature=feature, psi=round(psi, 4))
+            self.log.info(logs.DRIFT_RECOVERED, symbol=symbol, feature=feature, psi=round(psi, 4))
 
     def _on_ready(self, ledger: Ledger) -> None:
         for symbol, last in self._last_seen.items():

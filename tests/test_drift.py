@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import support
 
-from bot import logs
+from bot import logs, modelstore
 from bot.app import Service, drift_monitor
-from bot.config import parse_config
+from bot.config import Config, parse_config
 from bot.core.drift import PSI_EPS, DriftMonitor, fit_bins, monitored_features
 from bot.core.errors import ConfigError, ModelError
 from bot.core.features import FEATURE_NAMES, FEATURE_SETS
@@ -265,20 +265,95 @@ def scaled_market_csv(path: Path, *, n_bars: int, seed: int, vol_scale: float) -
     return path
 
 
+def drift_config(ex: ReplayExchange, models: Path, out: Path) -> Config:
+    """The loopback config with metrics on a free port and a 120-bar drift window."""
+    cfg = support.loop_config(ex.rest_url, ex.ws_url, models, out, symbol=SYMBOL)
+    service = msgspec.structs.replace(
+        cfg.service, metrics_enabled=True, metrics_port=0, drift_window_bars=120
+    )
+    return msgspec.structs.replace(cfg, service=service)
+
+
+async def serve(cfg: Config, *, decisions: int) -> tuple[Service, str, str]:
+    """Run a service until `decisions` bars are decided; /metrics and /status as fetched over HTTP."""
+    stop = asyncio.Event()
+    service = Service(cfg)
+    task = asyncio.create_task(service.run(stop))
+    try:
+        await asyncio.wait_for(service.ready_event.wait(), timeout=30)
+        async with asyncio.timeout(60):
+            while service.summary.decisions < decisions:  # noqa: ASYNC110 - a plain counter
+                await asyncio.sleep(0.01)
+        base = f"http://127.0.0.1:{service.metrics_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/metrics") as resp:
+                metrics = await resp.text()
+            async with http.get(f"{base}/status") as resp:
+                status = await resp.text()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=60)
+    return service, metrics, status
+
+
+def replay(data: Path) -> ReplayExchange:
+    """The replay exchange serving `data`, 100 bars a second."""
+    return ReplayExchange(
+        symbols=[SYMBOL], data=data, bar_seconds=0.01, updates_per_bar=1, history_bars=200, latency_ms=0
+    )
+
+
 async def run_until(models: Path, data: Path, out: Path, *, decisions: int) -> tuple[Service, str, str, str]:
     """Run the service against the replay exchange serving `data` until `decisions` bars are decided;
     returns the service, the log text, /metrics and /status as fetched over loopback HTTP."""
     stream = io.StringIO()
-    async with ReplayExchange(
-        symbols=[SYMBOL], data=data, bar_seconds=0.01, updates_per_bar=1, history_bars=200, latency_ms=0
-    ) as ex:
-        cfg = support.loop_config(ex.rest_url, ex.ws_url, models, out, symbol=SYMBOL)
-        cfg = msgspec.structs.replace(
-            cfg,
-            service=msgspec.structs.replace(
-                cfg.service, metrics_enabled=True, metrics_port=0, drift_window_bars=120
-            ),
-        )
+    async with replay(data) as ex:
+        cfg = drift_config(ex, models, out)
+        logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=stream)
+        service, metrics, status = await serve(cfg, decisions=decisions)
+    return service, stream.getvalue(), metrics, status
+
+
+async def test_a_restart_measures_drift_from_its_first_decision(trained_family: Path, tmp_path: Path) -> None:
+    """The drift window is rebuilt from the ledger's bars at start-up: after a restart the first decided
+    bar already has a PSI over a full window, and the drifting inputs are warned about again."""
+    data = scaled_market_csv(tmp_path / f"{SYMBOL}_5m.csv", n_bars=700, seed=5, vol_scale=4.0)
+    stream = io.StringIO()
+    async with replay(data) as ex:
+        cfg = drift_config(ex, trained_family, tmp_path / "state")
+        logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=stream)
+        first, _, _ = await serve(cfg, decisions=40)
+        assert first.drift is not None
+        assert first.drift.psi(SYMBOL) is None  # 40 decided bars: collecting
+        mark = len(stream.getvalue())
+        second, metrics, _ = await serve(cfg, decisions=1)
+    assert second.summary.replayed_bars >= 120
+    assert second.drift is not None
+    assert second.drift.rows(SYMBOL) == 120
+    psi = second.drift.psi(SYMBOL)
+    assert psi is not None
+    assert psi["ret_1"] > 0.25
+    after = [json.loads(x) for x in stream.getvalue()[mark:].splitlines() if x.startswith("{")]
+    assert "ret_1" in {x["feature"] for x in after if x.get("event") == logs.DRIFT}
+    assert f'progdistill_feature_psi{{feature="ret_1",symbol="{SYMBOL}"}}' in metrics
+
+
+async def test_a_reload_keeps_the_drift_window(trained_family: Path, tmp_path: Path) -> None:
+    """A hot reload brings the new family's bins; its monitor starts from the last window of rows, so the
+    PSI is reported from the first bar the new family decides, not a window later."""
+    store = tmp_path / "models"
+    store.mkdir()
+    for name in ("a", "b"):
+        shutil.copytree(trained_family, store / name)
+    edit_manifest = json.loads((store / "b" / MANIFEST_NAME).read_text())
+    edit_manifest["provenance"]["note"] = "b"
+    (store / "b" / MANIFEST_NAME).write_text(json.dumps(edit_manifest))
+    modelstore.promote(store, "a")
+    data = scaled_market_csv(tmp_path / f"{SYMBOL}_5m.csv", n_bars=700, seed=5, vol_scale=4.0)
+    stream = io.StringIO()
+    async with replay(data) as ex:
+        cfg = drift_config(ex, store, tmp_path / "state")
+        cfg = msgspec.structs.replace(cfg, models=msgspec.structs.replace(cfg.models, reload_poll_s=0.02))
         logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=stream)
         stop = asyncio.Event()
         service = Service(cfg)
@@ -286,18 +361,20 @@ async def run_until(models: Path, data: Path, out: Path, *, decisions: int) -> t
         try:
             await asyncio.wait_for(service.ready_event.wait(), timeout=30)
             async with asyncio.timeout(60):
-                while service.summary.decisions < decisions:  # noqa: ASYNC110 - a plain counter
-                    await asyncio.sleep(0.02)
-            base = f"http://127.0.0.1:{service.metrics_port}"
-            async with aiohttp.ClientSession() as http:
-                async with http.get(f"{base}/metrics") as resp:
-                    metrics = await resp.text()
-                async with http.get(f"{base}/status") as resp:
-                    status = await resp.text()
+                while service.drift is None or service.drift.psi(SYMBOL) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                before = service.drift
+                modelstore.promote(store, "b")
+                while service.drift is before:  # noqa: ASYNC110 - the first bar of the new family
+                    await asyncio.sleep(0.005)
+            after = service.drift
         finally:
             stop.set()
             await asyncio.wait_for(task, timeout=60)
-    return service, stream.getvalue(), metrics, status
+    assert any(f'"event":"{logs.MODEL_SWITCHED}"' in x for x in stream.getvalue().splitlines())
+    assert after is not None
+    assert after.rows(SYMBOL) == 120
+    assert after.psi(SYMBOL) is not None
 
 
 #: Candle-shape and z-score inputs: unchanged by scaling every price move (ratios of moves, or z-scores).

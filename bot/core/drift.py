@@ -101,6 +101,49 @@ def training_psi_max(
     return dict(zip(m.features, (float(v) for v in top), strict=True))
 
 
+class RecentRows:
+    """The last `window_bars` full feature rows per symbol (any family's monitored columns are in them), so
+    that a new monitor - after a reload, or a restart that replayed the ledger - starts with a full window
+    instead of `window_bars` bars without drift.
+
+    Args:
+        window_bars: rows kept per symbol.
+        n_features: width of a row.
+    """
+
+    def __init__(self, window_bars: int, n_features: int) -> None:
+        self.window_bars = window_bars
+        self.n_features = n_features
+        self._rows: dict[str, F64] = {}
+        self._n: dict[str, int] = {}
+
+    def append(self, symbol: str, row: F64) -> None:
+        """Keep `row` (copied) as `symbol`'s newest, forgetting the oldest once full."""
+        buf = self._rows.get(symbol)
+        if buf is None:
+            buf = self._rows[symbol] = np.empty((self.window_bars, self.n_features))
+        n = self._n.get(symbol, 0)
+        buf[n % self.window_bars] = row
+        self._n[symbol] = n + 1
+
+    def rows(self, symbol: str) -> F64:
+        """`symbol`'s kept rows, oldest first ([0, n_features] when none)."""
+        n = self._n.get(symbol, 0)
+        buf = self._rows.get(symbol)
+        if buf is None:
+            return np.empty((0, self.n_features))
+        if n <= self.window_bars:
+            return buf[:n]
+        pos = n % self.window_bars
+        out: F64 = np.concatenate([buf[pos:], buf[:pos]])
+        return out
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Symbols with rows."""
+        return tuple(self._rows)
+
+
 @dataclass(frozen=True, slots=True)
 class DriftUpdate:
     """One symbol's drift after a row.
