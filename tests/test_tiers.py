@@ -197,3 +197,19 @@ def test_check_fit_refuses_another_vol_horizon(trained_family: Path) -> None:
         ModelError, match=r"over 12 bars \(\$\.heads\.vol\.horizon_bars\).*vol_horizon_bars is 24"
     ):
         fam.check_fit(small_config(market={"symbols": ["SYNTHUSDT"]}, distill={"vol_horizon_bars": 24}))
+
+
+def test_check_fit_accepts_every_pooled_symbol(trained_family: Path, tmp_path: Path) -> None:
+    """A family pooled over several symbols ($.provenance.symbols) fits any of them and refuses another,
+    naming the list."""
+    import shutil
+
+    from support import small_config
+
+    fam_dir = tmp_path / "pooled"
+    shutil.copytree(trained_family, fam_dir)
+    edit_manifest(fam_dir, lambda m: m["provenance"].update(symbol=None, symbols=["SYNTHUSDT", "ETHUSDT"]))
+    fam = TierFamily.load(fam_dir)
+    fam.check_fit(small_config(market={"symbols": ["ETHUSDT", "SYNTHUSDT"]}))
+    with pytest.raises(ModelError, match=r"symbols \['SYNTHUSDT', 'ETHUSDT'\] \(\$\.provenance\.symbols\)"):
+        fam.check_fit(small_config(market={"symbols": ["SOLUSDT"]}))
