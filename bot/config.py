@@ -188,7 +188,7 @@ class RetrainConfig(_Section, frozen=True):
     # ... and no tier regresses: its QLIKE at most (1 + qlike_tolerance) x the champion's tier's, its IC at
     # least the champion's tier's IC - ic_tolerance.
     qlike_tolerance: Annotated[float, Meta(ge=0, le=10)] = 0.1
-    ic_tolerance: Annotated[float, Meta(ge=0, le=2)] = 0.03
+    ic_tolerance: Annotated[float, Meta(ge=0, le=2)] = 0.05
     # retrain-<UTC time>.json summaries of every run (the challenger's report is also in its version dir).
     reports_dir: str = "retrain"
 
