@@ -66,7 +66,7 @@ from bot.sim.riskmetrics import (  # noqa: E402
 )
 from bot.tiers import TierFamily  # noqa: E402
 from offline import vol as volmod  # noqa: E402
-from offline.data import Dataset, embargo_rows, load_csv, load_dataset  # noqa: E402
+from offline.data import Dataset, embargo_rows, load_csv, load_dataset, load_pooled  # noqa: E402
 from offline.pipeline import pipeline_distill  # noqa: E402
 
 DATA_DIR = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
@@ -186,6 +186,72 @@ def blocks_for(
         family = TierFamily.load(models)
         scale = _scales(cfg, fold_csv, family, quick=quick, symbol=symbol)
         out.append(Block(symbol, f.index, family, models, first, end, scale, s))
+    return out
+
+
+def pooled_blocks(
+    symbols: Sequence[str],
+    cfg: Config,
+    bars: dict[str, list[Bar]],
+    *,
+    folds: int,
+    quick: bool,
+    work: Path,
+    data_dir: Path,
+    t0: float,
+) -> dict[str, list[Block]]:
+    """One family per fold for all `symbols` (`pipeline_distill` on several CSVs, the shipping way), the test
+    blocks cut at the same dates for every symbol (the walk-forward folds of the first symbol's rows; all
+    five files cover the same span)."""
+    csvs = [data_dir / f"{s}_5m.csv" for s in symbols]
+    tag = "quick" if quick else "full"
+    n_bars = cfg.distill.quick_bars if quick else None
+    out: dict[str, list[Block]] = {s: [] for s in symbols}
+    starts = {s: [b.start_ms for b in bars[s]] for s in symbols}
+    if folds == 0:
+        models = work / f"pooled_{tag}_split"
+        t = time.perf_counter()
+        if not (models / "manifest.json").exists():
+            pipeline_distill(
+                cfg, data=csvs, out_dir=models, quick=quick, symbol=list(symbols), drop_last=True
+            )
+        sec = time.perf_counter() - t
+        family = TierFamily.load(models)
+        ds = load_pooled(csvs, cfg.distill, symbols=list(symbols), n_bars=n_bars, drop_last=True)
+        scale = _scales_ds(ds, family)
+        test_ms = int(ds.start_ms[ds.splits.test].min())
+        for s in symbols:
+            first = next(i for i, x in enumerate(starts[s]) if x >= test_ms)
+            out[s].append(Block(s, 0, family, models, first, len(bars[s]), scale, sec))
+        return out
+    from offline.walkforward import walkforward_folds
+
+    ds0 = load_dataset(csvs[0], cfg.distill, symbol=symbols[0], drop_last=True)
+    emb_ms = embargo_rows(cfg.distill) * ds0.step_ms
+    for f in walkforward_folds(ds0, folds, cfg.distill, first_train_frac=FIRST_TRAIN_FRAC[quick]):
+        cut_ms = f.test_start_ms - emb_ms
+        fold_csvs = []
+        for s, csv in zip(symbols, csvs, strict=True):
+            fold_csv = work / f"fold{f.index}of{folds}" / f"{s}_5m.csv"
+            if not fold_csv.exists():
+                _write_head(csv, fold_csv, sum(1 for x in starts[s] if x < cut_ms))
+            fold_csvs.append(fold_csv)
+        models = work / f"pooled_{tag}_fold{f.index}of{folds}"
+        log(f"fold {f.index}: distilling one family for {len(symbols)} symbols (bars before {cut_ms} ms)", t0)
+        t = time.perf_counter()
+        if not (models / "manifest.json").exists():
+            pipeline_distill(cfg, data=fold_csvs, out_dir=models, quick=quick, symbol=list(symbols))
+        sec = time.perf_counter() - t
+        family = TierFamily.load(models)
+        scale = _scales_ds(load_pooled(fold_csvs, cfg.distill, symbols=list(symbols), n_bars=n_bars), family)
+        for s in symbols:
+            first = next(i for i, x in enumerate(starts[s]) if x >= f.test_start_ms)
+            end = (
+                next(i for i, x in enumerate(starts[s]) if x > f.test_end_ms)
+                if f.index < folds
+                else len(bars[s])
+            )
+            out[s].append(Block(s, f.index, family, models, first, end, scale, sec))
     return out
 
 
@@ -334,14 +400,33 @@ def run_study(args: argparse.Namespace, cfg: Config, t0: float) -> dict[str, Any
     # records[variant][sizing][threshold][symbol]
     records: dict[str, dict[str, dict[str, dict[str, list[DecisionRecord]]]]] = {}
     blocks_meta: list[dict[str, Any]] = []
+    # last row of each file: the still-open candle
+    all_bars = {s: load_csv(args.data_dir / f"{s}_5m.csv", symbol=s)[:-1] for s in symbols}
+    pooled_fam = (
+        pooled_blocks(
+            symbols,
+            cfg,
+            all_bars,
+            folds=args.folds,
+            quick=args.quick,
+            work=work,
+            data_dir=args.data_dir,
+            t0=t0,
+        )
+        if not args.per_symbol
+        else None
+    )
     for sym in symbols:
-        bars = load_csv(args.data_dir / f"{sym}_5m.csv", symbol=sym)[:-1]  # last row: still-open candle
+        bars = all_bars[sym]
         closes = np.array([b.close for b in bars], dtype=np.float64)
         rv = volmod.forward_rv(closes, cfg.distill.vol_horizon_bars)
-        log(f"{sym}: distilling", t0)
-        blocks = blocks_for(
-            sym, cfg, bars, folds=args.folds, quick=args.quick, work=work, data_dir=args.data_dir
-        )
+        if pooled_fam is not None:
+            blocks = pooled_fam[sym]
+        else:
+            log(f"{sym}: distilling", t0)
+            blocks = blocks_for(
+                sym, cfg, bars, folds=args.folds, quick=args.quick, work=work, data_dir=args.data_dir
+            )
         for block in blocks:
             names = block.family.names
             blocks_meta.append(
@@ -794,6 +879,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--symbols", default=SYMBOLS)
     ap.add_argument(
+        "--per-symbol",
+        action="store_true",
+        help="one family per symbol (default: one pooled family per fold)",
+    )
+    ap.add_argument(
         "--folds",
         type=int,
         default=None,
@@ -831,6 +921,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "git": git,
             "symbols": args.symbols.split(","),
             "folds": args.folds,
+            "families": "one per symbol and fold"
+            if args.per_symbol
+            else "one per fold, pooled over the symbols",
             "test_periods": (
                 f"walk-forward, {args.folds} expanding folds (offline.walkforward.walkforward_folds)"
                 if args.folds
