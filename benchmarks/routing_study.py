@@ -86,8 +86,11 @@ def log(msg: str, t0: float) -> None:
     print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
-def git_state() -> dict[str, Any]:
-    """HEAD commit and whether bot/, offline/ or config.toml differ from it (others' work in progress)."""
+def git_state(source_commit: str | None = None) -> dict[str, Any]:
+    """HEAD commit and whether bot/, offline/ or config.toml differ from it (others' work in progress); for
+    a tree exported with `git archive` (no .git), `source_commit` as given."""
+    if source_commit is not None:
+        return {"commit": source_commit, "dirty_paths": [], "exported_tree": str(ROOT)}
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -891,6 +894,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR)
     ap.add_argument(
+        "--source-commit", default=None, help="commit a `git archive` export was made from (it has no .git)"
+    )
+    ap.add_argument(
         "--work", type=Path, default=None, help="families and fold CSVs (default: a temp dir per commit)"
     )
     ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/study_routing[_quick])")
@@ -907,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.folds = 2 if args.quick else 4
         except ImportError:
             args.folds = 0
-    git = git_state()
+    git = git_state(args.source_commit)
     if args.work is None:
         key = hashlib.sha256(json.dumps([git, msgspec.to_builtins(cfg)], sort_keys=True).encode()).hexdigest()
         args.work = Path(tempfile.gettempdir()) / "routing_study" / key[:16]
