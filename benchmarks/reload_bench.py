@@ -13,9 +13,9 @@ side by side in a models directory; each round promotes the other one and sends 
   switch call itself (`Engine.swap_family`, timed around the service's own call).
 
     .venv/bin/python benchmarks/reload_bench.py               # 20 reloads at 10 ms per bar
-    .venv/bin/python benchmarks/reload_bench.py --reloads 5   # a quicker look
+    .venv/bin/python benchmarks/reload_bench.py --quick       # 5 reloads
 
-Writes docs/reload_bench.json. Not a test: run it by hand.
+Writes docs/reload_bench[_quick].json. Not a test: run it by hand.
 """
 
 from __future__ import annotations
@@ -216,8 +216,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reloads", type=int, default=20)
     parser.add_argument("--settle-bars", type=int, default=15, help="decisions between reloads")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--quick", action="store_true", help="5 reloads, written to reload_bench_quick.json")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.quick:
+        args.reloads = 5
+    if args.out is None:
+        args.out = OUT.with_name("reload_bench_quick.json") if args.quick else OUT
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(run(args.reloads, args.settle_bars, Path(tmp)))
     result["load_1m"] = round(os.getloadavg()[0], 2)
