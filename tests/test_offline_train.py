@@ -33,7 +33,15 @@ TINY = {
         "production": {"layers": 1, "width": 12, "features": "price_volume"},
         "edge": {"layers": 1, "width": 8, "features": "seed"},
     },
-    "distill": {"synthetic_bars": 2500, "embargo_bars": 10, "epochs": 4, "patience": 2, "batch_size": 128},
+    "distill": {
+        "synthetic_bars": 2500,
+        "embargo_bars": 10,
+        "epochs": 4,
+        "patience": 2,
+        "batch_size": 128,
+        "teacher_folds": 0,  # the held-out design these tests pin (the default is 2)
+        "teacher_l2": [],
+    },
 }
 
 CONFIG_TOML = Path(__file__).resolve().parents[1] / "config.toml"
