@@ -253,6 +253,15 @@ def _cmd_export_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_snapshot_ledger(args: argparse.Namespace) -> int:
+    from offline.recorded import snapshot_ledger
+
+    info = snapshot_ledger(args.ledger, args.out)
+    symbols = ", ".join(info["symbols"]) or "no symbols"  # type: ignore[arg-type]
+    print(f"copied {args.ledger} ({symbols}; {info['bytes']} bytes) to {args.out}")
+    return 0
+
+
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from offline.retrain import ChallengerFailedError, FetchFailedError, retrain
 
@@ -260,7 +269,14 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     models = Path(args.models if args.models is not None else cfg.models.dir)
     args.out = str(models)
     try:
-        outcome = retrain(cfg, models=models, dry_run=args.dry_run, challenger=args.challenger, log=args.log)
+        outcome = retrain(
+            cfg,
+            models=models,
+            dry_run=args.dry_run,
+            challenger=args.challenger,
+            ledger=args.ledger,
+            log=args.log,
+        )
     except (FetchFailedError, ChallengerFailedError) as exc:
         print(f"error: {exc}; the champion and {models}/current are unchanged", file=sys.stderr)
         return exc.exit_code
@@ -351,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="distil and score in a temporary dir; write nothing"
     )
     r.add_argument("--challenger", default=None, help="score this existing version instead of distilling one")
+    r.add_argument(
+        "--ledger",
+        default=None,
+        help="ledger whose recorded bars to merge (default: [ledger] path), e.g. a snapshot-ledger copy",
+    )
     r.set_defaults(func=_cmd_retrain)
     x = sub.add_parser(
         "export-dataset",
@@ -360,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="CSV to write (replaces only a previous export)")
     x.add_argument("--symbol", default=None, help="symbol to export (default: the ledger's only symbol)")
     x.set_defaults(func=_cmd_export_dataset)
+    n = sub.add_parser(
+        "snapshot-ledger",
+        help="copy the bot's ledger consistently (SQLite backup; safe while the bot runs) for the retrain",
+    )
+    n.add_argument("--ledger", required=True, help="the bot's ledger ([ledger] path); read only")
+    n.add_argument("--out", required=True, help="the copy (replaces only a previous snapshot)")
+    n.set_defaults(func=_cmd_snapshot_ledger)
     return p
 
 

@@ -13,13 +13,14 @@ when it is a previous export (its header is `EXPORT_HEADER`).
 from __future__ import annotations
 
 import csv
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from bot.core.bars import Bar
 from bot.core.errors import BotError
-from bot.ledger import Ledger
+from bot.ledger import Ledger, LedgerError
 from bot.outputs import StagedOutput
 from bot.sim.csvbars import CSV_COLUMNS, OPTIONAL_COLUMNS
 
@@ -137,3 +138,42 @@ def export_dataset(
         "first_start_ms": rows[0].bar.start_ms,
         "last_start_ms": rows[-1].bar.start_ms,
     }
+
+
+def snapshot_reason(path: Path) -> str | None:
+    """None when `path` is a ledger of this bot (so a new snapshot may replace it), else why not."""
+    try:
+        Ledger.open_readonly(path, busy_timeout_s=0.5).close()
+    except BotError as exc:
+        return f"exists and is not a ledger snapshot ({exc})"
+    return None
+
+
+def snapshot_ledger(ledger_path: str | Path, out: str | Path) -> dict[str, object]:
+    """A consistent copy of the bot's ledger at `out` (SQLite online backup: safe while the bot writes).
+
+    The nightly retrain unit runs it with full privileges (`ExecStartPre=+`) to read the bot's private state
+    directory, then trains on the copy as its own user (the `-wal`/`-shm` files SQLite may create beside a
+    cleanly closed ledger stay the ledger owner's: SQLite running as root hands them to the database file's
+    owner; tests/test_export_dataset.py checks it). `out` is staged and renamed into place; an existing
+    `out` is replaced only when it is a ledger (a previous snapshot), never the source.
+
+    Raises:
+        OutputPathError: `out` must not be replaced; nothing touched.
+        LedgerError: the source is missing, not a ledger of this bot, corrupt or locked.
+    """
+    src, out = Path(ledger_path), Path(out)
+    stage = StagedOutput(out, kind="ledger-snapshot", recognise=snapshot_reason, is_file=True, protect=[src])
+    stage.check()
+    with Ledger.open_readonly(src) as ledger, stage as tmp:
+        symbols = ledger.symbols()
+        target = sqlite3.connect(tmp / out.name)
+        try:
+            ledger.conn.backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{src}: cannot copy the ledger: {exc}") from exc
+        finally:
+            target.close()
+        stage.commit()
+    return {"ledger": str(src), "out": str(out), "symbols": symbols, "bytes": out.stat().st_size}

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import msgspec
 
 from bot import modelstore
 from bot.config import Config
@@ -240,17 +241,21 @@ def retrain(
     dry_run: bool = False,
     challenger: str | None = None,
     end_ms: int | None = None,
+    ledger: str | Path | None = None,
     log: Callable[[str], None] = lambda _msg: None,
     now: dt.datetime | None = None,
 ) -> Outcome:
     """One champion/challenger round (module docstring). With `dry_run` nothing is written anywhere: the
-    challenger is distilled into a temporary store and nothing is promoted.
+    challenger is distilled into a temporary store and nothing is promoted. `ledger`: the ledger whose
+    recorded bars are merged (default `[ledger] path`; the retrain unit passes a `snapshot-ledger` copy).
 
     Raises:
         ConfigError: bad arguments or an unusable models / reports directory (exit 2).
         FetchFailedError, ChallengerFailedError: exit 3 / 4; the champion and `current` are untouched.
     """
     started = now or dt.datetime.now(dt.UTC)
+    if ledger is not None:
+        cfg = msgspec.structs.replace(cfg, ledger=msgspec.structs.replace(cfg.ledger, path=str(ledger)))
     stamp = f"{started:%Y%m%dT%H%M%S}.{started.microsecond // 1000:03d}Z"
     check_store(models, dry_run=dry_run)
     reports = Path(cfg.retrain.reports_dir)
@@ -293,7 +298,7 @@ def _run(
     series = fetch_series(cfg, end_ms=end_ms)
     summary["recorded"] = merge_recorded(cfg, series)
     if "skipped" in summary["recorded"]:
-        log(f"retrain: REST bars only ({summary['recorded']['skipped']}: {cfg.ledger.path})")
+        log(f"retrain: REST bars only ({summary['recorded']['skipped']}: {summary['recorded']['ledger']})")
     hold = cfg.retrain.holdout_bars
     summary["window"] = {
         s: {"first_ms": b[0].start_ms, "holdout_from_ms": b[-hold].start_ms, "last_ms": b[-1].start_ms}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import sqlite3
 from pathlib import Path
 
@@ -261,3 +262,63 @@ def test_csv_book_columns_are_optional_checked_and_ignored_by_the_bar_reader(tmp
     partial.write_text("start_ms,open,high,low,close,volume,turnover,spread_bps\n0,1,2,0.5,1.5,3,4,1\n")
     with pytest.raises(DataError, match=r"line 1: expected header .*\[,turnover\[,spread_bps,imbalance\]\]"):
         list(read_csv_bars(partial, "X"))
+
+
+# ---- snapshot-ledger: the retrain unit's copy of the bot's private ledger ----------------------------
+
+
+def _snapshot(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    rc = offline_main(["snapshot-ledger", *args])
+    return rc, capsys.readouterr().err.strip()
+
+
+def test_snapshot_copies_a_ledger_the_bot_is_writing_and_replaces_only_a_snapshot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The copy is consistent while the bot holds its lock and writes, is one self-contained file the
+    retrain reads like the ledger, replaces a previous snapshot, and never the ledger or a user's file."""
+    path = tmp_path / "l.sqlite"
+    _ledger(path, symbols=("BTCUSDT", "ETHUSDT"), n=4)
+    snap = tmp_path / "snap" / "copy.sqlite"
+    snap.parent.mkdir()
+    with LedgerLock(path), Ledger.open(path) as led:
+        assert _snapshot(capsys, "--ledger", str(path), "--out", str(snap))[0] == 0
+        assert recorded_bars(snap, "ETHUSDT") == recorded_bars(path, "ETHUSDT")
+        led.record_bar(Bar("BTCUSDT", 4 * STEP_MS, 101.0, 101.5, 100.5, 101.2, 1.0, 101.0, "ws"))
+        assert _snapshot(capsys, "--ledger", str(path), "--out", str(snap))[0] == 0  # replaces the old copy
+    assert [b.start_ms for b in recorded_bars(snap, "BTCUSDT")] == [i * STEP_MS for i in range(5)]
+    assert sqlite3.connect(snap).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert sorted(p.name for p in snap.parent.iterdir()) == ["copy.sqlite"]  # no staging, no -wal left
+
+    mine = tmp_path / "notes.sqlite"
+    mine.write_text("my notes\n")
+    for out in (mine, path):
+        before = out.read_bytes()
+        rc, err = _snapshot(capsys, "--ledger", str(path), "--out", str(out))
+        assert rc == 2
+        assert len(err.splitlines()) == 1
+        assert "Traceback" not in err
+        assert str(out) in err
+        assert out.read_bytes() == before
+    missing = tmp_path / "none.sqlite"
+    rc, err = _snapshot(capsys, "--ledger", str(missing), "--out", str(tmp_path / "x.sqlite"))
+    assert rc == 2
+    assert "does not exist" in err
+    assert not (tmp_path / "x.sqlite").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand files to another owner")
+def test_snapshot_as_root_hands_sqlite_side_files_back_to_the_ledger_owner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The retrain unit copies the ledger with full privileges: -wal/-shm files SQLite creates beside a
+    cleanly closed ledger must stay the bot's (a root-owned -shm would stop the bot opening its ledger);
+    SQLite's unix VFS hands them to the database file's owner when it runs as root."""
+    path = tmp_path / "l.sqlite"
+    _ledger(path)
+    assert not path.with_name("l.sqlite-wal").exists()  # cleanly closed
+    os.chown(path, 4242, 4343)
+    assert _snapshot(capsys, "--ledger", str(path), "--out", str(tmp_path / "copy.sqlite"))[0] == 0
+    sides = [path.with_name(path.name + s) for s in ("-wal", "-shm")]
+    assert all(p.exists() for p in sides)  # created by the read-only open
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in sides} == {(4242, 4343)}

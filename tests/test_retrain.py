@@ -238,7 +238,7 @@ async def test_failures_leave_current_untouched(
 
 async def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run fetches two symbols, distils one pooled family, scores it on both in a temporary directory
-    and writes nothing anywhere."""
+    and writes nothing anywhere; --ledger names the ledger to merge instead of [ledger] path."""
     symbols = ["SYNTHUSDT", "SYNTHBUSDT"]
     async with ReplayExchange(
         symbols=symbols, bar_seconds=300.0, history_bars=HISTORY, clock="wall", latency_ms=0.0, book=False
@@ -247,8 +247,10 @@ async def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
         text = cfg.read_text().replace('symbols = ["SYNTHUSDT"]', f"symbols = {json.dumps(symbols)}")
         cfg.write_text(text)
         before = snapshot(tmp_path)
-        rc, out, err = await retrain(capsys, cfg, "--dry-run")
+        snap = tmp_path / "snapshot.sqlite"
+        rc, out, err = await retrain(capsys, cfg, "--dry-run", "--ledger", str(snap))
     assert rc == 0, err
+    assert f"REST bars only (no ledger at [ledger] path: {snap})" in err
     lines = out.strip().splitlines()
     assert lines[-1].startswith("dry run: would promote challenger (no champion yet)")
     rows = dict(part.split() for part in lines[1].removeprefix("held-out rows: ").split(", "))

@@ -36,12 +36,19 @@ def test_retrain_unit_contract() -> None:
     u = one(RETRAIN)
     main = one(MAIN)
     assert u["Service.Type"] == "oneshot"
-    assert u["Service.ExecStart"] == f"{VENV_PYTHON} -m offline retrain --config /etc/progdistill/config.toml"
+    cfg = load_config(SYSTEMD / "config.toml")
+    snapshot = f"/var/lib/{u['Service.StateDirectory']}/ledger-snapshot.sqlite"
+    assert u["Service.ExecStart"] == (
+        f"{VENV_PYTHON} -m offline retrain --config /etc/progdistill/config.toml --ledger {snapshot}"
+    )
+    # the bot's private ledger is copied with full privileges ("+"), a failed copy not failing the run ("-")
+    assert u["Service.ExecStartPre"] == (
+        f"-+{VENV_PYTHON} -m offline snapshot-ledger --ledger {cfg.ledger.path} --out {snapshot}"
+    )
     assert main["Service.ExecStart"].endswith("--config /etc/progdistill/config.toml")  # one config
     # reload only after a successful run, with full privileges ("+"), never failing the retrain ("-")
     assert u["Service.ExecStartPost"].startswith("-+/usr/bin/systemctl try-reload-or-restart ")
     assert u["Service.ExecStartPost"].endswith(" progdistill.service")
-    cfg = load_config(SYSTEMD / "config.toml")
     assert u["Service.ReadWritePaths"] == cfg.models.dir
     assert f"/var/lib/{u['Service.StateDirectory']}" == cfg.retrain.reports_dir
     assert u["Service.UMask"] == "0022"  # the bot (another user) reads the versions it writes
