@@ -86,7 +86,7 @@ def _study_cfg(cfg: Config, *, epochs: int) -> Config:
 
 def run_study(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
     """Every dataset's walk-forward rows, tagged with the dataset, plus the run's facts."""
-    cfg = _study_cfg(load_config(ROOT / "config.toml"), epochs=args.epochs)
+    cfg = _study_cfg(load_config(args.config), epochs=args.epochs)
     dc = cfg.distill
     seeds = list(range(args.seeds))
     rows: list[Row] = []
@@ -139,6 +139,9 @@ def run_study(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str,
             "bars_per_symbol": args.bars,
             "tiers": {k: [t.layers, t.width, t.features] for k, t in cfg.tiers.items()},
             "alpha_schedule": dc.alpha_schedule,
+            "teacher_l2": list(dc.teacher_l2),
+            "teacher_folds": dc.teacher_folds,
+            "config": str(args.config),
             "wall_s": time.perf_counter() - t0,
             "git": _git(),
             "python": platform.python_version(),
@@ -441,6 +444,24 @@ def plot(summary: dict[str, Any], path: Path, *, title: str) -> None:
     plt.close(fig)
 
 
+def _rounded(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return float(f"{obj:.6g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
+def write_doc(doc: dict[str, Any], path: Path) -> None:
+    """The study JSON: floats to 6 significant digits, one fold-table row per line."""
+    head = {k: v for k, v in doc.items() if k != "rows"}
+    text = json.dumps(_rounded(head), indent=1, allow_nan=False)[:-2]
+    rows = ",\n".join(json.dumps(_rounded(r), allow_nan=False) for r in doc["rows"])
+    path.write_text(text + ',\n "rows": [\n' + rows + "\n ]\n}\n", encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run (< 3 min): 2 symbols, 3 folds, 1 seed")
@@ -456,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--synthetic-folds", type=int, default=None, help="0 = no control; default 3 (quick 2)")
     p.add_argument("--synthetic-bars", type=int, default=None, help="default 30,000 (quick 8,000)")
     p.add_argument("--out", default=None, help="output prefix (default docs/vol_study[_quick])")
+    p.add_argument(
+        "--config", default=str(ROOT / "config.toml"), help="tiers and [distill] (default: config.toml)"
+    )
     p.add_argument("--render", default=None, help="re-render .md/.png from this JSON, train nothing")
     args = p.parse_args(argv)
     q = args.quick
@@ -477,9 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     doc = run_study(args, say)
-    prefix.with_suffix(".json").write_text(
-        json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8"
-    )
+    write_doc(doc, prefix.with_suffix(".json"))
     print(render(doc, prefix))
     return 0
 
