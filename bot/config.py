@@ -109,6 +109,9 @@ class DistillConfig(_Section, frozen=True):
     l2: NonNegFloat = 1e-4
     # The teacher (first tier) only: L2 candidates, the one with the best validation MSE is kept (empty = l2).
     teacher_l2: list[NonNegFloat] = msgspec.field(default_factory=lambda: [1e-4, 1.0, 10.0])
+    # ... and its Adam step size and batch (None = learning_rate / batch_size).
+    teacher_learning_rate: PosFloat | None = None
+    teacher_batch_size: PosInt | None = None
     teacher_folds: Annotated[int, Meta(ge=0, le=10)] = 2
     heldout_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.5
     transfer_multiplier: NonNegFloat = 1.0
@@ -191,6 +194,9 @@ class RetrainConfig(_Section, frozen=True):
     ic_tolerance: Annotated[float, Meta(ge=0, le=2)] = 0.05
     # retrain-<UTC time>.json summaries of every run (the challenger's report is also in its version dir).
     reports_dir: str = "retrain"
+    # After each run (not --dry-run), delete the versions older than the newest keep_versions in the models
+    # store; the current version and the one before it are always kept (bot.modelstore.prune).
+    keep_versions: Annotated[int, Meta(ge=2, le=10_000)] = 14
 
 
 class Config(_Section, frozen=True):

@@ -15,7 +15,9 @@ One run:
    scale fitted on the bars just before the window whose targets end before it (`offline.vol`);
 5. promote the challenger (atomic swap of `current`, `bot.modelstore.promote`) only if it wins (`decide`),
    and write its report (`retrain.json`, `retrain.txt`) into its version directory and a
-   `retrain-<UTC time>.json` summary into `[retrain] reports_dir`, whatever the outcome.
+   `retrain-<UTC time>.json` summary into `[retrain] reports_dir`, whatever the outcome;
+6. prune the store to the newest `[retrain] keep_versions` versions (`prune_store`; never `current` nor
+   the version before it).
 
 The champion's version and `current` are never modified: a failure at any step leaves them as they were.
 Exit codes (docs/errors.md): 0 promoted or kept (the last line says which), 2 bad config or arguments,
@@ -281,8 +283,23 @@ def retrain(
                 _write_atomic(reports / f"retrain-{stamp}.json", summary)
             raise
     if not dry_run:
+        outcome.report["pruned"] = prune_store(models, cfg.retrain.keep_versions, log=log)
         _write_atomic(reports / f"retrain-{stamp}.json", outcome.report)
     return outcome
+
+
+def prune_store(models: Path, keep: int, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """After a run that wrote to the store: keep the newest `[retrain] keep_versions` versions (and always
+    `current` and the previous one, `bot.modelstore.prune`). A failure to delete is logged and reported in
+    the summary (`error`), not raised: the verdict of the run stands."""
+    try:
+        deleted = modelstore.prune(models, keep)
+    except OSError as exc:
+        log(f"retrain: pruning {models} to {keep} versions failed: {exc}; the next run tries again")
+        return {"keep": keep, "deleted": [], "error": str(exc)}
+    if deleted:
+        log(f"retrain: pruned {len(deleted)} old version(s) (keep_versions = {keep}): {', '.join(deleted)}")
+    return {"keep": keep, "deleted": deleted}
 
 
 def _run(
@@ -444,5 +461,6 @@ __all__ = [
     "fetch_series",
     "format_report",
     "merge_recorded",
+    "prune_store",
     "retrain",
 ]
