@@ -1,5 +1,6 @@
-"""`python -m offline distill|fetch|sweep|retrain`: distill the tier family, download kline history from Bybit
-v5, sweep config candidates with walk-forward backtests on Ray, or run the champion/challenger retrain.
+"""`python -m offline distill|fetch|sweep|retrain|models`: distill the tier family, download kline history
+from Bybit v5, sweep config candidates with walk-forward backtests on Ray, run the champion/challenger
+retrain, or list, promote (roll back) and prune the versions of a models store.
 
 Errors (bad config, bad CSV, failed export, an output path that must not be replaced) print one line naming
 the file and key or row to stderr and exit with code 2; outputs are staged in a temporary sibling and swapped
