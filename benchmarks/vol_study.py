@@ -465,17 +465,17 @@ def write_doc(doc: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run (< 3 min): 2 symbols, 3 folds, 1 seed")
-    p.add_argument("--mode", choices=("per-symbol", "pooled"), default="per-symbol")
+    p.add_argument("--mode", choices=("per-symbol", "pooled"), default="pooled")
     p.add_argument("--data-dir", default=str(DATA_DIR))
     p.add_argument("--symbols", nargs="+", default=None)
     p.add_argument("--folds", type=int, default=None, help="default 4 (quick 3)")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1, default 3 (quick 1)")
-    p.add_argument("--epochs", type=int, default=None, help="max epochs per model, default 16 (quick 4)")
+    p.add_argument("--epochs", type=int, default=None, help="max epochs per model, default 12 (quick 4)")
     p.add_argument(
         "--bars", type=int, default=None, help="last N bars per symbol (default all; quick 12,000)"
     )
     p.add_argument("--synthetic-folds", type=int, default=None, help="0 = no control; default 3 (quick 2)")
-    p.add_argument("--synthetic-bars", type=int, default=None, help="default 30,000 (quick 8,000)")
+    p.add_argument("--synthetic-bars", type=int, default=None, help="default 20,000 (quick 8,000)")
     p.add_argument("--out", default=None, help="output prefix (default docs/vol_study[_quick])")
     p.add_argument(
         "--config", default=str(ROOT / "config.toml"), help="tiers and [distill] (default: config.toml)"
@@ -486,10 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.symbols = args.symbols or (list(SYMBOLS[:2]) if q else list(SYMBOLS))
     args.folds = args.folds or (3 if q else 4)
     args.seeds = args.seeds or (1 if q else 3)
-    args.epochs = args.epochs or (4 if q else 16)
+    args.epochs = args.epochs or (4 if q else 12)
     args.bars = args.bars or (12_000 if q else None)
     args.synthetic_folds = (2 if q else 3) if args.synthetic_folds is None else args.synthetic_folds
-    args.synthetic_bars = args.synthetic_bars or (8_000 if q else 30_000)
+    args.synthetic_bars = args.synthetic_bars or (8_000 if q else 20_000)
     prefix = Path(args.out) if args.out else DOCS / ("vol_study_quick" if q else "vol_study")
     if args.render:
         doc = json.loads(Path(args.render).read_text(encoding="utf-8"))
