@@ -1,8 +1,8 @@
 """Walk-forward evaluation of the volatility head: chronological expanding-window folds.
 
-The dataset's rows are cut in time. The first `first_train_frac` of the rows (by time) is training history
-only; the rest is split into `n_folds` test blocks of equal row count. Fold k trains on everything before
-its test block and tests on the block:
+The dataset's rows are cut in time. The first `first_train_frac` (default 0.5) of the rows (by time) is
+training history only; the rest is split into `n_folds` test blocks of equal row count. Fold k trains on
+everything before its test block and tests on the block:
 
     [ train | embargo | validation ] embargo [ test block k ] (later rows unused by fold k)
 
@@ -13,16 +13,16 @@ Cuts are made on `start_ms` (the embargo in bars of `step_ms`), so a gap only wi
 
 Per fold (and seed) `offline.distill.run_distillation` trains the teacher and every recipe of every size on
 the fold's rows (progressive chain with and without the transfer set, one-shot, scratch; validation picks
-the exported candidate per size), and `offline.evaluate` scores every candidate on the test block: vol R^2
-of log vol, Spearman IC, QLIKE raw and bias-corrected (variance scale fitted on the training rows),
-retention of the teacher's vol R^2, fidelity to the teacher (R^2 of student vs teacher log-vol) and the
-return head's IC. HAR-RV and HAR-RV + hour-of-day are fitted here by OLS on the fold's training rows
+the exported candidate per size), and every candidate is scored on the test block: vol R^2 of log vol,
+Spearman IC, QLIKE raw and bias-corrected (variance scale fitted on the training rows), retention of the
+teacher's vol R^2, fidelity to the teacher (R^2 of student vs teacher log-vol) and the return head's IC.
+HAR-RV and HAR-RV + hour-of-day are fitted here by OLS on the fold's training rows
 (`fit_har_baselines`, the procedure of `offline.evaluate.vol_baselines`) and scored on the same test rows.
 
-Every model is scored here per symbol (`score_candidate`, the metrics of `offline.evaluate`): for one bar
-series that is the pipeline's own test score; for a pooled dataset (several symbols trained as one family,
-`Dataset.series`) each symbol's test rows are scored on their own, the QLIKE scale is fitted on that
-symbol's training rows, and each symbol gets its own HAR fitted on its own training rows.
+Every model is scored per symbol (`score_candidate`, the metrics of `offline.evaluate`, checked equal by
+a test): for one bar series that is the pipeline's own test score; for a pooled dataset (several symbols
+trained as one family, `Dataset.series`) each symbol's test rows are scored on their own, the QLIKE scale
+is fitted on that symbol's training rows, and each symbol gets its own HAR fitted on its own training rows.
 
 `python -m offline distill --folds K` runs this and writes the fold table (`walkforward.json`,
 `walkforward.txt`); it exports and promotes **no** family: each fold's models are evaluation artefacts of a
