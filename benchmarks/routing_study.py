@@ -610,6 +610,13 @@ def targets(
             else _pf(all(lower.values()) and vt["max_drawdown_usd"] < fx["max_drawdown_usd"]),
             "portfolio_vol_target_usd": vt["max_drawdown_usd"],
             "portfolio_fixed_usd": fx["max_drawdown_usd"],
+            # per unit of mean |position|: how much of the gap is just holding less
+            "per_mean_unit_vol_target_usd": vt["max_drawdown_usd"] / vt["mean_abs_units"]
+            if vt["mean_abs_units"] > 0
+            else None,
+            "per_mean_unit_fixed_usd": fx["max_drawdown_usd"] / fx["mean_abs_units"]
+            if fx["mean_abs_units"] > 0
+            else None,
             "per_symbol_lower": lower,
         }
     fc = routed["forecast"]
@@ -685,7 +692,9 @@ def format_md(result: dict[str, Any]) -> str:
         lines.append(
             f"- **{d['verdict']}** max drawdown under vol_target below fixed (routed, threshold `{th}`): "
             f"portfolio {d['portfolio_vol_target_usd']:,.0f} vs {d['portfolio_fixed_usd']:,.0f} USD; "
-            f"lower in {n_low}/{len(d['per_symbol_lower'])} symbols that traded."
+            f"lower in {n_low}/{len(d['per_symbol_lower'])} symbols that traded. Per unit of mean |position| "
+            f"(vol_target holds less on average): {_f(d['per_mean_unit_vol_target_usd'], ',.0f')} vs "
+            f"{_f(d['per_mean_unit_fixed_usd'], ',.0f')} USD."
         )
     q = tg["routed_qlike"]
     lines.append(
