@@ -77,7 +77,12 @@ WARM_BARS = 1000  # bars before a test block that warm features and regime (more
 QLIKE_TOL = 0.02
 COST_MAX = 0.30
 MIN_RISK_BARS = 200  # fewer positioned bars in a regime: no evidence either way
-ALT_TARGETS_BPS = (5.0, 20.0)  # routed vol_target sensitivity to [paper] target_vol_bps (always in)
+SENS_TARGETS_BPS = (
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+)  # routed vol_target sensitivity to [paper] target_vol_bps (always in)
 FIRST_TRAIN_FRAC = {True: 0.75, False: 0.5}  # quick: shorter test blocks
 QUICK_BARS = 10_000  # quick: families distilled on the last 10k bars of their history, quick_epochs
 
@@ -394,6 +399,7 @@ def _drawdown_pooled(by_symbol: dict[str, list[DecisionRecord]]) -> float:
 
 def run_study(args: argparse.Namespace, cfg: Config, t0: float) -> dict[str, Any]:
     symbols = args.symbols.split(",")
+    alt_targets = [tb for tb in SENS_TARGETS_BPS if tb != cfg.paper.target_vol_bps]
     thresholds: dict[str, float | None] = {"config": None, "always_in": 0.0}
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -469,7 +475,7 @@ def run_study(args: argparse.Namespace, cfg: Config, t0: float) -> dict[str, Any
                         slot = records.setdefault(label, {}).setdefault(sizing, {}).setdefault(th_name, {})
                         slot.setdefault(sym, []).extend(recs)
                 if label == "routed":
-                    for tb in ALT_TARGETS_BPS:
+                    for tb in alt_targets:
                         recs = decide(policy(vcfg, "vol_target", 0.0, tb), block, bars)
                         alt = records.setdefault(label, {}).setdefault(f"vol_target@{tb:g}", {})
                         alt.setdefault("always_in", {}).setdefault(sym, []).extend(recs)
@@ -492,7 +498,7 @@ def run_study(args: argparse.Namespace, cfg: Config, t0: float) -> dict[str, Any
                     row["per_symbol"][sym]["trading"].setdefault(sizing, {})[th_name] = trading(recs, pcfg)
         variants[label] = row
     sensitivity: dict[str, Any] = {}
-    for tb in (*ALT_TARGETS_BPS, cfg.paper.target_vol_bps):
+    for tb in (*alt_targets, cfg.paper.target_vol_bps):
         key = f"vol_target@{tb:g}" if tb != cfg.paper.target_vol_bps else "vol_target"
         pcfg = policy(cfg, "vol_target", 0.0, tb)
         by_sym = records["routed"][key]["always_in"]
@@ -858,7 +864,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     x = np.arange(len(REGIME_NAMES))
     titles = (
         "fixed vs vol_target sizing, same signals",
-        "vol_target at three targets (units capped at max_units)",
+        "vol_target at several targets (units capped at max_units)",
     )
     for ax, series, title in zip(axes, (left, right), titles, strict=True):
         ax.axhspan(1 - RISK_TOLERANCE, 1 + RISK_TOLERANCE, color="#d5f5e3", lw=0, label="target ±25%")
