@@ -110,8 +110,8 @@ class DistillConfig(_Section, frozen=True):
     # The teacher (first tier) only: L2 candidates, the one with the best validation MSE is kept (empty = l2).
     teacher_l2: list[NonNegFloat] = msgspec.field(default_factory=lambda: [1e-4, 1.0, 10.0])
     # ... and its Adam step size and batch (None = learning_rate / batch_size).
-    teacher_learning_rate: PosFloat | None = None
-    teacher_batch_size: PosInt | None = None
+    teacher_learning_rate: PosFloat | None = 3e-4
+    teacher_batch_size: PosInt | None = 1024
     teacher_folds: Annotated[int, Meta(ge=0, le=10)] = 2
     heldout_frac: Annotated[float, Meta(gt=0, lt=1)] = 0.5
     transfer_multiplier: NonNegFloat = 1.0

@@ -231,13 +231,28 @@ class _Run:
         return self.targets_std[rows]
 
     def train(
-        self, name: str, rows_X: F64, target: F64, *, desc: str, l2: float | None = None
+        self,
+        name: str,
+        rows_X: F64,
+        target: F64,
+        *,
+        desc: str,
+        l2: float | None = None,
+        teacher: bool = False,
     ) -> tuple[TierModel, FitResult]:
         """Fit tier `name` on full feature rows `rows_X` and a standardised target; validate on the labels.
 
         Args:
             l2: the MLP's L2 penalty (None = `cfg.l2`).
+            teacher: use the teacher's step size and batch (`teacher_learning_rate`, `teacher_batch_size`).
         """
+        cfg = self.cfg if l2 is None else msgspec.structs.replace(self.cfg, l2=l2)
+        if teacher:
+            cfg = msgspec.structs.replace(
+                cfg,
+                learning_rate=cfg.teacher_learning_rate or cfg.learning_rate,
+                batch_size=cfg.teacher_batch_size or cfg.batch_size,
+            )
         feats = FEATURE_SETS[self.tiers[name].features]
         sc = self.scalers[feats]
         cols = feature_indices(feats)
@@ -250,7 +265,7 @@ class _Run:
             target.astype(np.float32),
             Xv,
             self.val_y,
-            self.cfg if l2 is None else msgspec.structs.replace(self.cfg, l2=l2),
+            cfg,
             epochs=self.epochs,
             seed=self.seed,
             desc=desc,
@@ -317,7 +332,12 @@ def _out_of_fold(run: _Run, l2: float) -> tuple[F64, float]:
         keep = np.ones(len(tr), dtype=np.bool_)
         keep[max(0, lo - emb) : hi + emb] = False
         m, _ = run.train(
-            name, run.X[tr[keep]], run.targets(tr[keep]), desc=f"teacher fold {f + 1}/{folds}", l2=l2
+            name,
+            run.X[tr[keep]],
+            run.targets(tr[keep]),
+            desc=f"teacher fold {f + 1}/{folds}",
+            l2=l2,
+            teacher=True,
         )
         pred[lo:hi] = m.predict_std_all(run.X[tr[lo:hi]])
     return pred, time.perf_counter() - t0
@@ -330,7 +350,12 @@ def _train_teacher(run: _Run) -> _Teacher:
     search_s = 0.0
     for l2 in run.cfg.teacher_l2 or (run.cfg.l2,):
         model, fit = run.train(
-            name, run.X[run.teacher_rows], run.targets(run.teacher_rows), desc=f"teacher {name}", l2=l2
+            name,
+            run.X[run.teacher_rows],
+            run.targets(run.teacher_rows),
+            desc=f"teacher {name}",
+            l2=l2,
+            teacher=True,
         )
         search_s += fit.train_s
         run.say(

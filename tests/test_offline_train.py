@@ -201,7 +201,8 @@ def test_out_of_fold_teacher_mode_runs() -> None:
 
 def test_teacher_l2_is_chosen_on_validation() -> None:
     """[distill] teacher_l2: one teacher per candidate, the lowest validation MSE is kept and recorded; the
-    students keep l2."""
+    teacher trains with teacher_learning_rate / teacher_batch_size; the students keep l2, learning_rate and
+    batch_size."""
     data = {
         **TINY,
         "distill": {**TINY["distill"], "teacher_l2": [1e-4, 50.0], "transfer_multiplier": 0.0},
@@ -216,6 +217,11 @@ def test_teacher_l2_is_chosen_on_validation() -> None:
     assert res.chosen["research"].fit.val_mse == search[best]
     assert res.chosen["research"].model.mlp.alpha == float(best)
     assert res.chosen["edge"].model.mlp.alpha == cfg.distill.l2
+    # the teacher's own step size and batch; the students keep learning_rate / batch_size
+    teacher_mlp, edge_mlp = res.chosen["research"].model.mlp, res.chosen["edge"].model.mlp
+    n_teacher = res.info["teacher_rows"]
+    assert (teacher_mlp.learning_rate_init, teacher_mlp.batch_size) == (3e-4, min(1024, n_teacher))
+    assert (edge_mlp.learning_rate_init, edge_mlp.batch_size) == (1e-3, 128)
 
 
 def test_pooled_run_scores_every_symbol_on_its_own(tmp_path: Path) -> None:
