@@ -28,18 +28,18 @@ from bot import logs
 from bot.bybit.events import FeedReady
 from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import RestClient
-from bot.config import Config, ServiceConfig, engine_params, watchdog_fresh_s
+from bot.config import Config, engine_params, watchdog_fresh_s
 from bot.core.bars import INTERVAL_MS, Bar, BookTop, interval_ms
 from bot.core.decision import DecisionRecord, encode_line
-from bot.core.drift import F64, DriftMonitor, RecentRows
+from bot.core.drift import DriftMonitor
 from bot.core.engine import Engine
 from bot.core.errors import ConfigError, ModelError, PipelineStalledError
-from bot.core.features import FEATURE_INDEX, N_FEATURES
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
 from bot.ledger import Ledger, LedgerLock
 from bot.metrics import Metrics
+from bot.monitors import LiveMonitors
 from bot.notify import Notifier, Watchdog
 from bot.reload import ModelReloader
 from bot.shadow import ShadowScorer
@@ -109,17 +109,11 @@ class Service:
         self.step_ms = interval_ms(cfg.market.interval)
         self.log = logs.get_logger(component="service")
         fresh_s = watchdog_fresh_s(cfg)
-        self.shadow = ShadowScorer(
-            horizon_bars=cfg.distill.horizon_bars, vol_horizon_bars=cfg.distill.vol_horizon_bars
-        )
         self.status = StatusBoard(cfg.market.symbols)
-        self.status.shadow = self.shadow
-        self._shadow_bars = 0
         self._status_family: object = None  # the family the status page describes (a reload changes it)
-        self.drift: DriftMonitor | None = None  # rolling PSI vs the family's training bins (bot.core.drift)
-        self._drift_family: object = None
-        self._drift_rows = RecentRows(cfg.service.drift_window_bars, N_FEATURES)  # seeds a new monitor
         self.metrics = Metrics(stale_s=fresh_s, status_page=lambda: render_status(self.status, _now_ms()))
+        # shadow scoring and drift, after each decision is out (off the latency path)
+        self.monitors = LiveMonitors(cfg, self.metrics, self.status)
         self.lag = DecisionLag(
             self.step_ms,
             warn_bars=cfg.service.decision_lag_warn_bars,
@@ -136,6 +130,14 @@ class Service:
         self.reloader: ModelReloader | None = None
         self._seen_reconnects = 0
         self._seen_backfilled = 0
+
+    @property
+    def shadow(self) -> ShadowScorer:
+        return self.monitors.shadow
+
+    @property
+    def drift(self) -> DriftMonitor | None:
+        return self.monitors.drift
 
     # ---- start-up ---------------------------------------------------------------------------------------
 
@@ -155,9 +157,7 @@ class Service:
             self.summary.replayed_bars += self._replay(engine, stored)
             self._last_seen[symbol] = stored[-1].start_ms if stored else None
             self._live_from[symbol] = ledger.live_from(symbol)
-        # the shadow windows and the forecasts still waiting for their horizon, as before the restart
-        sh = self.shadow
-        sh.replay(ledger.shadow_history(self.cfg.market.symbols, last_bars=sh.window + sh.horizon_span))
+        self.monitors.restore(ledger, self.cfg.market.symbols)
         self._restore_status(family, ledger)
         return engine, ledger
 
@@ -166,9 +166,7 @@ class Service:
         measured from the first decided bar, not a window later). Returns bars replayed."""
         for bar in stored:
             engine.on_bar(bar, decide=False)
-            x = engine.features(bar.symbol)
-            if x is not None:
-                self._drift_rows.append(bar.symbol, x)
+            self.monitors.replayed(engine, bar.symbol)
         return len(stored)
 
     def _restore_status(self, family: TierFamily, ledger: Ledger) -> None:
@@ -221,8 +219,7 @@ class Service:
             self._status_family = engine.family
             self.status.set_family(FamilyInfo.of_family(engine.family))
         self.status.observe(decision, now_ms=_now_ms())
-        self._shadow_score(engine, bar, decision, ledger)
-        self._drift_update(engine, bar)
+        self.monitors.after_decision(engine, bar, decision, ledger)
         s = self.summary
         s.decisions += 1
         s.per_tier[decision.tier] += 1
@@ -232,68 +229,6 @@ class Service:
         if regime is not None and regime.changed:
             self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier)
         return decision
-
-    def _shadow_score(self, engine: Engine, bar: Bar, decision: DecisionRecord, ledger: Ledger) -> None:
-        """After the decision is out: every tier forecasts this bar too, scored once the horizon passes; the
-        forecasts (every bar) and the scores (every 10th) ride along with the ledger's next transaction."""
-        x = engine.features(bar.symbol)
-        if x is None:
-            return
-        family = engine.family
-        if not isinstance(family, TierFamily):
-            return
-        forecasts: dict[str, tuple[float, float | None]] = {}
-        for tier in family.names:
-            if tier == decision.tier:
-                forecasts[tier] = (decision.prediction, decision.vol_forecast)
-            else:
-                pred = family.predict(tier, x)
-                forecasts[tier] = (pred, family.predict_vol(tier, x) if family.has_vol_head else None)
-        self.shadow.on_bar(bar.symbol, bar.close, decision.tier, forecasts)
-        self._shadow_bars += 1
-        scores = []
-        if self._shadow_bars % 10 == 0:  # gauges and ledger every 10 bars: an IC is a window's work
-            scores = self.shadow.snapshot()
-            for sc in scores:
-                self.metrics.shadow(sc.tier, ic=sc.ic, regret=sc.regret, vol_qlike=sc.vol_qlike)
-        ledger.stage_shadow(bar.symbol, bar.start_ms, forecasts, scores)
-
-    def _drift_update(self, engine: Engine, bar: Bar) -> None:
-        """After the decision is out: the bar's feature row into the rolling PSI; gauges, a log line per
-        crossing. A new family (start-up, reload) brings its own training bins: its monitor starts from the
-        last window of rows (replayed from the ledger at start-up, or seen under the previous family)."""
-        x = engine.features(bar.symbol)
-        if x is not None:
-            self._drift_rows.append(bar.symbol, x)
-        if engine.family is not self._drift_family:
-            self._drift_family = engine.family
-            self.drift = drift_monitor(engine.family, self.cfg.service)
-            self.status.set_drift(self.drift)
-            if self.drift is not None:
-                self.metrics.drift_thresholds(self.drift.thresholds())
-                for symbol in self._drift_rows.symbols:
-                    for row in self._drift_rows.rows(symbol):
-                        self._drift_row(self.drift, symbol, row)
-            return
-        if self.drift is not None and x is not None:
-            self._drift_row(self.drift, bar.symbol, x)
-
-    def _drift_row(self, drift: DriftMonitor, symbol: str, x: F64) -> None:
-        up = drift.update(symbol, x)
-        if up.psi is None:
-            return
-        self.metrics.drift(symbol, dict(zip(drift.features, up.psi.tolist(), strict=True)))
-        for feature, psi in up.crossed:
-            self.log.warning(
-                logs.DRIFT,
-                symbol=symbol,
-                feature=feature,
-                psi=round(psi, 4),
-                threshold=round(drift.threshold_of(feature), 4),
-                rows=up.rows,
-            )
-        for feature, psi in up.recovered:
-            self.log.info(logs.DRIFT_RECOVERED, symbol=symbol, feature=feature, psi=round(psi, 4))
 
     def _on_ready(self, ledger: Ledger) -> None:
         for symbol, last in self._last_seen.items():
@@ -506,28 +441,6 @@ class Service:
         await budget.close("metrics", self.metrics.stop())
         budget.run_sync("ledger", ledger.close)
         return error
-
-
-def drift_monitor(family: object, service: ServiceConfig) -> DriftMonitor | None:
-    """The drift monitor for `family`'s training bins (None: its manifest has none, drift unavailable).
-
-    Each feature warns from `drift_psi_warn` or from its training baseline (`train_psi_max`), when higher;
-    a baseline measured over another window length than `drift_window_bars` does not apply."""
-    ref = family.manifest.drift if isinstance(family, TierFamily) else None
-    if ref is None:
-        return None
-    same_window = ref.window_bars == service.drift_window_bars
-    return DriftMonitor(
-        {name: (fb.edges, fb.train_frac) for name, fb in ref.features.items()},
-        FEATURE_INDEX,
-        window_bars=service.drift_window_bars,
-        warn_psi=service.drift_psi_warn,
-        baseline={
-            name: fb.train_psi_max
-            for name, fb in ref.features.items()
-            if same_window and fb.train_psi_max is not None
-        },
-    )
 
 
 def _now_ms() -> int:

@@ -19,12 +19,13 @@ import pytest
 import support
 
 from bot import logs, modelstore
-from bot.app import Service, drift_monitor
+from bot.app import Service
 from bot.config import Config, parse_config
 from bot.core.drift import PSI_EPS, DriftMonitor, fit_bins, monitored_features
 from bot.core.errors import ConfigError, ModelError
 from bot.core.features import FEATURE_NAMES, FEATURE_SETS
 from bot.manifest import MANIFEST_NAME, decode_manifest
+from bot.monitors import drift_monitor
 from bot.sim.replay import ReplayExchange
 from bot.sim.synthetic import SyntheticMarket
 from bot.status import DRIFT_UNAVAILABLE, FamilyInfo, StatusBoard, render_status

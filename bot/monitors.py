@@ -1,0 +1,153 @@
+"""What the service watches after each decision is out (off the latency path): shadow tiers and drift.
+
+- **Shadow scoring** (`bot.shadow`): every tier forecasts the decided bar from the same features; the scorer
+  rates each once its horizon has passed. Forecasts (every bar) and scores (every 10th) ride along with the
+  ledger's next transaction, and the scores become gauges.
+- **Feature drift** (`bot.core.drift`): the bar's feature row goes into a rolling PSI against the deciding
+  family's training bins; gauges, and one log line per crossing.
+
+Both continue across a restart (`restore` re-seeds the scorer from the ledger; `replayed` keeps the last
+window of feature rows while the service replays its stored bars) and across a hot reload (a new family's
+drift monitor starts from the rows seen under the previous one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bot import logs
+from bot.config import Config, ServiceConfig
+from bot.core.bars import Bar
+from bot.core.decision import DecisionRecord
+from bot.core.drift import F64, DriftMonitor, RecentRows
+from bot.core.engine import Engine
+from bot.core.features import FEATURE_INDEX, N_FEATURES
+from bot.ledger import Ledger
+from bot.metrics import Metrics
+from bot.shadow import ShadowScorer
+from bot.status import StatusBoard
+from bot.tiers import TierFamily
+
+#: Shadow scores go to the gauges and the ledger every this many decided bars (an IC is a window's work).
+SCORE_EVERY_BARS = 10
+
+
+def drift_monitor(family: object, service: ServiceConfig) -> DriftMonitor | None:
+    """The drift monitor for `family`'s training bins (None: its manifest has none, drift unavailable).
+
+    Each feature warns from `drift_psi_warn` or from its training baseline (`train_psi_max`), when higher;
+    a baseline measured over another window length than `drift_window_bars` does not apply."""
+    ref = family.manifest.drift if isinstance(family, TierFamily) else None
+    if ref is None:
+        return None
+    same_window = ref.window_bars == service.drift_window_bars
+    return DriftMonitor(
+        {name: (fb.edges, fb.train_frac) for name, fb in ref.features.items()},
+        FEATURE_INDEX,
+        window_bars=service.drift_window_bars,
+        warn_psi=service.drift_psi_warn,
+        baseline={
+            name: fb.train_psi_max
+            for name, fb in ref.features.items()
+            if same_window and fb.train_psi_max is not None
+        },
+    )
+
+
+class LiveMonitors:
+    """Shadow scoring and drift of one service (see the module docstring).
+
+    Args:
+        cfg: the running config (horizons, drift window and threshold).
+        metrics: where the shadow and drift gauges go.
+        status: the status page's board (it reads the scorer and the drift monitor).
+    """
+
+    def __init__(self, cfg: Config, metrics: Metrics, status: StatusBoard) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.status = status
+        self.shadow = ShadowScorer(
+            horizon_bars=cfg.distill.horizon_bars, vol_horizon_bars=cfg.distill.vol_horizon_bars
+        )
+        status.shadow = self.shadow
+        self.drift: DriftMonitor | None = None  # rolling PSI vs the family's training bins
+        self._drift_family: object = None
+        self._rows = RecentRows(cfg.service.drift_window_bars, N_FEATURES)  # seeds a new family's monitor
+        self._scored_bars = 0
+        self._log: Any = logs.get_logger(component="monitors")
+
+    def restore(self, ledger: Ledger, symbols: Sequence[str]) -> None:
+        """After a restart: the shadow windows and the forecasts still waiting for their horizon."""
+        sh = self.shadow
+        sh.replay(ledger.shadow_history(list(symbols), last_bars=sh.window + sh.horizon_span))
+
+    def replayed(self, engine: Engine, symbol: str) -> None:
+        """A stored bar was replayed through `engine` at start-up: keep its feature row for drift."""
+        x = engine.features(symbol)
+        if x is not None:
+            self._rows.append(symbol, x)
+
+    def after_decision(self, engine: Engine, bar: Bar, decision: DecisionRecord, ledger: Ledger) -> None:
+        """The bar's decision is out: shadow-score every tier, then update drift."""
+        self._shadow(engine, bar, decision, ledger)
+        self._drift(engine, bar)
+
+    def _shadow(self, engine: Engine, bar: Bar, decision: DecisionRecord, ledger: Ledger) -> None:
+        x = engine.features(bar.symbol)
+        family = engine.family
+        if x is None or not isinstance(family, TierFamily):
+            return
+        forecasts: dict[str, tuple[float, float | None]] = {}
+        for tier in family.names:
+            if tier == decision.tier:
+                forecasts[tier] = (decision.prediction, decision.vol_forecast)
+            else:
+                pred = family.predict(tier, x)
+                forecasts[tier] = (pred, family.predict_vol(tier, x) if family.has_vol_head else None)
+        self.shadow.on_bar(bar.symbol, bar.close, decision.tier, forecasts)
+        self._scored_bars += 1
+        scores = []
+        if self._scored_bars % SCORE_EVERY_BARS == 0:
+            scores = self.shadow.snapshot()
+            for sc in scores:
+                self.metrics.shadow(sc.tier, ic=sc.ic, regret=sc.regret, vol_qlike=sc.vol_qlike)
+        ledger.stage_shadow(bar.symbol, bar.start_ms, forecasts, scores)
+
+    def _drift(self, engine: Engine, bar: Bar) -> None:
+        """The bar's feature row into the rolling PSI. A new family (start-up, reload) brings its own
+        training bins: its monitor starts from the last window of rows (replayed from the ledger at
+        start-up, or seen under the previous family)."""
+        x = engine.features(bar.symbol)
+        if x is not None:
+            self._rows.append(bar.symbol, x)
+        if engine.family is not self._drift_family:
+            self._drift_family = engine.family
+            self.drift = drift_monitor(engine.family, self.cfg.service)
+            self.status.set_drift(self.drift)
+            if self.drift is not None:
+                self.metrics.drift_thresholds(self.drift.thresholds())
+                for symbol in self._rows.symbols:
+                    for row in self._rows.rows(symbol):
+                        self._drift_row(self.drift, symbol, row)
+            return
+        if self.drift is not None and x is not None:
+            self._drift_row(self.drift, bar.symbol, x)
+
+    def _drift_row(self, drift: DriftMonitor, symbol: str, x: F64) -> None:
+        up = drift.update(symbol, x)
+        if up.psi is None:
+            return
+        self.metrics.drift(symbol, dict(zip(drift.features, up.psi.tolist(), strict=True)))
+        for feature, psi in up.crossed:
+            self._log.warning(
+                logs.DRIFT,
+                symbol=symbol,
+                feature=feature,
+                psi=round(psi, 4),
+                threshold=round(drift.threshold_of(feature), 4),
+                rows=up.rows,
+            )
+        for feature, psi in up.recovered:
+            self._log.info(logs.DRIFT_RECOVERED, symbol=symbol, feature=feature, psi=round(psi, 4))
