@@ -25,7 +25,7 @@ from bot.core.errors import (
     PipelineStalledError,
     RetriesExhaustedError,
 )
-from bot.ledger import LedgerInUseError
+from bot.ledger_lock import LedgerInUseError
 from bot.shutdown import ShutdownTimeoutError
 
 EXIT_CONFIG = 2
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from bot.app import run_service
     from bot.config import load_config
-    from bot.ledger import LedgerLock
+    from bot.ledger_lock import LedgerLock
     from bot.tiers import TierFamily
 
     cfg = load_config(args.config)

@@ -37,7 +37,8 @@ from bot.core.errors import ConfigError, ModelError, PipelineStalledError
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
-from bot.ledger import Ledger, LedgerLock
+from bot.ledger import Ledger
+from bot.ledger_lock import LedgerLock
 from bot.metrics import Metrics
 from bot.monitors import LiveMonitors
 from bot.notify import Notifier, Watchdog

@@ -34,9 +34,7 @@ bar's latency stages are measured (`[ledger].synchronous = "normal"` if a deploy
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -49,73 +47,11 @@ import msgspec
 from bot import ledger_schema as schema
 from bot.core.bars import Bar, BookTop
 from bot.core.decision import DecisionRecord
-from bot.core.errors import BotError
 from bot.core.paper import Fill, PaperResult, PositionState
+from bot.ledger_lock import LedgerError as LedgerError
+from bot.ledger_lock import LedgerInUseError as LedgerInUseError
+from bot.ledger_lock import LedgerLock as LedgerLock
 from bot.shadow import Forecasts, ShadowBar, ShadowScore
-
-
-class LedgerError(BotError):
-    """The ledger file cannot be opened, has another schema, or a write was refused."""
-
-
-class LedgerInUseError(LedgerError):
-    """Another process holds the ledger's lock (a second bot instance on the same ledger)."""
-
-
-class LedgerLock:
-    """One bot per ledger: an exclusive, non-blocking `flock` on `<ledger>.lock`, holding the owner's PID.
-
-    The OS drops the lock when the process dies (even SIGKILL), so a stale lock file never blocks a restart.
-    `acquire()` raises LedgerInUseError naming the ledger and the PID holding it.
-    """
-
-    def __init__(self, ledger_path: str | Path) -> None:
-        self.ledger_path = Path(ledger_path)
-        self.path = self.ledger_path.with_name(self.ledger_path.name + ".lock")
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def acquire(self) -> LedgerLock:
-        """Take the lock (idempotent while held); returns self."""
-        if self._fd is not None:
-            return self
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise LedgerError(
-                f"{self.path}: cannot create the ledger lock file ({exc.strerror}); "
-                "check that [ledger] path is in a writable directory"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise LedgerInUseError(
-                f"{self.ledger_path}: in use by another bot instance (PID {holder}); stop that one, or give "
-                "this one its own [ledger] path"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        """Drop the lock (idempotent). The file stays: removing it would race the next owner."""
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> LedgerLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 class AlreadyDecidedError(LedgerError):

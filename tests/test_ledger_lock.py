@@ -14,7 +14,7 @@ import support
 
 from bot import logs
 from bot.app import Service
-from bot.ledger import LedgerInUseError, LedgerLock
+from bot.ledger_lock import LedgerInUseError, LedgerLock
 from bot.sim.replay import ReplayExchange
 
 REPO = Path(__file__).resolve().parents[1]
