@@ -11,6 +11,7 @@ import pytest
 from bot.config import engine_params
 from bot.core.engine import Engine
 from bot.core.errors import ModelError
+from bot.core.features import N_FEATURES
 from bot.core.paper import PaperTrader
 from bot.core.params import PaperConfig
 from bot.ledger import Ledger
@@ -103,7 +104,7 @@ def test_vol_target_needs_a_family_with_a_vol_head(trained_family: Path, tmp_pat
     (old / "manifest.json").write_text(json.dumps(manifest))
     family = TierFamily.load(old)
     assert not family.has_vol_head
-    assert family.predict_vol("edge", np.zeros(30)) is None
+    assert family.predict_vol("edge", np.zeros(N_FEATURES)) is None
     with pytest.raises(ModelError, match="volatility head"):
         Engine(engine_params(cfg), family, PaperTrader(cfg.paper))
 
