@@ -80,3 +80,33 @@ def test_wrong_feature_version_refuses_to_start(trained_family: Path, tmp_path: 
     assert proc.returncode == 3, proc.stderr
     assert "feature_version" in proc.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_demo_distills_again_only_for_its_own_stale_family(trained_family: Path, tmp_path: Path) -> None:
+    """`bot demo` reuses a demo family that fits, distills a new version when its own (synthetic) family no
+    longer fits this bot (an older feature version), and never replaces a user's family: a model error."""
+    import json
+
+    import pytest
+
+    from bot.core.errors import ModelError
+    from bot.sim.demo import demo_family_reason
+
+    base = small_config()
+    missing = tmp_path / "none"
+    assert demo_family_reason(base, missing) == f"no tier family in {missing}/: distilling one"
+    models = tmp_path / "models"
+    shutil.copytree(trained_family, models)
+    assert demo_family_reason(base, models) is None  # fits: reused
+    manifest = json.loads((models / "manifest.json").read_text())
+    assert manifest["provenance"]["source"] == "synthetic"
+    manifest["feature_version"] = "0"
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    reason = demo_family_reason(base, models)
+    assert reason is not None
+    assert "does not fit this bot" in reason
+    assert "feature_version" in reason
+    manifest["provenance"]["source"] = "csv"  # a user's family: never distilled over
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"feature_version.*pass --models DIR"):
+        demo_family_reason(base, models)

@@ -1,7 +1,10 @@
 """`python -m bot demo`: the embedded default, end to end, with no network and no ../shared.
 
-1. If the models directory has no manifest, distill a quick tier family from the synthetic market
-   (`python -m offline distill --quick` in a subprocess: the bot never imports offline/scikit-learn).
+1. If the models directory has no family, or the demo's own family (trained on the synthetic market) no
+   longer fits this bot (an older feature version, another config), distill a quick tier family from the
+   synthetic market into a new version (`python -m offline distill --quick` in a subprocess: the bot
+   never imports offline/scikit-learn; older versions are kept). A family of the user's that does not fit
+   is never replaced: that is a model error naming the fix.
 2. Start the replay exchange on 127.0.0.1 over a synthetic market the models never saw (another seed),
    accelerated to a few milliseconds per 5-minute bar.
 3. Run the real service against it (REST backfill, websocket, regime routing, ONNX tiers, paper trading,
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import subprocess
@@ -23,14 +27,15 @@ from typing import Any
 
 import msgspec
 
-from bot import logs
+from bot import logs, modelstore
 from bot.app import Service, summary_dict
 from bot.config import Config, load_config
-from bot.core.errors import ConfigError
+from bot.core.errors import ConfigError, ModelError
 from bot.ledger import Ledger
 from bot.outputs import StagedOutput
 from bot.sim.replay import ReplayExchange
 from bot.sim.report import run_report
+from bot.tiers import TierFamily
 
 DEMO_SYMBOL = "SYNTHUSDT"
 DEMO_SEED = 107  # the models train on seed 7; this market is out of sample and spans all four regimes
@@ -75,6 +80,40 @@ def _distill(config_path: str | None, models: Path) -> None:
     if rc != 0:
         raise DemoDistillError(f"demo: `{' '.join(cmd[1:])}` failed with exit code {rc} (its error is above)")
     print(f"[demo] distilled in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def demo_family_reason(base: Config, models: Path) -> str | None:
+    """Why the demo must distill a family first (None: the family in `models` fits the demo).
+
+    Raises:
+        ModelError: the family there is not one the demo made (not trained on the synthetic market) and does
+            not fit; the demo never replaces a user's family.
+    """
+    try:
+        family_dir = modelstore.resolve(models)
+    except ModelError:
+        return f"{models}/current is broken: distilling a new family"
+    manifest = family_dir / "manifest.json"
+    if not manifest.is_file():
+        return f"no tier family in {models}/: distilling one"
+    cfg = demo_config(
+        base, rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1", out=Path("."), models=models
+    )
+    try:
+        family = TierFamily.load(models)
+        family.check_fit(cfg)
+    except ModelError as exc:
+        try:
+            source = json.loads(manifest.read_text(encoding="utf-8"))["provenance"]["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            source = None
+        if source != "synthetic":
+            raise ModelError(
+                f"{exc} (the demo runs the synthetic market; pass --models DIR for a demo family of its own, "
+                "or --retrain to distill one into this store)"
+            ) from None
+        return f"the demo family in {models}/ does not fit this bot ({exc}): distilling a new version"
+    return None
 
 
 def demo_config(base: Config, *, rest_url: str, ws_url: str, out: Path, models: Path) -> Config:
@@ -166,8 +205,10 @@ def main_demo(args: argparse.Namespace) -> int:
     final = Path(args.out)
     stage = StagedOutput(final, kind="demo", min_free_mib=64)
     stage.check()  # before distilling: refuse an --out that is not a previous demo's
-    if args.retrain or not (models / "manifest.json").exists():
-        _distill(config_path, models)  # offline distill replaces only a tier family, keeps it on failure
+    why = "--retrain" if args.retrain else demo_family_reason(base, models)
+    if why is not None:
+        print(f"[demo] {why}", flush=True)
+        _distill(config_path, models)  # adds a version and makes it current; keeps the store on failure
     with stage as out:
         summary, pnl, report = _demo(args, base, models, out)
         stage.commit()
