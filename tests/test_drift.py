@@ -267,8 +267,10 @@ def scaled_market_csv(path: Path, *, n_bars: int, seed: int, vol_scale: float) -
 
 
 def drift_config(ex: ReplayExchange, models: Path, out: Path) -> Config:
-    """The loopback config with metrics on a free port and a 120-bar drift window."""
-    cfg = support.loop_config(ex.rest_url, ex.ws_url, models, out, symbol=SYMBOL)
+    """The loopback config with metrics on a free port and a 120-bar drift window. The backfill (200 bars,
+    all the replay's history) leaves more warm feature rows in the ledger than the window, however few bars
+    the market closes while the service starts (an idle machine starts fast)."""
+    cfg = support.loop_config(ex.rest_url, ex.ws_url, models, out, symbol=SYMBOL, backfill_bars=200)
     service = msgspec.structs.replace(
         cfg.service, metrics_enabled=True, metrics_port=0, drift_window_bars=120
     )
