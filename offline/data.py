@@ -441,3 +441,23 @@ def check_prices(bars: Sequence[Bar], *, source: str) -> None:
 def check_name(text: str) -> bool:
     """True if `text` is a safe tier/file name (letters, digits, _ and -)."""
     return re.fullmatch(r"[A-Za-z0-9_-]+", text) is not None
+
+
+def load_sources(
+    sources: Sequence[str | Path],
+    cfg: DistillConfig,
+    *,
+    symbol: str | Sequence[str | None] | None = None,
+    n_bars: int | None = None,
+    allow_gaps: bool = False,
+    drop_last: bool = False,
+) -> Dataset:
+    """One `--data` source (`load_dataset`) or several pooled (`load_pooled`); `symbol` is one name or one
+    per source. The one place `offline distill` and `--folds` turn their `--data` arguments into rows."""
+    if len(sources) == 1:
+        one = symbol if symbol is None or isinstance(symbol, str) else symbol[0]
+        return load_dataset(
+            sources[0], cfg, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=one
+        )
+    syms = [symbol] if isinstance(symbol, str) else symbol
+    return load_pooled(sources, cfg, symbols=syms, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last)

@@ -16,7 +16,7 @@ from bot.config import Config
 from bot.core.errors import ModelError
 from bot.manifest import MANIFEST_NAME, decode_manifest
 from bot.outputs import MARKER, OutputPathError, StagedOutput
-from offline.data import load_dataset, load_pooled
+from offline.data import load_sources
 from offline.distill import run_distillation
 from offline.export import export_family, write_json
 from offline.report import build_report, format_table, plot_report
@@ -87,16 +87,9 @@ def pipeline_distill(
             out_dir, kind="tier-family", protect=protect, recognise=family_reason, min_free_mib=64, mark=False
         )
         with stage as tmp:  # refuses a foreign out_dir and checks writability before any work
-            if len(sources) == 1:
-                one = symbol if symbol is None or isinstance(symbol, str) else symbol[0]
-                ds = load_dataset(
-                    sources[0], dc, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=one
-                )
-            else:
-                syms = [symbol] if isinstance(symbol, str) else symbol
-                ds = load_pooled(
-                    sources, dc, symbols=syms, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last
-                )
+            ds = load_sources(
+                sources, dc, symbol=symbol, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last
+            )
             data_s = time.perf_counter() - t0
             result = run_distillation(
                 ds, cfg.tiers, dc, epochs=epochs, seed=run_seed, progress=progress, log=log

@@ -46,7 +46,7 @@ from bot.config import Config, DistillConfig, TierConfig
 from bot.core.errors import ConfigError, DataError
 from bot.outputs import StagedOutput
 from offline import vol as volmod
-from offline.data import Dataset, Splits, embargo_rows, load_dataset, load_pooled
+from offline.data import Dataset, Splits, embargo_rows, load_sources
 from offline.distill import run_distillation
 from offline.export import write_json
 from offline.train import F64, I64, TierModel, information_coefficient
@@ -526,16 +526,9 @@ def pipeline_walkforward(
     n_bars = dc.quick_bars if quick else None
     stage = StagedOutput(out_dir, kind="walkforward", protect=protect)
     with stage as tmp:
-        if len(sources) == 1:
-            one = symbol if symbol is None or isinstance(symbol, str) else symbol[0]
-            ds = load_dataset(
-                sources[0], dc, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=one
-            )
-        else:
-            syms = [symbol] if isinstance(symbol, str) else symbol
-            ds = load_pooled(
-                sources, dc, symbols=syms, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last
-            )
+        ds = load_sources(
+            sources, dc, symbol=symbol, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last
+        )
         wf = run_walkforward(
             ds,
             cfg.tiers,
