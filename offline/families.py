@@ -72,7 +72,7 @@ def training_rows(
     """
     from bot.core.bars import interval_ms
     from bot.sim.backtest_cache import load_symbol
-    from offline.__main__ import write_klines_csv  # the project's one klines writer
+    from offline.fetch import write_klines_csv  # the project's one klines writer
 
     if not 0.0 < distill_frac < 1.0:
         raise ConfigError(f"distill_frac: expected a fraction in (0, 1), got {distill_frac}")

@@ -3,7 +3,7 @@
 One run:
 
 1. fetch the last `[retrain] history_bars` confirmed bars of every `[market] symbol` over REST
-   (`[exchange] rest_url`, `offline.__main__.fetch_history`), plus the bars the service recorded in its
+   (`[exchange] rest_url`, `offline.fetch.fetch_history`), plus the bars the service recorded in its
    ledger (`[ledger] path`, `offline.recorded`) that REST did not return (`merge_recorded`);
 2. hold out the most recent `holdout_bars` of each symbol, and distil a challenger on the bars before them
    (several symbols: one pooled family) into a new, unpromoted version of the models store
@@ -88,7 +88,7 @@ def fetch_series(cfg: Config, *, end_ms: int | None = None) -> dict[str, list[Ba
     Raises:
         FetchFailedError: the exchange cannot be reached or refused, or returned too few bars.
     """
-    from offline.__main__ import fetch_history  # the one REST history fetch (offline fetch)
+    from offline.fetch import fetch_history  # the one REST history fetch (offline fetch)
 
     rc = cfg.retrain
     step = interval_ms(cfg.market.interval)
@@ -187,7 +187,7 @@ def _distill_challenger(
 ) -> str:
     """Distil a challenger on every symbol's bars before the held-out window (one symbol: that CSV; several:
     one pooled family, `offline.data.load_pooled`); returns its version."""
-    from offline.__main__ import write_klines_csv
+    from offline.fetch import write_klines_csv
     from offline.pipeline import pipeline_distill
 
     csvs: list[Path] = []

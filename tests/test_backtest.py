@@ -24,7 +24,7 @@ from bot.sim.backtest_cache import compute
 from bot.sim.replay import ReplayExchange
 from bot.sim.synthetic import SyntheticMarket
 from bot.tiers import TierFamily
-from offline.__main__ import write_klines_csv
+from offline.fetch import write_klines_csv
 
 SYMBOLS = ("SYNTHUSDT", "OTHERUSDT")
 STEP = interval_ms("5")
