@@ -13,16 +13,16 @@ every few minutes and numpy's per-call overhead would dominate.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Final, TypeVar
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from bot.core.bars import Bar
+from bot.core.rolling import EwMean, RollingWindow, copy_state
 
 FEATURE_VERSION: Final = "2"
 
@@ -202,98 +202,9 @@ def resolve_feature_set(name: str) -> tuple[str, ...]:
         raise KeyError(f"unknown feature set {name!r}; known: {sorted(FEATURE_SETS)}") from None
 
 
-class RollingWindow:
-    """Fixed-length window keeping a running sum and sum of squares (O(1) per push); shared with regime."""
-
-    __slots__ = ("buf", "n", "s", "ss")
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.buf: deque[float] = deque()
-        self.s = 0.0
-        self.ss = 0.0
-
-    def copy(self) -> RollingWindow:
-        """An independent copy (for rehearsals on throwaway state)."""
-        new = RollingWindow.__new__(RollingWindow)
-        new.n, new.buf, new.s, new.ss = self.n, self.buf.copy(), self.s, self.ss
-        return new
-
-    def push(self, x: float) -> None:
-        buf = self.buf
-        buf.append(x)
-        self.s += x
-        self.ss += x * x
-        if len(buf) > self.n:
-            old = buf.popleft()
-            self.s -= old
-            self.ss -= old * old
-
-    @property
-    def full(self) -> bool:
-        return len(self.buf) == self.n
-
-    def mean(self) -> float:
-        return self.s / len(self.buf)
-
-    def std(self) -> float:
-        m = self.s / len(self.buf)
-        var = self.ss / len(self.buf) - m * m
-        return math.sqrt(var) if var > 1e-30 else 0.0
-
-    def rms(self) -> float:
-        ms = self.ss / len(self.buf)
-        return math.sqrt(ms) if ms > 0.0 else 0.0
-
-
-class EwMean:
-    """Exponentially weighted mean with half-life `half_life` (bars), bias-corrected so it is defined from the
-    first value: after values x_1..x_n it is `sum_k w^(n-k) x_k / sum_k w^(n-k)` with `w = 0.5^(1/half_life)`
-    (the normaliser is what Adam's bias correction divides by). O(1) per push, plain floats."""
-
-    __slots__ = ("decay", "m", "norm")
-
-    def __init__(self, half_life: float) -> None:
-        self.decay = 0.5 ** (1.0 / half_life)
-        self.m = 0.0
-        self.norm = 0.0
-
-    def copy(self) -> EwMean:
-        """An independent copy (for rehearsals on throwaway state)."""
-        new = EwMean.__new__(EwMean)
-        new.decay, new.m, new.norm = self.decay, self.m, self.norm
-        return new
-
-    def push(self, x: float) -> None:
-        d = self.decay
-        self.m = d * self.m + (1.0 - d) * x
-        self.norm = d * self.norm + (1.0 - d)
-
-    @property
-    def empty(self) -> bool:
-        return self.norm == 0.0
-
-    def mean(self) -> float:
-        """The weighted mean (0.0 before the first push)."""
-        return self.m / self.norm if self.norm > 0.0 else 0.0
-
-
 def log_vol(var: float) -> float:
     """`log(sqrt(var))` with the vol floored at `LOG_VOL_FLOOR` (a per-bar variance in, a log vol out)."""
     return 0.5 * math.log(var if var > _LOG_VOL_FLOOR_VAR else _LOG_VOL_FLOOR_VAR)
-
-
-_S = TypeVar("_S")
-
-
-def copy_state(state: _S) -> _S:
-    """Copy an incremental state object: its windows and deques are copied, everything else (config,
-    numbers) is shared. Used to rehearse an update on throwaway state."""
-    new = copy.copy(state)
-    for name, value in vars(state).items():
-        if isinstance(value, RollingWindow | EwMean | deque):
-            setattr(new, name, value.copy())
-    return new
 
 
 def _zscore(x: float, w: RollingWindow) -> float:

@@ -44,8 +44,8 @@ from typing import Any, Final
 
 from bot.core.bars import Bar, BookTop
 from bot.core.errors import ModelError
-from bot.core.features import RollingWindow, copy_state
 from bot.core.params import REGIME_NAMES, RegimeConfig
+from bot.core.rolling import RollingWindow, copy_state
 
 CALIBRATION_VERSION: Final = 1
 #: Book thresholds used when neither the calibration nor the config sets them.
