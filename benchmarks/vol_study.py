@@ -45,7 +45,8 @@ import msgspec  # noqa: E402
 
 from bot.config import Config, load_config  # noqa: E402
 from offline import data as offline_data  # noqa: E402
-from offline.walkforward import BASELINES, run_walkforward  # noqa: E402
+from offline.walkforward import run_walkforward  # noqa: E402
+from offline.walkforward_report import BASELINES  # noqa: E402
 
 DATA_DIR = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
 DOCS = ROOT / "docs"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,37 +28,20 @@ from sklearn.preprocessing import StandardScaler
 from bot.config import DistillConfig, TierConfig
 from bot.core.features import FEATURE_SETS, feature_indices
 from offline import vol as volmod
-from offline.data import Dataset, embargo_rows
+from offline.data import Dataset
 from offline.evaluate import evaluate, vol_baselines
+from offline.teacher import Candidate, Teacher, train_teacher
 from offline.train import (
     F64,
     I64,
     FitResult,
-    Recipe,
     TierModel,
     blended_target,
     fit_mlp,
-    r2,
     stage_alpha,
     stage_temperature,
     transfer_set,
 )
-
-
-@dataclass(slots=True)
-class Candidate:
-    """One trained model for one size, with its recipe and metrics."""
-
-    tier: str
-    recipe: Recipe
-    variant: str  # "teacher", "progressive", "progressive_no_transfer", "one_shot", "scratch"
-    stage: int
-    model: TierModel
-    alpha: float
-    temperature: float
-    transfer: bool
-    fit: FitResult
-    metrics: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -300,94 +282,7 @@ class _Run:
         return self.train(name, rows, target, desc=desc)
 
 
-@dataclass(frozen=True, slots=True)
-class _Teacher:
-    """The fitted teacher, its standardised outputs on the student rows, and the yardsticks students meet.
-
-    `on_students` is out-of-sample: the held-out prediction, or the K-fold out-of-fold one, [rows, heads].
-    """
-
-    candidate: Candidate
-    on_students: F64
-    test_pred: F64
-    val_pred: F64
-    test_r2: float
-    test_log_vol: F64 | None = None
-
-    @property
-    def model(self) -> TierModel:
-        return self.candidate.model
-
-
-def _out_of_fold(run: _Run, l2: float) -> tuple[F64, float]:
-    """K-fold out-of-fold teacher predictions on the training rows (standardised) and their fit time in s."""
-    tr, folds = run.train_rows, run.cfg.teacher_folds
-    name = run.names[0]
-    pred = np.empty((len(tr), run.targets_std.shape[1]), dtype=np.float64)
-    emb = embargo_rows(run.cfg) * run.rows_per_bar  # pooled symbols interleave: one bar is n_series rows
-    bounds = np.linspace(0, len(tr), folds + 1).astype(int)
-    t0 = time.perf_counter()
-    for f in range(folds):
-        lo, hi = int(bounds[f]), int(bounds[f + 1])
-        keep = np.ones(len(tr), dtype=np.bool_)
-        keep[max(0, lo - emb) : hi + emb] = False
-        m, _ = run.train(
-            name,
-            run.X[tr[keep]],
-            run.targets(tr[keep]),
-            desc=f"teacher fold {f + 1}/{folds}",
-            l2=l2,
-            teacher=True,
-        )
-        pred[lo:hi] = m.predict_std_all(run.X[tr[lo:hi]])
-    return pred, time.perf_counter() - t0
-
-
-def _train_teacher(run: _Run) -> _Teacher:
-    """Fit the first tier on the teacher rows and predict the student rows out of sample (evaluated)."""
-    name = run.names[0]
-    best: tuple[TierModel, FitResult, float] | None = None
-    search_s = 0.0
-    for l2 in run.cfg.teacher_l2 or (run.cfg.l2,):
-        model, fit = run.train(
-            name,
-            run.X[run.teacher_rows],
-            run.targets(run.teacher_rows),
-            desc=f"teacher {name}",
-            l2=l2,
-            teacher=True,
-        )
-        search_s += fit.train_s
-        run.say(
-            f"teacher {name} l2={l2:g}: val mse {fit.val_mse:.4f}, best epoch {fit.best_epoch}/"
-            f"{fit.epochs_run}, {fit.train_s:.1f} s"
-        )
-        run.teacher_search[f"{l2:g}"] = fit.val_mse
-        if best is None or fit.val_mse < best[1].val_mse:
-            best = (model, fit, l2)
-    assert best is not None
-    model, fit, l2 = best
-    fit.train_s = search_s  # the teacher's cost includes its L2 search
-    run.teacher_search["chosen"] = l2
-    if run.cfg.teacher_folds == 0:
-        on_students, oof_s = model.predict_std_all(run.student_X), 0.0
-    else:
-        on_students, oof_s = _out_of_fold(run, l2)
-    fit.train_s += oof_s
-    test_pred = model.predict(run.X[run.test_rows])
-    teacher = _Teacher(
-        candidate=Candidate(name, "teacher", "teacher", 0, model, 0.0, run.cfg.t_max, False, fit),
-        on_students=on_students,
-        test_pred=test_pred,
-        val_pred=model.predict(run.X[run.val_rows]),
-        test_r2=r2(run.y[run.test_rows], test_pred),
-        test_log_vol=model.predict_log_vol(run.X[run.test_rows]) if run.has_vol else None,
-    )
-    evaluate(run, teacher, teacher.candidate, on_students)
-    return teacher
-
-
-def _progressive_chain(run: _Run, teacher: _Teacher, *, with_transfer: bool) -> list[Candidate]:
+def _progressive_chain(run: _Run, teacher: Teacher, *, with_transfer: bool) -> list[Candidate]:
     """Stage k distils student k from stage k-1 (the teacher at k = 1), one candidate per student size."""
     variant = "progressive" if with_transfer else "progressive_no_transfer"
     prev, prev_S = teacher.model, teacher.on_students
@@ -406,7 +301,7 @@ def _progressive_chain(run: _Run, teacher: _Teacher, *, with_transfer: bool) -> 
     return chain
 
 
-def _one_shot(run: _Run, teacher: _Teacher, name: str, k: int, same_size: Sequence[Candidate]) -> Candidate:
+def _one_shot(run: _Run, teacher: Teacher, name: str, k: int, same_size: Sequence[Candidate]) -> Candidate:
     """Student `name` distilled straight from the teacher with the chain's first-stage alpha.
 
     At the first student size this is chain stage 1 (same recipe, same run): that candidate is relabelled.
@@ -427,7 +322,7 @@ def _one_shot(run: _Run, teacher: _Teacher, name: str, k: int, same_size: Sequen
     return c
 
 
-def _scratch(run: _Run, teacher: _Teacher, name: str, k: int) -> Candidate:
+def _scratch(run: _Run, teacher: Teacher, name: str, k: int) -> Candidate:
     """Student `name` trained on the labels only (no teacher, no transfer set)."""
     m, fit = run.train(name, run.student_X, run.student_y, desc=f"scratch {name}")
     c = Candidate(name, "scratch", "scratch", k, m, 0.0, 1.0, False, fit)
@@ -435,7 +330,7 @@ def _scratch(run: _Run, teacher: _Teacher, name: str, k: int) -> Candidate:
     return c
 
 
-def _choose(run: _Run, teacher: _Teacher, candidates: Mapping[str, list[Candidate]]) -> dict[str, Candidate]:
+def _choose(run: _Run, teacher: Teacher, candidates: Mapping[str, list[Candidate]]) -> dict[str, Candidate]:
     """The exported model per tier: the teacher, then per student size the best validation score (first on
     ties): val R^2 of the return head, or with a vol head the mean of both heads' val R^2."""
     chosen: dict[str, Candidate] = {run.names[0]: teacher.candidate}
@@ -444,7 +339,7 @@ def _choose(run: _Run, teacher: _Teacher, candidates: Mapping[str, list[Candidat
     return chosen
 
 
-def _run_info(run: _Run, teacher: _Teacher) -> dict[str, Any]:
+def _run_info(run: _Run, teacher: Teacher) -> dict[str, Any]:
     """Run facts for the manifest and report: row counts, options, target scaling, the teacher's test R^2."""
     cfg, folds = run.cfg, run.cfg.teacher_folds
     return {
@@ -508,7 +403,7 @@ def run_distillation(
         log: receives one human-readable line per teacher and chain stage; None = silent.
     """
     run = _Run.prepare(ds, tiers, cfg, epochs=epochs, seed=seed, progress=progress, log=log)
-    teacher = _train_teacher(run)
+    teacher = train_teacher(run)
     candidates: dict[str, list[Candidate]] = {name: [] for name in run.names}
     candidates[run.names[0]].append(teacher.candidate)
     for with_transfer in [True, False] if run.has_transfer else [False]:

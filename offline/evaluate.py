@@ -15,9 +15,8 @@ from offline import vol as volmod
 from offline.train import F64, I64, hit_rate, information_coefficient, pearson, r2, two_term_loss
 
 if TYPE_CHECKING:
-    from offline.distill import Candidate
     from offline.distill import _Run as Run
-    from offline.distill import _Teacher as Teacher
+    from offline.teacher import Candidate, Teacher
 
 
 def distill_loss(run: Run, c: Candidate, labeler_S: F64) -> float:

@@ -49,7 +49,8 @@ from bot.manifest import (
     encode_manifest,
 )
 from offline.data import Dataset, check_name
-from offline.distill import Candidate, DistillResult
+from offline.distill import DistillResult
+from offline.teacher import Candidate
 from offline.train import TierModel
 
 F64 = npt.NDArray[np.float64]

@@ -50,6 +50,7 @@ from offline.data import Dataset, Splits, embargo_rows, load_sources
 from offline.distill import run_distillation
 from offline.export import write_json
 from offline.train import F64, I64, TierModel, information_coefficient
+from offline.walkforward_report import METRICS, format_walkforward, to_json
 
 BoolArr = npt.NDArray[np.bool_]
 
@@ -57,22 +58,9 @@ BoolArr = npt.NDArray[np.bool_]
 MIN_TRAIN_ROWS: Final = 50
 MIN_VAL_ROWS: Final = 20
 MIN_TEST_ROWS: Final = 20
+
+
 #: Metrics kept per candidate (keys of `offline.evaluate`'s metrics) in the fold table.
-METRICS: Final = (
-    "vol_r2",
-    "vol_ic",
-    "vol_qlike",
-    "vol_qlike_bc",
-    "vol_retention",
-    "vol_fidelity_r2",
-    "ic",
-    "params",
-    "compression",
-    "train_s",
-)
-BASELINES: Final = {"har": "HAR-RV", "har_tod": "HAR-RV + hour"}
-
-
 def check_n_folds(n_folds: int) -> None:
     """Raise ConfigError unless `n_folds` is an integer >= 2."""
     if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
@@ -392,107 +380,6 @@ def _row(
         v = metrics.get(k)
         row[k] = None if v is None or not math.isfinite(v) else float(v)
     return row
-
-
-# ---- the fold table ------------------------------------------------------------------------------------
-
-_TABLE_COLUMNS: Final = (
-    ("vol R2", "vol_r2", "{:+.4f}"),
-    ("vol IC", "vol_ic", "{:+.3f}"),
-    ("QLIKE", "vol_qlike", "{:.4f}"),
-    ("QLIKE bc", "vol_qlike_bc", "{:.4f}"),
-    ("retain", "vol_retention", "{:.3f}"),
-    ("fidel R2", "vol_fidelity_r2", "{:+.3f}"),
-    ("ret IC", "ic", "{:+.4f}"),
-)
-
-
-def _label(row: Mapping[str, Any]) -> tuple[str, str]:
-    if row["tier"] == "baseline":
-        return "baseline", BASELINES.get(row["variant"], row["variant"])
-    return row["tier"], row["variant"]
-
-
-def summary_rows(wf: WalkForward) -> list[dict[str, Any]]:
-    """Mean of every metric over folds and seeds per (tier, variant), plus the exported pick per tier
-    (variant "exported": whichever recipe validation chose in each fold and seed), in table order."""
-    keys: list[tuple[str, str]] = []
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in wf.rows:
-        group = [_label(r)] + ([(r["tier"], "exported")] if r["chosen"] and r["variant"] != "teacher" else [])
-        for k in group:
-            if k not in groups:
-                keys.append(k)
-                groups[k] = []
-            groups[k].append(r)
-    base = [k for k in keys if k[0] == "baseline"]
-    rest = [k for k in keys if k[0] != "baseline"]
-    tiers = list(dict.fromkeys(k[0] for k in rest))
-    ordered = base + sorted(rest, key=lambda k: (tiers.index(k[0]), k[1] != "exported"))
-    out: list[dict[str, Any]] = []
-    for k in ordered:
-        rs = groups[k]
-        mean: dict[str, Any] = {"tier": k[0], "variant": k[1], "n": len(rs)}
-        for m in METRICS:
-            vals = [r[m] for r in rs if r[m] is not None]
-            mean[m] = float(np.mean(vals)) if vals else None
-        out.append(mean)
-    return out
-
-
-def format_walkforward(wf: WalkForward) -> str:
-    """Plain text: the mean over folds and seeds per model, then every fold's rows."""
-    head = ["tier", "variant", "n", *(h for h, _, _ in _TABLE_COLUMNS)]
-
-    def line(row: Mapping[str, Any], first: str, second: str) -> list[str]:
-        cells = [(f.format(row[k]) if row.get(k) is not None else "-") for _, k, f in _TABLE_COLUMNS]
-        return [first, second, str(row.get("n", "")), *cells]
-
-    summary = [line(r, r["tier"], r["variant"]) for r in summary_rows(wf)]
-    per_fold = []
-    for r in wf.rows:
-        tier, variant = _label(r)
-        seed = "" if r["seed"] is None else f" s{r['seed']}"
-        seed += f" {r['symbol']}" if wf.info["pooled"] else ""
-        per_fold.append(
-            line({**r, "n": f"f{r['fold']}{seed}"}, tier, variant + (" *" if r["chosen"] else ""))
-        )
-    over = "folds, seeds and symbols" if wf.info["pooled"] else "folds and seeds"
-    out = [f"mean over {over} (test blocks):"]
-    out += _render(head, summary)
-    out += ["", "per fold (f = fold, s = seed; * = exported by validation):"]
-    out += _render(["tier", "variant", "fold", *head[3:]], per_fold)
-    info = wf.info
-    spans = "; ".join(
-        f"fold {f['fold']}: {f['train_rows']} train / {f['val_rows']} val / {f['test_rows']} test rows"
-        for f in wf.folds
-    )
-    out += [
-        "",
-        f"{info['n_folds']} expanding folds over {info['n_rows']} rows (first {info['first_train_frac']:.0%} "
-        f"training only), embargo {info['embargo_rows']} bars; {spans}.",
-        f"vol head: log realised vol over the next {info['vol_horizon_bars']} bars; QLIKE bc with the "
-        "variance scale fitted on the fold's training rows; retain = vol R2 / teacher's; fidel R2 = "
-        "R2 of the student's log vol against the teacher's; ret IC = return head's Spearman IC. HAR fitted "
-        "on the fold's training rows. No family was exported.",
-    ]
-    return "\n".join(out)
-
-
-def _render(head: list[str], lines: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [head, *lines]) for i in range(len(head))]
-
-    def render(r: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-
-    return [render(head), "  ".join("-" * w for w in widths), *(render(r) for r in lines)]
-
-
-def to_json(wf: WalkForward) -> dict[str, Any]:
-    """The JSON document `offline distill --folds` writes (`walkforward.json`)."""
-    return {"info": wf.info, "folds": wf.folds, "summary": summary_rows(wf), "rows": wf.rows}
 
 
 def pipeline_walkforward(
