@@ -120,7 +120,8 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     assert proc.stderr.strip() == ""
 
 
-def _security(path: Path) -> tuple[int, float]:
+def security_exposure(path: Path) -> tuple[int, float]:
+    """`systemd-analyze security --offline=true --threshold=15 PATH`: (exit code, overall exposure)."""
     assert ANALYZE is not None
     proc = subprocess.run(
         [ANALYZE, "security", "--offline=true", "--threshold=15", str(path)],
@@ -137,7 +138,7 @@ def _security(path: Path) -> tuple[int, float]:
 @needs_analyze
 def test_security_exposure_at_most_1_5(tmp_path: Path) -> None:
     """`systemd-analyze security --offline=true --threshold=15` passes with exposure <= 1.5."""
-    rc, exposure = _security(UNIT)
+    rc, exposure = security_exposure(UNIT)
     assert rc == 0
     assert exposure <= MAX_EXPOSURE
     # Negative control: the same unit without its hardening block fails the threshold.
@@ -150,7 +151,7 @@ def test_security_exposure_at_most_1_5(tmp_path: Path) -> None:
     )
     stripped = tmp_path / UNIT.name
     stripped.write_text(bare, encoding="utf-8")
-    rc_bare, exposure_bare = _security(stripped)
+    rc_bare, exposure_bare = security_exposure(stripped)
     assert rc_bare != 0
     assert exposure_bare > 1.5
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_systemd import unit_entries
+from test_systemd import security_exposure, unit_entries
 
 from bot.config import load_config
 
@@ -103,18 +103,9 @@ def test_systemd_analyze_verify_retrain_timer_and_main(tmp_path: Path) -> None:
 @needs_analyze
 def test_retrain_unit_exposure_at_most_1_5() -> None:
     """`systemd-analyze security --offline=true` rates the retrain unit like the main one (<= 1.5)."""
-    assert ANALYZE is not None
-    proc = subprocess.run(
-        [ANALYZE, "security", "--offline=true", "--threshold=15", str(RETRAIN)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
-    assert m, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert proc.returncode == 0
-    assert float(m.group(1)) <= 1.5
+    rc, exposure = security_exposure(RETRAIN)
+    assert rc == 0
+    assert exposure <= 1.5
 
 
 _MDWE_DISTILL = r"""
