@@ -150,6 +150,12 @@ RUN = ["-m", "bot", "run", "--config", "config.toml"]
 DISTILL = ["-m", "offline", "distill", "--quick", "--no-progress"]
 STATE = ["state/ledger.sqlite", "state/ledger.sqlite.lock", "state/decisions.jsonl"]
 
+# Issue 25's rows, one block per surface: the bot's commands (backtest, run, replay-server, demo,
+# latency-report) and the offline ones (sweep, models, distill, retrain, fetch, export-dataset).
+BOT_ROWS: list[Case] = []  # fmt: skip
+
+OFFLINE_ROWS: list[Case] = []  # fmt: skip
+
 CASES = [
     # --- output safety: offline distill --out -------------------------------------------------------
     Case("distill-out-user-dir", [*DISTILL, "--out", "mine"], 2, "not a tier-family version",
@@ -237,6 +243,8 @@ CASES = [
          untouched=["BTCUSDT_5m.csv"],
          setup=_write("BTCUSDT_5m.csv", "start_ms,open,high,low,close,volume\n" + "".join(
              f"{i * 300_000},10,11,9,{'x' if i == 14 else 10},1\n" for i in range(20)))),
+    *BOT_ROWS,
+    *OFFLINE_ROWS,
 ]  # fmt: skip
 
 
