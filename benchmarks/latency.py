@@ -28,6 +28,7 @@ DIR has no manifest). Output: docs/latency[_quick].json and .png.
 
     .venv/bin/python benchmarks/latency.py --quick
     .venv/bin/python benchmarks/latency.py --models /tmp/bench_models
+    .venv/bin/python benchmarks/latency.py --smoke     # seconds, a tiny family, outputs in a temp dir
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _smoke import SMOKE_HELP, smoke_dir, tiny_family  # noqa: E402 (benchmarks/, beside this script)
+
 from bot import logs  # noqa: E402 (after the sys.path insert)
 from bot.config import Config, engine_params  # noqa: E402
 from bot.core.bars import Bar  # noqa: E402
@@ -75,6 +78,12 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 DOCS = ROOT / "docs"
 DEFAULT_MODELS = Path(tempfile.gettempdir()) / "bench_models"
+#: mode -> (single-row calls, hot bars, cold bars per mode, idle seconds, default cold gap in ms)
+SIZES: dict[str, tuple[int, int, int, float, float]] = {
+    "smoke": (200, 100, 3, 0.5, 10.0),
+    "quick": (2_000, 1_000, 40, 3.0, 100.0),
+    "full": (20_000, 10_000, 200, 10.0, 100.0),
+}
 
 
 def pct(xs: Sequence[float]) -> dict[str, float]:
@@ -154,8 +163,9 @@ class NumpyMLP:
         sc = StandardScaler().fit(X)
         sc.mean_ = self.offset.astype(np.float64)
         sc.scale_ = 1.0 / self.scale.astype(np.float64)
+        n_out = self.weights[-1].shape[1]  # the heads (return, log vol): predict gives [N, n_out]
         mlp = MLPRegressor(hidden_layer_sizes=hidden, max_iter=1, random_state=0)
-        mlp.partial_fit(X, rng.standard_normal(64))
+        mlp.partial_fit(X, rng.standard_normal((64, n_out)))
         mlp.coefs_ = [w.astype(np.float64) for w in self.weights]
         mlp.intercepts_ = [b.astype(np.float64) for b in self.biases]
         return Pipeline([("scaler", sc), ("mlp", mlp)])
@@ -223,10 +233,14 @@ def _tier_inference(
     default = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     nm = NumpyMLP(models / spec.file)
     skl = nm.sklearn_pipeline()
+
+    def sklearn() -> float:  # the return head: column 0 of the two heads (return, log vol)
+        return float(skl.predict(sub)[0, 0]) * nm.y_scale + nm.y_mean
+
     want = tier.predict(x_full)
     got = {
         "numpy": nm.predict(sub),
-        "sklearn": float(skl.predict(sub.astype(np.float64))[0]) * nm.y_scale + nm.y_mean,
+        "sklearn": sklearn(),
         "ort_default": float(default.run([spec.output_name], {spec.input_name: sub})[0][0, 0]),
     }
     for k, v in got.items():
@@ -243,7 +257,7 @@ def _tier_inference(
         "ort_plain": plain,
         "ort_default": lambda: default.run([oname], {iname: sub}),
         "numpy": lambda: nm.predict(sub),
-        "sklearn": lambda: float(skl.predict(sub)[0]) * nm.y_scale + nm.y_mean,
+        "sklearn": sklearn,
     }
     row: dict[str, Any] = {"params": spec.params, "multiply_adds": nm.multiply_adds}
     for k, fn in runs.items():
@@ -510,8 +524,9 @@ def plot(r: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples (about a minute)")
-    ap.add_argument("--models", type=Path, default=DEFAULT_MODELS)
-    ap.add_argument("--gap-ms", type=float, default=100.0, help="spacing of cold calls (>= 100)")
+    ap.add_argument("--smoke", action="store_true", help=SMOKE_HELP + "; a tiny family unless --models")
+    ap.add_argument("--models", type=Path, default=None, help=f"tier family (default {DEFAULT_MODELS})")
+    ap.add_argument("--gap-ms", type=float, default=None, help="spacing of cold calls (>= 100; smoke 10)")
     ap.add_argument("--idle-s", type=float, default=None)
     ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/latency[_quick])")
     ap.add_argument("--idle-child", choices=("none", "bot", "default"), help=argparse.SUPPRESS)
@@ -519,40 +534,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.idle_child:
         print(json.dumps(idle_child(args.idle_child, args.models, args.idle_s or 3.0)))
         return 0
-    n_inf = 2_000 if args.quick else 20_000
-    n_hot = 1_000 if args.quick else 10_000
-    n_cold = 40 if args.quick else 200
-    idle_s = args.idle_s or (3.0 if args.quick else 10.0)
-    stem = args.out or DOCS / ("latency_quick" if args.quick else "latency")
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    n_inf, n_hot, n_cold, idle_default, gap_default = SIZES[mode]
+    idle_s = args.idle_s or idle_default
+    gap_ms = max(args.gap_ms or gap_default, 1.0)
+    if args.smoke:
+        stem = args.out or smoke_dir("latency") / "latency_smoke"
+        models = args.models or tiny_family(stem.parent / "models")
+    else:
+        stem = args.out or DOCS / ("latency_quick" if args.quick else "latency")
+        models = args.models or DEFAULT_MODELS
     t_start = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    ensure_family(args.models, log)
-    family = TierFamily.load(args.models)
+    ensure_family(models, log)
+    family = TierFamily.load(models)
     load0 = os.getloadavg()
-    gflops = gemm_gflops()
+    gflops = gemm_gflops(seconds=0.2 if args.smoke else 1.0)
     log(f"GEMM {gflops:.1f} GFLOP/s; inference part")
     with threadpool_limits(limits=1):
-        inference = inference_part(
-            args.models, family, n=n_inf, n_cold=n_cold, gap_ms=max(args.gap_ms, 1.0), gflops=gflops
-        )
+        inference = inference_part(models, family, n=n_inf, n_cold=n_cold, gap_ms=gap_ms, gflops=gflops)
         log("pipeline part")
         with tempfile.TemporaryDirectory() as tmp:
-            pipeline = pipeline_part(
-                family, n_hot=n_hot, n_cold=n_cold, gap_ms=max(args.gap_ms, 1.0), workdir=Path(tmp)
-            )
+            pipeline = pipeline_part(family, n_hot=n_hot, n_cold=n_cold, gap_ms=gap_ms, workdir=Path(tmp))
     log("idle part")
-    idle = idle_part(args.models, seconds=idle_s)
+    idle = idle_part(models, seconds=idle_s)
     r: dict[str, Any] = {
         "meta": {
-            "mode": "quick" if args.quick else "full",
+            "mode": mode,
             "command": "python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "models": str(args.models),
+            "models": str(models),
             "provenance": family.manifest.provenance,
             "samples": {"inference": n_inf, "hot": n_hot, "cold_each": n_cold, "idle_s": idle_s},
-            "gap_ms": args.gap_ms,
+            "gap_ms": gap_ms,
             "loadavg_before": load0,
             "loadavg_after": os.getloadavg(),
             "cpus": os.cpu_count(),
