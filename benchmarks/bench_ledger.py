@@ -1,6 +1,7 @@
 """Ledger commit latency per bar under WAL with synchronous FULL vs NORMAL (on this disk).
 
 .venv/bin/python benchmarks/bench_ledger.py [--n 500]
+.venv/bin/python benchmarks/bench_ledger.py --smoke     # 50 bars: proves it runs
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _smoke import SMOKE_HELP  # benchmarks/, beside this script
 
 from bot.core.bars import Bar
 from bot.core.paper import PaperTrader
@@ -21,7 +23,10 @@ from bot.ledger import Ledger
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 50 bars")
     args = ap.parse_args()
+    if args.smoke:
+        args.n = 50
     for mode in ("full", "normal"):
         with tempfile.TemporaryDirectory() as d, Ledger.open(Path(d) / "l.sqlite", synchronous=mode) as led:
             trader = PaperTrader(PaperConfig())

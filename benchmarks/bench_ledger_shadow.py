@@ -4,6 +4,7 @@ bar; and the start-up re-seed (`shadow_history` + `ShadowScorer.replay`) of 4 sy
 docs/architecture.md, "The ledger".
 
 OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_ledger_shadow.py [--n 2000]
+.venv/bin/python benchmarks/bench_ledger_shadow.py --smoke   # 100 bars, re-seed of 4 x 50: proves it runs
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _smoke import SMOKE_HELP  # benchmarks/, beside this script
 
 from bot.core.bars import Bar, BookTop
 from bot.core.paper import PaperTrader
@@ -81,7 +83,11 @@ def reseed(n_per_symbol: int) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--reseed-bars", type=int, default=1000, help="decided bars per symbol to re-seed from")
+    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 100 bars, re-seed from 4 x 50")
     args = ap.parse_args()
+    if args.smoke:
+        args.n, args.reseed_bars = 100, 50
     for mode in ("full", "normal"):
         for shadow in (False, True):
             p50, p99, per_bar = run(args.n, mode, shadow=shadow)
@@ -89,8 +95,8 @@ def main() -> None:
             print(
                 f"synchronous={mode:6s} {what:48s} p50 {p50:8.1f} us  p99 {p99:8.1f} us  {per_bar:6.0f} B/bar"
             )
-    s, n = reseed(1000)
-    print(f"re-seed from 4 x 1000 decided bars: {n} bars replayed in {s * 1e3:.1f} ms")
+    s, n = reseed(args.reseed_bars)
+    print(f"re-seed from 4 x {args.reseed_bars} decided bars: {n} bars replayed in {s * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":

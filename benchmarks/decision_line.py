@@ -10,6 +10,7 @@ caches go cold like live bars minutes apart):
 
     .venv/bin/python benchmarks/decision_line.py            # 20,000 hot + 300 cold records
     .venv/bin/python benchmarks/decision_line.py --quick    # 5,000 hot + 100 cold
+    .venv/bin/python benchmarks/decision_line.py --smoke    # 200 hot + 5 cold, JSON in a temp dir
 
 Prints a table (p50/p99 us and the ratio to the structlog baseline); writes docs/decision_line[_quick].json.
 """
@@ -29,6 +30,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _smoke import SMOKE_HELP, smoke_dir  # noqa: E402 (benchmarks/, beside this script)
 
 from bot import logs  # noqa: E402
 from bot.core.decision import DecisionRecord, encode_line  # noqa: E402
@@ -138,9 +141,13 @@ def main() -> int:
     ap.add_argument("--cold", type=int, default=300)
     ap.add_argument("--gap-ms", type=float, default=50.0, help="sleep before each cold record")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 200 hot + 5 cold records")
+    ap.add_argument("--out", type=Path, default=None, help="JSON (default docs/decision_line[_quick].json)")
     args = ap.parse_args()
     if args.quick:
         args.hot, args.cold = 5_000, 100
+    if args.smoke:
+        args.hot, args.cold, args.gap_ms = 200, 5, 5.0
     recs = records(args.hot + args.cold)
     with tempfile.TemporaryDirectory() as tmp:
         hot = measure(recs[: args.hot], gap_s=0.0, path=Path(tmp) / "hot.jsonl")
@@ -155,7 +162,12 @@ def main() -> int:
             p50, p99 = float(np.percentile(vals, 50)), float(np.percentile(vals, 99))
             result[mode][name] = {"p50_us": p50, "p99_us": p99, "n": len(vals)}
             print(f"{mode:6s} {name:14s} {p50:8.2f} {p99:8.2f} {p50 / base:16.2f}x")
-    out = REPO / "docs" / ("decision_line_quick.json" if args.quick else "decision_line.json")
+    if args.out:
+        out = args.out
+    elif args.smoke:
+        out = smoke_dir("decision_line") / "decision_line_smoke.json"
+    else:
+        out = REPO / "docs" / ("decision_line_quick.json" if args.quick else "decision_line.json")
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return 0

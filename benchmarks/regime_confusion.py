@@ -3,6 +3,7 @@
 Calibrates on one seed (training) and detects on another (unseen), with bars only and with the book on.
 
     .venv/bin/python benchmarks/regime_confusion.py [--train 20000] [--test 5000]
+    .venv/bin/python benchmarks/regime_confusion.py --smoke     # 3,000 + 1,000 bars: proves it runs
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import itertools
 from collections import Counter
+
+from _smoke import SMOKE_HELP  # benchmarks/, beside this script
 
 from bot.core.params import REGIME_NAMES, RegimeConfig
 from bot.core.regime import RegimeDetector
@@ -23,7 +26,10 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=5_000)
     ap.add_argument("--train-seed", type=int, default=7)
     ap.add_argument("--test-seed", type=int, default=101)
+    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 3,000 training and 1,000 test bars")
     args = ap.parse_args()
+    if args.smoke:
+        args.train, args.test = 3_000, 1_000
     cfg = RegimeConfig()
     cal = calibrate([s.bar for s in SyntheticMarket(seed=args.train_seed).generate(args.train)], cfg)
     print("thresholds", {k: round(v, 6) for k, v in cal["thresholds"].items()})
