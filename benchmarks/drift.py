@@ -17,8 +17,10 @@ thresholds (max(0.25, the highest PSI the training rows reached over the same wi
 
     .venv/bin/python benchmarks/drift.py --quick      # BTCUSDT, windows 288 and 2016: < 1 min
     .venv/bin/python benchmarks/drift.py              # 5 symbols, windows 288 .. 4032: ~3 min
+    .venv/bin/python benchmarks/drift.py --smoke      # BTCUSDT's last 3,000 bars, window 288: seconds
 
-Writes docs/drift[_quick].json.
+Writes docs/drift[_quick].json (smoke: a temp dir or `--out`). Without ../shared/data, `--smoke` streams a
+synthetic market instead.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _smoke import SMOKE_HELP, data_or_synthetic, smoke_dir
 from threadpoolctl import threadpool_limits
 
 from bot.core.bars import interval_ms
@@ -82,9 +85,13 @@ def stream(
     }, times_us
 
 
-def symbol_study(path: Path, windows: list[int]) -> tuple[dict[str, Any], list[float]]:
-    """Fit on the first 60 % of `path`'s rows; stream in-sample and out-of-sample for each window."""
+def symbol_study(
+    path: Path, windows: list[int], *, last_bars: int | None = None
+) -> tuple[dict[str, Any], list[float]]:
+    """Fit on the first 60 % of `path`'s rows (its last `last_bars` bars; None = all); stream in-sample and
+    out-of-sample for each window."""
     bars = list(read_csv_bars(path))
+    bars = bars[-last_bars:] if last_bars else bars
     X, valid = replay_features(bars, interval_ms=interval_ms("5"))
     X = X[valid & np.isfinite(X).all(axis=1)]
     n_train = int(0.6 * len(X))
@@ -126,16 +133,23 @@ def gauge_cost_us(n_features: int, n: int = 20_000) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--smoke", action="store_true", help=f"{SMOKE_HELP}: BTCUSDT's last 3,000 bars, window 288"
+    )
     ap.add_argument("--data-dir", type=Path, default=DATA)
+    ap.add_argument("--out", type=Path, default=None, help="JSON (default docs/drift[_quick].json)")
     args = ap.parse_args()
-    symbols = ["BTCUSDT"] if args.quick else ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT"]
-    windows = [288, 2016] if args.quick else [288, 1008, 2016, 4032]
+    short = args.quick or args.smoke
+    symbols = ["BTCUSDT"] if short else ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT"]
+    windows = [288] if args.smoke else [288, 2016] if args.quick else [288, 1008, 2016, 4032]
+    last_bars = 3_000 if args.smoke else None
+    data_dir = data_or_synthetic(args.data_dir, symbols) if args.smoke else args.data_dir
     load0 = os.getloadavg()
-    result: dict[str, Any] = {"quick": args.quick, "warn_psi": WARN, "symbols": {}}
+    result: dict[str, Any] = {"quick": args.quick, "smoke": args.smoke, "warn_psi": WARN, "symbols": {}}
     times: list[float] = []
     with threadpool_limits(1):
         for sym in symbols:
-            res, t = symbol_study(args.data_dir / f"{sym}_5m.csv", windows)
+            res, t = symbol_study(data_dir / f"{sym}_5m.csv", windows, last_bars=last_bars)
             result["symbols"][sym] = res
             times += t
         n_features = len(monitored_features(FEATURE_NAMES))
@@ -145,7 +159,7 @@ def main() -> None:
             "update_us_p50": round(float(np.percentile(ts, 50)), 2),
             "update_us_p99": round(float(np.percentile(ts, 99)), 2),
             "updates": len(ts),
-            "gauges_us_p50": round(gauge_cost_us(n_features), 2),
+            "gauges_us_p50": round(gauge_cost_us(n_features, 2_000 if args.smoke else 20_000), 2),
         }
     result["loadavg_before_after"] = [load0, os.getloadavg()]
     result["python"] = platform.python_version()
@@ -169,9 +183,14 @@ def main() -> None:
                 f"{o['share_bars_alarm']:6.3f} {o['warnings_per_day']:6.2f} | {c['share_bars_alarm']:17.3f} "
                 f"{c['warnings_per_day']:6.2f}  {top}"
             )
-    out = REPO / "docs" / ("drift_quick.json" if args.quick else "drift.json")
+    if args.out:
+        out = args.out
+    elif args.smoke:
+        out = smoke_dir("drift") / "drift_smoke.json"
+    else:
+        out = REPO / "docs" / ("drift_quick.json" if args.quick else "drift.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
