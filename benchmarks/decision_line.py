@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _smoke import SMOKE_HELP, smoke_dir  # noqa: E402 (benchmarks/, beside this script)
+from _smoke import SMOKE_HELP, output_path  # noqa: E402 (benchmarks/, beside this script)
 
 from bot import logs  # noqa: E402
 from bot.core.decision import DecisionRecord, encode_line  # noqa: E402
@@ -162,12 +162,7 @@ def main() -> int:
             p50, p99 = float(np.percentile(vals, 50)), float(np.percentile(vals, 99))
             result[mode][name] = {"p50_us": p50, "p99_us": p99, "n": len(vals)}
             print(f"{mode:6s} {name:14s} {p50:8.2f} {p99:8.2f} {p50 / base:16.2f}x")
-    if args.out:
-        out = args.out
-    elif args.smoke:
-        out = smoke_dir("decision_line") / "decision_line_smoke.json"
-    else:
-        out = REPO / "docs" / ("decision_line_quick.json" if args.quick else "decision_line.json")
+    out = output_path(args.out, "decision_line", ".json", smoke=args.smoke, quick=args.quick)
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return 0

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _smoke import SMOKE_HELP, data_or_synthetic, smoke_dir
+from _smoke import SMOKE_HELP, data_or_synthetic, output_path
 from threadpoolctl import threadpool_limits
 
 from bot.core.bars import interval_ms
@@ -183,12 +183,7 @@ def main() -> None:
                 f"{o['share_bars_alarm']:6.3f} {o['warnings_per_day']:6.2f} | {c['share_bars_alarm']:17.3f} "
                 f"{c['warnings_per_day']:6.2f}  {top}"
             )
-    if args.out:
-        out = args.out
-    elif args.smoke:
-        out = smoke_dir("drift") / "drift_smoke.json"
-    else:
-        out = REPO / "docs" / ("drift_quick.json" if args.quick else "drift.json")
+    out = output_path(args.out, "drift", ".json", smoke=args.smoke, quick=args.quick)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

@@ -59,7 +59,7 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _smoke import SMOKE_HELP, smoke_dir, tiny_family  # noqa: E402 (benchmarks/, beside this script)
+from _smoke import SMOKE_HELP, output_path, smoke_dir, tiny_family  # noqa: E402 (benchmarks/, beside this script)
 
 from bot import logs  # noqa: E402 (after the sys.path insert)
 from bot.config import Config, engine_params  # noqa: E402
@@ -76,7 +76,6 @@ from bot.tiers import Tier, TierFamily  # noqa: E402
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
-DOCS = ROOT / "docs"
 DEFAULT_MODELS = Path(tempfile.gettempdir()) / "bench_models"
 #: mode -> (single-row calls, hot bars, cold bars per mode, idle seconds, default cold gap in ms)
 SIZES: dict[str, tuple[int, int, int, float, float]] = {
@@ -538,12 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_inf, n_hot, n_cold, idle_default, gap_default = SIZES[mode]
     idle_s = args.idle_s or idle_default
     gap_ms = max(args.gap_ms or gap_default, 1.0)
-    if args.smoke:
-        stem = args.out or smoke_dir("latency") / "latency_smoke"
-        models = args.models or tiny_family(stem.parent / "models")
-    else:
-        stem = args.out or DOCS / ("latency_quick" if args.quick else "latency")
-        models = args.models or DEFAULT_MODELS
+    stem = output_path(args.out, "latency", smoke=args.smoke, quick=args.quick)
+    models = args.models or (tiny_family(smoke_dir("models")) if args.smoke else DEFAULT_MODELS)
     t_start = time.perf_counter()
 
     def log(msg: str) -> None:
