@@ -11,10 +11,19 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 
 SMOKE_HELP = "tiny sizes, seconds: proves the script runs; outputs go to a temporary directory (or --out)"
+
+#: (layers, width) of the tiny family's tiers, largest first like the default [tiers] (tests/support.py's).
+TINY_SHAPES = ((3, 24), (2, 16), (2, 12), (1, 8))
 
 #: Bars per symbol of the synthetic stand-in for ../shared/data when it is absent.
 SYNTHETIC_BARS = 6_000
@@ -36,15 +45,26 @@ def output_path(given: Path | None, name: str, suffix: str = "", *, smoke: bool,
     return REPO / "docs" / f"{name}{'_quick' if quick else ''}{suffix}"
 
 
-def tiny_family(out: Path) -> Path:
-    """A tiny real tier family (the tests' `trained_family`: the offline pipeline's quick distillation of the
-    synthetic market with tests/support.py's small tiers, ~3 s) written to `out`; returns `out`."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from support import small_config
+def tiny_config() -> Config:
+    """The default config with tiny tiers (the same feature sets, so a service or engine on `Config()` accepts
+    the family) and a small quick-distillation budget (6,000 bars, 3 epochs)."""
+    from bot.config import Config
 
+    base = Config()
+    tiers = {
+        name: msgspec.structs.replace(tier, layers=layers, width=width)
+        for (name, tier), (layers, width) in zip(base.tiers.items(), TINY_SHAPES, strict=True)
+    }
+    distill = msgspec.structs.replace(base.distill, quick_bars=6_000, quick_epochs=3, embargo_bars=10)
+    return msgspec.structs.replace(base, tiers=tiers, distill=distill)
+
+
+def tiny_family(out: Path) -> Path:
+    """A tiny real tier family (the offline pipeline's quick distillation of the synthetic market with
+    `tiny_config`, a few seconds) written to `out`; returns `out`."""
     from offline.pipeline import pipeline_distill
 
-    pipeline_distill(small_config(), data="synthetic", out_dir=out, quick=True)
+    pipeline_distill(tiny_config(), data="synthetic", out_dir=out, quick=True)
     return out
 
 

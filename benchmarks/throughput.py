@@ -18,6 +18,9 @@ docs/throughput[_quick].json.
 
     .venv/bin/python benchmarks/throughput.py --quick      # 100k bars in-process
     .venv/bin/python benchmarks/throughput.py              # 1M bars in-process
+    .venv/bin/python benchmarks/throughput.py --smoke      # seconds: tiny family, 2k bars, BTCUSDT backtest
+
+`--smoke` writes to a temp dir (or `--out`); without ../shared/data its backtest runs on a synthetic market.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import msgspec
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _smoke import SMOKE_HELP, data_or_synthetic, output_path, smoke_dir, tiny_family  # noqa: E402
+
 from bot import logs  # noqa: E402 (after the sys.path insert)
 from bot.app import Service  # noqa: E402
 from bot.bybit import wire  # noqa: E402
@@ -53,6 +58,14 @@ from bot.sim.synthetic import SyntheticMarket  # noqa: E402
 from bot.tiers import TierFamily  # noqa: E402
 
 DOCS = ROOT / "docs"
+SHARED_5M = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
+#: mode -> (in-process bars, bars through the replay exchange, websocket frames)
+SIZES: dict[str, tuple[int, int, int]] = {
+    "smoke": (2_000, 200, 5_000),
+    "quick": (100_000, 3_000, 200_000),
+    "full": (1_000_000, 20_000, 1_000_000),
+}
+BACKTEST_SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT")
 DEFAULT_MODELS = Path(tempfile.gettempdir()) / "bench_models"
 SYMBOL = "BTCUSDT"
 
@@ -219,14 +232,11 @@ def decode_part(n: int) -> dict[str, Any]:
     return out
 
 
-SHARED_5M = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
-
-
-def backtest_part(models: Path) -> dict[str, Any]:
+def backtest_part(models: Path, data_dir: Path, symbols: Sequence[str]) -> dict[str, Any]:
     """Bars/s of `bot backtest`'s engine pass over the real 5m data: first run and policy-only rerun."""
     from bot.sim.backtest import Backtest
 
-    data = [str(SHARED_5M / f"{s}USDT_5m.csv") for s in ("BTC", "ETH", "SOL", "XRP", "BNB")]
+    data = [str(data_dir / f"{s}_5m.csv") for s in symbols]
     cfg = Config()
     other = msgspec.structs.replace(
         cfg, paper=msgspec.structs.replace(cfg.paper, long_threshold_bps=5.0, short_threshold_bps=20.0)
@@ -296,10 +306,9 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def format_backtest(b: dict[str, Any]) -> str:
-    lines = [
-        f"{'bot backtest, 5 symbols x 90 days 5m':<44}{'bars':>10}{'seconds':>10}{'bars/s':>12}{'engine':>12}"
-    ]
+def format_backtest(b: dict[str, Any], symbols: Sequence[str]) -> str:
+    what = f"bot backtest, {len(symbols)} symbol{'s' if len(symbols) > 1 else ''} of 5m bars"
+    lines = [f"{what:<44}{'bars':>10}{'seconds':>10}{'bars/s':>12}{'engine':>12}"]
     for name, v in b.items():
         lines.append(
             f"{name:<44}{v['bars']:>10,}{v['seconds']:>10.2f}{v['bars_per_s']:>12,.0f}"
@@ -311,7 +320,9 @@ def format_backtest(b: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100k bars in-process, 3k through the replay")
-    ap.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}; a tiny family unless --models")
+    ap.add_argument("--models", type=Path, default=None, help=f"tier family (default {DEFAULT_MODELS})")
+    ap.add_argument("--data-dir", type=Path, default=SHARED_5M, help="5m klines CSVs for the backtest part")
     ap.add_argument(
         "--bars", type=int, default=None, help="in-process bars (default 1,000,000; quick 100,000)"
     )
@@ -320,49 +331,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--backtest-only", action="store_true", help="only the backtest part (docs/backtest_speed)"
     )
     args = ap.parse_args(argv)
-    n_bars = args.bars or (100_000 if args.quick else 1_000_000)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    default_bars, n_replay, n_frames = SIZES[mode]
+    n_bars = args.bars or default_bars
     n_ledger = n_bars // 10
-    n_replay = 3_000 if args.quick else 20_000
-    n_frames = 200_000 if args.quick else 1_000_000
-    stem = args.out or DOCS / ("throughput_quick" if args.quick else "throughput")
+    stem = output_path(args.out, "throughput", smoke=args.smoke, quick=args.quick)
+    models: Path = args.models or (tiny_family(smoke_dir("models")) if args.smoke else DEFAULT_MODELS)
+    symbols = BACKTEST_SYMBOLS[:1] if args.smoke else BACKTEST_SYMBOLS
+    data_dir = data_or_synthetic(args.data_dir, symbols) if args.smoke else args.data_dir
     t_start = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
-    if not (args.models / "manifest.json").exists():
+    if not (models / "manifest.json").exists():
         from offline.pipeline import pipeline_distill
 
-        log(f"building the tier family into {args.models}")
-        pipeline_distill(Config(), data="synthetic", out_dir=args.models, quick=True)
+        log(f"building the tier family into {models}")
+        pipeline_distill(Config(), data="synthetic", out_dir=models, quick=True)
     load0 = os.getloadavg()
-    log("backtest over the shared 5m data")
-    backtest = backtest_part(args.models)
-    print(format_backtest(backtest))
+    log(f"backtest over the 5m data of {', '.join(symbols)}")
+    backtest = backtest_part(models, data_dir, symbols)
+    print(format_backtest(backtest, symbols))
     if args.backtest_only:
-        path = args.out or DOCS / "backtest_speed"
+        path = stem if args.out or args.smoke else DOCS / "backtest_speed"
         meta = {
             "command": "python benchmarks/throughput.py --backtest-only",
             "loadavg_before": load0,
             "loadavg_after": os.getloadavg(),
             "cpus": os.cpu_count(),
-            "models": str(args.models),
+            "models": str(models),
         }
         path.with_suffix(".json").write_text(
             json.dumps({"meta": meta, "backtest": backtest}, indent=1) + "\n", encoding="utf-8"
         )
         return 0
     log(f"in-process engine over {n_bars:,} bars")
-    engine = engine_part(args.models, n_bars, n_ledger)
+    engine = engine_part(models, n_bars, n_ledger)
     log(f"service vs replay exchange, {n_replay:,} bars")
-    replay = replay_part(args.models, n_replay)
+    replay = replay_part(models, n_replay)
     log(f"websocket decode, {n_frames:,} frames")
     decode = decode_part(n_frames)
     r = {
         "meta": {
-            "mode": "quick" if args.quick else "full",
+            "mode": mode,
             "command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "models": str(args.models),
+            "models": str(models),
             "loadavg_before": load0,
             "loadavg_after": os.getloadavg(),
             "cpus": os.cpu_count(),
