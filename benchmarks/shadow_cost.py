@@ -9,8 +9,9 @@ one core at the issue's load (1 bar per second for 4 symbols).
 
     .venv/bin/python benchmarks/shadow_cost.py --models models/   # a family (default: distil a quick one)
     .venv/bin/python benchmarks/shadow_cost.py --quick
+    .venv/bin/python benchmarks/shadow_cost.py --smoke     # tiny family, 50 bars per symbol: seconds
 
-Writes docs/shadow_cost[_quick].json. Not a test.
+Writes docs/shadow_cost[_quick].json (smoke: a temp dir, or `--out`). Not a test.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import msgspec
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _smoke import SMOKE_HELP, output_path, tiny_family  # noqa: E402 (benchmarks/, beside this script)
+
 from bot.config import engine_params, load_config  # noqa: E402 (after the sys.path insert)
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
@@ -44,10 +47,12 @@ from offline.data import synthetic_bars  # noqa: E402
 SYMBOLS = ("SYNTHAUSDT", "SYNTHBUSDT", "SYNTHCUSDT", "SYNTHDUSDT")
 
 
-def family_dir(models: Path | None, work: Path) -> Path:
+def family_dir(models: Path | None, work: Path, *, smoke: bool) -> Path:
     if models is not None:
         return models
     out = work / "models"
+    if smoke:
+        return tiny_family(out)
     cmd = [sys.executable, "-m", "offline", "distill", "--config", str(REPO / "config.toml")]
     subprocess.run([*cmd, "--data", "synthetic", "--quick", "--out", str(out)], check=True)
     return out
@@ -61,11 +66,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="600 decided bars per symbol (default 3000)")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: tiny family, 50 bars per symbol")
+    parser.add_argument("--out", type=Path, default=None, help="JSON (default docs/shadow_cost[_quick].json)")
     args = parser.parse_args()
-    n_live = 600 if args.quick else 3000
+    n_live = 50 if args.smoke else 600 if args.quick else 3000
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        models = family_dir(args.models, work)
+        models = family_dir(args.models, work, smoke=args.smoke)
         base = load_config(REPO / "config.toml")
         cfg = msgspec.structs.replace(
             base,
@@ -132,8 +139,9 @@ def main() -> int:
     verdict = "PASS" if share < 25 else "FAIL"
     print(f"target: < 25% CPU at 1 bar/s for 4 symbols: {verdict} ({share:.3f}% of a core)")
     print("target: adds nothing to the decision's p99: by construction (it runs after the record is emitted)")
-    out = REPO / "docs" / ("shadow_cost_quick.json" if args.quick else "shadow_cost.json")
+    out = output_path(args.out, "shadow_cost", ".json", smoke=args.smoke, quick=args.quick)
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
     return 0
 
 
