@@ -120,12 +120,46 @@ class DriftReference(msgspec.Struct, kw_only=True):
     features: Annotated[dict[str, FeatureBins], msgspec.Meta(min_length=1)]
 
 
+class ReturnSkill(msgspec.Struct, kw_only=True):
+    """The return head's measured skill: Spearman IC of one tier's return forecast against the realised
+    return over `Target.horizon_bars`, with its standard error.
+
+    Attributes:
+        ic: Spearman rank IC, in [-1, 1].
+        se: its standard error (how it was estimated: `offline.evaluate.return_skill`).
+        n_rows: rows scored.
+        rows: which rows: "test" (the run's chronological test split) or "walk-forward" (pooled over the
+            test blocks of walk-forward folds).
+        tier: the tier scored (the teacher).
+    """
+
+    ic: float
+    se: Annotated[float, msgspec.Meta(ge=0)]
+    n_rows: NonNegInt
+    rows: NonEmptyStr
+    tier: NonEmptyStr
+
+    @property
+    def no_skill(self) -> bool:
+        """True when the IC is within 2 standard errors of zero (no measured skill)."""
+        return abs(self.ic) < 2.0 * self.se
+
+    def text(self) -> str:
+        """One line for reports and the status page: the IC, its SE, the rows and the verdict."""
+        verdict = "no measured skill (|IC| < 2 SE)" if self.no_skill else "skill measured (|IC| >= 2 SE)"
+        return (
+            f"IC {self.ic:+.4f} ± {self.se:.4f} (1 SE) over {self.n_rows:,} {self.rows} rows "
+            f"of tier {self.tier}: {verdict}"
+        )
+
+
 class Manifest(msgspec.Struct, kw_only=True):
     """The whole manifest; `tiers` largest first, the first is the teacher (stage 0).
 
     `heads` names every output of the tiers' graphs; a manifest without it (older ones) has the return
     head only (`target` and each tier's `output_name`). `drift` (None in older manifests: drift is then
-    unavailable) holds the training quantile bins of the monitored features.
+    unavailable) holds the training quantile bins of the monitored features. `return_skill` (None in older
+    manifests: not measured) is the return head's IC and standard error on held-out rows.
     """
 
     schema_version: int
@@ -138,6 +172,7 @@ class Manifest(msgspec.Struct, kw_only=True):
     provenance: dict[str, Any] = msgspec.field(default_factory=dict)
     versions: dict[str, str] = msgspec.field(default_factory=dict)
     drift: DriftReference | None = None
+    return_skill: ReturnSkill | None = None
 
     @property
     def vol_head(self) -> Head | None:

@@ -7,9 +7,11 @@ like.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.stats import rankdata
 
 from offline import vol as volmod
 from offline.train import F64, I64, hit_rate, information_coefficient, pearson, r2, two_term_loss
@@ -151,3 +153,44 @@ def vol_baselines(run: Run) -> dict[str, dict[str, float]]:
             "qlike_scale": float(np.mean(np.exp(2.0 * (corrected[te] - raw[te])))),
         }
     return out
+
+
+def rank_products(pred: F64, truth: F64) -> F64:
+    """Per row, the product of the standardised ranks of `pred` and `truth` (average ranks for ties,
+    population standard deviation): their mean is the Spearman IC exactly. Zeros when a side is constant."""
+    if pred.size == 0 or np.ptp(pred) == 0.0 or np.ptp(truth) == 0.0:
+        return np.zeros(pred.size)
+    rp = np.asarray(rankdata(pred), dtype=np.float64)
+    rt = np.asarray(rankdata(truth), dtype=np.float64)
+    out: F64 = ((rp - rp.mean()) / rp.std()) * ((rt - rt.mean()) / rt.std())
+    return out
+
+
+def return_skill(products: F64, start_ms: I64, *, horizon_bars: int) -> tuple[float, float, int]:
+    """Spearman IC of the return head and its standard error, from `rank_products` of the scored rows.
+
+    IC = mean of the products. SE: a Newey-West (Bartlett) estimate on the products summed per bar time
+    (`start_ms`: rows of pooled symbols at the same time are one observation, as their returns co-move),
+    with `2 * (horizon_bars - 1)` lags (twice the overlap of `horizon_bars`-bar forward returns: Bartlett
+    weights shrink the first lags; on two independent 10-bar overlapping sums it gives 0.93 of the true sd
+    of the IC, against 0.87 with `horizon_bars - 1` lags). For one symbol and non-overlapping 1-bar returns
+    this is the plain sd(products) / sqrt(n), about 1/sqrt(n) under no skill. Products of several test
+    blocks (each ranked within its own block) pool into one IC and SE.
+
+    Returns:
+        (ic, se, n_rows); (0.0, 0.0, 0) without rows.
+    """
+    n = int(products.size)
+    if n == 0:
+        return 0.0, 0.0, 0
+    order = np.argsort(start_ms, kind="stable")
+    _, first = np.unique(start_ms[order], return_index=True)
+    per_bar = np.add.reduceat(products[order], first)
+    u = per_bar - per_bar.mean()
+    t = u.size
+    lags = 2 * (horizon_bars - 1)
+    var = float(u @ u) / t
+    for lag in range(1, min(lags, t - 1) + 1):
+        var += 2.0 * (1.0 - lag / (lags + 1)) * float(u[lag:] @ u[:-lag]) / t
+    se = math.sqrt(max(var, 0.0) * t) / n
+    return float(products.mean()), se, n

@@ -42,6 +42,7 @@ from bot.manifest import (
     FeatureBins,
     Head,
     Manifest,
+    ReturnSkill,
     Target,
     TierEntry,
     TierMetrics,
@@ -50,6 +51,7 @@ from bot.manifest import (
 )
 from offline.data import Dataset, check_name
 from offline.distill import DistillResult
+from offline.evaluate import rank_products, return_skill
 from offline.teacher import Candidate
 from offline.train import TierModel
 
@@ -216,6 +218,16 @@ def drift_reference(
     )
 
 
+def held_out_return_skill(result: DistillResult, ds: Dataset) -> ReturnSkill:
+    """The teacher's return-head IC and its standard error on the run's test rows
+    (`offline.evaluate.return_skill`: a Newey-West SE over bar times, lags for the horizon's overlap)."""
+    teacher = result.tier_names[0]
+    te = ds.splits.test
+    products = rank_products(result.chosen[teacher].model.predict(ds.X[te]), ds.y[te])
+    ic, se, n = return_skill(products, ds.start_ms[te], horizon_bars=ds.horizon_bars)
+    return ReturnSkill(ic=ic, se=se, n_rows=n, rows="test", tier=teacher)
+
+
 def _manifest_metrics(c: Candidate) -> TierMetrics:
     fields = msgspec.structs.fields(TierMetrics)
     return TierMetrics(**{f.name: _opt_float(c.metrics.get(f.name)) for f in fields})
@@ -295,6 +307,7 @@ def export_family(
         drift=drift_reference(
             ds, [f for t in tiers_out for f in t.features], window_bars=cfg.service.drift_window_bars
         ),
+        return_skill=held_out_return_skill(result, ds),
     )
     data = encode_manifest(manifest)
     decode_manifest(data, path=out_dir / MANIFEST_NAME)  # what the bot will read: it must validate

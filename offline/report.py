@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from bot.manifest import ReturnSkill
 from offline.distill import DistillResult
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -102,6 +105,7 @@ def build_report(result: DistillResult, manifest: dict[str, Any]) -> dict[str, A
         "candidates": rows,
         "provenance": manifest["provenance"],
         "versions": manifest["versions"],
+        "return_skill": manifest.get("return_skill"),
     }
 
 
@@ -155,6 +159,9 @@ def format_table(report: dict[str, Any]) -> str:
         "teacher's (- when the teacher's test R2 <= 0);\nfidel R2 / fidel r = R2 / correlation of the "
         "student against the teacher's test outputs."
     )
+    if report.get("return_skill"):
+        skill = msgspec.convert(report["return_skill"], ReturnSkill)
+        out.append(f"return head: {skill.text()}")
     if info.get("vol_head"):
         out.append(
             f"vol head: log realised vol over the next {info['vol_horizon_bars']} bars; vol R2 = R2 of log "

@@ -39,15 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from bot.config import Config, DistillConfig, TierConfig
 from bot.core.errors import ConfigError, DataError
+from bot.manifest import ReturnSkill
 from bot.outputs import StagedOutput
 from offline import vol as volmod
 from offline.data import Dataset, Splits, embargo_rows, load_sources
 from offline.distill import run_distillation
+from offline.evaluate import rank_products, return_skill
 from offline.export import write_json
 from offline.train import F64, I64, TierModel, information_coefficient
 from offline.walkforward_report import METRICS, format_walkforward, to_json
@@ -302,6 +305,8 @@ def run_walkforward(
     symbols = series_rows(ds)
     rows: list[dict[str, Any]] = []
     fold_info: list[dict[str, Any]] = []
+    skill_products: list[F64] = []
+    skill_starts: list[I64] = []
     t0 = time.perf_counter()
     for fold in folds:
         fold_info.append(
@@ -323,6 +328,9 @@ def run_walkforward(
             ts = time.perf_counter()
             res = run_distillation(fds, tiers, cfg, epochs=epochs, seed=seed)
             teacher = res.chosen[res.tier_names[0]].model
+            if seed == seeds[0]:  # ranked within the fold's test block, pooled over blocks below
+                skill_products.append(rank_products(teacher.predict(ds.X[fold.test]), ds.y[fold.test]))
+                skill_starts.append(ds.start_ms[fold.test])
             for name in res.tier_names:
                 for c in res.candidates[name]:
                     chosen = res.chosen[name] is c
@@ -351,8 +359,20 @@ def run_walkforward(
         "pooled": len(symbols) > 1,
         "provenance": ds.provenance,
         "total_s": time.perf_counter() - t0,
+        "return_skill": pooled_return_skill(skill_products, skill_starts, cfg, tier=next(iter(tiers))),
     }
     return WalkForward(rows=rows, folds=fold_info, info=info)
+
+
+def pooled_return_skill(
+    products: Sequence[F64], starts: Sequence[I64], cfg: DistillConfig, *, tier: str
+) -> dict[str, Any]:
+    """The teacher's return-head IC and SE pooled over the folds' test blocks (first seed; each block
+    ranked on its own: `offline.evaluate.return_skill`), as the manifest's `ReturnSkill` JSON."""
+    ic, se, n = return_skill(np.concatenate(products), np.concatenate(starts), horizon_bars=cfg.horizon_bars)
+    skill = ReturnSkill(ic=ic, se=se, n_rows=n, rows="walk-forward", tier=tier)
+    out: dict[str, Any] = msgspec.to_builtins(skill)
+    return out
 
 
 def _row(

@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 import numpy as np
+
+from bot.manifest import ReturnSkill
 
 if TYPE_CHECKING:
     from offline.walkforward import WalkForward
@@ -107,6 +110,9 @@ def format_walkforward(wf: WalkForward) -> str:
         "R2 of the student's log vol against the teacher's; ret IC = return head's Spearman IC. HAR fitted "
         "on the fold's training rows. No family was exported.",
     ]
+    if info.get("return_skill"):
+        skill = msgspec.convert(info["return_skill"], ReturnSkill)
+        out.append(f"return head (teacher, pooled over the test blocks): {skill.text()}")
     return "\n".join(out)
 
 

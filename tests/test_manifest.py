@@ -15,7 +15,7 @@ from support import small_config, to_toml
 from test_cli import run_bot
 
 from bot.core.errors import ModelError
-from bot.manifest import Manifest, TierEntry, decode_manifest, encode_manifest
+from bot.manifest import Manifest, ReturnSkill, TierEntry, decode_manifest, encode_manifest
 from bot.tiers import TierFamily
 
 
@@ -126,3 +126,36 @@ def test_cli_exits_3_on_a_malformed_field(trained_family: Path, tmp_path: Path) 
     assert proc.returncode == 3, proc.stderr
     assert "$.tiers[0].input_name" in proc.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_the_exported_family_carries_the_return_heads_skill(trained_family: Path) -> None:
+    """`offline distill` records the teacher's test-row IC and SE in the manifest and in report.json/.txt."""
+    manifest = decode_manifest((trained_family / "manifest.json").read_bytes())
+    skill = manifest.return_skill
+    assert skill is not None
+    assert (skill.rows, skill.tier) == ("test", manifest.tiers[0].name)
+    report = json.loads((trained_family / "report.json").read_text())
+    assert skill.n_rows == report["info"]["test_rows"]
+    assert 0.0 < skill.se < 1.0
+    assert report["return_skill"] == msgspec.to_builtins(skill)
+    assert f"return head: {skill.text()}" in (trained_family / "report.txt").read_text()
+
+
+def test_return_skill_is_optional_and_flags_an_ic_within_2_se() -> None:
+    """Older manifests (no `return_skill`) decode to None; `no_skill` is |IC| < 2 SE."""
+    old = msgspec.to_builtins(
+        Manifest(
+            schema_version=1,
+            feature_version="v",
+            tiers=[
+                TierEntry(
+                    name="t", file="t.onnx", sha256="0", features=["ret_1"], input_name="x", output_name="y"
+                )
+            ],
+        )
+    )
+    del old["return_skill"]
+    assert decode_manifest(json.dumps(old).encode()).return_skill is None
+    assert ReturnSkill(ic=0.019, se=0.01, n_rows=100, rows="test", tier="t").no_skill
+    assert not ReturnSkill(ic=-0.021, se=0.01, n_rows=100, rows="test", tier="t").no_skill
+    assert "no measured skill" in ReturnSkill(ic=0.0, se=0.01, n_rows=100, rows="test", tier="t").text()

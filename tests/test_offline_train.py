@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -250,3 +251,32 @@ def test_pooled_run_scores_every_symbol_on_its_own(tmp_path: Path) -> None:
     assert np.isfinite(res.info["vol_baselines"]["har_tod"]["vol_r2_sym"])
     report = {"info": res.info, "candidates": [], "vol_vs_har": {}}
     assert "vol R2/sym" in format_table(report)
+
+
+def test_return_skill_se_is_1_over_sqrt_n_without_overlap_and_grows_with_it() -> None:
+    """The IC is Spearman's; its SE is ~1/sqrt(n) for independent 1-bar rows, counts pooled symbols at one bar
+    time as one observation, and widens for overlapping multi-bar returns."""
+    from offline.evaluate import rank_products, return_skill
+    from offline.train import information_coefficient
+
+    rng = np.random.default_rng(4)
+    n = 4000
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    products = rank_products(x, y)
+    ic, se, rows = return_skill(products, np.arange(n), horizon_bars=1)
+    assert ic == pytest.approx(information_coefficient(x, y))
+    assert rows == n
+    assert se == pytest.approx(1.0 / math.sqrt(n), rel=0.1)
+    # two symbols sharing each bar time whose forecasts and returns co-move: half the independent bars
+    twin = np.repeat(np.arange(n // 2), 2)
+    x_twin = np.repeat(rng.normal(size=n // 2), 2) + 0.1 * rng.normal(size=n)
+    y_twin = np.repeat(rng.normal(size=n // 2), 2) + 0.1 * rng.normal(size=n)
+    _, se_twin, _ = return_skill(rank_products(x_twin, y_twin), twin, horizon_bars=1)
+    assert se_twin == pytest.approx(math.sqrt(2.0 / n), rel=0.15)
+    # 10-bar overlapping returns of an unrelated forecast: the SE must widen (well beyond 1/sqrt(n))
+    r = rng.normal(size=n + 9)
+    y10 = np.convolve(r, np.ones(10), "valid")
+    x10 = np.convolve(rng.normal(size=n + 9), np.ones(10), "valid")
+    _, se10, _ = return_skill(rank_products(x10, y10), np.arange(n), horizon_bars=10)
+    assert se10 > 1.8 / math.sqrt(n)
+    assert return_skill(np.zeros(0), np.zeros(0, dtype=np.int64), horizon_bars=1) == (0.0, 0.0, 0)

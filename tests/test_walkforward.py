@@ -209,6 +209,10 @@ def test_cli_folds_writes_the_fold_table_and_exports_nothing(tmp_path: Path) -> 
     assert (doc["info"]["n_folds"], doc["info"]["seeds"], doc["info"]["epochs"]) == (2, [2], 2)
     assert {r["fold"] for r in doc["rows"]} == {1, 2}
     assert [f["fold"] for f in doc["folds"]] == [1, 2]
+    skill = doc["info"]["return_skill"]  # the teacher's return IC pooled over both test blocks
+    assert (skill["rows"], skill["n_rows"]) == ("walk-forward", sum(f["test_rows"] for f in doc["folds"]))
+    assert skill["se"] > 0.0
+    assert "return head (teacher, pooled over the test blocks): IC " in proc.stdout
     assert not (tmp_path / "models").exists()  # nothing exported, no models store created
 
 
