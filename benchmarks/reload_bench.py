@@ -14,8 +14,9 @@ side by side in a models directory; each round promotes the other one and sends 
 
     .venv/bin/python benchmarks/reload_bench.py               # 20 reloads at 10 ms per bar
     .venv/bin/python benchmarks/reload_bench.py --quick       # 5 reloads
+    .venv/bin/python benchmarks/reload_bench.py --smoke       # 2 reloads, 5 bars apart: seconds
 
-Writes docs/reload_bench[_quick].json. Not a test: run it by hand.
+Writes docs/reload_bench[_quick].json (smoke: a temp dir, or `--out`). Not a test: run it by hand.
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ from bot.ledger import Ledger  # noqa: E402
 from bot.sim.replay import ReplayExchange  # noqa: E402
 from bot.tiers import TierFamily  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _smoke import SMOKE_HELP, output_path  # noqa: E402
+
 SYMBOL = "SYNTHUSDT"
 BAR_S = 0.01
-OUT = REPO / "docs" / "reload_bench.json"
 
 
 def build_store(work: Path) -> Path:
@@ -217,12 +220,14 @@ def main() -> int:
     parser.add_argument("--reloads", type=int, default=20)
     parser.add_argument("--settle-bars", type=int, default=15, help="decisions between reloads")
     parser.add_argument("--quick", action="store_true", help="5 reloads, written to reload_bench_quick.json")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 2 reloads, 5 decisions apart")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
         args.reloads = 5
-    if args.out is None:
-        args.out = OUT.with_name("reload_bench_quick.json") if args.quick else OUT
+    if args.smoke:
+        args.reloads, args.settle_bars = 2, 5
+    args.out = output_path(args.out, "reload_bench", ".json", smoke=args.smoke, quick=args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         result = asyncio.run(run(args.reloads, args.settle_bars, Path(tmp)))
     result["load_1m"] = round(os.getloadavg()[0], 2)
@@ -234,6 +239,7 @@ def main() -> int:
     print(f"target: 0 missed/doubled/mixed across {args.reloads} reloads: {'PASS' if ok else 'FAIL'}")
     print(f"target: the switch adds < 1 ms to its bar: {'PASS' if fast else 'FAIL'}")
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
     return 0 if ok else 1
 
 
