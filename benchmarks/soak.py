@@ -6,8 +6,9 @@ throughput. Not a test: run it by hand.
 
     .venv/bin/python benchmarks/soak.py --bars 1000000 --reconnect-every 5000
     .venv/bin/python benchmarks/soak.py --quick          # 50,000 bars
+    .venv/bin/python benchmarks/soak.py --smoke          # 2,000 bars, a reconnect every 500: seconds
 
-Writes docs/soak.json.
+Writes docs/soak.json (smoke: a temp dir, or `--out`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from bot import logs  # noqa: E402
 from bot.app import Service  # noqa: E402
 from bot.config import Config  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _smoke import SMOKE_HELP, output_path  # noqa: E402
 
 SYMBOL = "SYNTHUSDT"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -198,19 +202,21 @@ def main() -> int:
     parser.add_argument("--bars", type=int, default=1_000_000)
     parser.add_argument("--reconnect-every", type=int, default=5000)
     parser.add_argument("--quick", action="store_true", help="50,000 bars")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 2,000 bars, reconnect every 500")
     parser.add_argument(
         "--bar-seconds",
         type=float,
         default=0.0008,
         help="exchange pace (real s per bar); keep it slower than the bot's own throughput",
     )
-    parser.add_argument("--out", default=str(REPO / "docs" / "soak.json"))
+    parser.add_argument("--out", type=Path, default=None, help="JSON (default docs/soak.json)")
     args = parser.parse_args()
-    bars = 50_000 if args.quick else args.bars
+    bars = 2_000 if args.smoke else 50_000 if args.quick else args.bars
+    reconnect_every = 500 if args.smoke else args.reconnect_every
+    sample_every = 200 if args.smoke else max(bars // 40, 1000)
+    out = output_path(args.out, "soak", ".json", smoke=args.smoke, quick=False)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        result = asyncio.run(
-            soak(bars, args.reconnect_every, max(bars // 40, 1000), args.bar_seconds, Path(tmp))
-        )
+        result = asyncio.run(soak(bars, reconnect_every, sample_every, args.bar_seconds, Path(tmp)))
     result["command"] = " ".join(["benchmarks/soak.py", *sys.argv[1:]])
     print()
     print(
@@ -223,8 +229,8 @@ def main() -> int:
         f"{result['missing']:>8} {result['duplicated']:>5} {result['rss_mb_after_warmup']:>8} "
         f"{result['rss_mb_end']:>8} {result['rss_growth_after_warmup_mb']:>7}"
     )
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
     return 0 if result["missing"] == 0 and result["duplicated"] == 0 else 1
 
 
