@@ -9,8 +9,9 @@ closed bars with no decision, `doubled` counts decision log lines for a bar alre
 
     .venv/bin/python benchmarks/fault_schedules.py --seeds 50
     .venv/bin/python benchmarks/fault_schedules.py --quick      # 10 seeds
+    .venv/bin/python benchmarks/fault_schedules.py --smoke      # 1 seed of 80 bars: seconds
 
-Writes docs/fault_schedules[_quick].json. Not a test: run it by hand.
+Writes docs/fault_schedules[_quick].json (smoke: a temp dir, or `--out`). Not a test: run it by hand.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from bot.config import Config  # noqa: E402
 from bot.core.errors import BotError  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
 from bot.sim.replay import ReplayExchange  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _smoke import SMOKE_HELP, output_path  # noqa: E402
 
 SYMBOL = "SYNTHUSDT"
 FAULTS = ("drop", "drop_stage", "rest", "rest_then_drop", "gap_rest_drop", "skip", "dup", "late")
@@ -239,10 +243,13 @@ def main() -> int:
         help="[service] decision_lag_restart_bars; at 0.03 s per bar, 200 bars are 6 s of no decision",
     )
     parser.add_argument("--quick", action="store_true", help="10 seeds")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 1 seed of 80 bars")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.quick:
         args.seeds = 10
+    if args.smoke:
+        args.seeds, args.bars = 1, 80
     result = asyncio.run(main_async(args))
     print(
         f"\n{result['seeds']} seeds, {result['closed_total']} closed bars: "
@@ -250,7 +257,7 @@ def main() -> int:
         f"doubled {result['doubled_total']}, incomplete seeds {result['incomplete_seeds']}, "
         f"restarts {result['restarts_total']}"
     )
-    out = args.out or REPO / "docs" / ("fault_schedules_quick.json" if args.quick else "fault_schedules.json")
+    out = output_path(args.out, "fault_schedules", ".json", smoke=args.smoke, quick=args.quick)
     out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     bad = result["missing_total"] or result["doubled_total"] or result["incomplete_seeds"]
