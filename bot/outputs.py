@@ -1,13 +1,17 @@
 """Output safety for every command that writes (`offline distill`/`fetch`, `bot demo`, `latency-report`).
 
 A command stages its output in a fresh temporary sibling (`.<name>.tmp-XXXX` next to the target) and swaps it
-into place only at the end (`StagedOutput.commit`); a failure or an interrupt removes the sibling and leaves
-the target as it was. An existing target is replaced only when this project wrote it (`is_ours`): an empty
-directory, a directory carrying this module's marker of the same kind, or what `recognise` accepts (a tier
-family with its manifest, a klines CSV). Everything else - a directory of the user's files, a regular file,
-the directory holding an input, `.`, the current directory or one of its parents - is refused by
-`StagedOutput.check` before any work, with `OutputPathError` (a `ConfigError`: exit 2) naming the path and the
-fix. Writability (by creating the sibling) and free space are checked up front too.
+into place only at the end (`StagedOutput.commit`, which SIGINT/SIGTERM cannot cut in half); a failure or an
+interrupt removes the sibling and leaves the target as it was.
+
+The policy (docs/errors.md, "Outputs"): an existing directory is reused only when it holds nothing but this
+command's own marked outputs - it is empty, or its marker (`MARKER`, written at commit) is of the same kind
+and lists every file in it, each with the size it was written with - or when `recognise` accepts it (a tier
+family with its manifest, a klines CSV). A file the command did not write is never deleted or overwritten:
+a directory of the user's files, a previous output the user has since put a file into (or edited), a regular
+file, the directory holding an input, `.`, the current directory or one of its parents are all refused by
+`StagedOutput.check` before any work, with `OutputPathError` (a `ConfigError`: exit 2) naming the path, the
+file and the fix. Writability (by creating the sibling) and free space are checked up front too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from types import TracebackType
 from typing import Final
 
 from bot.core.errors import ConfigError
+from bot.interrupts import deferred
 
 MARKER: Final = ".progdistill-output.json"
 MIB: Final = 1 << 20
@@ -31,12 +36,36 @@ class OutputPathError(ConfigError):
     """An output path this command must not (or cannot) write: refused before any work, nothing touched."""
 
 
-def _marker_kind(path: Path) -> str | None:
+def _read_marker(path: Path) -> dict[str, object] | None:
     try:
-        kind = json.loads((path / MARKER).read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    return kind if isinstance(kind, str) else None
+    return marker if isinstance(marker, dict) else None
+
+
+def listing(root: Path) -> dict[str, int]:
+    """Every entry below the directory `root` but the marker: relative POSIX path -> size in bytes (-1 for a
+    directory, -2 for anything else: a link, a socket)."""
+    entries: dict[str, int] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if rel == MARKER:
+            continue
+        if p.is_symlink() or not (p.is_file() or p.is_dir()):
+            entries[rel] = -2
+        else:
+            entries[rel] = -1 if p.is_dir() else p.stat().st_size
+    return entries
+
+
+def foreign_entry(root: Path, written: dict[str, int]) -> str | None:
+    """The first entry below `root` that is not in `written` (what the command wrote, see `listing`) or
+    differs in size from it; None when there is none."""
+    for rel, size in listing(root).items():
+        if written.get(rel) != size or size == -2:
+            return rel
+    return None
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -80,6 +109,7 @@ class StagedOutput:
         self.mark = mark
         self.tmp: Path | None = None
         self._created: list[Path] = []
+        self._done = False
 
     def _refuse(self, why: str, fix: str = "choose a new or empty directory") -> OutputPathError:
         return OutputPathError(f"{self.flag} {self.target}: {why}; nothing was touched; {fix}")
@@ -108,12 +138,32 @@ class StagedOutput:
             if reason is not None:
                 raise self._refuse(reason, "choose another path or remove it yourself")
             return
-        if not any(out.iterdir()) or _marker_kind(out) == self.kind:
+        if not any(out.iterdir()):
             return
-        reason = self.recognise(out) if self.recognise is not None else None
-        if self.recognise is None or reason is not None:
-            why = reason or f"exists and was not written by this command (no {MARKER})"
-            raise self._refuse(why)
+        marker = _read_marker(out)
+        written = marker.get("files") if marker is not None and marker.get("kind") == self.kind else None
+        if isinstance(written, dict):
+            foreign = foreign_entry(out, written)
+            if foreign is None:
+                return
+            raise self._refuse(
+                f"holds {foreign!r}, which this command did not write (or it changed since)",
+                "move it out first, or choose a new or empty directory",
+            )
+        reason = self.recognise(out) if self.recognise is not None else self._not_ours(marker)
+        if reason is not None:
+            raise self._refuse(reason)
+
+    def _not_ours(self, marker: dict[str, object] | None) -> str:
+        if marker is None:
+            return f"exists and was not written by this command (no {MARKER})"
+        if marker.get("kind") != self.kind:
+            kind = marker.get("kind")
+            return f"holds another command's output ({MARKER} says {kind!r}, not {self.kind!r})"
+        return (
+            f"was written by an older version whose {MARKER} does not list its files, so files of yours "
+            "in it cannot be told apart; remove it yourself"
+        )
 
     def _check_space(self, out: Path) -> None:
         base = out.parent
@@ -152,16 +202,34 @@ class StagedOutput:
         return self.tmp
 
     def commit(self) -> None:
-        """Swap the finished staging directory into place (replacing the previous output, if any)."""
+        """Swap the finished staging directory into place (replacing the previous output, if any); a SIGINT or
+        SIGTERM meanwhile is raised after the swap (`bot.interrupts.deferred`).
+
+        Raises:
+            OutputPathError: the target took in a file the command did not write since `check`.
+        """
         assert self.tmp is not None, "commit() outside `with`"
+        if self.target.exists():
+            self._check_ours(self.target.absolute())  # again: a file may have come in while the command ran
+        if self.mark and not self.is_file:
+            marker = {"kind": self.kind, "files": listing(self.tmp)}
+            (self.tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+        with deferred():
+            self._swap()
+
+    @property
+    def committed(self) -> bool:
+        """The output is in place (`commit` ran to its end)."""
+        return self._done
+
+    def _swap(self) -> None:
+        assert self.tmp is not None
         out = self.target.absolute()
         if self.is_file:
             os.replace(self.tmp / out.name, out)
             shutil.rmtree(self.tmp, ignore_errors=True)
-            self.tmp, self._created = None, []
+            self.tmp, self._created, self._done = None, [], True
             return
-        if self.mark:
-            (self.tmp / MARKER).write_text(json.dumps({"kind": self.kind}) + "\n", encoding="utf-8")
         old: Path | None = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -173,8 +241,7 @@ class StagedOutput:
                 (old / out.name).rename(out)
                 shutil.rmtree(old, ignore_errors=True)
             raise
-        self.tmp = None
-        self._created = []
+        self.tmp, self._created, self._done = None, [], True
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 

@@ -19,6 +19,7 @@ from bot.app import Service
 from bot.core.bars import Bar, interval_ms
 from bot.core.decision import DecisionRecord, decode_line
 from bot.ledger import Ledger
+from bot.outputs import MARKER
 from bot.sim.backtest import Backtest
 from bot.sim.backtest_cache import compute
 from bot.sim.replay import ReplayExchange
@@ -164,7 +165,7 @@ def test_cli_writes_outputs_reuses_the_cache_and_refuses_foreign_out(
         "--compare-tiers",
     ]
     assert main(argv) == 0
-    assert {p.name for p in out.iterdir()} >= {"decisions.jsonl", "report.json", "backtest.json"}
+    assert {p.name for p in out.iterdir()} >= {"decisions.jsonl", "report.json", MARKER}
     lines = (out / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2 * 700
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -183,7 +184,7 @@ def test_cli_writes_outputs_reuses_the_cache_and_refuses_foreign_out(
     capsys.readouterr()
     assert main([*argv[: argv.index("--out") + 1], str(foreign), *argv[argv.index("--out") + 2 :]]) == 2
     err = capsys.readouterr().err
-    assert "not a backtest output" in err
+    assert "not written by this command" in err
     assert "Traceback" not in err
     assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
     missing = tmp_path / "nope.csv"

@@ -6,10 +6,11 @@ at start-up), every later bar through `engine.on_bar(bar)`. The predictor answer
 predictions per (data, models) pair (`bot.sim.backtest_cache`), so a rerun that changes only policy keys
 does not run the models again. docs/backtest.md says what is the same as live and what is not.
 
-Outputs (into `--out`, written in a temporary sibling directory and renamed into place at the end):
+Outputs (into `--out`, staged by `bot.outputs.StagedOutput` and swapped into place at the end):
 `decisions.jsonl` (one `bar_decided` line per decided bar, `source = "backtest"`), `report.json`
-(`bot.sim.backtest_report`), PNGs when matplotlib (the `plot` extra) is installed, and `backtest.json`
-(the marker that lets a later run replace this directory; any other existing non-empty `--out` is refused).
+(`bot.sim.backtest_report`), PNGs when matplotlib (the `plot` extra) is installed, and the marker listing
+them, which lets a later run replace this directory while it holds nothing else. SIGINT/SIGTERM at any phase
+stop the run with 130/143 and one line naming the phase (`bot.interrupts`); earlier outputs stay as they were.
 """
 
 from __future__ import annotations
@@ -17,9 +18,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,18 +35,23 @@ from bot.core.engine import Engine
 from bot.core.errors import ConfigError, DataError, ModelError
 from bot.core.paper import PaperTrader
 from bot.core.params import REGIME_NAMES
-from bot.sim.backtest_cache import Cached, CachedFamily, SymbolBars, load_or_compute, load_symbol
+from bot.interrupts import Interrupted, Phases
+from bot.outputs import OutputPathError, StagedOutput
+from bot.sim.backtest_cache import (
+    Cached,
+    CachedFamily,
+    SymbolBars,
+    load_or_compute,
+    load_symbol,
+    parse_data_arg,
+)
 from bot.tiers import TierFamily
 
 #: `source` of every backtest decision record (live records say ws or rest).
 SOURCE: Final = "backtest"
-MARKER: Final = "backtest.json"
-MARKER_KIND: Final = "progdistill-backtest"
+#: `kind` in the marker of a backtest's output directory (`bot.outputs.MARKER`).
+OUTPUT_KIND: Final = "backtest"
 EXIT_INPUT: Final = 2
-
-
-class OutputPathError(ConfigError):
-    """`--out` exists and is not a previous backtest output (nothing was touched)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,39 +241,6 @@ class Backtest:
         )
 
 
-# ---- output directory ----------------------------------------------------------------------------------
-
-
-def check_out(out: Path) -> None:
-    """Refuse an `--out` that exists and is neither empty nor a previous backtest's output."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise OutputPathError(f"--out {out}: exists and is not a directory; choose another path")
-    if not any(out.iterdir()):
-        return
-    try:
-        kind = json.loads((out / MARKER).read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None
-    if kind != MARKER_KIND:
-        raise OutputPathError(
-            f"--out {out}: exists and is not a backtest output (no {MARKER}); nothing was touched; "
-            "choose a new or empty directory"
-        )
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` into place at `out`, replacing a previous backtest output there."""
-    old: Path | None = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        out.rename(old / out.name)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ---- CLI -----------------------------------------------------------------------------------------------
 
 
@@ -334,19 +305,23 @@ def _progress(total: int) -> tuple[Callable[[int], None] | None, Callable[[], No
 
 
 def main_backtest(args: argparse.Namespace) -> int:
-    """Run `python -m bot backtest`; input errors print one line and exit 2 (model errors exit 3)."""
-    try:
-        return _main(args)
-    except (DataError, OutputPathError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
+    """Run `python -m bot backtest`; input errors print one line and exit 2 (model errors exit 3), SIGINT and
+    SIGTERM one line and 130/143."""
+    with Phases("loading the config") as phases:
+        try:
+            return _main(args, phases)
+        except (DataError, OutputPathError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        except Interrupted as exc:
+            print(f"{exc}: bot backtest stopped; {exc.outcome}", file=sys.stderr)
+            return exc.exit_code
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, phases: Phases) -> int:
     from bot.sim.backtest_report import build_report, write_plots
 
     out = Path(args.out)
-    check_out(out)
     cfg = load_config(args.config)
     from_ms = parse_day(args.from_day, what="--from") if args.from_day else None
     to_ms = parse_day(args.to_day, what="--to") + 86_400_000 if args.to_day else None
@@ -354,45 +329,58 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--to {args.to_day}: must not be before --from {args.from_day}")
     models = args.models if args.models is not None else cfg.models.dir
     cache_dir = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else default_cache_dir())
-    bt = Backtest(
-        cfg,
-        args.data,
-        models,
-        warmup_bars=args.warmup_bars,
-        from_ms=from_ms,
-        to_ms=to_ms,
-        cache_dir=cache_dir,
-    )
-    if args.tier is not None and args.tier not in bt.family:
-        raise ModelError(f"--tier {args.tier!r}: not in the models, which have {bt.family.names}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    inputs = [parse_data_arg(a)[1] for a in args.data] + [Path(args.config), Path(models)]
+    stage = StagedOutput(out, kind=OUTPUT_KIND, protect=[*inputs, *([cache_dir] if cache_dir else [])])
+    stage.check()  # before reading anything: refuse an --out this command must not replace
     try:
-        update, close = _progress(bt.n_bars)
-        with (tmp / "decisions.jsonl").open("wb", buffering=1 << 20) as fh:
-            write = fh.write
+        phases.now = f"reading {len(args.data)} CSV(s) and computing features and predictions"
+        _say(f"backtest: {phases.now} ...")
+        bt = Backtest(
+            cfg,
+            args.data,
+            models,
+            warmup_bars=args.warmup_bars,
+            from_ms=from_ms,
+            to_ms=to_ms,
+            cache_dir=cache_dir,
+        )
+        if args.tier is not None and args.tier not in bt.family:
+            raise ModelError(f"--tier {args.tier!r}: not in the models, which have {bt.family.names}")
+        with stage as tmp:
+            phases.now = f"deciding {bt.n_bars:,} bars"
+            _say(f"backtest: {phases.now} ...")
+            update, close = _progress(bt.n_bars)
+            with (tmp / "decisions.jsonl").open("wb", buffering=1 << 20) as fh:
+                write = fh.write
 
-            def sink(rec: DecisionRecord) -> None:
-                write(encode_line(rec))
-                write(b"\n")
+                def sink(rec: DecisionRecord) -> None:
+                    write(encode_line(rec))
+                    write(b"\n")
 
-            result = bt.run(cfg, tier=args.tier, sink=sink, progress=update)
-        close()
-        fixed: dict[str, RunResult] = {}
-        if args.compare_tiers:
-            fixed = {t: bt.run(cfg, tier=t) for t in bt.family.names}
-        report = build_report(bt.config_for(cfg, tier=args.tier), result, fixed)
-        report["run"] = _run_info(args, bt, result, models)
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        pngs = [] if args.no_plots else write_plots(result, tmp)
-        marker = {"kind": MARKER_KIND, "created": datetime.now(UTC).isoformat(timespec="seconds")}
-        (tmp / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+                result = bt.run(cfg, tier=args.tier, sink=sink, progress=update)
+            close()
+            fixed: dict[str, RunResult] = {}
+            if args.compare_tiers:
+                phases.now = f"comparing the tiers {bt.family.names}"
+                fixed = {t: bt.run(cfg, tier=t) for t in bt.family.names}
+            phases.now = f"writing the report and plots of {out}"
+            _say(f"backtest: {phases.now} ...")
+            report = build_report(bt.config_for(cfg, tier=args.tier), result, fixed)
+            report["run"] = _run_info(args, bt, result, models)
+            (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            pngs = [] if args.no_plots else write_plots(result, tmp)
+            stage.commit()
+        phases.now = "printing the summary"
+        _print_summary(report, out, pngs)
+    except Interrupted as exc:
+        done = f"{out} was written in full" if stage.committed else f"nothing was written; {out} is as it was"
+        exc.outcome = done
         raise
-    _print_summary(report, out, pngs)
     return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _run_info(args: argparse.Namespace, bt: Backtest, result: RunResult, models: str) -> dict[str, Any]:
