@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/feed_throughput.py --bars 200000 --symbols 1 --updates 0
     .venv/bin/python benchmarks/feed_throughput.py --bars 1000000   # >1M bars, bounded memory
     .venv/bin/python benchmarks/feed_throughput.py --reconnects 30
+    .venv/bin/python benchmarks/feed_throughput.py --smoke           # 2,000 bars and 2 reconnects: seconds
 
 Throughput: the exchange runs flat out (`bar_seconds=0`), a `MarketFeed` consumes every event, and bars/s is
 counted from `FeedReady` to the last confirmed bar; the delivered keys are compared with the exchange's
@@ -23,6 +24,7 @@ import time
 from typing import Any
 
 import structlog
+from _smoke import SMOKE_HELP  # benchmarks/, beside this script
 
 from bot.bybit.events import FeedReady
 from bot.bybit.feed import MarketFeed
@@ -159,7 +161,10 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=1)
     parser.add_argument("--updates", type=int, default=0, help="confirm:false pushes per bar")
     parser.add_argument("--reconnects", type=int, default=0, help="also run N drop/reconnect cycles")
+    parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 2,000 bars, 2 reconnects")
     args = parser.parse_args()
+    if args.smoke:
+        args.bars, args.reconnects = 2_000, 2
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     if args.bars > 0:
         print(json.dumps(asyncio.run(throughput(args.bars, args.symbols, args.updates))), flush=True)
