@@ -10,6 +10,9 @@ mean over symbols of each symbol's own R^2, Spearman IC and bias-corrected QLIKE
 
     .venv/bin/python benchmarks/teacher_shapes.py --quick     # last 10,000 bars per symbol, 3 shapes
     .venv/bin/python benchmarks/teacher_shapes.py             # all bars, 5 shapes -> docs/teacher_shapes.json
+    .venv/bin/python benchmarks/teacher_shapes.py --smoke     # 2 symbols x 3,000 bars, 2 tiny shapes: seconds
+
+`--smoke` writes to a temp dir (or `--out`) and uses a synthetic market when ../shared/data is absent.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _smoke import SMOKE_HELP, data_or_synthetic, output_path  # noqa: E402 (benchmarks/, beside this script)
+
 from bot.config import load_config  # noqa: E402 - after the path insert
 from bot.core.features import FEATURE_SETS, feature_indices  # noqa: E402
 from offline import vol as volmod  # noqa: E402
@@ -46,6 +51,7 @@ FULL = (
     (2, 32, "edge_vol"),
 )
 QUICK = ((8, 256, "research"), (3, 256, "research"), (2, 32, "edge_vol"))
+SMOKE = ((2, 16, "research"), (1, 8, "edge_vol"))
 
 
 def _scores(ds: Dataset, raw: np.ndarray, corrected: np.ndarray, rows: np.ndarray) -> dict[str, float]:
@@ -67,12 +73,17 @@ def _scores(ds: Dataset, raw: np.ndarray, corrected: np.ndarray, rows: np.ndarra
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=None, help="JSON (default docs/teacher_shapes[_quick].json)")
+    ap.add_argument(
+        "--smoke", action="store_true", help=f"{SMOKE_HELP}: 2 symbols x 3,000 bars, 2 tiny shapes"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="JSON (default docs/teacher_shapes[_quick].json)")
     args = ap.parse_args()
     cfg = load_config(REPO / "config.toml").distill
-    n_bars = 10_000 if args.quick else None
+    n_bars = 3_000 if args.smoke else 10_000 if args.quick else None
+    symbols = SYMBOLS[:2] if args.smoke else SYMBOLS
+    data = data_or_synthetic(DATA, symbols) if args.smoke else DATA
     t0 = time.perf_counter()
-    ds = load_pooled([DATA / f"{s}_5m.csv" for s in SYMBOLS], cfg, symbols=list(SYMBOLS), n_bars=n_bars)
+    ds = load_pooled([data / f"{s}_5m.csv" for s in symbols], cfg, symbols=list(symbols), n_bars=n_bars)
     assert ds.log_vol is not None
     assert ds.har_X is not None
     assert ds.har_tod_X is not None
@@ -99,15 +110,16 @@ def main() -> int:
     ym, ys = float(ds.y[tr].mean()), float(ds.y[tr].std())
     vm, vs = float(lv[tr].mean()), float(lv[tr].std())
     targets = np.column_stack([(ds.y - ym) / ys, (lv - vm) / vs])
-    shapes = QUICK if args.quick else FULL
-    epochs = cfg.quick_epochs if args.quick else cfg.epochs
+    shapes = SMOKE if args.smoke else QUICK if args.quick else FULL
+    epochs = 2 if args.smoke else cfg.quick_epochs if args.quick else cfg.epochs
+    l2_candidates = (cfg.teacher_l2 or [cfg.l2])[: 1 if args.smoke else None]
     with threadpool_limits(1):
         for layers, width, fset in shapes:
             cols = feature_indices(FEATURE_SETS[fset])
             sc = StandardScaler().fit(ds.X[tr][:, cols])
             X = np.asarray(sc.transform(ds.X[:, cols]), dtype=np.float32)
             best: tuple[float, Any, float, float] | None = None
-            for l2 in cfg.teacher_l2 or [cfg.l2]:
+            for l2 in l2_candidates:
                 c = msgspec.structs.replace(
                     cfg,
                     l2=l2,
@@ -150,9 +162,7 @@ def main() -> int:
             f"{r['model']:28s} {params:>8s} {r['vol_r2']:7.4f} {r['vol_r2_sym']:7.4f} {r['vol_ic']:6.3f} "
             f"{r['vol_qlike_bc']:8.4f}"
         )
-    out = (
-        Path(args.out) if args.out else REPO / "docs" / f"teacher_shapes{'_quick' if args.quick else ''}.json"
-    )
+    out = output_path(args.out, "teacher_shapes", ".json", smoke=args.smoke, quick=args.quick)
     out.write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return 0
