@@ -145,6 +145,17 @@ class Service:
     def _open_state(self, family: TierFamily) -> tuple[Engine, Ledger]:
         for tier in family:
             self.log.info(logs.TIER_LOADED, tier=tier.name, features=tier.n_features)
+        skill = family.manifest.return_skill
+        if skill is not None and skill.no_skill:
+            self.log.warning(
+                logs.RETURN_NO_SKILL,
+                ic=round(skill.ic, 5),
+                se=round(skill.se, 5),
+                n_rows=skill.n_rows,
+                rows=skill.rows,
+                tier=skill.tier,
+                note="the return signal has no measured skill (|IC| < 2 SE on held-out rows)",
+            )
         ledger = Ledger.open(self.cfg.ledger.path, synchronous=self.cfg.ledger.synchronous)
         trader = PaperTrader(self.cfg.paper, positions=ledger.load_positions())
         engine = Engine(engine_params(self.cfg), family, trader)

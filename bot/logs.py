@@ -40,6 +40,7 @@ REST_RETRY: Final = "rest_retry"
 REST_BANNED: Final = "rest_banned"
 REGIME_CHANGE: Final = "regime_change"
 TIER_LOADED: Final = "tier_loaded"
+RETURN_NO_SKILL: Final = "return_no_skill"  # start-up: the family's return IC is within 2 SE of zero
 MODEL_RELOAD_READY: Final = "model_reload_ready"  # a new family is verified and warm; switches at a bar
 MODEL_RELOAD_REFUSED: Final = "model_reload_refused"  # the new family failed verification; the old decides
 MODEL_RELOAD_UNCHANGED: Final = "model_reload_unchanged"

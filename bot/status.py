@@ -26,11 +26,16 @@ from typing import Any, Final
 
 from bot.core.decision import DecisionRecord
 from bot.core.drift import DriftMonitor
+from bot.manifest import ReturnSkill
 from bot.shadow import ShadowScorer
 
 DAY_MS: Final = 86_400_000
 NOT_MEASURED: Final = "not measured yet"
 DRIFT_UNAVAILABLE: Final = "unavailable: no training bins in the manifest (older family; retrain to add them)"
+SKILL_UNAVAILABLE: Final = "unknown: not in the manifest (older family; retrain to measure it)"
+NO_SKILL: Final = (
+    "no measured skill: the IC is within 2 SE of zero (the return signal is indistinguishable from noise)"
+)
 #: The latency stage the tier table summarises (the engine's whole per-bar pipeline).
 LATENCY_STAGE: Final = "total"
 
@@ -44,12 +49,14 @@ class FamilyInfo:
         created_ms: the manifest's `created_ms` (epoch ms; 0 = not recorded).
         provenance: the manifest's `provenance` (source, path, symbol, interval, rows, seed...).
         tiers: tier names, manifest order (largest first).
+        return_skill: the return head's measured IC and SE (None: not in the manifest, an older family).
     """
 
     manifest_sha256: str
     created_ms: int
     provenance: Mapping[str, Any]
     tiers: tuple[str, ...]
+    return_skill: ReturnSkill | None = None
 
     @classmethod
     def of_family(cls, family: Any) -> FamilyInfo:
@@ -61,7 +68,7 @@ class FamilyInfo:
             except OSError:
                 sha = ""
         m = family.manifest
-        return cls(sha, int(m.created_ms), dict(m.provenance), tuple(family.names))
+        return cls(sha, int(m.created_ms), dict(m.provenance), tuple(family.names), m.return_skill)
 
 
 @dataclass(slots=True)
@@ -333,8 +340,19 @@ def _model_section(board: StatusBoard, now_ms: int) -> list[str]:
         [("key", "tiers"), ("value", _e(", ".join(info.tiers)))],
         [("key", "provenance"), ("value", prov)],
         [("key", "feature drift (PSI)"), ("value", _drift_text(board) if board.drift_known else nm)],
+        [("key", "return head skill"), ("value", _skill_text(info.return_skill))],
     ]
     return ["<h2>Model family</h2>", _table("model", ["", ""], rows)]
+
+
+def _skill_text(skill: ReturnSkill | None) -> str:
+    """The return head's held-out IC +- SE; flagged (warn class) when within 2 SE of zero."""
+    if skill is None:
+        return _e(SKILL_UNAVAILABLE)
+    text = _e(f"IC {skill.ic:+.4f} ± {skill.se:.4f} (1 SE) over {skill.n_rows:,} {skill.rows} rows")
+    if skill.no_skill:
+        return f'{text} <span class="warn no-skill">{_e(NO_SKILL)}</span>'
+    return f"{text} (|IC| &ge; 2 SE)"
 
 
 def _drift_text(board: StatusBoard) -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
+from bot.manifest import decode_manifest
 from bot.sim.report import add_report_args, main_report, read_decisions, run_report
 
 TIERS = {"edge": ("calm_trend", 40.0), "production": ("normal", 120.0), "research": ("crisis", 900.0)}
@@ -132,3 +135,30 @@ def test_cli_prints_table(log: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
         main_report(parser.parse_args([str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "r")])) == 2
     )
     assert "missing.jsonl: cannot read decision log" in capsys.readouterr().err
+
+
+def test_the_return_heads_skill_is_shown_only_from_the_manifest_the_log_names(
+    trained_family: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With `--models` the report shows the return IC +- SE of the manifest whose sha256 the log's
+    `model_sha` is; without it, or for a sha no manifest there has, it says so instead of guessing."""
+    sha = hashlib.sha256((trained_family / "manifest.json").read_bytes()).hexdigest()
+    skill = decode_manifest((trained_family / "manifest.json").read_bytes()).return_skill
+    assert skill is not None
+    path = tmp_path / "decisions.jsonl"
+    lines = [{**_decision(i, "edge"), "model_sha": sha} for i in range(3)]
+    lines.append({**_decision(3, "edge"), "model_sha": "f" * 64})
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    add_report_args(parser)
+    args = [str(path), "--out", str(tmp_path / "r"), "--no-plots", "--models", str(trained_family)]
+    assert main_report(parser.parse_args(args)) == 0
+    text = capsys.readouterr().out
+    assert f"model {sha[:12]} (3 bars): return head {skill.text()}" in text
+    assert "model ffffffffffff (1 bars): return head unknown: no manifest with this sha256 under" in text
+    models = json.loads((tmp_path / "r" / "report.json").read_text())["models"]
+    assert models[0]["return_skill"] == msgspec.to_builtins(skill)
+    assert models[0]["no_skill"] == skill.no_skill
+    report = run_report(path, tmp_path / "r2", plots=False)
+    assert report["models"][0]["return_skill"] is None
+    assert "pass --models DIR" in report["models"][0]["note"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 import support
+from fixtures_models import edit_manifest
 
 from bot import logs
 from bot.app import Service
@@ -20,8 +22,17 @@ from bot.config import parse_config
 from bot.core.decision import DecisionRecord
 from bot.core.errors import ConfigError
 from bot.core.params import REGIME_NAMES
+from bot.manifest import ReturnSkill
 from bot.sim.replay import ReplayExchange
-from bot.status import DAY_MS, NOT_MEASURED, FamilyInfo, StatusBoard, render_status
+from bot.status import (
+    DAY_MS,
+    NO_SKILL,
+    NOT_MEASURED,
+    SKILL_UNAVAILABLE,
+    FamilyInfo,
+    StatusBoard,
+    render_status,
+)
 
 NOW_MS = 1_767_225_600_000 + 12 * 3_600_000  # 2026-01-01 12:00 UTC
 SYMBOL = "SYNTHUSDT"
@@ -91,10 +102,24 @@ def test_page_shows_regime_tier_position_pnl_and_unmeasured_values() -> None:
     assert '<td class="share">66.7 %</td>' in page
     assert '<td class="p99">300</td>' in page
     assert page.count(NOT_MEASURED) == 3 * 2 + 1  # IC, regret, vol QLIKE of two tiers (no scorer); drift
+    assert SKILL_UNAVAILABLE in page  # a family without a measured return skill says so
     assert "abababababab" in page
     assert "ab" * 32 not in page
     assert "age 2.0 days" in page
     assert "source=synthetic" in page
+
+
+def test_the_return_heads_skill_shows_ic_se_and_a_flag_within_2_se() -> None:
+    """The model table shows the return IC +- SE and its rows; 'no measured skill' only when |IC| < 2 SE."""
+    board = board_with(record())
+    assert board.family is not None
+    info = board.family
+    for ic, flagged in ((0.011, True), (-0.03, False)):
+        skill = ReturnSkill(ic=ic, se=0.006, n_rows=20_000, rows="walk-forward", tier="research")
+        board.set_family(FamilyInfo(info.manifest_sha256, info.created_ms, {}, info.tiers, skill))
+        page = render_status(board, NOW_MS)
+        assert f"IC {ic:+.4f} ± 0.0060 (1 SE) over 20,000 walk-forward rows" in page
+        assert (NO_SKILL in page) is flagged
 
 
 def test_data_is_escaped_so_markup_in_names_is_inert() -> None:
@@ -190,15 +215,20 @@ async def dump_dom(url: str, profile: Path) -> str:
 
 async def test_status_page_rendered_by_headless_chromium(trained_family: Path, tmp_path: Path) -> None:
     """A running service's /status, loaded in real headless Chromium, shows the symbol, its regime and the
-    tier names of the family, and the drift slot per symbol (collecting, or its highest feature PSI)."""
+    tier names of the family, the drift slot per symbol (collecting, or its highest feature PSI) and the
+    return head's IC +- SE flagged 'no measured skill'; start-up logged that once (`return_no_skill`)."""
+    models = tmp_path / "models"
+    shutil.copytree(trained_family, models)
+    edit_manifest(models, lambda m: m["return_skill"].update(ic=0.004, se=0.006, n_rows=1234))
     async with ReplayExchange(
         symbols=[SYMBOL], data="synthetic", seed=5, bar_seconds=0.01, updates_per_bar=1, history_bars=200
     ) as ex:
-        cfg = support.loop_config(ex.rest_url, ex.ws_url, trained_family, tmp_path / "state", symbol=SYMBOL)
+        cfg = support.loop_config(ex.rest_url, ex.ws_url, models, tmp_path / "state", symbol=SYMBOL)
         cfg = msgspec.structs.replace(
             cfg, service=msgspec.structs.replace(cfg.service, metrics_enabled=True, metrics_port=0)
         )
-        logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=io.StringIO())
+        log_lines = io.StringIO()
+        logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=log_lines)
         stop = asyncio.Event()
         service = Service(cfg)
         task = asyncio.create_task(service.run(stop))
@@ -224,3 +254,15 @@ async def test_status_page_rendered_by_headless_chromium(trained_family: Path, t
     assert drift is not None
     slot = rf'(<span class="warn">)?{SYMBOL}: (collecting \(\d+/\d+ bars\)|max \d+\.\d+ \(\w+\); nearest)'
     assert re.match(slot, drift.group(1)), drift.group(1)
+    skill = re.search(r'<td class="key">return head skill</td><td class="value">([^\n]*?)</td>', dom)
+    assert skill is not None
+    assert skill.group(1).startswith("IC +0.0040 ± 0.0060 (1 SE) over 1,234 test rows")
+    assert f'<span class="warn no-skill">{NO_SKILL}</span>' in skill.group(1)
+    warned = [json.loads(x) for x in log_lines.getvalue().splitlines() if "return_no_skill" in x]
+    assert len(warned) == 1
+    assert (warned[0]["level"], warned[0]["ic"], warned[0]["se"], warned[0]["n_rows"]) == (
+        "warning",
+        0.004,
+        0.006,
+        1234,
+    )

@@ -1,4 +1,5 @@
-"""`python -m bot latency-report LOG [--out DIR]`: per-tier latency, PnL and bar counts from the decision log.
+"""`python -m bot latency-report LOG [--out DIR] [--models DIR]`: per-tier latency, PnL and bar counts from
+the decision log, and (with `--models`) the return head's measured skill of each family the log names.
 
 Reads the JSONL decision log (`logging.decisions_path`), keeps the canonical `bar_decided` lines (schema in
 docs/architecture.md), ignores every other event and counts lines that are not JSON objects or whose
@@ -16,6 +17,7 @@ are the amounts booked on that bar (not running totals).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -27,8 +29,9 @@ import msgspec
 import numpy as np
 
 from bot.core.decision import BAR_DECIDED, DecisionRecord, decode_line
-from bot.core.errors import BotError
+from bot.core.errors import BotError, ModelError
 from bot.logs import decision_log_files
+from bot.manifest import MANIFEST_NAME, Manifest, ReturnSkill, decode_manifest
 from bot.outputs import OutputPathError, StagedOutput
 
 STAGES: Final[tuple[str, ...]] = ("features", "regime", "inference", "paper", "total", "recv_to_decision")
@@ -203,15 +206,65 @@ def format_table(report: dict[str, Any]) -> str:
     )
     for name, r in report["regimes"].items():
         lines.append(f"  regime {name:<11} bars {r['bars']:>7}  pnl_usd {r['realized_pnl_usd']:>10.2f}")
+    for m in report.get("models", []):
+        skill = m.get("return_skill")
+        text = msgspec.convert(skill, ReturnSkill).text() if skill else f"unknown: {m['note']}"
+        lines.append(f"  model {m['model_sha'][:12] or '?'} ({m['bars']} bars): return head {text}")
     return "\n".join(lines)
 
 
-def run_report(log_path: str | Path, out_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
-    """Read the log, write `report.json` (and a PNG per tier when `plots`) to `out_dir`; return the report."""
+def model_skills(decisions: list[DecisionRecord], models_dir: str | Path | None) -> list[dict[str, Any]]:
+    """Per `model_sha` the log names (first seen first): its bars, and the return head's measured skill from
+    the manifest with that sha256 under `models_dir` (the family itself, or a models store's versions).
+
+    Each entry: `model_sha`, `bars`, `manifest` (path or None), `return_skill` (the manifest's, or None) and
+    `note` saying why there is no skill to show (no `--models`, no such manifest, an older manifest)."""
+    bars = Counter(d.model_sha for d in decisions)
+    found: dict[str, tuple[Path, Manifest]] = {}
+    if models_dir is not None:
+        root = Path(models_dir)
+        for path in [root / MANIFEST_NAME, *sorted(root.glob(f"*/{MANIFEST_NAME}"))]:
+            try:
+                raw = path.read_bytes()
+                found.setdefault(hashlib.sha256(raw).hexdigest(), (path, decode_manifest(raw, path=path)))
+            except (OSError, ModelError):
+                continue
+    out: list[dict[str, Any]] = []
+    for sha, n in bars.items():
+        entry: dict[str, Any] = {"model_sha": sha, "bars": n, "manifest": None, "return_skill": None}
+        if not sha:
+            entry["note"] = "decision lines without model_sha (an older log): the family is unknown"
+        elif models_dir is None:
+            entry["note"] = "manifest not looked up: pass --models DIR (the models directory)"
+        elif sha not in found:
+            entry["note"] = f"no manifest with this sha256 under {models_dir}"
+        else:
+            path, manifest = found[sha]
+            entry["manifest"] = str(path)
+            skill = manifest.return_skill
+            entry["return_skill"] = None if skill is None else msgspec.to_builtins(skill)
+            entry["no_skill"] = None if skill is None else skill.no_skill
+            entry["note"] = "" if skill is not None else "older manifest: return skill not measured"
+        out.append(entry)
+    return out
+
+
+def run_report(
+    log_path: str | Path,
+    out_dir: str | Path,
+    *,
+    plots: bool = True,
+    models_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Read the log, write `report.json` (and a PNG per tier when `plots`) to `out_dir`; return the report.
+
+    `models_dir`: where to find the manifests of the log's `model_sha`s (`model_skills`); None: not looked
+    up, and the report says so."""
     stage = StagedOutput(out_dir, kind="latency-report", protect=[log_path])
     stage.check()  # before reading: refuse an --out this command must not replace
     decisions, counts = read_decisions(log_path)
     report = build_report(decisions, counts)
+    report["models"] = model_skills(decisions, models_dir)
     with stage as out:
         _write_report(report, decisions, log_path, out, plots=plots)
         stage.commit()
@@ -242,13 +295,20 @@ def add_report_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("log", type=Path, help="JSONL decision log (logging.decisions_path)")
     parser.add_argument("--out", type=Path, default=Path("reports/latency"), help="output directory")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="models directory (a family or a models store) holding the manifests of the log's model_sha: "
+        "shows the return head's measured skill",
+    )
 
 
 def main_report(args: argparse.Namespace) -> int:
     """Run the subcommand: print the table, write the files; 0 on success, 2 (reason on stderr) when the
     log is unreadable or holds no decision, or `--out` must not be replaced."""
     try:
-        report = run_report(args.log, args.out, plots=not args.no_plots)
+        report = run_report(args.log, args.out, plots=not args.no_plots, models_dir=args.models)
     except (ReportError, OutputPathError) as exc:
         print(f"latency-report: {exc}", file=sys.stderr)
         return 2
