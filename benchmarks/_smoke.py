@@ -59,6 +59,15 @@ def tiny_config() -> Config:
     return msgspec.structs.replace(base, tiers=tiers, distill=distill)
 
 
+def tiny_config_file(directory: Path) -> Path:
+    """`tiny_config` as `directory/config.toml`, for scripts that take `--config`; returns its path."""
+    from bot.config import dump_config
+
+    path = directory / "config.toml"
+    path.write_text(dump_config(tiny_config()), encoding="utf-8")
+    return path
+
+
 def tiny_family(out: Path) -> Path:
     """A tiny real tier family (the offline pipeline's quick distillation of the synthetic market with
     `tiny_config`, a few seconds) written to `out`; returns `out`."""

@@ -18,6 +18,10 @@ the intervals describe training noise and fold-to-fold variation, not a sampling
     .venv/bin/python benchmarks/vol_study.py --quick        # smoke run, < 3 min: docs/vol_study_quick.*
     nice -n 10 .venv/bin/python benchmarks/vol_study.py     # the committed study: docs/vol_study.*
     .venv/bin/python benchmarks/vol_study.py --render docs/vol_study.json   # re-render .md/.png only
+    .venv/bin/python benchmarks/vol_study.py --smoke        # seconds: BTCUSDT 4,000 bars, 2 folds, tiny tiers
+
+`--smoke` writes to a temp dir (or `--out`), trains the tiny tiers of benchmarks/_smoke.py unless `--config`
+is given, and uses a synthetic market when ../shared/data is absent.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import msgspec  # noqa: E402
+from _smoke import SMOKE_HELP, data_or_synthetic, output_path, smoke_dir, tiny_config_file  # noqa: E402
 
 from bot.config import Config, load_config  # noqa: E402
 from offline import data as offline_data  # noqa: E402
@@ -49,7 +54,6 @@ from offline.walkforward import run_walkforward  # noqa: E402
 from offline.walkforward_report import BASELINES  # noqa: E402
 
 DATA_DIR = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
-DOCS = ROOT / "docs"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT")
 RECIPES = ("progressive", "progressive_no_transfer", "one_shot", "scratch")
 SHOWN = ("vol_r2", "vol_ic", "vol_qlike_bc", "vol_retention", "vol_fidelity_r2", "ic")
@@ -465,7 +469,10 @@ def write_doc(doc: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke run (< 3 min): 2 symbols, 3 folds, 1 seed")
+    p.add_argument("--quick", action="store_true", help="short run (< 3 min): 2 symbols, 3 folds, 1 seed")
+    p.add_argument(
+        "--smoke", action="store_true", help=f"{SMOKE_HELP}: BTCUSDT 4,000 bars, 2 folds, 2 epochs"
+    )
     p.add_argument("--mode", choices=("per-symbol", "pooled"), default="pooled")
     p.add_argument("--data-dir", default=str(DATA_DIR))
     p.add_argument("--symbols", nargs="+", default=None)
@@ -478,11 +485,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--synthetic-folds", type=int, default=None, help="0 = no control; default 3 (quick 2)")
     p.add_argument("--synthetic-bars", type=int, default=None, help="default 20,000 (quick 8,000)")
     p.add_argument("--out", default=None, help="output prefix (default docs/vol_study[_quick])")
-    p.add_argument(
-        "--config", default=str(ROOT / "config.toml"), help="tiers and [distill] (default: config.toml)"
-    )
+    p.add_argument("--config", default=None, help="tiers and [distill] (default: config.toml; smoke: tiny)")
     p.add_argument("--render", default=None, help="re-render .md/.png from this JSON, train nothing")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.symbols = args.symbols or list(SYMBOLS[:1])
+        args.folds, args.seeds, args.epochs = args.folds or 2, args.seeds or 1, args.epochs or 2
+        args.bars = args.bars or 4_000
+        args.synthetic_folds = args.synthetic_folds or 0
+        args.data_dir = str(data_or_synthetic(Path(args.data_dir), args.symbols))
+        args.config = args.config or str(tiny_config_file(smoke_dir("config")))
+    args.config = args.config or str(ROOT / "config.toml")
     q = args.quick
     args.symbols = args.symbols or (list(SYMBOLS[:2]) if q else list(SYMBOLS))
     args.folds = args.folds or (3 if q else 4)
@@ -491,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.bars = args.bars or (12_000 if q else None)
     args.synthetic_folds = (2 if q else 3) if args.synthetic_folds is None else args.synthetic_folds
     args.synthetic_bars = args.synthetic_bars or (8_000 if q else 20_000)
-    prefix = Path(args.out) if args.out else DOCS / ("vol_study_quick" if q else "vol_study")
+    prefix = output_path(Path(args.out) if args.out else None, "vol_study", smoke=args.smoke, quick=q)
     if args.render:
         doc = json.loads(Path(args.render).read_text(encoding="utf-8"))
         print(render(doc, Path(args.render).with_suffix("")))
