@@ -27,6 +27,9 @@ one BLAS thread. Outputs: docs/study_distill[_quick].{json,md,png}.
 
     .venv/bin/python benchmarks/distill_study.py --quick      # ~5 min on 2 busy cores
     .venv/bin/python benchmarks/distill_study.py              # full budget, see docs/distillation_study.md
+    .venv/bin/python benchmarks/distill_study.py --smoke      # seconds: synthetic + BTCUSDT, 3,000 bars
+
+`--smoke` writes to a temp dir (or `--out`) and uses a synthetic market when ../shared/data is absent.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _smoke import SMOKE_HELP, data_or_synthetic, output_path  # noqa: E402 (benchmarks/, beside this script)
+
 from bot.config import Config, DistillConfig  # noqa: E402 (after the sys.path insert)
 from bot.core.features import FEATURE_SETS, feature_indices  # noqa: E402
 from offline.data import Dataset, load_dataset  # noqa: E402
@@ -69,7 +74,6 @@ from offline.train import (  # noqa: E402
 
 F64 = npt.NDArray[np.float64]
 DATA_DIR = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
-DOCS = ROOT / "docs"
 
 LADDER: dict[str, tuple[int, ...]] = {
     "8x256": (256,) * 8,
@@ -489,10 +493,11 @@ def versions() -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="quick budget: 20,000 bars, 8 epochs, 5 seeds")
+    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 3,000 bars, 1 seed, 1 epoch")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per dataset (default 5)")
     ap.add_argument("--epochs", type=int, default=None, help="max epochs per model (default 8 quick / 20)")
     ap.add_argument("--bars", type=int, default=None, help="last N bars per dataset (default 20,000 / all)")
-    ap.add_argument("--datasets", default="synthetic,BTCUSDT,ETHUSDT", help="comma list")
+    ap.add_argument("--datasets", default=None, help="comma list (default synthetic,BTCUSDT,ETHUSDT)")
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR)
     ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/study_distill[_quick])")
     ap.add_argument("--render", type=Path, default=None, help="only re-render .md/.png from this study JSON")
@@ -503,11 +508,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     base = Config().distill
+    if args.smoke:
+        args.seeds, args.epochs, args.bars = args.seeds or 1, args.epochs or 1, args.bars or 3_000
+    datasets = (args.datasets or ("synthetic,BTCUSDT" if args.smoke else "synthetic,BTCUSDT,ETHUSDT")).split(
+        ","
+    )
+    if args.smoke:
+        args.data_dir = data_or_synthetic(args.data_dir, [d for d in datasets if d != "synthetic"])
     seeds = args.seeds or 5
     epochs = args.epochs or (base.quick_epochs if args.quick else 20)
     bars = args.bars or (base.quick_bars if args.quick else 25_920)  # 25,920 = the 90 days of 5m in the data
     cfg = msgspec.structs.replace(base, epochs=epochs)
-    stem = args.out or DOCS / ("study_distill_quick" if args.quick else "study_distill")
+    stem = output_path(args.out, "study_distill", smoke=args.smoke, quick=args.quick)
     t_start = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -515,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "meta": {
-            "mode": "quick" if args.quick else "full",
+            "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
             "command": "python benchmarks/distill_study.py "
             + " ".join(sys.argv[1:] if argv is None else argv),
             "seeds": seeds,
@@ -533,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "datasets": {},
     }
     with threadpool_limits(limits=1):
-        for name in args.datasets.split(","):
+        for name in datasets:
             src: str | Path = "synthetic" if name == "synthetic" else args.data_dir / f"{name}_5m.csv"
             p = prepare(name, src, cfg, bars)
             n_in = len(p.feats)
