@@ -138,7 +138,31 @@ def test_batched_predictions_equal_the_per_bar_path(trained_family: Path, tmp_pa
         ok = ~np.isnan(a)
         assert ok.sum() > 600
         np.testing.assert_array_equal(a[ok], b[ok])
+        va, vb = batched.vol_predictions[tier], single.vol_predictions[tier]
+        np.testing.assert_array_equal(va[ok], vb[ok])  # the vol head too
+        assert np.all(va[ok] > 0.0)
     assert batched.max_abs_diff == 0.0
+
+
+def test_cached_vol_forecasts_leave_the_decisions_unchanged_without_onnx_per_bar(
+    trained_family: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backtest reads vol forecasts from the cache: its records equal those of a run that checks every
+    cached answer (return and vol) against the live tier, while the live `predict_vol` is never called."""
+    csv = synthetic_csvs(tmp_path, n=700)[SYMBOLS[0]]
+    cfg = support.small_config()
+    checked = Backtest(cfg, [f"{SYMBOLS[0]}={csv}"], trained_family, warmup_bars=200, check=True).run(cfg)
+    bt = Backtest(cfg, [f"{SYMBOLS[0]}={csv}"], trained_family, warmup_bars=200)
+    assert bt.family.has_vol_head
+
+    def no_onnx(tier: str, x: Any) -> float | None:
+        raise AssertionError(f"predict_vol of tier {tier} ran onnxruntime during the backtest")
+
+    monkeypatch.setattr(bt.family, "predict_vol", no_onnx)
+    cached = bt.run(cfg)
+    assert len(cached.records) == len(checked.records) > 300
+    assert [comparable(r) for r in cached.records] == [comparable(r) for r in checked.records]
+    assert all(r.vol_forecast is not None and r.vol_forecast > 0.0 for r in cached.records)
 
 
 def test_cli_writes_outputs_reuses_the_cache_and_refuses_foreign_out(

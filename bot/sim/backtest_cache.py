@@ -7,10 +7,11 @@ sizing, regime thresholds, fees), so they are computed once per (data, models) p
 instead of recomputing.
 
 Features come from `bot.core.features.replay_features` (the one `FeatureState`, bar by bar, as live).
-Predictions are computed per bar through `Tier.predict` (the live path: the same float64 -> float32 gather
-into the bound buffer) by default; `batched=True` uses one onnxruntime call per tier over all rows
-(`Tier.predict_batch`), which tests/test_backtest.py proves equal to the per-bar path (float32, exactly, on
-the test family; `max_abs_diff` is kept in the cache for any other family).
+Predictions (the return head, and the volatility head when the family has one) are computed per bar through
+`Tier.predict` / `Tier.predict_vol` (the live path: the same float64 -> float32 gather into the bound buffer)
+by default; `batched=True` uses one onnxruntime call per tier and head over all rows (`Tier.predict_batch`),
+which tests/test_backtest.py proves equal to the per-bar path (float32, exactly, on the test family;
+`max_abs_diff` is kept in the cache for any other family).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,7 +36,7 @@ from bot.tiers import MANIFEST_NAME, TierFamily
 F64 = npt.NDArray[np.float64]
 
 #: Bump when the cache file layout changes.
-CACHE_VERSION: Final = "1"
+CACHE_VERSION: Final = "2"  # 2: the vol head's predictions are cached too
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,8 @@ class Cached:
     valid: npt.NDArray[np.bool_]
     predictions: dict[str, F64]  # tier -> [n] (float32 values widened to float64, NaN when not valid)
     hit: bool  # loaded from disk
-    max_abs_diff: float  # batched vs per-bar on the checked rows (0.0 when per-bar)
+    max_abs_diff: float  # batched vs per-bar on the checked rows, both heads (0.0 when per-bar)
+    vol_predictions: dict[str, F64] = field(default_factory=dict)  # as `predictions`; {} without a vol head
 
 
 def cache_key(sb: SymbolBars, lo: int, hi: int, *, interval_ms: int, models_dir: Path) -> str:
@@ -128,20 +130,28 @@ def compute(
     """
     x, valid = replay_features(bars, interval_ms=interval_ms)
     rows = np.flatnonzero(valid)
+    vol_head = family.manifest.vol_head if family.has_vol_head else None
     preds: dict[str, F64] = {}
+    vols: dict[str, F64] = {}
     max_diff = 0.0
     for tier in family:
-        out = np.full(len(bars), np.nan, dtype=np.float64)
-        if rows.size:
-            if batched:
-                out[rows] = tier.predict_batch(x[rows]).astype(np.float64)
-                probe = rows[:: max(1, rows.size // check_rows)]
-                single = np.array([tier.predict(x[i]) for i in probe], dtype=np.float64)
-                max_diff = max(max_diff, float(np.max(np.abs(single - out[probe]))))
-            else:
-                out[rows] = [tier.predict(x[i]) for i in rows]
-        preds[tier.name] = out
-    return Cached(x, valid, preds, hit=False, max_abs_diff=max_diff)
+        heads: list[tuple[dict[str, F64], str | None, Callable[[F64], float | None]]] = [
+            (preds, None, tier.predict)
+        ]
+        if vol_head is not None:
+            heads.append((vols, vol_head.output_name, tier.predict_vol))
+        for into, output, one in heads:
+            out = np.full(len(bars), np.nan, dtype=np.float64)
+            if rows.size:
+                if batched:
+                    out[rows] = tier.predict_batch(x[rows], output=output).astype(np.float64)
+                    probe = rows[:: max(1, rows.size // check_rows)]
+                    single = np.array([one(x[i]) for i in probe], dtype=np.float64)
+                    max_diff = max(max_diff, float(np.max(np.abs(single - out[probe]))))
+                else:
+                    out[rows] = [one(x[i]) for i in rows]
+            into[tier.name] = out
+    return Cached(x, valid, preds, hit=False, max_abs_diff=max_diff, vol_predictions=vols)
 
 
 def load_or_compute(
@@ -159,7 +169,7 @@ def load_or_compute(
     if cache_dir is not None:
         key = cache_key(sb, lo, hi, interval_ms=interval_ms, models_dir=family.models_dir)
         path = cache_dir / f"{key}.npz"
-        got = _read(path, hi - lo, family.names)
+        got = _read(path, hi - lo, family.names, vol=family.has_vol_head)
         if got is not None:
             return got
     cached = compute(sb.bars[lo:hi], family, interval_ms=interval_ms, batched=batched)
@@ -168,22 +178,25 @@ def load_or_compute(
     return cached
 
 
-def _read(path: Path, n: int, tiers: Sequence[str]) -> Cached | None:
+def _read(path: Path, n: int, tiers: Sequence[str], *, vol: bool) -> Cached | None:
     try:
         with np.load(path) as z:
             data: Mapping[str, Any] = {k: z[k] for k in z.files}
     except (OSError, ValueError, KeyError):
         return None  # absent or unreadable: recompute
     x = data.get("features")
-    if x is None or x.shape != (n, N_FEATURES) or any(f"pred_{t}" not in data for t in tiers):
+    keys = [f"pred_{t}" for t in tiers] + ([f"vol_{t}" for t in tiers] if vol else [])
+    if x is None or x.shape != (n, N_FEATURES) or any(k not in data for k in keys):
         return None
     preds = {t: np.asarray(data[f"pred_{t}"], dtype=np.float64) for t in tiers}
+    vols = {t: np.asarray(data[f"vol_{t}"], dtype=np.float64) for t in tiers} if vol else {}
     return Cached(
         np.asarray(x, dtype=np.float64),
         np.asarray(data["valid"], dtype=np.bool_),
         preds,
         hit=True,
         max_abs_diff=float(data["max_abs_diff"]),
+        vol_predictions=vols,
     )
 
 
@@ -196,6 +209,7 @@ def _write(path: Path, cached: Cached) -> None:
         "max_abs_diff": np.float64(cached.max_abs_diff),
     }
     arrays.update({f"pred_{t}": p for t, p in cached.predictions.items()})
+    arrays.update({f"vol_{t}": p for t, p in cached.vol_predictions.items()})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -208,7 +222,8 @@ def _write(path: Path, cached: Cached) -> None:
 
 class CachedFamily:
     """A `Predictor` that answers from cached predictions: the engine asks as live (tier + feature row), the
-    answer is the cached prediction of the bar the backtest loop is at (`at(symbol, i)` before each bar).
+    answer is the cached prediction (return, or vol) of the bar the backtest loop is at (`at(symbol, i)`
+    before each bar); no onnxruntime call per bar.
 
     `check=True` also recomputes each answer through the real tier and raises on any difference (tests).
     """
@@ -219,6 +234,7 @@ class CachedFamily:
         self.cached = dict(cached)
         self.check = check
         self._preds: dict[str, F64] = {}
+        self._vols: dict[str, F64] = {}
         self._i = 0
 
     @property
@@ -231,6 +247,7 @@ class CachedFamily:
     def at(self, symbol: str, i: int) -> None:
         """The next `predict` answers for bar `i` of `symbol`'s cached range."""
         self._preds = self.cached[symbol].predictions
+        self._vols = self.cached[symbol].vol_predictions
         self._i = i
 
     def predict(self, tier: str, x: F64) -> float:
@@ -246,7 +263,14 @@ class CachedFamily:
         return self.family.has_vol_head
 
     def predict_vol(self, tier: str, x: F64) -> float | None:
-        return self.family.predict_vol(tier, x)
+        if not self.family.has_vol_head:
+            return None
+        value = float(self._vols[tier][self._i])
+        if self.check:
+            live = self.family.predict_vol(tier, x)
+            if live != value:
+                raise AssertionError(f"cached vol forecast {value!r} != live {live!r} for tier {tier}")
+        return value
 
     def warm(self, tier: str) -> None:
         """Nothing to warm: answers come from memory."""
