@@ -253,9 +253,7 @@ class CachedFamily:
     def predict(self, tier: str, x: F64) -> float:
         value = float(self._preds[tier][self._i])
         if self.check:
-            live = self.family.predict(tier, x)
-            if live != value:
-                raise AssertionError(f"cached prediction {value!r} != live {live!r} for tier {tier}")
+            self._same(value, self.family.predict(tier, x), "prediction", tier)
         return value
 
     @property
@@ -267,10 +265,13 @@ class CachedFamily:
             return None
         value = float(self._vols[tier][self._i])
         if self.check:
-            live = self.family.predict_vol(tier, x)
-            if live != value:
-                raise AssertionError(f"cached vol forecast {value!r} != live {live!r} for tier {tier}")
+            self._same(value, self.family.predict_vol(tier, x), "vol forecast", tier)
         return value
+
+    @staticmethod
+    def _same(cached: float, live: float | None, what: str, tier: str) -> None:
+        if live != cached:
+            raise AssertionError(f"cached {what} {cached!r} != live {live!r} for tier {tier}")
 
     def warm(self, tier: str) -> None:
         """Nothing to warm: answers come from memory."""
