@@ -68,7 +68,7 @@ class ExchangeConfig(_Section, frozen=True):
     reconnect_backoff_max_s: PosFloat = 30.0
     healthy_reset_s: PosFloat = 60.0
     book_stream: Literal["none", "orderbook", "tickers"] = "orderbook"
-    backfill_bars: Annotated[int, Meta(ge=60, le=10_000)] = 300
+    backfill_bars: Annotated[int, Meta(ge=60, le=10_000)] = 2000
     handshake_timeout_s: PosFloat = 10.0
     feed_queue_size: Annotated[int, Meta(ge=16, le=1_000_000)] = 10_000
 

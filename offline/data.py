@@ -192,6 +192,23 @@ class Dataset:
         last = int(self.bar_index[train[-1]]) + max(self.horizon_bars, self.vol_horizon_bars or 0)
         return self.bars[: last + 1]
 
+    def train_bars_by_symbol(self) -> dict[str, list[Bar]]:
+        """Each series' bars up to its last training row's target bar, by symbol (regime calibration).
+
+        A series without a recorded symbol (`provenance`) is keyed "" (pooled thresholds only)."""
+        if self.series is None or self.series_bars is None:
+            return {self.provenance.get("symbol") or "": self.train_bars()}
+        horizon = max(self.horizon_bars, self.vol_horizon_bars or 0)
+        train = self.splits.train
+        symbols = [p.get("symbol") or "" for p in self.provenance.get("series", [])]
+        out: dict[str, list[Bar]] = {}
+        for k, bars in enumerate(self.series_bars):
+            rows = train[self.series[train] == k]
+            if rows.size:
+                key = symbols[k] if k < len(symbols) and symbols[k] else f"series{k}"
+                out[key] = bars[: int(self.bar_index[rows[-1]]) + horizon + 1]
+        return out
+
 
 def chronological_splits(n_rows: int, cfg: DistillConfig) -> Splits:
     """train | embargo | val | embargo | test over rows in time order.

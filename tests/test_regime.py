@@ -25,6 +25,7 @@ from bot.sim.synthetic import SyntheticMarket
 from offline.calibrate import calibrate
 
 STEP_MS = 300_000
+WARM = 3000  # bars before the scored ones in the synthetic run (about 1.5 long-run half-lives)
 CAL: dict[str, Any] = {
     "windows": {"vol": 24, "trend": 24, "volume": 48},
     "thresholds": {
@@ -46,9 +47,13 @@ def _synthetic_run(n_test: int) -> tuple[dict[str, Any], Counter[tuple[str, str]
     conf: Counter[tuple[str, str]] = Counter()
     changes = true_changes = 0
     prev = None
-    for s in SyntheticMarket(seed=101).generate(n_test):
+    # the first WARM bars build the long-run volatility level vol_rel is measured against (the service
+    # backfills history the same way); only the n_test bars after them are scored
+    for i, s in enumerate(SyntheticMarket(seed=101).generate(WARM + n_test)):
         det.update_book(s.book)
         d = det.update(s.bar)
+        if i < WARM:
+            continue
         changes += d.changed
         true_changes += prev is not None and s.regime != prev
         prev = s.regime
@@ -124,13 +129,13 @@ def test_calibrate_output_is_json_and_ordered() -> None:
     assert json.loads(json.dumps(cal)) == cal
     th = cal["thresholds"]
     assert 0 < th["vol_calm_max"] < th["vol_volatile_min"] < th["vol_crisis_min"]
-    assert cal["windows"] == {"vol": 24, "trend": 24, "volume": 48}
+    assert cal["windows"] == {"vol": 24, "trend": 24, "volume": 48, "vol_long_halflife": 2016}
+    assert (cal["signal"], cal["method"]) == ("vol_rel", "quantile_rel_vol")
     assert set(cal["vol_q"]) >= {"0.25", "0.5", "0.75"}
     assert cal["vol_q"]["0.25"] < cal["vol_q"]["0.75"]
-    # synthetic per-regime sigmas are 0.0007 / 0.0014 / 0.003 / 0.007: learned boundaries fall between them
-    assert (
-        0.0007 < th["vol_calm_max"] < 0.0014 < th["vol_volatile_min"] < 0.003 < th["vol_crisis_min"] < 0.007
-    )
+    # quantile thresholds: each regime gets its intended share of the training bars (before hysteresis)
+    for regime, share in cal["intended_shares"].items():
+        assert cal["shares"][regime] == pytest.approx(share, abs=0.02), regime
 
 
 def test_calibrate_refuses_too_few_bars() -> None:
@@ -145,12 +150,14 @@ def test_synthetic_regimes_agree_with_truth() -> None:
     total = sum(conf.values())
     agree = sum(conf[(r, r)] for r in REGIME_NAMES) / total
     true_share = {r: sum(v for (t, _), v in conf.items() if t == r) / total for r in REGIME_NAMES}
+    recall = {r: conf[(r, r)] / sum(v for (t, _), v in conf.items() if t == r) for r in REGIME_NAMES}
     assert agree > 0.8, conf
-    assert agree > max(true_share.values()) + 0.3  # chance = always the most common regime
+    # chance (always the most common regime) scores 0.25 mean recall whatever the truth's shares
+    assert sum(recall.values()) / len(recall) > 0.7, (recall, true_share)
     for r in REGIME_NAMES:
         detected = sum(v for (_, p), v in conf.items() if p == r)
         assert detected > 0, f"{r} never detected"
-        assert conf[(r, r)] / sum(v for (t, _), v in conf.items() if t == r) > 0.6, (r, conf)
+        assert recall[r] > 0.5, (r, conf)
     assert changes < 4 * max(true_changes, 1), (changes, true_changes)
 
 
@@ -235,3 +242,78 @@ def test_replay_signals_counts_warm_bars() -> None:
     bars = [s.bar for s in SyntheticMarket(seed=3).generate(200)]
     cfg = RegimeConfig()
     assert len(replay_signals(bars, cfg)) == 200 - 48 + 1 - 0  # volume window (48) is the longest warm-up
+
+
+def test_vol_rel_is_vol_over_the_ew_long_run_level() -> None:
+    """vol_rel = vol / sqrt(bias-corrected EW mean of r^2 with half-life vol_long_halflife_bars)."""
+    rng = np.random.default_rng(5)
+    bars = _bars(list(rng.normal(0.0, 0.002, 300)))
+    cfg = RegimeConfig(vol_window=10, trend_window=8, volume_window=12, vol_long_halflife_bars=50)
+    last = replay_signals(bars, cfg)[-1]
+    closes = np.array([b.close for b in bars])
+    r2 = (closes[1:] / closes[:-1] - 1.0) ** 2
+    w = 0.5 ** (np.arange(r2.size)[::-1] / 50)
+    assert last.vol_rel == pytest.approx(last.vol / math.sqrt(np.sum(w * r2) / np.sum(w)), rel=1e-9)
+
+
+def _scaled(bars: list[Bar], k: float, symbol: str) -> list[Bar]:
+    """The same bars with every close-to-close return (and the bar's range) multiplied by `k`."""
+    out, price = [], bars[0].open
+    for b in bars:
+        c = price * (1.0 + k * (b.close / b.open - 1.0))
+        hi, lo = price * (1.0 + k * (b.high / b.open - 1.0)), price * (1.0 + k * (b.low / b.open - 1.0))
+        out.append(Bar(symbol, b.start_ms, price, max(hi, c, price), min(lo, c, price), c, b.volume))
+        price = c
+    return out
+
+
+def test_a_symbol_the_family_never_saw_is_routed_on_its_own_scale() -> None:
+    """Pooled thresholds on vol_rel: a coin 4x as volatile gets the trained symbol's regimes, not all crisis."""
+    cfg = RegimeConfig()
+    market = [s.bar for s in SyntheticMarket(seed=7).generate(20_000)]
+    cal = calibrate({"AAAUSDT": market}, cfg)
+    assert set(cal["per_symbol"]) == {"AAAUSDT"}
+    test = [s.bar for s in SyntheticMarket(seed=101).generate(8000)]
+    base = _scaled(test, 1.0, "AAAUSDT")
+    wild = _scaled(test, 4.0, "NEWUSDT")
+    own = RegimeDetector(cal, cfg, interval_ms=STEP_MS, symbol="AAAUSDT")
+    new = RegimeDetector(cal, cfg, interval_ms=STEP_MS, symbol="NEWUSDT")
+    assert (own.thresholds.source, new.thresholds.source) == ("symbol", "pooled")
+    a = [own.update(b).regime for b in base][WARM:]
+    b = [new.update(x).regime for x in wild][WARM:]
+    assert sum(x == y for x, y in zip(a, b, strict=True)) / len(a) > 0.9
+    assert abs(b.count("crisis") - a.count("crisis")) / len(a) < 0.03
+    # the absolute signal (calibration version 1) would have called the wild coin's every bar crisis
+    absolute = {**cal, "signal": "vol", "per_symbol": {}, "windows": {"vol": 24, "trend": 24}}
+    absolute["thresholds"] = {
+        **cal["thresholds"],
+        **dict(
+            zip(("vol_calm_max", "vol_volatile_min", "vol_crisis_min"), (0.0009, 0.002, 0.005), strict=True)
+        ),
+    }
+    old = RegimeDetector(absolute, cfg, interval_ms=STEP_MS, symbol="NEWUSDT")
+    assert [old.update(x).regime for x in wild][WARM:].count("crisis") / len(a) > 0.5
+
+
+def test_per_symbol_thresholds_and_the_long_run_window_are_checked() -> None:
+    """resolve() picks the symbol's own thresholds, else the pooled ones; another half-life is refused."""
+    th = dict(CAL["thresholds"])
+    own = {**th, "vol_calm_max": 0.5, "vol_volatile_min": 1.2, "vol_crisis_min": 2.0}
+    cal = {
+        "signal": "vol_rel",
+        "windows": {"vol": 24, "trend": 24, "vol_long_halflife": 2016},
+        "thresholds": {**th, "vol_calm_max": 0.6, "vol_volatile_min": 1.3, "vol_crisis_min": 2.5},
+        "per_symbol": {"BTCUSDT": {"thresholds": own}},
+    }
+    cfg = RegimeConfig()
+    btc = RegimeThresholdValues.resolve(cal, cfg, symbol="BTCUSDT")
+    other = RegimeThresholdValues.resolve(cal, cfg, symbol="DOGEUSDT")
+    assert (btc.vol_crisis_min, btc.source, other.vol_crisis_min, other.source) == (
+        2.0,
+        "symbol",
+        2.5,
+        "pooled",
+    )
+    assert btc.level(_sig(0.01)) == 1.0  # vol_rel, not vol
+    with pytest.raises(ModelError, match="vol_long_halflife_bars=2016, config has 500"):
+        RegimeThresholdValues.resolve(cal, RegimeConfig(vol_long_halflife_bars=500))

@@ -72,10 +72,10 @@ class EngineParams(msgspec.Struct, frozen=True, kw_only=True):
 class _SymbolState:
     __slots__ = ("book", "detector", "features", "last_regime", "last_x")
 
-    def __init__(self, params: EngineParams, family: Predictor) -> None:
+    def __init__(self, params: EngineParams, family: Predictor, symbol: str) -> None:
         self.features = FeatureState(interval_ms=params.interval_ms)
         self.detector = RegimeDetector(
-            family.regime_calibration, params.regime, interval_ms=params.interval_ms
+            family.regime_calibration, params.regime, interval_ms=params.interval_ms, symbol=symbol
         )
         self.book: BookTop | None = None
         self.last_regime: RegimeDecision | None = None
@@ -112,7 +112,7 @@ class Engine:
         self.clock_ns = clock_ns
         self.warmup = params.warmup
         self._vol = family.has_vol_head
-        self._symbols = {s: _SymbolState(params, family) for s in params.symbols}
+        self._symbols = {s: _SymbolState(params, family, s) for s in params.symbols}
 
     def swap_family(self, family: Predictor) -> None:
         """Decide the next bar with `family` (a hot reload, called between bars): same routes and sizing
@@ -125,9 +125,10 @@ class Engine:
         family.check_routes(self.params.regime.routes)
         if self.trader.cfg.sizing == "vol_target" and not family.has_vol_head:
             raise ModelError('[paper] sizing = "vol_target" needs a tier family with a volatility head')
-        thresholds = RegimeThresholdValues.resolve(family.regime_calibration, self.params.regime)
-        for st in self._symbols.values():
-            st.detector.thresholds = thresholds
+        cal, cfg = family.regime_calibration, self.params.regime
+        thresholds = {s: RegimeThresholdValues.resolve(cal, cfg, symbol=s) for s in self._symbols}
+        for s, st in self._symbols.items():
+            st.detector.thresholds = thresholds[s]
         self.family = family
         self._vol = family.has_vol_head
 

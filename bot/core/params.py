@@ -39,9 +39,14 @@ class RegimeConfig(_Params, frozen=True):
     vol_window: Annotated[int, Meta(ge=2, le=1000)] = 24
     trend_window: Annotated[int, Meta(ge=2, le=1000)] = 24
     volume_window: Annotated[int, Meta(ge=2, le=1000)] = 48
+    # half-life (bars) of the long-run volatility level `vol` is divided by (the self-normalising signal)
+    vol_long_halflife_bars: Annotated[int, Meta(ge=2, le=100_000)] = 2016
     use_book: bool = True
     hysteresis: Annotated[float, Meta(ge=0, lt=1)] = 0.1
     min_dwell_bars: PosInt = 6
+    # "quantile": volatility thresholds at the quantile levels below (each regime gets its intended share of
+    # the training bars); "kmeans": a 1-D k-means of log vol_rel started at those levels (natural clusters)
+    calibration: Literal["quantile", "kmeans"] = "quantile"
     vol_calm_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.25
     vol_volatile_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.7
     vol_crisis_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.93

@@ -4,6 +4,10 @@ Signals (per confirmed bar, all from exchange data, no clock):
 
 - `vol`: realised volatility, `sqrt(mean(r^2))` of simple close-to-close returns over `vol_window` bars
   (a fraction per bar, like the features' `rv_*`).
+- `vol_rel`: `vol` over the symbol's own long-run level, `sqrt` of an exponentially weighted mean of `r^2`
+  with half-life `vol_long_halflife_bars` (bias-corrected, so defined from the first return). It is
+  self-normalising: 1.0 is the symbol's usual volatility whatever its scale, so one calibration serves a
+  symbol the family never saw. Calibration version 2 classifies on it; version 1 (absolute `vol`) still loads.
 - `trend`: signed Kaufman efficiency `(c_t - c_{t-n}) / sum |dc|` over `trend_window` bars, in [-1, 1]
   (+-1 = a straight line, 0 = pure chop); `efficiency`, the trend strength used to classify, is the mean of
   `|trend|` over the last `trend_window` bars (one bar's efficiency is too noisy and made calm_trend flap).
@@ -11,7 +15,8 @@ Signals (per confirmed bar, all from exchange data, no clock):
   `volume_window` bars (informational: reported and logged, not used to classify).
 - `spread_bps`, `imbalance`: from the latest `BookTop` seen during the bar, when `use_book` is on.
 
-Regimes, from the calibrated thresholds (`RegimeThresholdValues`):
+Regimes, from the calibrated thresholds (`RegimeThresholdValues`; `vol` below is the calibration's volatility
+signal, `vol_rel` for version 2):
 
 - `crisis`: `vol >= vol_crisis_min`, or (book on) `spread_bps >= spread_crisis_bps`, or
   (book on) `|imbalance| >= imbalance_crisis_min` while `vol >= vol_volatile_min` (a one-sided book alone
@@ -27,10 +32,10 @@ fraction `hysteresis` in its favour (the exit levels), e.g. volatile is kept whi
 vol_volatile_min` and `vol < 1.1 * vol_crisis_min` at `hysteresis = 0.1`.
 
 Calibration (`offline.calibrate.calibrate`, run on the training bars, stored as
-`manifest.json["regime_calibration"]`):
-quantiles of every signal on the training data, and thresholds derived from them - the volatility levels by a
-1-D k-means of log volatility started at the quantile levels in `RegimeConfig`, the trend floor as a quantile.
-The book thresholds cannot be learned from bars and take the documented defaults unless overridden.
+`manifest.json["regime_calibration"]`): version 2 holds thresholds per training symbol (`per_symbol`), each
+from that symbol's own training bars, and pooled thresholds over every training symbol for any other symbol
+(`thresholds`); `RegimeThresholdValues.resolve(..., symbol=)` picks one. The book thresholds cannot be learned
+from bars and take the documented defaults unless overridden.
 """
 
 from __future__ import annotations
@@ -45,9 +50,11 @@ from typing import Any, Final
 from bot.core.bars import Bar, BookTop
 from bot.core.errors import ModelError
 from bot.core.params import REGIME_NAMES, RegimeConfig
-from bot.core.rolling import RollingWindow, copy_state
+from bot.core.rolling import EwMean, RollingWindow, copy_state
 
-CALIBRATION_VERSION: Final = 1
+CALIBRATION_VERSION: Final = 2
+#: Volatility signal a calibration classifies on, by its `signal` key (version 1 has none: absolute `vol`).
+VOL_SIGNALS: Final = ("vol", "vol_rel")
 #: Book thresholds used when neither the calibration nor the config sets them.
 DEFAULT_SPREAD_CRISIS_BPS: Final = 5.0
 DEFAULT_IMBALANCE_CRISIS_MIN: Final = 0.9
@@ -72,6 +79,7 @@ class Signals:
     volume_z: float
     spread_bps: float | None = None
     imbalance: float | None = None
+    vol_rel: float = 1.0
 
 
 class RegimeSignals:
@@ -98,6 +106,7 @@ class RegimeSignals:
         self._closes: deque[float] = deque(maxlen=cfg.trend_window + 1)
         self._lvol = RollingWindow(cfg.volume_window)
         self._eff = RollingWindow(cfg.trend_window)
+        self._r2_long = EwMean(cfg.vol_long_halflife_bars)
 
     def copy(self) -> RegimeSignals:
         """An independent copy of the state (windows copied, config shared)."""
@@ -136,6 +145,7 @@ class RegimeSignals:
         if prev is not None:
             r = c / prev - 1.0 if prev > 0.0 else 0.0
             self._r2.push(r * r)
+            self._r2_long.push(r * r)
             self._absdc.push(abs(c - prev))
         if not self._absdc.full:
             return None
@@ -146,6 +156,8 @@ class RegimeSignals:
             return None
         ms = self._r2.s / self._r2.n
         vol = math.sqrt(ms) if ms > 0.0 else 0.0
+        long_ms = self._r2_long.mean()
+        vol_rel = math.sqrt(ms / long_ms) if long_ms > 0.0 else 1.0
         lv = self._lvol
         mean = lv.s / lv.n
         var = lv.ss / lv.n - mean * mean
@@ -164,6 +176,7 @@ class RegimeSignals:
             volume_z=volume_z,
             spread_bps=spread_bps,
             imbalance=imbalance,
+            vol_rel=vol_rel,
         )
 
 
@@ -190,19 +203,44 @@ class RegimeThresholdValues:
     trend_calm_min: float
     spread_crisis_bps: float
     imbalance_crisis_min: float
+    vol_signal: str = "vol"  # which `Signals` field the volatility thresholds apply to (`VOL_SIGNALS`)
+    source: str = "pooled"  # "symbol": the symbol's own calibration; "pooled": every training symbol's
+
+    def level(self, s: Signals) -> float:
+        """The volatility signal of `s` these thresholds classify."""
+        return s.vol_rel if self.vol_signal == "vol_rel" else s.vol
 
     @classmethod
-    def resolve(cls, calibration: Mapping[str, Any], cfg: RegimeConfig) -> RegimeThresholdValues:
+    def resolve(
+        cls, calibration: Mapping[str, Any], cfg: RegimeConfig, *, symbol: str | None = None
+    ) -> RegimeThresholdValues:
         """Calibrated thresholds with `cfg.thresholds` overrides (non-None fields win).
+
+        Args:
+            symbol: pick this symbol's own thresholds when the calibration has them (`per_symbol`), else the
+                pooled ones (`thresholds`).
 
         Raises:
             ModelError: a threshold is neither calibrated nor overridden, the calibration was made with other
                 windows than `cfg` for a threshold it supplies, or the resulting thresholds are out of order.
         """
-        raw = calibration.get("thresholds", {}) if isinstance(calibration, Mapping) else {}
+        if not isinstance(calibration, Mapping):
+            calibration = {}
+        raw: Any = calibration.get("thresholds", {})
+        source = "pooled"
+        per_symbol = calibration.get("per_symbol")
+        if symbol is not None and isinstance(per_symbol, Mapping) and symbol in per_symbol:
+            entry = per_symbol[symbol]
+            raw = entry.get("thresholds") if isinstance(entry, Mapping) else None
+            source = "symbol"
         if not isinstance(raw, Mapping):
             raise ModelError(f"regime calibration: expected a 'thresholds' object, got {type(raw).__name__}")
-        windows = calibration.get("windows") if isinstance(calibration, Mapping) else None
+        windows = calibration.get("windows")
+        vol_signal = calibration.get("signal", "vol")
+        if vol_signal not in VOL_SIGNALS:
+            raise ModelError(
+                f"regime calibration: signal: expected one of {list(VOL_SIGNALS)}, got {vol_signal!r}"
+            )
         overrides = cfg.thresholds
         values: dict[str, float] = {}
         from_calibration: list[str] = []
@@ -223,18 +261,23 @@ class RegimeThresholdValues:
                 )
             values[key] = float(value)
             from_calibration.append(key)
+        vol_keys = ("vol_calm_max", "vol_volatile_min", "vol_crisis_min")
         expected = {"vol": cfg.vol_window, "trend": cfg.trend_window}
-        uses = {"vol": ("vol_calm_max", "vol_volatile_min", "vol_crisis_min"), "trend": ("trend_calm_min",)}
+        uses = {"vol": vol_keys, "trend": ("trend_calm_min",)}
+        if vol_signal == "vol_rel":
+            expected["vol_long_halflife"] = cfg.vol_long_halflife_bars
+            uses["vol_long_halflife"] = vol_keys
         for signal, window in expected.items():
             if not any(k in from_calibration for k in uses[signal]):
                 continue
             got = windows.get(signal) if isinstance(windows, Mapping) else None
             if got != window:
+                key = "vol_long_halflife_bars" if signal == "vol_long_halflife" else f"{signal}_window"
                 raise ModelError(
-                    f"regime calibration: calibrated with {signal}_window={got}, config has {window}; "
+                    f"regime calibration: calibrated with {key}={got}, config has {window}; "
                     f"recalibrate or override [regime.thresholds] {list(uses[signal])}"
                 )
-        th = cls(**values)
+        th = cls(**values, vol_signal=vol_signal, source=source)
         if not 0.0 < th.vol_calm_max < th.vol_volatile_min < th.vol_crisis_min:
             raise ModelError(
                 "regime thresholds: expected 0 < vol_calm_max < vol_volatile_min < vol_crisis_min, got "
@@ -268,13 +311,19 @@ class RegimeDetector:
         calibration: `manifest.json["regime_calibration"]` (from `calibrate`).
         cfg: windows, hysteresis, dwell, routes and threshold overrides.
         interval_ms: expected bar spacing (a gap restarts the signal warm-up; the regime is kept).
+        symbol: the symbol decided, for its own calibration (None, or not calibrated: the pooled one).
     """
 
     def __init__(
-        self, calibration: Mapping[str, Any], cfg: RegimeConfig, *, interval_ms: int | None = None
+        self,
+        calibration: Mapping[str, Any],
+        cfg: RegimeConfig,
+        *,
+        interval_ms: int | None = None,
+        symbol: str | None = None,
     ) -> None:
         self.cfg = cfg
-        self.thresholds = RegimeThresholdValues.resolve(calibration, cfg)
+        self.thresholds = RegimeThresholdValues.resolve(calibration, cfg, symbol=symbol)
         missing = [r for r in REGIME_NAMES if r not in cfg.routes]
         if missing:
             raise ModelError(f"regime routes: no tier for regime(s) {missing}")
@@ -301,40 +350,43 @@ class RegimeDetector:
     def classify(self, s: Signals) -> str:
         """The regime the thresholds alone assign to `s` (no hysteresis)."""
         th = self.thresholds
+        v = th.level(s)
         if self._crisis(s, 1.0):
             return "crisis"
-        if s.vol >= th.vol_volatile_min:
+        if v >= th.vol_volatile_min:
             return "volatile"
-        if s.vol <= th.vol_calm_max and s.efficiency >= th.trend_calm_min:
+        if v <= th.vol_calm_max and s.efficiency >= th.trend_calm_min:
             return "calm_trend"
         return "normal"
 
     def _crisis(self, s: Signals, relax: float) -> bool:
         th = self.thresholds
-        if s.vol >= th.vol_crisis_min * relax:
+        v = th.level(s)
+        if v >= th.vol_crisis_min * relax:
             return True
         if s.spread_bps is not None and s.spread_bps >= th.spread_crisis_bps * relax:
             return True
         return (
             s.imbalance is not None
             and abs(s.imbalance) >= th.imbalance_crisis_min * relax
-            and s.vol >= th.vol_volatile_min * relax
+            and v >= th.vol_volatile_min * relax
         )
 
     def holds(self, regime: str, s: Signals) -> bool:
         """Whether `regime`'s conditions still hold at its exit levels (thresholds relaxed by hysteresis)."""
         th = self.thresholds
+        v = th.level(s)
         lo = 1.0 - self.cfg.hysteresis
         hi = 1.0 + self.cfg.hysteresis
         if regime == "crisis":
             return self._crisis(s, lo)
         if regime == "volatile":
-            return s.vol >= th.vol_volatile_min * lo and not self._crisis(s, hi)
+            return v >= th.vol_volatile_min * lo and not self._crisis(s, hi)
         if regime == "calm_trend":
-            return s.vol <= th.vol_calm_max * hi and s.efficiency >= th.trend_calm_min * lo
+            return v <= th.vol_calm_max * hi and s.efficiency >= th.trend_calm_min * lo
         # normal: neither calm nor volatile nor crisis even when those are made harder to enter
-        calm = s.vol <= th.vol_calm_max * lo and s.efficiency >= th.trend_calm_min * hi
-        return not calm and s.vol < th.vol_volatile_min * hi and not self._crisis(s, hi)
+        calm = v <= th.vol_calm_max * lo and s.efficiency >= th.trend_calm_min * hi
+        return not calm and v < th.vol_volatile_min * hi and not self._crisis(s, hi)
 
     def update(self, bar: Bar) -> RegimeDecision:
         """Absorb a confirmed bar and decide its regime."""
