@@ -40,6 +40,8 @@ class TierMetrics(msgspec.Struct, kw_only=True):
     vol_ic: float | None = None
     vol_qlike: float | None = None
     vol_qlike_bc: float | None = None
+    # the served vol (after `TierEntry.vol_var_scale`): its test QLIKE
+    vol_qlike_served: float | None = None
 
 
 class TierEntry(msgspec.Struct, kw_only=True):
@@ -65,6 +67,9 @@ class TierEntry(msgspec.Struct, kw_only=True):
     alpha: float | None = None
     temperature: float | None = None
     metrics: TierMetrics = msgspec.field(default_factory=TierMetrics)
+    # the variance scale folded into the graph's `vol` output, fitted on the validation rows so the served
+    # forecast is unbiased in variance (QLIKE's optimum); None: no vol head, or a family made before it
+    vol_var_scale: float | None = None
 
 
 class Target(msgspec.Struct, kw_only=True):

@@ -332,10 +332,16 @@ def _scratch(run: _Run, teacher: Teacher, name: str, k: int) -> Candidate:
 
 def _choose(run: _Run, teacher: Teacher, candidates: Mapping[str, list[Candidate]]) -> dict[str, Candidate]:
     """The exported model per tier: the teacher, then per student size the best validation score (first on
-    ties): val R^2 of the return head, or with a vol head the mean of both heads' val R^2."""
+    ties): val R^2 of the return head, or with a vol head the mean of both heads' val R^2. A chosen vol
+    head serves its forecast with the variance scale fitted on the validation rows (`vol_var_scale`), so the
+    exported `vol` is unbiased in variance rather than the exp of a mean log."""
     chosen: dict[str, Candidate] = {run.names[0]: teacher.candidate}
     for name in run.students:
         chosen[name] = max(candidates[name], key=lambda c: c.metrics["val_score"] or -math.inf)
+    for c in chosen.values():
+        var_scale = c.metrics.get("vol_var_scale")
+        if var_scale is not None:
+            c.model.vol_var_scale = float(var_scale)
     return chosen
 
 

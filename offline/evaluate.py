@@ -71,6 +71,8 @@ VOL_METRICS = (
     "vol_retention",
     "vol_fidelity_r2",
     "vol_r2_sym",
+    "vol_var_scale",
+    "vol_qlike_served",
 )
 
 
@@ -85,23 +87,29 @@ def per_series_r2(run: Run, truth: F64, pred: F64, rows: I64) -> float:
 
 def vol_metrics(run: Run, teacher: Teacher, c: Candidate) -> dict[str, float | None]:
     """The vol head on the test rows: R^2 of log vol, Spearman IC, QLIKE raw and bias-corrected (the
-    variance scale fitted on the training rows), validation R^2, retention and fidelity vs the teacher."""
+    variance scale fitted on the training rows), validation R^2, retention and fidelity vs the teacher;
+    `vol_var_scale`, the variance scale fitted on the validation rows that the export folds into the served
+    forecast (`TierModel.predict_vol`), and `vol_qlike_served`, the test QLIKE of that served forecast."""
     if run.log_vol is None or teacher.test_log_vol is None:
         return dict.fromkeys(VOL_METRICS)
     X, lv, tr, va, te = run.X, run.log_vol, run.train_rows, run.val_rows, run.test_rows
     pred = c.model.predict_log_vol(X[te])
     scale = volmod.qlike_scale(np.exp(lv[tr]), np.exp(c.model.predict_log_vol(X[tr])))
     m = volmod.vol_metrics(np.exp(lv[te]), pred, scale=scale)
+    pred_va = c.model.predict_log_vol(X[va])
+    var_scale = volmod.qlike_scale(np.exp(lv[va]), np.exp(pred_va))
     teacher_r2 = volmod.r2(lv[te], teacher.test_log_vol)
     return {
         "vol_r2": m["r2_log_vol"],
         "vol_ic": m["ic"],
         "vol_qlike": m["qlike"],
         "vol_qlike_bc": m["qlike_bc"],
-        "val_vol_r2": volmod.r2(lv[va], c.model.predict_log_vol(X[va])),
+        "val_vol_r2": volmod.r2(lv[va], pred_va),
         "vol_retention": m["r2_log_vol"] / teacher_r2 if teacher_r2 > 0.0 else None,
         "vol_fidelity_r2": volmod.r2(teacher.test_log_vol, pred),
         "vol_r2_sym": per_series_r2(run, lv[te], pred, te),
+        "vol_var_scale": var_scale,
+        "vol_qlike_served": volmod.qlike(np.exp(lv[te]), np.exp(pred), scale=var_scale),
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import time
 from collections.abc import Mapping
@@ -66,7 +67,8 @@ TARGET_OPSET = 17
 
 def tier_to_onnx(model: TierModel, *, name: str) -> onnx.ModelProto:
     """ONNX graph `x` raw features float32 [N, n] -> `y` raw return float32 [N, 1] (and, with a vol head,
-    `vol` float32 [N, 1]: exp of the unscaled log-vol output, the per-bar RMS log return)."""
+    `vol` float32 [N, 1]: exp of the unscaled log-vol output times `sqrt(model.vol_var_scale)`, the
+    per-bar RMS log return as served)."""
     n = len(model.features)
     pipe = Pipeline([("scaler", model.x_scaler), ("mlp", model.mlp)])
     onx = to_onnx(
@@ -114,8 +116,15 @@ def tier_to_onnx(model: TierModel, *, name: str) -> onnx.ModelProto:
             [
                 helper.make_node("Gather", [raw, "head_return"], [OUTPUT_NAME], name="return_head", axis=1),
                 helper.make_node("Gather", [raw, "head_vol"], ["log_vol"], name="vol_head", axis=1),
-                helper.make_node("Exp", ["log_vol"], [VOL_OUTPUT_NAME], name="vol_natural_units"),
+                helper.make_node("Exp", ["log_vol"], ["vol_uncalibrated"], name="vol_natural_units"),
+                helper.make_node(
+                    "Mul", ["vol_uncalibrated", "vol_calibration"], [VOL_OUTPUT_NAME], name="vol_calibration"
+                ),
             ]
+        )
+        # sqrt of the variance scale fitted on validation rows: the served vol is unbiased in variance
+        graph.initializer.append(
+            helper.make_tensor("vol_calibration", TensorProto.FLOAT, [1], [math.sqrt(model.vol_var_scale)])
         )
         outputs.append(helper.make_tensor_value_info(VOL_OUTPUT_NAME, TensorProto.FLOAT, [None, 1]))
     del graph.output[:]
@@ -147,12 +156,12 @@ def onnx_predict(
 
 def check_parity(model: TierModel, blob: bytes, X_full: F64, *, atol: float, name: str) -> float:
     """Max |onnxruntime - scikit-learn| on `X_full` rows over every output (the raw return and, with a vol
-    head, the vol in natural units, `exp` of the model's log-vol forecast); raises ModelError above `atol`."""
+    head, the served vol, `TierModel.predict_vol`); raises ModelError above `atol`."""
     X32 = X_full.astype(np.float32)  # both sides see the same float32 feature values the bot will send
     x_in = np.ascontiguousarray(X32[:, model.columns])
     checks = [(OUTPUT_NAME, model.predict(X32.astype(np.float64)))]
     if model.has_vol_head:
-        checks.append((VOL_OUTPUT_NAME, np.exp(model.predict_log_vol(X32.astype(np.float64)))))
+        checks.append((VOL_OUTPUT_NAME, model.predict_vol(X32.astype(np.float64))))
     worst = 0.0
     for output, want in checks:
         got = onnx_predict(blob, x_in, output=output)
@@ -189,10 +198,10 @@ def library_versions() -> dict[str, str]:
 
 
 def regime_calibration(ds: Dataset, cfg: Config) -> dict[str, Any]:
-    """`offline.calibrate.calibrate` on the training bars (regime signal quantiles, for the router)."""
+    """`offline.calibrate.calibrate` on each symbol's training bars (thresholds per symbol and pooled)."""
     from offline.calibrate import calibrate
 
-    return dict(calibrate(ds.train_bars(), cfg.regime))
+    return dict(calibrate(ds.train_bars_by_symbol(), cfg.regime))
 
 
 def drift_reference(
@@ -292,6 +301,7 @@ def export_family(
                 alpha=_opt_float(cand.alpha),
                 temperature=_opt_float(cand.temperature),
                 metrics=_manifest_metrics(cand),
+                vol_var_scale=cand.model.vol_var_scale if cand.model.has_vol_head else None,
             )
         )
     manifest = Manifest(

@@ -143,6 +143,9 @@ class TierModel:
     mlp: MLPRegressor
     vol_mean: float | None = None
     vol_scale: float | None = None
+    # the variance scale folded into the served vol (`predict_vol`, the ONNX `vol` output), fitted on
+    # validation rows by the distillation once the tier is chosen; 1.0 = uncalibrated
+    vol_var_scale: float = 1.0
 
     @property
     def has_vol_head(self) -> bool:
@@ -186,6 +189,15 @@ class TierModel:
         if self.vol_scale is None or self.vol_mean is None:
             raise ValueError("this tier model has no volatility head")
         return self.predict_std_all(X_full)[:, 1] * self.vol_scale + self.vol_mean
+
+    def predict_vol(self, X_full: F64) -> F64:
+        """The served vol forecast (per-bar RMS log return, a fraction): `exp(log vol) * sqrt(vol_var_scale)`.
+
+        Raises:
+            ValueError: the model has no vol head.
+        """
+        vol: F64 = np.exp(self.predict_log_vol(X_full)) * math.sqrt(self.vol_var_scale)
+        return vol
 
 
 def make_mlp(hidden: Sequence[int], cfg: DistillConfig, *, n_rows: int, seed: int) -> MLPRegressor:

@@ -55,6 +55,7 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         "provenance",
         "versions",
         "drift",
+        "return_skill",
     }
     assert set(m["drift"]) == {"method", "bins", "rows", "window_bars", "features"}
     assert m["heads"] == {
@@ -85,9 +86,10 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         "alpha",
         "temperature",
         "metrics",
+        "vol_var_scale",
     }
     metric_keys = {"test_r2", "r2_retention", "fidelity_r2", "ic", "hit_rate", "distill_loss", "train_s"}
-    metric_keys |= {"vol_r2", "vol_ic", "vol_qlike", "vol_qlike_bc"}
+    metric_keys |= {"vol_r2", "vol_ic", "vol_qlike", "vol_qlike_bc", "vol_qlike_served"}
     prev_params = None
     for stage, t in enumerate(m["tiers"]):
         assert set(t) == tier_keys
@@ -106,6 +108,7 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         assert all(isinstance(v, float) or v is None for v in t["metrics"].values())
         assert 0.0 <= t["alpha"] <= 1.0
         assert t["temperature"] >= 0.0
+        assert 0.2 < t["vol_var_scale"] < 5.0  # fitted on validation rows, folded into the graph's vol
         if prev_params is not None:
             assert t["params"] < prev_params
             assert t["compression"] > 1.0
@@ -193,8 +196,8 @@ def test_failed_run_leaves_existing_output_untouched(tmp_path: Path, trained_fam
 
 
 def test_vol_output_is_exp_of_the_log_vol_head_and_equals_sklearn() -> None:
-    """The vol output is exp(unscaled log-vol head) inside the graph, equal to scikit-learn's in natural
-    units; a model whose vol scaling drifts fails the export's parity check naming the output."""
+    """The vol output is exp(unscaled log-vol head) * sqrt(validation variance scale) inside the graph, equal
+    to scikit-learn's in natural units; a model whose vol scaling drifts fails the parity check naming it."""
     cfg = parse_config(TINY)
     ds = load_dataset("synthetic", cfg.distill)
     from offline.distill import run_distillation
@@ -204,11 +207,13 @@ def test_vol_output_is_exp_of_the_log_vol_head_and_equals_sklearn() -> None:
     for name, cand in res.chosen.items():
         onx = tier_to_onnx(cand.model, name=name)
         assert [o.name for o in onx.graph.output] == ["y", "vol"]
-        assert any(n.op_type == "Exp" and n.output == ["vol"] for n in onx.graph.node)
+        assert any(n.op_type == "Exp" and n.output == ["vol_uncalibrated"] for n in onx.graph.node)
+        assert cand.model.vol_var_scale == cand.metrics["vol_var_scale"] != 1.0
         blob = onx.SerializeToString()
         assert check_parity(cand.model, blob, X, atol=cfg.distill.onnx_atol, name=name) <= 1e-6
         got = onnx_predict(blob, X[:, cand.model.columns].astype(np.float32), output="vol")
-        want = np.exp(cand.model.predict_log_vol(X.astype(np.float32).astype(np.float64)))
+        log_vol = cand.model.predict_log_vol(X.astype(np.float32).astype(np.float64))
+        want = np.exp(log_vol) * np.sqrt(cand.model.vol_var_scale)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)
         assert np.all(got > 0.0)
         assert 1e-5 < float(np.median(got)) < 0.1  # a per-bar RMS log return, not log or standardised units
@@ -233,3 +238,18 @@ def test_report_has_the_har_baselines(family: tuple[Config, Path, dict[str, Any]
     assert "tiers beating HAR-RV (vol R2" in text
     for row in report["candidates"]:
         assert row["metrics"]["vol_qlike_bc"] > 0.0
+
+
+def test_served_vol_carries_the_validation_variance_scale(
+    family: tuple[Config, Path, dict[str, Any]],
+) -> None:
+    """Each graph's `vol` output is Exp(log-vol head) times sqrt(vol_var_scale), the manifest's scale."""
+    _, out, _ = family
+    m = json.loads((out / "manifest.json").read_text())
+    for t in m["tiers"]:
+        graph = onnx.load(str(out / t["file"])).graph
+        (node,) = [n for n in graph.node if "vol" in n.output]
+        assert node.op_type == "Mul"
+        (init,) = [i for i in graph.initializer if i.name == "vol_calibration"]
+        assert onnx.numpy_helper.to_array(init)[0] == pytest.approx(np.sqrt(t["vol_var_scale"]), rel=1e-6)
+        assert t["metrics"]["vol_qlike_served"] is not None
