@@ -77,18 +77,28 @@ def tiny_family(out: Path) -> Path:
     return out
 
 
-def data_or_synthetic(data_dir: Path, symbols: Sequence[str], *, interval: str = "5") -> Path:
-    """`data_dir` when it holds `{symbol}_{interval}m.csv` for every symbol; otherwise a temporary directory
-    holding a synthetic market's klines under the same names (one seed per symbol, `SYNTHETIC_BARS` bars)."""
+def data_or_synthetic(
+    data_dir: Path, symbols: Sequence[str], *, interval: str = "5", last_bars: int | None = None
+) -> Path:
+    """`data_dir` when it holds `{symbol}_{interval}m.csv` for every symbol (with `last_bars`: a temporary
+    directory holding the header and last `last_bars` rows of each); otherwise a temporary directory holding
+    a synthetic market's klines under the same names (one seed per symbol, `last_bars` or `SYNTHETIC_BARS`
+    bars)."""
     names = [f"{s}_{interval}m.csv" for s in symbols]
     if all((data_dir / n).is_file() for n in names):
-        return data_dir
+        if last_bars is None:
+            return data_dir
+        out = smoke_dir("data")
+        for name in names:
+            header, *rows = (data_dir / name).read_bytes().splitlines(keepends=True)
+            (out / name).write_bytes(b"".join([header, *rows[-last_bars:]]))
+        return out
     from bot.sim.synthetic import SyntheticMarket
     from offline.fetch import write_klines_csv
 
     out = smoke_dir("data")
     for seed, (symbol, name) in enumerate(zip(symbols, names, strict=True)):
         market = SyntheticMarket(seed=seed, symbol=symbol, interval=interval)
-        write_klines_csv([s.bar for s in market.generate(SYNTHETIC_BARS)], out / name)
+        write_klines_csv([s.bar for s in market.generate(last_bars or SYNTHETIC_BARS)], out / name)
     print(f"smoke: {data_dir} has no {', '.join(names)}; using a synthetic market in {out}", file=sys.stderr)
     return out

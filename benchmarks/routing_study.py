@@ -25,6 +25,10 @@ Output: docs/study_routing[_quick].{json,md,png}.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/routing_study.py --quick   # < 5 min
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/routing_study.py           # full
+    .venv/bin/python benchmarks/routing_study.py --smoke    # BTCUSDT + ETHUSDT, last 4,000 bars, tiny tiers
+
+`--smoke` distils benchmarks/_smoke.py's tiny tiers into a temp dir (nothing cached), writes its outputs to a
+temp dir (or `--out`), and uses a synthetic market when ../shared/data is absent.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _smoke import SMOKE_HELP, data_or_synthetic, output_path, smoke_dir, tiny_config  # noqa: E402
+
 from bot.config import Config, engine_params  # noqa: E402 (after the sys.path insert)
 from bot.core.bars import Bar  # noqa: E402
 from bot.core.decision import DecisionRecord  # noqa: E402
@@ -70,7 +76,6 @@ from offline.data import Dataset, embargo_rows, load_csv, load_dataset, load_poo
 from offline.pipeline import pipeline_distill  # noqa: E402
 
 DATA_DIR = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
-DOCS = ROOT / "docs"
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT,BNBUSDT"
 SIZINGS = ("fixed", "vol_target")
 WARM_BARS = 1000  # bars before a test block that warm features and regime (more than any window)
@@ -895,7 +900,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--quick", action="store_true", help="quick families (10k bars, quick_epochs), 2 short folds"
     )
-    ap.add_argument("--symbols", default=SYMBOLS)
+    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: 2 symbols x 4,000 bars, tiny tiers")
+    ap.add_argument("--symbols", default=None, help=f"comma list (default {SYMBOLS}; smoke BTCUSDT,ETHUSDT)")
     ap.add_argument(
         "--per-symbol",
         action="store_true",
@@ -917,7 +923,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/study_routing[_quick])")
     args = ap.parse_args(argv)
     cfg = Config()
-    if args.quick:
+    if args.smoke:  # the quick path on tiny tiers and the last 4,000 bars of two symbols
+        args.quick = True
+        args.symbols = args.symbols or "BTCUSDT,ETHUSDT"
+        args.data_dir = data_or_synthetic(args.data_dir, args.symbols.split(","), last_bars=4_000)
+        args.work = args.work or smoke_dir("routing_work")
+        cfg = tiny_config()
+    args.symbols = args.symbols or SYMBOLS
+    if args.quick and not args.smoke:
         cfg = msgspec.structs.replace(
             cfg, distill=msgspec.structs.replace(cfg.distill, quick_bars=QUICK_BARS)
         )
@@ -932,11 +945,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.work is None:
         key = hashlib.sha256(json.dumps([git, msgspec.to_builtins(cfg)], sort_keys=True).encode()).hexdigest()
         args.work = Path(tempfile.gettempdir()) / "routing_study" / key[:16]
-    stem = args.out or DOCS / ("study_routing_quick" if args.quick else "study_routing")
+    stem = output_path(args.out, "study_routing", smoke=args.smoke, quick=args.quick)
     t0 = time.perf_counter()
     result: dict[str, Any] = {
         "meta": {
-            "mode": "quick" if args.quick else "full",
+            "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
             "command": "python benchmarks/routing_study.py "
             + " ".join(sys.argv[1:] if argv is None else argv),
             "git": git,
