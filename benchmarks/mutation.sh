@@ -7,23 +7,18 @@
 #   benchmarks/mutation.sh              # fresh run, 2 workers, prints the per-module scores and survivors
 #   MAX_CHILDREN=1 benchmarks/mutation.sh
 #   benchmarks/mutation.sh --report     # only summarise the last run in ./mutants/
+#   benchmarks/mutation.sh --smoke      # a second, mutates nothing: mutmut runs, the configured modules and
+#                                       # test files exist, the summary reads mutmut's result lines
 #
 # mutmut copies bot/ and tests/ into ./mutants/ (git-ignored) and runs from there; the run is fresh each time
 # (mutmut's cache is keyed on function bodies and would keep verdicts of tests that have since changed).
+# A real run is the only way to exercise mutmut itself (even one mutant needs the copy and a clean test run,
+# tens of seconds), so --smoke checks everything around it and leaves ./mutants/ alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-if [[ "${1:-}" != "--report" ]]; then
-    rm -rf mutants
-    log=$(mktemp)
-    if ! "$PY" -m mutmut run --max-children "${MAX_CHILDREN:-2}" >"$log" 2>&1; then
-        tail -c 2000 "$log" >&2
-        echo "mutmut run failed (log: $log)" >&2
-        exit 1
-    fi
-    rm -f "$log"
-fi
-"$PY" -m mutmut results --all true 2>/dev/null | "$PY" -c '
+# Per-module score and the mutants not killed, from `mutmut results --all true` lines ("name: status").
+summarise='
 import collections, sys
 counts = collections.Counter()
 left = []
@@ -42,3 +37,33 @@ for module in sorted({m for m, _ in counts}):
 print("not killed (docs/mutation.md lists the equivalent ones):")
 print("\n".join(left) or "  none")
 '
+if [[ "${1:-}" == "--smoke" ]]; then
+    "$PY" -m mutmut --version
+    "$PY" - <<'PY'
+import sys
+import tomllib
+from pathlib import Path
+
+cfg = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["tool"]["mutmut"]
+paths = [*cfg["only_mutate"], *cfg["pytest_add_cli_args_test_selection"]]
+print(f"{'[tool.mutmut] path':<36} exists")
+for p in paths:
+    print(f"{p:<36} {Path(p).is_file()}")
+sys.exit(0 if all(Path(p).is_file() for p in paths) else 1)
+PY
+    echo "the summary, on two sample result lines:"
+    printf '%s\n' "bot.core.stream.x_push__mutmut_1: killed" "bot.core.stream.x_push__mutmut_2: survived" \
+        | "$PY" -c "$summarise"
+    exit 0
+fi
+if [[ "${1:-}" != "--report" ]]; then
+    rm -rf mutants
+    log=$(mktemp)
+    if ! "$PY" -m mutmut run --max-children "${MAX_CHILDREN:-2}" >"$log" 2>&1; then
+        tail -c 2000 "$log" >&2
+        echo "mutmut run failed (log: $log)" >&2
+        exit 1
+    fi
+    rm -f "$log"
+fi
+"$PY" -m mutmut results --all true 2>/dev/null | "$PY" -c "$summarise"
