@@ -108,7 +108,7 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         assert all(isinstance(v, float) or v is None for v in t["metrics"].values())
         assert 0.0 <= t["alpha"] <= 1.0
         assert t["temperature"] >= 0.0
-        assert 0.2 < t["vol_var_scale"] < 5.0  # fitted on validation rows, folded into the graph's vol
+        assert 0.0 < t["vol_var_scale"] < 50.0  # fitted on validation rows, folded into the graph's vol
         if prev_params is not None:
             assert t["params"] < prev_params
             assert t["compression"] > 1.0
