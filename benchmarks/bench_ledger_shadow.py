@@ -52,7 +52,9 @@ def run(n: int, mode: str, *, shadow: bool) -> tuple[float, float, float]:
                 if shadow:
                     fc = {t: (float(rng.normal(0, 1e-3)), 0.002) for t in TIERS}
                     scorer.on_bar("BTCUSDT", c, "edge", fc)
-                    led.stage_shadow("BTCUSDT", bar.start_ms, fc, scorer.snapshot() if i % 10 == 9 else [])
+                    led.stage_shadow(
+                        "BTCUSDT", bar.start_ms, fc, scorer.snapshot("BTCUSDT") if i % 10 == 9 else []
+                    )
             led.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size = path.stat().st_size
     p50, p99 = np.percentile(times, [50, 99])

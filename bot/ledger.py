@@ -10,8 +10,9 @@ Tables (SQL in `bot.ledger_schema`; columns and meaning: docs/architecture.md, "
 - `positions(symbol PRIMARY KEY, ..., state_json)`: the paper state after the symbol's last decided bar;
 - `shadow_forecasts(symbol, start_ms, tier, prediction, vol_forecast)`: every tier's forecast of a decided bar
   (`bot.shadow`), so live scores can be recomputed and the scorer re-seeded after a restart;
-- `shadow_scores(symbol, start_ms, tier, window, n, ic, vol_ic, vol_qlike, regret)`: the scorer's rolling
-  scores (pooled over all symbols) taken after the decided bar (symbol, start_ms).
+- `shadow_scores(symbol, start_ms, tier, window, n, ic, vol_ic, vol_qlike, regret, per_symbol)`: the
+  scorer's rolling scores of `symbol`'s bars, taken after its decided bar (symbol, start_ms); `per_symbol`
+  0 marks rows of older ledgers, whose scores were pooled over all symbols (the column is added on open).
 
 Shadow rows are computed after the bar's decision is out, so `stage_shadow` buffers them and the next
 transaction (the next bar's, or `flush`/`close`) writes them: no extra commit per bar, and a crash loses at
@@ -339,14 +340,22 @@ class Ledger:
             out.setdefault(int(start_ms), {})[str(tier)] = (float(pred), None if vol is None else float(vol))
         return out
 
-    def shadow_scores(self, tier: str | None = None) -> list[tuple[str, int, ShadowScore]]:
-        """Stored score snapshots (of `tier`, or all) as (symbol, start_ms, score), oldest first."""
+    def shadow_scores(
+        self, tier: str | None = None, *, symbol: str | None = None
+    ) -> list[tuple[str, int, ShadowScore]]:
+        """Stored score snapshots (of `tier` and `symbol`, or all) as (symbol, start_ms, score), oldest first.
+
+        A row an older ledger stored (pooled over all symbols) has `score.symbol` None; a read-only ledger
+        that was never opened for writing since lacks the `per_symbol` column, and all its rows are such."""
+        cols = {str(r[1]) for r in self.conn.execute("PRAGMA table_info(shadow_scores)")}
+        per_symbol = "per_symbol" if "per_symbol" in cols else "0"
         rows = self.conn.execute(
-            "SELECT symbol, start_ms, tier, window, n, ic, vol_ic, vol_qlike, regret FROM shadow_scores "
-            "WHERE ? IS NULL OR tier = ? ORDER BY start_ms, symbol, tier",
-            (tier, tier),
+            "SELECT symbol, start_ms, tier, window, n, ic, vol_ic, vol_qlike, regret, "  # noqa: S608 - constant
+            f"{per_symbol} FROM shadow_scores WHERE (? IS NULL OR tier = ?) AND (? IS NULL OR symbol = ?) "
+            "ORDER BY start_ms, symbol, tier",
+            (tier, tier, symbol, symbol),
         ).fetchall()
-        return [(str(r[0]), int(r[1]), ShadowScore(*r[2:])) for r in rows]
+        return [(str(r[0]), int(r[1]), ShadowScore(str(r[0]) if r[9] else None, *r[2:9])) for r in rows]
 
     def shadow_history(self, symbols: list[str] | tuple[str, ...], *, last_bars: int) -> list[ShadowBar]:
         """The last `last_bars` decided bars of each symbol with their stored forecasts (empty when none were
@@ -401,10 +410,19 @@ class Ledger:
         self, symbol: str, start_ms: int, forecasts: Forecasts, scores: Sequence[ShadowScore] = ()
     ) -> None:
         """Buffer every tier's forecast of the decided bar (symbol, start_ms) and, if given, a score snapshot
-        taken after it; the next transaction (the next bar's `record`, or `flush`/`close`) writes them."""
+        of `symbol` taken after it; the next transaction (the next bar's `record`, or `flush`/`close`) writes
+        them.
+
+        Raises:
+            LedgerError: a score of another symbol (or a pooled one) in `scores`.
+        """
+        bad = [s.tier for s in scores if s.symbol != symbol]
+        if bad:
+            raise LedgerError(f"stage_shadow: scores of tiers {bad} are not {symbol!r}'s (snapshot(symbol))")
         self._forecast_rows += [(symbol, start_ms, t, p, v) for t, (p, v) in forecasts.items()]
         self._score_rows += [
-            (symbol, start_ms, s.tier, s.window, s.n, s.ic, s.vol_ic, s.vol_qlike, s.regret) for s in scores
+            (symbol, start_ms, s.tier, s.window, s.n, s.ic, s.vol_ic, s.vol_qlike, s.regret, 1)
+            for s in scores
         ]
 
     def flush(self) -> None:

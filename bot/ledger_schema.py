@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS shadow_forecasts (
 CREATE TABLE IF NOT EXISTS shadow_scores (
     symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, tier TEXT NOT NULL,
     window INTEGER NOT NULL, n INTEGER NOT NULL,
-    ic REAL, vol_ic REAL, vol_qlike REAL, regret REAL,
+    ic REAL, vol_ic REAL, vol_qlike REAL, regret REAL, per_symbol INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (symbol, start_ms, tier)
 ) WITHOUT ROWID;
 """
@@ -71,6 +71,8 @@ DECISION_FIELDS: Final[tuple[str, ...]] = (
 ADDED_COLUMNS: Final = {
     "decisions": (("vol_forecast", "REAL"), ("model_sha", "TEXT NOT NULL DEFAULT ''")),
     "bars": (("spread_bps", "REAL"), ("imbalance", "REAL"), ("book_ts_ms", "INTEGER")),
+    # 0: a row written before scores were per symbol (pooled over all symbols, taken after `symbol`'s bar)
+    "shadow_scores": (("per_symbol", "INTEGER NOT NULL DEFAULT 0"),),
 }
 BAR_COLS: Final = "symbol, start_ms, open, high, low, close, volume, turnover, source"
 BAR_INSERT: Final = (
@@ -78,7 +80,11 @@ BAR_INSERT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 FORECAST_INSERT: Final = "INSERT OR REPLACE INTO shadow_forecasts VALUES (?, ?, ?, ?, ?)"
-SCORE_INSERT: Final = "INSERT OR REPLACE INTO shadow_scores VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+SCORE_INSERT: Final = (
+    "INSERT OR REPLACE INTO shadow_scores "
+    "(symbol, start_ms, tier, window, n, ic, vol_ic, vol_qlike, regret, per_symbol) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 DECISION_COLS: Final = ", ".join((*DECISION_FIELDS, "latency_json"))
 DECISION_INSERT: Final = (
     f"INSERT INTO decisions ({DECISION_COLS}) VALUES ({', '.join('?' * (len(DECISION_FIELDS) + 1))})"  # noqa: S608 - constant columns

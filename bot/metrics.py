@@ -35,6 +35,7 @@ from prometheus_client import (
 
 from bot.config import ServiceConfig
 from bot.core.errors import ConfigError
+from bot.shadow import ShadowScore
 
 # Bucket upper bounds in microseconds: a tier's inference runs 5..5000 us; total/recv stages can be longer.
 LATENCY_BUCKETS_US: Final[tuple[float, ...]] = (
@@ -126,20 +127,29 @@ class Metrics:
         )
         self.shadow_ic = Gauge(
             "progdistill_shadow_ic",
-            "Live IC of each tier's return forecasts over the shadow window (every tier predicts every bar).",
-            ["tier"],
+            "Live IC of each tier's return forecasts over the symbol's shadow window (every tier predicts "
+            "every bar).",
+            ["symbol", "tier"],
+            registry=self.registry,
+        )
+        self.shadow_vol_ic = Gauge(
+            "progdistill_shadow_vol_ic",
+            "Live correlation of each tier's volatility forecasts with the realised vol over the symbol's "
+            "shadow window.",
+            ["symbol", "tier"],
             registry=self.registry,
         )
         self.shadow_regret = Gauge(
             "progdistill_router_regret",
-            "Router's squared error minus this tier's, mean over the shadow window (> 0: tier did better).",
-            ["tier"],
+            "Router's squared error minus this tier's, mean over the symbol's shadow window (> 0: tier did "
+            "better).",
+            ["symbol", "tier"],
             registry=self.registry,
         )
         self.shadow_vol_qlike = Gauge(
             "progdistill_shadow_vol_qlike",
-            "Mean QLIKE of each tier's volatility forecasts over the window (0 = exact).",
-            ["tier"],
+            "Mean QLIKE of each tier's volatility forecasts over the symbol's shadow window (0 = exact).",
+            ["symbol", "tier"],
             registry=self.registry,
         )
         self.feature_psi = Gauge(
@@ -186,14 +196,17 @@ class Metrics:
         self._last_bar_s = self._clock()
         self._bars_total += 1
 
-    def shadow(self, tier: str, *, ic: float | None, regret: float | None, vol_qlike: float | None) -> None:
-        """Set a tier's shadow scores (a score not measured yet is left unset)."""
-        if ic is not None:
-            self.shadow_ic.labels(tier=tier).set(ic)
-        if regret is not None:
-            self.shadow_regret.labels(tier=tier).set(regret)
-        if vol_qlike is not None:
-            self.shadow_vol_qlike.labels(tier=tier).set(vol_qlike)
+    def shadow(self, score: ShadowScore) -> None:
+        """Set one symbol's shadow scores of a tier (a score not measured yet is left unset)."""
+        labels = {"symbol": score.symbol or "", "tier": score.tier}
+        for gauge, value in (
+            (self.shadow_ic, score.ic),
+            (self.shadow_vol_ic, score.vol_ic),
+            (self.shadow_regret, score.regret),
+            (self.shadow_vol_qlike, score.vol_qlike),
+        ):
+            if value is not None:
+                gauge.labels(**labels).set(value)
 
     def drift(self, symbol: str, psi: Mapping[str, float]) -> None:
         """Set `symbol`'s PSI per feature and its maximum (label children cached: ~0.2 us per feature)."""

@@ -1,8 +1,8 @@
 """What the service watches after each decision is out (off the latency path): shadow tiers and drift.
 
 - **Shadow scoring** (`bot.shadow`): every tier forecasts the decided bar from the same features; the scorer
-  rates each once its horizon has passed. Forecasts (every bar) and scores (every 10th) ride along with the
-  ledger's next transaction, and the scores become gauges.
+  rates each once its horizon has passed, per symbol. Forecasts (every bar) and the symbol's scores (every
+  10th bar of the symbol) ride along with the ledger's next transaction, and the scores become gauges.
 - **Feature drift** (`bot.core.drift`): the bar's feature row goes into a rolling PSI against the deciding
   family's training bins; gauges, and one log line per crossing.
 
@@ -13,6 +13,7 @@ drift monitor starts from the rows seen under the previous one).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,8 @@ from bot.shadow import ShadowScorer
 from bot.status import StatusBoard
 from bot.tiers import TierFamily
 
-#: Shadow scores go to the gauges and the ledger every this many decided bars (an IC is a window's work).
+#: A symbol's shadow scores go to the gauges and the ledger every this many of its decided bars (an IC is a
+#: window's work).
 SCORE_EVERY_BARS = 10
 
 
@@ -75,7 +77,7 @@ class LiveMonitors:
         self.drift: DriftMonitor | None = None  # rolling PSI vs the family's training bins
         self._drift_family: object = None
         self._rows = RecentRows(cfg.service.drift_window_bars, N_FEATURES)  # seeds a new family's monitor
-        self._scored_bars = 0
+        self._scored_bars: Counter[str] = Counter()  # decided bars per symbol since start-up
         self._log: Any = logs.get_logger(component="monitors")
 
     def restore(self, ledger: Ledger, symbols: Sequence[str]) -> None:
@@ -107,12 +109,12 @@ class LiveMonitors:
                 pred = family.predict(tier, x)
                 forecasts[tier] = (pred, family.predict_vol(tier, x) if family.has_vol_head else None)
         self.shadow.on_bar(bar.symbol, bar.close, decision.tier, forecasts)
-        self._scored_bars += 1
+        self._scored_bars[bar.symbol] += 1
         scores = []
-        if self._scored_bars % SCORE_EVERY_BARS == 0:
-            scores = self.shadow.snapshot()
+        if self._scored_bars[bar.symbol] % SCORE_EVERY_BARS == 0:
+            scores = self.shadow.snapshot(bar.symbol)
             for sc in scores:
-                self.metrics.shadow(sc.tier, ic=sc.ic, regret=sc.regret, vol_qlike=sc.vol_qlike)
+                self.metrics.shadow(sc)
         ledger.stage_shadow(bar.symbol, bar.start_ms, forecasts, scores)
 
     def _drift(self, engine: Engine, bar: Bar) -> None:

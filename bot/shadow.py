@@ -3,7 +3,8 @@
 After a bar's decision is emitted (off the latency path), the service hands the scorer every tier's
 forecast for that bar (`ShadowScorer.on_bar`). Once `horizon_bars` more bars of the symbol have closed, the
 realised return is known and each tier's forecast is scored; once `vol_horizon_bars` have, its volatility
-forecast too. Over a rolling window of scored bars (all symbols) it reports, per tier:
+forecast too. Over a rolling window of each symbol's scored bars it reports, per symbol and tier (symbols are
+kept apart: a tier that forecasts one market well and another badly shows both):
 
 - `ic`: the Pearson correlation of predicted and realised returns (None with fewer than `min_scored` bars or
   no variance);
@@ -12,10 +13,10 @@ forecast too. Over a rolling window of scored bars (all symbols) it reports, per
 - `regret`: the router's loss minus this tier's on the same bars (squared return error; positive = this tier
   would have done better than the tier the router chose).
 
-`snapshot()` returns all of them per tier as `ShadowScore`s (the service sends them to the gauges and to the
-ledger's `shadow_scores`); `replay(history)` re-seeds a fresh scorer from the ledger's `shadow_forecasts`
-after a restart, so the windows and the forecasts still waiting for their horizon carry on as if
-uninterrupted.
+`snapshot(symbol)` returns all of them per tier as `ShadowScore`s (the service sends them to the gauges and
+to the ledger's `shadow_scores`); `replay(history)` re-seeds a fresh scorer from the ledger's
+`shadow_forecasts` after a restart, so every symbol's windows and the forecasts still waiting for their
+horizon carry on as if uninterrupted.
 """
 
 from __future__ import annotations
@@ -33,14 +34,19 @@ _T = TypeVar("_T")
 
 #: tier -> (predicted return, predicted volatility or None): every tier's forecast of one bar.
 Forecasts = Mapping[str, tuple[float, float | None]]
+_Key = tuple[str, str]  # (symbol, tier)
 
 
 @dataclass(frozen=True, slots=True)
 class ShadowScore:
-    """One tier's rolling scores over the last `window` scored bars (all symbols); None = not measured yet."""
+    """One tier's rolling scores over the last `window` scored bars of `symbol`; None = not measured yet.
 
+    `symbol` None: a score pooled over all symbols (rows a ledger stored before scores were per symbol).
+    """
+
+    symbol: str | None
     tier: str
-    window: int  # scored bars kept per tier
+    window: int  # scored bars kept per symbol and tier
     n: int  # return forecasts scored in the window now
     ic: float | None
     vol_ic: float | None
@@ -86,7 +92,7 @@ class ShadowScorer:
     Args:
         horizon_bars: the return forecast's horizon.
         vol_horizon_bars: the volatility forecast's horizon (RMS of one-bar log returns).
-        window: scored bars kept per tier.
+        window: scored bars kept per symbol and tier.
         min_scored: bars needed before an IC is reported.
     """
 
@@ -98,10 +104,11 @@ class ShadowScorer:
         self.window = window
         self.min_scored = min_scored
         self._symbols: dict[str, _Symbol] = {}
-        self._returns: dict[str, deque[tuple[float, float]]] = {}  # tier -> (predicted, realised)
-        self._regret: dict[str, deque[float]] = {}  # tier -> routed loss - tier loss
-        self._qlike: dict[str, deque[float]] = {}
-        self._vols: dict[str, deque[tuple[float, float]]] = {}  # tier -> (predicted, realised) volatility
+        # keyed by (symbol, tier):
+        self._returns: dict[_Key, deque[tuple[float, float]]] = {}  # (predicted, realised) return
+        self._regret: dict[_Key, deque[float]] = {}  # routed loss - tier loss
+        self._qlike: dict[_Key, deque[float]] = {}
+        self._vols: dict[_Key, deque[tuple[float, float]]] = {}  # (predicted, realised) volatility
         self.scored = 0
 
     def on_bar(
@@ -121,9 +128,9 @@ class ShadowScorer:
         now = st.n - 1
         for p in st.pending:
             if not p.return_scored and now - p.index >= self.horizon_bars:
-                self._score_return(p, close / p.close - 1.0)
+                self._score_return(symbol, p, close / p.close - 1.0)
             if not p.vol_scored and now - p.index >= self.vol_horizon_bars:
-                self._score_vol(p, self._realised_vol(st, p.index))
+                self._score_vol(symbol, p, self._realised_vol(st, p.index))
         while st.pending and st.pending[0].return_scored and st.pending[0].vol_scored:
             st.pending.popleft()
         st.pending.append(_Pending(now, close, routed, dict(forecasts)))
@@ -147,30 +154,30 @@ class ShadowScorer:
         r = [math.log(b / a) for a, b in itertools.pairwise(c)]
         return math.sqrt(sum(x * x for x in r) / len(r)) if r else 0.0
 
-    def _score_return(self, p: _Pending, realised: float) -> None:
+    def _score_return(self, symbol: str, p: _Pending, realised: float) -> None:
         p.return_scored = True
         self.scored += 1
         routed_pred = p.forecasts[p.routed][0] if p.routed in p.forecasts else None
         routed_loss = None if routed_pred is None else (routed_pred - realised) ** 2
         for tier, (pred, _vol) in p.forecasts.items():
-            self._ring(self._returns, tier).append((pred, realised))
+            self._ring(self._returns, (symbol, tier)).append((pred, realised))
             if routed_loss is not None:
-                self._ring(self._regret, tier).append(routed_loss - (pred - realised) ** 2)
+                self._ring(self._regret, (symbol, tier)).append(routed_loss - (pred - realised) ** 2)
 
-    def _score_vol(self, p: _Pending, realised_vol: float) -> None:
+    def _score_vol(self, symbol: str, p: _Pending, realised_vol: float) -> None:
         p.vol_scored = True
         if realised_vol <= 0.0:
             return
         for tier, (_pred, vol) in p.forecasts.items():
             if vol is not None and vol > 0.0:
                 ratio = (realised_vol / vol) ** 2
-                self._ring(self._qlike, tier).append(ratio - math.log(ratio) - 1.0)
-                self._ring(self._vols, tier).append((vol, realised_vol))
+                self._ring(self._qlike, (symbol, tier)).append(ratio - math.log(ratio) - 1.0)
+                self._ring(self._vols, (symbol, tier)).append((vol, realised_vol))
 
-    def _ring(self, d: dict[str, deque[_T]], tier: str) -> deque[_T]:
-        ring = d.get(tier)
+    def _ring(self, d: dict[_Key, deque[_T]], key: _Key) -> deque[_T]:
+        ring = d.get(key)
         if ring is None:
-            ring = d[tier] = deque(maxlen=self.window)
+            ring = d[key] = deque(maxlen=self.window)
         return ring
 
     # ---- read-outs -------------------------------------------------------------------------------------
@@ -182,19 +189,25 @@ class ShadowScorer:
 
     @property
     def tiers(self) -> list[str]:
-        return list(self._returns)
+        """Tiers with a scored forecast (any symbol), first scored first."""
+        return list(dict.fromkeys(t for _, t in self._returns))
 
-    def scored_bars(self, tier: str) -> int:
-        return len(self._returns.get(tier, ()))
+    @property
+    def symbols(self) -> list[str]:
+        """Symbols with a scored forecast, first scored first."""
+        return list(dict.fromkeys(s for s, _ in self._returns))
 
-    def ic(self, tier: str) -> float | None:
-        """Pearson IC of the tier's return forecasts over the window; None until `min_scored` bars."""
-        return self._corr(self._returns.get(tier))
+    def scored_bars(self, symbol: str, tier: str) -> int:
+        return len(self._returns.get((symbol, tier), ()))
 
-    def vol_ic(self, tier: str) -> float | None:
-        """Pearson correlation of the tier's volatility forecasts with the realised volatility over the
-        window; None until `min_scored` scored vol forecasts (or without a vol head)."""
-        return self._corr(self._vols.get(tier))
+    def ic(self, symbol: str, tier: str) -> float | None:
+        """Pearson IC of the tier's return forecasts over `symbol`'s window; None until `min_scored` bars."""
+        return self._corr(self._returns.get((symbol, tier)))
+
+    def vol_ic(self, symbol: str, tier: str) -> float | None:
+        """Pearson correlation of the tier's volatility forecasts with the realised volatility over
+        `symbol`'s window; None until `min_scored` scored vol forecasts (or without a vol head)."""
+        return self._corr(self._vols.get((symbol, tier)))
 
     def _corr(self, pairs: deque[tuple[float, float]] | None) -> float | None:
         if not pairs or len(pairs) < self.min_scored:
@@ -204,27 +217,30 @@ class ShadowScorer:
             return None
         return float(np.corrcoef(a[:, 0], a[:, 1])[0, 1])
 
-    def regret(self, tier: str) -> float | None:
-        """Mean (router's squared error - this tier's) over the window; None before any scored bar."""
-        ring = self._regret.get(tier)
+    def regret(self, symbol: str, tier: str) -> float | None:
+        """Mean (router's squared error - this tier's) over `symbol`'s window; None before any scored bar."""
+        ring = self._regret.get((symbol, tier))
         return float(sum(ring) / len(ring)) if ring else None
 
-    def vol_qlike(self, tier: str) -> float | None:
-        """Mean QLIKE of the tier's volatility forecasts over the window; None without vol forecasts."""
-        ring = self._qlike.get(tier)
+    def vol_qlike(self, symbol: str, tier: str) -> float | None:
+        """Mean QLIKE of the tier's volatility forecasts over `symbol`'s window; None without any."""
+        ring = self._qlike.get((symbol, tier))
         return float(sum(ring) / len(ring)) if ring else None
 
-    def snapshot(self) -> list[ShadowScore]:
-        """Every scored tier's scores now (an IC computation per tier: every few bars, not per read)."""
+    def snapshot(self, symbol: str | None = None) -> list[ShadowScore]:
+        """The scores now of every scored tier of `symbol` (None: of every symbol, sorted by symbol), tiers
+        in the order first scored (an IC computation per symbol and tier: every few bars, not per read)."""
         return [
             ShadowScore(
+                symbol=s,
                 tier=t,
                 window=self.window,
-                n=self.scored_bars(t),
-                ic=self.ic(t),
-                vol_ic=self.vol_ic(t),
-                vol_qlike=self.vol_qlike(t),
-                regret=self.regret(t),
+                n=self.scored_bars(s, t),
+                ic=self.ic(s, t),
+                vol_ic=self.vol_ic(s, t),
+                vol_qlike=self.vol_qlike(s, t),
+                regret=self.regret(s, t),
             )
-            for t in self.tiers
+            for s, t in sorted(self._returns, key=lambda key: key[0])
+            if symbol is None or s == symbol
         ]

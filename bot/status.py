@@ -291,36 +291,53 @@ def _tiers_section(board: StatusBoard) -> list[str]:
         share = f"{100.0 * st.bars / total:.1f} %" if total else "&mdash;"
         p50 = _e(f"{_pct(lat, 0.50):.0f}") if lat else "&mdash;"
         p99 = _e(f"{_pct(lat, 0.99):.0f}") if lat else "&mdash;"
-        measured = [("tier", _e(name)), ("bars", _e(st.bars)), ("share", share), ("p50", p50), ("p99", p99)]
-        rows.append([*measured, *_shadow_cells(board.shadow, name, nm)])
-    head = [
-        "tier", "bars", "share of bars", "p50 total (us)", "p99 total (us)", "live IC", "regret vs router",
-        "vol QLIKE",
-    ]  # fmt: skip
+        rows.append([("tier", _e(name)), ("bars", _e(st.bars)), ("share", share), ("p50", p50), ("p99", p99)])
+    head = ["tier", "bars", "share of bars", "p50 total (us)", "p99 total (us)"]
     regimes = ", ".join(f"{_e(r)}: {n}" for r, n in sorted(board.regimes.items())) or "&mdash;"
     return [
         "<h2>Tiers</h2>",
         _table("tiers", head, rows),
         f"<p>Since start-up; latency over the last {board.latency_window} bars per tier (engine stage "
         f"<code>{LATENCY_STAGE}</code>). Bars per regime: {regimes}.</p>",
-        "<p>Live IC, regret and vol QLIKE come from shadow scoring: after each decision every tier predicts "
-        "the bar too, and is scored once the horizon has passed (over the last scored bars). Regret vs "
-        "router: the routed tier's squared error minus this tier's (&gt; 0: this tier would have done "
-        "better).</p>",
+        *_shadow_section(board, nm),
     ]
 
 
-def _shadow_cells(shadow: ShadowScorer | None, tier: str, nm: str) -> list[tuple[str, str]]:
+def _shadow_section(board: StatusBoard, nm: str) -> list[str]:
+    """Per symbol and tier: the live scores of shadow scoring."""
+    shadow = board.shadow
+    out = ["<h2>Shadow scores</h2>"]
     if shadow is None:
-        return [("ic", nm), ("regret", nm), ("vol-qlike", nm)]
-    n = shadow.scored_bars(tier)
-    ic = shadow.ic(tier)
-    regret = shadow.regret(tier)
-    qlike = shadow.vol_qlike(tier)
+        return [*out, f"<p>{nm}</p>"]
+    tiers = list(board.tiers)  # the family's (set_family) and every routed one
+    tiers += [t for t in shadow.tiers if t not in tiers]
+    rows = [
+        [("symbol", _e(sym)), ("tier", _e(tier)), *_shadow_cells(shadow, sym, tier, nm)]
+        for sym in board.symbols
+        for tier in tiers
+    ]
+    head = ["symbol", "tier", "scored bars", "live IC", "vol IC", "regret vs router", "vol QLIKE"]
+    return [
+        *out,
+        _table("shadow", head, rows),
+        "<p>Shadow scoring, per symbol: after each decision every tier predicts the bar too, and is scored "
+        f"once the horizon has passed, over the symbol's last {shadow.window} scored bars. Regret vs router: "
+        "the routed tier's squared error minus this tier's (&gt; 0: this tier would have done better).</p>",
+    ]
+
+
+def _shadow_cells(shadow: ShadowScorer, symbol: str, tier: str, nm: str) -> list[tuple[str, str]]:
+    n = shadow.scored_bars(symbol, tier)
+    ic, vol_ic = shadow.ic(symbol, tier), shadow.vol_ic(symbol, tier)
+    regret, qlike = shadow.regret(symbol, tier), shadow.vol_qlike(symbol, tier)
     ic_text = _e(f"{ic:+.3f}") if ic is not None else _e(f"collecting ({n}/{shadow.min_scored} bars)")
-    regret_text = _e(f"{regret:+.3g}") if regret is not None else nm
-    qlike_text = _e(f"{qlike:.3f}") if qlike is not None else "&mdash;"
-    return [("ic", ic_text), ("regret", regret_text), ("vol-qlike", qlike_text)]
+    return [
+        ("n", _e(n)),
+        ("ic", ic_text),
+        ("vol-ic", _e(f"{vol_ic:+.3f}") if vol_ic is not None else "&mdash;"),
+        ("regret", _e(f"{regret:+.3g}") if regret is not None else nm),
+        ("vol-qlike", _e(f"{qlike:.3f}") if qlike is not None else "&mdash;"),
+    ]
 
 
 def _model_section(board: StatusBoard, now_ms: int) -> list[str]:

@@ -94,7 +94,7 @@ async def test_a_service_run_records_book_tops_and_shadow_rows_and_the_export_ro
     assert all(r[1] is None for r in rows if r[0].start_ms not in decided), "a warm-up bar has a book"
 
     # restart: the second run's scorer continued the first's windows instead of starting empty
-    assert second.shadow.scored_bars("edge") > 2
+    assert second.shadow.scored_bars(SYMBOL, "edge") > 2
     reseeded = ShadowScorer(
         horizon_bars=cfg.distill.horizon_bars, vol_horizon_bars=cfg.distill.vol_horizon_bars
     )

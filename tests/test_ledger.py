@@ -171,7 +171,9 @@ def test_shadow_rows_ride_with_the_next_transaction_and_close_flushes_them(tmp_p
     the ledger refuses rolls them back and keeps them staged."""
     path = tmp_path / "l.sqlite"
     trader = PaperTrader(PaperConfig())
-    score = ShadowScore("edge", window=500, n=3, ic=None, vol_ic=None, vol_qlike=0.25, regret=-1e-6)
+    score = ShadowScore(
+        "BTCUSDT", "edge", window=500, n=3, ic=None, vol_ic=None, vol_qlike=0.25, regret=-1e-6
+    )
     with Ledger.open(path) as led:
         b1 = _decide(led, trader, _bar("BTCUSDT", 1, 100.0), 0.0, "edge", "normal")
         led.stage_shadow("BTCUSDT", b1.start_ms, {"edge": (0.0, 0.01), "research": (1e-4, None)}, [score])
@@ -193,6 +195,37 @@ def test_shadow_rows_ride_with_the_next_transaction_and_close_flushes_them(tmp_p
         ]
         with pytest.raises(LedgerError, match="opened read-only"):
             reader.record_bar(_bar("BTCUSDT", 3, 100.0))
+
+
+def test_an_older_ledgers_pooled_shadow_scores_stay_readable_beside_per_symbol_ones(tmp_path: Path) -> None:
+    """Scores a ledger stored before they were per symbol read back as pooled (symbol None), read-only even
+    before any migration; opened for writing it gains `per_symbol`, and new scores are per symbol; a score
+    of another symbol is refused."""
+    path = tmp_path / "old.sqlite"
+    with Ledger.open(path):
+        pass
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        DROP TABLE shadow_scores;
+        CREATE TABLE shadow_scores (symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, tier TEXT NOT NULL,
+            window INTEGER NOT NULL, n INTEGER NOT NULL, ic REAL, vol_ic REAL, vol_qlike REAL, regret REAL,
+            PRIMARY KEY (symbol, start_ms, tier)) WITHOUT ROWID;
+        INSERT INTO shadow_scores VALUES ('ETHUSDT', 0, 'edge', 500, 40, 0.1, NULL, 0.3, 1e-7);
+        """
+    )
+    conn.close()
+    pooled = ShadowScore(None, "edge", window=500, n=40, ic=0.1, vol_ic=None, vol_qlike=0.3, regret=1e-7)
+    with Ledger.open_readonly(path) as reader:
+        assert reader.shadow_scores() == [("ETHUSDT", 0, pooled)]
+    mine = ShadowScore("BTCUSDT", "edge", window=500, n=5, ic=0.2, vol_ic=0.5, vol_qlike=0.1, regret=0.0)
+    with Ledger.open(path) as led:
+        led.stage_shadow("BTCUSDT", STEP_MS, {"edge": (0.0, None)}, [mine])
+        with pytest.raises(LedgerError, match="are not 'ETHUSDT'"):
+            led.stage_shadow("ETHUSDT", STEP_MS, {}, [mine])
+    with Ledger.open_readonly(path) as reader:
+        assert reader.shadow_scores() == [("ETHUSDT", 0, pooled), ("BTCUSDT", STEP_MS, mine)]
+        assert reader.shadow_scores(symbol="BTCUSDT") == [("BTCUSDT", STEP_MS, mine)]
 
 
 def test_open_readonly_creates_nothing_and_refuses_what_is_not_a_ledger(tmp_path: Path) -> None:

@@ -159,3 +159,27 @@ async def test_two_instances_do_not_share_a_registry() -> None:
     assert b"progdistill_ws_reconnects_total 1.0" in a.render()
     assert b"progdistill_ws_reconnects_total 0.0" in b.render()
     assert b"python_gc" not in a.render()  # no default process/platform collectors
+
+
+def test_shadow_scores_are_gauges_per_symbol_and_tier() -> None:
+    """A symbol's shadow scores set gauges labelled with its symbol and tier; unmeasured ones stay unset."""
+    from bot.shadow import ShadowScore
+
+    m = Metrics(stale_s=420.0)
+    m.shadow(ShadowScore("BTCUSDT", "edge", window=500, n=40, ic=0.1, vol_ic=0.4, vol_qlike=0.3, regret=None))
+    m.shadow(
+        ShadowScore("ETHUSDT", "edge", window=500, n=40, ic=-0.2, vol_ic=None, vol_qlike=None, regret=0.0)
+    )
+    samples = {
+        (s.name, s.labels.get("symbol"), s.labels.get("tier")): s.value
+        for fam in text_string_to_metric_families(m.render().decode())
+        for s in fam.samples
+        if "shadow" in s.name or "regret" in s.name
+    }
+    assert samples == {
+        ("progdistill_shadow_ic", "BTCUSDT", "edge"): 0.1,
+        ("progdistill_shadow_ic", "ETHUSDT", "edge"): -0.2,
+        ("progdistill_shadow_vol_ic", "BTCUSDT", "edge"): 0.4,
+        ("progdistill_shadow_vol_qlike", "BTCUSDT", "edge"): 0.3,
+        ("progdistill_router_regret", "ETHUSDT", "edge"): 0.0,
+    }

@@ -101,7 +101,7 @@ def test_page_shows_regime_tier_position_pnl_and_unmeasured_values() -> None:
     assert '<td class="share">33.3 %</td>' in page
     assert '<td class="share">66.7 %</td>' in page
     assert '<td class="p99">300</td>' in page
-    assert page.count(NOT_MEASURED) == 3 * 2 + 1  # IC, regret, vol QLIKE of two tiers (no scorer); drift
+    assert page.count(NOT_MEASURED) == 2  # shadow scores (no scorer) and drift
     assert SKILL_UNAVAILABLE in page  # a family without a measured return skill says so
     assert "abababababab" in page
     assert "ab" * 32 not in page
