@@ -116,6 +116,10 @@ class DistillConfig(_Section, frozen=True):
     transfer_jitter: NonNegFloat = 0.1
     seed: NonNegInt = 0
     onnx_atol: PosFloat = 1e-6
+    # routes chosen by evidence (offline/routes.py): per regime the cheapest tier whose validation vol QLIKE
+    # is at most (1 + route_qlike_tolerance) x the teacher's and return IC at most route_ic_tolerance below
+    route_qlike_tolerance: NonNegFloat = 0.01
+    route_ic_tolerance: NonNegFloat = 0.02
     synthetic_bars: Annotated[int, Meta(ge=1000)] = 60_000
     synthetic_seed: NonNegInt = 7
     quick_bars: Annotated[int, Meta(ge=1000)] = 20_000
@@ -232,15 +236,18 @@ def _cross_check(cfg: Config) -> list[str]:
         params_prev = size
     if cfg.distill.train_frac + cfg.distill.val_frac >= 1.0:
         errors.append("$.distill.val_frac: train_frac + val_frac must be < 1 to leave a test split")
-    for regime, tier_name in cfg.regime.routes.items():
-        if regime not in REGIME_NAMES:
-            errors.append(f"$.regime.routes.{regime}: unknown regime; expected one of {list(REGIME_NAMES)}")
-        elif tier_name not in cfg.tiers:
-            tiers = list(cfg.tiers)
-            errors.append(f"$.regime.routes.{regime}: names tier {tier_name!r}, not in [tiers] {tiers}")
-    missing = [r for r in REGIME_NAMES if r not in cfg.regime.routes]
-    if missing:
-        errors.append(f"$.regime.routes: no tier for regime(s) {missing}")
+    routes = cfg.regime.routes
+    if not isinstance(routes, str):  # "auto": the family's own routes, checked when it is loaded
+        for regime, tier_name in routes.items():
+            if regime not in REGIME_NAMES:
+                known = list(REGIME_NAMES)
+                errors.append(f"$.regime.routes.{regime}: unknown regime; expected one of {known}")
+            elif tier_name not in cfg.tiers:
+                tiers = list(cfg.tiers)
+                errors.append(f"$.regime.routes.{regime}: names tier {tier_name!r}, not in [tiers] {tiers}")
+        missing = [r for r in REGIME_NAMES if r not in routes]
+        if missing:
+            errors.append(f"$.regime.routes: no tier for regime(s) {missing}")
     th = cfg.regime.thresholds
     calm, volatile, crisis = th.vol_calm_max, th.vol_volatile_min, th.vol_crisis_min
     if volatile is not None and crisis is not None and crisis <= volatile:

@@ -158,6 +158,28 @@ class ReturnSkill(msgspec.Struct, kw_only=True):
         )
 
 
+class RegimeScore(msgspec.Struct, kw_only=True):
+    """One tier on one regime's validation rows: vol QLIKE of the served forecast (None without a vol head),
+    return IC (Spearman; None on fewer than 2 rows) and the tier's multiply-adds per forward pass."""
+
+    n_rows: NonNegInt
+    vol_qlike: float | None = None
+    ic: float | None = None
+    multiply_adds: NonNegInt = 0
+
+
+class RouteChoice(msgspec.Struct, kw_only=True):
+    """The routes chosen by evidence at distillation (`offline.routes`), served by `[regime] routes = "auto"`:
+    per regime the cheapest tier within the tolerances of the teacher on the validation rows, and the
+    table behind the choice (regime -> tier -> score)."""
+
+    routes: dict[str, NonEmptyStr]
+    qlike_tolerance: float
+    ic_tolerance: float
+    rows: str = "validation"
+    table: dict[str, dict[str, RegimeScore]] = msgspec.field(default_factory=dict)
+
+
 class Manifest(msgspec.Struct, kw_only=True):
     """The whole manifest; `tiers` largest first, the first is the teacher (stage 0).
 
@@ -177,6 +199,9 @@ class Manifest(msgspec.Struct, kw_only=True):
     provenance: dict[str, Any] = msgspec.field(default_factory=dict)
     versions: dict[str, str] = msgspec.field(default_factory=dict)
     drift: DriftReference | None = None
+    routes: RouteChoice | None = (
+        None  # None: made before routes were chosen ([regime] routes = "auto" refuses)
+    )
     return_skill: ReturnSkill | None = None
 
     @property

@@ -31,6 +31,7 @@ import onnxruntime as ort
 from bot import modelstore
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_INDEX, FEATURE_SETS, FEATURE_VERSION, N_FEATURES
+from bot.core.regime import resolve_routes
 from bot.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, Manifest, TierEntry, decode_manifest
 
 if TYPE_CHECKING:
@@ -370,9 +371,20 @@ class TierFamily:
             )
         self.check_routes(cfg.regime.routes)
 
-    def check_routes(self, routes: Mapping[str, str]) -> None:
-        """Raise ModelError if a regime routes to a tier that is not loaded."""
-        bad = {regime: tier for regime, tier in routes.items() if tier not in self.tiers}
+    @property
+    def auto_routes(self) -> dict[str, str] | None:
+        """The routes this family chose by evidence at distillation (manifest `routes`), or None."""
+        choice = self.manifest.routes
+        return None if choice is None else dict(choice.routes)
+
+    def check_routes(self, routes: Mapping[str, str] | str) -> None:
+        """Raise ModelError if a regime routes to a tier that is not loaded, or `routes` is "auto" and the
+        family chose none."""
+        bad = {
+            regime: tier
+            for regime, tier in resolve_routes(routes, self.auto_routes).items()
+            if tier not in self.tiers
+        }
         if bad:
             raise ModelError(f"regime routes {bad} name tier(s) not in the manifest, which has {self.names}")
 

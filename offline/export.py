@@ -53,6 +53,7 @@ from bot.manifest import (
 from offline.data import Dataset, check_name
 from offline.distill import DistillResult
 from offline.evaluate import rank_products, return_skill
+from offline.routes import choose_routes
 from offline.teacher import Candidate
 from offline.train import TierModel
 
@@ -304,6 +305,7 @@ def export_family(
                 vol_var_scale=cand.model.vol_var_scale if cand.model.has_vol_head else None,
             )
         )
+    calibration = regime_calibration(ds, cfg)
     manifest = Manifest(
         schema_version=MANIFEST_SCHEMA_VERSION,
         created_ms=created_ms if created_ms is not None else time.time_ns() // 1_000_000,
@@ -311,7 +313,8 @@ def export_family(
         target=Target(horizon_bars=ds.horizon_bars, unit="return"),
         heads=heads,
         tiers=tiers_out,
-        regime_calibration=regime_calibration(ds, cfg),
+        regime_calibration=calibration,
+        routes=choose_routes(result, ds, calibration, cfg),
         provenance=dict(ds.provenance),
         versions=library_versions(),
         drift=drift_reference(

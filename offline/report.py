@@ -12,8 +12,9 @@ from typing import Any
 
 import msgspec
 
-from bot.manifest import ReturnSkill
+from bot.manifest import ReturnSkill, RouteChoice
 from offline.distill import DistillResult
+from offline.routes import routes_table_text
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (header, metrics key, format)
@@ -35,6 +36,8 @@ _VOL_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("vol IC", "vol_ic", "{:+.3f}"),
     ("QLIKE", "vol_qlike", "{:.4f}"),
     ("QLIKE bc", "vol_qlike_bc", "{:.4f}"),
+    ("var scale", "vol_var_scale", "{:.3f}"),
+    ("QLIKE srv", "vol_qlike_served", "{:.4f}"),
 )
 #: Baseline key in `info["vol_baselines"]` -> its name in the table.
 _BASELINES = {"har": "HAR-RV", "har_tod": "HAR-RV + hour"}
@@ -106,6 +109,7 @@ def build_report(result: DistillResult, manifest: dict[str, Any]) -> dict[str, A
         "provenance": manifest["provenance"],
         "versions": manifest["versions"],
         "return_skill": manifest.get("return_skill"),
+        "routes": manifest.get("routes"),
     }
 
 
@@ -179,6 +183,13 @@ def format_table(report: dict[str, Any]) -> str:
                 f"tiers beating {_BASELINES.get(key, key)} (vol R2 {v['vol_r2']:+.4f}, QLIKE bc "
                 f"{v['vol_qlike_bc']:.4f}) on both vol R2 and QLIKE bc: {beat}"
             )
+        out.append(
+            "served vol = exp(log vol) x sqrt(var scale), the variance scale fitted on the validation rows "
+            "and folded into each graph's vol output; QLIKE srv = the served forecast's test QLIKE, to set "
+            "against a baseline's QLIKE bc (its own training-fitted scale)."
+        )
+    if report.get("routes"):
+        out.extend(routes_table_text(msgspec.convert(report["routes"], RouteChoice)))
     return "\n".join(out)
 
 

@@ -56,6 +56,7 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         "versions",
         "drift",
         "return_skill",
+        "routes",
     }
     assert set(m["drift"]) == {"method", "bins", "rows", "window_bars", "features"}
     assert m["heads"] == {
@@ -253,3 +254,41 @@ def test_served_vol_carries_the_validation_variance_scale(
         (init,) = [i for i in graph.initializer if i.name == "vol_calibration"]
         assert onnx.numpy_helper.to_array(init)[0] == pytest.approx(np.sqrt(t["vol_var_scale"]), rel=1e-6)
         assert t["metrics"]["vol_qlike_served"] is not None
+
+
+def test_routes_are_the_cheapest_tier_keeping_up_with_the_teacher(
+    family: tuple[Config, Path, dict[str, Any]],
+) -> None:
+    """manifest routes: per regime the cheapest tier within the QLIKE and IC tolerances of the teacher on the
+    validation rows (the teacher when the regime has too few rows), with the table behind the choice."""
+    from bot.core.params import REGIME_NAMES
+    from offline.routes import MIN_ROWS
+
+    cfg, out, report = family
+    m = json.loads((out / "manifest.json").read_text())
+    choice = m["routes"]
+    teacher = m["tiers"][0]["name"]
+    assert set(choice["routes"]) == set(REGIME_NAMES)
+    assert (choice["qlike_tolerance"], choice["ic_tolerance"]) == (
+        cfg.distill.route_qlike_tolerance,
+        cfg.distill.route_ic_tolerance,
+    )
+    assert sum(choice["table"][r][teacher]["n_rows"] for r in REGIME_NAMES) == report["info"]["val_rows"]
+
+    def keeps_up(s: dict[str, Any], ref: dict[str, Any]) -> bool:
+        return (
+            s["vol_qlike"] <= ref["vol_qlike"] * (1 + choice["qlike_tolerance"])
+            and s["ic"] >= ref["ic"] - choice["ic_tolerance"]
+        )
+
+    for regime in REGIME_NAMES:
+        scores = choice["table"][regime]
+        assert set(scores) == {t["name"] for t in m["tiers"]}
+        routed = choice["routes"][regime]
+        if scores[teacher]["n_rows"] < MIN_ROWS:
+            assert routed == teacher
+            continue
+        assert keeps_up(scores[routed], scores[teacher])
+        cheaper = [t for t, sc in scores.items() if sc["multiply_adds"] < scores[routed]["multiply_adds"]]
+        assert not any(keeps_up(scores[t], scores[teacher]) for t in cheaper), (regime, scores)
+    assert "routes chosen on the validation rows" in (out / "report.txt").read_text()

@@ -23,7 +23,7 @@ from bot.core.errors import ModelError
 from bot.core.features import FeatureState
 from bot.core.paper import PaperTrader
 from bot.core.params import RegimeConfig
-from bot.core.regime import RegimeDecision, RegimeDetector, RegimeThresholdValues
+from bot.core.regime import RegimeDecision, RegimeDetector, RegimeThresholdValues, resolve_routes
 from bot.core.stream import PartialBar
 
 
@@ -38,8 +38,13 @@ class Predictor(Protocol):
         """The regime detector's calibrated thresholds (stored with the models)."""
         ...
 
-    def check_routes(self, routes: Mapping[str, str]) -> None:
-        """Raise when a routed tier is missing."""
+    @property
+    def auto_routes(self) -> Mapping[str, str] | None:
+        """The routes the family chose at distillation (`[regime] routes = "auto"`); None: none chosen."""
+        ...
+
+    def check_routes(self, routes: Mapping[str, str] | str) -> None:
+        """Raise when a routed tier is missing (or "auto" and the family chose no routes)."""
         ...
 
     def predict(self, tier: str, x: npt.NDArray[np.float64]) -> float:
@@ -72,10 +77,14 @@ class EngineParams(msgspec.Struct, frozen=True, kw_only=True):
 class _SymbolState:
     __slots__ = ("book", "detector", "features", "last_regime", "last_x")
 
-    def __init__(self, params: EngineParams, family: Predictor, symbol: str) -> None:
+    def __init__(self, params: EngineParams, family: Predictor, symbol: str, routes: dict[str, str]) -> None:
         self.features = FeatureState(interval_ms=params.interval_ms)
         self.detector = RegimeDetector(
-            family.regime_calibration, params.regime, interval_ms=params.interval_ms, symbol=symbol
+            family.regime_calibration,
+            params.regime,
+            interval_ms=params.interval_ms,
+            symbol=symbol,
+            routes=routes,
         )
         self.book: BookTop | None = None
         self.last_regime: RegimeDecision | None = None
@@ -112,7 +121,8 @@ class Engine:
         self.clock_ns = clock_ns
         self.warmup = params.warmup
         self._vol = family.has_vol_head
-        self._symbols = {s: _SymbolState(params, family, s) for s in params.symbols}
+        self.routes = resolve_routes(params.regime.routes, family.auto_routes)
+        self._symbols = {s: _SymbolState(params, family, s, self.routes) for s in params.symbols}
 
     def swap_family(self, family: Predictor) -> None:
         """Decide the next bar with `family` (a hot reload, called between bars): same routes and sizing
@@ -127,8 +137,11 @@ class Engine:
             raise ModelError('[paper] sizing = "vol_target" needs a tier family with a volatility head')
         cal, cfg = family.regime_calibration, self.params.regime
         thresholds = {s: RegimeThresholdValues.resolve(cal, cfg, symbol=s) for s in self._symbols}
+        routes = resolve_routes(cfg.routes, family.auto_routes)
         for s, st in self._symbols.items():
             st.detector.thresholds = thresholds[s]
+            st.detector.routes = routes
+        self.routes = routes
         self.family = family
         self._vol = family.has_vol_head
 

@@ -51,7 +51,8 @@ class RegimeConfig(_Params, frozen=True):
     vol_volatile_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.7
     vol_crisis_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.93
     trend_calm_quantile: Annotated[float, Meta(ge=0, lt=1)] = 0.1
-    routes: dict[str, str] = msgspec.field(default_factory=_default_routes)
+    # regime -> tier, or "auto": the routes the family chose by evidence at distillation (manifest `routes`)
+    routes: dict[str, str] | Literal["auto"] = msgspec.field(default_factory=_default_routes)
     thresholds: RegimeThresholds = msgspec.field(default_factory=RegimeThresholds)
 
 

@@ -193,6 +193,28 @@ def replay_signals(
     return out
 
 
+def resolve_routes(routes: Mapping[str, str] | str, auto: Mapping[str, str] | None) -> dict[str, str]:
+    """The regime -> tier map to serve: the config's, or with `routes = "auto"` the family's own (`auto`).
+
+    Raises:
+        ModelError: "auto" with a family that chose no routes (made before routes were chosen), or a map
+            that leaves a regime without a tier.
+    """
+    if isinstance(routes, str):
+        if routes != "auto":
+            raise ModelError(f'[regime] routes: expected a table or "auto", got {routes!r}')
+        if not auto:
+            raise ModelError(
+                '[regime] routes = "auto" needs a family that chose its routes at distillation ($.routes); '
+                "this family has none: retrain it (python -m offline distill) or set [regime.routes]"
+            )
+        routes = auto
+    missing = [r for r in REGIME_NAMES if r not in routes]
+    if missing:
+        raise ModelError(f"regime routes: no tier for regime(s) {missing}")
+    return dict(routes)
+
+
 @dataclass(frozen=True, slots=True)
 class RegimeThresholdValues:
     """Resolved thresholds. Volatility is a per-bar fraction; efficiency and imbalance are in [0, 1]."""
@@ -312,6 +334,8 @@ class RegimeDetector:
         cfg: windows, hysteresis, dwell, routes and threshold overrides.
         interval_ms: expected bar spacing (a gap restarts the signal warm-up; the regime is kept).
         symbol: the symbol decided, for its own calibration (None, or not calibrated: the pooled one).
+        routes: the regime -> tier map (`resolve_routes`); None takes `cfg.routes`, which must then be a
+            table.
     """
 
     def __init__(
@@ -321,13 +345,11 @@ class RegimeDetector:
         *,
         interval_ms: int | None = None,
         symbol: str | None = None,
+        routes: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
         self.thresholds = RegimeThresholdValues.resolve(calibration, cfg, symbol=symbol)
-        missing = [r for r in REGIME_NAMES if r not in cfg.routes]
-        if missing:
-            raise ModelError(f"regime routes: no tier for regime(s) {missing}")
-        self.routes: dict[str, str] = dict(cfg.routes)
+        self.routes: dict[str, str] = resolve_routes(cfg.routes if routes is None else routes, None)
         self.signals = RegimeSignals(cfg, interval_ms=interval_ms)
         self.regime = FALLBACK_REGIME
         # the fallback imposes no dwell: the first warm bar may switch at once

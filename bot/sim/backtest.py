@@ -75,6 +75,7 @@ class RunResult:
     max_abs_diff: float = 0.0
     symbols: tuple[str, ...] = ()
     closes: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)  # the regime -> tier map served (auto resolved)
 
 
 def parse_day(text: str, *, what: str) -> int:
@@ -238,6 +239,7 @@ class Backtest:
             max_abs_diff=max(c.max_abs_diff for c in self.cached.values()),
             symbols=tuple(s.symbol for s in self.symbols),
             closes=closes,
+            routes=dict(engine.routes),
         )
 
 

@@ -241,7 +241,11 @@ class CachedFamily:
     def regime_calibration(self) -> dict[str, Any]:
         return self.family.regime_calibration
 
-    def check_routes(self, routes: Mapping[str, str]) -> None:
+    @property
+    def auto_routes(self) -> dict[str, str] | None:
+        return self.family.auto_routes
+
+    def check_routes(self, routes: Mapping[str, str] | str) -> None:
         self.family.check_routes(routes)
 
     def at(self, symbol: str, i: int) -> None:

@@ -193,7 +193,8 @@ def build_report(cfg: Config, result: RunResult, fixed: Mapping[str, RunResult])
         "interval_ms": step,
         "horizon_bars": cfg.distill.horizon_bars,
         "bars_per_year": YEAR_MS / step,
-        "routes": dict(cfg.regime.routes),
+        "routes": dict(result.routes),
+        "routes_source": "auto" if cfg.regime.routes == "auto" else "config",
         **_summary(result, cfg),
     }
     out["buy_and_hold"] = {s: v["buy_and_hold"] for s, v in out["symbols"].items()}
