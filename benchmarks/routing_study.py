@@ -60,7 +60,7 @@ from bot.core.bars import Bar  # noqa: E402
 from bot.core.decision import DecisionRecord  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
-from bot.core.params import REGIME_NAMES  # noqa: E402
+from bot.core.params import REGIME_NAMES, RegimeConfig  # noqa: E402
 from bot.sim.backtest_report import spearman  # noqa: E402
 from bot.sim.riskmetrics import (  # noqa: E402
     RISK_TOLERANCE,
@@ -78,7 +78,7 @@ from offline.pipeline import pipeline_distill  # noqa: E402
 DATA_DIR = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT,XRPUSDT,BNBUSDT"
 SIZINGS = ("fixed", "vol_target")
-WARM_BARS = 1000  # bars before a test block that warm features and regime (more than any window)
+WARM_BARS = 2000  # bars before a test block that warm features and regime: the service's backfill_bars
 QLIKE_TOL = 0.02
 COST_MAX = 0.30
 MIN_RISK_BARS = 200  # fewer positioned bars in a regime: no evidence either way
@@ -282,7 +282,13 @@ def decide(cfg: Config, block: Block, bars: list[Bar]) -> list[DecisionRecord]:
 
 
 def variant_configs(cfg: Config, names: Sequence[str]) -> list[tuple[str, Config]]:
+    """routed (the config's routes), fixed_routes (the default table, when the config says "auto") and
+    always-<tier> for every tier."""
     out = [("routed", cfg)]
+    if cfg.regime.routes == "auto":
+        table = RegimeConfig().routes
+        fixed = msgspec.structs.replace(cfg, regime=msgspec.structs.replace(cfg.regime, routes=table))
+        out.append(("fixed_routes", fixed))
     for name in names:
         routes = dict.fromkeys(REGIME_NAMES, name)
         out.append(
@@ -321,12 +327,15 @@ class Scored:
     regimes: list[str]
     folds: list[int]
     loss_bc: list[float]  # per-bar QLIKE of the bias-corrected forecast (NaN: no realised vol)
+    har: list[float]  # HAR-RV + hour fitted on the symbol's training bars, with its training QLIKE scale
 
     @classmethod
     def empty(cls) -> Scored:
-        return cls([], [], [], [], [], [], [], [], [], [], [])
+        return cls([], [], [], [], [], [], [], [], [], [], [], [])
 
-    def add(self, recs: Sequence[DecisionRecord], block: Block, bars: list[Bar], rv: np.ndarray) -> None:
+    def add(
+        self, recs: Sequence[DecisionRecord], block: Block, bars: list[Bar], rv: np.ndarray, har: np.ndarray
+    ) -> None:
         index = {b.start_ms: i for i, b in enumerate(bars[block.first : block.end], start=block.first)}
         mac_of = {
             t.name: multiply_adds(t.spec.entry.hidden, t.n_features, 2 if t.has_vol_head else 1)
@@ -345,6 +354,7 @@ class Scored:
             self.tiers.append(r.tier)
             self.regimes.append(r.regime)
             self.folds.append(block.fold)
+            self.har.append(float(har[i]))
             s, h = float(rv[i]) ** 2, self.vol_bc[-1] ** 2
             self.loss_bc.append(s / h - math.log(s / h) - 1.0 if s > 0.0 and h > 0.0 else math.nan)
 
@@ -356,9 +366,16 @@ class Scored:
         n = len(self.pred)
         tiers = {k: self.tiers.count(k) / n for k in sorted(set(self.tiers))}
         regimes = {k: self.regimes.count(k) / n for k in REGIME_NAMES}
+        har = np.asarray(self.har)
+        okh = okv & np.isfinite(har) & (har > 0)
         return {
             "bars": n,
             "return_ic": spearman(p[ok], y[ok]),
+            # realised / forecast variance (mean of the ratio, QLIKE's optimal scale): 1 = unbiased as served
+            "var_ratio": volmod.qlike_scale(rv[okv], v[okv]),
+            "vol_qlike_on_har_rows": volmod.qlike(rv[okh], v[okh]),
+            "har_tod_qlike": volmod.qlike(rv[okh], har[okh]),
+            "har_tod_var_ratio": volmod.qlike_scale(rv[okh], har[okh]),
             "vol_qlike": volmod.qlike(rv[okv], v[okv]),
             "vol_qlike_bc": volmod.qlike(rv[okv], vbc[okv]),
             "vol_ic": volmod.spearman_ic(np.log(rv[okv]), np.log(v[okv])),
@@ -369,6 +386,21 @@ class Scored:
             "tier_share": tiers,
             "regime_share": regimes,
         }
+
+
+def har_served(design: np.ndarray, rv: np.ndarray, block: Block, cfg: Config) -> np.ndarray:
+    """HAR-RV + hour of day as it would be served: OLS of log realised vol and the QLIKE variance scale, both
+    fitted on the symbol's bars before the block less the embargo (the family's training span), forecasting
+    every bar (NaN where the design or the target is undefined)."""
+    y = np.log(np.where(rv > 0, rv, np.nan))
+    rows = np.arange(design.shape[0])
+    ok = np.all(np.isfinite(design), axis=1)
+    fit = (rows < block.first - embargo_rows(cfg.distill)) & np.isfinite(y) & ok
+    model = volmod.HarRV().fit(design[fit], y[fit])
+    out = np.full(design.shape[0], np.nan)
+    out[ok] = np.exp(model.predict(design[ok]))
+    scale = volmod.qlike_scale(rv[fit], out[fit])
+    return out * math.sqrt(scale)
 
 
 def trading(records: Sequence[DecisionRecord], cfg: Config) -> dict[str, Any]:
@@ -441,8 +473,11 @@ def run_study(args: argparse.Namespace, cfg: Config, t0: float) -> dict[str, Any
             blocks = blocks_for(
                 sym, cfg, bars, folds=args.folds, quick=args.quick, work=work, data_dir=args.data_dir
             )
+        starts = np.array([b.start_ms for b in bars], dtype=np.int64)
+        har_design = volmod.har_design(closes, starts, time_of_day=True)
         for block in blocks:
             names = block.family.names
+            har = har_served(har_design, rv, block, cfg)
             blocks_meta.append(
                 {
                     "symbol": sym,
@@ -453,6 +488,8 @@ def run_study(args: argparse.Namespace, cfg: Config, t0: float) -> dict[str, Any
                     "test_last_start_ms": bars[block.end - 1].start_ms,
                     "test_bars": block.end - block.first,
                     "qlike_scale": block.scale,
+                    "auto_routes": block.family.auto_routes,
+                    "vol_var_scale": {t.name: t.vol_var_scale for t in block.family.manifest.tiers},
                     "tiers": [
                         {
                             "name": t.name,
@@ -472,9 +509,9 @@ def run_study(args: argparse.Namespace, cfg: Config, t0: float) -> dict[str, Any
                     for th_name, th in thresholds.items():
                         recs = decide(policy(vcfg, sizing, th), block, bars)
                         if first_run:
-                            forecast.setdefault(label, Scored.empty()).add(recs, block, bars, rv)
+                            forecast.setdefault(label, Scored.empty()).add(recs, block, bars, rv, har)
                             forecast_sym.setdefault(label, {}).setdefault(sym, Scored.empty()).add(
-                                recs, block, bars, rv
+                                recs, block, bars, rv, har
                             )
                             first_run = False
                         slot = records.setdefault(label, {}).setdefault(sizing, {}).setdefault(th_name, {})
@@ -522,6 +559,7 @@ def run_study(args: argparse.Namespace, cfg: Config, t0: float) -> dict[str, Any
         "variants": variants,
         "teacher": teacher,
         "targets": targets(variants, teacher, symbols, thresholds),
+        "decision_targets": decision_targets(variants, forecast_sym, teacher, symbols, cfg),
         "target_vol_sensitivity": sensitivity,
         "route_search": route_search(forecast, names),
     }
@@ -640,6 +678,132 @@ def targets(
     return out
 
 
+SHARE_BAND = 0.08  # every regime's share of test bars within +- this of its intended share
+CRISIS_BAND = (0.03, 0.12)
+VAR_RATIO_BAND = (0.95, 1.05)
+RISK_BAND = (0.9, 1.1)
+
+
+def _later_folds_qlike(sc: Scored) -> tuple[float, float]:
+    """Served vol QLIKE and mean multiply-adds over the folds after the first (all folds when only one)."""
+    folds = np.asarray(sc.folds)
+    rv, v = np.asarray(sc.rv), np.asarray(sc.vol)
+    m = (folds != folds.min()) if len(set(sc.folds)) > 1 else np.ones(folds.shape, dtype=bool)
+    m &= np.isfinite(rv) & (rv > 0)
+    return volmod.qlike(rv[m], v[m]), float(np.mean(np.asarray(sc.macs, dtype=np.float64)[m]))
+
+
+def decision_targets(
+    variants: dict[str, Any],
+    forecast_sym: dict[str, dict[str, Scored]],
+    teacher: str,
+    symbols: Sequence[str],
+    cfg: Config,
+) -> dict[str, Any]:
+    """Issue 24's targets, every one per symbol on the routed variant: regime shares against the intended
+    ones, realised / forecast variance, served QLIKE vs HAR-RV + hour, vol_target risk per regime, and the
+    auto routes vs always-teacher (later folds)."""
+    from offline.calibrate import intended_shares
+
+    intended = intended_shares(cfg.regime)
+    routed = variants["routed"]["per_symbol"]
+    shares = {s: routed[s]["forecast"]["regime_share"] for s in symbols}
+    share_ok = {
+        s: CRISIS_BAND[0] <= shares[s]["crisis"] <= CRISIS_BAND[1]
+        and all(abs(shares[s][r] - intended[r]) <= SHARE_BAND for r in REGIME_NAMES)
+        for s in symbols
+    }
+    ratio = {s: routed[s]["forecast"]["var_ratio"] for s in symbols}
+    served = {s: routed[s]["forecast"]["vol_qlike_on_har_rows"] for s in symbols}
+    har = {s: routed[s]["forecast"]["har_tod_qlike"] for s in symbols}
+    risk: dict[str, dict[str, float]] = {}
+    risk_ok: dict[str, bool] = {}
+    for s in symbols:
+        table = routed[s]["trading"]["vol_target"]["always_in"]["risk"]
+        risk[s] = dict(zip(REGIME_NAMES, ratios(table, REGIME_NAMES), strict=True))
+        risk_ok[s] = all(
+            RISK_BAND[0] <= risk[s][r] <= RISK_BAND[1]
+            for r in REGIME_NAMES
+            if table[r]["bars"] >= MIN_RISK_BARS
+        )
+    tol = cfg.distill.route_qlike_tolerance
+    auto: dict[str, dict[str, float]] = {}
+    for s in symbols:
+        q, c = _later_folds_qlike(forecast_sym["routed"][s])
+        qt, ct = _later_folds_qlike(forecast_sym[teacher][s])
+        auto[s] = {"qlike_vs_teacher": q / qt - 1.0, "cost_ratio_vs_teacher": c / ct}
+        if "fixed_routes" in forecast_sym:
+            qf, cf = _later_folds_qlike(forecast_sym["fixed_routes"][s])
+            auto[s] |= {"fixed_qlike_vs_teacher": qf / qt - 1.0, "fixed_cost_ratio_vs_teacher": cf / ct}
+    return {
+        "intended_shares": intended,
+        "regime_shares": {"verdict": _pf(all(share_ok.values())), "per_symbol": shares, "ok": share_ok},
+        "var_ratio": {
+            "verdict": _pf(all(VAR_RATIO_BAND[0] <= x <= VAR_RATIO_BAND[1] for x in ratio.values())),
+            "per_symbol": ratio,
+            "har_tod": {s: routed[s]["forecast"]["har_tod_var_ratio"] for s in symbols},
+        },
+        "served_vs_har_tod": {
+            "verdict": _pf(all(served[s] < har[s] for s in symbols)),
+            "served_qlike": served,
+            "har_tod_qlike": har,
+        },
+        "vol_target_risk": {"verdict": _pf(all(risk_ok.values())), "per_symbol": risk, "ok": risk_ok},
+        "auto_routes": {
+            "verdict": _pf(
+                all(
+                    a["qlike_vs_teacher"] <= tol and a["cost_ratio_vs_teacher"] <= COST_MAX
+                    for a in auto.values()
+                )
+            ),
+            "tolerance": tol,
+            "per_symbol": auto,
+        },
+    }
+
+
+def format_decision_targets(dt: dict[str, Any], symbols: Sequence[str]) -> list[str]:
+    """Markdown for `decision_targets`: one table per target, one row per symbol."""
+    out = ["## Decisions on every symbol (issue 24)", ""]
+    rs = dt["regime_shares"]
+    intended = ", ".join(f"{r} {x:.0%}" for r, x in dt["intended_shares"].items())
+    out.append(
+        f"**{rs['verdict']}** regime shares of test bars (routed): crisis in {CRISIS_BAND[0]:.0%}-"
+        f"{CRISIS_BAND[1]:.0%} and every regime within ±{SHARE_BAND:.0%} of its intended share ({intended})."
+    )
+    out += ["", "| symbol | " + " | ".join(REGIME_NAMES) + " | ok |", "|---|" + "---:|" * 4 + "---|"]
+    for s in symbols:
+        sh = rs["per_symbol"][s]
+        out.append(f"| {s} | " + " | ".join(f"{sh[r]:.1%}" for r in REGIME_NAMES) + f" | {rs['ok'][s]} |")
+    vr, sv, rk, au = dt["var_ratio"], dt["served_vs_har_tod"], dt["vol_target_risk"], dt["auto_routes"]
+    out += [
+        "",
+        f"**{vr['verdict']}** realised / forecast variance of the served vol_forecast in "
+        f"{VAR_RATIO_BAND[0]}-{VAR_RATIO_BAND[1]}; **{sv['verdict']}** served QLIKE below HAR-RV + hour "
+        "(OLS and variance scale fitted on the symbol's bars before the block, less the embargo); "
+        f"**{rk['verdict']}** vol_target realised / target PnL vol in {RISK_BAND[0]}-{RISK_BAND[1]} in every "
+        f"regime with >= {MIN_RISK_BARS} positioned bars (always in); **{au['verdict']}** auto routes' vol "
+        f"QLIKE within {au['tolerance']:.0%} of always-teacher at <= {COST_MAX:.0%} of its multiply-adds "
+        "(later folds).",
+        "",
+        "| symbol | var ratio | HAR+hour var ratio | QLIKE served | QLIKE HAR+hour | vol_target risk "
+        "(calm/normal/volatile/crisis) | auto QLIKE vs teacher | auto cost | fixed-table QLIKE vs teacher "
+        "| fixed-table cost |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for s in symbols:
+        a = au["per_symbol"][s]
+        risk = " / ".join(_f(x, ".2f") for x in rk["per_symbol"][s].values())
+        out.append(
+            f"| {s} | {vr['per_symbol'][s]:.3f} | {vr['har_tod'][s]:.3f} | {sv['served_qlike'][s]:.4f} | "
+            f"{sv['har_tod_qlike'][s]:.4f} | {risk} | {a['qlike_vs_teacher']:+.2%} | "
+            f"{a['cost_ratio_vs_teacher']:.1%} | {_f(a.get('fixed_qlike_vs_teacher'), '+.2%')} | "
+            f"{_f(a.get('fixed_cost_ratio_vs_teacher'), '.1%')} |"
+        )
+    out.append("")
+    return out
+
+
 def risk_verdict(ratio: Sequence[float], bars: Sequence[int]) -> str:
     """FAIL if a regime with >= MIN_RISK_BARS positioned bars is outside the band; PASS if every regime has
     enough bars and is inside; else NO EVIDENCE."""
@@ -683,6 +847,8 @@ def format_md(result: dict[str, Any]) -> str:
         f"{m['paper']['long_threshold_bps']:g} bps, `always_in` = 0 bps."
     )
     lines.append("")
+    if "decision_targets" in result:
+        lines.extend(format_decision_targets(result["decision_targets"], m["symbols"]))
     lines.append("## Targets")
     lines.append("")
     tol = f"±{RISK_TOLERANCE:.0%}"
@@ -963,7 +1129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.folds
                 else "the pipeline's chronological test split"
             ),
-            "routes": dict(cfg.regime.routes),
+            "routes": cfg.regime.routes if isinstance(cfg.regime.routes, str) else dict(cfg.regime.routes),
             "paper": msgspec.to_builtins(cfg.paper),
             "distill": {
                 "quick": args.quick,
