@@ -149,6 +149,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from bot.core.errors import ModelError
     from bot.sim.backtest import default_cache_dir
     from offline.grid import load_grid
     from offline.sweep import print_result, sweep
@@ -156,23 +157,28 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     grid = load_grid(args.grid)
     out = Path(args.out)
-    res = sweep(
-        cfg,
-        grid,
-        args.data,
-        out,
-        models=args.models if args.models is not None else cfg.models.dir,
-        search=args.search,
-        trials=args.trials,
-        folds=args.folds,
-        metric=args.metric,
-        address=args.address,
-        num_cpus=args.num_cpus,
-        warmup_bars=args.warmup_bars,
-        cache_dir=args.cache_dir or str(default_cache_dir()),
-        seed=args.seed,
-        log=lambda msg: print(msg, file=sys.stderr),
-    )
+    try:
+        res = sweep(
+            cfg,
+            grid,
+            args.data,
+            out,
+            models=args.models if args.models is not None else cfg.models.dir,
+            search=args.search,
+            trials=args.trials,
+            folds=args.folds,
+            metric=args.metric,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            warmup_bars=args.warmup_bars,
+            cache_dir=args.cache_dir or str(default_cache_dir()),
+            seed=args.seed,
+            fresh=args.fresh,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+    except ModelError as exc:  # --models of a policy-only grid: the bot's exit code for models
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MODEL
     print_result(res, out, args.metric)
     return 0
 
@@ -406,6 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--warmup-bars", type=int, default=None, help="default: [exchange] backfill_bars")
     w.add_argument("--cache-dir", default=None, help="backtest cache (default: as bot backtest)")
     w.add_argument("--seed", type=int, default=0, help="optuna sampler seed")
+    w.add_argument(
+        "--fresh",
+        action="store_true",
+        help="--out holds trials of another sweep (another grid, config or data): replace them at the end "
+        "(without it such a directory is refused)",
+    )
     w.set_defaults(func=_cmd_sweep)
     r = sub.add_parser(
         "retrain", help="fetch, distil a challenger, score it against the champion, promote only a winner"

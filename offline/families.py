@@ -11,12 +11,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from bot.config import Config
 from bot.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bot.sim.backtest_cache import SymbolBars
 
 #: `[regime]` keys the offline regime calibration reads (`offline.calibrate`, stored in the manifest): they
 #: shape a distilled family too, so they are part of its hash.
@@ -56,31 +59,40 @@ class FamilyPlan:
     symbols: tuple[str, ...]
 
 
-def training_rows(
-    data: Sequence[str], root: Path, *, interval: str, distill_frac: float, quick: bool
-) -> FamilyPlan:
-    """Cut the data's time span: the first `distill_frac` of it trains families, the rest is decided.
-
-    `cut = lo + distill_frac * (hi - lo + one bar)`, aligned down to the bar interval, where `lo`/`hi` are the
-    first/last bar over all `data` files. The training rows are the first `data` file's bars with
-    `start_ms < cut` (one family serves every symbol, as live; a distillation reads one series). Every trial
-    then decides bars from `cut` on only, so no fold, validation or held-out, holds a row the family was
-    trained, validated or tested on (their targets end before `cut` too: the rows stop there).
+def cut_ms(series: Sequence[SymbolBars], *, interval: str, distill_frac: float) -> int:
+    """The first decided bar time of a sweep that distils: `lo + distill_frac * (hi - lo + one bar)`,
+    aligned down to the bar interval, where `lo`/`hi` are the first/last bar over all `series`.
 
     Raises:
-        ConfigError: `distill_frac` not in (0, 1). DataError: an unreadable or malformed CSV.
+        ConfigError: `distill_frac` not in (0, 1).
     """
     from bot.core.bars import interval_ms
-    from bot.sim.backtest_cache import load_symbol
-    from offline.fetch import write_klines_csv  # the project's one klines writer
 
     if not 0.0 < distill_frac < 1.0:
         raise ConfigError(f"distill_frac: expected a fraction in (0, 1), got {distill_frac}")
     step = interval_ms(interval)
-    series = [load_symbol(arg, interval_ms=step) for arg in data]
     lo = min(s.bars[0].start_ms for s in series)
     hi = max(s.bars[-1].start_ms for s in series)
-    cut = lo + int((hi - lo + step) * distill_frac) // step * step
+    return lo + int((hi - lo + step) * distill_frac) // step * step
+
+
+def training_rows(
+    series: Sequence[SymbolBars], root: Path, *, interval: str, distill_frac: float, quick: bool
+) -> FamilyPlan:
+    """Cut the data's time span (`cut_ms`): the first `distill_frac` of it trains families, the rest is
+    decided.
+
+    The training rows are the first series' bars with `start_ms < cut` (one family serves every symbol, as
+    live; a distillation reads one series), written to `root/train_<symbol>.csv`. Every trial then decides
+    bars from `cut` on only, so no fold, validation or held-out, holds a row the family was trained,
+    validated or tested on (their targets end before `cut` too: the rows stop there).
+
+    Raises:
+        ConfigError: `distill_frac` not in (0, 1).
+    """
+    from offline.fetch import write_klines_csv  # the project's one klines writer
+
+    cut = cut_ms(series, interval=interval, distill_frac=distill_frac)
     first = series[0]
     rows = [b for b in first.bars if b.start_ms < cut]
     root.mkdir(parents=True, exist_ok=True)

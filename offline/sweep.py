@@ -26,12 +26,12 @@ not recomputed; a failed trial is recorded with its error and retried on the nex
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
 import os
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -42,15 +42,15 @@ import numpy as np
 
 from bot.config import Config, dump_config, parse_config
 from bot.core.errors import ConfigError
+from bot.interrupts import deferred
+from offline import interrupts
 from offline.families import FAMILIES_DIR, FamilyPlan, ensure_family, training_rows, write_atomic
 from offline.grid import (
     apply,
     grid_trials,
-    shapes_models,
     trial_id,
 )
-
-METRICS: Final = ("sharpe", "pnl_usd")
+from offline.sweep_plan import JOURNAL, write_marker
 
 # ---- scoring ------------------------------------------------------------------------------------------
 
@@ -145,24 +145,7 @@ def run_trial(
 # ---- the sweep --------------------------------------------------------------------------------------
 
 
-def _fingerprint(
-    base_toml: str, data: Sequence[str], models: str, folds: int, metric: str, family: FamilyPlan | None
-) -> str:
-    h = hashlib.sha256()
-    extra = () if family is None else (f"distil:{family.from_ms}:{family.quick}:{family.data_id}",)
-    for part in (base_toml, *data, models, str(folds), metric, *extra):
-        h.update(part.encode())
-        h.update(b"\0")
-    for d in data:
-        path = Path(d.partition("=")[2] if "=" in d else d)
-        h.update(hashlib.sha256(path.read_bytes()).digest() if path.exists() else b"?")
-    manifest = Path(models) / "manifest.json"
-    h.update(manifest.read_bytes() if manifest.exists() else b"?")
-    return h.hexdigest()[:16]
-
-
-def _save(out: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
-    write_atomic(out / "trials.json", json.dumps(rows, indent=1) + "\n")
+def _trials_csv(rows: list[dict[str, Any]], keys: list[str]) -> str:
     cols = [
         "id",
         "status",
@@ -195,10 +178,10 @@ def _save(out: Path, rows: list[dict[str, Any]], keys: list[str]) -> None:
                 r.get("error"),
             ]
         )
-    write_atomic(out / "trials.csv", fh.getvalue())
+    return fh.getvalue()
 
 
-def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> bool:
+def _plot(path: Path, rows: list[dict[str, Any]], metric: str) -> bool:
     try:
         import matplotlib
 
@@ -222,7 +205,7 @@ def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> bool:
     ax.set_title(f"{len(ok)} trials: over-fitting shows as points below the diagonal")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "sweep.png", dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
     return True
 
@@ -245,6 +228,7 @@ def sweep(
     seed: int = 0,
     distill_frac: float = 0.5,
     distill_quick: bool = False,
+    fresh: bool = False,
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     """Run the sweep; returns {"rows", "best", "seconds", "computed"}. See the module docstring.
@@ -254,82 +238,90 @@ def sweep(
         distill_frac: when the grid shapes the models, the share of the data's time span whose first file's
             bars train the trials' families; bars after it are the folds (`training_rows`).
         distill_quick: distil those families with `[distill] quick_bars` / `quick_epochs`.
+        fresh: `out` holds trials of another sweep (another grid, config, data...): replace them at the end
+            instead of refusing (`offline.sweep_plan.earlier_rows`).
+
+    Raises:
+        ConfigError, DataError: a bad option, grid value, data file, fold count or `out` (before any file
+            is created or any worker starts). ModelError: a policy-only grid's `models` cannot be loaded.
     """
     import importlib
 
-    ray: Any = importlib.import_module("ray")  # untyped enough that mypy --strict cannot check its calls
+    from offline.sweep_plan import plan
 
-    if folds < 2:
-        raise ConfigError(f"--folds: expected >= 2 (the last one is held out), got {folds}")
-    if metric not in METRICS:
-        raise ConfigError(f"--metric: expected one of {list(METRICS)}, got {metric!r}")
+    ray: Any = importlib.import_module("ray")  # untyped enough that mypy --strict cannot check its calls
+    # every check before any file is created or any worker starts (offline/sweep_plan.py)
+    p = plan(
+        base,
+        grid,
+        data,
+        out,
+        models=models,
+        search=search,
+        trials=trials,
+        folds=folds,
+        metric=metric,
+        num_cpus=num_cpus,
+        warmup_bars=warmup_bars,
+        distill_frac=distill_frac,
+        distill_quick=distill_quick,
+        fresh=fresh,
+    )
+    fp, rows = p.fingerprint, list(p.resumed)
+    done = {r["id"] for r in rows}
     keys = list(grid)
     base_toml = dump_config(base)
-    for ov in grid_trials({k: v[:1] for k, v in grid.items()}):
-        apply(base, ov, source="grid")  # a key the schema does not know fails before Ray starts
-    out.mkdir(parents=True, exist_ok=True)
-    family: FamilyPlan | None = None
-    if shapes_models(grid):
-        family = training_rows(
-            data,
-            out / FAMILIES_DIR,
-            interval=base.market.interval,
-            distill_frac=distill_frac,
-            quick=distill_quick,
-        )
-        log(f"families distil on {family.train_csv} (bars before {family.from_ms} ms); folds decide the rest")
-    fp = _fingerprint(base_toml, data, models, folds, metric, family)
-    rows: list[dict[str, Any]] = []
-    prev = out / "trials.json"
-    if prev.exists():
-        try:
-            old = json.loads(prev.read_text(encoding="utf-8"))
-        except ValueError:
-            old = []
-        rows = [r for r in old if r.get("fingerprint") == fp and r.get("status") == "ok"]
-    done = {r["id"] for r in rows}
     t0 = time.perf_counter()
     started = not ray.is_initialized()
     if started:
-        if address is None:
-            cpus = num_cpus or os.cpu_count() or 1
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-    task = ray.remote(run_trial)
-    kw: dict[str, Any] = {
-        "folds": folds,
-        "metric": metric,
-        "warmup_bars": warmup_bars,
-        "cache_dir": cache_dir,
-        "family": family,
-    }
-    computed = 0
-
-    def launch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        nonlocal computed
-        refs = [task.remote(base_toml, ov, list(data), models, **kw) for ov in batch]
-        got: list[dict[str, Any]] = []
-        for ov, ref in zip(batch, refs, strict=True):
-            row: dict[str, Any] = {"id": trial_id(ov), "overrides": ov, "fingerprint": fp}
-            try:
-                row.update(ray.get(ref), status="ok", error=None)
-            except Exception as exc:  # a failed trial is recorded (with its error), the sweep goes on
-                cause = getattr(exc, "cause", None) or exc
-                row.update(status="failed", error=f"{type(cause).__name__}: {cause}".splitlines()[0])
-            got.append(row)
-            computed += 1
-            fam = (
-                f" family {row['family']} ({'distilled' if row['distilled'] else 'cached'})"
-                if "family" in row
-                else ""
-            )
-            log(f"trial {row['id']} {row['status']}:{fam} {ov} -> {row.get('validation', row.get('error'))}")
-        rows.extend(got)
-        _save(out, rows, keys)
-        return got
-
+        _init_ray(ray, address=address, num_cpus=num_cpus)
     try:
+        interrupts.phase("data", "preparing the sweep's data")
+        out.mkdir(parents=True, exist_ok=True)
+        family: FamilyPlan | None = None
+        if p.cut is not None:
+            family = training_rows(
+                p.series,
+                out / FAMILIES_DIR,
+                interval=base.market.interval,
+                distill_frac=distill_frac,
+                quick=distill_quick,
+            )
+            log(
+                f"families distil on {family.train_csv} (bars before {family.from_ms} ms); "
+                "folds decide the rest"
+            )
+        write_marker(out)
+        task = ray.remote(run_trial)
+        kw: dict[str, Any] = {
+            "folds": folds,
+            "metric": metric,
+            "warmup_bars": warmup_bars,
+            "cache_dir": cache_dir,
+            "family": family,
+        }
+        computed = 0
+
+        def launch(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            nonlocal computed
+            refs = [task.remote(base_toml, ov, list(data), models, **kw) for ov in batch]
+            got: list[dict[str, Any]] = []
+            for ov, ref in zip(batch, refs, strict=True):
+                row: dict[str, Any] = {"id": trial_id(ov), "overrides": ov, "fingerprint": fp}
+                try:
+                    row.update(ray.get(ref), status="ok", error=None)
+                except Exception as exc:  # a failed trial is recorded (with its error), the sweep goes on
+                    cause = getattr(exc, "cause", None) or exc
+                    row.update(status="failed", error=f"{type(cause).__name__}: {cause}".splitlines()[0])
+                got.append(row)
+                computed += 1
+                log(_trial_line(row, ov))
+            rows.extend(got)
+            write_atomic(out / JOURNAL, json.dumps(rows, indent=1) + "\n")  # a rerun resumes from here
+            write_marker(out)
+            return got
+
+        interrupts.phase("training", f"running the sweep's trials on Ray (fingerprint {fp})")
         if search == "grid":
             todo = [ov for ov in grid_trials(grid) if trial_id(ov) not in done]
             if trials is not None:
@@ -337,31 +329,96 @@ def sweep(
             batch_size = max(1, int(ray.cluster_resources().get("CPU", 1)) * 4)
             for i in range(0, len(todo), batch_size):
                 launch(todo[i : i + batch_size])
-        elif search == "optuna":
-            _optuna(grid, rows, launch, n=trials or 20, seed=seed, batch=int(ray.cluster_resources()["CPU"]))
         else:
-            raise ConfigError(f"--search: expected grid or optuna, got {search!r}")
+            _optuna(grid, rows, launch, n=trials or 20, seed=seed, batch=int(ray.cluster_resources()["CPU"]))
     finally:
         if started:
             ray.shutdown()
+    interrupts.phase("export", "writing trials.csv, best.toml and sweep.png")
+    best = _publish(out, base, rows, keys, family, folds=folds, metric=metric)
+    return {"rows": rows, "best": best, "seconds": time.perf_counter() - t0, "computed": computed}
+
+
+def _init_ray(ray: Any, *, address: str | None, num_cpus: int | None) -> None:
+    """Start a local Ray (`num_cpus`, default all) or join the cluster at `address`; a cluster that cannot
+    be joined is a ConfigError naming --address (nothing was written yet)."""
+    try:
+        if address is None:
+            cpus = num_cpus or os.cpu_count() or 1
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, ValueError, RuntimeError, OSError) as exc:
+        ray.shutdown()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"--address {address}: cannot join a Ray cluster there ({first}); start one with `ray start "
+            "--head`, pass its HOST:PORT, or leave --address out for a local Ray"
+            if address is not None
+            else f"cannot start a local Ray ({first}); nothing was written"
+        ) from exc
+
+
+def _trial_line(row: dict[str, Any], ov: dict[str, Any]) -> str:
+    fam = (
+        f" family {row['family']} ({'distilled' if row['distilled'] else 'cached'})"
+        if "family" in row
+        else ""
+    )
+    return f"trial {row['id']} {row['status']}:{fam} {ov} -> {row.get('validation', row.get('error'))}"
+
+
+def _publish(
+    out: Path,
+    base: Config,
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    family: FamilyPlan | None,
+    *,
+    folds: int,
+    metric: str,
+) -> dict[str, Any] | None:
+    """Write trials.json/.csv, best.toml and sweep.png together (a signal waits for the swap), drop the
+    journal, record the files in the marker; returns the best row (None: no trial succeeded)."""
     ok = [r for r in rows if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["validation"]) if ok else None
+    texts = {"trials.json": json.dumps(rows, indent=1) + "\n", "trials.csv": _trials_csv(rows, keys)}
     if best is not None:
-        best_ov = dict(best["overrides"])
-        if family is not None:  # the family that trial distilled (trained on the rows before the folds)
-            best_ov["models.dir"] = str(Path(family.root) / best["family"])
-            if set(family.symbols) != {family.symbol}:  # the sweep scored it on every data symbol
-                best_ov["models.symbols"] = "any"
-        best_cfg = apply(base, best_ov, source="best")
-        head = (
-            f"# offline sweep: best of {len(ok)} trials by mean validation {metric} "
-            f"over folds 1..{folds - 1}\n"
-            f"# trial {best['id']}: validation {best['validation']:.4f} (spread {best['spread']:.4f}), "
-            f"held-out fold {best['heldout']:.4f}\n# overrides: {json.dumps(best['overrides'])}\n\n"
-        )
-        write_atomic(out / "best.toml", head + dump_config(best_cfg))
-    _plot(out, rows, metric)
-    return {"rows": rows, "best": best, "seconds": time.perf_counter() - t0, "computed": computed}
+        texts["best.toml"] = _best_toml(base, best, family, n_ok=len(ok), folds=folds, metric=metric)
+    fd, png = tempfile.mkstemp(prefix=".sweep.png.", dir=out)
+    os.close(fd)
+    try:
+        plotted = _plot(Path(png), rows, metric)
+        with deferred():  # the outputs change together or not at all
+            for name, text in texts.items():
+                write_atomic(out / name, text)
+            if plotted:
+                os.replace(png, out / "sweep.png")
+            (out / JOURNAL).unlink(missing_ok=True)
+            write_marker(out)
+    finally:
+        Path(png).unlink(missing_ok=True)
+    return best
+
+
+def _best_toml(
+    base: Config, best: dict[str, Any], family: FamilyPlan | None, *, n_ok: int, folds: int, metric: str
+) -> str:
+    """best.toml: the base config with the best trial's overrides (and, in a sweep that distils, the
+    family that trial distilled), headed by how it was chosen."""
+    best_ov = dict(best["overrides"])
+    if family is not None:  # the family that trial distilled (trained on the rows before the folds)
+        best_ov["models.dir"] = str(Path(family.root) / best["family"])
+        if set(family.symbols) != {family.symbol}:  # the sweep scored it on every data symbol
+            best_ov["models.symbols"] = "any"
+    best_cfg = apply(base, best_ov, source="best")
+    head = (
+        f"# offline sweep: best of {n_ok} trials by mean validation {metric} "
+        f"over folds 1..{folds - 1}\n"
+        f"# trial {best['id']}: validation {best['validation']:.4f} (spread {best['spread']:.4f}), "
+        f"held-out fold {best['heldout']:.4f}\n# overrides: {json.dumps(best['overrides'])}\n\n"
+    )
+    return head + dump_config(best_cfg)
 
 
 def _optuna(

@@ -11,17 +11,19 @@ import support
 from test_backtest import synthetic_csvs
 
 from bot.config import parse_config
+from bot.outputs import MARKER
 from bot.core.errors import ConfigError
 from offline.grid import load_grid
 from offline.sweep import sweep
 
 
 def test_local_ray_sweep_writes_trials_best_config_and_resumes(trained_family: Path, tmp_path: Path) -> None:
-    """4 trials on local Ray: failures keep their error; best.toml is a valid config; a rerun resumes."""
+    """4 trials on local Ray: per-fold scores, best.toml a valid config, the outputs marked as the sweep's; a
+    rerun resumes (computes nothing); a grid value the config refuses stops the run before Ray starts."""
     csvs = synthetic_csvs(tmp_path / "data", n=1000)
     grid_path = tmp_path / "grid.toml"
     grid_path.write_text(
-        '"paper.long_threshold_bps" = [0.0, 5.0]\n"regime.routes.normal" = ["edge", "no_such_tier"]\n',
+        '"paper.long_threshold_bps" = [0.0, 5.0]\n"regime.routes.normal" = ["edge", "production"]\n',
         encoding="utf-8",
     )
     grid = load_grid(grid_path)
@@ -31,19 +33,21 @@ def test_local_ray_sweep_writes_trials_best_config_and_resumes(trained_family: P
     res = sweep(support.small_config(), grid, data, out, cache_dir=str(tmp_path / "cache"), **kw)
     rows = res["rows"]
     assert len(rows) == res["computed"] == 4
-    failed = [r for r in rows if r["status"] == "failed"]
-    assert len(failed) == 2
-    assert all("no_such_tier" in r["error"] for r in failed)
-    ok = [r for r in rows if r["status"] == "ok"]
-    for r in ok:
+    assert [r["status"] for r in rows] == ["ok"] * 4, [r.get("error") for r in rows]
+    for r in rows:
         assert len(r["folds"]) == 3
         assert r["heldout"] == r["folds"][-1]
     best = parse_config(tomllib.loads((out / "best.toml").read_text(encoding="utf-8")), source="best.toml")
-    assert best.regime.routes["normal"] == "edge"
-    assert {p.name for p in out.iterdir()} >= {"trials.csv", "trials.json", "best.toml", "sweep.png"}
+    assert best.regime.routes["normal"] == res["best"]["overrides"]["regime.routes.normal"]
+    names = {p.name for p in out.iterdir()}
+    assert names == {"trials.csv", "trials.json", "best.toml", "sweep.png", MARKER}
     again = sweep(support.small_config(), grid, data, out, cache_dir=str(tmp_path / "cache"), **kw)
-    assert again["computed"] == 2  # only the failed trials are retried
-    assert json.loads((out / "trials.json").read_text(encoding="utf-8"))[0]["id"] == ok[0]["id"]
+    assert again["computed"] == 0
+    assert json.loads((out / "trials.json").read_text(encoding="utf-8"))[0]["id"] == rows[0]["id"]
+    grid_path.write_text('"regime.routes.normal" = ["edge", "no_such_tier"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"regime\.routes\.normal\[1\] = 'no_such_tier'"):
+        sweep(support.small_config(), load_grid(grid_path), data, tmp_path / "new", **kw)
+    assert not (tmp_path / "new").exists()
 
 
 def test_grid_refuses_models_keys(tmp_path: Path) -> None:
@@ -56,7 +60,7 @@ def test_grid_refuses_models_keys(tmp_path: Path) -> None:
 
 def test_trials_that_shape_models_distil_cached_families_on_rows_before_the_folds(tmp_path: Path) -> None:
     """A tier-width grid: each trial distils (in its Ray task) on the rows before the folds, one family per
-    hash under DIR/models; a rerun with new trials over the same shaping keys distils nothing."""
+    hash under DIR/models; a rerun of another grid (--fresh) over the same shaping keys distils nothing."""
     import ray
 
     csvs = synthetic_csvs(tmp_path / "data", n=2000)
@@ -81,7 +85,7 @@ def test_trials_that_shape_models_distil_cached_families_on_rows_before_the_fold
         families = out / "models"
         made = sorted(p for p in families.iterdir() if p.is_dir())
         mtimes = {p.name: (p / "manifest.json").stat().st_mtime_ns for p in made}
-        again = sweep(base, load_grid(tmp_path / "g2.toml"), data, out, **kw)
+        again = sweep(base, load_grid(tmp_path / "g2.toml"), data, out, fresh=True, **kw)
     finally:
         ray.shutdown()
     rows = first["rows"]
@@ -103,7 +107,7 @@ def test_trials_that_shape_models_distil_cached_families_on_rows_before_the_fold
         json.loads((families / f"{widths[4]}.json").read_text(encoding="utf-8"))["tiers"]["edge"]["width"]
         == 4
     )
-    new = again["rows"][2:]
+    new = again["rows"]  # another grid: --fresh replaced the trials, the families are reused
     assert again["computed"] == 2
     assert [r["status"] for r in new] == ["ok", "ok"]
     assert not any(r["distilled"] for r in new)
