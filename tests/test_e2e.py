@@ -191,7 +191,7 @@ async def test_metrics_and_healthz_served_by_the_running_service(
     assert reconnects
     assert float(reconnects[0].split()[1]) >= 1
     assert 'stage="inference"' in text
-    # shadow scoring: every tier of the family has a live IC and a regret vs the router by now
+    # shadow scoring: every tier of the family has a live IC and a regret vs the router on the symbol by now
     for tier in ("research", "staging", "production", "edge"):
-        assert f'progdistill_shadow_ic{{tier="{tier}"}}' in text
-        assert f'progdistill_router_regret{{tier="{tier}"}}' in text
+        assert f'progdistill_shadow_ic{{symbol="{SYMBOL}",tier="{tier}"}}' in text
+        assert f'progdistill_router_regret{{symbol="{SYMBOL}",tier="{tier}"}}' in text
