@@ -69,13 +69,16 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from bot.app import run_service
     from bot.config import load_config
-    from bot.ledger_lock import LedgerLock
+    from bot.ledger_lock import LedgerLock, check_ledger_path
+    from bot.metrics import Metrics
     from bot.tiers import TierFamily
 
     cfg = load_config(args.config)
     family = TierFamily.load(cfg.models.dir)  # read-only: a bad family exits 3 before any file exists
     family.check_fit(cfg)  # a family trained for another interval/symbol/features/horizon: exit 3 too
     logs.check_decisions_path(cfg.logging.decisions_path)  # exit 2 before the lock file is created
+    check_ledger_path(cfg.ledger.path)  # a directory or a file of the user's: exit 2 before any file too
+    Metrics.check_port(cfg.service)  # a metrics port in use: the same
     with LedgerLock(cfg.ledger.path) as lock:  # before any file is created: one bot per ledger
         logs.configure_logging(
             level=cfg.logging.level,

@@ -9,8 +9,12 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
+from typing import Final
 
-from bot.core.errors import BotError
+from bot.core.errors import BotError, ConfigError
+from bot.outputs import file_target_reason
+
+SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
 
 class LedgerError(BotError):
@@ -19,6 +23,23 @@ class LedgerError(BotError):
 
 class LedgerInUseError(LedgerError):
     """Another process holds the ledger's lock (a second bot instance on the same ledger)."""
+
+
+def check_ledger_path(ledger_path: str | Path) -> None:
+    """Raise ConfigError (naming `[ledger] path`) when the ledger cannot be created or opened there: a
+    directory, a parent that is a file, a directory that is not writable, or a file that is not SQLite (a
+    file of the user's). Reads at most 16 bytes; creates nothing."""
+    path = Path(ledger_path)
+    why = file_target_reason(path)
+    if why is None and path.is_file() and path.stat().st_size > 0:
+        with path.open("rb") as fh:
+            if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                why = "exists and is not an SQLite file, so not a ledger"
+    if why is not None:
+        raise ConfigError(
+            f"[ledger] path {path}: {why}; point it at the bot's ledger or at a new file in a writable "
+            "directory"
+        )
 
 
 class LedgerLock:

@@ -17,6 +17,7 @@ import msgspec
 import structlog
 
 from bot.core.errors import ConfigError
+from bot.outputs import file_target_reason
 
 # ---- event names -------------------------------------------------------------------------------
 BAR_DECIDED: Final = "bar_decided"  # the canonical line: one per confirmed bar
@@ -157,15 +158,9 @@ def check_decisions_path(decisions_path: str | Path) -> None:
     """Raise ConfigError (naming `logging.decisions_path`) when the log cannot be appended to: a directory,
     a parent that is a file, a path that is not writable. Creates nothing."""
     path = Path(decisions_path)
-    if path.is_dir():
-        raise _decisions_error(path, "is a directory")
-    base = path if path.exists() else path.parent
-    while not base.exists():
-        base = base.parent
-    if not (base.is_dir() or path.exists()):
-        raise _decisions_error(path, f"{base} is not a directory")
-    if not os.access(base, os.W_OK):
-        raise _decisions_error(path, f"{base} is not writable")
+    why = file_target_reason(path)
+    if why is not None:
+        raise _decisions_error(path, why)
 
 
 def _decisions_error(path: Path, why: str) -> ConfigError:

@@ -19,6 +19,7 @@ runs only when `service.metrics_enabled` is true. Wiring in the app::
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Final
@@ -301,16 +302,32 @@ class Metrics:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise ConfigError(
-                f"[service] metrics_host/metrics_port {host}:{port}: cannot listen ({exc.strerror}); "
-                "stop what holds the port or choose another metrics_port"
-            ) from exc
+            raise _cannot_listen(host, port, exc) from exc
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         address = runner.addresses[0]
         return int(address[1])
+
+    @staticmethod
+    def check_port(service: ServiceConfig) -> None:
+        """Bind and release the metrics address when `service.metrics_enabled`, so that a port in use is a
+        ConfigError before the service creates a file (`bot run` calls it before taking the ledger lock)."""
+        if not service.metrics_enabled:
+            return
+        host, port = service.metrics_host, service.metrics_port
+        try:
+            for family, kind, proto, _, address in socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            ):
+                with socket.socket(family, kind, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+                    if family == socket.AF_INET6:
+                        probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    probe.bind(address)
+        except OSError as exc:
+            raise _cannot_listen(host, port, exc) from exc
 
     async def serve(self, service: ServiceConfig) -> int | None:
         """Start the server when `service.metrics_enabled`; returns the bound port, or None when off."""
@@ -323,3 +340,10 @@ class Metrics:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    return ConfigError(
+        f"[service] metrics_host/metrics_port {host}:{port}: cannot listen ({exc.strerror or exc}); "
+        "stop what holds the port or choose another metrics_port"
+    )

@@ -68,6 +68,21 @@ def foreign_entry(root: Path, written: dict[str, int]) -> str | None:
     return None
 
 
+def file_target_reason(path: Path) -> str | None:
+    """Why a file cannot be created or appended to at `path` (the service's ledger and decision log), or None
+    when it can: it is a directory, a parent is a file, or the directory is not writable. Creates nothing."""
+    if path.is_dir():
+        return "is a directory"
+    base = path if path.exists() else path.parent
+    while not base.exists():
+        base = base.parent
+    if not (base.is_dir() or path.exists()):
+        return f"{base} is not a directory"
+    if not os.access(base, os.W_OK):
+        return f"{base} is not writable"
+    return None
+
+
 def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 

@@ -11,6 +11,7 @@ a running service, a signal or a real disk are pinned below the table as plain t
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gzip
 import json
 import os
@@ -150,9 +151,101 @@ RUN = ["-m", "bot", "run", "--config", "config.toml"]
 DISTILL = ["-m", "offline", "distill", "--quick", "--no-progress"]
 STATE = ["state/ledger.sqlite", "state/ledger.sqlite.lock", "state/decisions.jsonl"]
 
+
+def _held_port() -> str:
+    """A loopback port held (listening) for as long as this module runs: "a port in use" for the rows."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    atexit.register(held.close)
+    return str(held.getsockname()[1])
+
+
+HELD_PORT = _held_port()
+BT_CSV = "BTCUSDT_5m.csv"
+BT_OPTS = ["--config", "cfg.toml", "--warmup-bars", "50", "--no-cache", "--no-plots"]
+BACKTEST = ["-m", "bot", "backtest", *BT_OPTS]
+REPLAY = ["-m", "bot", "replay-server", "--port", "0", "--bar-seconds", "0", "--latency-ms", "0"]
+
+
+def _backtest_inputs(d: Path, family: Path) -> None:
+    """cfg.toml (the small config, models = the trained family, any symbol) and a 400-bar BTCUSDT CSV."""
+    cfg = small_config(models={"dir": str(family), "symbols": "any"})
+    (d / "cfg.toml").write_text(to_toml(cfg), encoding="utf-8")
+    (d / BT_CSV).write_text(HEADER + csv_rows(400), encoding="utf-8")
+
+
+def _previous_backtest(rel: str) -> Callable[[Path, Path], None]:
+    """A real earlier `bot backtest --out rel` (the CLI, in a subprocess) over `_backtest_inputs`."""
+
+    def setup(d: Path, family: Path) -> None:
+        argv = [sys.executable, *BACKTEST, "--data", BT_CSV, "--out", rel]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        subprocess.run(argv, cwd=d, capture_output=True, timeout=120, check=True, env=env)
+
+    return _all(_backtest_inputs, setup)
+
+
+def _marker(rel: str, text: str) -> Callable[[Path, Path], None]:
+    return _write(f"{rel}/.progdistill-output.json", text)
+
+
 # Issue 25's rows, one block per surface: the bot's commands (backtest, run, replay-server, demo,
 # latency-report) and the offline ones (sweep, models, distill, retrain, fetch, export-dataset).
-BOT_ROWS: list[Case] = []  # fmt: skip
+BOT_ROWS: list[Case] = [
+    # --- one output policy: an --out is reused only while it holds nothing but the command's listed files
+    Case("backtest-out-holds-its-data-csv", [*BACKTEST, "--data", f"bt1/{BT_CSV}", "--out", "bt1"], 2,
+         f"holds the input bt1/{BT_CSV}", untouched=["bt1"],
+         setup=_all(_previous_backtest("bt1"), lambda d, f: shutil.copy(d / BT_CSV, d / "bt1" / BT_CSV))),
+    Case("backtest-out-holds-a-user-note", [*BACKTEST, "--data", BT_CSV, "--out", "bt1"], 2,
+         "holds 'mynotes.txt', which this command did not write", untouched=["bt1"],
+         setup=_all(_previous_backtest("bt1"), _write("bt1/mynotes.txt", "my notes\n"))),
+    Case("backtest-out-report-edited-since", [*BACKTEST, "--data", BT_CSV, "--out", "bt1"], 2,
+         "holds 'report.json', which this command did not write (or it changed since)", untouched=["bt1"],
+         setup=_all(_previous_backtest("bt1"), _write("bt1/report.json", "{}\n"))),
+    Case("backtest-out-is-another-commands-output", [*BACKTEST, "--data", BT_CSV, "--out", "r"], 2,
+         "holds another command's output (.progdistill-output.json says 'latency-report'", untouched=["r"],
+         setup=_all(_backtest_inputs, _write("r/report.json", "{}\n"),
+                    _marker("r", '{"kind": "latency-report", "files": {"report.json": 3}}'))),
+    Case("backtest-out-marker-lists-no-files", [*BACKTEST, "--data", BT_CSV, "--out", "bt1"], 2,
+         "does not list its files", untouched=["bt1"],
+         setup=_all(_backtest_inputs, _write("bt1/decisions.jsonl", "x\n"),
+                    _marker("bt1", '{"kind": "backtest"}'))),
+    Case("backtest-cache-dir-is-a-file", [*BACKTEST[:-2], "--cache-dir", "notes.txt", "--data", BT_CSV,
+         "--out", "bt1"], 2, "--cache-dir notes.txt: exists and is not a directory",
+         untouched=["notes.txt"], absent=["bt1"],
+         setup=_all(_backtest_inputs, _write("notes.txt", "keep\n"))),
+    Case("demo-out-is-a-backtest-output", ["-m", "bot", "demo", "--out", "bt1", "--models", "{family}",
+         "--bars", "5"], 2, "holds another command's output", untouched=["bt1"],
+         setup=_all(_write("bt1/decisions.jsonl", "x\n"),
+                    _marker("bt1", '{"kind": "backtest", "files": {"decisions.jsonl": 2}}'))),
+    Case("report-out-holds-its-log", ["-m", "bot", "latency-report", "r/d.jsonl", "--out", "r"], 2,
+         "holds the input r/d.jsonl", untouched=["r"], setup=_write("r/d.jsonl", "x\n")),
+    # --- bot run: every config error before any file (README: "exits 2 before anything is opened")
+    Case("run-metrics-port-in-use", RUN, 2, f"127.0.0.1:{HELD_PORT}: cannot listen", absent=["state"],
+         setup=_bot_config(service={"metrics_enabled": True, "metrics_port": int(HELD_PORT)})),
+    Case("run-ledger-path-is-a-dir", RUN, 2, "[ledger] path ldir: is a directory", untouched=["ldir"],
+         absent=["ldir.lock", "state"],
+         setup=_all(_bot_config(ledger={"path": "ldir"}), _write("ldir/keep.txt", "x\n"))),
+    Case("run-ledger-path-is-a-user-file", RUN, 2, "exists and is not an SQLite file", untouched=["notes.db"],
+         absent=["notes.db.lock", "state"],
+         setup=_all(_bot_config(ledger={"path": "notes.db"}), _write("notes.db", "my notes\n"))),
+    Case("run-ledger-path-under-a-file", RUN, 2, "[ledger] path notes.txt/ledger.sqlite: notes.txt is not a "
+         "directory", untouched=["notes.txt"], absent=["state"],
+         setup=_all(_bot_config(ledger={"path": "notes.txt/ledger.sqlite"}), _write("notes.txt", "x\n"))),
+    # --- replay-server: bad options and a port in use exit 2 before it serves
+    Case("replay-server-negative-bar-seconds", [*REPLAY, "--bar-seconds", "-1"], 2,
+         "--bar-seconds: expected a finite number >= 0 (0 = flat out), got -1.0"),
+    Case("replay-server-nan-latency", [*REPLAY, "--latency-ms", "nan"], 2, "--latency-ms: expected a finite"),
+    Case("replay-server-negative-updates", [*REPLAY, "--updates-per-bar", "-1"], 2, "--updates-per-bar"),
+    Case("replay-server-port-out-of-range", [*REPLAY, "--port", "70000"], 2, "--port: expected 0..65535"),
+    Case("replay-server-unknown-interval", [*REPLAY, "--interval", "7"], 2, "--interval: expected one of"),
+    Case("replay-server-bad-symbols", [*REPLAY, "--symbols", "btc/usd"], 2, "--symbols: expected"),
+    Case("replay-server-missing-data", [*REPLAY, "--data", "nope.csv"], 2,
+         "--data nope.csv: no such file or directory; expected 'synthetic'"),
+    Case("replay-server-port-in-use", [*REPLAY, "--port", HELD_PORT], 2,
+         "address already in use); stop what holds the port, or choose another --port"),
+]  # fmt: skip
 
 OFFLINE_ROWS: list[Case] = []  # fmt: skip
 
@@ -303,24 +396,6 @@ def test_bad_input(case: Case, outcomes: dict[str, Outcome]) -> None:
 
 
 # ---- faults that need a service, a signal or a real disk -------------------------------------------------
-
-
-def test_metrics_port_in_use_exits_2_naming_the_port(tmp_path: Path, trained_family: Path) -> None:
-    """A metrics port another process holds: exit 2 naming host:port and the key, no traceback."""
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        held.listen()
-        port = held.getsockname()[1]
-        cfg = loop_config("http://127.0.0.1:9", "ws://127.0.0.1:9", trained_family, tmp_path / "state")
-        data = msgspec.to_builtins(cfg)
-        data["service"].update(metrics_enabled=True, metrics_port=port)
-        (tmp_path / "config.toml").write_text(to_toml(msgspec.convert(data, type(cfg))), encoding="utf-8")
-        proc = subprocess.run(
-            [sys.executable, *RUN], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
-        )
-    assert proc.returncode == 2, proc.stderr
-    assert f"127.0.0.1:{port}: cannot listen" in proc.stderr
-    assert "Traceback" not in proc.stderr
 
 
 def test_decision_log_on_a_full_disk_is_one_line_exit_1(tmp_path: Path, trained_family: Path) -> None:

@@ -284,6 +284,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "progdistill" / "backtest"
 
 
+def check_cache_dir(path: Path) -> None:
+    """Refuse a cache directory that cannot be one (it, or a parent, is a file); creates nothing."""
+    base = path
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        where = "exists and is not a directory" if base == path else f"{base} is not a directory"
+        raise ConfigError(f"--cache-dir {path}: {where}; choose a directory, or pass --no-cache")
+
+
 def _progress(total: int) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
     """A one-line progress bar on stderr when it is a terminal (the bot does not depend on tqdm); nothing
     otherwise."""
@@ -334,6 +344,8 @@ def _main(args: argparse.Namespace, phases: Phases) -> int:
     inputs = [parse_data_arg(a)[1] for a in args.data] + [Path(args.config), Path(models)]
     stage = StagedOutput(out, kind=OUTPUT_KIND, protect=[*inputs, *([cache_dir] if cache_dir else [])])
     stage.check()  # before reading anything: refuse an --out this command must not replace
+    if cache_dir is not None:
+        check_cache_dir(cache_dir)
     try:
         phases.now = f"reading {len(args.data)} CSV(s) and computing features and predictions"
         _say(f"backtest: {phases.now} ...")
