@@ -62,6 +62,35 @@ def previous_version(models_dir: str | Path) -> str | None:
     return os.readlink(pointer) if pointer.is_symlink() else None
 
 
+def pointer_problem(models_dir: str | Path) -> str | None:
+    """Why the store's `current` / `.previous` cannot be re-pointed, or None: a real directory or file
+    instead of a link (a copy made by a tool that follows links, such as `scp -r`). Names the fix."""
+    root = Path(models_dir)
+    for name in (CURRENT, PREVIOUS):
+        p = root / name
+        if p.exists() and not p.is_symlink():
+            fix = (
+                f"rename it to a version name (mv {p} {root}/<UTC time>-copy) and run "
+                f"`python -m offline models --dir {root} promote VERSION`"
+                if name == CURRENT
+                else f"remove it (rm -r {p}); it only remembers the version before the last promote"
+            )
+            return f"{p} is a real {'directory' if p.is_dir() else 'file'}, not a link to a version; {fix}"
+    return None
+
+
+def dangling_current(models_dir: str | Path) -> str | None:
+    """A warning when `current` links to a missing or incomplete version (naming the fix), else None."""
+    root = Path(models_dir)
+    pointer = root / CURRENT
+    if pointer.is_symlink() and not (pointer / MANIFEST).is_file():
+        return (
+            f"{pointer} points to {os.readlink(pointer)!r}, which is not a complete version; "
+            f"run `python -m offline models --dir {root} promote VERSION` (see `models list`)"
+        )
+    return None
+
+
 def version_name(manifest_sha256: str, *, now: dt.datetime | None = None) -> str:
     """A new version's directory name: UTC time and the manifest's sha256 prefix."""
     t = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
@@ -93,6 +122,17 @@ def promote(models_dir: str | Path, version: str) -> None:
     if old is not None and old != version:
         _point(root, PREVIOUS, old)  # first: a crash between the two renames leaves both pointers valid
     _point(root, CURRENT, version)
+
+
+def restore_pointers(models_dir: str | Path, current: str | None, previous: str | None) -> None:
+    """Put `current` and `.previous` back to what they were (`current_version` / `previous_version` read
+    before a promote; None: no such link), e.g. when a run is interrupted during its promote."""
+    root = Path(models_dir)
+    for name, target in ((CURRENT, current), (PREVIOUS, previous)):
+        if target is not None:
+            _point(root, name, target)
+        elif (root / name).is_symlink():
+            (root / name).unlink()
 
 
 def _point(root: Path, name: str, target: str) -> None:

@@ -228,12 +228,22 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _models_dir(args: argparse.Namespace) -> Path:
+def _models_dir(args: argparse.Namespace, *, changes: bool) -> Path:
+    """`--dir`, checked; a broken `current` is one warning line on stderr (`list`) or refused (`promote`,
+    `prune`: they would re-point or keep the wrong version)."""
+    from bot import modelstore
+
     root = Path(args.dir)
     args.out = str(root)
     if not root.is_dir():
         what = "is not a directory" if root.exists() else "no such directory"
         raise ConfigError(f"--dir {root}: {what}; pass the models directory ([models] dir)")
+    broken = modelstore.pointer_problem(root)
+    if broken is not None and changes:
+        raise ConfigError(f"--dir {root}: {broken}; nothing was changed")
+    warning = broken or modelstore.dangling_current(root)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
     return root
 
 
@@ -250,7 +260,7 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
 
     from bot import modelstore
 
-    root = _models_dir(args)
+    root = _models_dir(args, changes=False)
     rows = modelstore.describe(root)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -278,7 +288,7 @@ def _cmd_models_promote(args: argparse.Namespace) -> int:
     from bot.core.errors import ModelError
     from bot.tiers import TierFamily
 
-    root = _models_dir(args)
+    root = _models_dir(args, changes=True)
     known = modelstore.versions(root)
     if args.version not in known:
         recent = ", ".join(known[-5:]) or "none"
@@ -322,7 +332,7 @@ def _cmd_models_promote(args: argparse.Namespace) -> int:
 def _cmd_models_prune(args: argparse.Namespace) -> int:
     from bot import modelstore
 
-    root = _models_dir(args)
+    root = _models_dir(args, changes=True)
     if args.keep < 1:
         raise ConfigError(f"--keep: expected at least 1 version to keep, got {args.keep}")
     before = len(modelstore.versions(root))

@@ -66,6 +66,17 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum, _doing[0])
 
 
+_active: list[bool] = [False]
+
+
+def reclaim() -> None:
+    """Install the handlers of `stop_on_signals` again, after a library replaced them (`ray.init` installs
+    its own SIGTERM handler in the driver, which kills the process without unwinding)."""
+    if _active[0] and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _raise)
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM raise `Interrupted`; the previous handlers come back after.
@@ -76,9 +87,11 @@ def stop_on_signals() -> Iterator[None]:
         yield
         return
     previous = {sig: signal.signal(sig, _raise) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _active[0] = True
     try:
         yield
     finally:
+        _active[0] = False
         _doing[0] = ""
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,8 +15,10 @@ import msgspec
 from bot import modelstore
 from bot.config import Config
 from bot.core.errors import ModelError
+from bot.interrupts import deferred
 from bot.manifest import MANIFEST_NAME, decode_manifest
 from bot.outputs import MARKER, OutputPathError, StagedOutput
+from offline import interrupts
 from offline.data import load_sources
 from offline.distill import run_distillation
 from offline.export import export_family, write_json
@@ -87,15 +90,18 @@ def pipeline_distill(
             out_dir, kind="tier-family", protect=protect, recognise=family_reason, min_free_mib=64, mark=False
         )
         with stage as tmp:  # refuses a foreign out_dir and checks writability before any work
+            interrupts.phase("data", "reading the data")
             ds = load_sources(
                 sources, dc, symbol=symbol, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last
             )
             data_s = time.perf_counter() - t0
+            interrupts.phase("training", "training")
             result = run_distillation(
                 ds, cfg.tiers, dc, epochs=epochs, seed=run_seed, progress=progress, log=log
             )
             result.info["quick"] = quick
             result.info["dataset_s"] = data_s
+            interrupts.phase("export", "exporting the tiers to ONNX and writing the report")
             manifest = export_family(result, ds, cfg, tmp)
             result.info["total_s"] = time.perf_counter() - t0
             report = build_report(result, manifest)
@@ -106,21 +112,43 @@ def pipeline_distill(
             who = prov.get("symbol") or "+".join(map(str, prov.get("symbols") or ["pooled"]))
             title = f"{who} {prov.get('interval')}m, {ds.n_rows} rows ({prov.get('source')})"
             plot_report(report, tmp / "report.png", title=title)
-            stage.commit()
+            # retrain distils with promote=False and promotes later itself: its "promote" is that one
+            step = "promote" if promote or not versioned else "add-version"
+            interrupts.phase(
+                step, "adding the version to the store" if versioned else "swapping in the family"
+            )
+            if not versioned:
+                stage.commit()
+            else:
+                report.update(_add_version(stage, store, Path(out_dir), promote=promote))
     except BaseException:
         if created and store.is_dir() and not any(store.iterdir()):
             store.rmdir()  # a failed first run leaves no empty models directory behind
         raise
     report["table"] = table
-    if versioned:
-        sha = hashlib.sha256((Path(out_dir) / MANIFEST_NAME).read_bytes()).hexdigest()
-        version = modelstore.version_name(sha)
-        os.rename(out_dir, store / version)
-        if promote:
-            modelstore.promote(store, version)
-        report["version"] = version
-        report["promoted"] = promote
     return report
+
+
+def _add_version(stage: StagedOutput, store: Path, incoming: Path, *, promote: bool) -> dict[str, Any]:
+    """Swap the staged family in as a new version of `store` and (with `promote`) make it current, as one
+    step: a signal meanwhile is held back and then undoes it (the new version is removed, `current` and
+    `.previous` point where they did), so an interrupted run leaves the store as it was."""
+    cur, prev = modelstore.current_version(store), modelstore.previous_version(store)
+    version: str | None = None
+    try:
+        with deferred():
+            stage.commit()
+            sha = hashlib.sha256((incoming / MANIFEST_NAME).read_bytes()).hexdigest()
+            version = modelstore.version_name(sha)
+            os.rename(incoming, store / version)
+            if promote:
+                modelstore.promote(store, version)
+    except BaseException:
+        modelstore.restore_pointers(store, cur, prev)
+        for path in (incoming, store / (version or incoming.name)):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return {"version": version, "promoted": promote}
 
 
 def store_reason(path: Path) -> str | None:
@@ -130,6 +158,9 @@ def store_reason(path: Path) -> str | None:
         return None
     if not path.is_dir():
         return "exists and is not a directory"
+    broken = modelstore.pointer_problem(path)
+    if broken is not None:
+        return broken
     plain: set[str] = set()
     if (path / MANIFEST_NAME).is_file():
         try:

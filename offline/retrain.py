@@ -43,12 +43,14 @@ from bot import modelstore
 from bot.config import Config
 from bot.core.bars import Bar, interval_ms
 from bot.core.errors import BotError, ConfigError, ExchangeError, ModelError
+from bot.interrupts import deferred
 from bot.manifest import MANIFEST_NAME
 from bot.outputs import OutputPathError
 from bot.tiers import TierFamily
+from offline import interrupts
 from offline.export import write_json
 from offline.holdout import decide, fmt, score_family
-from offline.interrupts import Interrupted, doing
+from offline.interrupts import Interrupted
 
 EXIT_FETCH: Final = 3
 EXIT_CHALLENGER: Final = 4
@@ -312,6 +314,7 @@ def _run(
     log: Callable[[str], None],
     summary: dict[str, Any],
 ) -> Outcome:
+    interrupts.phase("data", f"fetching bars from {cfg.exchange.rest_url}")
     series = fetch_series(cfg, end_ms=end_ms)
     summary["recorded"] = merge_recorded(cfg, series)
     if "skipped" in summary["recorded"]:
@@ -356,7 +359,7 @@ def _judge(
         raise ChallengerFailedError(f"challenger {challenger} refused: {exc}") from exc
     champ_name, champ_family, champ_bad = _champion(models, cfg)
     summary["champion"] = champ_name
-    doing(f"scoring challenger {challenger}")
+    interrupts.phase("scoring", f"scoring challenger {challenger}")
     log(f"retrain: scoring challenger {challenger} on the held-out bars")
     try:
         ch_scores = score_family(ch_family, cfg, series)
@@ -365,7 +368,7 @@ def _judge(
     summary["challenger_scores"] = ch_scores
     champ_scores: dict[str, Any] = {}
     if champ_family is not None:
-        doing(f"scoring champion {champ_name}")
+        interrupts.doing(f"scoring champion {champ_name}")
         log(f"retrain: scoring champion {champ_name} on the held-out bars")
         try:
             champ_scores = score_family(champ_family, cfg, series)
@@ -407,10 +410,16 @@ def _judge(
     _write_atomic(ch_dir / REPORT_JSON, summary)
     _write_text_atomic(ch_dir / REPORT_TXT, format_report(summary) + "\n")
     if promote:
+        interrupts.phase("promote", f"promoting {challenger}")
+        cur, prev = modelstore.current_version(models), modelstore.previous_version(models)
         try:
-            modelstore.promote(models, challenger)
+            with deferred():  # a signal meanwhile undoes the promote (below)
+                modelstore.promote(models, challenger)
         except (ModelError, OSError) as exc:
             raise ChallengerFailedError(f"promoting {challenger} failed: {exc}") from exc
+        except Interrupted:
+            modelstore.restore_pointers(models, cur, prev)
+            raise
     return Outcome(promote, challenger, champ_name, verdict, summary)
 
 

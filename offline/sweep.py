@@ -275,6 +275,7 @@ def sweep(
     started = not ray.is_initialized()
     if started:
         _init_ray(ray, address=address, num_cpus=num_cpus)
+        interrupts.reclaim()  # ray.init installed its own SIGTERM handler
     try:
         interrupts.phase("data", "preparing the sweep's data")
         out.mkdir(parents=True, exist_ok=True)

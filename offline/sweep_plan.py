@@ -305,4 +305,5 @@ def write_marker(out: Path) -> None:
     """Record every file now in `out` as this sweep's own (called after each save)."""
     from offline.families import write_atomic
 
-    write_atomic(out / MARKER, json.dumps({"kind": KIND, "files": listing(out)}, indent=1) + "\n")
+    files = {rel: size for rel, size in listing(out).items() if rel != JOURNAL}  # a run's scratch
+    write_atomic(out / MARKER, json.dumps({"kind": KIND, "files": files}, indent=1) + "\n")

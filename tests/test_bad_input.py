@@ -527,3 +527,107 @@ async def test_metrics_start_on_a_held_port_is_a_config_error() -> None:
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port}: cannot listen"):
             await Metrics(stale_s=1.0).start("127.0.0.1", port)
     await asyncio.sleep(0)
+
+
+# ---- issue 25: interrupts at every phase of the offline runs (real subprocesses, real signals) ----------
+
+
+def _interrupt_at(phase: str, sig: signal.Signals, argv: list[str], cwd: Path) -> tuple[int, str]:
+    """Run `python argv` in `cwd` paused at `phase` (offline.interrupts.PAUSE_ENV), send `sig` there."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PROGDISTILL_PAUSE_AT": phase}
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(f"paused at phase {phase} "):
+            proc.send_signal(sig)
+            break
+    err = "".join(seen) + proc.communicate(timeout=60)[1]
+    return proc.returncode, err
+
+
+def _versioned_store(root: Path, family: Path) -> Path:
+    """A models store holding `family` as version v1, current."""
+    shutil.copytree(family, root / "models" / "20260101T000000Z-00000001")
+    (root / "models" / "current").symlink_to("20260101T000000Z-00000001")
+    return root / "models"
+
+
+@pytest.mark.parametrize(
+    ("phase", "sig"),
+    [
+        ("data", signal.SIGINT),
+        ("training", signal.SIGTERM),
+        ("export", signal.SIGINT),
+        ("export", signal.SIGTERM),
+        ("promote", signal.SIGINT),
+    ],
+)
+def test_distill_interrupted_at_each_phase_keeps_current(
+    tmp_path: Path, trained_family: Path, phase: str, sig: signal.Signals
+) -> None:
+    """SIGINT/SIGTERM at distill's data, training, export or promote phase: exit 128 + signal, the line names
+    the phase, the store (and its `current`) byte-identical, no temporary left."""
+    models = _versioned_store(tmp_path, trained_family)
+    before = _snapshot(models)
+    (tmp_path / "c.toml").write_text(to_toml(small_config()), encoding="utf-8")
+    rc, err = _interrupt_at(phase, sig, [*DISTILL, "--config", "c.toml", "--out", "models"], tmp_path)
+    assert rc == 128 + sig, err
+    what = {"data": "reading the data", "training": "training", "export": "exporting the tiers"}
+    stopped = f"offline distill stopped while {what.get(phase, 'adding the version')}"
+    assert f"interrupted by {sig.name}: {stopped}" in err
+    assert "Traceback" not in err
+    assert _snapshot(models) == before
+    assert os.readlink(models / "current") == "20260101T000000Z-00000001"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _sweep_dir(d: Path, family: Path) -> None:
+    """The inputs of a policy sweep, and --out holding a previous sweep's marked outputs."""
+    from test_backtest import synthetic_csvs
+
+    from bot.outputs import MARKER, listing
+
+    synthetic_csvs(d / "data", n=400)
+    (d / "grid.toml").write_text('"paper.long_threshold_bps" = [0.0, 5.0]\n', encoding="utf-8")
+    out = d / "sweep"
+    out.mkdir()
+    (out / "trials.json").write_text("[]\n", encoding="utf-8")
+    (out / "best.toml").write_text("# an earlier sweep's best\n", encoding="utf-8")
+    marker = {"kind": "sweep", "files": listing(out)}
+    (out / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
+
+
+SWEEP = ["-m", "offline", "sweep", "--grid", "grid.toml", "--data", "data/SYNTHUSDT_5m.csv", "--data",
+         "data/OTHERUSDT_5m.csv", "--out", "sweep", "--models", "{family}", "--folds", "3", "--warmup-bars",
+         "100", "--num-cpus", "1", "--cache-dir", "cache"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("phase", "sig"), [("data", signal.SIGTERM), ("training", signal.SIGINT), ("export", signal.SIGINT)]
+)
+def test_sweep_interrupted_at_each_phase_keeps_earlier_outputs(
+    tmp_path: Path, trained_family: Path, phase: str, sig: signal.Signals
+) -> None:
+    """SIGINT/SIGTERM at the sweep's data, training (Ray up) or export phase: exit 128 + signal naming the
+    phase; an earlier sweep's outputs in --out byte-identical (a journal of finished trials may be added)."""
+    _sweep_dir(tmp_path, trained_family)
+    before = _snapshot(tmp_path / "sweep")
+    argv = [a.replace("{family}", str(trained_family)) for a in SWEEP]
+    rc, err = _interrupt_at(phase, sig, argv, tmp_path)
+    assert rc == 128 + sig, err
+    assert f"interrupted by {sig.name}: offline sweep stopped while " in err
+    assert "Traceback" not in err
+    after = _snapshot(tmp_path / "sweep")
+    assert after is not None
+    assert before is not None
+    after.pop(".trials.partial.json", None)
+    assert after == before

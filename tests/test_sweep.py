@@ -1,4 +1,4 @@
-"""`offline sweep` on a real local Ray: policy grids (resumed, failures recorded) and grids that distil."""
+"""`offline sweep` on a real local Ray: policy grids (checked up front, resumed) and grids that distil."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import support
 from test_backtest import synthetic_csvs
 
 from bot.config import parse_config
-from bot.outputs import MARKER
 from bot.core.errors import ConfigError
+from bot.outputs import MARKER
 from offline.grid import load_grid
 from offline.sweep import sweep
 
