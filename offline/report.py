@@ -110,6 +110,7 @@ def build_report(result: DistillResult, manifest: dict[str, Any]) -> dict[str, A
         "versions": manifest["versions"],
         "return_skill": manifest.get("return_skill"),
         "routes": manifest.get("routes"),
+        "regime_calibration": manifest.get("regime_calibration"),
     }
 
 
@@ -188,6 +189,15 @@ def format_table(report: dict[str, Any]) -> str:
             "and folded into each graph's vol output; QLIKE srv = the served forecast's test QLIKE, to set "
             "against a baseline's QLIKE bc (its own training-fitted scale)."
         )
+    cal = report.get("regime_calibration") or {}
+    if cal.get("per_symbol"):
+        out.append(
+            f"regimes on relative vol ({cal.get('method')}), share of each symbol's training bars "
+            "(calm_trend / normal / volatile / crisis; before hysteresis):"
+        )
+        for sym, entry in cal["per_symbol"].items():
+            sh = entry["shares"]
+            out.append(f"  {sym:<12} " + " / ".join(f"{sh[k]:.1%}" for k in sh))
     if report.get("routes"):
         out.extend(routes_table_text(msgspec.convert(report["routes"], RouteChoice)))
     return "\n".join(out)

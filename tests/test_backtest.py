@@ -198,6 +198,12 @@ def test_cli_writes_outputs_reuses_the_cache_and_refuses_foreign_out(
     for key in ("bars", "ic", "hit_rate", "pnl_usd", "turnover", "max_drawdown_usd", "sharpe", "exposure"):
         assert key in report["total"]
     assert report["run"]["cache"]["hits"] == 0
+    for sym in SYMBOLS:  # each symbol's own regime shares, as decided
+        shares = report["symbols"][sym]["regime_share"]
+        decided = [json.loads(x) for x in lines if json.loads(x)["symbol"] == sym]
+        assert shares["crisis"] == pytest.approx(sum(d["regime"] == "crisis" for d in decided) / len(decided))
+        assert sum(shares.values()) == pytest.approx(1.0)
+    assert f"{SYMBOLS[0]} regimes: calm_trend" in capsys.readouterr().out
     assert main(argv) == 0  # replaces its own previous output
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["run"]["cache"]["hits"] == 2

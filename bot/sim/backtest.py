@@ -428,4 +428,7 @@ def _print_summary(report: dict[str, Any], out: Path, pngs: list[str]) -> None:
         f"  pnl {total['pnl_usd']:+.2f} USD, sharpe {total['sharpe']:.2f}, max drawdown "
         f"{total['max_drawdown_usd']:.2f} USD, IC {total['ic']:+.4f}, hit {total['hit_rate']:.3f}"
     )
+    for sym, sub in report["symbols"].items():
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in sub["regime_share"].items())
+        print(f"  {sym} regimes: {shares}")
     print(f"wrote {out}/: decisions.jsonl, report.json" + (", " + ", ".join(pngs) if pngs else ""))

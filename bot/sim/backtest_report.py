@@ -154,6 +154,8 @@ def _summary(result: RunResult, cfg: Config) -> dict[str, Any]:
             for k, idx in sorted(parts.items()):
                 sub[name][k] = metrics([recs[i] for i in idx], real[idx], **kw)
         sub["buy_and_hold"] = buy_and_hold(result.closes.get(sym, []), cfg, bpy)
+        # each symbol's share of decided bars per regime (its own calibration or the pooled one)
+        sub["regime_share"] = {k: sum(r.regime == k for r in recs) / len(recs) for k in REGIME_NAMES}
         symbols[sym] = sub
     for i, r in enumerate(result.records):
         groups["tier"][r.tier].append(i)
