@@ -314,7 +314,7 @@ def export_family(
         heads=heads,
         tiers=tiers_out,
         regime_calibration=calibration,
-        routes=choose_routes(result, ds, calibration, cfg),
+        routes=choose_routes(result, ds, calibration, cfg.regime, cfg.distill),
         provenance=dict(ds.provenance),
         versions=library_versions(),
         drift=drift_reference(

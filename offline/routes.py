@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from bot.config import Config
-from bot.core.params import REGIME_NAMES
+from bot.config import DistillConfig
+from bot.core.params import REGIME_NAMES, RegimeConfig
 from bot.core.regime import RegimeDetector
 from bot.manifest import RegimeScore, RouteChoice
 from offline import vol as volmod
@@ -27,7 +28,7 @@ from offline.train import I64, TierModel, information_coefficient
 MIN_ROWS: int = 50
 
 
-def row_regimes(ds: Dataset, calibration: Mapping[str, Any], cfg: Config) -> list[str]:
+def row_regimes(ds: Dataset, calibration: Mapping[str, Any], regime: RegimeConfig) -> list[str]:
     """The detector's regime for every row of `ds` (its bar, replayed over the row's own symbol)."""
     symbols = [p.get("symbol") for p in ds.provenance.get("series", [])] or [ds.provenance.get("symbol")]
     series_bars = ds.series_bars if ds.series_bars is not None else [ds.bars]
@@ -35,7 +36,7 @@ def row_regimes(ds: Dataset, calibration: Mapping[str, Any], cfg: Config) -> lis
     fixed = dict.fromkeys(REGIME_NAMES, "_")  # the routes do not matter here, only the regimes
     for k, bars in enumerate(series_bars):
         symbol = symbols[k] if k < len(symbols) else None
-        det = RegimeDetector(calibration, cfg.regime, interval_ms=ds.step_ms, symbol=symbol, routes=fixed)
+        det = RegimeDetector(calibration, regime, interval_ms=ds.step_ms, symbol=symbol, routes=fixed)
         per_series.append([det.update(b).regime for b in bars])
     series = ds.series if ds.series is not None else np.zeros(ds.n_rows, dtype=np.int64)
     return [per_series[int(s)][int(i)] for s, i in zip(series, ds.bar_index, strict=True)]
@@ -56,29 +57,39 @@ def _score(model: TierModel, ds: Dataset, rows: I64) -> RegimeScore:
 
 
 def choose_routes(
-    result: DistillResult, ds: Dataset, calibration: Mapping[str, Any], cfg: Config
+    result: DistillResult,
+    ds: Dataset,
+    calibration: Mapping[str, Any],
+    regime: RegimeConfig,
+    dc: DistillConfig,
+    *,
+    regimes: npt.NDArray[np.str_] | None = None,
 ) -> RouteChoice:
     """Each regime's cheapest tier whose validation vol QLIKE is within `route_qlike_tolerance` (relative) of
     the teacher's and whose return IC is at most `route_ic_tolerance` below it; the teacher where no
-    cheaper tier qualifies or the regime has fewer than `MIN_ROWS` validation rows."""
-    dc = cfg.distill
-    regimes = np.array(row_regimes(ds, calibration, cfg))
+    cheaper tier qualifies or the regime has fewer than `MIN_ROWS` validation rows.
+
+    Args:
+        regimes: every row's regime when already known (`row_regimes`); None computes it.
+    """
+    if regimes is None:
+        regimes = np.array(row_regimes(ds, calibration, regime))
     val: I64 = ds.splits.val
     teacher = result.tier_names[0]
     by_cost = sorted(result.tier_names, key=lambda n: multiply_adds(result.chosen[n].model))
     table: dict[str, dict[str, RegimeScore]] = {}
     routes: dict[str, str] = {}
-    for regime in REGIME_NAMES:
-        rows = val[regimes[val] == regime]
+    for name_r in REGIME_NAMES:
+        rows = val[regimes[val] == name_r]
         scores = {name: _score(result.chosen[name].model, ds, rows) for name in result.tier_names}
-        table[regime] = scores
-        routes[regime] = teacher
+        table[name_r] = scores
+        routes[name_r] = teacher
         if rows.size < MIN_ROWS:
             continue
         ref = scores[teacher]
         for name in by_cost:
             if _keeps_up(scores[name], ref, qlike_tol=dc.route_qlike_tolerance, ic_tol=dc.route_ic_tolerance):
-                routes[regime] = name
+                routes[name_r] = name
                 break
     return RouteChoice(
         routes=routes,
@@ -87,6 +98,29 @@ def choose_routes(
         rows="validation",
         table=table,
     )
+
+
+def routed_on_rows(
+    result: DistillResult, ds: Dataset, routes: Mapping[str, str], regimes: npt.NDArray[np.str_], rows: I64
+) -> dict[str, float]:
+    """The routed family against always-teacher on `rows` (e.g. a walk-forward test block): served vol QLIKE
+    relative to the teacher's and mean multiply-adds as a share of the teacher's."""
+    assert ds.log_vol is not None
+    teacher = result.chosen[result.tier_names[0]].model
+    vol = teacher.predict_vol(ds.X[rows])
+    macs = np.full(rows.size, float(multiply_adds(teacher)))
+    for name_r, tier in routes.items():
+        m = regimes[rows] == name_r
+        if m.any():
+            model = result.chosen[tier].model
+            vol[m] = model.predict_vol(ds.X[rows[m]])
+            macs[m] = multiply_adds(model)
+    realised = np.exp(ds.log_vol[rows])
+    q_teacher = volmod.qlike(realised, teacher.predict_vol(ds.X[rows]))
+    return {
+        "qlike_vs_teacher": volmod.qlike(realised, vol) / q_teacher - 1.0,
+        "cost_ratio_vs_teacher": float(macs.mean()) / multiply_adds(teacher),
+    }
 
 
 def _keeps_up(s: RegimeScore, ref: RegimeScore, *, qlike_tol: float, ic_tol: float) -> bool:

@@ -45,13 +45,16 @@ import numpy.typing as npt
 
 from bot.config import Config, DistillConfig, TierConfig
 from bot.core.errors import ConfigError, DataError
+from bot.core.params import RegimeConfig
 from bot.manifest import ReturnSkill
 from bot.outputs import StagedOutput
 from offline import vol as volmod
+from offline.calibrate import calibrate
 from offline.data import Dataset, Splits, embargo_rows, load_sources
-from offline.distill import run_distillation
+from offline.distill import DistillResult, run_distillation
 from offline.evaluate import rank_products, return_skill
 from offline.export import write_json
+from offline.routes import choose_routes, routed_on_rows, row_regimes
 from offline.train import F64, I64, TierModel, information_coefficient
 from offline.walkforward_report import METRICS, format_walkforward, to_json
 
@@ -280,6 +283,7 @@ def run_walkforward(
     epochs: int,
     first_train_frac: float = 0.5,
     log: Callable[[str], None] | None = None,
+    regime: RegimeConfig | None = None,
 ) -> WalkForward:
     """Train and score every fold for every seed (see the module docstring).
 
@@ -290,6 +294,9 @@ def run_walkforward(
         seeds: training seeds; each fold is trained once per seed.
         epochs: maximum epochs per model.
         log: receives one line per fold and seed.
+        regime: with it, each fold (first seed) also calibrates its regimes on its training bars, chooses
+            its routes on its validation rows (`offline.routes.choose_routes`, as `offline distill` does)
+            and scores the routed family against always-teacher on its test block (`info["routes"]`).
 
     Raises:
         ConfigError: bad `n_folds`, no vol head, no seed.
@@ -307,6 +314,7 @@ def run_walkforward(
     fold_info: list[dict[str, Any]] = []
     skill_products: list[F64] = []
     skill_starts: list[I64] = []
+    fold_routes: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for fold in folds:
         fold_info.append(
@@ -331,6 +339,8 @@ def run_walkforward(
             if seed == seeds[0]:  # ranked within the fold's test block, pooled over blocks below
                 skill_products.append(rank_products(teacher.predict(ds.X[fold.test]), ds.y[fold.test]))
                 skill_starts.append(ds.start_ms[fold.test])
+                if regime is not None:
+                    fold_routes.append(_fold_routes(res, fds, fold, regime, cfg))
             for name in res.tier_names:
                 for c in res.candidates[name]:
                     chosen = res.chosen[name] is c
@@ -360,8 +370,25 @@ def run_walkforward(
         "provenance": ds.provenance,
         "total_s": time.perf_counter() - t0,
         "return_skill": pooled_return_skill(skill_products, skill_starts, cfg, tier=next(iter(tiers))),
+        "routes": fold_routes,
     }
     return WalkForward(rows=rows, folds=fold_info, info=info)
+
+
+def _fold_routes(
+    res: DistillResult, fds: Dataset, fold: Fold, regime: RegimeConfig, cfg: DistillConfig
+) -> dict[str, Any]:
+    """The routes fold `fold` would ship (calibrated on its training bars, chosen on its validation rows)
+    and how they score on its test block against always-teacher."""
+    calibration = calibrate(fds.train_bars_by_symbol(), regime)
+    regimes = np.array(row_regimes(fds, calibration, regime))
+    choice = choose_routes(res, fds, calibration, regime, cfg, regimes=regimes)
+    return {
+        "fold": fold.index,
+        "routes": choice.routes,
+        "table": msgspec.to_builtins(choice.table),
+        "test": routed_on_rows(res, fds, choice.routes, regimes, fold.test),
+    }
 
 
 def pooled_return_skill(
@@ -444,6 +471,7 @@ def pipeline_walkforward(
             seeds=[dc.seed if seed is None else seed],
             epochs=dc.quick_epochs if quick else dc.epochs,
             log=log,
+            regime=cfg.regime,
         )
         wf.info["quick"] = quick
         table = format_walkforward(wf)

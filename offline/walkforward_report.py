@@ -113,6 +113,14 @@ def format_walkforward(wf: WalkForward) -> str:
     if info.get("return_skill"):
         skill = msgspec.convert(info["return_skill"], ReturnSkill)
         out.append(f"return head (teacher, pooled over the test blocks): {skill.text()}")
+    for r in info.get("routes") or []:
+        t = r["test"]
+        routes = ", ".join(f"{k} -> {v}" for k, v in r["routes"].items())
+        out.append(
+            f"fold {r['fold']} routes (chosen on its validation rows): {routes}; on its test block vol QLIKE "
+            f"{t['qlike_vs_teacher']:+.2%} vs always-teacher at {t['cost_ratio_vs_teacher']:.1%} of its "
+            "multiply-adds"
+        )
     return "\n".join(out)
 
 

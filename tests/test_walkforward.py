@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -213,6 +214,13 @@ def test_cli_folds_writes_the_fold_table_and_exports_nothing(tmp_path: Path) -> 
     assert (skill["rows"], skill["n_rows"]) == ("walk-forward", sum(f["test_rows"] for f in doc["folds"]))
     assert skill["se"] > 0.0
     assert "return head (teacher, pooled over the test blocks): IC " in proc.stdout
+    # each fold chooses its routes on its validation rows and is scored routed vs teacher on its test block
+    assert [r["fold"] for r in doc["info"]["routes"]] == [1, 2]
+    for r in doc["info"]["routes"]:
+        assert set(r["routes"]) == {"calm_trend", "normal", "volatile", "crisis"}
+        assert 0.0 < r["test"]["cost_ratio_vs_teacher"] <= 1.0
+        assert math.isfinite(r["test"]["qlike_vs_teacher"])
+    assert "fold 2 routes (chosen on its validation rows): calm_trend -> " in proc.stdout
     assert not (tmp_path / "models").exists()  # nothing exported, no models store created
 
 
