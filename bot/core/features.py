@@ -1,20 +1,19 @@
-"""The one feature implementation, used live and offline.
+"""The one feature implementation, used live and offline: names, sets, version, and the typed wrapper.
 
-`FeatureState.update(bar)` is pure and incremental: it returns the full feature vector (ordered as
-`FEATURE_NAMES`) for the newest confirmed bar, or `None` while warming up. Offline datasets are built
-by replaying this same class over the bars, so training and live inference can never disagree.
+The arithmetic is the compiled kernel `bot.core.kernels.features` (one `step` per bar over a float64 state
+array, looped over T bars and over N symbols). `FeatureState.update(bar)` is pure and incremental: it
+returns the full feature vector (ordered as `FEATURE_NAMES`) for the newest confirmed bar, or `None` while
+warming up. Offline datasets and backtests call the T-bar loop once per symbol (`replay_features`,
+`features_of_arrays`), so training and live inference run the same code and can never disagree.
 
 A time gap (a bar that does not follow the previous one by exactly `interval_ms`) resets the state:
-no window ever spans a gap and features warm up again after it.
-
-All arithmetic is plain Python floats on O(1) running sums, because the live path computes one row
-every few minutes and numpy's per-call overhead would dominate.
+no window ever spans a gap and features warm up again after it. A bar that does not start after the
+previous one, or with a NaN/infinite field, a price <= 0 or a volume < 0, raises `ValueError` and leaves
+the state untouched (zero volume is valid: `vol_chg` is then 0 on the next bar), so no NaN reaches a model.
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
@@ -22,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.core.bars import Bar
-from bot.core.rolling import EwMean, RollingWindow, copy_state
+from bot.core.kernels import features as _kernel
 
 FEATURE_VERSION: Final = "2"
 
@@ -175,15 +174,22 @@ FEATURE_SETS: Final[dict[str, tuple[str, ...]]] = {
     "newest_bar": tuple(n for n in FEATURE_NAMES if n in _NEWEST_BAR),
 }
 
-_DAY_MS: Final = 86_400_000
-_TWO_PI: Final = 2.0 * math.pi
 #: Half-lives (bars) of the exponentially weighted vol features: an hour, four hours and a day of 5m bars.
 EW_HALF_LIVES: Final[tuple[int, int, int]] = (12, 48, 288)
 #: Floor of every log-vol feature's vol (a fraction per bar, 0.1 bp): a flat stretch or bar stays finite.
 LOG_VOL_FLOOR: Final = 1e-5
-_LOG_VOL_FLOOR_VAR: Final = LOG_VOL_FLOOR * LOG_VOL_FLOOR
-_PK_NORM: Final = 1.0 / (4.0 * math.log(2.0))  # Parkinson: E[log(h/l)^2] = 4 ln 2 * sigma^2
-_GK_CLOSE: Final = 2.0 * math.log(2.0) - 1.0
+
+if _kernel.N_OUT != N_FEATURES or _kernel.WARMUP != WARMUP_BARS:
+    raise ImportError(
+        f"bot.core.kernels.features computes {_kernel.N_OUT} features with warm-up {_kernel.WARMUP}; "
+        f"FEATURE_NAMES has {N_FEATURES} and WARMUP_BARS is {WARMUP_BARS}: rebuild the kernels "
+        "(pip install -e .) or fix the kernel"
+    )
+
+F64 = npt.NDArray[np.float64]
+_HAS_LAST, _LAST_START, _RESETS, _COUNT = (
+    _kernel.SLOT[n] for n in ("HAS_LAST", "LAST_START", "RESETS", "COUNT")
+)
 
 
 def feature_indices(names: Sequence[str]) -> npt.NDArray[np.intp]:
@@ -202,59 +208,53 @@ def resolve_feature_set(name: str) -> tuple[str, ...]:
         raise KeyError(f"unknown feature set {name!r}; known: {sorted(FEATURE_SETS)}") from None
 
 
-def log_vol(var: float) -> float:
-    """`log(sqrt(var))` with the vol floored at `LOG_VOL_FLOOR` (a per-bar variance in, a log vol out)."""
-    return 0.5 * math.log(var if var > _LOG_VOL_FLOOR_VAR else _LOG_VOL_FLOOR_VAR)
-
-
-def _zscore(x: float, w: RollingWindow) -> float:
-    sd = w.std()
-    return (x - w.mean()) / sd if sd > 0.0 else 0.0
+def _rejected(code: int, symbol: str, start_ms: int, last_start_ms: int | None, fields: str) -> ValueError:
+    if code == _kernel.OUT_OF_ORDER:
+        return ValueError(f"{symbol}: bar start_ms={start_ms} is not after the previous {last_start_ms}")
+    return ValueError(
+        f"{symbol}: bar start_ms={start_ms} rejected: prices must be finite and > 0 and volume finite "
+        f"and >= 0, got {fields}"
+    )
 
 
 class FeatureState:
-    """Incremental feature computer for one symbol.
+    """Incremental feature computer for one symbol: a float64 state array stepped by the feature kernel.
 
     Args:
         interval_ms: expected spacing of bars; a different spacing is a gap and resets the state.
             `None` disables gap detection (bars are taken as contiguous).
     """
 
-    def __init__(self, *, interval_ms: int | None = None) -> None:
-        self.interval_ms = interval_ms
-        self.last_start_ms: int | None = None
-        self.resets = 0
-        self._reset()
+    __slots__ = ("interval_ms", "state")
 
-    def _reset(self) -> None:
-        self._closes: deque[float] = deque(maxlen=WARMUP_BARS)
-        self._prev_volume: float | None = None
-        self._rets: deque[float] = deque(maxlen=3)
-        self._r6, self._r12, self._r24, self._r48 = (
-            RollingWindow(6),
-            RollingWindow(12),
-            RollingWindow(24),
-            RollingWindow(48),
-        )
-        self._absdc24 = RollingWindow(24)
-        self._gain14 = RollingWindow(14)
-        self._loss14 = RollingWindow(14)
-        self._range24 = RollingWindow(24)
-        self._lvol24 = RollingWindow(24)
-        self._c24 = RollingWindow(24)
-        self._c48 = RollingWindow(48)
-        self._ew_rv = [EwMean(h) for h in EW_HALF_LIVES]  # r^2, r the one-bar log return
-        self._ew_pk = [EwMean(h) for h in EW_HALF_LIVES]  # Parkinson variance of each bar
-        self._ew_gk = [EwMean(h) for h in EW_HALF_LIVES]  # Garman-Klass variance of each bar
-        self._ew_lvol = EwMean(EW_HALF_LIVES[-1])  # log1p(volume)
-        self.count = 0
+    def __init__(self, *, interval_ms: int | None = None) -> None:
+        if interval_ms is not None and interval_ms <= 0:
+            raise ValueError(f"interval_ms must be a positive number of ms or None, got {interval_ms}")
+        self.interval_ms = interval_ms
+        #: The kernel's state (layout: the table in bot/core/kernels/features.py).
+        self.state: F64 = np.empty(_kernel.STATE_SLOTS, dtype=np.float64)
+        _kernel.init(self.state, interval_ms or 0)
+
+    @property
+    def last_start_ms(self) -> int | None:
+        """start_ms of the newest absorbed bar (None before the first)."""
+        return int(self.state[_LAST_START]) if self.state[_HAS_LAST] else None
+
+    @property
+    def resets(self) -> int:
+        """Gaps seen so far (each one reset the state)."""
+        return int(self.state[_RESETS])
+
+    @property
+    def count(self) -> int:
+        """Bars absorbed since the last reset."""
+        return int(self.state[_COUNT])
 
     def copy(self) -> FeatureState:
-        """An independent copy of the state (windows copied): `update` on it leaves this one untouched."""
-        new = copy_state(self)
-        new._ew_rv = [e.copy() for e in self._ew_rv]
-        new._ew_pk = [e.copy() for e in self._ew_pk]
-        new._ew_gk = [e.copy() for e in self._ew_gk]
+        """An independent copy of the state: `update` on it leaves this one untouched."""
+        new = FeatureState.__new__(FeatureState)
+        new.interval_ms = self.interval_ms
+        new.state = self.state.copy()
         return new
 
     @property
@@ -262,158 +262,75 @@ class FeatureState:
         """True once the next `update` (without a gap) returns a vector."""
         return self.count >= WARMUP_BARS - 1
 
-    def update(self, bar: Bar) -> npt.NDArray[np.float64] | None:
-        """Absorb a confirmed bar; return its feature vector, or `None` while warming up.
+    def update(self, bar: Bar) -> F64 | None:
+        """Absorb a confirmed bar; return its feature vector (a new array), or `None` while warming up.
 
         Raises:
-            ValueError: the bar is not newer than the previous one (the stream must be ordered).
+            ValueError: the bar is not newer than the previous one (the stream must be ordered), or a
+                field is NaN/infinite, a price <= 0 or the volume < 0; the state is left untouched.
         """
-        if self.last_start_ms is not None:
-            if bar.start_ms <= self.last_start_ms:
-                raise ValueError(
-                    f"{bar.symbol}: bar start_ms={bar.start_ms} is not after the previous "
-                    f"{self.last_start_ms}"
-                )
-            if self.interval_ms is not None and bar.start_ms - self.last_start_ms != self.interval_ms:
-                self._reset()
-                self.resets += 1
-        self.last_start_ms = bar.start_ms
-
-        o, h, lo, c, v = bar.open, bar.high, bar.low, bar.close, bar.volume
-        closes = self._closes
-        prev_close = closes[-1] if closes else None
-        closes.append(c)
-        self._c24.push(c)
-        self._c48.push(c)
-        rng = (h - lo) / c
-        self._range24.push(rng)
-        lvol = math.log1p(v)
-        self._lvol24.push(lvol)
-        ew_lvol = self._ew_lvol
-        volume_surprise = lvol - ew_lvol.mean() if not ew_lvol.empty else 0.0
-        ew_lvol.push(lvol)
-        log_hl = math.log(h / lo)
-        log_co = math.log(c / o)
-        pk_var = log_hl * log_hl * _PK_NORM
-        gk_var = 0.5 * log_hl * log_hl - _GK_CLOSE * log_co * log_co  # >= 0: |log(c/o)| <= log(h/l)
-        for e_pk, e_gk in zip(self._ew_pk, self._ew_gk, strict=True):
-            e_pk.push(pk_var)
-            e_gk.push(gk_var)
-        prev_volume = self._prev_volume
-        self._prev_volume = v
-        self.count += 1
-        if prev_close is None:
+        out = np.empty(N_FEATURES, dtype=np.float64)
+        code = _kernel.step(self.state, bar.start_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, out)
+        if code == _kernel.ROW:
+            return out
+        if code == _kernel.WARMING:
             return None
+        raise _rejected(code, bar.symbol, bar.start_ms, self.last_start_ms, _fields(bar))
 
-        r = c / prev_close - 1.0
-        lr = math.log(c / prev_close)
-        for e in self._ew_rv:
-            e.push(lr * lr)
-        self._rets.append(r)
-        for w in (self._r6, self._r12, self._r24, self._r48):
-            w.push(r)
-        dc = c - prev_close
-        self._absdc24.push(abs(dc))
-        self._gain14.push(dc if dc > 0.0 else 0.0)
-        self._loss14.push(-dc if dc < 0.0 else 0.0)
-        if len(closes) < WARMUP_BARS:
-            return None
 
-        vol_chg = 0.0
-        if prev_volume is not None and prev_volume > 0.0:
-            vol_chg = min(max((v - prev_volume) / prev_volume, -1.0), 10.0)
-        rv6, rv12, rv24, rv48 = self._r6.rms(), self._r12.rms(), self._r24.rms(), self._r48.rms()
-        hl = h - lo
-        if hl > 0.0:
-            body = (c - o) / hl
-            upper = (h - (o if o > c else c)) / hl
-            lower = ((o if o < c else c) - lo) / hl
-            close_pos = 2.0 * (c - lo) / hl - 1.0
-        else:
-            body = upper = lower = close_pos = 0.0
-        gains, losses = self._gain14.s, self._loss14.s
-        rsi = (gains - losses) / (gains + losses) if gains + losses > 0.0 else 0.0
-        path = self._absdc24.s
-        eff = (c - closes[-25]) / path if path > 0.0 else 0.0
-        trend = self._r24.mean() / rv24 * math.sqrt(24.0) if rv24 > 0.0 else 0.0
-        rets = self._rets
-        lag1 = rets[-2] if len(rets) >= 2 else 0.0
-        lag2 = rets[-3] if len(rets) >= 3 else 0.0
-        day_frac = (bar.start_ms % _DAY_MS) / _DAY_MS
-        day = bar.start_ms // _DAY_MS
-        week_frac = (day % 7) / 7.0
-        ew_rv, ew_pk, ew_gk = self._ew_rv, self._ew_pk, self._ew_gk
-        return np.array(
-            (
-                r,
-                rng,
-                vol_chg,
-                c / closes[-6] - 1.0,
-                c / closes[-4] - 1.0,
-                c / closes[-13] - 1.0,
-                c / closes[-25] - 1.0,
-                c / closes[-49] - 1.0,
-                rv6,
-                rv12,
-                rv24,
-                rv48,
-                rv6 / rv48 - 1.0 if rv48 > 0.0 else 0.0,
-                _zscore(rng, self._range24),
-                _zscore(lvol, self._lvol24),
-                rsi,
-                body,
-                upper,
-                lower,
-                close_pos,
-                eff,
-                trend,
-                c / self._c24.mean() - 1.0,
-                c / self._c48.mean() - 1.0,
-                lag1,
-                lag2,
-                math.sin(_TWO_PI * day_frac),
-                math.cos(_TWO_PI * day_frac),
-                math.sin(_TWO_PI * week_frac),
-                math.cos(_TWO_PI * week_frac),
-                log_vol(ew_rv[0].mean()),
-                log_vol(ew_rv[1].mean()),
-                log_vol(ew_rv[2].mean()),
-                log_vol(ew_pk[0].mean()),
-                log_vol(ew_pk[1].mean()),
-                log_vol(ew_pk[2].mean()),
-                log_vol(ew_gk[0].mean()),
-                log_vol(ew_gk[1].mean()),
-                log_vol(ew_gk[2].mean()),
-                log_vol(pk_var),
-                volume_surprise,
-                math.sin(2.0 * _TWO_PI * day_frac),
-                math.cos(2.0 * _TWO_PI * day_frac),
-                math.sin(3.0 * _TWO_PI * day_frac),
-                math.cos(3.0 * _TWO_PI * day_frac),
-                math.sin(4.0 * _TWO_PI * day_frac),
-                math.cos(4.0 * _TWO_PI * day_frac),
-                math.sin(2.0 * _TWO_PI * week_frac),
-                math.cos(2.0 * _TWO_PI * week_frac),
-                1.0 if day % 7 in (2, 3) else 0.0,  # epoch day 0 (1970-01-01) was a Thursday
-            ),
-            dtype=np.float64,
-        )
+def _fields(bar: Bar) -> str:
+    return f"open={bar.open} high={bar.high} low={bar.low} close={bar.close} volume={bar.volume}"
+
+
+def features_of_arrays(
+    start_ms: npt.NDArray[np.int64],
+    open_: F64,
+    high: F64,
+    low: F64,
+    close: F64,
+    volume: F64,
+    *,
+    interval_ms: int | None = None,
+    symbol: str = "",
+) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """The features of one symbol's T bars (arrays of equal length, in time order), in one kernel call.
+
+    Returns:
+        `(X, valid)`: X [T, N_FEATURES] (NaN rows where warming up), valid marks rows with features.
+
+    Raises:
+        ValueError: a bar out of order or with a bad field (as `FeatureState.update`), naming its index.
+    """
+    t_bars = int(start_ms.shape[0])
+    state = FeatureState(interval_ms=interval_ms)
+    out = np.empty((t_bars, N_FEATURES), dtype=np.float64)
+    status = np.zeros(t_bars, dtype=np.int8)
+    as_f64 = [np.ascontiguousarray(a, dtype=np.float64) for a in (open_, high, low, close, volume)]
+    starts = np.ascontiguousarray(start_ms, dtype=np.int64)
+    done = _kernel.run(state.state, starts, *as_f64, out, status)
+    if done < t_bars:
+        o, h, lo, c, v = (float(a[done]) for a in as_f64)
+        fields = f"open={o} high={h} low={lo} close={c} volume={v}"
+        last = int(starts[done - 1]) if done else None
+        err = _rejected(int(status[done]), symbol, int(starts[done]), last, fields)
+        raise ValueError(f"bar {done} of {t_bars}: {err}")
+    return out, status == _kernel.ROW
 
 
 def replay_features(
     bars: Sequence[Bar], *, interval_ms: int | None = None
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Run `FeatureState` over `bars` in order.
+) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """`features_of_arrays` over a list of bars (one symbol, in order).
 
     Returns:
         `(X, valid)`: X has one row per bar (NaN rows where warming up), valid marks rows with features.
     """
-    state = FeatureState(interval_ms=interval_ms)
-    out = np.full((len(bars), N_FEATURES), np.nan, dtype=np.float64)
-    valid = np.zeros(len(bars), dtype=np.bool_)
-    for i, bar in enumerate(bars):
-        vec = state.update(bar)
-        if vec is not None:
-            out[i] = vec
-            valid[i] = True
-    return out, valid
+    n = len(bars)
+    start_ms = np.fromiter((b.start_ms for b in bars), dtype=np.int64, count=n)
+    fields = [
+        np.fromiter((getattr(b, f) for b in bars), dtype=np.float64, count=n)
+        for f in ("open", "high", "low", "close", "volume")
+    ]
+    return features_of_arrays(
+        start_ms, *fields, interval_ms=interval_ms, symbol=bars[0].symbol if bars else ""
+    )
