@@ -190,7 +190,8 @@ def configure_logging(
 
     Args:
         level: minimum level name ("debug", "info", "warning", "error").
-        fmt: "json", "console", or "auto" (console on a TTY, JSON otherwise).
+        fmt: "json", "console", "auto" (console on a TTY, JSON otherwise), or "plain" (one short line per
+            event, e.g. `retrying GET ... in 0.5 s (attempt 1 failed: ...)`; no decisions file).
         decisions_path: JSONL file that also gets every line (parent created); None = stdout only.
         stream: where lines go besides the file (default stdout).
         rotate_bytes: rotate the decision log before it grows past this size (0 = never); see RotatingLog.
@@ -205,6 +206,16 @@ def configure_logging(
     if decisions_path is not None:
         _open_file = open_decisions(decisions_path, rotate_bytes=rotate_bytes, keep_files=keep_files)
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
+    if fmt == "plain":
+        _decision_out = None
+        processors_plain: list[Any] = [structlog.contextvars.merge_contextvars, _plain]
+        structlog.configure(
+            processors=processors_plain,
+            wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+            logger_factory=_TeeLoggerFactory(out, None),
+            cache_logger_on_first_use=False,
+        )
+        return
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -222,6 +233,19 @@ def configure_logging(
         logger_factory=factory,
         cache_logger_on_first_use=False,
     )
+
+
+def _plain(logger: Any, name: str, event_dict: dict[str, Any]) -> str:
+    """`fmt="plain"`: one short line for a person at a terminal (the offline commands' progress on stderr)."""
+    event = event_dict.pop("event", "")
+    for key in ("ts", "level", "component"):
+        event_dict.pop(key, None)
+    if event == REST_RETRY:
+        return (
+            f"retrying {event_dict.get('what')} in {event_dict.get('delay_s')} s "
+            f"(attempt {int(event_dict.get('attempt', 0)) + 1} failed: {event_dict.get('cause')})"
+        )
+    return f"{event}: " + ", ".join(f"{k}={v}" for k, v in event_dict.items())
 
 
 def write_decision(line: bytes) -> None:

@@ -65,6 +65,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
     cfg = _config(args.config)
     _pool_args(args)
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed: expected an integer in [0, 2**32), got {args.seed}")
     if args.folds is not None:
         return _cmd_walkforward(args, cfg)
     args.out = args.out or "models"
@@ -127,6 +129,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         raise ConfigError(f"--interval: {exc}") from exc
     if not 0 < args.days <= 36_500:
         raise ConfigError(f"--days: expected a positive, finite number of days, got {args.days}")
+    if args.end_ms is not None and args.end_ms <= 0:
+        raise ConfigError(f"--end-ms: expected epoch milliseconds (> 0), got {args.end_ms}")
+    if args.rest_url is not None and not args.rest_url.startswith(("http://", "https://")):
+        raise ConfigError(f"--rest-url: expected a http:// or https:// URL, got {args.rest_url!r}")
     _check_symbol("--symbol", args.symbol)
     klines_output(args.out).check()  # before the download: refuse a path fetch must not replace
     bars = asyncio.run(
@@ -478,8 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # progress and retries go to stderr (warnings and up): stdout stays for the table and results
-    logs.configure_logging(level="warning", fmt="json", stream=sys.stderr)
+    # progress and retries go to stderr (warnings and up) as plain lines: stdout stays for the results
+    logs.configure_logging(level="warning", fmt="plain", stream=sys.stderr)
     stages: list[str] = []
 
     def log(msg: str) -> None:

@@ -19,8 +19,11 @@ reported for every trial, never used to choose.
 Outputs in DIR: trials.json + trials.csv (one row per trial: keys, per-fold scores, mean, spread, held-out,
 family, status, error), best.toml (a complete config; in a sweep that distils, `[models] dir` names the
 best trial's family), sweep.png (validation vs held-out score per trial).
-Re-running the same command resumes: trials already finished with the same base config, data and models are
-not recomputed; a failed trial is recorded with its error and retried on the next run.
+Every input is checked before any file is created or any Ray worker starts (`offline.sweep_plan`), and DIR
+follows the one output policy (marked as the sweep's; another sweep's trials are refused without --fresh).
+Re-running the same command resumes: trials already finished with the same fingerprint (base config, grid,
+data, models, folds, metric) are not recomputed, also those an interrupted run kept in its journal; a failed
+trial is recorded with its error and retried on the next run.
 """
 
 from __future__ import annotations

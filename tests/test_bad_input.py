@@ -247,7 +247,114 @@ BOT_ROWS: list[Case] = [
          "address already in use); stop what holds the port, or choose another --port"),
 ]  # fmt: skip
 
-OFFLINE_ROWS: list[Case] = []  # fmt: skip
+
+def _sweep_inputs(n: int = 2700) -> Callable[[Path, Path], None]:
+    """`data/SYNTHUSDT_5m.csv` (`n` bars) and a valid policy grid `g.toml`."""
+
+    def setup(d: Path, family: Path) -> None:
+        from test_backtest import synthetic_csvs
+
+        synthetic_csvs(d / "data", n=n)
+        (d / "g.toml").write_text('"paper.long_threshold_bps" = [2.0, 5.0]\n', encoding="utf-8")
+
+    return setup
+
+
+def _earlier_sweep(d: Path, family: Path) -> None:
+    """`out`: a sweep's marked outputs whose trials carry another fingerprint (another grid)."""
+    from bot.outputs import MARKER, listing
+
+    row = {"id": "x", "status": "ok", "fingerprint": "0123456789abcdef", "overrides": {"paper.fee_bps": 1.0}}
+    (d / "out").mkdir()
+    (d / "out" / "trials.json").write_text(json.dumps([row]) + "\n", encoding="utf-8")
+    marker = {"kind": "sweep", "files": listing(d / "out")}
+    (d / "out" / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+
+
+def _store(*, current: str) -> Callable[[Path, Path], None]:
+    """`models`: the family as version V1; `current` a link to `current`, or a real copy when "copy"."""
+
+    def setup(d: Path, family: Path) -> None:
+        shutil.copytree(family, d / "models" / V1)
+        if current == "copy":
+            shutil.copytree(family, d / "models" / "current")
+        else:
+            (d / "models" / "current").symlink_to(current)
+
+    return setup
+
+
+V1 = "20260101T000000Z-00000001"
+
+
+def _sweep_argv(*extra: str, **flags: str) -> list[str]:
+    """`offline sweep` on the `_sweep_inputs`, with flags replaced (`out="mine"` is `--out mine`)."""
+    opts = {"grid": "g.toml", "data": "data/SYNTHUSDT_5m.csv", "out": "out", "models": "{family}",
+            "warmup_bars": "100", "num_cpus": "1", **flags}  # fmt: skip
+    argv = ["-m", "offline", "sweep"]
+    for key, value in opts.items():
+        argv += [f"--{key.replace('_', '-')}", value]
+    return [*argv, *extra]
+
+
+MODELS = ["-m", "offline", "models", "--dir", "models"]
+UNREACHABLE = (
+    '[market]\nsymbols = ["BTCUSDT"]\n[exchange]\nrest_url = "http://127.0.0.1:9"\n'
+    'rest_max_retries = 1\nreconnect_backoff_initial_s = 0.05\n[models]\ndir = "models"\n'
+)
+
+OFFLINE_ROWS: list[Case] = [
+    # --- offline sweep: every check before a file is created or Ray starts ------------------------------
+    Case("sweep-out-user-dir", _sweep_argv(out="mine"), 2,
+         "was not written by offline sweep", untouched=["mine"],
+         setup=_all(_sweep_inputs(), _write("mine/trials.csv", "mine\n"),
+                    _write("mine/best.toml", "# mine\n"), _write("mine/notes.txt", "notes\n"))),
+    Case("sweep-folds-over-data", _sweep_argv(folds="100000"), 2,
+         "--folds 100000: the trials decide 2600 bars, which fill at most 130 folds", absent=["out"],
+         setup=_sweep_inputs()),
+    Case("sweep-data-missing", _sweep_argv(data="missing.csv"), 2,
+         "missing.csv: cannot read klines CSV", absent=["out"], setup=_sweep_inputs()),
+    Case("sweep-grid-later-value-wrong-type", _sweep_argv(), 2,
+         "paper.long_threshold_bps[1] = 'abc'", absent=["out"],
+         setup=_all(_sweep_inputs(), _write("g.toml", '"paper.long_threshold_bps" = [2.0, "abc"]\n'))),
+    Case("sweep-resume-another-grid", _sweep_argv(), 2, "holds trials of another sweep", untouched=["out"],
+         setup=_all(_sweep_inputs(), _earlier_sweep)),
+    Case("sweep-out-holds-data", _sweep_argv(out="data"), 2, "holds the input",
+         untouched=["data"], setup=_sweep_inputs()),
+    Case("sweep-out-is-a-file", _sweep_argv(out="notes.txt"), 2,
+         "exists and is not a directory", untouched=["notes.txt"],
+         setup=_all(_sweep_inputs(), _write("notes.txt", "keep\n"))),
+    Case("sweep-trials-zero", _sweep_argv(trials="0"), 2, "--trials: expected at least 1",
+         absent=["out"], setup=_sweep_inputs()),
+    Case("sweep-models-missing", _sweep_argv(models="nope"), 3, "nope/manifest.json",
+         absent=["out"], setup=_sweep_inputs()),
+    Case("sweep-warmup-eats-the-data", _sweep_argv(warmup_bars="5000"), 2, "no bar left to decide",
+         absent=["out"], setup=_sweep_inputs()),
+    Case("sweep-grid-is-a-dir", _sweep_argv(grid="data"), 2, "cannot read grid",
+         absent=["out"], setup=_sweep_inputs()),
+    # --- offline models: a dangling or copied `current` -------------------------------------------------
+    Case("models-list-dangling-current", [*MODELS, "list"], 0, "points to 'gone', which is not a complete "
+         "version; run `python -m offline models --dir models promote VERSION`", untouched=["models"],
+         setup=_store(current="gone")),
+    Case("models-prune-dangling-current", [*MODELS, "prune", "--keep", "1"], 0, "promote VERSION",
+         untouched=["models"], setup=_store(current="gone")),
+    Case("models-prune-current-is-a-copy", [*MODELS, "prune", "--keep", "1"], 2,
+         "models/current is a real directory, not a link", untouched=["models"],
+         setup=_store(current="copy")),
+    # --- offline distill: the store's health before training ---------------------------------------------
+    Case("distill-store-current-is-a-copy", [*DISTILL, "--out", "models"], 2,
+         "models/current is a real directory, not a link to a version", untouched=["models"],
+         setup=_store(current="copy")),
+    Case("distill-seed-negative", [*DISTILL, "--seed", "-1", "--out", "models"], 2, "--seed: expected",
+         absent=["models"]),
+    # --- offline fetch, retrain ----------------------------------------------------------------------------
+    Case("fetch-rest-url-not-http", ["-m", "offline", "fetch", "--out", "x.csv", "--rest-url", "ftp://x"], 2,
+         "--rest-url: expected a http:// or https:// URL", absent=["x.csv"]),
+    Case("fetch-end-ms-negative", ["-m", "offline", "fetch", "--out", "x.csv", "--end-ms", "-5"], 2,
+         "--end-ms: expected epoch milliseconds", absent=["x.csv"]),
+    Case("retrain-dry-run-unreachable", ["-m", "offline", "retrain", "--config", "c.toml", "--dry-run"], 3,
+         "retrying GET /v5/market/kline BTCUSDT", absent=["models"], setup=_write("c.toml", UNREACHABLE)),
+]  # fmt: skip
 
 CASES = [
     # --- output safety: offline distill --out -------------------------------------------------------
