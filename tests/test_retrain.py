@@ -290,6 +290,46 @@ async def test_interrupted_while_scoring_leaves_the_store_as_found(
     assert not list((tmp_path / "reports").glob("retrain-*.json"))
 
 
+@pytest.mark.parametrize(
+    ("phase", "sig"),
+    [
+        ("data", signal.SIGTERM),
+        ("training", signal.SIGINT),
+        ("export", signal.SIGINT),
+        ("promote", signal.SIGTERM),
+    ],
+)
+async def test_interrupted_at_each_phase_leaves_the_store_as_found(
+    exchange: ReplayExchange, tmp_path: Path, phase: str, sig: signal.Signals
+) -> None:
+    """A real signal while the run is paused at each phase (offline.interrupts PAUSE_ENV): exit 128 + signal,
+    the line names the phase, no models dir (no champion before, none after), no retrain report."""
+    cfg = write_config(tmp_path, exchange.rest_url, epochs=5)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "offline",
+        "retrain",
+        "--config",
+        str(cfg),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PROGDISTILL_PAUSE_AT": phase},
+    )
+    assert proc.stderr is not None
+    seen = []
+    while line := await proc.stderr.readline():
+        seen.append(line.decode())
+        if line.startswith(f"paused at phase {phase} ".encode()):
+            proc.send_signal(sig)
+            break
+    _, err = await proc.communicate()
+    assert proc.returncode == 128 + sig, "".join(seen) + err.decode()
+    assert f"interrupted by {sig.name}: offline retrain stopped while " in err.decode()
+    assert not (tmp_path / "models").exists()
+    assert not list((tmp_path / "reports").glob("retrain-*.json"))
+
+
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A holdout over half the history, or a --challenger that is no version: exit 2, one line, no files."""
     cfg = write_config(tmp_path, "http://127.0.0.1:9", holdout=2000)
