@@ -60,7 +60,7 @@ from bot.core.bars import Bar  # noqa: E402
 from bot.core.decision import DecisionRecord  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
-from bot.core.params import REGIME_NAMES, RegimeConfig  # noqa: E402
+from bot.core.params import GUESSED_ROUTES, REGIME_NAMES  # noqa: E402
 from bot.sim.backtest_report import spearman  # noqa: E402
 from bot.sim.riskmetrics import (  # noqa: E402
     RISK_TOLERANCE,
@@ -286,7 +286,7 @@ def variant_configs(cfg: Config, names: Sequence[str]) -> list[tuple[str, Config
     always-<tier> for every tier."""
     out = [("routed", cfg)]
     if cfg.regime.routes == "auto":
-        table = RegimeConfig().routes
+        table = dict(GUESSED_ROUTES)
         fixed = msgspec.structs.replace(cfg, regime=msgspec.structs.replace(cfg.regime, routes=table))
         out.append(("fixed_routes", fixed))
     for name in names:

@@ -41,9 +41,11 @@ def _unwrap(tp: Any) -> Any:
             tp = typing.get_args(tp)[0]
         elif origin in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) != 1:
+            # `dict[str, str] | Literal["auto"]`: a path that goes below the value goes into the container
+            nested = [a for a in args if typing.get_origin(_unwrap(a)) in (dict, list)]
+            if len(args) != 1 and len(nested) != 1:
                 return tp
-            tp = args[0]
+            tp = args[0] if len(args) == 1 else nested[0]
         else:
             return tp
 

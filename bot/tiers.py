@@ -380,11 +380,8 @@ class TierFamily:
     def check_routes(self, routes: Mapping[str, str] | str) -> None:
         """Raise ModelError if a regime routes to a tier that is not loaded, or `routes` is "auto" and the
         family chose none."""
-        bad = {
-            regime: tier
-            for regime, tier in resolve_routes(routes, self.auto_routes).items()
-            if tier not in self.tiers
-        }
+        resolved = resolve_routes(routes, self.auto_routes) if isinstance(routes, str) else routes
+        bad = {regime: tier for regime, tier in resolved.items() if tier not in self.tiers}
         if bad:
             raise ModelError(f"regime routes {bad} name tier(s) not in the manifest, which has {self.names}")
 

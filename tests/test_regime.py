@@ -13,7 +13,7 @@ import pytest
 
 from bot.core.bars import Bar, BookTop
 from bot.core.errors import ModelError
-from bot.core.params import REGIME_NAMES, RegimeConfig, RegimeThresholds
+from bot.core.params import GUESSED_ROUTES, REGIME_NAMES, RegimeConfig, RegimeThresholds
 from bot.core.regime import (
     RegimeDetector,
     RegimeSignals,
@@ -41,7 +41,7 @@ CAL: dict[str, Any] = {
 
 @cache
 def _synthetic_run(n_test: int) -> tuple[dict[str, Any], Counter[tuple[str, str]], int, int]:
-    cfg = RegimeConfig()
+    cfg = RegimeConfig(routes=GUESSED_ROUTES)
     cal = calibrate([s.bar for s in SyntheticMarket(seed=7).generate(20_000)], cfg)
     det = RegimeDetector(cal, cfg, interval_ms=STEP_MS)
     conf: Counter[tuple[str, str]] = Counter()
@@ -80,7 +80,7 @@ def test_signals_match_direct_computation() -> None:
     rng = np.random.default_rng(3)
     rets = list(rng.normal(0.0, 0.002, 120))
     bars = _bars(rets)
-    cfg = RegimeConfig(vol_window=10, trend_window=8, volume_window=12)
+    cfg = RegimeConfig(routes=GUESSED_ROUTES, vol_window=10, trend_window=8, volume_window=12)
     state = RegimeSignals(cfg, interval_ms=STEP_MS)
     out = [state.update(b) for b in bars]
     closes = np.array([b.close for b in bars])
@@ -97,7 +97,7 @@ def test_signals_match_direct_computation() -> None:
 
 def test_signals_gap_restarts_warmup_and_order_is_enforced() -> None:
     """A time gap restarts the warm-up; a bar not after the previous one raises ValueError."""
-    cfg = RegimeConfig(vol_window=4, trend_window=4, volume_window=4)
+    cfg = RegimeConfig(routes=GUESSED_ROUTES, vol_window=4, trend_window=4, volume_window=4)
     state = RegimeSignals(cfg, interval_ms=STEP_MS)
     bars = _bars([0.001, -0.001] * 10)
     assert [state.update(b) for b in bars][-1] is not None
@@ -111,7 +111,7 @@ def test_book_signals_only_when_fresh_and_enabled() -> None:
     """Spread and imbalance come from a book stamped during the bar, and only with use_book."""
     bars = _bars([0.001, -0.001] * 40)
     for use_book, ts_offset, expect in ((True, 10, True), (True, -10, False), (False, 10, False)):
-        state = RegimeSignals(RegimeConfig(use_book=use_book), interval_ms=STEP_MS)
+        state = RegimeSignals(RegimeConfig(routes=GUESSED_ROUTES, use_book=use_book), interval_ms=STEP_MS)
         s = None
         for b in bars:
             state.update_book(BookTop("TESTUSDT", b.start_ms + ts_offset, 99.9, 3.0, 100.1, 1.0))
@@ -141,7 +141,7 @@ def test_calibrate_output_is_json_and_ordered() -> None:
 def test_calibrate_refuses_too_few_bars() -> None:
     """Calibrating on fewer than 10 x the longest window of warm bars raises ValueError."""
     with pytest.raises(ValueError, match="at least 480 warm bars"):
-        calibrate([s.bar for s in SyntheticMarket(seed=1).generate(300)], RegimeConfig())
+        calibrate([s.bar for s in SyntheticMarket(seed=1).generate(300)], RegimeConfig(routes=GUESSED_ROUTES))
 
 
 def test_synthetic_regimes_agree_with_truth() -> None:
@@ -163,15 +163,15 @@ def test_synthetic_regimes_agree_with_truth() -> None:
 
 def test_warmup_falls_back_to_normal() -> None:
     """While signals warm up the regime is the fallback 'normal' routed to its tier, marked not warm."""
-    det = RegimeDetector(CAL, RegimeConfig(), interval_ms=STEP_MS)
+    det = RegimeDetector(CAL, RegimeConfig(routes=GUESSED_ROUTES), interval_ms=STEP_MS)
     d = det.update(_bars([0.05])[0])
     assert (d.regime, d.tier, d.warm, d.changed, d.signals) == ("normal", "production", False, False, None)
-    assert d.dwell_bars == RegimeConfig().min_dwell_bars + 1
+    assert d.dwell_bars == RegimeConfig(routes=GUESSED_ROUTES).min_dwell_bars + 1
 
 
 def test_classify_thresholds() -> None:
     """Thresholds alone: vol bands, the trend floor for calm, and crisis by vol."""
-    det = RegimeDetector(CAL, RegimeConfig())
+    det = RegimeDetector(CAL, RegimeConfig(routes=GUESSED_ROUTES))
     assert det.classify(_sig(0.0008, eff=0.5)) == "calm_trend"
     assert det.classify(_sig(0.0008, eff=0.05)) == "normal"
     assert det.classify(_sig(0.0015)) == "normal"
@@ -181,7 +181,7 @@ def test_classify_thresholds() -> None:
 
 def test_hysteresis_enter_and_exit_levels() -> None:
     """A regime is entered past threshold*(1+h) and left only past threshold*(1-h), not at the threshold."""
-    det = RegimeDetector(CAL, RegimeConfig(hysteresis=0.1, min_dwell_bars=1))
+    det = RegimeDetector(CAL, RegimeConfig(routes=GUESSED_ROUTES, hysteresis=0.1, min_dwell_bars=1))
     assert det.decide(_sig(0.0015)).regime == "normal"
     d = det.decide(_sig(0.00205))  # above volatile_min but inside the band
     assert (d.regime, d.candidate) == ("normal", "volatile")
@@ -194,7 +194,7 @@ def test_hysteresis_enter_and_exit_levels() -> None:
 
 def test_min_dwell_blocks_flapping_but_not_crisis() -> None:
     """After a switch the regime stays min_dwell_bars bars, except an escalation into crisis."""
-    det = RegimeDetector(CAL, RegimeConfig(hysteresis=0.0, min_dwell_bars=4))
+    det = RegimeDetector(CAL, RegimeConfig(routes=GUESSED_ROUTES, hysteresis=0.0, min_dwell_bars=4))
     det.decide(_sig(0.0015))
     assert det.decide(_sig(0.003)).regime == "volatile"
     seen = [det.decide(_sig(0.0015)).regime for _ in range(5)]
@@ -205,7 +205,7 @@ def test_min_dwell_blocks_flapping_but_not_crisis() -> None:
 
 def test_book_crisis_by_spread_and_by_imbalance_in_volatile_market() -> None:
     """A wide spread means crisis; an extreme imbalance only when vol is already volatile."""
-    cfg = RegimeConfig(min_dwell_bars=1)
+    cfg = RegimeConfig(routes=GUESSED_ROUTES, min_dwell_bars=1)
     assert RegimeDetector(CAL, cfg).decide(_sig(0.0015, spread=6.0)).regime == "crisis"
     assert RegimeDetector(CAL, cfg).decide(_sig(0.0015, spread=1.0, imb=-0.95)).regime == "normal"
     assert RegimeDetector(CAL, cfg).decide(_sig(0.0025, spread=1.0, imb=-0.95)).regime == "crisis"
@@ -213,7 +213,9 @@ def test_book_crisis_by_spread_and_by_imbalance_in_volatile_market() -> None:
 
 def test_config_overrides_win_over_calibration() -> None:
     """Non-None [regime.thresholds] fields replace the calibrated values; the rest stay calibrated."""
-    cfg = RegimeConfig(thresholds=RegimeThresholds(vol_crisis_min=0.01, spread_crisis_bps=50.0))
+    cfg = RegimeConfig(
+        routes=GUESSED_ROUTES, thresholds=RegimeThresholds(vol_crisis_min=0.01, spread_crisis_bps=50.0)
+    )
     th = RegimeThresholdValues.resolve(CAL, cfg)
     assert (th.vol_crisis_min, th.spread_crisis_bps, th.vol_volatile_min) == (0.01, 50.0, 0.002)
     assert RegimeDetector(CAL, cfg).decide(_sig(0.006, spread=6.0)).regime == "volatile"
@@ -226,21 +228,21 @@ def test_bad_calibration_is_refused() -> None:
         "thresholds": {k: v for k, v in CAL["thresholds"].items() if k != "vol_calm_max"},
     }
     with pytest.raises(ModelError, match=r"thresholds\.vol_calm_max: expected a finite number"):
-        RegimeDetector(missing, RegimeConfig())
+        RegimeDetector(missing, RegimeConfig(routes=GUESSED_ROUTES))
     with pytest.raises(ModelError, match="calibrated with vol_window=24, config has 48"):
-        RegimeDetector(CAL, RegimeConfig(vol_window=48))
+        RegimeDetector(CAL, RegimeConfig(routes=GUESSED_ROUTES, vol_window=48))
     disordered = {"windows": CAL["windows"], "thresholds": {**CAL["thresholds"], "vol_calm_max": 0.003}}
     with pytest.raises(ModelError, match="vol_calm_max < vol_volatile_min"):
-        RegimeDetector(disordered, RegimeConfig())
+        RegimeDetector(disordered, RegimeConfig(routes=GUESSED_ROUTES))
     # overriding every vol threshold makes the window mismatch irrelevant
     over = RegimeThresholds(vol_calm_max=0.001, vol_volatile_min=0.002, vol_crisis_min=0.004)
-    RegimeDetector(CAL, RegimeConfig(vol_window=48, thresholds=over))
+    RegimeDetector(CAL, RegimeConfig(routes=GUESSED_ROUTES, vol_window=48, thresholds=over))
 
 
 def test_replay_signals_counts_warm_bars() -> None:
     """replay_signals returns one Signals per warm bar."""
     bars = [s.bar for s in SyntheticMarket(seed=3).generate(200)]
-    cfg = RegimeConfig()
+    cfg = RegimeConfig(routes=GUESSED_ROUTES)
     assert len(replay_signals(bars, cfg)) == 200 - 48 + 1 - 0  # volume window (48) is the longest warm-up
 
 
@@ -248,7 +250,9 @@ def test_vol_rel_is_vol_over_the_ew_long_run_level() -> None:
     """vol_rel = vol / sqrt(bias-corrected EW mean of r^2 with half-life vol_long_halflife_bars)."""
     rng = np.random.default_rng(5)
     bars = _bars(list(rng.normal(0.0, 0.002, 300)))
-    cfg = RegimeConfig(vol_window=10, trend_window=8, volume_window=12, vol_long_halflife_bars=50)
+    cfg = RegimeConfig(
+        routes=GUESSED_ROUTES, vol_window=10, trend_window=8, volume_window=12, vol_long_halflife_bars=50
+    )
     last = replay_signals(bars, cfg)[-1]
     closes = np.array([b.close for b in bars])
     r2 = (closes[1:] / closes[:-1] - 1.0) ** 2
@@ -268,8 +272,8 @@ def _scaled(bars: list[Bar], k: float, symbol: str) -> list[Bar]:
 
 
 def test_a_symbol_the_family_never_saw_is_routed_on_its_own_scale() -> None:
-    """Pooled thresholds on vol_rel: a coin 4x as volatile gets the trained symbol's regimes, not all crisis."""
-    cfg = RegimeConfig()
+    """Pooled thresholds on vol_rel: a coin 4x as volatile gets the trained symbol's regimes, not crisis."""
+    cfg = RegimeConfig(routes=GUESSED_ROUTES)
     market = [s.bar for s in SyntheticMarket(seed=7).generate(20_000)]
     cal = calibrate({"AAAUSDT": market}, cfg)
     assert set(cal["per_symbol"]) == {"AAAUSDT"}
@@ -305,7 +309,7 @@ def test_per_symbol_thresholds_and_the_long_run_window_are_checked() -> None:
         "thresholds": {**th, "vol_calm_max": 0.6, "vol_volatile_min": 1.3, "vol_crisis_min": 2.5},
         "per_symbol": {"BTCUSDT": {"thresholds": own}},
     }
-    cfg = RegimeConfig()
+    cfg = RegimeConfig(routes=GUESSED_ROUTES)
     btc = RegimeThresholdValues.resolve(cal, cfg, symbol="BTCUSDT")
     other = RegimeThresholdValues.resolve(cal, cfg, symbol="DOGEUSDT")
     assert (btc.vol_crisis_min, btc.source, other.vol_crisis_min, other.source) == (
@@ -316,4 +320,4 @@ def test_per_symbol_thresholds_and_the_long_run_window_are_checked() -> None:
     )
     assert btc.level(_sig(0.01)) == 1.0  # vol_rel, not vol
     with pytest.raises(ModelError, match="vol_long_halflife_bars=2016, config has 500"):
-        RegimeThresholdValues.resolve(cal, RegimeConfig(vol_long_halflife_bars=500))
+        RegimeThresholdValues.resolve(cal, RegimeConfig(routes=GUESSED_ROUTES, vol_long_halflife_bars=500))

@@ -31,8 +31,14 @@ class RegimeThresholds(_Params, frozen=True):
     imbalance_crisis_min: Fraction | None = None
 
 
-def _default_routes() -> dict[str, str]:
-    return {"calm_trend": "edge", "normal": "production", "volatile": "staging", "crisis": "research"}
+#: The fixed table this project shipped before routes were chosen by evidence (`routes = "auto"`, the
+#: default): the smallest tier for calm markets, the teacher for crises.
+GUESSED_ROUTES: dict[str, str] = {
+    "calm_trend": "edge",
+    "normal": "production",
+    "volatile": "staging",
+    "crisis": "research",
+}
 
 
 class RegimeConfig(_Params, frozen=True):
@@ -52,7 +58,7 @@ class RegimeConfig(_Params, frozen=True):
     vol_crisis_quantile: Annotated[float, Meta(gt=0, lt=1)] = 0.93
     trend_calm_quantile: Annotated[float, Meta(ge=0, lt=1)] = 0.1
     # regime -> tier, or "auto": the routes the family chose by evidence at distillation (manifest `routes`)
-    routes: dict[str, str] | Literal["auto"] = msgspec.field(default_factory=_default_routes)
+    routes: dict[str, str] | Literal["auto"] = "auto"
     thresholds: RegimeThresholds = msgspec.field(default_factory=RegimeThresholds)
 
 
