@@ -42,15 +42,17 @@ from __future__ import annotations
 
 import copy
 import math
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
+
 from bot.core.bars import Bar, BookTop
 from bot.core.errors import ModelError
+from bot.core.kernels import regime as _k
 from bot.core.params import REGIME_NAMES, RegimeConfig
-from bot.core.rolling import EwMean, RollingWindow, copy_state
 
 CALIBRATION_VERSION: Final = 2
 #: Volatility signal a calibration classifies on, by its `signal` key (version 1 has none: absolute `vol`).
@@ -82,8 +84,21 @@ class Signals:
     vol_rel: float = 1.0
 
 
+_S = _k.SLOTS
+_I_HAS_LAST, _I_LAST_START_MS, _I_HAS_BOOK = _S["I_HAS_LAST"], _S["I_LAST_START_MS"], _S["I_HAS_BOOK"]
+_I_N_R2, _I_N_EFF, _I_N_LVOL = _S["I_N_R2"], _S["I_N_EFF"], _S["I_N_LVOL"]
+_I_REGIME, _I_DWELL = _S["I_REGIME"], _S["I_DWELL"]
+_O_WARM, _O_BOOK, _O_REGIME, _O_TIER = _S["O_WARM"], _S["O_BOOK"], _S["O_REGIME"], _S["O_TIER"]
+_O_CHANGED, _O_CANDIDATE, _O_DWELL = _S["O_CHANGED"], _S["O_CANDIDATE"], _S["O_DWELL"]
+_G_VOL, _G_VOL_REL, _G_EFF, _G_TREND = _S["G_VOL"], _S["G_VOL_REL"], _S["G_EFFICIENCY"], _S["G_TREND"]
+_G_VOLUME_Z, _G_SPREAD, _G_IMB = _S["G_VOLUME_Z"], _S["G_SPREAD_BPS"], _S["G_IMBALANCE"]
+_P_THRESHOLDS = tuple(_S[f"P_{k.upper()}"] for k in THRESHOLD_KEYS)
+_P_VOL_REL, _P_LO, _P_HI, _P_DECAY = _S["P_VOL_REL"], _S["P_LO"], _S["P_HI"], _S["P_DECAY"]
+_REGIME_CODE: Final = {name: code for code, name in enumerate(REGIME_NAMES)}
+
+
 class RegimeSignals:
-    """Incremental regime signals for one symbol.
+    """Incremental regime signals for one symbol (the state arrays of `bot.core.kernels.regime`).
 
     Args:
         cfg: windows and `use_book`.
@@ -94,33 +109,117 @@ class RegimeSignals:
     def __init__(self, cfg: RegimeConfig, *, interval_ms: int | None = None) -> None:
         self.cfg = cfg
         self.interval_ms = interval_ms
-        self.last_start_ms: int | None = None
-        self._book: BookTop | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        cfg = self.cfg
-        self._prev_close: float | None = None
-        self._r2 = RollingWindow(cfg.vol_window)
-        self._absdc = RollingWindow(cfg.trend_window)
-        self._closes: deque[float] = deque(maxlen=cfg.trend_window + 1)
-        self._lvol = RollingWindow(cfg.volume_window)
-        self._eff = RollingWindow(cfg.trend_window)
-        self._r2_long = EwMean(cfg.vol_long_halflife_bars)
+        self._iparams = _k.make_iparams(
+            vol_window=cfg.vol_window,
+            trend_window=cfg.trend_window,
+            volume_window=cfg.volume_window,
+            interval_ms=interval_ms,
+            use_book=cfg.use_book,
+            min_dwell_bars=cfg.min_dwell_bars,
+        )
+        # thresholds (written by RegimeDetector) and the long-run level's decay
+        self._fparams = np.zeros(_k.SLOTS["N_FPARAMS"], dtype=np.float64)
+        self._fparams[_P_DECAY] = 0.5 ** (1.0 / cfg.vol_long_halflife_bars)
+        self._istate, self._fstate = _k.new_state(self._iparams)
+        self._iout = np.zeros(_k.SLOTS["N_IOUT"], dtype=np.int64)
+        self._fout = np.zeros(_k.SLOTS["N_FOUT"], dtype=np.float64)
+        self._book_symbol: str | None = None
 
     def copy(self) -> RegimeSignals:
-        """An independent copy of the state (windows copied, config shared)."""
-        return copy_state(self)
+        """An independent copy of the state (arrays copied, config shared)."""
+        new = copy.copy(self)
+        for name in ("_fparams", "_istate", "_fstate", "_iout", "_fout"):
+            setattr(new, name, getattr(self, name).copy())
+        return new
+
+    @property
+    def last_start_ms(self) -> int | None:
+        """start_ms of the last bar absorbed (None before the first)."""
+        return int(self._istate[_I_LAST_START_MS]) if self._istate[_I_HAS_LAST] else None
 
     @property
     def warm(self) -> bool:
         """True once every window is full (the last `update` returned signals)."""
-        return self._r2.full and self._eff.full and self._lvol.full
+        i, cfg = self._istate, self.cfg
+        return bool(
+            i[_I_N_R2] == cfg.vol_window
+            and i[_I_N_EFF] == cfg.trend_window
+            and i[_I_N_LVOL] == cfg.volume_window
+        )
 
     def update_book(self, book: BookTop) -> None:
         """Remember the latest top of book (ignored unless `cfg.use_book`)."""
         if self.cfg.use_book:
-            self._book = book
+            self._book_symbol = book.symbol
+            _k.set_book(
+                self._istate,
+                self._fstate,
+                self._iparams,
+                book.ts_ms,
+                book.bid_px,
+                book.bid_sz,
+                book.ask_px,
+                book.ask_sz,
+            )
+
+    def _absorb(self, bar: Bar, routes: npt.NDArray[np.int64] | None) -> bool:
+        """Run the kernel on `bar` (signals only, or with `routes` the detector's step too); True when warm.
+
+        Raises:
+            ValueError: the bar is not newer than the previous one.
+        """
+        i = self._istate
+        # a book of another symbol is never fresh for this bar (kept for later bars all the same)
+        foreign = bool(i[_I_HAS_BOOK]) and self._book_symbol != bar.symbol
+        if foreign:
+            i[_I_HAS_BOOK] = 0
+        if routes is None:
+            status = _k.signals(
+                i,
+                self._fstate,
+                self._iparams,
+                self._fparams,
+                bar.start_ms,
+                bar.close,
+                bar.volume,
+                self._iout,
+                self._fout,
+            )
+        else:
+            status = _k.step(
+                i,
+                self._fstate,
+                self._iparams,
+                self._fparams,
+                routes,
+                bar.start_ms,
+                bar.close,
+                bar.volume,
+                self._iout,
+                self._fout,
+            )
+        if foreign:
+            i[_I_HAS_BOOK] = 1
+        if status != _k.SLOTS["OK"]:
+            raise ValueError(
+                f"{bar.symbol}: expected bars in time order, got start_ms={bar.start_ms} "
+                f"after {int(i[_I_LAST_START_MS])}"
+            )
+        return bool(self._iout[_O_WARM])
+
+    def _signals(self) -> Signals:
+        """The signals of the bar just absorbed (warm)."""
+        f = self._fout.tolist()
+        book = bool(self._iout[_O_BOOK])
+        return Signals(
+            vol=f[_G_VOL],
+            efficiency=f[_G_EFF],
+            trend=f[_G_TREND],
+            volume_z=f[_G_VOLUME_Z],
+            spread_bps=f[_G_SPREAD] if book else None,
+            imbalance=f[_G_IMB] if book else None,
+            vol_rel=f[_G_VOL_REL],
+        )
 
     def update(self, bar: Bar) -> Signals | None:
         """Absorb a confirmed bar; return its signals, or None while warming up.
@@ -128,56 +227,7 @@ class RegimeSignals:
         Raises:
             ValueError: the bar is not newer than the previous one.
         """
-        if self.last_start_ms is not None:
-            if bar.start_ms <= self.last_start_ms:
-                raise ValueError(
-                    f"{bar.symbol}: expected bars in time order, got start_ms={bar.start_ms} "
-                    f"after {self.last_start_ms}"
-                )
-            if self.interval_ms is not None and bar.start_ms - self.last_start_ms != self.interval_ms:
-                self._reset()
-        self.last_start_ms = bar.start_ms
-        c = bar.close
-        prev = self._prev_close
-        self._prev_close = c
-        self._closes.append(c)
-        self._lvol.push(math.log1p(bar.volume))
-        if prev is not None:
-            r = c / prev - 1.0 if prev > 0.0 else 0.0
-            self._r2.push(r * r)
-            self._r2_long.push(r * r)
-            self._absdc.push(abs(c - prev))
-        if not self._absdc.full:
-            return None
-        path = self._absdc.s
-        trend = (c - self._closes[0]) / path if path > 0.0 else 0.0
-        self._eff.push(abs(trend))
-        if not self.warm:
-            return None
-        ms = self._r2.s / self._r2.n
-        vol = math.sqrt(ms) if ms > 0.0 else 0.0
-        long_ms = self._r2_long.mean()
-        vol_rel = math.sqrt(ms / long_ms) if long_ms > 0.0 else 1.0
-        lv = self._lvol
-        mean = lv.s / lv.n
-        var = lv.ss / lv.n - mean * mean
-        volume_z = (lv.buf[-1] - mean) / math.sqrt(var) if var > 1e-24 else 0.0
-        spread_bps: float | None = None
-        imbalance: float | None = None
-        book = self._book
-        # a book is fresh for this bar when the exchange stamped it at or after the bar's open
-        if book is not None and book.symbol == bar.symbol and book.ts_ms >= bar.start_ms:
-            spread_bps = book.spread_bps
-            imbalance = book.imbalance
-        return Signals(
-            vol=vol,
-            efficiency=self._eff.s / self._eff.n,
-            trend=trend,
-            volume_z=volume_z,
-            spread_bps=spread_bps,
-            imbalance=imbalance,
-            vol_rel=vol_rel,
-        )
+        return self._signals() if self._absorb(bar, None) else None
 
 
 def replay_signals(
@@ -327,7 +377,8 @@ class RegimeDecision:
 
 
 class RegimeDetector:
-    """Regime state machine for one symbol: `update(bar) -> RegimeDecision`.
+    """Regime state machine for one symbol: `update(bar) -> RegimeDecision` (a wrapper of
+    `bot.core.kernels.regime.step` over the symbol's state arrays).
 
     Args:
         calibration: `manifest.json["regime_calibration"]` (from `calibrate`).
@@ -348,88 +399,109 @@ class RegimeDetector:
         routes: Mapping[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.thresholds = RegimeThresholdValues.resolve(calibration, cfg, symbol=symbol)
-        self.routes: dict[str, str] = resolve_routes(cfg.routes if routes is None else routes, None)
         self.signals = RegimeSignals(cfg, interval_ms=interval_ms)
-        self.regime = FALLBACK_REGIME
-        # the fallback imposes no dwell: the first warm bar may switch at once
-        self.dwell_bars = cfg.min_dwell_bars
+        p = self.signals._fparams
+        p[_P_LO] = 1.0 - cfg.hysteresis
+        p[_P_HI] = 1.0 + cfg.hysteresis
+        self._routes = np.zeros(len(REGIME_NAMES), dtype=np.int64)
+        self._tiers: tuple[str, ...] = ()
+        self.thresholds = RegimeThresholdValues.resolve(calibration, cfg, symbol=symbol)
+        self.routes = resolve_routes(cfg.routes if routes is None else routes, None)
+
+    @property
+    def thresholds(self) -> RegimeThresholdValues:
+        """The resolved thresholds; setting them (a hot reload) rewrites the kernel's parameter row."""
+        return self._thresholds
+
+    @thresholds.setter
+    def thresholds(self, th: RegimeThresholdValues) -> None:
+        p = self.signals._fparams
+        for slot, key in zip(_P_THRESHOLDS, THRESHOLD_KEYS, strict=True):
+            p[slot] = getattr(th, key)
+        p[_P_VOL_REL] = 1.0 if th.vol_signal == "vol_rel" else 0.0
+        self._thresholds = th
+
+    @property
+    def routes(self) -> dict[str, str]:
+        """The regime -> tier map; setting it rewrites the kernel's route array."""
+        return self._route_map
+
+    @routes.setter
+    def routes(self, routes: Mapping[str, str]) -> None:
+        tiers = tuple(dict.fromkeys(routes[r] for r in REGIME_NAMES))
+        self._routes[:] = [tiers.index(routes[r]) for r in REGIME_NAMES]
+        self._tiers = tiers
+        self._route_map = dict(routes)
+
+    @property
+    def regime(self) -> str:
+        """The current regime."""
+        return REGIME_NAMES[int(self.signals._istate[_I_REGIME])]
+
+    @property
+    def dwell_bars(self) -> int:
+        """Bars in the current regime, the latest included."""
+        return int(self.signals._istate[_I_DWELL])
 
     def copy(self) -> RegimeDetector:
         """An independent copy of the detector state (thresholds and config shared)."""
         new = copy.copy(self)
         new.signals = self.signals.copy()
+        new._routes = self._routes.copy()
         return new
 
     def route(self, regime: str) -> str:
         """Tier name configured for `regime`."""
-        return self.routes[regime]
+        return self._route_map[regime]
 
     def update_book(self, book: BookTop) -> None:
         """Feed a top-of-book update (used only when `cfg.use_book`)."""
         self.signals.update_book(book)
 
+    @staticmethod
+    def _book(s: Signals) -> tuple[bool, float, bool, float]:
+        return (
+            s.spread_bps is not None,
+            0.0 if s.spread_bps is None else s.spread_bps,
+            s.imbalance is not None,
+            0.0 if s.imbalance is None else s.imbalance,
+        )
+
     def classify(self, s: Signals) -> str:
         """The regime the thresholds alone assign to `s` (no hysteresis)."""
-        th = self.thresholds
-        v = th.level(s)
-        if self._crisis(s, 1.0):
-            return "crisis"
-        if v >= th.vol_volatile_min:
-            return "volatile"
-        if v <= th.vol_calm_max and s.efficiency >= th.trend_calm_min:
-            return "calm_trend"
-        return "normal"
-
-    def _crisis(self, s: Signals, relax: float) -> bool:
-        th = self.thresholds
-        v = th.level(s)
-        if v >= th.vol_crisis_min * relax:
-            return True
-        if s.spread_bps is not None and s.spread_bps >= th.spread_crisis_bps * relax:
-            return True
-        return (
-            s.imbalance is not None
-            and abs(s.imbalance) >= th.imbalance_crisis_min * relax
-            and v >= th.vol_volatile_min * relax
-        )
+        code = _k.classify(self.signals._fparams, self.thresholds.level(s), s.efficiency, *self._book(s))
+        return REGIME_NAMES[int(code)]
 
     def holds(self, regime: str, s: Signals) -> bool:
         """Whether `regime`'s conditions still hold at its exit levels (thresholds relaxed by hysteresis)."""
-        th = self.thresholds
-        v = th.level(s)
-        lo = 1.0 - self.cfg.hysteresis
-        hi = 1.0 + self.cfg.hysteresis
-        if regime == "crisis":
-            return self._crisis(s, lo)
-        if regime == "volatile":
-            return v >= th.vol_volatile_min * lo and not self._crisis(s, hi)
-        if regime == "calm_trend":
-            return v <= th.vol_calm_max * hi and s.efficiency >= th.trend_calm_min * lo
-        # normal: neither calm nor volatile nor crisis even when those are made harder to enter
-        calm = v <= th.vol_calm_max * lo and s.efficiency >= th.trend_calm_min * hi
-        return not calm and v < th.vol_volatile_min * hi and not self._crisis(s, hi)
+        p = self.signals._fparams
+        return bool(_k.holds(p, _REGIME_CODE[regime], self.thresholds.level(s), s.efficiency, *self._book(s)))
+
+    def _decision(self, s: Signals | None) -> RegimeDecision:
+        o = self.signals._iout.tolist()
+        return RegimeDecision(
+            REGIME_NAMES[o[_O_REGIME]],
+            self._tiers[o[_O_TIER]],
+            bool(o[_O_CHANGED]),
+            s is not None,
+            REGIME_NAMES[o[_O_CANDIDATE]],
+            o[_O_DWELL],
+            s,
+        )
 
     def update(self, bar: Bar) -> RegimeDecision:
         """Absorb a confirmed bar and decide its regime."""
-        return self.decide(self.signals.update(bar))
+        sig = self.signals
+        return self._decision(sig._signals() if sig._absorb(bar, self._routes) else None)
 
     def decide(self, s: Signals | None) -> RegimeDecision:
         """Advance the state machine by one bar given its signals (None = still warming up)."""
+        sig = self.signals
         if s is None:
-            self.dwell_bars += 1
-            regime = self.regime
-            return RegimeDecision(regime, self.routes[regime], False, False, regime, self.dwell_bars, None)
-        candidate = self.classify(s)
-        current = self.regime
-        switch = False
-        if candidate != current:
-            dwell_ok = self.dwell_bars >= self.cfg.min_dwell_bars or candidate == "crisis"
-            switch = dwell_ok and not self.holds(current, s)
-        if switch:
-            self.regime = candidate
-            self.dwell_bars = 1
+            warm, vol, vol_rel, eff, book = False, 0.0, 0.0, 0.0, (False, 0.0, False, 0.0)
         else:
-            self.dwell_bars += 1
-        regime = self.regime
-        return RegimeDecision(regime, self.routes[regime], switch, True, candidate, self.dwell_bars, s)
+            warm, vol, vol_rel, eff, book = True, s.vol, s.vol_rel, s.efficiency, self._book(s)
+        _k.decide(
+            sig._istate, sig._iparams, sig._fparams, self._routes, warm, vol, vol_rel, eff, *book, sig._iout
+        )
+        return self._decision(s)
