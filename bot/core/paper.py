@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from bot.core.bars import BookTop
+from bot.core.kernels import paper as _kp
 from bot.core.params import PaperConfig
 
 Side = Literal["buy", "sell"]
@@ -174,13 +177,61 @@ class PaperResult:
     state: PositionState
 
 
+_S = _kp.SLOTS
+_S_UNITS, _S_QTY, _S_AVG, _S_MARK = _S["S_UNITS"], _S["S_QTY"], _S["S_AVG"], _S["S_MARK"]
+_S_HAS_LAST, _S_LAST, _S_HAS_MARK = _S["S_HAS_LAST"], _S["S_LAST_START_MS"], _S["S_HAS_MARK"]
+_S_REALIZED, _S_FEES, _S_N_FILLS = _S["S_REALIZED"], _S["S_FEES"], _S["S_N_FILLS"]
+_R_SIGNAL, _R_POSITION, _R_QTY, _R_N_FILLS = _S["R_SIGNAL"], _S["R_POSITION"], _S["R_QTY"], _S["R_N_FILLS"]
+_R_FEE, _R_REALIZED, _R_UNREALIZED = _S["R_FEE"], _S["R_REALIZED"], _S["R_UNREALIZED"]
+_R_EQUITY, _R_BAR_PNL, _R_HOLDING = _S["R_EQUITY"], _S["R_BAR_PNL"], _S["R_HOLDING"]
+_R_TRADE_PNL, _R_TRADED, _R_FILL0, _FILL_WIDTH = (
+    _S["R_TRADE_PNL"],
+    _S["R_TRADED"],
+    _S["R_FILL0"],
+    _S["FILL_WIDTH"],
+)
+_X_SIDE, _X_QTY, _X_PRICE = _S["X_SIDE"], _S["X_QTY"], _S["X_PRICE"]
+_X_NOTIONAL, _X_FEE, _X_REALIZED = _S["X_NOTIONAL"], _S["X_FEE"], _S["X_REALIZED"]
+_NO_CODE: Final = -1  # tier/regime codes: the wrapper attributes PnL by name itself
+_EMPTY: Final = np.zeros(0, dtype=np.float64)
+
+
 def _add(d: dict[str, float], key: str | None, value: float) -> None:
     if key is not None and value != 0.0:
         d[key] = d.get(key, 0.0) + value
 
 
+def state_array(st: PositionState) -> npt.NDArray[np.float64]:
+    """`st` as the paper kernel's state array (owner codes none: the caller attributes PnL by name)."""
+    a = _kp.new_state()
+    if st.last_start_ms is not None:
+        a[_S_HAS_LAST], a[_S_LAST] = 1.0, st.last_start_ms
+    a[_S_UNITS], a[_S_QTY], a[_S_AVG] = st.units, st.qty, st.avg_entry_px
+    if st.mark_px is not None:
+        a[_S_HAS_MARK], a[_S_MARK] = 1.0, st.mark_px
+    a[_S_REALIZED], a[_S_FEES], a[_S_N_FILLS] = st.realized_pnl_usd, st.fees_usd, st.n_fills
+    return a
+
+
+def kernel_params(cfg: PaperConfig) -> npt.NDArray[np.float64]:
+    """The paper kernel's parameter row for `cfg`."""
+    return _kp.make_params(
+        notional_usd=cfg.notional_usd,
+        max_units=cfg.max_units,
+        long_threshold_bps=cfg.long_threshold_bps,
+        short_threshold_bps=cfg.short_threshold_bps,
+        fill_mid=cfg.fill_price == "mid",
+        slippage_bps=cfg.slippage_bps,
+        fee_bps=cfg.taker_fee_bps if cfg.order_type == "taker" else cfg.maker_fee_bps,
+        vol_target=cfg.sizing == "vol_target",
+        target_vol_bps=cfg.target_vol_bps,
+        max_vol_bps=cfg.max_vol_bps,
+        rebalance_band=cfg.rebalance_band,
+    )
+
+
 class PaperTrader:
-    """Paper book for any number of symbols.
+    """Paper book for any number of symbols (a wrapper of `bot.core.kernels.paper.step`).
 
     Args:
         cfg: thresholds, sizing, price rule, slippage and fees.
@@ -190,6 +241,10 @@ class PaperTrader:
     def __init__(self, cfg: PaperConfig, *, positions: Mapping[str, PositionState] | None = None) -> None:
         self.cfg = cfg
         self.positions: dict[str, PositionState] = dict(positions or {})
+        self._params = kernel_params(cfg)
+        self._out = np.zeros(_S["N_OUT"], dtype=np.float64)
+        # symbol -> (the state this trader last wrote, its kernel array): reused while positions holds it
+        self._arrays: dict[str, tuple[PositionState, npt.NDArray[np.float64]]] = {}
 
     @property
     def fee_bps(self) -> float:
@@ -198,11 +253,7 @@ class PaperTrader:
 
     def signal(self, prediction: float) -> int:
         """+1 long, -1 short, 0 flat for a predicted return (fraction)."""
-        if prediction > self.cfg.long_threshold_bps * 1e-4:
-            return 1
-        if prediction < -self.cfg.short_threshold_bps * 1e-4:
-            return -1
-        return 0
+        return int(_kp.signal_of(self._params, prediction))
 
     def target_units(self, signal: int, vol_forecast: float | None) -> float:
         """Target position in units for a signal and (vol_target sizing) the forecast per-bar vol.
@@ -215,21 +266,12 @@ class PaperTrader:
             return signal * cfg.max_units
         if vol_forecast is None or not 0.0 < vol_forecast < float("inf"):
             raise ValueError(f"vol_target sizing needs a positive vol forecast, got {vol_forecast!r}")
-        if cfg.max_vol_bps is not None and vol_forecast * 1e4 > cfg.max_vol_bps:
-            return 0
-        return signal * min(cfg.target_vol_bps * 1e-4 / vol_forecast, float(cfg.max_units))
+        units = float(_kp.target_units(self._params, signal, vol_forecast))
+        return 0 if units == 0.0 else units
 
     def _banded(self, units: float, target: float) -> float:
         """Under vol_target, keep a same-sign position whose target moved less than `rebalance_band`."""
-        if (
-            self.cfg.sizing == "vol_target"
-            and units != 0
-            and target != 0
-            and (units > 0) == (target > 0)
-            and abs(target - units) <= self.cfg.rebalance_band * abs(units)
-        ):
-            return units
-        return target
+        return float(_kp.banded(self._params, units, target))
 
     def state(self, symbol: str) -> PositionState:
         """Current state of `symbol` (flat and unmarked if never traded)."""
@@ -256,178 +298,118 @@ class PaperTrader:
         signal's target, then the new state and this bar's result.
 
         Raises:
-            ValueError: `close` is not positive, or the bar is not newer than the symbol's last decided bar.
+            ValueError: `close` is not positive, the bar is not newer than the symbol's last decided bar, or
+                vol_target sizing without a positive finite vol forecast.
         """
-        st = self._checked_state(symbol, start_ms, close)
-        holding, holding_tier, holding_regime = _holding_pnl(st, close)
-        sig = self.signal(prediction)
-        pricing = _Pricing(
-            symbol=symbol,
-            start_ms=start_ms,
-            close=close,
-            base=self.base_price(close, book),
-            slip=self.cfg.slippage_bps * 1e-4,
-            fee_rate=self.fee_bps * 1e-4,
-            tier=tier,
-            regime=regime,
+        st = self.state(symbol)
+        cached = self._arrays.get(symbol)
+        # the kernel changes nothing when it refuses a bar, so the array is stepped in place
+        work = cached[1] if cached is not None and cached[0] is st else state_array(st)
+        status = _kp.step(
+            work,
+            self._params,
+            start_ms,
+            close,
+            prediction,
+            float("nan") if vol_forecast is None else vol_forecast,
+            0.0 if book is None else book.bid_px,
+            0.0 if book is None else book.ask_px,
+            _NO_CODE,
+            _NO_CODE,
+            _EMPTY,
+            _EMPTY,
+            self._out,
         )
-        held = self._held_units(st, pricing.base)
-        ex = self._trade(st, held, self._banded(held, self.target_units(sig, vol_forecast)), pricing)
+        if status != _S["OK"]:
+            raise self._refused(status, st, symbol, start_ms, close, vol_forecast)
+        o = self._out.tolist()
+        n = int(o[_R_N_FILLS])
+        fills = tuple(
+            Fill(
+                symbol,
+                start_ms,
+                k,
+                "buy" if o[_R_FILL0 + k * _FILL_WIDTH + _X_SIDE] > 0.0 else "sell",
+                o[_R_FILL0 + k * _FILL_WIDTH + _X_QTY],
+                o[_R_FILL0 + k * _FILL_WIDTH + _X_PRICE],
+                o[_R_FILL0 + k * _FILL_WIDTH + _X_NOTIONAL],
+                o[_R_FILL0 + k * _FILL_WIDTH + _X_FEE],
+                o[_R_FILL0 + k * _FILL_WIDTH + _X_REALIZED],
+                tier,
+                regime,
+            )
+            for k in range(n)
+        )
+        units = self._units(st, o[_R_POSITION], traded=o[_R_TRADED] != 0.0)
+        held = st.qty != 0.0
+        holding = o[_R_HOLDING]
+        holding_tier, holding_regime = (st.tier, st.regime) if held else (None, None)
+        trade = o[_R_TRADE_PNL]
         by_tier = dict(st.pnl_by_tier)
         by_regime = dict(st.pnl_by_regime)
         _add(by_tier, holding_tier, holding)
         _add(by_regime, holding_regime, holding)
-        _add(by_tier, tier, ex.trade_pnl)
-        _add(by_regime, regime, ex.trade_pnl)
-        fees = sum(f.fee_usd for f in ex.fills)
-        owned = ex.units != 0
-        new = replace(
-            st,
+        _add(by_tier, tier, trade)
+        _add(by_regime, regime, trade)
+        owned = units != 0
+        w = work.tolist()
+        new = PositionState(
+            symbol=st.symbol,
             last_start_ms=start_ms,
-            units=ex.units,
-            qty=ex.qty,
-            avg_entry_px=ex.avg,
+            units=units,
+            qty=o[_R_QTY],
+            avg_entry_px=w[_S_AVG],
             mark_px=close,
             tier=tier if owned else None,
             regime=regime if owned else None,
-            realized_pnl_usd=st.realized_pnl_usd + ex.realized,
-            fees_usd=st.fees_usd + fees,
-            n_fills=st.n_fills + len(ex.fills),
+            realized_pnl_usd=w[_S_REALIZED],
+            fees_usd=w[_S_FEES],
+            n_fills=st.n_fills + n,
             pnl_by_tier=by_tier,
             pnl_by_regime=by_regime,
         )
         self.positions[symbol] = new
+        self._arrays[symbol] = (new, work)
         return PaperResult(
             symbol=symbol,
             start_ms=start_ms,
-            signal=sig,
-            position=ex.units,
-            qty=ex.qty,
-            fill_price=ex.fills[-1].price if ex.fills else None,
-            fee_usd=fees,
-            realized_pnl_usd=ex.realized,
-            unrealized_pnl_usd=new.unrealized_pnl_usd,
-            equity_usd=new.equity_usd,
-            bar_pnl_usd=new.equity_usd - st.equity_usd,
+            signal=int(o[_R_SIGNAL]),
+            position=units,
+            qty=o[_R_QTY],
+            fill_price=fills[-1].price if fills else None,
+            fee_usd=o[_R_FEE] if n else 0,
+            realized_pnl_usd=o[_R_REALIZED],
+            unrealized_pnl_usd=o[_R_UNREALIZED],
+            equity_usd=o[_R_EQUITY],
+            bar_pnl_usd=o[_R_BAR_PNL],
             holding_pnl_usd=holding,
             holding_tier=holding_tier,
             holding_regime=holding_regime,
-            trade_pnl_usd=ex.trade_pnl,
-            fills=tuple(ex.fills),
+            trade_pnl_usd=trade,
+            fills=fills,
             state=new,
         )
 
-    def _checked_state(self, symbol: str, start_ms: int, close: float) -> PositionState:
-        if not close > 0.0:
-            raise ValueError(f"{symbol}@{start_ms}: expected a positive close price, got {close}")
-        st = self.state(symbol)
-        if st.last_start_ms is not None and start_ms <= st.last_start_ms:
-            raise ValueError(
-                f"{symbol}: bar start_ms={start_ms} already decided (last decided {st.last_start_ms})"
-            )
-        return st
-
-    def _held_units(self, st: PositionState, price: float) -> float:
-        """Units held now: as opened under fixed sizing; under vol_target the exposure at today's price
-        (`qty * price / notional_usd`), so a position whose notional drifted with the price is rebalanced."""
+    def _units(self, st: PositionState, value: float, *, traded: bool) -> float:
+        """The position as the Python number it always was: an int under fixed sizing and whenever flat after
+        a trade, the held object itself when nothing traded (as opened, or its exposure at today's price under
+        vol_target), else a float."""
+        if traded:
+            return int(value) if self.cfg.sizing == "fixed" or value == 0.0 else value
         if self.cfg.sizing == "fixed" or st.qty == 0.0:
             return st.units
-        return st.qty * price / self.cfg.notional_usd
+        return value
 
-    def _trade(self, st: PositionState, held: float, target: float, pricing: _Pricing) -> _Execution:
-        """Fills that take the position from `held` to `target` units: first reduce or close (flat, flip,
-        or a smaller size of the same sign), then open or add."""
-        ex = _Execution(units=held, qty=st.qty, avg=st.avg_entry_px)
-        units, qty, avg = ex.units, ex.qty, ex.avg
-        if target == units:
-            return ex
-        if units != 0 and (target == 0 or (target > 0) != (units > 0) or abs(target) < abs(units)):
-            frac = (
-                1.0 if target == 0 or (target > 0) != (units > 0) else (abs(units) - abs(target)) / abs(units)
+    def _refused(
+        self, status: int, st: PositionState, symbol: str, start_ms: int, close: float, vol: float | None
+    ) -> ValueError:
+        if status == _S["BAD_CLOSE"]:
+            return ValueError(f"{symbol}@{start_ms}: expected a positive close price, got {close}")
+        if status == _S["OUT_OF_ORDER"]:
+            return ValueError(
+                f"{symbol}: bar start_ms={start_ms} already decided (last decided {st.last_start_ms})"
             )
-            q = abs(qty) * frac
-            side: Side = "sell" if qty > 0 else "buy"
-            px = pricing.price(side)
-            leg = q * (px - avg) if qty > 0 else q * (avg - px)
-            ex.add(pricing, side, q, leg)
-            ex.realized += leg
-            remaining = abs(qty) - q
-            units = 0 if frac == 1.0 else target
-            qty = 0.0 if frac == 1.0 else (remaining if qty > 0 else -remaining)
-            if qty == 0.0:
-                avg = 0.0
-        if target != units:
-            # open or add (units is 0 or has target's sign with a smaller size)
-            side = "buy" if target > 0 else "sell"
-            px = pricing.price(side)
-            q = abs(target - units) * self.cfg.notional_usd / px
-            new_abs = abs(qty) + q
-            avg = (abs(qty) * avg + q * px) / new_abs
-            qty = new_abs if target > 0 else -new_abs
-            units = target
-            ex.add(pricing, side, q, 0.0)
-        ex.units, ex.qty, ex.avg = units, qty, avg
-        return ex
-
-
-def _holding_pnl(st: PositionState, close: float) -> tuple[float, str | None, str | None]:
-    """PnL of the position carried into this bar, marked from the last close to `close`, and its owners."""
-    if st.qty == 0.0:
-        return 0.0, None, None
-    holding = st.qty * (close - st.mark_px) if st.mark_px is not None else 0.0
-    return holding, st.tier, st.regime
-
-
-@dataclass(frozen=True, slots=True)
-class _Pricing:
-    """How one bar's fills are priced: base price +- slippage, fee on notional, tagged with the bar."""
-
-    symbol: str
-    start_ms: int
-    close: float
-    base: float
-    slip: float
-    fee_rate: float
-    tier: str
-    regime: str
-
-    def price(self, side: Side) -> float:
-        return self.base * (1.0 + self.slip) if side == "buy" else self.base * (1.0 - self.slip)
-
-
-@dataclass(slots=True)
-class _Execution:
-    """The running result of one bar's trade."""
-
-    units: float
-    qty: float
-    avg: float
-    fills: list[Fill] = field(default_factory=list)
-    realized: float = 0.0
-    trade_pnl: float = 0.0  # fees + slippage vs the close, to this bar's tier/regime
-
-    def add(self, pricing: _Pricing, side: Side, q: float, realized_leg: float) -> None:
-        px = pricing.price(side)
-        notional = q * px
-        fee = notional * pricing.fee_rate
-        # a buy at px marked at close gains q*(close - px); a sell loses q*(close - px)
-        close = pricing.close
-        self.trade_pnl += (q * (close - px) if side == "buy" else q * (px - close)) - fee
-        self.fills.append(
-            Fill(
-                pricing.symbol,
-                pricing.start_ms,
-                len(self.fills),
-                side,
-                q,
-                px,
-                notional,
-                fee,
-                realized_leg,
-                pricing.tier,
-                pricing.regime,
-            )
-        )
+        return ValueError(f"vol_target sizing needs a positive vol forecast, got {vol!r}")
 
 
 def _units(value: Any) -> float:
