@@ -74,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     from bot.tiers import TierFamily
 
     cfg = load_config(args.config)
-    family = TierFamily.load(cfg.models.dir)  # read-only: a bad family exits 3 before any file exists
+    # read-only: a bad family exits 3 before any file exists
+    family = TierFamily.load(cfg.models.dir, compiled_forward=cfg.models.compiled_forward)
     family.check_fit(cfg)  # a family trained for another interval/symbol/features/horizon: exit 3 too
     logs.check_decisions_path(cfg.logging.decisions_path)  # exit 2 before the lock file is created
     check_ledger_path(cfg.ledger.path)  # a directory or a file of the user's: exit 2 before any file too

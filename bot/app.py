@@ -144,7 +144,15 @@ class Service:
 
     def _open_state(self, family: TierFamily) -> tuple[Engine, Ledger]:
         for tier in family:
-            self.log.info(logs.TIER_LOADED, tier=tier.name, features=tier.n_features)
+            self.log.info(
+                logs.TIER_LOADED,
+                tier=tier.name,
+                features=tier.n_features,
+                runtime=tier.runtime,
+                runtime_reason=tier.runtime_reason,
+            )
+            if tier.choice.refused:
+                self.log.warning(logs.COMPILED_FORWARD_REFUSED, tier=tier.name, reason=tier.runtime_reason)
         skill = family.manifest.return_skill
         if skill is not None and skill.no_skill:
             self.log.warning(
@@ -367,7 +375,11 @@ class Service:
             ShutdownTimeoutError: the run ended cleanly but a shutdown step overran
                 `service.shutdown_timeout_s` and was abandoned.
         """
-        family = self.family if self.family is not None else TierFamily.load(self.cfg.models.dir)
+        family = (
+            self.family
+            if self.family is not None
+            else TierFamily.load(self.cfg.models.dir, compiled_forward=self.cfg.models.compiled_forward)
+        )
         family.check_fit(self.cfg)  # interval, symbols, feature sets, horizon: exit 3 before any file
         lock = self.lock if self.lock is not None else LedgerLock(self.cfg.ledger.path)
         owns_lock = not lock.held

@@ -150,6 +150,9 @@ class ModelsConfig(_Section, frozen=True):
     # Hot reload: SIGHUP (systemctl reload) or a change of <dir>/current, checked every reload_poll_s
     # (0 = on SIGHUP only), loads, verifies and warms the new family and switches at a bar boundary.
     reload_poll_s: Annotated[float, Meta(ge=0, le=3600)] = 5.0
+    # Serve each small tier by the compiled forward pass (bot.forward) where it proves equal to onnxruntime
+    # at load; false keeps onnxruntime for every tier.
+    compiled_forward: bool = True
 
 
 class ServiceConfig(_Section, frozen=True):

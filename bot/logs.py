@@ -40,7 +40,9 @@ WS_UNKNOWN_TOPIC: Final = "ws_unknown_topic"
 REST_RETRY: Final = "rest_retry"
 REST_BANNED: Final = "rest_banned"
 REGIME_CHANGE: Final = "regime_change"
-TIER_LOADED: Final = "tier_loaded"
+TIER_LOADED: Final = "tier_loaded"  # with the runtime serving the tier (compiled or onnxruntime) and why
+# a tier's compiled forward pass was refused (an unexpected graph or no parity with onnxruntime): it keeps ORT
+COMPILED_FORWARD_REFUSED: Final = "compiled_forward_refused"
 RETURN_NO_SKILL: Final = "return_no_skill"  # start-up: the family's return IC is within 2 SE of zero
 MODEL_RELOAD_READY: Final = "model_reload_ready"  # a new family is verified and warm; switches at a bar
 MODEL_RELOAD_REFUSED: Final = "model_reload_refused"  # the new family failed verification; the old decides

@@ -85,13 +85,19 @@ class ModelReloader:
             return
         self._ready = family
         self.reloads += 1
+        for tier in family:
+            if tier.choice.refused:
+                self._log.warning(logs.COMPILED_FORWARD_REFUSED, tier=tier.name, reason=tier.runtime_reason)
         self._log.info(
-            logs.MODEL_RELOAD_READY, model_sha=family.model_sha[:12], previous=self._model_sha[:12]
+            logs.MODEL_RELOAD_READY,
+            model_sha=family.model_sha[:12],
+            previous=self._model_sha[:12],
+            runtimes={tier.name: tier.runtime for tier in family},
         )
         self._model_sha = family.model_sha
 
     def _load_verified(self) -> TierFamily:
-        family = TierFamily.load(self.cfg.models.dir)
+        family = TierFamily.load(self.cfg.models.dir, compiled_forward=self.cfg.models.compiled_forward)
         family.check_fit(self.cfg)
         family.check_routes(self.cfg.regime.routes)
         for name in family.names:

@@ -14,6 +14,12 @@ output is bound too: one ORT run per bar fills both, and `predict_vol` reads the
 the session again only if asked about a different feature vector). `warm(tier)` runs two untimed calls: a
 cold session (minutes since its last run) is many times slower than a hot one, so the engine warms the
 routed tier just before the confirmed bar.
+
+A small tier may instead be served by a compiled forward pass (`bot.forward`, `bot.core.kernels.mlp`) built
+from its own ONNX file's weights and proven equal to onnxruntime at load (within `bot.forward.PARITY_ATOL`
+on its verification rows); otherwise, or with `[models] compiled_forward = false`, onnxruntime serves it.
+`Tier.runtime` says which, `Tier.runtime_reason` why. Both runtimes are behind the same `predict`,
+`predict_vol` and `predict_batch`, so the engine, the backtest and shadow scoring cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ import onnxruntime as ort
 from bot import modelstore
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_INDEX, FEATURE_SETS, FEATURE_VERSION, N_FEATURES
+from bot.core.kernels import mlp
 from bot.core.regime import resolve_routes
+from bot.forward import ForwardChoice, Runtime, choose_forward
 from bot.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, Manifest, TierEntry, decode_manifest
 
 if TYPE_CHECKING:
@@ -75,14 +83,37 @@ def session_options() -> ort.SessionOptions:
 
 
 class Tier:
-    """A loaded tier: its session, feature index array and pre-bound float32 buffers."""
+    """A loaded tier: its session, feature index array and pre-bound float32 buffers, and the compiled
+    forward pass when `forward` chose it (`runtime`)."""
 
-    __slots__ = ("_binding", "_fresh", "_in", "_out", "_probe", "_vol", "index", "session", "spec")
+    __slots__ = (
+        "_binding",
+        "_fout",
+        "_fresh",
+        "_in",
+        "_out",
+        "_params",
+        "_probe",
+        "_scratch",
+        "_vol",
+        "choice",
+        "index",
+        "session",
+        "spec",
+    )
 
-    def __init__(self, spec: TierSpec, session: ort.InferenceSession) -> None:
+    def __init__(
+        self, spec: TierSpec, session: ort.InferenceSession, *, forward: ForwardChoice | None = None
+    ) -> None:
         self.spec = spec
         self.session = session
-        self.index: npt.NDArray[np.intp] = np.array([FEATURE_INDEX[n] for n in spec.features], dtype=np.intp)
+        #: which runtime serves this tier and why (onnxruntime when no choice was made)
+        self.choice = forward if forward is not None else ForwardChoice("onnxruntime", "not requested")
+        self._params: npt.NDArray[np.float64] | None = self.choice.params
+        size = 0 if self._params is None else mlp.scratch_size(self._params)
+        self._scratch: npt.NDArray[np.float64] = np.zeros(size, dtype=np.float64)
+        self._fout: npt.NDArray[np.float64] = np.zeros(2, dtype=np.float64)
+        self.index: npt.NDArray[np.intp] = _columns(spec.features)
         self._in: npt.NDArray[np.float32] = np.zeros((1, len(spec.features)), dtype=np.float32)
         self._out: npt.NDArray[np.float32] = np.zeros((1, 1), dtype=np.float32)
         binding = session.io_binding()
@@ -108,8 +139,21 @@ class Tier:
     def n_features(self) -> int:
         return len(self.spec.features)
 
+    @property
+    def runtime(self) -> Runtime:
+        """ "compiled" (bot.core.kernels.mlp) or "onnxruntime": what `predict` runs."""
+        return self.choice.runtime
+
+    @property
+    def runtime_reason(self) -> str:
+        """Why this runtime: the parity the compiled pass proved, or why onnxruntime kept the tier."""
+        return self.choice.reason
+
     def predict(self, x: npt.NDArray[np.float64]) -> float:
-        """Predicted next-horizon return (fraction) for one full feature vector (ordered as FEATURE_NAMES)."""
+        """Predicted next-horizon return (fraction) for one full feature vector (ordered as FEATURE_NAMES;
+        the compiled runtime needs it float64 and contiguous, as the engine's feature rows are)."""
+        if self._params is not None:
+            return float(mlp.step(self._params, x, self._scratch, self._fout))
         np.take(x, self.index, out=self._in[0])  # float64 -> float32 cast into the bound buffer
         self._fresh = False
         self.session.run_with_iobinding(self._binding)
@@ -126,6 +170,9 @@ class Tier:
         same inputs (the engine's call order), else runs the session once."""
         if self._vol is None:
             return None
+        if self._params is not None:  # one compiled pass costs about what the ORT path's input check does
+            mlp.step(self._params, x, self._scratch, self._fout)
+            return float(self._fout[1])
         np.take(x, self.index, out=self._probe)
         if not (self._fresh and np.array_equal(self._probe, self._in[0])):
             self.predict(x)
@@ -142,16 +189,30 @@ class Tier:
 
     def predict_batch(
         self, x: npt.NDArray[np.float64], *, output: str | None = None
-    ) -> npt.NDArray[np.float32]:
-        """Predictions for full feature rows [N, N_FEATURES] (unbound path; offline checks and tests).
+    ) -> npt.NDArray[np.float64]:
+        """Predictions for full feature rows [N, N_FEATURES] (offline checks, batched backtests, tests), from
+        the tier's runtime, so each row equals `predict` / `predict_vol` on it exactly.
 
         Args:
             output: the graph output to read; None = the return head's.
         """
-        sub = np.ascontiguousarray(x[:, self.index], dtype=np.float32)
         name = self.spec.output_name if output is None else output
-        out = self.session.run([name], {self.spec.input_name: sub})[0]
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        if self._params is not None:
+            heads = [self.spec.output_name, self.spec.vol_output_name]
+            if name not in heads:
+                raise ValueError(f"tier {self.name!r} has no output {name!r}; outputs: {heads}")
+            rows = np.ascontiguousarray(x, dtype=np.float64)
+            out = np.zeros((rows.shape[0], 2 if self.has_vol_head else 1), dtype=np.float64)
+            mlp.run(self._params, rows, self._scratch, out)
+            return np.ascontiguousarray(out[:, heads.index(name)])
+        sub = np.ascontiguousarray(x[:, self.index], dtype=np.float32)
+        out32 = self.session.run([name], {self.spec.input_name: sub})[0]
+        return np.asarray(out32, dtype=np.float64).reshape(-1)
+
+
+def _columns(features: Iterable[str]) -> npt.NDArray[np.intp]:
+    """Each of a tier's features' column in the full feature row."""
+    return np.array([FEATURE_INDEX[n] for n in features], dtype=np.intp)
 
 
 def _fail(tier: str, what: str) -> ModelError:
@@ -234,13 +295,17 @@ class TierFamily:
         self.model_sha = model_sha
 
     @classmethod
-    def load(cls, models_dir: str | Path, *, only: Iterable[str] | None = None) -> TierFamily:
+    def load(
+        cls, models_dir: str | Path, *, only: Iterable[str] | None = None, compiled_forward: bool = True
+    ) -> TierFamily:
         """Read and verify the family's manifest.json and build one session per tier.
 
         Args:
             models_dir: a versioned models directory (its `current` version is loaded, see bot.modelstore)
                 or a plain directory with manifest.json and the ONNX files it names.
             only: load just these tiers (each must be in the manifest); None loads all.
+            compiled_forward: serve each small tier by the compiled forward pass where it proves equal to
+                onnxruntime (`bot.forward.choose_forward`; `Tier.runtime`); False keeps onnxruntime for all.
 
         Raises:
             ModelError: the manifest is missing or malformed, or a tier fails a check; the message names the
@@ -292,7 +357,17 @@ class TierFamily:
             digest = hashlib.sha256(data).hexdigest()
             if digest != s.sha256:
                 raise _fail(s.name, f"sha256 mismatch for {s.file}: manifest {s.sha256}, file {digest}")
-            tiers[s.name] = Tier(s, _session(s, data))
+            session = _session(s, data)
+            choice = choose_forward(
+                data,
+                session,
+                _columns(s.features),
+                input_name=s.input_name,
+                output_name=s.output_name,
+                vol_output_name=s.vol_output_name,
+                enabled=compiled_forward,
+            )
+            tiers[s.name] = Tier(s, session, forward=choice)
         return cls(manifest, tiers, root, model_sha=hashlib.sha256(raw).hexdigest())
 
     @property

@@ -154,7 +154,7 @@ class Backtest:
         self.windows = {
             s.symbol: window(s.bars, warmup_bars=n_warm, from_ms=from_ms, to_ms=to_ms) for s in self.symbols
         }
-        self.family = TierFamily.load(models_dir)
+        self.family = TierFamily.load(models_dir, compiled_forward=cfg.models.compiled_forward)
         t0 = time.perf_counter()
         self.cached: dict[str, Cached] = {}
         for s in self.symbols:

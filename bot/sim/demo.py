@@ -100,7 +100,7 @@ def demo_family_reason(base: Config, models: Path) -> str | None:
         base, rest_url="http://127.0.0.1:1", ws_url="ws://127.0.0.1:1", out=Path("."), models=models
     )
     try:
-        family = TierFamily.load(models)
+        family = TierFamily.load(models, compiled_forward=cfg.models.compiled_forward)
         family.check_fit(cfg)
     except ModelError as exc:
         try:
