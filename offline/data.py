@@ -1,12 +1,13 @@
 """Datasets for distillation: kline CSV loading with checks, synthetic bars, features, targets and splits.
 
-Features come from replaying `bot.core.features.FeatureState` (the live code) over the bars, so training and
-inference can never disagree. The target of row t is the forward return over `horizon_bars` bars,
-`c_{t+h} / c_t - 1`; a row is usable when its features are warm and its target lies inside one
-contiguous run of bars (no gap between t and t+h). With `[distill] vol_head` the row also carries the
-volatility target, the log forward realised vol over `vol_horizon_bars` (`offline.vol.forward_rv`: the RMS of
-the next H one-bar log returns), and a row is usable only when both targets are complete (contiguous, and a
-realised vol > 0, whose log is finite), so both heads learn and are scored on the same rows.
+Features come from the live feature kernel run over the bars, one `bot.core.kernels.features.run` call per
+symbol (`bot.core.features.replay_features`), so training and inference can never disagree. The target of
+row t is the forward return over `horizon_bars` bars, `c_{t+h} / c_t - 1`; a row is usable when its features
+are warm and its target lies inside one contiguous run of bars (no gap between t and t+h). With
+`[distill] vol_head` the row also carries the volatility target, the log forward realised vol over
+`vol_horizon_bars` (`offline.vol.forward_rv`: the RMS of the next H one-bar log returns), and a row is usable
+only when both targets are complete (contiguous, and a realised vol > 0, whose log is finite), so both heads
+learn and are scored on the same rows.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ sizing, regime thresholds, fees), so they are computed once per (data, models) p
 `bot.core.features.FEATURE_VERSION` and the manifest bytes. A rerun that changes only policy keys loads them
 instead of recomputing.
 
-Features come from `bot.core.features.replay_features` (the one `FeatureState`, bar by bar, as live).
+Features come from `bot.core.features.replay_features`: the live feature kernel, one T-bar call per symbol.
 Predictions (the return head, and the volatility head when the family has one) are computed per bar through
 `Tier.predict` / `Tier.predict_vol` (the live path: the same float64 -> float32 gather into the bound buffer)
 by default; `batched=True` uses one onnxruntime call per tier and head over all rows (`Tier.predict_batch`),
@@ -123,7 +123,7 @@ def cache_key(sb: SymbolBars, lo: int, hi: int, *, interval_ms: int, models_dir:
 def compute(
     bars: Sequence[Bar], family: TierFamily, *, interval_ms: int, batched: bool = True, check_rows: int = 256
 ) -> Cached:
-    """Features (the live `FeatureState`) and every tier's prediction for every bar of `bars`.
+    """Features (the live feature kernel) and every tier's prediction for every bar of `bars`.
 
     Args:
         batched: one onnxruntime call per tier (checked against the per-bar path on `check_rows` rows).
