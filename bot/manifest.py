@@ -70,6 +70,9 @@ class TierEntry(msgspec.Struct, kw_only=True):
     # the variance scale folded into the graph's `vol` output, fitted on the validation rows so the served
     # forecast is unbiased in variance (QLIKE's optimum); None: no vol head, or a family made before it
     vol_var_scale: float | None = None
+    # the same scale fitted on each training symbol's own validation rows (a pooled family): the service
+    # serves that symbol `vol * sqrt(own / vol_var_scale)`; other symbols get the pooled scale alone
+    vol_var_scale_by_symbol: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class Target(msgspec.Struct, kw_only=True):

@@ -107,7 +107,10 @@ class LiveMonitors:
                 forecasts[tier] = (decision.prediction, decision.vol_forecast)
             else:
                 pred = family.predict(tier, x)
-                forecasts[tier] = (pred, family.predict_vol(tier, x) if family.has_vol_head else None)
+                vol = family.predict_vol(tier, x) if family.has_vol_head else None
+                if vol is not None:
+                    vol *= family.vol_factor(tier, bar.symbol)
+                forecasts[tier] = (pred, vol)
         self.shadow.on_bar(bar.symbol, bar.close, decision.tier, forecasts)
         self._scored_bars[bar.symbol] += 1
         scores = []

@@ -25,6 +25,7 @@ on its verification rows); otherwise, or with `[models] compiled_forward = false
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,6 +294,12 @@ class TierFamily:
         self.models_dir = models_dir
         #: hex sha256 of the manifest.json bytes: which family decided a bar (every DecisionRecord has it)
         self.model_sha = model_sha
+        self._vol_factors = {
+            (t.name, symbol): math.sqrt(own / t.vol_var_scale)
+            for t in manifest.tiers
+            if t.vol_var_scale
+            for symbol, own in t.vol_var_scale_by_symbol.items()
+        }
 
     @classmethod
     def load(
@@ -448,6 +455,11 @@ class TierFamily:
 
     @property
     def auto_routes(self) -> dict[str, str] | None:
+    def vol_factor(self, tier: str, symbol: str) -> float:
+        """Multiplier of `tier`'s served vol for `symbol`: sqrt(the symbol's own validation variance scale /
+        the pooled one in the graph) for a training symbol of a pooled family, else 1.0."""
+        return self._vol_factors.get((tier, symbol), 1.0)
+
         """The routes this family chose by evidence at distillation (manifest `routes`), or None."""
         choice = self.manifest.routes
         return None if choice is None else dict(choice.routes)

@@ -342,7 +342,20 @@ def _choose(run: _Run, teacher: Teacher, candidates: Mapping[str, list[Candidate
         var_scale = c.metrics.get("vol_var_scale")
         if var_scale is not None:
             c.model.vol_var_scale = float(var_scale)
+            c.model.vol_var_scale_by_series = _series_var_scales(run, c)
     return chosen
+
+
+def _series_var_scales(run: _Run, c: Candidate) -> dict[int, float]:
+    """Each pooled symbol's variance scale on its own validation rows ({} for one series)."""
+    if run.series is None or run.log_vol is None:
+        return {}
+    out: dict[int, float] = {}
+    for k in np.unique(run.series[run.val_rows]):
+        rows = run.val_rows[run.series[run.val_rows] == k]
+        pred = c.model.predict_log_vol(run.X[rows])
+        out[int(k)] = volmod.qlike_scale(np.exp(run.log_vol[rows]), np.exp(pred))
+    return out
 
 
 def _run_info(run: _Run, teacher: Teacher) -> dict[str, Any]:

@@ -243,6 +243,17 @@ def _manifest_metrics(c: Candidate) -> TierMetrics:
     return TierMetrics(**{f.name: _opt_float(c.metrics.get(f.name)) for f in fields})
 
 
+def _by_symbol(by_series: dict[int, float], ds: Dataset) -> dict[str, float]:
+    """`{series index: value}` keyed by each pooled series' symbol (series without a symbol are left out)."""
+    series = ds.provenance.get("series") or []
+    out: dict[str, float] = {}
+    for k, value in by_series.items():
+        symbol = series[k].get("symbol") if k < len(series) else None
+        if symbol:
+            out[str(symbol)] = float(value)
+    return out
+
+
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
@@ -303,6 +314,7 @@ def export_family(
                 temperature=_opt_float(cand.temperature),
                 metrics=_manifest_metrics(cand),
                 vol_var_scale=cand.model.vol_var_scale if cand.model.has_vol_head else None,
+                vol_var_scale_by_symbol=_by_symbol(cand.model.vol_var_scale_by_series, ds),
             )
         )
     calibration = regime_calibration(ds, cfg)

@@ -146,6 +146,9 @@ class TierModel:
     # the variance scale folded into the served vol (`predict_vol`, the ONNX `vol` output), fitted on
     # validation rows by the distillation once the tier is chosen; 1.0 = uncalibrated
     vol_var_scale: float = 1.0
+    # per pooled series (index into the dataset's symbols): the same scale fitted on that symbol's
+    # validation rows alone; the service multiplies the graph's vol by sqrt(own / pooled) for that symbol
+    vol_var_scale_by_series: dict[int, float] = field(default_factory=dict)
 
     @property
     def has_vol_head(self) -> bool:

@@ -32,6 +32,7 @@ TABLES: dict[str, str] = {
     "fault_schedules.py": "closed bars: missing 0",
     "feed_throughput.py": '"bench": "reconnect"',
     "kernels.py": "| T-loop (offline feature building) | bars/s | vs oracle |",
+    "kernels_policy.py": "| T-loop, policy-only pass over cached predictions | bars/s | vs oracle |",
     "latency.py": "bar -> decision in-process",
     "mlp_forward.py": "| tier | shape | inputs | mult-adds | served |",
     "mutation.sh": "killed = 50.0%",

@@ -292,3 +292,46 @@ def test_routes_are_the_cheapest_tier_keeping_up_with_the_teacher(
         cheaper = [t for t, sc in scores.items() if sc["multiply_adds"] < scores[routed]["multiply_adds"]]
         assert not any(keeps_up(scores[t], scores[teacher]) for t in cheaper), (regime, scores)
     assert "routes chosen on the validation rows" in (out / "report.txt").read_text()
+
+
+def test_pooled_family_serves_each_training_symbol_its_own_variance_scale(tmp_path: Path) -> None:
+    """A pooled family stores each training symbol's validation variance scale; the engine serves that
+    symbol the graph's vol x sqrt(own / pooled) and any other symbol the graph's vol as it is."""
+    import msgspec
+
+    from bot.config import engine_params
+    from bot.core.engine import Engine
+    from bot.core.paper import PaperTrader
+    from bot.sim.synthetic import SyntheticMarket
+    from bot.tiers import TierFamily
+    from offline.fetch import write_klines_csv
+
+    cfg = parse_config(TINY)
+    csvs = []
+    for k, sym in enumerate(("AAAUSDT", "BBBUSDT")):
+        path = tmp_path / f"{sym}_5m.csv"
+        write_klines_csv([s.bar for s in SyntheticMarket(seed=11 + k, symbol=sym).generate(2500)], path)
+        csvs.append(path)
+    out = tmp_path / "models"
+    pipeline_distill(cfg, data=csvs, symbol=["AAAUSDT", "BBBUSDT"], out_dir=out, seed=1)
+    family = TierFamily.load(out)
+    for t in family.manifest.tiers:
+        assert set(t.vol_var_scale_by_symbol) == {"AAAUSDT", "BBBUSDT"}
+        assert t.vol_var_scale is not None
+        own = t.vol_var_scale_by_symbol["AAAUSDT"]
+        assert family.vol_factor(t.name, "AAAUSDT") == pytest.approx(np.sqrt(own / t.vol_var_scale))
+        assert family.vol_factor(t.name, "NEWUSDT") == 1.0
+    run = msgspec.structs.replace(
+        cfg,
+        market=msgspec.structs.replace(cfg.market, symbols=["AAAUSDT"]),
+        models=msgspec.structs.replace(cfg.models, symbols="any"),
+    )
+    engine = Engine(engine_params(run), family, PaperTrader(run.paper))
+    for step in SyntheticMarket(seed=99, symbol="AAAUSDT").generate(300):
+        rec = engine.on_bar(step.bar)
+        if rec is not None:
+            x = engine.features("AAAUSDT")
+            assert x is not None
+            raw = family.predict_vol(rec.tier, x)
+            assert raw is not None
+            assert rec.vol_forecast == pytest.approx(raw * family.vol_factor(rec.tier, "AAAUSDT"), rel=1e-12)

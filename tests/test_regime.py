@@ -25,7 +25,7 @@ from bot.sim.synthetic import SyntheticMarket
 from offline.calibrate import calibrate
 
 STEP_MS = 300_000
-WARM = 3000  # bars before the scored ones in the synthetic run (about 1.5 long-run half-lives)
+WARM = 3000  # bars before the scored ones in the synthetic run (about 5 long-run half-lives)
 CAL: dict[str, Any] = {
     "windows": {"vol": 24, "trend": 24, "volume": 48},
     "thresholds": {
@@ -129,7 +129,7 @@ def test_calibrate_output_is_json_and_ordered() -> None:
     assert json.loads(json.dumps(cal)) == cal
     th = cal["thresholds"]
     assert 0 < th["vol_calm_max"] < th["vol_volatile_min"] < th["vol_crisis_min"]
-    assert cal["windows"] == {"vol": 24, "trend": 24, "volume": 48, "vol_long_halflife": 2016}
+    assert cal["windows"] == {"vol": 24, "trend": 24, "volume": 48, "vol_long_halflife": 576}
     assert (cal["signal"], cal["method"]) == ("vol_rel", "quantile_rel_vol")
     assert set(cal["vol_q"]) >= {"0.25", "0.5", "0.75"}
     assert cal["vol_q"]["0.25"] < cal["vol_q"]["0.75"]
@@ -145,20 +145,26 @@ def test_calibrate_refuses_too_few_bars() -> None:
 
 
 def test_synthetic_regimes_agree_with_truth() -> None:
-    """Unseen synthetic bars: every regime occurs and the detector agrees with the truth well above chance."""
+    """Unseen synthetic bars: every regime occurs and the detector agrees with the truth well above chance.
+
+    The bars are cut on volatility relative to a two-day level (vol_long_halflife_bars = 576, chosen on real
+    data), and the synthetic regimes last 150-450 bars, so within a long regime the level catches up: the
+    agreement is lower than the absolute signal's was (64% against 85% at a one-week level; crisis is
+    always found) and the detector switches more often than the truth (docs/distillation.md)."""
     _, conf, changes, true_changes = _synthetic_run(5000)
     total = sum(conf.values())
     agree = sum(conf[(r, r)] for r in REGIME_NAMES) / total
     true_share = {r: sum(v for (t, _), v in conf.items() if t == r) / total for r in REGIME_NAMES}
     recall = {r: conf[(r, r)] / sum(v for (t, _), v in conf.items() if t == r) for r in REGIME_NAMES}
-    assert agree > 0.8, conf
+    assert agree > 0.6, conf
     # chance (always the most common regime) scores 0.25 mean recall whatever the truth's shares
-    assert sum(recall.values()) / len(recall) > 0.7, (recall, true_share)
+    assert sum(recall.values()) / len(recall) > 0.65, (recall, true_share)
+    assert recall["crisis"] > 0.9, recall
     for r in REGIME_NAMES:
         detected = sum(v for (_, p), v in conf.items() if p == r)
         assert detected > 0, f"{r} never detected"
-        assert recall[r] > 0.5, (r, conf)
-    assert changes < 4 * max(true_changes, 1), (changes, true_changes)
+        assert recall[r] > 0.4, (r, conf)
+    assert changes < 6 * max(true_changes, 1), (changes, true_changes)
 
 
 def test_warmup_falls_back_to_normal() -> None:
@@ -305,7 +311,7 @@ def test_per_symbol_thresholds_and_the_long_run_window_are_checked() -> None:
     own = {**th, "vol_calm_max": 0.5, "vol_volatile_min": 1.2, "vol_crisis_min": 2.0}
     cal = {
         "signal": "vol_rel",
-        "windows": {"vol": 24, "trend": 24, "vol_long_halflife": 2016},
+        "windows": {"vol": 24, "trend": 24, "vol_long_halflife": 576},
         "thresholds": {**th, "vol_calm_max": 0.6, "vol_volatile_min": 1.3, "vol_crisis_min": 2.5},
         "per_symbol": {"BTCUSDT": {"thresholds": own}},
     }
@@ -319,5 +325,5 @@ def test_per_symbol_thresholds_and_the_long_run_window_are_checked() -> None:
         "pooled",
     )
     assert btc.level(_sig(0.01)) == 1.0  # vol_rel, not vol
-    with pytest.raises(ModelError, match="vol_long_halflife_bars=2016, config has 500"):
+    with pytest.raises(ModelError, match="vol_long_halflife_bars=576, config has 500"):
         RegimeThresholdValues.resolve(cal, RegimeConfig(routes=GUESSED_ROUTES, vol_long_halflife_bars=500))

@@ -64,6 +64,10 @@ class Predictor(Protocol):
         """The tier's forecast per-bar volatility (fraction), or None when the family has no vol head."""
         ...
 
+    def vol_factor(self, tier: str, symbol: str) -> float:
+        """Multiplier of the tier's vol for `symbol` (its own variance calibration; 1.0 when none)."""
+        ...
+
 
 class EngineParams(msgspec.Struct, frozen=True, kw_only=True):
     """The engine's parameters (bot.config.engine_params builds them from the config file)."""
@@ -180,7 +184,7 @@ class Engine:
             self.family.warm(reg.tier)
             return
         pred = self.family.predict(reg.tier, x)
-        vol = self.family.predict_vol(reg.tier, x) if self._vol else None
+        vol = self._predict_vol(reg.tier, x, bar.symbol)
         scratch = PaperTrader(self.trader.cfg, positions={bar.symbol: self.trader.state(bar.symbol)})
         scratch.on_bar(
             bar.symbol,
@@ -193,6 +197,13 @@ class Engine:
             vol_forecast=vol,
         )
         self.family.warm(reg.tier)
+
+    def _predict_vol(self, tier: str, x: npt.NDArray[np.float64], symbol: str) -> float | None:
+        """The served vol forecast of `tier` for `symbol` (None without a vol head)."""
+        if not self._vol:
+            return None
+        vol = self.family.predict_vol(tier, x)
+        return None if vol is None else vol * self.family.vol_factor(tier, symbol)
 
     def replay(self, bars: Iterable[Bar]) -> int:
         """Absorb history without deciding (restart: rebuild feature and regime state). Returns bars seen."""
@@ -225,7 +236,7 @@ class Engine:
             return None
         tier = reg.tier
         pred = self.family.predict(tier, x)
-        vol = self.family.predict_vol(tier, x) if self._vol else None
+        vol = self._predict_vol(tier, x, bar.symbol)
         t3 = clock()
         result = self.trader.on_bar(
             bar.symbol,

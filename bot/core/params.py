@@ -46,7 +46,7 @@ class RegimeConfig(_Params, frozen=True):
     trend_window: Annotated[int, Meta(ge=2, le=1000)] = 24
     volume_window: Annotated[int, Meta(ge=2, le=1000)] = 48
     # half-life (bars) of the long-run volatility level `vol` is divided by (the self-normalising signal)
-    vol_long_halflife_bars: Annotated[int, Meta(ge=2, le=100_000)] = 2016
+    vol_long_halflife_bars: Annotated[int, Meta(ge=2, le=100_000)] = 576
     use_book: bool = True
     hysteresis: Annotated[float, Meta(ge=0, lt=1)] = 0.1
     min_dwell_bars: PosInt = 6

@@ -245,6 +245,9 @@ class CachedFamily:
     def auto_routes(self) -> dict[str, str] | None:
         return self.family.auto_routes
 
+    def vol_factor(self, tier: str, symbol: str) -> float:
+        return self.family.vol_factor(tier, symbol)
+
     def check_routes(self, routes: Mapping[str, str] | str) -> None:
         self.family.check_routes(routes)
 

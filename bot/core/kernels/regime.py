@@ -43,12 +43,12 @@ the oldest), so results are bit-for-bit those of the oracle in tests/oracle_regi
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 import cython
 import numpy as np
 import numpy.typing as npt
+from cython.cimports.libc.math import log1p, sqrt
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -384,7 +384,7 @@ def signals(
     fstate[F_PREV_CLOSE] = close
     istate[I_HAS_PREV] = 1
     _push(istate, fstate, I_N_CLOSES, I_H_CLOSES, off_closes, tw + 1, close)
-    lvol = math.log1p(volume)
+    lvol = log1p(volume)
     old = _push(istate, fstate, I_N_LVOL, I_H_LVOL, iparams[Q_OFF_LVOL], lw, lvol)
     fstate[F_LVOL_S] += lvol
     fstate[F_LVOL_SS] += lvol * lvol
@@ -419,11 +419,11 @@ def signals(
     mean = fstate[F_LVOL_S] / lw
     var = fstate[F_LVOL_SS] / lw - mean * mean
     iout[O_WARM] = 1
-    fout[G_VOL] = math.sqrt(ms) if ms > 0.0 else 0.0
-    fout[G_VOL_REL] = math.sqrt(ms / long_ms) if long_ms > 0.0 else 1.0
+    fout[G_VOL] = sqrt(ms) if ms > 0.0 else 0.0
+    fout[G_VOL_REL] = sqrt(ms / long_ms) if long_ms > 0.0 else 1.0
     fout[G_EFFICIENCY] = fstate[F_EFF_S] / tw
     fout[G_TREND] = trend
-    fout[G_VOLUME_Z] = (lvol - mean) / math.sqrt(var) if var > 1e-24 else 0.0
+    fout[G_VOLUME_Z] = (lvol - mean) / sqrt(var) if var > 1e-24 else 0.0
     # a book is fresh for this bar when the exchange stamped it at or after the bar's open
     if istate[I_HAS_BOOK] and istate[I_BOOK_TS_MS] >= start_ms:
         iout[O_BOOK] = 1
