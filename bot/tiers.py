@@ -453,13 +453,13 @@ class TierFamily:
             )
         self.check_routes(cfg.regime.routes)
 
-    @property
-    def auto_routes(self) -> dict[str, str] | None:
     def vol_factor(self, tier: str, symbol: str) -> float:
         """Multiplier of `tier`'s served vol for `symbol`: sqrt(the symbol's own validation variance scale /
         the pooled one in the graph) for a training symbol of a pooled family, else 1.0."""
         return self._vol_factors.get((tier, symbol), 1.0)
 
+    @property
+    def auto_routes(self) -> dict[str, str] | None:
         """The routes this family chose by evidence at distillation (manifest `routes`), or None."""
         choice = self.manifest.routes
         return None if choice is None else dict(choice.routes)
