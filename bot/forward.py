@@ -47,9 +47,9 @@ F64 = npt.NDArray[np.float64]
 PARITY_ATOL: Final = 1e-6
 #: Verification rows: scaler-standardised points N(0, VERIFY_SD^2) per feature, plus the mean and two
 #: rows at +-VERIFY_FAR standard deviations (`verification_rows`).
-#: Above this many multiply-adds per row onnxruntime is faster than the kernel (benchmarks/mlp_forward.py:
-#: the default ladder's staging tier, 3x128 on 50 inputs, 39k, runs 2-3x faster compiled; research, 3x256,
-#: 145k, 1.3x slower), so larger tiers keep onnxruntime.
+#: Above this many multiply-adds per row onnxruntime keeps the tier (benchmarks/mlp_forward.py, hot p50 with
+#: warm caches as the engine's warm-up leaves them: staging 3x128 on 33 inputs, 37k, is 2.3x faster compiled;
+#: research 3x256 on 50, 144k, is no faster with random weights and 1.3x slower with a distilled family's).
 MAX_MULTIPLY_ADDS: Final = 65_536
 VERIFY_ROWS: Final = 64
 VERIFY_SD: Final = 2.0
