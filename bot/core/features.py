@@ -225,7 +225,7 @@ class FeatureState:
             `None` disables gap detection (bars are taken as contiguous).
     """
 
-    __slots__ = ("interval_ms", "state")
+    __slots__ = ("_out", "_out_view", "_state_view", "interval_ms", "state")
 
     def __init__(self, *, interval_ms: int | None = None) -> None:
         if interval_ms is not None and interval_ms <= 0:
@@ -234,6 +234,12 @@ class FeatureState:
         #: The kernel's state (layout: the table in bot/core/kernels/features.py).
         self.state: F64 = np.empty(_kernel.STATE_SLOTS, dtype=np.float64)
         _kernel.init(self.state, interval_ms or 0)
+        self._views()
+
+    def _views(self) -> None:
+        self._out: F64 = np.empty(N_FEATURES, dtype=np.float64)
+        self._state_view = _kernel.view(self.state)
+        self._out_view = _kernel.view(self._out)
 
     @property
     def last_start_ms(self) -> int | None:
@@ -255,6 +261,7 @@ class FeatureState:
         new = FeatureState.__new__(FeatureState)
         new.interval_ms = self.interval_ms
         new.state = self.state.copy()
+        new._views()
         return new
 
     @property
@@ -269,10 +276,11 @@ class FeatureState:
             ValueError: the bar is not newer than the previous one (the stream must be ordered), or a
                 field is NaN/infinite, a price <= 0 or the volume < 0; the state is left untouched.
         """
-        out = np.empty(N_FEATURES, dtype=np.float64)
-        code = _kernel.step(self.state, bar.start_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, out)
+        code = _kernel.step(
+            self._state_view, bar.start_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, self._out_view
+        )
         if code == _kernel.ROW:
-            return out
+            return self._out.copy()
         if code == _kernel.WARMING:
             return None
         raise _rejected(code, bar.symbol, bar.start_ms, self.last_start_ms, _fields(bar))
