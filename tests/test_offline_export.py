@@ -88,6 +88,7 @@ def test_manifest_schema_every_field(family: tuple[Config, Path, dict[str, Any]]
         "temperature",
         "metrics",
         "vol_var_scale",
+        "vol_var_scale_by_symbol",
     }
     metric_keys = {"test_r2", "r2_retention", "fidelity_r2", "ic", "hit_rate", "distill_loss", "train_s"}
     metric_keys |= {"vol_r2", "vol_ic", "vol_qlike", "vol_qlike_bc", "vol_qlike_served"}
