@@ -149,11 +149,18 @@ def test_real_symbols_per_bar_and_over_n_symbols() -> None:
 
 
 def test_replay_signals_and_copies_equal_the_oracle() -> None:
-    """replay_signals (calibration's input) and a copied detector's rehearsal equal the oracle's."""
+    """replay_signals (calibration's input, one kernel call) and a copied detector's rehearsal equal the
+    oracle's, and a bar out of order raises the same error."""
     bars = _real()["SOLUSDT"][:2500]
     assert replay_signals(bars, CFG, interval_ms=STEP_MS) == oracle.replay_signals(
         bars, CFG, interval_ms=STEP_MS
     )
+    swapped = [*bars[:100], bars[101], bars[100]]
+    with pytest.raises(ValueError) as want:
+        oracle.replay_signals(swapped, CFG)
+    with pytest.raises(ValueError, match="expected bars in time order") as got:
+        replay_signals(swapped, CFG)
+    assert str(got.value) == str(want.value)
     cal = calibrate(bars, CFG)
     ref, det = _pair(cal, CFG)
     for b in bars[:-1]:

@@ -233,14 +233,44 @@ class RegimeSignals:
 def replay_signals(
     bars: Sequence[Bar], cfg: RegimeConfig, *, interval_ms: int | None = None
 ) -> list[Signals]:
-    """Signals of every warm bar of `bars` (bar-only: no book)."""
+    """Signals of every warm bar of `bars` (bar-only: no book), in one kernel call over all of them.
+
+    Raises:
+        ValueError: a bar is not newer than the previous one.
+    """
     state = RegimeSignals(cfg, interval_ms=interval_ms)
-    out: list[Signals] = []
-    for bar in bars:
-        s = state.update(bar)
-        if s is not None:
-            out.append(s)
-    return out
+    n = len(bars)
+    iout = np.zeros((n, _k.SLOTS["N_IOUT"]), dtype=np.int64)
+    fout = np.zeros((n, _k.SLOTS["N_FOUT"]), dtype=np.float64)
+    done = _k.run(
+        state._istate,
+        state._fstate,
+        state._iparams,
+        state._fparams,
+        np.zeros(len(REGIME_NAMES), dtype=np.int64),  # the regimes are not wanted here
+        np.fromiter((b.start_ms for b in bars), dtype=np.int64, count=n),
+        np.fromiter((b.close for b in bars), dtype=np.float64, count=n),
+        np.fromiter((b.volume for b in bars), dtype=np.float64, count=n),
+        np.zeros(0, dtype=np.int64),
+        np.zeros((0, 4), dtype=np.float64),
+        iout,
+        fout,
+    )
+    if done < n:
+        raise ValueError(
+            f"{bars[done].symbol}: expected bars in time order, got start_ms={bars[done].start_ms} "
+            f"after {bars[done - 1].start_ms}"
+        )
+    return [
+        Signals(
+            vol=f[_G_VOL],
+            efficiency=f[_G_EFF],
+            trend=f[_G_TREND],
+            volume_z=f[_G_VOLUME_Z],
+            vol_rel=f[_G_VOL_REL],
+        )
+        for f in fout[iout[:, _O_WARM] != 0].tolist()
+    ]
 
 
 def resolve_routes(routes: Mapping[str, str] | str, auto: Mapping[str, str] | None) -> dict[str, str]:
