@@ -18,6 +18,7 @@ from bot import logs
 from bot.app import Service
 from bot.config import Config
 from bot.core.bars import interval_ms
+from bot.core.params import GUESSED_ROUTES
 from bot.ledger import Ledger
 from bot.sim.replay import ReplayExchange
 
@@ -66,12 +67,14 @@ def quiet_logs(tmp_path: Path) -> Any:
 async def test_every_live_bar_decided_once_and_all_regimes_exercised(
     trained_family: Path, tmp_path: Path, quiet_logs: io.StringIO
 ) -> None:
-    """Every closed bar after warm-up gets exactly one decision line and ledger row; all regimes/tiers run."""
+    """Every closed bar after warm-up gets exactly one decision line and ledger row; all regimes/tiers run
+    (a fixed route table sends each regime to another tier; the family's own routes may skip a tier)."""
     async with ReplayExchange(
         symbols=[SYMBOL], data="synthetic", seed=107, bar_seconds=0.0015, updates_per_bar=1, history_bars=200
     ) as ex:
         ex.pause()
         cfg = loop_config(ex, trained_family, tmp_path)
+        cfg = msgspec.structs.replace(cfg, regime=msgspec.structs.replace(cfg.regime, routes=GUESSED_ROUTES))
         logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=quiet_logs)
         service = Service(cfg, max_decisions=2600)
         task = asyncio.create_task(service.run(asyncio.Event()))
