@@ -84,7 +84,7 @@ def main() -> int:
             family.warm(name)
         engine = Engine(engine_params(cfg), family, PaperTrader(cfg.paper))
         metrics = Metrics(stale_s=600.0)
-        monitors = LiveMonitors(cfg, metrics, StatusBoard(cfg.market.symbols))
+        monitors = LiveMonitors(cfg, metrics, StatusBoard(cfg.market.symbol_list))
         ledger = Ledger.open(work / "ledger.sqlite", synchronous="normal")
         warm = 400
         series = {

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from bot import logs
+from bot.bybit import universe
 from bot.bybit.events import FeedReady
 from bot.bybit.feed import MarketFeed
-from bot.bybit.rest import RestClient
+from bot.bybit.rest import RestClient, rest_client
 from bot.config import Config, engine_params, watchdog_fresh_s
 from bot.core.bars import INTERVAL_MS, Bar, BookTop, interval_ms
 from bot.core.decision import DecisionRecord, encode_line
@@ -110,7 +111,7 @@ class Service:
         self.step_ms = interval_ms(cfg.market.interval)
         self.log = logs.get_logger(component="service")
         fresh_s = watchdog_fresh_s(cfg)
-        self.status = StatusBoard(cfg.market.symbols)
+        self.status = StatusBoard(cfg.market.symbol_list)
         self._status_family: object = None  # the family the status page describes (a reload changes it)
         self.metrics = Metrics(stale_s=fresh_s, status_page=lambda: render_status(self.status, _now_ms()))
         # shadow scoring and drift, after each decision is out (off the latency path)
@@ -167,7 +168,7 @@ class Service:
         ledger = Ledger.open(self.cfg.ledger.path, synchronous=self.cfg.ledger.synchronous)
         trader = PaperTrader(self.cfg.paper, positions=ledger.load_positions())
         engine = Engine(engine_params(self.cfg), family, trader)
-        for symbol in self.cfg.market.symbols:
+        for symbol in self.cfg.market.symbol_list:
             stored = ledger.bars(symbol)
             try:
                 _check_ledger_interval(ledger.path, symbol, stored, self.cfg.market.interval)
@@ -177,7 +178,7 @@ class Service:
             self.summary.replayed_bars += self._replay(engine, stored)
             self._last_seen[symbol] = stored[-1].start_ms if stored else None
             self._live_from[symbol] = ledger.live_from(symbol)
-        self.monitors.restore(ledger, self.cfg.market.symbols)
+        self.monitors.restore(ledger, self.cfg.market.symbol_list)
         self._restore_status(family, ledger)
         return engine, ledger
 
@@ -194,7 +195,7 @@ class Service:
         self._status_family = family
         self.status.set_family(FamilyInfo.of_family(family))
         today_ms = _now_ms() // DAY_MS * DAY_MS
-        for symbol in self.cfg.market.symbols:
+        for symbol in self.cfg.market.symbol_list:
             last = ledger.last_decided(symbol)
             if last is not None:
                 since = min(today_ms, last - (self.status.recent - 1) * self.step_ms)
@@ -260,7 +261,7 @@ class Service:
             self.ready_event.set()
             self.notifier.ready(status="live")
             self.log.info(
-                logs.SERVICE_READY, symbols=list(self.cfg.market.symbols), live_from=self._live_from
+                logs.SERVICE_READY, symbols=list(self.cfg.market.symbol_list), live_from=self._live_from
             )
 
     def _check_lag(self, feed: MarketFeed, symbol: str) -> None:
@@ -393,7 +394,7 @@ class Service:
     async def _run_locked(self, stop: asyncio.Event, family: TierFamily) -> RunSummary:
         t_start = time.perf_counter()
         cfg = self.cfg
-        self.log.info(logs.SERVICE_START, symbols=list(cfg.market.symbols), interval=cfg.market.interval)
+        self.log.info(logs.SERVICE_START, symbols=list(cfg.market.symbol_list), interval=cfg.market.interval)
         engine, ledger = self._open_state(family)
         self.reloader = ModelReloader(cfg, family, poll_s=cfg.models.reload_poll_s)
         budget = ShutdownBudget(cfg.service.shutdown_timeout_s, self.log)
@@ -409,13 +410,7 @@ class Service:
                     detail="[service] expose_remote = true: /metrics and /status (positions, PnL) are "
                     "served without authentication to whoever reaches this address",
                 )
-            rest = await RestClient(
-                cfg.exchange.rest_url,
-                timeout_s=cfg.exchange.rest_timeout_s,
-                max_retries=cfg.exchange.rest_max_retries,
-                backoff_initial_s=cfg.exchange.rest_backoff_initial_s,
-                backoff_max_s=cfg.exchange.rest_backoff_max_s,
-            ).__aenter__()
+            rest = await rest_client(cfg.exchange).__aenter__()
             self.feed = MarketFeed(cfg, rest, start_ms=self._start_ms())
             serving = asyncio.create_task(self._serve(self.feed, engine, ledger, stop), name="serve")
             stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -492,9 +487,29 @@ async def run_service(
     """Run the bot until a signal (or `stop`, or `max_decisions`); `lock`: the ledger lock, if held;
     `family`: the verified tier family, if loaded."""
     ev = stop if stop is not None else asyncio.Event()
+    cfg = await resolve_symbols(cfg)
     service = Service(cfg, max_decisions=max_decisions, lock=lock, family=family)
     install_signal_handlers(ev, service)
     return await service.run(ev)
+
+
+async def resolve_symbols(cfg: Config) -> Config:
+    """`cfg` with a `[market] symbols` selection resolved from the exchange (`bot.bybit.universe`; one log
+    line with the count and the first symbols); a plain list is returned as it is."""
+    selection = cfg.market.selection
+    if selection is None:
+        return cfg
+    async with rest_client(cfg.exchange) as rest:
+        found = await universe.resolve(rest, selection)
+    logs.get_logger(component="service").info(
+        logs.SYMBOLS_RESOLVED,
+        symbols=len(found.symbols),
+        eligible=found.eligible,
+        listed=found.listed,
+        first=list(found.symbols[:10]),
+        requests=rest.requests,
+    )
+    return universe.resolve_config(cfg, found)
 
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:

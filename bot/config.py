@@ -46,12 +46,42 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Base of every config section."""
 
 
+MAX_SYMBOLS = 1000  # symbols one process serves (Bybit lists ~530-740 USDT perpetuals)
+
+
+class SymbolSelection(_Section, frozen=True):
+    """`[market] symbols = { all = true, ... }`: every `Trading` USDT linear perpetual the exchange lists
+    (`instruments-info`, every page), at least `min_turnover_usd` of 24h turnover (`tickers`), the `top` by
+    turnover (None = all), none of `exclude`. Resolved at start-up (`bot.bybit.universe`)."""
+
+    all: bool
+    min_turnover_usd: NonNegFloat = 0.0
+    top: Annotated[int, Meta(ge=1, le=MAX_SYMBOLS)] | None = None
+    exclude: list[Symbol] = msgspec.field(default_factory=list)
+
+
 class MarketConfig(_Section, frozen=True):
-    symbols: Annotated[list[Symbol], Meta(min_length=1, max_length=50)] = msgspec.field(
-        default_factory=lambda: ["BTCUSDT"]
+    symbols: Annotated[list[Symbol], Meta(min_length=1, max_length=MAX_SYMBOLS)] | SymbolSelection = (
+        msgspec.field(default_factory=lambda: ["BTCUSDT"])
     )
     interval: str = "5"
     category: Literal["linear"] = "linear"
+
+    @property
+    def symbol_list(self) -> list[str]:
+        """The symbols to run: the configured list, or a selection's resolution (`bot.bybit.universe`
+        replaces the selection with its symbols before anything else reads them)."""
+        if isinstance(self.symbols, SymbolSelection):
+            raise ConfigError(
+                "[market] symbols is a selection that was not resolved yet; resolve it with "
+                "bot.bybit.universe.resolve_config(cfg, rest) first"
+            )
+        return self.symbols
+
+    @property
+    def selection(self) -> SymbolSelection | None:
+        """The selection when `symbols` is one, else None."""
+        return self.symbols if isinstance(self.symbols, SymbolSelection) else None
 
 
 class ExchangeConfig(_Section, frozen=True):
@@ -71,6 +101,15 @@ class ExchangeConfig(_Section, frozen=True):
     backfill_bars: Annotated[int, Meta(ge=60, le=10_000)] = 2000
     handshake_timeout_s: PosFloat = 10.0
     feed_queue_size: Annotated[int, Meta(ge=16, le=1_000_000)] = 10_000
+    # the whole exchange (docs/service.md): topics per websocket connection (each connection also stays
+    # under Bybit's 21,000-character subscribe args), connection opens in any 5 minutes (Bybit: 500),
+    # REST requests in any 5 s (Bybit's IP limit: 600, then HTTP 403), start-up backfills at once, and
+    # tries of one symbol's backfill before it is left out with a warning
+    max_topics: Annotated[int, Meta(ge=2, le=5000)] = 400
+    ws_connects_per_5min: Annotated[int, Meta(ge=1, le=500)] = 400
+    rest_requests_per_5s: Annotated[int, Meta(ge=1, le=600)] = 500
+    backfill_concurrency: Annotated[int, Meta(ge=1, le=64)] = 8
+    backfill_attempts: Annotated[int, Meta(ge=1, le=10)] = 2
 
 
 class TierConfig(_Section, frozen=True):
@@ -224,8 +263,22 @@ def _cross_check(cfg: Config) -> list[str]:
     if cfg.market.interval not in INTERVAL_MS:
         known = sorted(INTERVAL_MS)
         errors.append(f"$.market.interval: expected one of {known}, got {cfg.market.interval!r}")
-    if len(set(cfg.market.symbols)) != len(cfg.market.symbols):
-        errors.append(f"$.market.symbols: duplicate symbol in {cfg.market.symbols}")
+    selection = cfg.market.selection
+    if selection is None:
+        listed = cfg.market.symbol_list
+        if len(set(listed)) != len(listed):
+            errors.append(f"$.market.symbols: duplicate symbol in {listed}")
+    elif not selection.all:
+        errors.append(
+            "$.market.symbols.all: expected true (every Trading USDT perpetual, then filtered), got false; "
+            "list the symbols instead"
+        )
+    elif cfg.models.symbols != "any":
+        errors.append(
+            "$.market.symbols: a selection runs symbols no family was trained on, so it needs a family "
+            f'that runs on any symbol: set [models] symbols = "any" ($.models.symbols is '
+            f"{cfg.models.symbols!r}; a pooled family needs it too), or list the symbols"
+        )
     if not cfg.tiers:
         errors.append("$.tiers: at least one tier is required")
     params_prev: int | None = None
@@ -336,7 +389,7 @@ def parse_config(data: dict[str, Any], *, source: str = "<config>") -> Config:
 def engine_params(cfg: Config) -> EngineParams:
     """The per-bar engine's parameters from a validated config."""
     return EngineParams(
-        symbols=tuple(cfg.market.symbols),
+        symbols=tuple(cfg.market.symbol_list),
         interval_ms=interval_ms(cfg.market.interval),
         regime=cfg.regime,
         warmup=cfg.models.warmup,

@@ -42,7 +42,7 @@ def _unwrap(tp: Any) -> Any:
         elif origin in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(tp) if a is not type(None)]
             # `dict[str, str] | Literal["auto"]`: a path that goes below the value goes into the container
-            nested = [a for a in args if typing.get_origin(_unwrap(a)) in (dict, list)]
+            nested = [a for a in args if typing.get_origin(_unwrap(a)) in (dict, list) or _is_struct(a)]
             if len(args) != 1 and len(nested) != 1:
                 return tp
             tp = args[0] if len(args) == 1 else nested[0]
@@ -50,9 +50,26 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
+def _is_struct(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
+
+
+def _pick(tp: Any, token: str | int) -> Any:
+    """`tp` unwrapped; a union that is still one (`list[str] | Selection`) gives the member a path can go
+    below with `token`: a struct or dict for a key, a list for an index."""
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return tp
+    for arg in map(_unwrap, typing.get_args(tp)):
+        keyed = _is_struct(arg) or typing.get_origin(arg) is dict
+        if (isinstance(token, str) and keyed) or (isinstance(token, int) and typing.get_origin(arg) is list):
+            return arg
+    return tp
+
+
 def _child_type(tp: Any, token: str | int) -> Any:
     """The schema type one step below `tp` (a struct field, a dict value, a list item), or None."""
-    tp = _unwrap(tp)
+    tp = _pick(tp, token)
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct) and isinstance(token, str):
         return typing.get_type_hints(tp, include_extras=True).get(token)
     origin = typing.get_origin(tp)
@@ -108,7 +125,7 @@ def describe(exc: msgspec.ValidationError, data: dict[str, Any], root: Any) -> s
     unknown = re.match(r"Object contains unknown field `(?P<key>[^`]*)`", msg)
     if unknown:
         key = unknown.group("key")
-        struct = _unwrap(tp)
+        struct = _pick(tp, key)
         known = [f.name for f in msgspec.structs.fields(struct)] if isinstance(struct, type) else []
         return f"{where}.{key}: unknown key; expected one of {known}"
     missing = re.match(r"Object missing required field `(?P<key>[^`]*)`", msg)

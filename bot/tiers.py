@@ -415,7 +415,9 @@ class TierFamily:
         symbol = prov.get("symbol")
         pooled = prov.get("symbols")  # a family trained on several symbols at once (offline distill pooled)
         trained_on = set(pooled) if isinstance(pooled, list) else {symbol}
-        other = [s for s in cfg.market.symbols if s not in trained_on]
+        # a selection ([market] symbols = {all = true, ...}) is refused by the config unless symbols = "any"
+        listed = [] if cfg.market.selection is not None else cfg.market.symbol_list
+        other = [s for s in listed if s not in trained_on]
         if cfg.models.symbols == "match" and other:
             what = (
                 f"symbols {pooled!r} ($.provenance.symbols)"

@@ -99,7 +99,7 @@ def fetch_series(cfg: Config, *, end_ms: int | None = None) -> dict[str, list[Ba
 
     async def fetch_all() -> dict[str, list[Bar]]:
         out: dict[str, list[Bar]] = {}
-        for symbol in cfg.market.symbols:
+        for symbol in cfg.market.symbol_list:  # a selection: ConfigError (offline takes lists)
             out[symbol] = await fetch_history(
                 cfg, symbol=symbol, interval=cfg.market.interval, days=days, rest_url=None, end_ms=end_ms
             )

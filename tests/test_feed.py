@@ -10,7 +10,7 @@ import pytest
 
 from bot.bybit.events import FeedEvent, FeedReady
 from bot.bybit.feed import MarketFeed
-from bot.bybit.rest import RestClient
+from bot.bybit.rest import RestClient, rest_client
 from bot.config import Config, parse_config
 from bot.core.bars import Bar, BookTop
 from bot.core.errors import ExchangeError, SubscribeError
@@ -39,14 +39,7 @@ def make_config(ex: ReplayExchange, **exchange: Any) -> Config:
 
 
 def rest_for(cfg: Config) -> RestClient:
-    e = cfg.exchange
-    return RestClient(
-        e.rest_url,
-        timeout_s=e.rest_timeout_s,
-        max_retries=e.rest_max_retries,
-        backoff_initial_s=e.rest_backoff_initial_s,
-        backoff_max_s=e.rest_backoff_max_s,
-    )
+    return rest_client(cfg.exchange)
 
 
 class Run:
@@ -351,15 +344,20 @@ async def test_rest_ban_stops_rest_but_not_the_websocket() -> None:
         assert set(got[s]) <= set(ex.closed_keys(s))
 
 
-async def test_unknown_symbol_over_rest_is_fatal_with_exchange_message() -> None:
-    """A symbol the exchange does not list fails the start-up backfill with the exchange's retMsg."""
-    async with exchange(symbols=["BTCUSDT"]) as ex:
-        cfg = parse_config(
-            {
-                "market": {"symbols": ["BTCUSDT", "ZZZUSDT"], "interval": "5"},
-                "exchange": {**FAST, "rest_url": ex.rest_url, "ws_url": ex.ws_url},
-            }
-        )
+async def test_unknown_symbol_over_rest_is_left_out_and_alone_is_fatal() -> None:
+    """A symbol the exchange does not list is left out after its tries; alone it is fatal with the retMsg."""
+    async with exchange(symbols=["BTCUSDT"], max_bars=3) as ex:
+        opts = {**FAST, "rest_url": ex.rest_url, "ws_url": ex.ws_url}
+        cfg = parse_config({"market": {"symbols": ["BTCUSDT", "ZZZUSDT"], "interval": "5"}, "exchange": opts})
+        async with rest_for(cfg) as rest, MarketFeed(cfg, rest) as feed:
+            async with asyncio.timeout(10):
+                async for ev in feed:
+                    if isinstance(ev, FeedReady):
+                        break
+        assert ev.symbols == ("BTCUSDT",)
+        assert list(feed.excluded) == ["ZZZUSDT"]
+        assert "Not supported symbols" in feed.excluded["ZZZUSDT"]
+        cfg = parse_config({"market": {"symbols": ["ZZZUSDT"], "interval": "5"}, "exchange": opts})
         async with rest_for(cfg) as rest, MarketFeed(cfg, rest) as feed:
             with pytest.raises(ExchangeError, match="Not supported symbols"):
                 await drain(feed)

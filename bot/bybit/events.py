@@ -41,7 +41,9 @@ class FeedStats:
     bad_frames: int = 0  # frames that failed to decode or validate (logged, skipped)
     unknown_topics: int = 0  # pushes on a topic the feed did not subscribe
     pongs: int = 0  # heartbeat answers
-    connected: bool = False  # a websocket is open now
+    connected: bool = False  # every websocket connection is open now
+    connections: int = 0  # websocket connections the topics are spread over
+    open_connections: int = 0  # of them open now
     last_reconnect_cause: str | None = None  # why the newest reconnect happened; None before the first
 
 

@@ -1,4 +1,4 @@
-"""The live market feed: REST backfill, one websocket for every symbol, reconnects, heartbeat, watchdog.
+"""The live market feed: REST backfill, websocket connections sharing the symbols, reconnects, heartbeats.
 
 `MarketFeed` is the asyncio shell around the pure `bot.core.stream.BarStream` (one per symbol):
 
@@ -6,29 +6,36 @@
         async for event in feed:   # Bar | BookTop | PartialBar | FeedReady
             ...
 
-Start-up: REST backfill of every symbol (from `start_ms[symbol]`, or the latest `backfill_bars` closed bars),
-then connect and subscribe every topic on one connection, then `FeedReady`, then live. Every (re)connect
-resubscribes everything and asks REST for the bars closed since the last one emitted; websocket confirms
-newer than a gap are held until the gap is filled, so bars come out per symbol strictly in order, each once.
+Start-up: REST backfill of every symbol (from `start_ms[symbol]`, or the latest `backfill_bars` closed bars
+before the exchange's clock), `backfill_concurrency` symbols at once inside the REST client's pacing, with
+a progress line every ~2 s. A symbol whose backfill fails `backfill_attempts` times (each try with the
+client's own retries) is left out with one warning (`symbol_excluded`) and never holds up the others; only
+when every symbol fails, or REST is unusable (a bad URL, an IP ban), is the start-up fatal. Then the topics
+(kline and book topic of each symbol; a symbol's topics stay on one connection) are spread over as many
+connections as `[exchange] max_topics` and Bybit's 21,000-character subscribe args need (`plan_connections`),
+each connection subscribes, and once all have, `FeedReady`, then live. Opening and reopening connections
+is paced (`ws_connects_per_5min`; Bybit allows 500 per 5 minutes).
 
-Tasks: the reader (this connection's frames, the stale-feed and pong watchdogs, the overdue-bar timer), the
-heartbeat (`{"op":"ping"}` every `ping_interval_s`) and the REST filler run on their own, so a slow consumer
-never stops the heartbeat. Only kline pushes prove the feed (`stale_feed_s`); pongs prove the socket
-(a ping unanswered for `ping_interval_s` is a dead socket). Reconnects use capped exponential backoff with
-jitter (`bot.bybit.backoff`), reset after a connection stayed healthy for `healthy_reset_s`. Counters and
-connection state are in `feed.stats` (`FeedStats`).
+Each connection (`_Connection`) is independent: its own reader (frames, the stale-feed and pong watchdogs,
+the overdue-bar timer), heartbeat (`{"op":"ping"}` every `ping_interval_s`), REST filler and reconnect loop
+with capped exponential backoff and jitter (`bot.bybit.backoff`), reset after `healthy_reset_s` of health.
+Every (re)connect resubscribes that connection's topics and asks REST for the bars closed since the last one
+emitted of its symbols; websocket confirms newer than a gap are held until the gap is filled, so bars come
+out per symbol strictly in order, each once. A symbol belongs to exactly one connection, so a drop on one
+delays no symbol on another. Only kline pushes prove a connection's feed (`stale_feed_s`); pongs prove its
+socket (a ping unanswered for `ping_interval_s` is a dead socket). Counters are in `feed.stats`.
 
 Overflow policy of the bounded event queue (`feed_queue_size`): when it is full, `PartialBar` and `BookTop`
 are dropped (`stats.dropped_updates`; the next update supersedes them) and confirmed bars spill into an
-overflow list that refills the queue as the consumer catches up - the reader never blocks and no confirmed
+overflow list that refills the queue as the consumer catches up - the readers never block and no confirmed
 bar is dropped. The overflow only grows by one bar per symbol per bar interval while the consumer is stalled.
 
-Fatal (raised from the iteration): a refused subscribe (`SubscribeError`, e.g. unknown symbol), any REST
-error during the start-up backfill, a REST error that is not transient during a gap fill (`ExchangeError`).
-A gap fill whose transient faults outlast the retries (`RetriesExhaustedError`) is retried after a pause on
-the same connection; the service's decision-lag check is what ends a run whose fills never succeed. An HTTP
-403 (`IpBannedError`) during a gap fill stops REST only: the held websocket bars are emitted across the gap
-(logged) and the websocket goes on.
+Fatal (raised from the iteration): a refused subscribe (`SubscribeError`, e.g. unknown symbol), a start-up
+backfill that failed for every symbol or could not reach REST, a REST error that is not transient during a
+gap fill (`ExchangeError`). A gap fill whose transient faults outlast the retries (`RetriesExhaustedError`)
+is retried after a pause on the same connection; the service's decision-lag check is what ends a run whose
+fills never succeed. An HTTP 403 (`IpBannedError`) during a gap fill stops REST only: the held websocket
+bars are emitted across the gap (logged) and the websocket goes on.
 """
 
 from __future__ import annotations
@@ -39,14 +46,15 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from bot.bybit.backoff import Backoff, permanent_cause
 from bot.bybit.events import FeedEvent, FeedReady, FeedStats, TickerTops, book_top, kline_events
-from bot.bybit.rest import RestClient
+from bot.bybit.pacing import RateWindow
+from bot.bybit.rest import History, RestClient
 from bot.bybit.wire import (
     WireError,
     WsEnvelope,
@@ -62,6 +70,7 @@ from bot.core.errors import (
     EndpointError,
     ExchangeError,
     IpBannedError,
+    RateLimitError,
     RetriesExhaustedError,
     SubscribeError,
 )
@@ -69,11 +78,14 @@ from bot.core.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, Part
 from bot.logs import (
     BACKFILL,
     BACKFILL_FAILED,
+    BACKFILL_PROGRESS,
     BAR_DUPLICATE,
     BAR_LATE,
     BAR_SKIPPED,
+    SYMBOL_EXCLUDED,
     WS_BAD_FRAME,
     WS_CONNECTED,
+    WS_PLANNED,
     WS_RECONNECT,
     WS_STALE,
     WS_SUBSCRIBED,
@@ -82,6 +94,10 @@ from bot.logs import (
 )
 
 SUBSCRIBE_CHUNK = 10  # topics per subscribe request
+ARGS_LIMIT_CHARS = 21_000  # Bybit: the subscribe args of one public connection, as one JSON array
+PROGRESS_EVERY_S = 2.0  # start-up backfill progress line
+CONNECT_WINDOW_S = 300.0  # Bybit counts connection opens per 5 minutes
+RATE_LIMITED_TRIES = 10  # start-up backfill tries of one symbol that only met rate limits, at most
 
 
 class _Fatal:
@@ -113,6 +129,32 @@ def connect_error(url: str, exc: BaseException) -> EndpointError:
     return EndpointError(f"websocket {url}: {cause}; check [exchange] ws_url")
 
 
+def args_chars(topics: list[str]) -> int:
+    """Characters of `topics` as one JSON array (`["a","b"]`): how Bybit counts the subscribe args limit."""
+    return 2 + sum(len(t) + 2 for t in topics) + max(len(topics) - 1, 0)
+
+
+def plan_connections(
+    groups: list[list[str]], *, max_topics: int, max_chars: int = ARGS_LIMIT_CHARS
+) -> list[list[int]]:
+    """Spread topic groups (one per symbol, kept together) over connections, in order: a connection takes
+    groups while it holds at most `max_topics` topics and `max_chars` characters of args. Returns the group
+    indices of each connection. Raises ValueError for a group that fits no connection."""
+    plans: list[list[int]] = []
+    topics: list[str] = []
+    for i, group in enumerate(groups):
+        if len(group) > max_topics or args_chars(group) > max_chars:
+            raise ValueError(
+                f"topics {group} do not fit one connection ({max_topics} topics, {max_chars} chars)"
+            )
+        if not plans or len(topics) + len(group) > max_topics or args_chars(topics + group) > max_chars:
+            plans.append([])
+            topics = []
+        plans[-1].append(i)
+        topics.extend(group)
+    return plans
+
+
 class MarketFeed:
     """Confirmed bars (exactly once, in order per symbol), partial bars, book tops and one `FeedReady`.
 
@@ -127,26 +169,23 @@ class MarketFeed:
         self, config: Config, rest: RestClient, *, start_ms: Mapping[str, int | None] | None = None
     ) -> None:
         self._ex = config.exchange
-        self.symbols = tuple(config.market.symbols)
+        self.symbols = tuple(config.market.symbol_list)
         self.interval = config.market.interval
         self.interval_ms = interval_ms(self.interval)
         self._rest = rest
-        self._backoff = Backoff(self._ex.reconnect_backoff_initial_s, self._ex.reconnect_backoff_max_s)
         self._start = dict(start_ms or {})
         self._streams: dict[str, BarStream] = {}
         self._queue: asyncio.Queue[FeedEvent | _Fatal] = asyncio.Queue(maxsize=self._ex.feed_queue_size)
         self._overflow: deque[FeedEvent | _Fatal] = deque()
         self._runner: asyncio.Task[None] | None = None
-        self._fill_wanted = asyncio.Event()
-        self._filler_error: BaseException | None = None
-        self._tickers = TickerTops()
-        self._behind_since: dict[str, float] = {}
-        self._ping_since: float | None = None
+        self._connect_pacer = RateWindow(self._ex.ws_connects_per_5min, CONNECT_WINDOW_S)
+        self.connections: list[_Connection] = []
+        self._owner: dict[str, _Connection] = {}
+        self._subscribed: set[int] = set()
+        self._all_subscribed = asyncio.Event()
         self._closed = False
-        self._frame_recv_ns = 0
         self._log = get_logger(component="feed")
-        self._ready = False
-        self._last_kline_monotonic = 0.0
+        self.excluded: dict[str, str] = {}  # symbol -> why its start-up backfill was given up
         self.stats = FeedStats()
 
     # ---- lifecycle and iteration --------------------------------------------------------------------------
@@ -179,7 +218,7 @@ class MarketFeed:
         return item
 
     async def aclose(self) -> None:
-        """Stop the feed: close the websocket and cancel its tasks."""
+        """Stop the feed: close the websockets and cancel their tasks."""
         self._closed = True
         if self._runner is not None:
             self._runner.cancel()
@@ -214,7 +253,9 @@ class MarketFeed:
             elif isinstance(ev, PartialBar):
                 self._put(ev, droppable=True)
             elif isinstance(ev, BackfillNeeded):
-                self._fill_wanted.set()
+                owner = self._owner.get(ev.symbol)
+                if owner is not None:
+                    owner.fill_wanted.set()
             elif isinstance(ev, Dropped):
                 if ev.reason == "duplicate":
                     self.stats.duplicates_dropped += 1
@@ -233,27 +274,191 @@ class MarketFeed:
     async def _run(self) -> None:
         try:
             await self._initial_backfill()
-            await self._connect_loop()
+            self._plan()
+            tasks = [asyncio.create_task(c.run(), name=f"feed-conn-{c.index}") for c in self.connections]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # a connection ends only by a fatal error
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._put(_Fatal(exc), droppable=False)
 
     async def _initial_backfill(self) -> None:
-        iv = self.interval_ms
+        """Every symbol's start-up backfill, `backfill_concurrency` at once; failed symbols are left out."""
+        ex, iv = self._ex, self.interval_ms
+        if any(self._start.get(s) is None for s in self.symbols):
+            now_ms = await self._rest.server_time_ms()
+            latest = now_ms - now_ms % iv - ex.backfill_bars * iv
         for symbol in self.symbols:
             start = self._start.get(symbol)
-            if start is None:
-                page = await self._rest.page(symbol, self.interval, limit=1)
-                start = page.time_ms - page.time_ms % iv - self._ex.backfill_bars * iv
-            stream = BarStream(symbol, iv, next_start_ms=start)
-            self._streams[symbol] = stream
-            hist = await self._rest.fetch_history(symbol, self.interval, start_ms=start)
-            through = hist.bars[-1].start_ms if hist.bars else start - iv
-            self._apply(stream.on_rest(hist.bars, through_ms=through))
-            self._log.info(BACKFILL, symbol=symbol, bars=len(hist.bars), pages=hist.pages, start_ms=start)
+            self._streams[symbol] = BarStream(symbol, iv, next_start_ms=latest if start is None else start)
+        gate = asyncio.Semaphore(ex.backfill_concurrency)
+        progress = _Progress(len(self.symbols), self._rest, self._log)
+        last_error: BaseException | None = None
 
-    async def _connect_loop(self) -> None:
+        async def one(symbol: str) -> None:
+            nonlocal last_error
+            async with gate:
+                stream = self._streams[symbol]
+                assert stream.next_start_ms is not None
+                hist = await self._backfill_one(symbol, stream.next_start_ms)
+            if isinstance(hist, History):
+                through = hist.bars[-1].start_ms if hist.bars else stream.next_start_ms - iv
+                self._apply(stream.on_rest(hist.bars, through_ms=through))
+                self._log.debug(BACKFILL, symbol=symbol, bars=len(hist.bars), pages=hist.pages)
+            else:
+                last_error = hist
+                self.excluded[symbol] = str(hist)
+                del self._streams[symbol]
+            progress.done(symbol, excluded=not isinstance(hist, History))
+
+        await asyncio.gather(*(one(s) for s in self.symbols))
+        progress.log(final=True)
+        if not self._streams:
+            assert last_error is not None
+            raise last_error
+
+    async def _backfill_one(self, symbol: str, start_ms: int) -> History | BotError:
+        """One symbol's history, tried `backfill_attempts` times; the last error when every try failed.
+
+        A try that only ran out of rate-limit waits (10006 every time, `RateLimitError`) is not the symbol's
+        fault and does not count, up to `RATE_LIMITED_TRIES` of them. Raises what no retry can mend (a bad
+        URL, an IP ban): every other symbol would fail the same way.
+        """
+        attempts = self._ex.backfill_attempts
+        failed = limited = 0
+        while True:
+            try:
+                return await self._rest.fetch_history(symbol, self.interval, start_ms=start_ms)
+            except (EndpointError, IpBannedError):
+                raise
+            except RateLimitError as exc:
+                limited += 1
+                if limited < RATE_LIMITED_TRIES:
+                    self._log.warning(BACKFILL_FAILED, symbol=symbol, error=str(exc), rate_limited=limited)
+                    continue
+                error: BotError = exc
+            except (ExchangeError, WireError) as exc:
+                failed += 1
+                if failed < attempts:
+                    self._log.warning(BACKFILL_FAILED, symbol=symbol, error=str(exc), attempt=failed)
+                    continue
+                error = exc
+            self._log.warning(SYMBOL_EXCLUDED, symbol=symbol, error=str(error), attempts=failed + limited)
+            return error
+
+    def _plan(self) -> None:
+        """Spread the backfilled symbols' topics over connections (`plan_connections`)."""
+        symbols = list(self._streams)
+        groups = [self._topics(s) for s in symbols]
+        plans = plan_connections(groups, max_topics=self._ex.max_topics)
+        for index, plan in enumerate(plans):
+            conn = _Connection(self, index, [symbols[i] for i in plan])
+            self.connections.append(conn)
+            for symbol in conn.symbols:
+                self._owner[symbol] = conn
+        self.stats.connections = len(self.connections)
+        self._log.info(
+            WS_PLANNED,
+            connections=len(self.connections),
+            symbols=len(symbols),
+            topics=sum(len(g) for g in groups),
+            excluded=sorted(self.excluded),
+        )
+
+    def _topics(self, symbol: str) -> list[str]:
+        topics = [f"kline.{self.interval}.{symbol}"]
+        if self._ex.book_stream == "orderbook":
+            topics.append(f"orderbook.1.{symbol}")
+        elif self._ex.book_stream == "tickers":
+            topics.append(f"tickers.{symbol}")
+        return topics
+
+    async def _subscribed_first(self, conn: _Connection) -> None:
+        """`conn` subscribed for the first time: once every connection has, `FeedReady`; until then wait,
+        so no live bar comes out before it."""
+        if conn.index not in self._subscribed:
+            self._subscribed.add(conn.index)
+            if len(self._subscribed) == len(self.connections):
+                self._put(FeedReady(tuple(self._streams), self.stats.backfilled_bars), droppable=False)
+                self._all_subscribed.set()
+        await self._all_subscribed.wait()
+
+    def _connected_changed(self) -> None:
+        opened = sum(c.connected for c in self.connections)
+        self.stats.open_connections = opened
+        self.stats.connected = bool(self.connections) and opened == len(self.connections)
+
+
+class _Progress:
+    """The start-up backfill's progress line: every `PROGRESS_EVERY_S` and once at the end."""
+
+    def __init__(self, total: int, rest: RestClient, log: Any) -> None:
+        self.total = total
+        self.finished = 0
+        self.excluded = 0
+        self._rest = rest
+        self._log = log
+        self._t0 = time.monotonic()
+        self._last = self._t0
+        self._requests0 = rest.requests
+
+    def done(self, symbol: str, *, excluded: bool) -> None:
+        self.finished += 1
+        self.excluded += excluded
+        if time.monotonic() - self._last >= PROGRESS_EVERY_S:
+            self.log(final=False)
+
+    def log(self, *, final: bool) -> None:
+        now = time.monotonic()
+        self._last = now
+        self._log.info(
+            BACKFILL_PROGRESS,
+            done=self.finished,
+            total=self.total,
+            excluded=self.excluded,
+            requests=self._rest.requests - self._requests0,
+            paced_s=round(self._rest.pacer.waited_s, 3),
+            elapsed_s=round(now - self._t0, 3),
+            final=final,
+        )
+
+
+class _Connection:
+    """One websocket connection and the symbols it carries: reconnect loop, reader, heartbeat, filler."""
+
+    def __init__(self, feed: MarketFeed, index: int, symbols: list[str]) -> None:
+        self.feed = feed
+        self.index = index
+        self.symbols = tuple(symbols)
+        self.streams = {s: feed._streams[s] for s in symbols}
+        self.topics = [t for s in symbols for t in feed._topics(s)]
+        ex = feed._ex
+        self._ex = ex
+        self._backoff = Backoff(ex.reconnect_backoff_initial_s, ex.reconnect_backoff_max_s)
+        self.fill_wanted = asyncio.Event()
+        self._filler_error: BaseException | None = None
+        self._tickers = TickerTops()
+        self._behind_since: dict[str, float] = {}
+        self._ping_since: float | None = None
+        self._frame_recv_ns = 0
+        self._last_kline_monotonic = 0.0
+        self.connects = 0
+        self.connected = False
+        self._log = get_logger(component="feed", conn=index)
+
+    @property
+    def stats(self) -> FeedStats:
+        return self.feed.stats
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect with backoff until cancelled or a fatal error."""
         attempt = 0
         cause: str | None = None
         while True:
@@ -264,6 +469,7 @@ class MarketFeed:
                 await asyncio.sleep(delay)
                 self.stats.reconnects += 1
             subscribed_at: list[float] = []
+            await self.feed._connect_pacer.acquire()
             try:
                 await self._session(subscribed_at)
                 cause = "closed"
@@ -274,19 +480,10 @@ class MarketFeed:
                     raise connect_error(self._ex.ws_url, exc) from exc
                 cause = f"{type(exc).__name__}: {exc}"
             finally:
-                self.stats.connected = False
+                self.connected = False
+                self.feed._connected_changed()
             healthy = bool(subscribed_at) and time.monotonic() - subscribed_at[0] >= self._ex.healthy_reset_s
             attempt = 0 if healthy else attempt + 1
-
-    def _topics(self) -> list[str]:
-        topics: list[str] = []
-        for s in self.symbols:
-            topics.append(f"kline.{self.interval}.{s}")
-            if self._ex.book_stream == "orderbook":
-                topics.append(f"orderbook.1.{s}")
-            elif self._ex.book_stream == "tickers":
-                topics.append(f"tickers.{s}")
-        return topics
 
     async def _session(self, subscribed_at: list[float]) -> None:
         ex = self._ex
@@ -297,23 +494,23 @@ class MarketFeed:
             close_timeout=1.0,
             max_size=1 << 22,
         ) as ws:
-            self.stats.connected = True
+            self.connected = True
+            self.connects += 1
             self.stats.connects += 1
-            self._log.info(WS_CONNECTED, url=ex.ws_url, connects=self.stats.connects)
+            self.feed._connected_changed()
+            self._log.info(WS_CONNECTED, url=ex.ws_url, connects=self.connects, symbols=len(self.symbols))
             await self._subscribe(ws)
+            await self.feed._subscribed_first(self)
             now = time.monotonic()
             subscribed_at.append(now)
             self._last_kline_monotonic = now
             self._ping_since = None
             self._behind_since.clear()
-            if not self._ready:
-                self._ready = True
-                self._put(FeedReady(self.symbols, self.stats.backfilled_bars), droppable=False)
-            for stream in self._streams.values():
-                self._apply(stream.on_reconnect())
+            for stream in self.streams.values():
+                self.feed._apply(stream.on_reconnect())
             self._filler_error = None
-            heartbeat = asyncio.create_task(self._heartbeat(ws), name="feed-heartbeat")
-            filler = asyncio.create_task(self._filler(ws), name="feed-filler")
+            heartbeat = asyncio.create_task(self._heartbeat(ws), name=f"feed-heartbeat-{self.index}")
+            filler = asyncio.create_task(self._filler(ws), name=f"feed-filler-{self.index}")
             try:
                 await self._reader(ws)
             except websockets.exceptions.ConnectionClosed:
@@ -328,10 +525,10 @@ class MarketFeed:
                         await task
 
     async def _subscribe(self, ws: ClientConnection) -> None:
-        topics = self._topics()
+        topics = self.topics
         pending: dict[str, list[str]] = {}
         for i in range(0, len(topics), SUBSCRIBE_CHUNK):
-            req_id = f"sub-{self.stats.connects}-{i // SUBSCRIBE_CHUNK}"
+            req_id = f"sub-{self.index}-{self.connects}-{i // SUBSCRIBE_CHUNK}"
             pending[req_id] = topics[i : i + SUBSCRIBE_CHUNK]
             await ws.send(f'{{"req_id":"{req_id}","op":"subscribe","args":{_json_list(pending[req_id])}}}')
         async with asyncio.timeout(self._ex.handshake_timeout_s):
@@ -346,7 +543,7 @@ class MarketFeed:
                         f"subscribe {args} refused by {self._ex.ws_url}: {env.ret_msg!r}; "
                         "check [market] symbols and interval (the symbol must be a Bybit linear perpetual)"
                     )
-        self._log.info(WS_SUBSCRIBED, topics=len(topics), connects=self.stats.connects)
+        self._log.info(WS_SUBSCRIBED, topics=len(topics), connects=self.connects)
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         n = 0
@@ -355,7 +552,7 @@ class MarketFeed:
             n += 1
             if self._ping_since is None:
                 self._ping_since = time.monotonic()
-            await ws.send(f'{{"req_id":"ping-{n}","op":"ping"}}')
+            await ws.send(f'{{"req_id":"ping-{self.index}-{n}","op":"ping"}}')
 
     async def _reader(self, ws: ClientConnection) -> None:
         ex = self._ex
@@ -373,62 +570,63 @@ class MarketFeed:
                 raise _Reconnect(f"stale feed: no kline push for {ex.stale_feed_s} s")
             if self._ping_since is not None and now - self._ping_since > ex.ping_interval_s:
                 raise _Reconnect(f"pong timeout: no pong within {ex.ping_interval_s} s of a ping")
-            for symbol, stream in self._streams.items():
+            for symbol, stream in self.streams.items():
                 if stream.behind:
                     since = self._behind_since.setdefault(symbol, now)
                     if now - since >= ex.bar_overdue_s:
                         del self._behind_since[symbol]
-                        self._apply(stream.overdue())
+                        self.feed._apply(stream.overdue())
                 else:
                     self._behind_since.pop(symbol, None)
 
     async def _filler(self, ws: ClientConnection) -> None:
-        """Serve the streams' REST backfill requests; a fatal error is handed to the reader via the socket.
+        """Serve this connection's streams' REST backfill requests; a fatal error is handed to the reader
+        via the socket.
 
         Level-triggered: every pass serves whatever `fill_due` says, starting with what is already pending
         when this connection's filler starts, so a request never waits for an announcement that has passed.
         """
         while True:
-            self._fill_wanted.clear()
-            for symbol, stream in self._streams.items():
+            self.fill_wanted.clear()
+            for symbol, stream in self.streams.items():
                 req = stream.take_fill()
                 if req is not None and not await self._serve_fill(ws, symbol, stream, req):
                     return
-            if not any(s.fill_due for s in self._streams.values()):
-                await self._fill_wanted.wait()
+            if not any(s.fill_due for s in self.streams.values()):
+                await self.fill_wanted.wait()
 
     async def _serve_fill(
         self, ws: ClientConnection, symbol: str, stream: BarStream, req: BackfillNeeded
     ) -> bool:
         """One fill; False when REST failed for good (the connection is closed with the error)."""
-        iv = self.interval_ms
-        if self._rest.banned:
-            self._apply(stream.abandon_backfill())
+        feed = self.feed
+        iv = feed.interval_ms
+        rest = feed._rest
+        if rest.banned:
+            feed._apply(stream.abandon_backfill())
             return True
         try:
-            hist = await self._rest.fetch_history(
-                symbol, self.interval, start_ms=req.start_ms, end_ms=req.end_ms
-            )
+            hist = await rest.fetch_history(symbol, feed.interval, start_ms=req.start_ms, end_ms=req.end_ms)
         except IpBannedError:
-            self._apply(stream.abandon_backfill())
+            feed._apply(stream.abandon_backfill())
             return True
         except RetriesExhaustedError as exc:
             # Transient (rate limit, 5xx, timeouts): keep the websocket, retry the fill after a pause. If it
             # never succeeds, the service's decision-lag check ends the run (stalled) and systemd restarts it.
-            self._apply(stream.fill_failed())
+            feed._apply(stream.fill_failed())
             self._log.warning(
                 BACKFILL_FAILED, symbol=symbol, error=str(exc), retry_in_s=self._ex.rest_backoff_max_s
             )
             await asyncio.sleep(self._ex.rest_backoff_max_s)
             return True
         except ExchangeError as exc:
-            self._apply(stream.fill_failed())
+            feed._apply(stream.fill_failed())
             self._filler_error = exc
             await ws.close(code=1011, reason="rest backfill failed")
             return False
         last = hist.bars[-1].start_ms if hist.bars else req.start_ms - iv
         through = req.end_ms if req.end_ms is not None and req.end_ms + iv <= hist.time_ms else last
-        self._apply(stream.on_rest(hist.bars, through_ms=through))
+        feed._apply(stream.on_rest(hist.bars, through_ms=through))
         self._log.info(BACKFILL, symbol=symbol, bars=len(hist.bars), start_ms=req.start_ms, end_ms=req.end_ms)
         return True
 
@@ -447,9 +645,9 @@ class MarketFeed:
             kind, _, rest = env.topic.partition(".")
             if kind == "kline":
                 self._on_kline(env, rest)
-            elif kind == "orderbook" and rest.startswith("1.") and rest[2:] in self._streams:
+            elif kind == "orderbook" and rest.startswith("1.") and rest[2:] in self.streams:
                 self._on_orderbook(env, rest[2:])
-            elif kind == "tickers" and rest in self._streams:
+            elif kind == "tickers" and rest in self.streams:
                 self._on_ticker(env, rest)
             else:
                 self.stats.unknown_topics += 1
@@ -461,30 +659,31 @@ class MarketFeed:
 
     def _on_kline(self, env: WsEnvelope, rest: str) -> None:
         interval, _, symbol = rest.partition(".")
-        stream = self._streams.get(symbol)
+        stream = self.streams.get(symbol)
         topic = env.topic or ""
-        if stream is None or interval != self.interval:
+        if stream is None or interval != self.feed.interval:
             self.stats.unknown_topics += 1
             self._log.warning(WS_UNKNOWN_TOPIC, topic=topic)
             return
         klines = decode_klines(env.data, topic=topic)
         items = kline_events(
-            klines, symbol=symbol, interval_ms=self.interval_ms, recv_ns=self._frame_recv_ns, topic=topic
+            klines, symbol=symbol, interval_ms=self.feed.interval_ms, recv_ns=self._frame_recv_ns, topic=topic
         )
         self._last_kline_monotonic = time.monotonic()
+        apply = self.feed._apply
         for item in items:
-            self._apply(stream.on_ws_confirm(item) if isinstance(item, Bar) else stream.on_ws_partial(item))
+            apply(stream.on_ws_confirm(item) if isinstance(item, Bar) else stream.on_ws_partial(item))
 
     def _on_orderbook(self, env: WsEnvelope, symbol: str) -> None:
         top = book_top(decode_orderbook(env.data, topic=env.topic or ""), symbol=symbol, ts_ms=env.ts or 0)
         if top is not None:
-            self._put(top, droppable=True)
+            self.feed._put(top, droppable=True)
 
     def _on_ticker(self, env: WsEnvelope, symbol: str) -> None:
         tk = decode_ticker(env.data, topic=env.topic or "")
         top = self._tickers.update(tk, symbol=symbol, ts_ms=env.ts or 0)
         if top is not None:
-            self._put(top, droppable=True)
+            self.feed._put(top, droppable=True)
 
 
 def _json_list(items: list[str]) -> str:

@@ -10,6 +10,9 @@ closed; a closed client cannot reopen). Rules:
 - HTTP 403 (IP ban, >= 10 min): `IpBannedError` at once, no retry, and every later call fails fast without a
   request for `ban_s` seconds - REST stops, the websocket is not affected.
 - Any other retCode (10001 bad params/symbol ...): `ExchangeError` with the exchange's retMsg.
+- Pacing (`bot.bybit.pacing.RateWindow`, shared by every caller of the client): at most
+  `[exchange] rest_requests_per_5s` requests in any 5 s (Bybit's IP limit is 600, past it HTTP 403), and
+  an answer with `X-Bapi-Limit-Status: 0` holds every request until its `X-Bapi-Limit-Reset-Timestamp`.
 
 A kline row is confirmed when `start_ms + interval_ms <= time` (the exchange clock of the answer); the still
 open candle Bybit includes is dropped. `history` pages backwards with `end` (1000 rows a page), removes the
@@ -29,7 +32,17 @@ import aiohttp
 import msgspec
 
 from bot.bybit.backoff import Backoff, permanent_cause
-from bot.bybit.wire import decode_rest, decode_rest_klines
+from bot.bybit.pacing import RateWindow
+from bot.bybit.wire import (
+    RestInstrument,
+    RestInstrumentsResult,
+    RestTicker,
+    RestTickersResult,
+    decode_rest,
+    decode_rest_klines,
+    decode_rest_result,
+)
+from bot.config import ExchangeConfig
 from bot.core.bars import Bar, interval_ms
 from bot.core.errors import (
     EndpointError,
@@ -41,9 +54,13 @@ from bot.core.errors import (
 from bot.logs import BACKFILL_PAGE, REST_BANNED, REST_RETRY, get_logger
 
 KLINE_PATH: Final = "/v5/market/kline"
+INSTRUMENTS_PATH: Final = "/v5/market/instruments-info"
+TICKERS_PATH: Final = "/v5/market/tickers"
 MAX_LIMIT: Final = 1000
 RATE_LIMIT_CODE: Final = 10006
 RESET_HEADER: Final = "X-Bapi-Limit-Reset-Timestamp"
+STATUS_HEADER: Final = "X-Bapi-Limit-Status"
+MAX_INSTRUMENT_PAGES: Final = 100  # a cursor that never ends is an exchange fault, not 100,000 symbols
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +105,7 @@ class RestClient:
         category: Bybit category sent with every request.
         ban_s: how long an HTTP 403 stops all requests.
         page_limit: rows per history page (Bybit's maximum, 1000; smaller only for tests).
+        pacer: the request pacing shared by every caller (None = unlimited; server-told holds still apply).
     """
 
     def __init__(
@@ -101,6 +119,7 @@ class RestClient:
         category: str = "linear",
         ban_s: float = 600.0,
         page_limit: int = MAX_LIMIT,
+        pacer: RateWindow | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s}")
@@ -122,6 +141,7 @@ class RestClient:
         if not 1 <= page_limit <= MAX_LIMIT:
             raise ValueError(f"page_limit must be in 1..{MAX_LIMIT}, got {page_limit}")
         self.page_limit = page_limit
+        self.pacer = pacer if pacer is not None else RateWindow(None, 5.0)
         self.requests = 0
         self.retries = 0
         self._banned_until: float | None = None
@@ -267,6 +287,38 @@ class RestClient:
         hist = await self.fetch_history(symbol, interval, start_ms=start_ms, end_ms=end_ms, on_page=on_page)
         return hist.bars
 
+    async def instruments(self) -> list[RestInstrument]:
+        """Every `instruments-info` row of the category (status `Trading`, the exchange's default), all pages:
+        1000 rows a page, following `nextPageCursor` until it is empty."""
+        rows: list[RestInstrument] = []
+        cursor = ""
+        for n in range(MAX_INSTRUMENT_PAGES):
+            params = {"category": self.category, "limit": str(MAX_LIMIT)}
+            if cursor:
+                params["cursor"] = cursor
+            what = f"GET {INSTRUMENTS_PATH} page {n + 1}"
+            _, raw = await self._get(INSTRUMENTS_PATH, params, what=what)
+            page = decode_rest_result(raw, RestInstrumentsResult, what=what)
+            rows.extend(page.rows)
+            if not page.nextPageCursor or not page.rows:
+                return rows
+            cursor = page.nextPageCursor
+        raise ExchangeError(
+            f"GET {INSTRUMENTS_PATH}: still a nextPageCursor after {MAX_INSTRUMENT_PAGES} pages "
+            f"({len(rows)} rows); the exchange's cursor does not end"
+        )
+
+    async def tickers(self) -> list[RestTicker]:
+        """Every REST `tickers` item of the category (24h turnover, last price), one request."""
+        what = f"GET {TICKERS_PATH}"
+        _, raw = await self._get(TICKERS_PATH, {"category": self.category}, what=what)
+        return decode_rest_result(raw, RestTickersResult, what=what).rows
+
+    async def server_time_ms(self) -> int:
+        """The exchange clock, epoch ms (the `time` of a `/v5/market/time` answer)."""
+        env_time, _ = await self._get("/v5/market/time", {}, what="GET /v5/market/time")
+        return env_time
+
     # ---- transport --------------------------------------------------------------------------------------
 
     async def _get(self, path: str, params: dict[str, str], *, what: str) -> tuple[int, msgspec.Raw]:
@@ -296,12 +348,14 @@ class RestClient:
             raise IpBannedError(
                 f"{what}: REST is stopped after HTTP 403 (IP ban) for up to {self.ban_s:.0f} s"
             )
+        await self.pacer.acquire()
         self.requests += 1
         try:
             async with self._session.get(self.base_url + path, params=params) as resp:
                 status = resp.status
                 body = await resp.read()
                 reset_header = resp.headers.get(RESET_HEADER)
+                left_header = resp.headers.get(STATUS_HEADER)
         except TimeoutError:
             raise _Retry(f"timeout after {self.timeout_s} s") from None
         except aiohttp.ClientError as exc:
@@ -320,16 +374,34 @@ class RestClient:
         if status != 200:
             raise ExchangeError(f"{what}: expected HTTP 200, got {status}: {body[:200]!r}")
         env = decode_rest(body, what=what)
+        wait_s = self._reset_wait_s(reset_header, env.time)
+        if left_header is not None and left_header.strip() == "0" and wait_s is not None:
+            self.pacer.hold(wait_s)  # the window is spent: nobody sends until it resets
         if env.retCode == 0:
             return env.time, env.result
         if env.retCode == RATE_LIMIT_CODE:
-            wait_s: float | None = None
-            if reset_header is not None:
-                try:
-                    reset_ms = int(reset_header)
-                except ValueError:
-                    reset_ms = None
-                if reset_ms is not None:
-                    wait_s = min(self.backoff_max_s, max(0.0, (reset_ms - env.time) / 1000.0))
             raise _Retry(f"retCode 10006 {env.retMsg}", wait_s=wait_s, rate_limited=True)
         raise ExchangeError(f"{what}: retCode {env.retCode}: {env.retMsg}")
+
+    def _reset_wait_s(self, reset_header: str | None, env_time_ms: int) -> float | None:
+        """Seconds until `X-Bapi-Limit-Reset-Timestamp`, measured against the answer's own clock and capped
+        at `backoff_max_s`; None without a usable header."""
+        if reset_header is None:
+            return None
+        try:
+            reset_ms = int(reset_header)
+        except ValueError:
+            return None
+        return min(self.backoff_max_s, max(0.0, (reset_ms - env_time_ms) / 1000.0))
+
+
+def rest_client(ex: ExchangeConfig) -> RestClient:
+    """The process's REST client for `[exchange]` (timeouts, retries, backoff and request pacing)."""
+    return RestClient(
+        ex.rest_url,
+        timeout_s=ex.rest_timeout_s,
+        max_retries=ex.rest_max_retries,
+        backoff_initial_s=ex.rest_backoff_initial_s,
+        backoff_max_s=ex.rest_backoff_max_s,
+        pacer=RateWindow(ex.rest_requests_per_5s, 5.0),
+    )

@@ -13,7 +13,7 @@ to numbers), so nothing downstream re-parses a string. Times are int epoch ms.
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 
@@ -23,6 +23,9 @@ from bot.core.errors import BotError
 Price = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]  # excludes inf and nan
 #: A size, volume or turnover: non-negative and finite.
 Size = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+
+
+_T = TypeVar("_T")
 
 
 class WireError(BotError):
@@ -156,6 +159,46 @@ class RestKlineResult(msgspec.Struct, frozen=True):
     rows: list[RestKline] = msgspec.field(name="list")
 
 
+class RestInstrument(msgspec.Struct, frozen=True):
+    """One `instruments-info` item (the fields a symbol selection reads; the rest are ignored)."""
+
+    symbol: str
+    status: str
+    contractType: str = ""
+    quoteCoin: str = ""
+    settleCoin: str = ""
+
+
+class RestInstrumentsResult(msgspec.Struct, frozen=True):
+    """`instruments-info` `result`: one page and the cursor of the next ("" = last page)."""
+
+    category: str
+    rows: list[RestInstrument] = msgspec.field(name="list")
+    nextPageCursor: str = ""
+
+
+class RestTicker(msgspec.Struct, frozen=True):
+    """One REST `tickers` item (the fields a symbol selection reads)."""
+
+    symbol: str
+    turnover24h: Size = 0.0
+    lastPrice: Size = 0.0
+
+
+class RestTickersResult(msgspec.Struct, frozen=True):
+    """REST `tickers` `result`."""
+
+    category: str
+    rows: list[RestTicker] = msgspec.field(name="list")
+
+
+class RestTimeResult(msgspec.Struct, frozen=True):
+    """`/v5/market/time` `result`."""
+
+    timeSecond: int
+    timeNano: int
+
+
 _REST_ENVELOPE: Final = msgspec.json.Decoder(RestEnvelope)
 _REST_KLINE: Final = msgspec.json.Decoder(RestKlineResult, strict=False)
 
@@ -176,6 +219,17 @@ def decode_rest_klines(raw: msgspec.Raw, *, what: str) -> RestKlineResult:
         return _REST_KLINE.decode(raw)
     except msgspec.DecodeError as exc:
         raise WireError(f"{what}: expected a kline result object, got {_clip(bytes(raw))!r}: {exc}") from exc
+
+
+def decode_rest_result(raw: msgspec.Raw, kind: type[_T], *, what: str) -> _T:
+    """Decode any other `result` into `kind`; raise `WireError` when it is missing or malformed."""
+    name = kind.__name__.removeprefix("Rest").removesuffix("Result").lower()
+    if not raw:
+        raise WireError(f"{what}: expected a {name} result object, got none")
+    try:
+        return msgspec.json.decode(raw, type=kind, strict=False)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"{what}: expected a {name} result object, got {_clip(bytes(raw))!r}: {exc}") from exc
 
 
 def _clip(frame: str | bytes, n: int = 200) -> str | bytes:

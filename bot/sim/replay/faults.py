@@ -34,6 +34,7 @@ class FaultPlan:
         self._late_due: list[tuple[int, str, bytes]] = []
         self._skip_confirms = 0
         self.banned = False
+        self.failing_symbols: set[str] = set()  # kline requests answered with HTTP 502
 
     # ---- switches ---------------------------------------------------------------------------------------
 

@@ -140,7 +140,9 @@ class Instrument:
 
     # ---- REST -----------------------------------------------------------------------------------------
 
-    def info(self, *, launch_ms: int) -> dict[str, Any]:
+    def info(
+        self, *, launch_ms: int, status: str = "Trading", contract_type: str = "LinearPerpetual"
+    ) -> dict[str, Any]:
         """The `/v5/market/instruments-info` item (category linear) of this instrument."""
         base = self.symbol
         quote = "USDT"
@@ -148,11 +150,15 @@ class Instrument:
             if self.symbol.endswith(q) and len(self.symbol) > len(q):
                 base, quote = self.symbol[: -len(q)], q
                 break
+        if self.symbol.endswith("PERP"):  # Bybit's USDC perpetuals: BTCPERP, ETHPERP
+            base, quote = self.symbol[:-4], "USDC"
+        elif "-" in self.symbol:  # dated futures: BTCUSDT-26DEC25
+            base, quote = self.symbol.split("-")[0].removesuffix("USDT"), "USDT"
         max_qty = self.qty_step * 1_000_000
         return {
             "symbol": self.symbol,
-            "contractType": "LinearPerpetual",
-            "status": "Trading",
+            "contractType": contract_type,
+            "status": status,
             "baseCoin": base,
             "quoteCoin": quote,
             "launchTime": str(launch_ms),
@@ -184,3 +190,39 @@ class Instrument:
             "riskParameters": {"priceLimitRatioX": "0.01", "priceLimitRatioY": "0.02"},
             "displayName": "",
         }
+
+
+# ---- listed-only instruments ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """An instrument the exchange lists (instruments-info, REST tickers) without serving its bars: the
+    filler that makes the replay's instrument list as long as Bybit's (500+ linear perpetuals)."""
+
+    instrument: Instrument
+    status: str = "Trading"
+    contract_type: str = "LinearPerpetual"
+    turnover_usd: Decimal = Decimal(0)
+
+
+def listed_only(n: int, *, taken: Iterable[str] = ()) -> list[Listing]:
+    """`n` listings named `L0000USDT`, `L0001USDT`, ...: 24h turnover falling from 1e9 USD by 2% a row, every
+    50th one `PreLaunch`, every 40th a USDC perpetual (`L0039PERP`) and every 60th a dated `LinearFutures`
+    (`L0059USDT-26DEC25`), so that a selection has something to leave out. Names in `taken` are skipped."""
+    used = set(taken)
+    out: list[Listing] = []
+    for i in range(n):
+        status = "PreLaunch" if i % 50 == 49 else "Trading"
+        contract = "LinearPerpetual"
+        symbol = f"L{i:04d}USDT"
+        if i % 40 == 39:
+            symbol = f"L{i:04d}PERP"
+        elif i % 60 == 59:
+            symbol, contract = f"L{i:04d}USDT-26DEC25", "LinearFutures"
+        if symbol in used:
+            continue
+        turnover = (Decimal(10) ** 9 * Decimal("0.98") ** i).quantize(Decimal("0.0001"))
+        inst = Instrument(symbol, Decimal("0.0001"), Decimal("1"))
+        out.append(Listing(inst, status=status, contract_type=contract, turnover_usd=turnover))
+    return out

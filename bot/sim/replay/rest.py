@@ -7,13 +7,22 @@ lists; a named symbol is not supported). Bad parameters answer HTTP 200 with ret
 wording where known; an unknown path answers HTTP 404 with a v5 envelope (retCode 10001). Every answer's
 `time` is the exchange's `now_ms()`. REST answers are not delayed by the exchange's `latency_ms` (a client
 waits for its answer anyway; only the websocket's unsolicited frames race a client's bookkeeping).
+
+`instruments-info` pages like Bybit: `limit` 1..1000 (default 500), rows in symbol order, `nextPageCursor`
+an opaque token for the next page ("" on the last), `status` filters (default `Trading`). Rate limits, when
+set (`RateLimits`): the API limit answers retCode 10006 "Too many visits!" with `X-Bapi-Limit`,
+`X-Bapi-Limit-Status` (requests left in the window) and `X-Bapi-Limit-Reset-Timestamp` on every answer, as
+Bybit's v5 rate-limit page describes; the IP limit (Bybit: 600 requests in any 5 s) answers HTTP 403 as
+Bybit does, counted in `ip_limit_hits` (the replay lifts it when the window allows, Bybit bans >= 10 min).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -23,24 +32,56 @@ from aiohttp import web
 from bot.sim.replay import klines
 from bot.sim.replay.faults import FaultPlan
 from bot.sim.replay.frames import kline_row
-from bot.sim.replay.instruments import Instrument
+from bot.sim.replay.instruments import Instrument, Listing
 from bot.sim.replay.market import Market
 
 # Exchange methods a separate process may call: `POST /_replay/<method>` with a JSON object of kwargs.
 CONTROL_METHODS: Final = frozenset(
     {"drop_connections", "drop_next", "silence", "duplicate_confirms", "late_confirms", "skip_confirms"}
-    | {"rest_fault", "ban", "pause", "resume", "closed_keys"}
+    | {"rest_fault", "ban", "pause", "resume", "closed_keys", "fail_symbol", "set_status"}
 )
 MARKET_PREFIX: Final = "/v5/market/"
 OTHER_CATEGORIES: Final = frozenset({"spot", "inverse", "option"})
 MAX_KLINE_LIMIT: Final = 1000
 MAX_BOOK_LIMIT: Final = 500
+MAX_INSTRUMENTS_LIMIT: Final = 1000
+DEFAULT_INSTRUMENTS_LIMIT: Final = 500
 
 Answer = tuple[int, str, Any]
 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+class RateWindow:
+    """At most `limit` requests in any `window_s` seconds (a rolling window of request times, monotonic)."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        if limit < 1 or window_s <= 0:
+            raise ValueError(f"a rate limit needs limit >= 1 and window_s > 0, got {limit}, {window_s}")
+        self.limit = limit
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+
+    def admit(self, now: float) -> tuple[bool, int, float]:
+        """Count a request at `now`: (admitted, requests left in the window, seconds until a slot frees)."""
+        while self._times and self._times[0] <= now - self.window_s:
+            self._times.popleft()
+        if len(self._times) >= self.limit:
+            return False, 0, self._times[0] + self.window_s - now
+        self._times.append(now)
+        left = self.limit - len(self._times)
+        return True, left, (self._times[0] + self.window_s - now) if left == 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The replay's REST limits: `api` (requests, window s) answered with 10006 and the X-Bapi-Limit
+    headers; `ip` (requests, window s) answered with HTTP 403. None = no such limit."""
+
+    api: tuple[int, float] | None = (100, 1.0)
+    ip: tuple[int, float] | None = (600, 5.0)
 
 
 class Exchange(Protocol):
@@ -69,11 +110,25 @@ class MarketRoutes:
     """The `/v5/market/*` routes: each answers the pending REST fault if any, else its data. Every request is
     recorded in `hits`."""
 
-    def __init__(self, exchange: Exchange, market: Market, faults: FaultPlan) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        market: Market,
+        faults: FaultPlan,
+        *,
+        listings: list[Listing] | None = None,
+        limits: RateLimits | None = None,
+    ) -> None:
         self._ex = exchange
         self._market = market
         self._faults = faults
         self.hits: list[RestHit] = []
+        self.listings = {x.instrument.symbol: x for x in listings or []}
+        self.status: dict[str, str] = {}  # a served symbol's status when not Trading (set_status)
+        self._api = RateWindow(*limits.api) if limits is not None and limits.api else None
+        self._ip = RateWindow(*limits.ip) if limits is not None and limits.ip else None
+        self.ip_limit_hits = 0
+        self.api_limit_hits = 0
         self._routes: dict[str, Callable[[Mapping[str, str]], Answer]] = {
             "kline": self._kline,
             "instruments-info": self._instruments,
@@ -105,7 +160,25 @@ class MarketRoutes:
         if self._faults.banned or (fault is not None and fault.kind == "403"):
             self._hit(path, query, 403, None)
             return web.Response(status=403, text="403 Forbidden")
-        if fault is not None and fault.kind == "5xx":
+        now = time.monotonic()
+        if self._ip is not None and not self._ip.admit(now)[0]:
+            self.ip_limit_hits += 1
+            self._hit(path, query, 403, None)
+            return web.Response(status=403, text="403, access too frequent")
+        headers: dict[str, str] = {}
+        if self._api is not None:
+            ok, left, reset_s = self._api.admit(now)
+            headers = {
+                "X-Bapi-Limit": str(self._api.limit),
+                "X-Bapi-Limit-Status": str(left),
+                "X-Bapi-Limit-Reset-Timestamp": str(self._ex.reset_timestamp_ms(reset_s)),
+            }
+            if not ok:
+                self.api_limit_hits += 1
+                self._hit(path, query, 200, 10006)
+                body = self._envelope(10006, "Too many visits!", {})
+                return web.json_response(body, headers=headers, dumps=_dumps)
+        if (fault is not None and fault.kind == "5xx") or query.get("symbol") in self._faults.failing_symbols:
             self._hit(path, query, 502, None)
             return web.Response(status=502, text="502 Bad Gateway")
         if fault is not None and fault.kind in ("10006", "10006_no_reset"):
@@ -119,7 +192,7 @@ class MarketRoutes:
         route = self._routes[path.removeprefix(MARKET_PREFIX)]
         code, msg, result = route(query)
         self._hit(path, query, 200, code)
-        return web.json_response(self._envelope(code, msg, result), dumps=_dumps)
+        return web.json_response(self._envelope(code, msg, result), headers=headers, dumps=_dumps)
 
     def _hit(self, path: str, query: dict[str, str], status: int, code: int | None) -> None:
         self.hits.append(RestHit(time.monotonic(), query, status, code, path))
@@ -140,14 +213,35 @@ class MarketRoutes:
         category = self._category(q)
         if category is None:
             return 10001, "params error: category is invalid", {}
-        items: list[dict[str, Any]] = []
+        try:
+            limit = int(q.get("limit", str(DEFAULT_INSTRUMENTS_LIMIT)))
+        except ValueError:
+            return 10001, "params error: limit must be an integer", {}
+        if not 1 <= limit <= MAX_INSTRUMENTS_LIMIT:
+            return 10001, f"params error: limit must be in [1, {MAX_INSTRUMENTS_LIMIT}]", {}
+        offset = _cursor_offset(q.get("cursor", ""))
+        if offset is None:
+            return 10001, "params error: cursor is invalid", {}
         status = q.get("status", "Trading")
-        if category == "linear" and status == "Trading":
-            for symbol, series in self._market.series.items():
-                if q.get("symbol", symbol) == symbol:
-                    launch = series.bars[0].start_ms if series.bars else self._market.slot_ms
-                    items.append(series.instrument.info(launch_ms=launch))
-        return 0, "OK", {"category": category, "list": items, "nextPageCursor": ""}
+        rows = self._instrument_rows() if category == "linear" else []
+        rows = [r for r in rows if r["status"] == status and q.get("symbol", r["symbol"]) == r["symbol"]]
+        page = rows[offset : offset + limit]
+        nxt = _cursor(offset + limit) if offset + limit < len(rows) else ""
+        return 0, "OK", {"category": category, "list": page, "nextPageCursor": nxt}
+
+    def _instrument_rows(self) -> list[dict[str, Any]]:
+        """Every linear instrument's `instruments-info` item (served and listed-only), in symbol order."""
+        rows: list[dict[str, Any]] = []
+        for symbol, series in self._market.series.items():
+            launch = series.bars[0].start_ms if series.bars else self._market.slot_ms
+            rows.append(series.instrument.info(launch_ms=launch, status=self.status.get(symbol, "Trading")))
+        for listing in self.listings.values():
+            item = listing.instrument.info(
+                launch_ms=self._market.slot_ms, status=listing.status, contract_type=listing.contract_type
+            )
+            rows.append(item)
+        rows.sort(key=lambda r: str(r["symbol"]))
+        return rows
 
     def _time(self, q: Mapping[str, str]) -> Answer:
         now = self._ex.now_ms()
@@ -158,10 +252,15 @@ class MarketRoutes:
         if category is None:
             return 10001, "params error: category is invalid", {}
         symbol = q.get("symbol")
-        if symbol is not None and (category != "linear" or symbol not in self._market.series):
+        known = symbol in self._market.series or symbol in self.listings
+        if symbol is not None and (category != "linear" or not known):
             return 10001, "Not supported symbols", {}
         symbols = [] if category != "linear" else [symbol] if symbol else list(self._market.series)
-        return 0, "OK", {"category": category, "list": [self._ex.ticker(s) for s in symbols]}
+        items = [self._ex.ticker(s) for s in symbols if s in self._market.series]
+        if category == "linear":
+            listed = [x for x in self.listings.values() if symbol in (None, x.instrument.symbol)]
+            items += [_listing_ticker(x) for x in listed]
+        return 0, "OK", {"category": category, "list": items}
 
     def _orderbook(self, q: Mapping[str, str]) -> Answer:
         if self._category(q) is None:
@@ -190,6 +289,45 @@ class MarketRoutes:
                 "cts": now,
             },
         )
+
+
+def _cursor(offset: int) -> str:
+    """The opaque `nextPageCursor` of the page starting at row `offset`."""
+    return base64.urlsafe_b64encode(f"offset={offset}".encode()).decode()
+
+
+def _cursor_offset(cursor: str) -> int | None:
+    """The row a cursor points at (0 for ""), None for a cursor this exchange never gave out."""
+    if not cursor:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    key, _, value = text.partition("=")
+    return int(value) if key == "offset" and value.isdigit() else None
+
+
+def _listing_ticker(x: Listing) -> dict[str, str]:
+    """The REST `tickers` item of a listed-only instrument: a flat price of 1 and its 24h turnover."""
+    inst = x.instrument
+    price = inst.px_fixed(inst.tick * 10_000)
+    return {
+        "symbol": inst.symbol,
+        "lastPrice": price,
+        "markPrice": price,
+        "indexPrice": price,
+        "prevPrice24h": price,
+        "price24hPcnt": "0",
+        "highPrice24h": price,
+        "lowPrice24h": price,
+        "turnover24h": f"{x.turnover_usd:f}",
+        "volume24h": f"{x.turnover_usd:f}",
+        "openInterest": "0",
+        "fundingRate": "0.0001",
+        "bid1Price": price,
+        "ask1Price": price,
+    }
 
 
 def klines_answer(market: Market, intervals: tuple[str, ...], q: Mapping[str, str]) -> Answer:

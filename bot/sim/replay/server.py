@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -32,10 +33,10 @@ from bot.sim.replay.frames import (
     trade_frame,
     trade_topic,
 )
-from bot.sim.replay.instruments import Instrument
+from bot.sim.replay.instruments import Instrument, listed_only
 from bot.sim.replay.market import Market, SymbolSeries
 from bot.sim.replay.pacing import Pacer
-from bot.sim.replay.rest import MarketRoutes, RestHit, control_route
+from bot.sim.replay.rest import MarketRoutes, RateLimits, RestHit, control_route
 from bot.sim.replay.ws import ReplayConnection, WsSessions
 
 Clock = Literal["exchange", "wall"]
@@ -69,6 +70,10 @@ class ReplayExchange:
         book_refresh_s: real seconds between quote refreshes (re-drawn sizes) between clock steps; 0 = none.
         instruments: (tick size, qty step) strings per symbol, e.g. {"BTCUSDT": ("0.1", "0.001")};
             a symbol not named is inferred from its data.
+        listed: listed-only instruments added to `instruments-info` and REST `tickers` (no bars, no
+            topics; `instruments.listed_only`), so the instrument list can be as long as Bybit's.
+        rate_limits: REST limits (`rest.RateLimits`: 10006 with the X-Bapi-Limit headers, HTTP 403 past
+            the IP limit); None = unlimited.
     """
 
     def __init__(
@@ -90,6 +95,8 @@ class ReplayExchange:
         latency_ms: float = 5.0,
         book_refresh_s: float = 0.1,
         instruments: Mapping[str, tuple[str, str]] | None = None,
+        listed: int = 0,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         if bar_seconds < 0:
             raise ValueError(f"bar_seconds must be >= 0, got {bar_seconds}")
@@ -130,7 +137,8 @@ class ReplayExchange:
         self.intervals = klines.served_intervals(interval)
         self._faults = FaultPlan()
         self._ws = WsSessions(self._faults, latency_ms=latency_ms, snapshot=self._snapshot)
-        self._rest = MarketRoutes(self, self._market, self._faults)
+        listings = listed_only(listed, taken=self.symbols)
+        self._rest = MarketRoutes(self, self._market, self._faults, listings=listings, limits=rate_limits)
         self._pacer = Pacer()
         self._closed_event = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -286,9 +294,10 @@ class ReplayExchange:
 
     # ---- fault switches ---------------------------------------------------------------------------------
 
-    async def drop_connections(self, *, abort: bool = True) -> int:
-        """Drop every open websocket now (abort = TCP reset without a close frame); return how many."""
-        conns = self.open_connections
+    async def drop_connections(self, *, abort: bool = True, topic: str | None = None) -> int:
+        """Drop every open websocket now (abort = TCP reset without a close frame), or only those subscribed
+        to `topic`; return how many."""
+        conns = [c for c in self.open_connections if topic is None or topic in c.topics]
         for conn in conns:
             await self._ws.drop(conn, abort=abort)
         return len(conns)
@@ -317,6 +326,13 @@ class ReplayExchange:
         """Answer the next `n` REST requests with a fault; `value`: reset wait s (10006), delay s (slow)."""
         self._faults.rest_fault(kind, n, value)
 
+    def fail_symbol(self, symbol: str, failing: bool = True) -> None:
+        """Answer every kline request of `symbol` with HTTP 502 (a symbol whose backfill cannot succeed)."""
+        if failing:
+            self._faults.failing_symbols.add(symbol)
+        else:
+            self._faults.failing_symbols.discard(symbol)
+
     def clear_rest_faults(self) -> None:
         """Forget the REST faults not yet served."""
         self._faults.clear_rest_faults()
@@ -324,6 +340,22 @@ class ReplayExchange:
     def ban(self, banned: bool = True) -> None:
         """Answer every REST request with HTTP 403 until `ban(False)`."""
         self._faults.banned = banned
+
+    def set_status(self, symbol: str, status: str) -> None:
+        """`instruments-info` shows `symbol` (served or listed-only) with `status` ("Trading", "Closed",
+        "Settling", "PreLaunch", ...); pushes and REST bars go on (a delisting is announced first)."""
+        listing = self._rest.listings.get(symbol)
+        if listing is not None:
+            self._rest.listings[symbol] = dataclasses.replace(listing, status=status)
+        elif symbol in self._market.series:
+            self._rest.status[symbol] = status
+        else:
+            raise ValueError(f"set_status: {symbol!r} is neither served nor listed")
+
+    @property
+    def rate_limit_hits(self) -> tuple[int, int]:
+        """(answers of 10006 by the API limit, answers of HTTP 403 by the IP limit) so far."""
+        return self._rest.api_limit_hits, self._rest.ip_limit_hits
 
     def delist_ws(self, symbol: str) -> None:
         """The websocket forgets `symbol`'s topics (subscribe: `handler not found`); REST still serves it."""

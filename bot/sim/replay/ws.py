@@ -1,8 +1,12 @@
 """The replay exchange's websocket sessions: subscribe/unsubscribe, ping/pong, broadcast and drops.
 
 Subscribing answers like Bybit's public linear stream: one success frame when every topic of the request is
-accepted, else one failure frame per rejected topic and nothing of that request subscribed. A topic with a
-snapshot (orderbook, tickers) gets it on the subscribing connection right after the ack.
+accepted, else one failure frame per rejected topic and nothing of that request subscribed. The `args` of
+one connection may not exceed `ARGS_LIMIT_CHARS` characters (Bybit's 21,000, counted as the JSON array of
+every topic the connection would then hold): a request past it is refused with one failure frame whose
+`ret_msg` names the limit (`args length >21000`, worded like Bybit's per-request `args size >10`, the one
+such refusal seen in the wild: pybit, rust-bybit#24, nautilus_trader#1793) and nothing of it subscribed.
+A topic with a snapshot (orderbook, tickers) gets it on the subscribing connection right after the ack.
 
 With `latency_ms > 0` every frame the exchange sends (acks, pongs, pushes) leaves `latency_ms` after it was
 produced, in order, through a per-connection queue: a real network never answers within microseconds, and
@@ -22,6 +26,14 @@ from aiohttp import WSMsgType, web
 
 from bot.sim.replay.faults import FaultPlan
 from bot.sim.replay.frames import op_reply
+
+ARGS_LIMIT_CHARS = 21_000
+
+
+def args_chars(topics: list[str] | set[str]) -> int:
+    """Characters of `topics` as one JSON array (`["a","b"]`), as the args limit counts them."""
+    return len(json.dumps(sorted(topics), separators=(",", ":")))
+
 
 # A topic's snapshot for a new subscriber (None = the topic has none).
 SnapshotFn = Callable[[str], bytes | None]
@@ -237,6 +249,8 @@ class WsSessions:
         errors: list[str] = []
         if not topics:
             errors.append(f"error:args invalid,op:{op}")
+        elif op == "subscribe" and args_chars(conn.topics | set(topics)) > ARGS_LIMIT_CHARS:
+            return [f"args length >{ARGS_LIMIT_CHARS}"]
         for topic in topics:
             if topic not in self._topics:
                 errors.append(f"error:handler not found,topic:{topic}")
