@@ -41,6 +41,7 @@ TABLES: dict[str, str] = {
     "routing_study.py": "# Routing study",
     "shadow_cost.py": "after_decision_us_p50",
     "soak.py": "rss end",
+    "startup_scale.py": "| symbols x bars | ready s | connections |",
     "teacher_shapes.py": "QLIKE bc",
     "throughput.py": "ws decode+dispatch bot_wire_msgspec",
     "vol_study.py": "# Volatility head: walk-forward study (smoke)",
