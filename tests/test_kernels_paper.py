@@ -304,3 +304,16 @@ def test_random_sequences_equal_the_oracle(
             assert isinstance(result, PaperResult)
             same(result, want)
     assert got.state("X").to_json() == ref.state("X").to_json()
+
+
+def test_the_loops_refuse_arrays_shorter_than_the_bars() -> None:
+    """run and run_symbols check every array once (they index without bounds checks) and raise ValueError."""
+    n, i64 = 3, np.zeros(3, np.int64)
+    p = kernel_params(CONFIGS["fixed"])
+    cols = (np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(0), np.zeros(0), i64, i64)
+    with pytest.raises(ValueError, match="shorter than"):
+        kp.run(kp.new_state(), p, i64, *cols, np.zeros(1), np.zeros(1), np.zeros((n - 1, K["N_OUT"])))
+    with pytest.raises(ValueError, match="shorter than"):
+        kp.run_symbols(
+            kp.new_state(n - 1), p, i64, *cols, np.zeros((n, 1)), np.zeros((n, 1)), np.zeros((n, 28))
+        )

@@ -184,6 +184,12 @@ SLOTS: Final[dict[str, int]] = {
 }
 
 
+_SHAPES: Final = (
+    "paper kernel: an array is shorter than the layout (new_state, make_params and the N_* sizes) or than "
+    "the bars given"
+)
+
+
 def make_params(
     *,
     notional_usd: float,
@@ -227,8 +233,9 @@ def new_state(n: int | None = None) -> F64:
 @cython.inline
 @cython.exceptval(check=False)
 def _credit(pnl: cython.double[:], code: cython.longlong, value: cython.double) -> cython.void:
-    """Add `value` to `pnl[code]` unless the code is none or the value zero (NaN: never credited yet)."""
-    if code < 0 or value == 0.0:
+    """Add `value` to `pnl[code]` unless the code is none (or has no slot) or the value zero (NaN: never
+    credited yet)."""
+    if code < 0 or code >= pnl.shape[0] or value == 0.0:
         return
     if pnl[code] != pnl[code]:
         pnl[code] = value
@@ -475,6 +482,7 @@ def step(
 
 
 @cython.ccall
+@cython.exceptval(-1)
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def run(
@@ -502,6 +510,20 @@ def run(
     books: cython.bint = bid_px.shape[0] > 0
     t: cython.Py_ssize_t
     status: cython.int
+    # the loop indexes without bounds checks: every array is checked once, here
+    if (
+        state.shape[0] < N_STATE
+        or params.shape[0] < N_PARAMS
+        or close.shape[0] < n
+        or prediction.shape[0] < n
+        or vol_forecast.shape[0] < n
+        or (books and (bid_px.shape[0] < n or ask_px.shape[0] < n))
+        or tier.shape[0] < n
+        or regime.shape[0] < n
+        or out.shape[0] < n
+        or out.shape[1] < N_OUT
+    ):
+        raise ValueError(_SHAPES)
     for t in range(n):
         status = step(
             state,
@@ -524,6 +546,7 @@ def run(
 
 
 @cython.ccall
+@cython.exceptval(-1)
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def run_symbols(
@@ -551,6 +574,22 @@ def run_symbols(
     bad: cython.Py_ssize_t = n
     i: cython.Py_ssize_t
     status: cython.int
+    if (
+        state.shape[0] < n
+        or state.shape[1] < N_STATE
+        or params.shape[0] < N_PARAMS
+        or close.shape[0] < n
+        or prediction.shape[0] < n
+        or vol_forecast.shape[0] < n
+        or (books and (bid_px.shape[0] < n or ask_px.shape[0] < n))
+        or tier.shape[0] < n
+        or regime.shape[0] < n
+        or pnl_tier.shape[0] < n
+        or pnl_regime.shape[0] < n
+        or out.shape[0] < n
+        or out.shape[1] < N_OUT
+    ):
+        raise ValueError(_SHAPES)
     for i in range(n):
         status = step(
             state[i],

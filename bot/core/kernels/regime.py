@@ -38,7 +38,9 @@ Outputs of one bar: `iout` (int64, `O_*`: warm, book fresh, regime, tier, change
 `fout` (float64, `G_*`: vol, vol_rel, efficiency, trend, volume_z, spread_bps, imbalance; valid when warm).
 
 Every float operation is in the order of the former classes (running sums add the new value before they drop
-the oldest), so results are bit-for-bit those of the oracle in tests/oracle_regime.py.
+the oldest), so results are bit-for-bit those of the oracle in tests/oracle_regime.py. One deliberate
+difference: where the running sum of r^2 ends a rounding error below zero (a window of flat closes after a
+move), vol_rel is 0.0 like vol; the former class raised ValueError("math domain error") there.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ NORMAL = cython.declare(cython.Py_ssize_t, 1)
 VOLATILE = cython.declare(cython.Py_ssize_t, 2)
 CRISIS = cython.declare(cython.Py_ssize_t, 3)
 FALLBACK = cython.declare(cython.Py_ssize_t, 1)  # normal
+N_REGIMES = cython.declare(cython.Py_ssize_t, 4)
 OK = cython.declare(cython.Py_ssize_t, 0)
 OUT_OF_ORDER = cython.declare(cython.Py_ssize_t, 1)
 
@@ -219,10 +222,17 @@ SLOTS: Final[dict[str, int]] = {
     "NORMAL": NORMAL,
     "VOLATILE": VOLATILE,
     "CRISIS": CRISIS,
+    "N_REGIMES": N_REGIMES,
     "OK": OK,
     "OUT_OF_ORDER": OUT_OF_ORDER,
     "FALLBACK": FALLBACK,
 }
+
+
+_SHAPES: Final = (
+    "regime kernel: an array is shorter than the layout (new_state, make_iparams and the N_* sizes) or than "
+    "the bars given"
+)
 
 
 def layout(vol_window: int, trend_window: int, volume_window: int) -> tuple[int, int, int, int, int, int]:
@@ -420,7 +430,12 @@ def signals(
     var = fstate[F_LVOL_SS] / lw - mean * mean
     iout[O_WARM] = 1
     fout[G_VOL] = sqrt(ms) if ms > 0.0 else 0.0
-    fout[G_VOL_REL] = sqrt(ms / long_ms) if long_ms > 0.0 else 1.0
+    # a window of flat closes can leave the running sum a rounding error below zero: its vol is 0, not the
+    # "math domain error" the former class raised there
+    if long_ms > 0.0:
+        fout[G_VOL_REL] = sqrt(ms / long_ms) if ms > 0.0 else 0.0
+    else:
+        fout[G_VOL_REL] = 1.0
     fout[G_EFFICIENCY] = fstate[F_EFF_S] / tw
     fout[G_TREND] = trend
     fout[G_VOLUME_Z] = (lvol - mean) / sqrt(var) if var > 1e-24 else 0.0
@@ -596,6 +611,7 @@ def step(
 
 
 @cython.ccall
+@cython.exceptval(-1)
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def run(
@@ -623,6 +639,21 @@ def run(
     """
     n: cython.Py_ssize_t = start_ms.shape[0]
     has_books: cython.bint = book_ts_ms.shape[0] > 0
+    # the loops index without bounds checks: every array is checked once, here
+    if (
+        istate.shape[0] < N_ISTATE
+        or fstate.shape[0] < iparams[Q_N_FSTATE]
+        or fparams.shape[0] < N_FPARAMS
+        or routes.shape[0] < N_REGIMES
+        or close.shape[0] < n
+        or volume.shape[0] < n
+        or (has_books and (book_ts_ms.shape[0] < n or book.shape[0] < n or book.shape[1] < 4))
+        or iout.shape[0] < n
+        or iout.shape[1] < N_IOUT
+        or fout.shape[0] < n
+        or fout.shape[1] < N_FOUT
+    ):
+        raise ValueError(_SHAPES)
     t: cython.Py_ssize_t
     for t in range(n):
         if has_books and book_ts_ms[t] >= 0:
@@ -633,6 +664,7 @@ def run(
 
 
 @cython.ccall
+@cython.exceptval(-1)
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def run_symbols(
@@ -656,6 +688,22 @@ def run_symbols(
     bad: cython.Py_ssize_t = n
     i: cython.Py_ssize_t
     status: cython.int
+    if (
+        istate.shape[0] < n
+        or istate.shape[1] < N_ISTATE
+        or fstate.shape[0] < n
+        or fstate.shape[1] < iparams[Q_N_FSTATE]
+        or fparams.shape[0] < n
+        or fparams.shape[1] < N_FPARAMS
+        or routes.shape[0] < N_REGIMES
+        or close.shape[0] < n
+        or volume.shape[0] < n
+        or iout.shape[0] < n
+        or iout.shape[1] < N_IOUT
+        or fout.shape[0] < n
+        or fout.shape[1] < N_FOUT
+    ):
+        raise ValueError(_SHAPES)
     for i in range(n):
         status = step(
             istate[i],
