@@ -481,6 +481,38 @@ def step(
     return OK
 
 
+@cython.cfunc
+@cython.exceptval(-1)
+def _check_bars(
+    n: cython.Py_ssize_t,
+    params: cython.double[:],
+    close: cython.double[:],
+    prediction: cython.double[:],
+    vol_forecast: cython.double[:],
+    bid_px: cython.double[:],
+    ask_px: cython.double[:],
+    tier: cython.longlong[:],
+    regime: cython.longlong[:],
+    out: cython.double[:, :],
+) -> cython.int:
+    """Raise ValueError unless every per-bar array of a loop has `n` entries (the loops index without
+    bounds checks: every array is checked once, before them)."""
+    books: cython.bint = bid_px.shape[0] > 0
+    if (
+        params.shape[0] < N_PARAMS
+        or close.shape[0] < n
+        or prediction.shape[0] < n
+        or vol_forecast.shape[0] < n
+        or (books and (bid_px.shape[0] < n or ask_px.shape[0] < n))
+        or tier.shape[0] < n
+        or regime.shape[0] < n
+        or out.shape[0] < n
+        or out.shape[1] < N_OUT
+    ):
+        raise ValueError(_SHAPES)
+    return 0
+
+
 @cython.ccall
 @cython.exceptval(-1)
 @cython.boundscheck(False)
@@ -510,19 +542,8 @@ def run(
     books: cython.bint = bid_px.shape[0] > 0
     t: cython.Py_ssize_t
     status: cython.int
-    # the loop indexes without bounds checks: every array is checked once, here
-    if (
-        state.shape[0] < N_STATE
-        or params.shape[0] < N_PARAMS
-        or close.shape[0] < n
-        or prediction.shape[0] < n
-        or vol_forecast.shape[0] < n
-        or (books and (bid_px.shape[0] < n or ask_px.shape[0] < n))
-        or tier.shape[0] < n
-        or regime.shape[0] < n
-        or out.shape[0] < n
-        or out.shape[1] < N_OUT
-    ):
+    _check_bars(n, params, close, prediction, vol_forecast, bid_px, ask_px, tier, regime, out)
+    if state.shape[0] < N_STATE:
         raise ValueError(_SHAPES)
     for t in range(n):
         status = step(
@@ -574,21 +595,8 @@ def run_symbols(
     bad: cython.Py_ssize_t = n
     i: cython.Py_ssize_t
     status: cython.int
-    if (
-        state.shape[0] < n
-        or state.shape[1] < N_STATE
-        or params.shape[0] < N_PARAMS
-        or close.shape[0] < n
-        or prediction.shape[0] < n
-        or vol_forecast.shape[0] < n
-        or (books and (bid_px.shape[0] < n or ask_px.shape[0] < n))
-        or tier.shape[0] < n
-        or regime.shape[0] < n
-        or pnl_tier.shape[0] < n
-        or pnl_regime.shape[0] < n
-        or out.shape[0] < n
-        or out.shape[1] < N_OUT
-    ):
+    _check_bars(n, params, close, prediction, vol_forecast, bid_px, ask_px, tier, regime, out)
+    if state.shape[0] < n or state.shape[1] < N_STATE or pnl_tier.shape[0] < n or pnl_regime.shape[0] < n:
         raise ValueError(_SHAPES)
     for i in range(n):
         status = step(
