@@ -73,6 +73,10 @@ class TierEntry(msgspec.Struct, kw_only=True):
     # the same scale fitted on each training symbol's own validation rows (a pooled family): the service
     # serves that symbol `vol * sqrt(own / vol_var_scale)`; other symbols get the pooled scale alone
     vol_var_scale_by_symbol: dict[str, float] = msgspec.field(default_factory=dict)
+    # the served vol's variance bias on each regime's validation rows (realised / served variance): the
+    # service serves a bar of that regime `vol * sqrt(scale)` (vol forecasts shrink to the mean: calm
+    # regimes are over-forecast, crises under-forecast)
+    vol_var_scale_by_regime: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class Target(msgspec.Struct, kw_only=True):
@@ -162,11 +166,13 @@ class ReturnSkill(msgspec.Struct, kw_only=True):
 
 
 class RegimeScore(msgspec.Struct, kw_only=True):
-    """One tier on one regime's validation rows: vol QLIKE of the served forecast (None without a vol head),
-    return IC (Spearman; None on fewer than 2 rows) and the tier's multiply-adds per forward pass."""
+    """One tier on one regime's validation rows: vol QLIKE of the served forecast (None without a vol head)
+    and the standard error of its difference to the teacher's (paired rows, Newey-West), return IC
+    (Spearman; None on fewer than 2 rows) and the tier's multiply-adds per forward pass."""
 
     n_rows: NonNegInt
     vol_qlike: float | None = None
+    vol_qlike_diff_se: float | None = None
     ic: float | None = None
     multiply_adds: NonNegInt = 0
 
@@ -180,6 +186,8 @@ class RouteChoice(msgspec.Struct, kw_only=True):
     qlike_tolerance: float
     ic_tolerance: float
     rows: str = "validation"
+    # the return IC was a criterion (False: the teacher's validation IC is within 2 SE of zero, no skill)
+    ic_used: bool = True
     table: dict[str, dict[str, RegimeScore]] = msgspec.field(default_factory=dict)
 
 

@@ -109,7 +109,7 @@ class LiveMonitors:
                 pred = family.predict(tier, x)
                 vol = family.predict_vol(tier, x) if family.has_vol_head else None
                 if vol is not None:
-                    vol *= family.vol_factor(tier, bar.symbol)
+                    vol *= family.vol_factor(tier, bar.symbol, decision.regime)
                 forecasts[tier] = (pred, vol)
         self.shadow.on_bar(bar.symbol, bar.close, decision.tier, forecasts)
         self._scored_bars[bar.symbol] += 1

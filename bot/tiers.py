@@ -300,6 +300,11 @@ class TierFamily:
             if t.vol_var_scale
             for symbol, own in t.vol_var_scale_by_symbol.items()
         }
+        self._regime_factors = {
+            (t.name, regime): math.sqrt(scale)
+            for t in manifest.tiers
+            for regime, scale in t.vol_var_scale_by_regime.items()
+        }
 
     @classmethod
     def load(
@@ -455,10 +460,11 @@ class TierFamily:
             )
         self.check_routes(cfg.regime.routes)
 
-    def vol_factor(self, tier: str, symbol: str) -> float:
-        """Multiplier of `tier`'s served vol for `symbol`: sqrt(the symbol's own validation variance scale /
-        the pooled one in the graph) for a training symbol of a pooled family, else 1.0."""
-        return self._vol_factors.get((tier, symbol), 1.0)
+    def vol_factor(self, tier: str, symbol: str, regime: str) -> float:
+        """Multiplier of the graph's vol of `tier` for a bar of `symbol` in `regime`: sqrt(the symbol's own
+        validation variance scale / the pooled one in the graph) for a training symbol of a pooled family,
+        times sqrt(the tier's variance bias on the regime's validation rows); 1.0 for what was not fitted."""
+        return self._vol_factors.get((tier, symbol), 1.0) * self._regime_factors.get((tier, regime), 1.0)
 
     @property
     def auto_routes(self) -> dict[str, str] | None:

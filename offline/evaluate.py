@@ -188,17 +188,26 @@ def return_skill(products: F64, start_ms: I64, *, horizon_bars: int) -> tuple[fl
     Returns:
         (ic, se, n_rows); (0.0, 0.0, 0) without rows.
     """
-    n = int(products.size)
+    return mean_with_se(products, start_ms, lags=2 * (horizon_bars - 1))
+
+
+def mean_with_se(values: F64, start_ms: I64, *, lags: int) -> tuple[float, float, int]:
+    """The mean of per-row `values` and its Newey-West (Bartlett, `lags` lags) standard error, rows of the
+    same bar time (`start_ms`; pooled symbols) summed into one observation first.
+
+    Returns:
+        (mean, se, n_rows); (0.0, 0.0, 0) without rows.
+    """
+    n = int(values.size)
     if n == 0:
         return 0.0, 0.0, 0
     order = np.argsort(start_ms, kind="stable")
     _, first = np.unique(start_ms[order], return_index=True)
-    per_bar = np.add.reduceat(products[order], first)
+    per_bar = np.add.reduceat(values[order], first)
     u = per_bar - per_bar.mean()
     t = u.size
-    lags = 2 * (horizon_bars - 1)
     var = float(u @ u) / t
     for lag in range(1, min(lags, t - 1) + 1):
         var += 2.0 * (1.0 - lag / (lags + 1)) * float(u[lag:] @ u[:-lag]) / t
     se = math.sqrt(max(var, 0.0) * t) / n
-    return float(products.mean()), se, n
+    return float(values.mean()), se, n

@@ -318,6 +318,9 @@ def export_family(
             )
         )
     calibration = regime_calibration(ds, cfg)
+    routing = choose_routes(result, ds, calibration, cfg.regime, cfg.distill)
+    for entry in tiers_out:
+        entry.vol_var_scale_by_regime = routing.var_scale_by_regime.get(entry.name, {})
     manifest = Manifest(
         schema_version=MANIFEST_SCHEMA_VERSION,
         created_ms=created_ms if created_ms is not None else time.time_ns() // 1_000_000,
@@ -326,7 +329,7 @@ def export_family(
         heads=heads,
         tiers=tiers_out,
         regime_calibration=calibration,
-        routes=choose_routes(result, ds, calibration, cfg.regime, cfg.distill),
+        routes=routing.choice,
         provenance=dict(ds.provenance),
         versions=library_versions(),
         drift=drift_reference(

@@ -382,12 +382,12 @@ def _fold_routes(
     and how they score on its test block against always-teacher."""
     calibration = calibrate(fds.train_bars_by_symbol(), regime)
     regimes = np.array(row_regimes(fds, calibration, regime))
-    choice = choose_routes(res, fds, calibration, regime, cfg, regimes=regimes)
+    routing = choose_routes(res, fds, calibration, regime, cfg, regimes=regimes)
     return {
         "fold": fold.index,
-        "routes": choice.routes,
-        "table": msgspec.to_builtins(choice.table),
-        "test": routed_on_rows(res, fds, choice.routes, regimes, fold.test),
+        "routes": routing.choice.routes,
+        "table": msgspec.to_builtins(routing.choice.table),
+        "test": routed_on_rows(res, fds, routing, regimes, fold.test),
     }
 
 

@@ -64,8 +64,8 @@ class Predictor(Protocol):
         """The tier's forecast per-bar volatility (fraction), or None when the family has no vol head."""
         ...
 
-    def vol_factor(self, tier: str, symbol: str) -> float:
-        """Multiplier of the tier's vol for `symbol` (its own variance calibration; 1.0 when none)."""
+    def vol_factor(self, tier: str, symbol: str, regime: str) -> float:
+        """Multiplier of the tier's vol for a bar of `symbol` in `regime` (its variance calibration)."""
         ...
 
 
@@ -184,7 +184,7 @@ class Engine:
             self.family.warm(reg.tier)
             return
         pred = self.family.predict(reg.tier, x)
-        vol = self._predict_vol(reg.tier, x, bar.symbol)
+        vol = self._predict_vol(reg.tier, x, bar.symbol, reg.regime)
         scratch = PaperTrader(self.trader.cfg, positions={bar.symbol: self.trader.state(bar.symbol)})
         scratch.on_bar(
             bar.symbol,
@@ -198,12 +198,12 @@ class Engine:
         )
         self.family.warm(reg.tier)
 
-    def _predict_vol(self, tier: str, x: npt.NDArray[np.float64], symbol: str) -> float | None:
-        """The served vol forecast of `tier` for `symbol` (None without a vol head)."""
+    def _predict_vol(self, tier: str, x: npt.NDArray[np.float64], symbol: str, regime: str) -> float | None:
+        """The served vol forecast of `tier` for a bar of `symbol` in `regime` (None without a vol head)."""
         if not self._vol:
             return None
         vol = self.family.predict_vol(tier, x)
-        return None if vol is None else vol * self.family.vol_factor(tier, symbol)
+        return None if vol is None else vol * self.family.vol_factor(tier, symbol, regime)
 
     def replay(self, bars: Iterable[Bar]) -> int:
         """Absorb history without deciding (restart: rebuild feature and regime state). Returns bars seen."""
@@ -236,7 +236,7 @@ class Engine:
             return None
         tier = reg.tier
         pred = self.family.predict(tier, x)
-        vol = self._predict_vol(tier, x, bar.symbol)
+        vol = self._predict_vol(tier, x, bar.symbol, reg.regime)
         t3 = clock()
         result = self.trader.on_bar(
             bar.symbol,

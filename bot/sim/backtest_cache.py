@@ -245,8 +245,8 @@ class CachedFamily:
     def auto_routes(self) -> dict[str, str] | None:
         return self.family.auto_routes
 
-    def vol_factor(self, tier: str, symbol: str) -> float:
-        return self.family.vol_factor(tier, symbol)
+    def vol_factor(self, tier: str, symbol: str, regime: str) -> float:
+        return self.family.vol_factor(tier, symbol, regime)
 
     def check_routes(self, routes: Mapping[str, str] | str) -> None:
         self.family.check_routes(routes)
