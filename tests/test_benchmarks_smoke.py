@@ -29,7 +29,7 @@ TABLES: dict[str, str] = {
     "decision_line.py": "p50 vs structlog",
     "distill_study.py": "| size | compr | variant |",
     "drift.py": "calibrated: after",
-    "fault_schedules.py": "closed bars: missing 0",
+    "fault_schedules.py": "20 symbol(s) on [3] connection(s)",
     "feed_throughput.py": '"bench": "reconnect"',
     "kernels.py": "| T-loop (offline feature building) | bars/s | vs oracle |",
     "kernels_policy.py": "| T-loop, policy-only pass over cached predictions | bars/s | vs oracle |",

@@ -21,6 +21,22 @@ def test_confirm_plan_skips_then_duplicates_and_schedules_late_copies() -> None:
     assert plan.take_late(10 * IV) == []
 
 
+def test_confirm_faults_for_one_symbol_leave_the_other_symbols_alone() -> None:
+    """A skip, duplicate or late copy aimed at one symbol waits for that symbol's confirm; others pass."""
+    plan = FaultPlan()
+    plan.skip_confirms(1, "ETHUSDT")
+    plan.duplicate_confirms(1, "ETHUSDT")
+    plan.late_confirms(1, 1, "SOLUSDT")
+    assert plan.confirm_copies("BTCUSDT", 0, IV, b"a") == 1
+    assert plan.confirm_copies("SOLUSDT", 0, IV, b"s") == 1
+    assert plan.confirm_copies("ETHUSDT", 0, IV, b"e0") == 0
+    assert plan.confirm_copies("BTCUSDT", IV, IV, b"b") == 1
+    assert plan.confirm_copies("ETHUSDT", IV, IV, b"e1") == 2
+    assert plan.confirm_copies("ETHUSDT", 2 * IV, IV, b"e2") == 1
+    assert plan.take_late(IV) == [("SOLUSDT", b"s")]
+    assert plan.take_late(10 * IV) == []
+
+
 def test_drop_stages_and_rest_faults_are_taken_in_order() -> None:
     """Drop stages and REST faults come out first in, first out, then None; clearing forgets REST faults."""
     plan = FaultPlan()

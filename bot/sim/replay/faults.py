@@ -28,11 +28,12 @@ class FaultPlan:
     def __init__(self) -> None:
         self._drop_stages: deque[DropStage] = deque()
         self._rest_faults: deque[RestFault] = deque()
-        self._dup_confirms = 0
-        self._late_confirms = 0
+        # Confirm faults pending per symbol (None: whichever symbol's confirm comes next).
+        self._dup_confirms: dict[str | None, int] = {}
+        self._late_confirms: dict[str | None, int] = {}
         self._late_lag_bars = 2
         self._late_due: list[tuple[int, str, bytes]] = []
-        self._skip_confirms = 0
+        self._skip_confirms: dict[str | None, int] = {}
         self.banned = False
         self.failing_symbols: set[str] = set()  # kline requests answered with HTTP 502
 
@@ -42,18 +43,18 @@ class FaultPlan:
         """Drop the next `n` websockets at `stage`."""
         self._drop_stages.extend([stage] * n)
 
-    def duplicate_confirms(self, n: int) -> None:
-        """Send each of the next `n` confirms twice."""
-        self._dup_confirms += n
+    def duplicate_confirms(self, n: int, symbol: str | None = None) -> None:
+        """Send each of the next `n` confirms (of `symbol`; None = of any symbol) twice."""
+        self._dup_confirms[symbol] = self._dup_confirms.get(symbol, 0) + n
 
-    def late_confirms(self, n: int, lag_bars: int) -> None:
-        """Re-send each of the next `n` confirms again `lag_bars` bars later."""
-        self._late_confirms += n
+    def late_confirms(self, n: int, lag_bars: int, symbol: str | None = None) -> None:
+        """Re-send each of the next `n` confirms (of `symbol`; None = of any) again `lag_bars` bars later."""
+        self._late_confirms[symbol] = self._late_confirms.get(symbol, 0) + n
         self._late_lag_bars = lag_bars
 
-    def skip_confirms(self, n: int) -> None:
-        """Do not push the next `n` confirms."""
-        self._skip_confirms += n
+    def skip_confirms(self, n: int, symbol: str | None = None) -> None:
+        """Do not push the next `n` confirms (of `symbol`; None = of any symbol)."""
+        self._skip_confirms[symbol] = self._skip_confirms.get(symbol, 0) + n
 
     def rest_fault(self, kind: RestFaultKind, n: int, value: float) -> None:
         """Answer the next `n` REST requests with `kind`."""
@@ -75,15 +76,10 @@ class FaultPlan:
 
     def confirm_copies(self, symbol: str, start_ms: int, interval_ms: int, frame: bytes) -> int:
         """How many times to push this confirm now (0 skipped, 1, or 2 duplicated); schedules a late copy."""
-        if self._skip_confirms > 0:
-            self._skip_confirms -= 1
+        if _take(self._skip_confirms, symbol):
             return 0
-        copies = 1
-        if self._dup_confirms > 0:
-            self._dup_confirms -= 1
-            copies = 2
-        if self._late_confirms > 0:
-            self._late_confirms -= 1
+        copies = 2 if _take(self._dup_confirms, symbol) else 1
+        if _take(self._late_confirms, symbol):
             self._late_due.append((start_ms + self._late_lag_bars * interval_ms, symbol, frame))
         return copies
 
@@ -92,3 +88,12 @@ class FaultPlan:
         due = [(symbol, frame) for at, symbol, frame in self._late_due if at <= slot_ms]
         self._late_due = [d for d in self._late_due if d[0] > slot_ms]
         return due
+
+
+def _take(pending: dict[str | None, int], symbol: str) -> bool:
+    """Consume one pending fault of `symbol`, else one meant for any symbol; False when none is pending."""
+    for key in (symbol, None):
+        if pending.get(key, 0) > 0:
+            pending[key] -= 1
+            return True
+    return False

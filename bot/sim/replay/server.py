@@ -310,17 +310,18 @@ class ReplayExchange:
         """Open websockets stay open but get no more pushes; pings are answered or not."""
         self._ws.silence(answer_pings=answer_pings)
 
-    def duplicate_confirms(self, n: int = 1) -> None:
-        """Send each of the next `n` confirms twice."""
-        self._faults.duplicate_confirms(n)
+    def duplicate_confirms(self, n: int = 1, *, symbol: str | None = None) -> None:
+        """Send each of the next `n` confirms twice (only `symbol`'s when given; None = any symbol's)."""
+        self._faults.duplicate_confirms(n, symbol)
 
-    def late_confirms(self, n: int = 1, *, lag_bars: int = 2) -> None:
-        """Re-send each of the next `n` confirms again `lag_bars` bars later."""
-        self._faults.late_confirms(n, lag_bars)
+    def late_confirms(self, n: int = 1, *, lag_bars: int = 2, symbol: str | None = None) -> None:
+        """Re-send each of the next `n` confirms (only `symbol`'s when given) again `lag_bars` bars later."""
+        self._faults.late_confirms(n, lag_bars, symbol)
 
-    def skip_confirms(self, n: int = 1) -> None:
-        """Do not push the confirm of the next `n` bars (they still close and are served over REST)."""
-        self._faults.skip_confirms(n)
+    def skip_confirms(self, n: int = 1, *, symbol: str | None = None) -> None:
+        """Do not push the confirm of the next `n` bars (only `symbol`'s when given; they still close and
+        are served over REST)."""
+        self._faults.skip_confirms(n, symbol)
 
     def rest_fault(self, kind: RestFaultKind, *, n: int = 1, value: float = 0.0) -> None:
         """Answer the next `n` REST requests with a fault; `value`: reset wait s (10006), delay s (slow)."""
