@@ -113,7 +113,9 @@ class Service:
         fresh_s = watchdog_fresh_s(cfg)
         self.status = StatusBoard(cfg.market.symbol_list)
         self._status_family: object = None  # the family the status page describes (a reload changes it)
-        self.metrics = Metrics(stale_s=fresh_s, status_page=lambda: render_status(self.status, _now_ms()))
+        self.metrics = Metrics(
+            stale_s=fresh_s, status_page=lambda _sort: render_status(self.status, _now_ms())
+        )
         # shadow scoring and drift, after each decision is out (off the latency path)
         self.monitors = LiveMonitors(cfg, self.metrics, self.status)
         self.lag = DecisionLag(
@@ -227,14 +229,7 @@ class Service:
         recv_us = (decided_ns - (bar.recv_ns or recv_ns)) / 1e3
         ledger_us = (time.perf_counter_ns() - decided_ns) / 1e3
         logs.write_decision(encode_line(decision, {"ledger": ledger_us, "recv_to_decision": recv_us}))
-        self.metrics.observe_decision(
-            symbol=bar.symbol,
-            tier=decision.tier,
-            regime=decision.regime,
-            source=bar.source,
-            latency_us=decision.latency_us,
-            recv_to_decision_us=recv_us,
-        )
+        self.metrics.observe_decision(decision, recv_to_decision_us=recv_us)
         self.metrics.ledger_commit()
         if engine.family is not self._status_family:  # a reloaded family: one manifest read, then O(1)
             self._status_family = engine.family

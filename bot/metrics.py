@@ -6,22 +6,28 @@ runs only when `service.metrics_enabled` is true. Wiring in the app::
     metrics = Metrics(stale_s=watchdog_fresh_s(cfg))
     port = await metrics.serve(cfg.service)         # None when metrics are off
     ...
-    metrics.observe_decision(symbol=..., tier=..., regime=..., source=bar.source,
-                             latency_us=decision.latency_us, recv_to_decision_us=...)
+    metrics.observe_decision(decision, recv_to_decision_us=...)
     metrics.reconnect(); metrics.backfilled(n_bars); metrics.ledger_commit()
     ...
     await metrics.stop()
 
+Label cardinality is bounded for the whole exchange: only `progdistill_decision_lag_bars` and
+`progdistill_position` carry a `symbol` label (one series each per symbol); everything else is labelled by
+tier, regime, stage, source or feature, or not at all, and the per-symbol state behind the aggregates
+(shadow scores, feature PSI, equity, lag) is kept in plain dicts and summarised when scraped
+(`SERIES_PER_SYMBOL`, `series_bound`; tests/test_metrics.py counts them at 500 symbols).
+
 `/healthz` answers 200 `{"status": "ok", ...}` while the last decided bar is younger than `stale_s`
 (start-up counts as fresh) and 503 `{"status": "stale", ...}` otherwise. Ages use `time.monotonic`.
-`/status` (when the app passes a `status_page`) is the HTML status page of `bot.status`.
+`/status` (when the app passes a `status_page`) is the HTML status page of `bot.status`; its `sort` query
+parameter is passed to the page.
 """
 
 from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Final
 
 from aiohttp import web
@@ -33,8 +39,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from bot.config import ServiceConfig
+from bot.core.decision import DecisionRecord
 from bot.core.errors import ConfigError
 from bot.shadow import ShadowScore
 
@@ -56,12 +66,46 @@ LATENCY_BUCKETS_US: Final[tuple[float, ...]] = (
     1_000_000.0,
 )
 RECV_STAGE: Final = "recv_to_decision"
+#: The engine's stages plus the shell's receive-to-decision stage (the histogram's `stage` values).
+STAGES: Final = ("features", "regime", "inference", "paper", "total", RECV_STAGE)
+SOURCES: Final = ("ws", "rest")
+#: Series per symbol: `progdistill_decision_lag_bars{symbol}` and `progdistill_position{symbol}`.
+SERIES_PER_SYMBOL: Final = 2
 #: The status page runs no script and loads nothing: a CSP says so, and it is never cached.
 STATUS_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
+#: Shadow score gauges (name, help) in `ShadowScore` field order: ic, vol_ic, regret, vol_qlike.
+_SHADOW_GAUGES: Final = (
+    ("progdistill_shadow_ic", "Live IC of each tier's return forecasts over the shadow window"),
+    (
+        "progdistill_shadow_vol_ic",
+        "Live correlation of each tier's volatility forecasts with the realised vol over the shadow window",
+    ),
+    (
+        "progdistill_router_regret",
+        "Router's squared error minus this tier's over the shadow window (> 0: tier did better)",
+    ),
+    (
+        "progdistill_shadow_vol_qlike",
+        "QLIKE of each tier's volatility forecasts over the shadow window (0 = exact)",
+    ),
+)
+
+
+def series_bound(*, symbols: int, tiers: int, regimes: int, features: int) -> int:
+    """The most sample lines `/metrics` carries (`_created` lines included) for this many symbols, tiers,
+    regimes and model inputs: `SERIES_PER_SYMBOL` per symbol plus a part that does not grow with symbols."""
+    per_tier = len(SOURCES) * regimes * 2  # bars: _total + _created
+    per_tier += len(STAGES) * (
+        len(LATENCY_BUCKETS_US) + 1 + 3
+    )  # histogram: buckets, +Inf, sum, count, created
+    per_tier += len(_SHADOW_GAUGES) + 1  # shadow means + symbols scored
+    per_feature = 3  # psi max, drifting symbols, threshold
+    unlabelled = 3 * 2 + 9  # 3 counters (_total, _created) and 9 gauges
+    return SERIES_PER_SYMBOL * symbols + tiers * per_tier + features * per_feature + unlabelled
 
 
 class Metrics:
@@ -70,7 +114,8 @@ class Metrics:
     Args:
         stale_s: `/healthz` turns 503 when no bar was decided for this many seconds (monotonic).
         clock: monotonic seconds (injectable for tests).
-        status_page: renders the `GET /status` HTML page (`bot.status`); None = no /status route.
+        status_page: renders the `GET /status` HTML page (`bot.status`) from the `sort` query parameter
+            ("" when absent); None = no /status route.
     """
 
     def __init__(
@@ -78,7 +123,7 @@ class Metrics:
         *,
         stale_s: float,
         clock: Callable[[], float] = time.monotonic,
-        status_page: Callable[[], str] | None = None,
+        status_page: Callable[[str], str] | None = None,
     ) -> None:
         if stale_s <= 0:
             raise ValueError(f"stale_s must be a positive number of seconds, got {stale_s}")
@@ -88,11 +133,22 @@ class Metrics:
         self._started_s = clock()
         self._last_bar_s: float | None = None
         self._bars_total = 0
+        # per-symbol state summarised at scrape time (never a label)
+        self._lag: dict[str, int] = {}
+        self._lagging: set[str] = set()
+        self._equity_usd: dict[str, float] = {}
+        self._positions: dict[str, float] = {}
+        self._shadow: dict[tuple[str, str], ShadowScore] = {}  # (symbol, tier) -> latest scores
+        self._psi: dict[str, Mapping[str, float]] = {}  # symbol -> PSI per feature
+        self._drifting: dict[str, tuple[str, ...]] = {}  # symbol -> features drifting now
+        self._thresholds: dict[str, float] = {}
+        self._position_children: dict[str, Gauge] = {}
+        self._lag_children: dict[str, Gauge] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.bars = Counter(
             "progdistill_bars",
-            "Confirmed bars decided, by symbol, routed tier, regime and source (ws|rest).",
-            ["symbol", "tier", "regime", "source"],
+            "Confirmed bars decided, by routed tier, regime and source (ws|rest).",
+            ["tier", "regime", "source"],
             registry=self.registry,
         )
         self.latency_us = Histogram(
@@ -120,114 +176,98 @@ class Metrics:
             registry=self.registry,
         )
         self.last_bar_age.set_function(self.last_bar_age_s)
+        Gauge(
+            "progdistill_stale_after_seconds",
+            "The last bar age from which /healthz answers 503 stale (one bar + [service] watchdog_grace_s).",
+            registry=self.registry,
+        ).set(stale_s)
+        Gauge(
+            "progdistill_start_time_seconds",
+            "Unix time the service started (a change means a restart).",
+            registry=self.registry,
+        ).set(time.time())
         self.decision_lag_bars = Gauge(
             "progdistill_decision_lag_bars",
             "Closed bars the exchange has published that are not decided yet, per symbol.",
             ["symbol"],
             registry=self.registry,
         )
-        self.shadow_ic = Gauge(
-            "progdistill_shadow_ic",
-            "Live IC of each tier's return forecasts over the symbol's shadow window (every tier predicts "
-            "every bar).",
-            ["symbol", "tier"],
-            registry=self.registry,
-        )
-        self.shadow_vol_ic = Gauge(
-            "progdistill_shadow_vol_ic",
-            "Live correlation of each tier's volatility forecasts with the realised vol over the symbol's "
-            "shadow window.",
-            ["symbol", "tier"],
-            registry=self.registry,
-        )
-        self.shadow_regret = Gauge(
-            "progdistill_router_regret",
-            "Router's squared error minus this tier's, mean over the symbol's shadow window (> 0: tier did "
-            "better).",
-            ["symbol", "tier"],
-            registry=self.registry,
-        )
-        self.shadow_vol_qlike = Gauge(
-            "progdistill_shadow_vol_qlike",
-            "Mean QLIKE of each tier's volatility forecasts over the symbol's shadow window (0 = exact).",
-            ["symbol", "tier"],
-            registry=self.registry,
-        )
-        self.feature_psi = Gauge(
-            "progdistill_feature_psi",
-            "Population Stability Index of each model input over the drift window against its training "
-            "bins, per symbol (0.1 moderate, 0.25 significant shift; [service] drift_psi_warn).",
-            ["symbol", "feature"],
-            registry=self.registry,
-        )
-        self.feature_psi_max = Gauge(
-            "progdistill_feature_psi_max",
-            "The highest feature PSI of each symbol (the worst feature is on /status and in the log).",
+        self.position = Gauge(
+            "progdistill_position",
+            "Paper position after the symbol's last decided bar (units of the base coin, signed).",
             ["symbol"],
             registry=self.registry,
         )
-        self.feature_psi_threshold = Gauge(
-            "progdistill_feature_psi_threshold",
-            "The PSI from which a feature warns: [service] drift_psi_warn, or the highest PSI the training "
-            "rows themselves reached over the same window, when higher.",
-            ["feature"],
+        Gauge(
+            "progdistill_lagging_symbols",
+            "Symbols the decision-lag check calls lagging now (/healthz 503 lagging while > 0).",
             registry=self.registry,
-        )
-        self._psi_children: dict[tuple[str, str], Gauge] = {}
-        self._lagging: set[str] = set()
+        ).set_function(lambda: len(self._lagging))
+        Gauge(
+            "progdistill_decision_lag_max_bars",
+            "The highest decision lag of any symbol (closed bars not decided yet).",
+            registry=self.registry,
+        ).set_function(lambda: max(self._lag.values(), default=0))
+        Gauge(
+            "progdistill_equity_usd",
+            "Paper equity summed over symbols (realised - fees + unrealised since the ledger began), USD.",
+            registry=self.registry,
+        ).set_function(lambda: sum(self._equity_usd.values()))
+        Gauge(
+            "progdistill_open_positions",
+            "Symbols holding a non-zero paper position.",
+            registry=self.registry,
+        ).set_function(lambda: sum(1 for p in self._positions.values() if p != 0.0))
+        Gauge(
+            "progdistill_symbols",
+            "Symbols that have decided at least one bar since start-up.",
+            registry=self.registry,
+        ).set_function(lambda: len(self._positions))
+        self.registry.register(_Aggregates(self))
         self._runner: web.AppRunner | None = None
 
     # ---- recording -----------------------------------------------------------------------------
-    def observe_decision(
-        self,
-        *,
-        symbol: str,
-        tier: str,
-        regime: str,
-        source: str,
-        latency_us: Mapping[str, float],
-        recv_to_decision_us: float | None = None,
-    ) -> None:
-        """Count one decided bar and observe its per-stage latencies (microseconds)."""
-        self.bars.labels(symbol=symbol, tier=tier, regime=regime, source=source).inc()
-        for stage, value_us in latency_us.items():
+    def observe_decision(self, decision: DecisionRecord, *, recv_to_decision_us: float | None = None) -> None:
+        """Count one decided bar, observe its per-stage latencies (microseconds), set its symbol's
+        position and equity."""
+        tier = decision.tier
+        self.bars.labels(tier=tier, regime=decision.regime, source=decision.source).inc()
+        for stage, value_us in decision.latency_us.items():
             self.latency_us.labels(tier=tier, stage=stage).observe(value_us)
         if recv_to_decision_us is not None:
             self.latency_us.labels(tier=tier, stage=RECV_STAGE).observe(recv_to_decision_us)
+        symbol = decision.symbol
+        child = self._position_children.get(symbol)
+        if child is None:
+            child = self._position_children[symbol] = self.position.labels(symbol=symbol)
+        child.set(decision.position)
+        self._positions[symbol] = decision.position
+        self._equity_usd[symbol] = decision.equity_usd
         self._last_bar_s = self._clock()
         self._bars_total += 1
 
     def shadow(self, score: ShadowScore) -> None:
-        """Set one symbol's shadow scores of a tier (a score not measured yet is left unset)."""
-        labels = {"symbol": score.symbol or "", "tier": score.tier}
-        for gauge, value in (
-            (self.shadow_ic, score.ic),
-            (self.shadow_vol_ic, score.vol_ic),
-            (self.shadow_regret, score.regret),
-            (self.shadow_vol_qlike, score.vol_qlike),
-        ):
-            if value is not None:
-                gauge.labels(**labels).set(value)
+        """One symbol's shadow scores of a tier; exported per tier as the mean over symbols (a score not
+        measured yet counts for no symbol)."""
+        self._shadow[(score.symbol or "", score.tier)] = score
 
-    def drift(self, symbol: str, psi: Mapping[str, float]) -> None:
-        """Set `symbol`'s PSI per feature and its maximum (label children cached: ~0.2 us per feature)."""
-        children = self._psi_children
-        for feature, value in psi.items():
-            child = children.get((symbol, feature))
-            if child is None:
-                child = children[(symbol, feature)] = self.feature_psi.labels(symbol=symbol, feature=feature)
-            child.set(value)
-        if psi:
-            self.feature_psi_max.labels(symbol=symbol).set(max(psi.values()))
+    def drift(self, symbol: str, psi: Mapping[str, float], *, drifting: Iterable[str] = ()) -> None:
+        """`symbol`'s PSI per feature and the features drifting on it now (between a crossing and its
+        recovery); exported per feature as the highest PSI over symbols and the count of symbols drifting."""
+        self._psi[symbol] = psi
+        self._drifting[symbol] = tuple(drifting)
 
     def drift_thresholds(self, threshold: Mapping[str, float]) -> None:
         """Set each feature's warning threshold (at start-up and after a reload)."""
-        for feature, value in threshold.items():
-            self.feature_psi_threshold.labels(feature=feature).set(value)
+        self._thresholds = dict(threshold)
 
     def decision_lag(self, symbol: str, lag_bars: int, *, lagging: bool) -> None:
         """Set `symbol`'s decision lag; while any symbol is `lagging`, /healthz answers 503."""
-        self.decision_lag_bars.labels(symbol=symbol).set(lag_bars)
+        child = self._lag_children.get(symbol)
+        if child is None:
+            child = self._lag_children[symbol] = self.decision_lag_bars.labels(symbol=symbol)
+        child.set(lag_bars)
+        self._lag[symbol] = lag_bars
         if lagging:
             self._lagging.add(symbol)
         else:
@@ -246,6 +286,33 @@ class Metrics:
     def ledger_commit(self, n: int = 1) -> None:
         """Count ledger commits."""
         self.ledger_commits.inc(n)
+
+    # ---- aggregates (at scrape time) -----------------------------------------------------------
+    def shadow_means(self) -> dict[str, tuple[list[float | None], int]]:
+        """Per tier: the mean over symbols of ic, vol_ic, regret, vol_qlike (None: no symbol measured it)
+        and the number of symbols with a measured IC."""
+        sums: dict[str, list[list[float]]] = {}
+        for (_, tier), sc in self._shadow.items():
+            acc = sums.setdefault(tier, [[], [], [], []])
+            for values, v in zip(acc, (sc.ic, sc.vol_ic, sc.regret, sc.vol_qlike), strict=True):
+                if v is not None:
+                    values.append(v)
+        return {
+            tier: ([sum(v) / len(v) if v else None for v in acc], len(acc[0])) for tier, acc in sums.items()
+        }
+
+    def psi_by_feature(self) -> dict[str, tuple[float, int]]:
+        """Per feature: the highest PSI over symbols and the number of symbols it is drifting on."""
+        out: dict[str, tuple[float, int]] = {}
+        for psi in self._psi.values():
+            for feature, value in psi.items():
+                top, n = out.get(feature, (value, 0))
+                out[feature] = (max(top, value), n)
+        for features in self._drifting.values():
+            for feature in features:
+                top, n = out.get(feature, (0.0, 0))
+                out[feature] = (top, n + 1)
+        return out
 
     # ---- reading -------------------------------------------------------------------------------
     def last_bar_age_s(self) -> float:
@@ -283,7 +350,9 @@ class Metrics:
         page = self._status_page
         if page is None:
             raise web.HTTPNotFound
-        return web.Response(text=page(), content_type="text/html", headers=STATUS_HEADERS)
+        return web.Response(
+            text=page(request.query.get("sort", "")), content_type="text/html", headers=STATUS_HEADERS
+        )
 
     async def start(self, host: str, port: int) -> int:
         """Serve `/metrics`, `/healthz` (and `/status` with a `status_page`) on host:port (0 = any free
@@ -347,3 +416,58 @@ def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
         f"[service] metrics_host/metrics_port {host}:{port}: cannot listen ({exc.strerror or exc}); "
         "stop what holds the port or choose another metrics_port"
     )
+
+
+class _Aggregates(Collector):
+    """The per-tier and per-feature summaries of per-symbol state, computed when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        shadow = m.shadow_means()
+        families = [
+            GaugeMetricFamily(name, f"{text}: the mean over symbols with a measured score.", labels=["tier"])
+            for name, text in _SHADOW_GAUGES
+        ]
+        scored = GaugeMetricFamily(
+            "progdistill_shadow_symbols", "Symbols with a measured live IC, per tier.", labels=["tier"]
+        )
+        for tier, (means, n) in sorted(shadow.items()):
+            for family, mean in zip(families, means, strict=True):
+                if mean is not None:
+                    family.add_metric([tier], mean)
+            scored.add_metric([tier], n)
+        yield from families
+        yield scored
+        psi_max = GaugeMetricFamily(
+            "progdistill_feature_psi_max",
+            "The highest Population Stability Index of each model input over symbols (drift window against "
+            "the training bins; 0.1 moderate, 0.25 significant shift).",
+            labels=["feature"],
+        )
+        drifting = GaugeMetricFamily(
+            "progdistill_feature_drifting_symbols",
+            "Symbols on which each model input is drifting now (PSI crossed its threshold, not recovered).",
+            labels=["feature"],
+        )
+        for feature, (top, n) in sorted(m.psi_by_feature().items()):
+            psi_max.add_metric([feature], top)
+            drifting.add_metric([feature], n)
+        yield psi_max
+        yield drifting
+        threshold = GaugeMetricFamily(
+            "progdistill_feature_psi_threshold",
+            "The PSI from which a feature warns: [service] drift_psi_warn, or the highest PSI the training "
+            "rows themselves reached over the same window, when higher.",
+            labels=["feature"],
+        )
+        for feature, value in sorted(m._thresholds.items()):
+            threshold.add_metric([feature], value)
+        yield threshold
+        yield GaugeMetricFamily(
+            "progdistill_drifting_symbols",
+            "Symbols with at least one model input drifting now.",
+            value=sum(1 for d in m._drifting.values() if d),
+        )

@@ -144,7 +144,9 @@ class LiveMonitors:
         up = drift.update(symbol, x)
         if up.psi is None:
             return
-        self.metrics.drift(symbol, dict(zip(drift.features, up.psi.tolist(), strict=True)))
+        self.metrics.drift(
+            symbol, dict(zip(drift.features, up.psi.tolist(), strict=True)), drifting=drift.drifting(symbol)
+        )
         for feature, psi in up.crossed:
             self._log.warning(
                 logs.DRIFT,

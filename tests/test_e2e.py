@@ -187,14 +187,16 @@ async def test_metrics_and_healthz_served_by_the_running_service(
     bars = sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("progdistill_bars_total{") and f'symbol="{SYMBOL}"' in line
+        if line.startswith("progdistill_bars_total{")
     )
     assert bars >= 300
     reconnects = [line for line in text.splitlines() if line.startswith("progdistill_ws_reconnects_total ")]
     assert reconnects
     assert float(reconnects[0].split()[1]) >= 1
     assert 'stage="inference"' in text
-    # shadow scoring: every tier of the family has a live IC and a regret vs the router on the symbol by now
+    # shadow scoring: every tier of the family has a live IC and a regret vs the router by now (per tier)
     for tier in ("research", "staging", "production", "edge"):
-        assert f'progdistill_shadow_ic{{symbol="{SYMBOL}",tier="{tier}"}}' in text
-        assert f'progdistill_router_regret{{symbol="{SYMBOL}",tier="{tier}"}}' in text
+        assert f'progdistill_shadow_ic{{tier="{tier}"}}' in text
+        assert f'progdistill_router_regret{{tier="{tier}"}}' in text
+        assert f'progdistill_shadow_symbols{{tier="{tier}"}} 1.0' in text
+    assert f'progdistill_position{{symbol="{SYMBOL}"}}' in text
