@@ -210,6 +210,25 @@ class Tier:
         out32 = self.session.run([name], {self.spec.input_name: sub})[0]
         return np.asarray(out32, dtype=np.float64).reshape(-1)
 
+    def predict_rows(
+        self, x: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+        """Both heads for full feature rows [N, N_FEATURES] in one call of the tier's runtime (a bar close's
+        rows routed here): the predictions and the vol forecasts (None without a vol head), each row equal
+        to `predict` / `predict_vol` on it alone."""
+        if self._params is not None:
+            rows = np.ascontiguousarray(x, dtype=np.float64)
+            out = np.zeros((rows.shape[0], 2 if self.has_vol_head else 1), dtype=np.float64)
+            mlp.run(self._params, rows, self._scratch, out)
+            return out[:, 0].copy(), (out[:, 1].copy() if self.has_vol_head else None)
+        sub = np.ascontiguousarray(x[:, self.index], dtype=np.float32)
+        spec = self.spec
+        if spec.vol_output_name is None:
+            (ret,) = self.session.run([spec.output_name], {spec.input_name: sub})
+            return np.asarray(ret, dtype=np.float64).reshape(-1), None
+        ret, vol = self.session.run([spec.output_name, spec.vol_output_name], {spec.input_name: sub})
+        return np.asarray(ret, dtype=np.float64).reshape(-1), np.asarray(vol, dtype=np.float64).reshape(-1)
+
 
 def _columns(features: Iterable[str]) -> npt.NDArray[np.intp]:
     """Each of a tier's features' column in the full feature row."""
@@ -487,6 +506,17 @@ class TierFamily:
                 f"expected a feature vector of shape ({N_FEATURES},) ordered as FEATURE_NAMES, got {x.shape}"
             )
         return self[tier].predict(x)
+
+    def predict_rows(
+        self, tier: str, x: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+        """`tier`'s predictions and graph vol forecasts (None: no vol head) for feature rows [N, N_FEATURES],
+        in one model call; row i equals `predict(tier, x[i])` and `predict_vol(tier, x[i])`."""
+        if x.ndim != 2 or x.shape[1] != N_FEATURES:
+            raise ValueError(
+                f"expected feature rows of shape (N, {N_FEATURES}) ordered as FEATURE_NAMES, got {x.shape}"
+            )
+        return self[tier].predict_rows(x)
 
     @property
     def has_vol_head(self) -> bool:

@@ -10,8 +10,8 @@ The only clock is an injected monotonic nanosecond counter used to measure laten
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 import numpy as np
@@ -21,7 +21,7 @@ from bot.core.bars import Bar, BookTop
 from bot.core.decision import DecisionRecord
 from bot.core.errors import ModelError
 from bot.core.features import FeatureState
-from bot.core.paper import PaperTrader
+from bot.core.paper import PaperResult, PaperTrader
 from bot.core.params import RegimeConfig
 from bot.core.regime import RegimeDecision, RegimeDetector, RegimeThresholdValues, resolve_routes
 from bot.core.stream import PartialBar
@@ -66,6 +66,19 @@ class Predictor(Protocol):
 
     def vol_factor(self, tier: str, symbol: str, regime: str) -> float:
         """Multiplier of the tier's vol for a bar of `symbol` in `regime` (its variance calibration)."""
+        ...
+
+
+@runtime_checkable
+class RowsPredictor(Protocol):
+    """A family that predicts many rows of one tier in one model call (bot.tiers.TierFamily); the engine's
+    bar-close burst uses it when the family has it, else one `predict` per row."""
+
+    def predict_rows(
+        self, tier: str, x: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
+        """Each row's prediction and graph vol (None without a vol head), equal to `predict` and
+        `predict_vol` on the row alone."""
         ...
 
 
@@ -126,6 +139,7 @@ class Engine:
         self.warmup = params.warmup
         self._vol = family.has_vol_head
         self.routes = resolve_routes(params.regime.routes, family.auto_routes)
+        self._rows: RowsPredictor | None = family if isinstance(family, RowsPredictor) else None
         self._symbols = {s: _SymbolState(params, family, s, self.routes) for s in params.symbols}
 
     def swap_family(self, family: Predictor) -> None:
@@ -147,6 +161,7 @@ class Engine:
             st.detector.routes = routes
         self.routes = routes
         self.family = family
+        self._rows = family if isinstance(family, RowsPredictor) else None
         self._vol = family.has_vol_head
 
     def _state(self, symbol: str) -> _SymbolState:
@@ -238,32 +253,136 @@ class Engine:
         pred = self.family.predict(tier, x)
         vol = self._predict_vol(tier, x, bar.symbol, reg.regime)
         t3 = clock()
-        result = self.trader.on_bar(
+        result = self._trade(st, bar, reg, pred, vol)
+        t4 = clock()
+        return self._record(bar, reg, pred, vol, result, _latency(t0, t1, t2, t3, t4))
+
+    def _trade(
+        self, st: _SymbolState, bar: Bar, reg: RegimeDecision, pred: float, vol: float | None
+    ) -> PaperResult:
+        return self.trader.on_bar(
             bar.symbol,
             bar.start_ms,
             bar.close,
             pred,
-            tier=tier,
+            tier=reg.tier,
             regime=reg.regime,
             book=st.book,
             vol_forecast=vol,
         )
-        t4 = clock()
-        latency = {
-            "features": (t1 - t0) / 1e3,
-            "regime": (t2 - t1) / 1e3,
-            "inference": (t3 - t2) / 1e3,
-            "paper": (t4 - t3) / 1e3,
-            "total": (t4 - t0) / 1e3,
-        }
+
+    def _record(
+        self,
+        bar: Bar,
+        reg: RegimeDecision,
+        pred: float,
+        vol: float | None,
+        result: PaperResult,
+        latency: dict[str, float],
+    ) -> DecisionRecord:
         return DecisionRecord.of(
             result,
             source=bar.source,
             regime=reg.regime,
-            tier=tier,
+            tier=reg.tier,
             prediction=pred,
             close=bar.close,
             latency_us=latency,
             vol_forecast=vol,
             model_sha=self.family.model_sha,
         )
+
+    def on_bars(
+        self, bars: Sequence[Bar], *, decide: Sequence[bool] | None = None
+    ) -> list[DecisionRecord | None]:
+        """Absorb a bar close's burst - one confirmed bar of each of N distinct symbols - and decide them
+        together: features and regime per symbol, then the rows grouped by routed tier with one model call
+        per tier (`RowsPredictor.predict_rows`), then the paper trader per symbol. Each record equals what
+        `on_bar` would return for its bar (latency aside); `on_bar` is this with N = 1 minus the grouping.
+
+        Args:
+            bars: the burst, one bar per symbol (order kept in the result).
+            decide: per bar, whether to decide it (False: absorb only, as `on_bar(decide=False)`); None:
+                decide every bar.
+
+        Returns:
+            Per bar, its decision, or None when not deciding or still warming up. `latency_us` holds the
+            burst's stages (each record waited for all of them): `features`, `regime`, `inference` (every
+            tier's call), `paper` (every symbol's trade), `total`.
+
+        Raises:
+            ValueError: a symbol twice or not configured, or a bar the features, regime or paper trader
+                reject (bars before it in the burst are absorbed, none is decided).
+        """
+        n = len(bars)
+        flags = [True] * n if decide is None else list(decide)
+        if len(flags) != n:
+            raise ValueError(f"on_bars: expected one decide flag per bar ({n}), got {len(flags)}")
+        states = [self._state(bar.symbol) for bar in bars]
+        if len({bar.symbol for bar in bars}) != n:
+            raise ValueError(f"on_bars: expected one bar per symbol, got {[bar.symbol for bar in bars]}")
+        clock = self.clock_ns
+        t0 = clock()
+        xs = [st.features.update(bar) for st, bar in zip(states, bars, strict=True)]
+        t1 = clock()
+        regs = [st.detector.update(bar) for st, bar in zip(states, bars, strict=True)]
+        groups: dict[str, list[int]] = {}
+        for i, (st, x, reg) in enumerate(zip(states, xs, regs, strict=True)):
+            st.last_regime = reg
+            st.last_x = x
+            if x is not None and flags[i]:
+                groups.setdefault(reg.tier, []).append(i)
+        t2 = clock()
+        out: list[DecisionRecord | None] = [None] * n
+        if not groups:
+            return out
+        preds: dict[int, tuple[float, float | None]] = {}
+        for tier, rows in groups.items():
+            preds.update(zip(rows, self._predict_rows(tier, rows, bars, xs, regs), strict=True))
+        t3 = clock()
+        decided = sorted(preds)
+        results = [self._trade(states[i], bars[i], regs[i], *preds[i]) for i in decided]
+        latency = _latency(t0, t1, t2, t3, clock())
+        for i, result in zip(decided, results, strict=True):
+            out[i] = self._record(bars[i], regs[i], *preds[i], result, dict(latency))
+        return out
+
+    def _predict_rows(
+        self,
+        tier: str,
+        rows: list[int],
+        bars: Sequence[Bar],
+        xs: list[npt.NDArray[np.float64] | None],
+        regs: list[RegimeDecision],
+    ) -> list[tuple[float, float | None]]:
+        """(prediction, served vol) of each of `rows` (indices into the burst) routed to `tier`: one model
+        call over all of them when the family predicts rows, else one `predict` per row."""
+        fam = self.family
+        batch = self._rows
+        if batch is None:
+            out: list[tuple[float, float | None]] = []
+            for i in rows:
+                x = xs[i]
+                assert x is not None
+                out.append((fam.predict(tier, x), self._predict_vol(tier, x, bars[i].symbol, regs[i].regime)))
+            return out
+        pred, graph_vol = batch.predict_rows(tier, np.stack([x for i in rows if (x := xs[i]) is not None]))
+        preds: list[float] = pred.tolist()
+        if not self._vol or graph_vol is None:
+            return [(p, None) for p in preds]
+        vols: list[float] = graph_vol.tolist()
+        return [
+            (p, v * fam.vol_factor(tier, bars[i].symbol, regs[i].regime))
+            for p, v, i in zip(preds, vols, rows, strict=True)
+        ]
+
+
+def _latency(t0: int, t1: int, t2: int, t3: int, t4: int) -> dict[str, float]:
+    """The engine's stage latencies (us) from its five clock readings."""
+    return {
+        "features": (t1 - t0) / 1e3,
+        "regime": (t2 - t1) / 1e3,
+        "inference": (t3 - t2) / 1e3,
+        "paper": (t4 - t3) / 1e3,
+        "total": (t4 - t0) / 1e3,
+    }
