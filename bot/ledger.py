@@ -1,4 +1,4 @@
-"""SQLite ledger of bars, decisions, fills, positions and shadow scores: one transaction per decided bar.
+"""SQLite ledger of bars, decisions, fills, positions and shadow scores: one transaction per bar close.
 
 Tables (SQL in `bot.ledger_schema`; columns and meaning: docs/architecture.md, "The ledger"):
 
@@ -19,17 +19,18 @@ transaction (the next bar's, or `flush`/`close`) writes them: no extra commit pe
 most the newest bar's shadow rows.
 
 `record(bar, decision, state)` writes the bar, the decision record, its fills and the new position in ONE
-`BEGIN IMMEDIATE ... COMMIT`: after a crash either all of a bar is there or none of it. Recording a key
-that is already decided raises `AlreadyDecidedError` and changes nothing (a second decision of a bar is a bug
-in the caller, which should skip bars with `is_decided`/`last_decided` after a restart).
+`BEGIN IMMEDIATE ... COMMIT`: after a crash either all of a bar is there or none of it. `record_close` does
+the same for every bar of a bar close at once (the service's group commit: one transaction, one fsync).
+Recording a key that is already decided raises `AlreadyDecidedError` and changes nothing (a second decision
+of a bar is a bug in the caller, which should skip bars with `is_decided`/`last_decided` after a restart).
 
 Durability: WAL journal with `synchronous = FULL` by default. A killed process (SIGKILL) loses nothing that
 committed under either FULL or NORMAL, since the WAL is in the OS page cache; FULL also fsyncs the WAL at
 every commit so a decided bar survives power loss or a kernel crash too - otherwise the decisions log could
 hold lines for bars the ledger lost, and a restart would decide them again. The price is an fsync per
 commit (milliseconds against microseconds under NORMAL: benchmarks/bench_ledger.py, docs/performance.md).
-At one commit per bar (minutes apart) that is affordable, but it is blocking I/O: write the ledger after the
-bar's latency stages are measured (`[ledger].synchronous = "normal"` if a deployment prefers speed).
+At one commit per bar close (minutes apart) that is affordable, but it is blocking I/O: write the ledger after
+the bars' latency stages are measured (`[ledger].synchronous = "normal"` if a deployment prefers speed).
 """
 
 from __future__ import annotations
@@ -69,6 +70,39 @@ class Summary:
     fills: int = 0
     fees_usd: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BarWrite:
+    """One bar of a bar close for `Ledger.record_close`: decided (`decision`, the symbol's paper `state` after
+    it, the `book` held at the decision) or absorbed only (warm-up: `decision` and `state` None)."""
+
+    bar: Bar
+    decision: DecisionRecord | None = None
+    state: PositionState | None = None
+    book: BookTop | None = None
+
+
+def _checked(w: BarWrite) -> PositionState:
+    """`w.state`, after checking that the bar, its decision, fills and state are of one (symbol, start_ms).
+
+    Raises:
+        LedgerError: they disagree (or a decision without a state).
+    """
+    bar, decision, state = w.bar, w.decision, w.state
+    assert decision is not None
+    key = (bar.symbol, bar.start_ms)
+    if state is None or (decision.symbol, decision.start_ms) != key or state.symbol != bar.symbol:
+        raise LedgerError(
+            f"record: expected decision and state for {key}, got decision "
+            f"{(decision.symbol, decision.start_ms)} and state of {None if state is None else state.symbol!r}"
+        )
+    bad = [f.seq for f in decision.fills if (f.symbol, f.start_ms) != key]
+    if bad:
+        raise LedgerError(f"record: fills {bad} are not for bar {key}")
+    if state.last_start_ms != bar.start_ms:
+        raise LedgerError(f"record: expected state after bar {bar.start_ms}, got after {state.last_start_ms}")
+    return state
 
 
 class Ledger:
@@ -441,55 +475,73 @@ class Ledger:
         self, bar: Bar, decision: DecisionRecord, state: PositionState, *, book: BookTop | None = None
     ) -> None:
         """Write the bar (with `book`, the top of book held at the decision, if any), its decision, its fills
-        and the symbol's new paper state in one transaction (with the staged shadow rows of earlier bars).
+        and the symbol's new paper state in one transaction (with the staged shadow rows of earlier bars):
+        `record_close` of one decided bar.
 
         Raises:
             AlreadyDecidedError: (symbol, start_ms) is already decided; nothing is written.
             LedgerError: the keys of bar, decision, fills and state disagree, or SQLite refused the write.
         """
-        key = (bar.symbol, bar.start_ms)
-        if (decision.symbol, decision.start_ms) != key or state.symbol != bar.symbol:
-            raise LedgerError(
-                f"record: expected decision and state for {key}, got decision "
-                f"{(decision.symbol, decision.start_ms)} and state of {state.symbol!r}"
+        self.record_close([BarWrite(bar, decision, state, book)])
+
+    def record_close(self, writes: Sequence[BarWrite]) -> None:
+        """Write a bar close's bars - each decided one with its decision, fills, new paper state and book,
+        each absorbed-only one (warm-up) as `record_bar` does - in ONE transaction (group commit: one fsync
+        under `synchronous = FULL` for the whole close), with the staged shadow rows of earlier bars. After
+        a crash either the whole close is there or none of it.
+
+        Raises:
+            AlreadyDecidedError: a decided bar's (symbol, start_ms) already is; nothing is written.
+            LedgerError: a decided bar's keys of bar, decision, fills and state disagree, or SQLite refused
+                the write; nothing is written.
+        """
+        bars, decisions, fills, positions = [], [], [], []
+        for w in writes:
+            top = (
+                (None, None, None) if w.book is None else (w.book.spread_bps, w.book.imbalance, w.book.ts_ms)
             )
-        fills = decision.fills
-        bad = [f.seq for f in fills if (f.symbol, f.start_ms) != key]
-        if bad:
-            raise LedgerError(f"record: fills {bad} are not for bar {key}")
-        if state.last_start_ms != bar.start_ms:
-            raise LedgerError(
-                f"record: expected state after bar {bar.start_ms}, got after {state.last_start_ms}"
+            b = w.bar
+            bars.append(
+                (b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, b.turnover, b.source, *top)
             )
-        lat = json.dumps(decision.latency_us, sort_keys=True) if decision.latency_us else None
-        d = decision
+            if w.decision is None:
+                continue
+            d, state = w.decision, _checked(w)
+            lat = json.dumps(d.latency_us, sort_keys=True) if d.latency_us else None
+            decisions.append((*(getattr(d, c) for c in schema.DECISION_FIELDS), lat))
+            fills += [msgspec.structs.astuple(f) for f in d.fills]
+            positions.append(
+                (
+                    state.symbol,
+                    state.last_start_ms,
+                    state.units,
+                    state.qty,
+                    state.avg_entry_px,
+                    state.mark_px,
+                    state.tier,
+                    state.regime,
+                    state.realized_pnl_usd,
+                    state.fees_usd,
+                    state.to_json(),
+                )
+            )
+        keys = [(w.bar.symbol, w.bar.start_ms) for w in writes if w.decision is not None]
+        where = f"{keys[0][0]}@{keys[0][1]}" if len(keys) == 1 else f"{len(keys)} decided bars {keys[:3]}..."
         try:
             with self._tx() as conn:
-                self._insert_bar(conn, bar, book)
-                conn.execute(schema.DECISION_INSERT, (*(getattr(d, c) for c in schema.DECISION_FIELDS), lat))
-                conn.executemany(schema.FILL_INSERT, [msgspec.structs.astuple(f) for f in fills])
-                conn.execute(
-                    schema.POSITION_INSERT,
-                    (
-                        state.symbol,
-                        state.last_start_ms,
-                        state.units,
-                        state.qty,
-                        state.avg_entry_px,
-                        state.mark_px,
-                        state.tier,
-                        state.regime,
-                        state.realized_pnl_usd,
-                        state.fees_usd,
-                        state.to_json(),
-                    ),
-                )
+                conn.executemany(schema.BAR_INSERT, bars)
+                conn.executemany(schema.DECISION_INSERT, decisions)
+                conn.executemany(schema.FILL_INSERT, fills)
+                conn.executemany(schema.POSITION_INSERT, positions)
         except sqlite3.IntegrityError as exc:
-            if self.is_decided(*key):
-                raise AlreadyDecidedError(f"{key[0]}@{key[1]}: bar already decided; nothing written") from exc
-            raise LedgerError(f"{key[0]}@{key[1]}: ledger refused the bar: {exc}") from exc
+            done = [k for k in keys if self.is_decided(*k)]
+            if done:
+                first = f"{done[0][0]}@{done[0][1]}"
+                more = "" if len(done) == 1 else f" (and {len(done) - 1} more of this close)"
+                raise AlreadyDecidedError(f"{first}: bar already decided{more}; nothing written") from exc
+            raise LedgerError(f"{where}: ledger refused the bar: {exc}") from exc
         except sqlite3.Error as exc:
-            raise LedgerError(f"{key[0]}@{key[1]}: ledger write failed: {exc}") from exc
+            raise LedgerError(f"{where}: ledger write failed: {exc}") from exc
 
     def record_result(
         self,

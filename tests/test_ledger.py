@@ -1,4 +1,5 @@
-"""SQLite ledger: schema and pragmas, one transaction per bar, no bar twice, exact resume, crash safety."""
+"""SQLite ledger: schema and pragmas, one transaction per bar close, no bar twice, exact resume, crash
+safety."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from bot.core.bars import Bar, BookTop
 from bot.core.decision import DecisionRecord
 from bot.core.paper import Fill, PaperTrader
 from bot.core.params import PaperConfig
-from bot.ledger import AlreadyDecidedError, Ledger, LedgerError
+from bot.ledger import AlreadyDecidedError, BarWrite, Ledger, LedgerError
 from bot.shadow import ShadowScore
 
 STEP_MS = 300_000
@@ -136,6 +137,47 @@ def test_failed_write_rolls_back_the_whole_bar(tmp_path: Path) -> None:
             led.record(_bar("BTCUSDT", 2, 100.0), d, r.state)
         led.record(bar, d, r.state)
         assert led.count_decisions("BTCUSDT") == 1
+
+
+def test_a_bar_close_is_one_transaction_all_or_nothing(tmp_path: Path) -> None:
+    """record_close writes a close's decided and warm-up bars in one commit; one bar already decided (or a
+    refused fill) leaves the whole close unwritten, and a bad key is refused before any write."""
+    trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))
+
+    def decided(symbol: str, i: int, pred: float) -> BarWrite:
+        bar = _bar(symbol, i, 100.0 + i)
+        r = trader.on_bar(bar.symbol, bar.start_ms, bar.close, pred, "edge", "normal")
+        d = DecisionRecord.of(r, source="ws", regime="normal", tier="edge", prediction=pred, close=bar.close)
+        return BarWrite(bar, d, r.state, BookTop(symbol, bar.start_ms, 99.9, 1.0, 100.1, 2.0))
+
+    with Ledger.open(tmp_path / "l.sqlite") as led:
+        first = [
+            decided("BTCUSDT", 1, 0.001),
+            decided("ETHUSDT", 1, -0.001),
+            BarWrite(_bar("SOLUSDT", 1, 9.0)),
+        ]
+        led.record_close(first)
+        assert led.count_decisions() == 2
+        assert led.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+        assert led.load_positions()["ETHUSDT"] == first[1].state
+        assert led.recorded("BTCUSDT")[0][3] == 300_000
+        again = decided("XRPUSDT", 1, 0.001)
+        with pytest.raises(
+            AlreadyDecidedError, match=r"ETHUSDT@300000: bar already decided; nothing written"
+        ):
+            led.record_close([again, first[1]])
+        assert not led.is_decided("XRPUSDT", 300_000)
+        bad = again.decision
+        assert bad is not None
+        assert bad.fills
+        refused = msgspec.structs.replace(bad, fills=(msgspec.structs.replace(bad.fills[0], qty=0.0),))
+        with pytest.raises(LedgerError, match="2 decided bars"):
+            led.record_close([BarWrite(again.bar, refused, again.state), decided("BNBUSDT", 1, 0.001)])
+        assert led.count_decisions() == 2
+        with pytest.raises(LedgerError, match="expected decision and state for"):
+            led.record_close([BarWrite(_bar("XRPUSDT", 2, 1.0), again.decision, again.state)])
+        led.record_close([again])
+        assert led.count_decisions() == 3
 
 
 def test_an_older_ledger_gains_the_book_columns_and_shadow_tables_on_open(tmp_path: Path) -> None:
