@@ -9,6 +9,12 @@ script at all and refreshes itself with `<meta http-equiv="refresh">`.
 
 What the page does not measure yet (shadow scoring, drift; issue 14) it says so, instead of a number;
 drift of a family whose manifest has no training bins is "unavailable".
+
+At the whole exchange (hundreds of symbols) the page stays one fast page: the symbols table is sorted on
+the server (`?sort=<column>`, `-` for the reverse; the default puts the worst lagging symbols first), four
+small inline-SVG charts (`bot.charts`) summarise equity over the UTC day, latency per tier, symbols per
+decision lag and bars per regime, and the per-symbol detail sections (shadow scores, drift, last decisions)
+show the first `DETAIL_SYMBOLS` symbols of the table's order.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from bot.charts import bar_chart, line_chart
 from bot.core.decision import DecisionRecord
 from bot.core.drift import DriftMonitor
 from bot.manifest import ReturnSkill
@@ -38,6 +45,11 @@ NO_SKILL: Final = (
 )
 #: The latency stage the tier table summarises (the engine's whole per-bar pipeline).
 LATENCY_STAGE: Final = "total"
+#: Per-symbol detail sections (shadow, drift, last decisions) show this many symbols, in the table's order.
+DETAIL_SYMBOLS: Final = 20
+MINUTE_MS: Final = 60_000
+#: Decision-lag buckets of the lag chart: (label, lowest lag in bars).
+LAG_BUCKETS: Final = (("0 bars", 0), ("1", 1), ("2", 2), ("3-5", 3), ("6+", 6))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +123,9 @@ class StatusBoard:
         self.latency_window = latency_window
         self.started_ms = started_ms if started_ms is not None else time.time_ns() // 1_000_000
         self.symbols: dict[str, _SymbolState] = {s: _SymbolState(deque(maxlen=recent)) for s in symbols}
+        # paper equity summed over symbols, one point per wall-clock minute (a day of them)
+        self.equity_usd = 0.0
+        self.equity_minutes: deque[tuple[int, float]] = deque(maxlen=DAY_MS // MINUTE_MS)
         self.tiers: dict[str, _TierState] = {}
         self.regimes: Counter[str] = Counter()
         self.family: FamilyInfo | None = None
@@ -145,7 +160,7 @@ class StatusBoard:
         """One decided bar (`now_ms`: wall-clock epoch ms when it was decided)."""
         st = self._symbol(decision.symbol)
         self._add_to_day(st, decision)
-        st.last = decision
+        self._set_last(st, decision, now_ms)
         st.recent.append(decision)
         tier = self._tier(decision.tier)
         tier.bars += 1
@@ -156,6 +171,22 @@ class StatusBoard:
         self.bars_total += 1
         self.last_decided_ms = now_ms
 
+    def _set_last(self, st: _SymbolState, decision: DecisionRecord, now_ms: int) -> None:
+        """The symbol's newest decision; the summed equity's point of this minute (recomputed over all
+        symbols once a minute, so rounding never accumulates)."""
+        before = st.last.equity_usd if st.last is not None else 0.0
+        st.last = decision
+        minute = now_ms // MINUTE_MS
+        points = self.equity_minutes
+        if points and points[-1][0] == minute:
+            self.equity_usd += decision.equity_usd - before
+            points[-1] = (minute, self.equity_usd)
+        else:
+            self.equity_usd = math.fsum(
+                x.last.equity_usd for x in self.symbols.values() if x.last is not None
+            )
+            points.append((minute, self.equity_usd))
+
     @staticmethod
     def _add_to_day(st: _SymbolState, decision: DecisionRecord) -> None:
         day = decision.start_ms // DAY_MS
@@ -163,14 +194,18 @@ class StatusBoard:
             st.day, st.day_pnl_usd = day, 0.0
         st.day_pnl_usd += decision.bar_pnl_usd
 
-    def restore(self, symbol: str, decisions: Iterable[DecisionRecord]) -> None:
+    def restore(self, symbol: str, decisions: Iterable[DecisionRecord], *, now_ms: int | None = None) -> None:
         """Seed a symbol from the ledger after a restart (oldest first): last decisions, position, today's
-        PnL. Tier shares and latencies stay 'since start-up'."""
+        PnL, its equity in the summed equity at `now_ms` (default: now). Tier shares and latencies stay
+        'since start-up'."""
         st = self._symbol(symbol)
+        last = None
         for d in decisions:
             self._add_to_day(st, d)
-            st.last = d
             st.recent.append(d)
+            last = d
+        if last is not None:
+            self._set_last(st, last, now_ms if now_ms is not None else time.time_ns() // 1_000_000)
 
     def set_drift(self, monitor: DriftMonitor | None) -> None:
         """The family's drift monitor (None: the family has no training bins, drift is unavailable)."""
@@ -231,12 +266,20 @@ _STYLE: Final = (
     "th,td{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
     "th{background:#f3f3f3}td.symbol,td.tier,td.regime,td.time,td.key,td.value{text-align:left}"
     ".nm{color:#888;font-style:italic}.warn{color:#b00;font-weight:bold}"
+    "tr.lagging td{background:#fde8e8}th a{color:inherit}th.sorted{background:#e2e8f0}"
+    ".charts{display:flex;flex-wrap:wrap;gap:1.2em 2em;margin:.5em 0 1em}"
 )
 
 
-def render_status(board: StatusBoard, now_ms: int, *, refresh_s: int = 5) -> str:
-    """The status page as HTML text (UTF-8); `now_ms`: wall-clock epoch ms (for ages and today's UTC day)."""
+def render_status(board: StatusBoard, now_ms: int, *, refresh_s: int = 5, sort: str = "") -> str:
+    """The status page as HTML text (UTF-8); `now_ms`: wall-clock epoch ms (for ages and today's UTC day).
+
+    `sort`: the symbols table's column key (`SORT_KEYS`), `-` first for the reverse; "" or an unknown key
+    sorts by decision lag, worst first. The per-symbol detail sections follow the same order.
+    """
     today = now_ms // DAY_MS
+    key, reverse = _sort_key(sort)
+    order = _ordered(board, today, key, reverse)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -248,41 +291,149 @@ def render_status(board: StatusBoard, now_ms: int, *, refresh_s: int = 5) -> str
         f" &middot; {board.bars_total} bars decided since start-up &middot; refreshes every "
         f"{int(refresh_s)} s</p>",
     ]
-    parts += _symbols_section(board, today)
-    parts += _tiers_section(board)
-    parts += _model_section(board, now_ms)
+    parts += _charts_section(board, now_ms)
+    parts += _symbols_section(board, today, order, key, reverse)
+    parts += _tiers_section(board, order[:DETAIL_SYMBOLS])
+    parts += _model_section(board, now_ms, order)
     parts += _feed_section(board, now_ms)
-    parts += _recent_section(board)
+    parts += _recent_section(board, order[:DETAIL_SYMBOLS])
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _symbols_section(board: StatusBoard, today: int) -> list[str]:
+#: Symbols table columns: (sort key, header, cell class). Each header links to `?sort=<key>`.
+_COLUMNS: Final = (
+    ("symbol", "symbol", "symbol"),
+    ("lag", "lag (bars)", "lag"),
+    ("regime", "regime", "regime"),
+    ("tier", "routed tier", "tier"),
+    ("position", "position", "position"),
+    ("pnl-today", "PnL today (USD)", "pnl-today"),
+    ("pnl-total", "PnL total (USD)", "pnl-total"),
+    ("last-bar", "last bar", "last-bar"),
+)
+SORT_KEYS: Final = tuple(k for k, _, _ in _COLUMNS)
+DEFAULT_SORT: Final = "lag"
+
+
+def _sort_key(sort: str) -> tuple[str, bool]:
+    """(column key, reversed) of a `?sort=` value; an unknown one is the default (lag, worst first)."""
+    reverse = sort.startswith("-")
+    key = sort[1:] if reverse else sort
+    return (key, reverse) if key in SORT_KEYS else (DEFAULT_SORT, False)
+
+
+def _ordered(board: StatusBoard, today: int, key: str, reverse: bool) -> list[str]:
+    """The symbols in table order. Numbers sort largest first (lag: worst first), names A-Z; a symbol
+    without a decision sorts last either way; ties by symbol."""
+
+    def value(sym: str, st: _SymbolState) -> tuple[int, float | str]:
+        last = st.last
+        if key == "symbol":
+            return 0, sym
+        if key == "lag":
+            return 0, -st.lag_bars
+        if key == "pnl-today":
+            return 0, -(st.day_pnl_usd if st.day == today else 0.0)
+        if last is None:
+            return 1, 0.0
+        if key in ("regime", "tier"):
+            return 0, last.regime if key == "regime" else last.tier
+        numbers = {"position": last.position, "pnl-total": last.equity_usd, "last-bar": float(last.start_ms)}
+        return 0, -numbers[key]
+
+    rows = sorted(board.symbols.items(), key=lambda kv: (*value(*kv), kv[0]))
+    if reverse:
+        with_data = [kv for kv in rows if value(*kv)[0] == 0]
+        rows = with_data[::-1] + rows[len(with_data) :]
+    return [sym for sym, _ in rows]
+
+
+def _symbols_section(board: StatusBoard, today: int, order: list[str], key: str, reverse: bool) -> list[str]:
     rows = []
-    for sym, st in board.symbols.items():
+    for sym in order:
+        st = board.symbols[sym]
         last = st.last
         day_pnl = st.day_pnl_usd if st.day == today else 0.0
         rows.append(
-            [
-                ("symbol", _e(sym)),
-                ("regime", _e(last.regime) if last else "&mdash;"),
-                ("tier", _e(last.tier) if last else "&mdash;"),
-                ("position", _e(f"{last.position:g}") if last else "&mdash;"),
-                ("pnl-today", _e(_usd(day_pnl))),
-                ("pnl-total", _e(_usd(last.equity_usd)) if last else "&mdash;"),
-                ("last-bar", _e(_utc(last.start_ms)) if last else "&mdash;"),
-            ]
+            (
+                "lagging" if st.lagging else "",
+                [
+                    ("symbol", _e(sym)),
+                    ("lag", _e(st.lag_bars)),
+                    ("regime", _e(last.regime) if last else "&mdash;"),
+                    ("tier", _e(last.tier) if last else "&mdash;"),
+                    ("position", _e(f"{last.position:g}") if last else "&mdash;"),
+                    ("pnl-today", _e(_usd(day_pnl))),
+                    ("pnl-total", _e(_usd(last.equity_usd)) if last else "&mdash;"),
+                    ("last-bar", _e(_utc(last.start_ms)) if last else "&mdash;"),
+                ],
+            )
         )
-    head = ["symbol", "regime", "routed tier", "position", "PnL today (USD)", "PnL total (USD)", "last bar"]
+    head = []
+    for k, title, _ in _COLUMNS:
+        link = f"-{k}" if k == key and not reverse else k
+        mark = (" &#9650;" if reverse else " &#9660;") if k == key else ""
+        cls = ' class="sorted"' if k == key else ""
+        head.append(f'<th{cls}><a href="?sort={_e(link)}">{_e(title)}</a>{mark}</th>')
+    body = "".join(
+        (f'<tr class="{cls}">' if cls else "<tr>")
+        + "".join(f'<td class="{c}">{v}</td>' for c, v in cells)
+        + "</tr>"
+        for cls, cells in rows
+    )
+    lagging = sum(1 for st in board.symbols.values() if st.lagging)
     return [
-        "<h2>Symbols</h2>",
-        _table("symbols", head, rows),
-        "<p>PnL today: bars that opened on the current UTC day; PnL total: paper equity (realised - fees + "
-        "unrealised) since the ledger began.</p>",
+        f"<h2>Symbols ({len(order)}, {lagging} lagging)</h2>",
+        f'<table class="symbols"><thead><tr>{"".join(head)}</tr></thead><tbody>{body}</tbody></table>',
+        "<p>Sorted by the marked column (click a header; again to reverse); lag: closed bars not decided "
+        "yet, lagging symbols in red. PnL today: bars that opened on the current UTC day; PnL total: paper "
+        "equity (realised - fees + unrealised) since the ledger began.</p>",
     ]
 
 
-def _tiers_section(board: StatusBoard) -> list[str]:
+def _charts_section(board: StatusBoard, now_ms: int) -> list[str]:
+    """Equity over the UTC day, latency per tier, symbols per decision lag, bars per regime."""
+    day0 = now_ms // DAY_MS * DAY_MS // MINUTE_MS  # today's first minute
+    equity = line_chart(
+        [(float(m - day0), v) for m, v in board.equity_minutes],
+        cls="equity",
+        title="Paper equity today, all symbols (USD)",
+        x_range=(0.0, DAY_MS / MINUTE_MS),
+        x_ticks=[(h * 60.0, f"{h:02d}:00") for h in range(0, 25, 6)],
+        y_format="{:+,.2f}".format,
+        empty="no decision today yet",
+    )
+    latency = bar_chart(
+        [(name, _p50_p99(st)) for name, st in board.tiers.items() if st.total_us],
+        cls="latency",
+        title=f"Decision latency per tier, {LATENCY_STAGE} (us, log)",
+        series=("p50", "p99"),
+        log=True,
+    )
+    counts = [0] * len(LAG_BUCKETS)
+    for st in board.symbols.values():
+        counts[max(i for i, (_, low) in enumerate(LAG_BUCKETS) if st.lag_bars >= low)] += 1
+    lag = bar_chart(
+        [(label, [float(n)]) for (label, _), n in zip(LAG_BUCKETS, counts, strict=True)],
+        cls="lag",
+        title="Symbols by decision lag (closed bars not decided)",
+        warn=lambda label: label not in ("0 bars", "1", "2"),
+    )
+    regimes = bar_chart(
+        [(r, [float(n)]) for r, n in sorted(board.regimes.items())],
+        cls="regimes",
+        title="Bars per regime since start-up",
+    )
+    return ["<h2>Overview</h2>", f'<div class="charts">{equity}{latency}{lag}{regimes}</div>']
+
+
+def _p50_p99(st: _TierState) -> list[float]:
+    lat = sorted(st.total_us)
+    return [_pct(lat, 0.50), _pct(lat, 0.99)]
+
+
+def _tiers_section(board: StatusBoard, detail: list[str]) -> list[str]:
     total = sum(t.bars for t in board.tiers.values())
     nm = f'<span class="nm">{NOT_MEASURED}</span>'
     rows = []
@@ -299,12 +450,12 @@ def _tiers_section(board: StatusBoard) -> list[str]:
         _table("tiers", head, rows),
         f"<p>Since start-up; latency over the last {board.latency_window} bars per tier (engine stage "
         f"<code>{LATENCY_STAGE}</code>). Bars per regime: {regimes}.</p>",
-        *_shadow_section(board, nm),
+        *_shadow_section(board, nm, detail),
     ]
 
 
-def _shadow_section(board: StatusBoard, nm: str) -> list[str]:
-    """Per symbol and tier: the live scores of shadow scoring."""
+def _shadow_section(board: StatusBoard, nm: str, detail: list[str]) -> list[str]:
+    """Per symbol (the `detail` ones) and tier: the live scores of shadow scoring."""
     shadow = board.shadow
     out = ["<h2>Shadow scores</h2>"]
     if shadow is None:
@@ -313,14 +464,15 @@ def _shadow_section(board: StatusBoard, nm: str) -> list[str]:
     tiers += [t for t in shadow.tiers if t not in tiers]
     rows = [
         [("symbol", _e(sym)), ("tier", _e(tier)), *_shadow_cells(shadow, sym, tier, nm)]
-        for sym in board.symbols
+        for sym in detail
         for tier in tiers
     ]
     head = ["symbol", "tier", "scored bars", "live IC", "vol IC", "regret vs router", "vol QLIKE"]
     return [
         *out,
         _table("shadow", head, rows),
-        "<p>Shadow scoring, per symbol: after each decision every tier predicts the bar too, and is scored "
+        f"<p>Shadow scoring, per symbol (the first {len(detail)} of the symbols table; per tier over all "
+        "symbols in Prometheus): after each decision every tier predicts the bar too, and is scored "
         f"once the horizon has passed, over the symbol's last {shadow.window} scored bars. Regret vs router: "
         "the routed tier's squared error minus this tier's (&gt; 0: this tier would have done better).</p>",
     ]
@@ -340,7 +492,7 @@ def _shadow_cells(shadow: ShadowScorer, symbol: str, tier: str, nm: str) -> list
     ]
 
 
-def _model_section(board: StatusBoard, now_ms: int) -> list[str]:
+def _model_section(board: StatusBoard, now_ms: int, order: list[str]) -> list[str]:
     info = board.family
     nm = f'<span class="nm">{NOT_MEASURED}</span>'
     if info is None:
@@ -356,7 +508,7 @@ def _model_section(board: StatusBoard, now_ms: int) -> list[str]:
         [("key", "created"), ("value", created)],
         [("key", "tiers"), ("value", _e(", ".join(info.tiers)))],
         [("key", "provenance"), ("value", prov)],
-        [("key", "feature drift (PSI)"), ("value", _drift_text(board) if board.drift_known else nm)],
+        [("key", "feature drift (PSI)"), ("value", _drift_text(board, order) if board.drift_known else nm)],
         [("key", "return head skill"), ("value", _skill_text(info.return_skill))],
     ]
     return ["<h2>Model family</h2>", _table("model", ["", ""], rows)]
@@ -372,14 +524,17 @@ def _skill_text(skill: ReturnSkill | None) -> str:
     return f"{text} (|IC| &ge; 2 SE)"
 
 
-def _drift_text(board: StatusBoard) -> str:
+def _drift_text(board: StatusBoard, order: list[str]) -> str:
     """Per symbol the highest feature PSI and its feature, the feature nearest its warning threshold, and
-    the drifting features (in the warn class)."""
+    the drifting features (in the warn class): the drifting symbols first, then the table's order, at most
+    `DETAIL_SYMBOLS` of them, after a count of the drifting ones."""
     drift = board.drift
     if drift is None:
         return _e(DRIFT_UNAVAILABLE)
-    parts = []
-    for sym in board.symbols:
+    drifting_symbols = [sym for sym in order if drift.drifting(sym)]
+    shown = list(dict.fromkeys([*drifting_symbols, *order]))[:DETAIL_SYMBOLS]
+    parts = [f"{len(drifting_symbols)} of {len(order)} symbols drifting" + (", first:" if shown else "")]
+    for sym in shown:
         worst, closest = drift.worst(sym), drift.closest(sym)
         if worst is None or closest is None:
             parts.append(f"{_e(sym)}: collecting ({drift.rows(sym)}/{drift.min_rows} bars)")
@@ -404,9 +559,14 @@ def _feed_section(board: StatusBoard, now_ms: int) -> list[str]:
         last = f"none decided yet (up {_e(_age((now_ms - board.started_ms) / 1000))})"
     else:
         last = _e(_age((now_ms - board.last_decided_ms) / 1000)) + " ago"
-    lagging = [(s, st.lag_bars) for s, st in board.symbols.items() if st.lagging]
+    lagging = sorted(
+        ((s, st.lag_bars) for s, st in board.symbols.items() if st.lagging), key=lambda x: (-x[1], x[0])
+    )
     lag_text = (
-        '<span class="warn">' + ", ".join(f"{_e(s)} ({n} bars behind)" for s, n in lagging) + "</span>"
+        '<span class="warn">'
+        + ", ".join(f"{_e(s)} ({n} bars behind)" for s, n in lagging[:DETAIL_SYMBOLS])
+        + (f" and {len(lagging) - DETAIL_SYMBOLS} more" if len(lagging) > DETAIL_SYMBOLS else "")
+        + "</span>"
         if lagging
         else "none"
     )
@@ -419,10 +579,13 @@ def _feed_section(board: StatusBoard, now_ms: int) -> list[str]:
     return ["<h2>Feed</h2>", _table("feed", ["", ""], rows)]
 
 
-def _recent_section(board: StatusBoard) -> list[str]:
+def _recent_section(board: StatusBoard, detail: list[str]) -> list[str]:
     out = ["<h2>Last decisions</h2>"]
+    if len(detail) < len(board.symbols):
+        out.append(f"<p>The first {len(detail)} symbols of the symbols table; sort it to see others.</p>")
     head = ["bar (UTC)", "tier", "regime", "prediction", "position", "bar PnL (USD)"]
-    for sym, st in board.symbols.items():
+    for sym in detail:
+        st = board.symbols[sym]
         rows = [
             [
                 ("time", _e(_utc(d.start_ms))),

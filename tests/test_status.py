@@ -4,13 +4,17 @@ real headless Chromium renders it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
+import random
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 import support
@@ -23,9 +27,12 @@ from bot.core.decision import DecisionRecord
 from bot.core.errors import ConfigError
 from bot.core.params import REGIME_NAMES
 from bot.manifest import ReturnSkill
+from bot.metrics import Metrics
+from bot.shadow import ShadowScorer
 from bot.sim.replay import ReplayExchange
 from bot.status import (
     DAY_MS,
+    DETAIL_SYMBOLS,
     NO_SKILL,
     NOT_MEASURED,
     SKILL_UNAVAILABLE,
@@ -37,6 +44,17 @@ from bot.status import (
 NOW_MS = 1_767_225_600_000 + 12 * 3_600_000  # 2026-01-01 12:00 UTC
 SYMBOL = "SYNTHUSDT"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+#: Headless, no sandbox (containers), nothing fetched besides the page under test.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--disable-gpu",
+    "--no-sandbox",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def record(symbol: str = "BTCUSDT", start_ms: int = NOW_MS - 300_000, **kw: Any) -> DecisionRecord:
@@ -188,14 +206,7 @@ async def dump_dom(url: str, profile: Path) -> str:
     """The DOM of `url` after headless Chromium loaded it (run off the event loop: the server is on it)."""
     proc = await asyncio.create_subprocess_exec(
         browser(),
-        "--headless",
-        "--disable-gpu",
-        "--no-sandbox",
-        "--no-first-run",
-        "--disable-quic",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *CHROMIUM_FLAGS,
         f"--user-data-dir={profile}",
         "--dump-dom",
         url,
@@ -244,15 +255,20 @@ async def test_status_page_rendered_by_headless_chromium(trained_family: Path, t
             stop.set()
             await asyncio.wait_for(task, timeout=60)
     assert "<title>progdistill status</title>" in dom
-    row = re.search(rf'<tr><td class="symbol">{SYMBOL}</td><td class="regime">([^<]*)</td>', dom)
+    row = re.search(
+        rf'<tr( class="lagging")?><td class="symbol">{SYMBOL}</td><td class="lag">\d+</td>'
+        r'<td class="regime">([^<]*)</td>',
+        dom,
+    )
     assert row is not None, dom[:3000]
-    assert row.group(1) in REGIME_NAMES
+    assert row.group(2) in REGIME_NAMES
     tiers = re.findall(r'<td class="tier">([^<]*)</td>', dom)
     assert routed <= set(tiers)
     assert set(service.status.family.tiers if service.status.family else ()) <= set(tiers)
     drift = re.search(r'<td class="key">feature drift \(PSI\)</td><td class="value">([^\n]*?)</td>', dom)
     assert drift is not None
-    slot = rf'(<span class="warn">)?{SYMBOL}: (collecting \(\d+/\d+ bars\)|max \d+\.\d+ \(\w+\); nearest)'
+    slot = r"\d+ of 1 symbols drifting, first:<br>"
+    slot += rf'(<span class="warn">)?{SYMBOL}: (collecting \(\d+/\d+ bars\)|max \d+\.\d+ \(\w+\); nearest)'
     assert re.match(slot, drift.group(1)), drift.group(1)
     skill = re.search(r'<td class="key">return head skill</td><td class="value">([^\n]*?)</td>', dom)
     assert skill is not None
@@ -266,3 +282,199 @@ async def test_status_page_rendered_by_headless_chromium(trained_family: Path, t
         0.006,
         1234,
     )
+
+
+TIERS = ("research", "staging", "production", "edge")
+
+
+def whole_exchange_board(n_symbols: int = 500, *, seed: int = 3) -> StatusBoard:
+    """A board as the service holds it at 12:00 UTC with `n_symbols` symbols: 720 minutes of decisions
+    (5 symbols a minute, every symbol decided), shadow scores, per-symbol lags (a few lagging)."""
+    rng = random.Random(seed)
+    symbols = [f"S{i:03d}USDT" for i in range(n_symbols)]
+    board = StatusBoard(symbols, started_ms=NOW_MS - 12 * 3_600_000)
+    board.set_family(FamilyInfo("cd" * 32, NOW_MS - DAY_MS, {"source": "synthetic"}, TIERS))
+    board.shadow = ShadowScorer(horizon_bars=1, vol_horizon_bars=2, min_scored=3)
+    equity = dict.fromkeys(symbols, 0.0)
+    day0 = NOW_MS // DAY_MS * DAY_MS
+    for minute in range(720):
+        for k in range(5):
+            sym = symbols[(minute * 5 + k) % n_symbols]
+            equity[sym] += rng.gauss(0.02, 1.0)
+            tier = rng.choice(TIERS)
+            board.observe(
+                record(
+                    symbol=sym,
+                    start_ms=day0 + minute * 60_000,
+                    regime=rng.choice(REGIME_NAMES),
+                    tier=tier,
+                    position=rng.choice((-2.0, 0.0, 1.0)),
+                    equity_usd=equity[sym],
+                    bar_pnl_usd=rng.gauss(0.0, 1.0),
+                    latency_us={"total": rng.lognormvariate(4.5 + TIERS.index(tier), 0.4)},
+                ),
+                now_ms=day0 + minute * 60_000 + 30_000,
+            )
+            board.shadow.on_bar(
+                sym, 100.0 + rng.gauss(0, 1), tier, {t: (rng.gauss(0, 1e-3), 0.01) for t in TIERS}
+            )
+    for i, sym in enumerate(symbols):
+        lag = (0, 0, 0, 1, 0, 2, 0, 0, 0, 0)[i % 10] if i % 97 else 3 + i % 5
+        board.set_lag(sym, lag, lagging=lag > 2)
+    board.set_feed(reconnects=4, backfilled_bars=150_000)
+    return board
+
+
+def symbol_order(page: str) -> list[str]:
+    """The symbols table's rows, in page order."""
+    table = re.search(r'<table class="symbols">.*?</table>', page, re.S)
+    assert table is not None
+    return re.findall(r'<td class="symbol">([^<]*)</td>', table.group(0))
+
+
+def test_500_symbols_render_worst_lagging_first_and_sort_by_any_column() -> None:
+    """At 500 symbols the table lists every symbol, worst decision lag first by default; ?sort= orders by a
+    column and -column reverses it; the per-symbol detail sections show the first DETAIL_SYMBOLS symbols of
+    that order; the page renders in well under a second."""
+    board = whole_exchange_board()
+    t0 = time.perf_counter()
+    page = render_status(board, NOW_MS)
+    render_s = time.perf_counter() - t0
+    assert render_s < 0.5, render_s
+    order = symbol_order(page)
+    assert len(order) == 500
+    lags = [board.symbols[s].lag_bars for s in order]
+    assert lags == sorted(lags, reverse=True)
+    assert lags[0] >= 3
+    assert "<h2>Symbols (500, 6 lagging)</h2>" in page
+    assert page.count('<tr class="lagging">') == 6
+    assert page.count("<h3>") == DETAIL_SYMBOLS  # last decisions: the first symbols of the table
+    assert re.findall(r"<h3>([^<]*)</h3>", page) == order[:DETAIL_SYMBOLS]
+    by_symbol = symbol_order(render_status(board, NOW_MS, sort="symbol"))
+    assert by_symbol == sorted(by_symbol)
+    reverse = symbol_order(render_status(board, NOW_MS, sort="-symbol"))
+    assert reverse == by_symbol[::-1]
+    by_pnl = symbol_order(render_status(board, NOW_MS, sort="pnl-total"))
+    totals = [board.symbols[s].last.equity_usd for s in by_pnl]  # type: ignore[union-attr]
+    assert totals == sorted(totals, reverse=True)
+    assert symbol_order(render_status(board, NOW_MS, sort="<bogus>")) == order  # unknown: the default
+    assert '<th class="sorted"><a href="?sort=-lag">lag (bars)</a>' in page
+
+
+def test_charts_are_inline_svg_of_equity_latency_lag_and_regimes() -> None:
+    """The overview has four inline SVG charts: the day's summed equity as a line, p50/p99 per tier, symbols
+    per lag bucket (the lagging buckets in red) and bars per regime; no chart says 'no data' once data is
+    there, and a fresh board's charts say so instead of drawing an empty frame."""
+    board = whole_exchange_board(50)
+    page = render_status(board, NOW_MS)
+    charts = dict(re.findall(r'<svg class="chart (\w+)"(.*?)</svg>', page, re.S))
+    assert set(charts) == {"equity", "latency", "lag", "regimes"}
+    points = re.search(r'<polyline class="series"[^>]* points="([^"]*)"', charts["equity"])
+    assert points is not None
+    assert len(points.group(1).split()) == 720  # one point per minute since midnight
+    assert all(f">{t}<" in charts["latency"] for t in TIERS)
+    assert charts["latency"].count('class="bar"') == 2 * len(TIERS)
+    assert all(f">{r}<" in charts["regimes"] for r in REGIME_NAMES)
+    assert "#c0392b" in charts["lag"]
+    assert "no data" not in page
+    fresh = render_status(StatusBoard(["BTCUSDT"], started_ms=NOW_MS), NOW_MS)
+    assert fresh.count("<svg") == 4
+    assert "no decision today yet" in fresh
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol session over one page's websocket."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.next_id = 0
+        self.events: list[str] = []
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """Send one command and return its result (events that arrive meanwhile are remembered)."""
+        self.next_id += 1
+        await self.ws.send_json({"id": self.next_id, "method": method, "params": params})
+        while True:
+            msg = await self.ws.receive_json()
+            if msg.get("id") == self.next_id:
+                assert "error" not in msg, msg
+                return dict(msg["result"])
+            self.events.append(str(msg.get("method")))
+
+    async def wait_event(self, method: str) -> None:
+        """Wait until `method` has been received."""
+        while method not in self.events:
+            self.events.append(str((await self.ws.receive_json()).get("method")))
+
+
+async def load_in_chromium(url: str, profile: Path, screenshot: Path) -> tuple[dict[str, float], str]:
+    """Load `url` in headless Chromium over the DevTools protocol: (its navigation timing in ms, the DOM);
+    a full-page PNG is written to `screenshot`."""
+    proc = await asyncio.create_subprocess_exec(
+        browser(),
+        *CHROMIUM_FLAGS,
+        "--hide-scrollbars",
+        "--window-size=1400,1000",
+        "--remote-debugging-port=0",
+        f"--user-data-dir={profile}",
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(60):
+            active = profile / "DevToolsActivePort"
+            while not active.exists() or not active.read_text().strip():  # noqa: ASYNC110 - a file to wait for
+                await asyncio.sleep(0.05)
+            port = int(active.read_text().split()[0])
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                    targets = await resp.json()
+                page = next(t for t in targets if t["type"] == "page")
+                async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                    tools = DevTools(ws)
+                    await tools.call("Page.enable")
+                    await tools.call("Page.navigate", url=url)
+                    await tools.wait_event("Page.loadEventFired")
+                    timing = await tools.call(
+                        "Runtime.evaluate",
+                        expression="JSON.stringify(performance.getEntriesByType('navigation')[0])",
+                        returnByValue=True,
+                    )
+                    dom = await tools.call(
+                        "Runtime.evaluate",
+                        expression="document.documentElement.outerHTML",
+                        returnByValue=True,
+                    )
+                    shot = await tools.call(
+                        "Page.captureScreenshot", format="png", captureBeyondViewport=True
+                    )
+    finally:
+        proc.kill()
+        await proc.wait()
+    await asyncio.to_thread(screenshot.write_bytes, base64.b64decode(shot["data"]))
+    nav = json.loads(timing["result"]["value"])
+    return {k: float(v) for k, v in nav.items() if isinstance(v, int | float)}, str(dom["result"]["value"])
+
+
+async def test_500_symbol_status_page_loads_in_chromium_in_under_a_second(tmp_path: Path) -> None:
+    """/status with 500 symbols of synthetic state, served by the metrics server and loaded in real headless
+    Chromium, is loaded (load event ended) in under a second from the request; it shows the worst lagging
+    symbol first and the four charts, and its full-page screenshot is a PNG (status_500.png in tmp_path)."""
+    board = whole_exchange_board()
+    metrics = Metrics(stale_s=60.0, status_page=lambda sort: render_status(board, NOW_MS, sort=sort))
+    port = await metrics.start("127.0.0.1", 0)
+    screenshot = tmp_path / "status_500.png"
+    try:
+        nav, dom = await load_in_chromium(f"http://127.0.0.1:{port}/status", tmp_path / "profile", screenshot)
+    finally:
+        await metrics.stop()
+    print(f"status page, 500 symbols: {json.dumps({k: round(v, 1) for k, v in nav.items()})}")
+    assert nav["loadEventEnd"] - nav["startTime"] < 1_000.0, nav
+    assert nav["transferSize"] > 100_000 or nav["decodedBodySize"] > 100_000  # the real 500-row page
+    worst = max(board.symbols, key=lambda s: (board.symbols[s].lag_bars, -int(s[1:4])))
+    assert symbol_order(dom)[0] == worst
+    assert len(re.findall(r'<svg class="chart (equity|latency|lag|regimes)"', dom)) == 4
+    png = screenshot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(png) > 50_000
