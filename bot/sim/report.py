@@ -12,6 +12,10 @@ empty or a previous latency report: `bot.outputs`) and returns the report dict. 
 (empty, garbage, another file) is an error: exit 2 with the reason on stderr.
 PnL per tier/regime sums each line's `realized_pnl_usd` and `fee_usd`, which
 are the amounts booked on that bar (not running totals).
+
+A day of the whole exchange (500 symbols x 1,440 one-minute bars = 720k lines, ~430 MB over the rotated
+files) is read one line at a time and each kept decision is held as a slim `ReportRow` (the fields the
+report uses, names shared), not as the whole record.
 """
 
 from __future__ import annotations
@@ -42,44 +46,61 @@ class ReportError(BotError):
     """The decision log cannot be read."""
 
 
-def read_decisions(log_path: str | Path) -> tuple[list[DecisionRecord], dict[str, int]]:
-    """Parse the log and its rotated files (`<log>.N` ... `<log>.1`, then `<log>`); returns the kept
-    decisions (in log order) and line counts.
+class ReportRow(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """What the report keeps of one decided bar; `latency_us` in `STAGES` order, NaN where not logged."""
+
+    symbol: str
+    start_ms: int
+    source: str
+    regime: str
+    tier: str
+    realized_pnl_usd: float
+    fee_usd: float
+    unrealized_pnl_usd: float
+    model_sha: str
+    latency_us: tuple[float, ...]
+
+    @classmethod
+    def of(cls, d: DecisionRecord, names: dict[str, str]) -> ReportRow:
+        """From a decoded record; `names` shares one string object per distinct name across rows."""
+
+        def name(x: str) -> str:
+            return names.setdefault(x, x)
+
+        lat = d.latency_us
+        return cls(
+            name(d.symbol),
+            d.start_ms,
+            name(d.source),
+            name(d.regime),
+            name(d.tier),
+            d.realized_pnl_usd,
+            d.fee_usd,
+            d.unrealized_pnl_usd,
+            name(d.model_sha),
+            tuple(lat.get(stage, math.nan) for stage in STAGES),
+        )
+
+
+def read_decisions(log_path: str | Path) -> tuple[list[ReportRow], dict[str, int]]:
+    """Parse the log and its rotated files (`<log>.N` ... `<log>.1`, then `<log>`), one line at a time;
+    returns the kept decisions (in log order) and line counts.
 
     Counts: `lines`, `decisions` (kept), `other_events`, `malformed`, `duplicates`.
     """
     path = Path(log_path)
+    counts = Counter({"lines": 0, "decisions": 0, "other_events": 0, "malformed": 0, "duplicates": 0})
+    by_key: dict[tuple[str, int], ReportRow] = {}
+    names: dict[str, str] = {}
     try:
         if not path.exists():
             path.read_bytes()  # the error that names what is wrong
-        raw = b"".join(p.read_bytes() for p in decision_log_files(path))
+        for part in decision_log_files(path):
+            with part.open("rb") as f:
+                for line in f:
+                    _read_line(line, counts, by_key, names)
     except OSError as exc:
         raise ReportError(f"{path}: cannot read decision log: {exc.strerror}") from exc
-    counts = Counter({"lines": 0, "decisions": 0, "other_events": 0, "malformed": 0, "duplicates": 0})
-    by_key: dict[tuple[str, int], DecisionRecord] = {}
-    for line in raw.splitlines():
-        if not line.strip():
-            continue
-        counts["lines"] += 1
-        try:
-            d = decode_line(line)
-        except msgspec.ValidationError:
-            # valid JSON but not a decision record: another event, or a damaged decision line
-            try:
-                obj = json.loads(line)
-            except (ValueError, UnicodeDecodeError):
-                obj = None
-            other = isinstance(obj, dict) and obj.get("event") != BAR_DECIDED
-            counts["other_events" if other else "malformed"] += 1
-            continue
-        except msgspec.DecodeError:
-            counts["malformed"] += 1
-            continue
-        key = (d.symbol, d.start_ms)
-        if key in by_key:
-            counts["duplicates"] += 1
-            del by_key[key]  # re-insert so the kept line sits where the last one was logged
-        by_key[key] = d
     counts["decisions"] = len(by_key)
     if not by_key:
         seen = f"{counts['lines']} line(s): {counts['other_events']} other events"
@@ -90,9 +111,39 @@ def read_decisions(log_path: str | Path) -> tuple[list[DecisionRecord], dict[str
     return list(by_key.values()), dict(counts)
 
 
-def _stage_values(decisions: list[DecisionRecord], stage: str) -> np.ndarray[Any, np.dtype[np.float64]]:
-    vals = [d.latency_us[stage] for d in decisions if stage in d.latency_us]
-    return np.asarray([v for v in vals if math.isfinite(v)], dtype=np.float64)
+def _read_line(
+    line: bytes, counts: Counter[str], by_key: dict[tuple[str, int], ReportRow], names: dict[str, str]
+) -> None:
+    """Count one log line; keep it (the last of its symbol and bar) when it is a decision."""
+    if not line.strip():
+        return
+    counts["lines"] += 1
+    try:
+        d = decode_line(line)
+    except msgspec.ValidationError:
+        # valid JSON but not a decision record: another event, or a damaged decision line
+        try:
+            obj = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            obj = None
+        other = isinstance(obj, dict) and obj.get("event") != BAR_DECIDED
+        counts["other_events" if other else "malformed"] += 1
+        return
+    except msgspec.DecodeError:
+        counts["malformed"] += 1
+        return
+    row = ReportRow.of(d, names)
+    key = (row.symbol, row.start_ms)
+    if key in by_key:
+        counts["duplicates"] += 1
+        del by_key[key]  # re-insert so the kept line sits where the last one was logged
+    by_key[key] = row
+
+
+def _stage_values(decisions: list[ReportRow], stage: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+    i = STAGES.index(stage)
+    vals = np.fromiter((d.latency_us[i] for d in decisions), dtype=np.float64, count=len(decisions))
+    return vals[np.isfinite(vals)]
 
 
 def _summary(values: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, float] | None:
@@ -104,7 +155,7 @@ def _summary(values: np.ndarray[Any, np.dtype[np.float64]]) -> dict[str, float] 
     return out
 
 
-def _pnl(decisions: list[DecisionRecord]) -> dict[str, float | int]:
+def _pnl(decisions: list[ReportRow]) -> dict[str, float | int]:
     return {
         "bars": len(decisions),
         "realized_pnl_usd": float(sum(d.realized_pnl_usd for d in decisions)),
@@ -112,10 +163,10 @@ def _pnl(decisions: list[DecisionRecord]) -> dict[str, float | int]:
     }
 
 
-def build_report(decisions: list[DecisionRecord], counts: dict[str, int]) -> dict[str, Any]:
+def build_report(decisions: list[ReportRow], counts: dict[str, int]) -> dict[str, Any]:
     """The report dict: counts, latency quantiles per tier and stage, PnL per tier, regime and source."""
-    tiers: dict[str, list[DecisionRecord]] = defaultdict(list)
-    regimes: dict[str, list[DecisionRecord]] = defaultdict(list)
+    tiers: dict[str, list[ReportRow]] = defaultdict(list)
+    regimes: dict[str, list[ReportRow]] = defaultdict(list)
     sources: Counter[str] = Counter()
     for d in decisions:
         tiers[d.tier].append(d)
@@ -153,7 +204,7 @@ def matplotlib_available() -> bool:
     return True
 
 
-def plot_tier(name: str, decisions: list[DecisionRecord], out_png: Path) -> None:
+def plot_tier(name: str, decisions: list[ReportRow], out_png: Path) -> None:
     """Histogram (log-spaced bins) and empirical CDF of each latency stage for one tier."""
     import matplotlib
 
@@ -213,7 +264,7 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def model_skills(decisions: list[DecisionRecord], models_dir: str | Path | None) -> list[dict[str, Any]]:
+def model_skills(decisions: list[ReportRow], models_dir: str | Path | None) -> list[dict[str, Any]]:
     """Per `model_sha` the log names (first seen first): its bars, and the return head's measured skill from
     the manifest with that sha256 under `models_dir` (the family itself, or a models store's versions).
 
@@ -272,7 +323,7 @@ def run_report(
 
 
 def _write_report(
-    report: dict[str, Any], decisions: list[DecisionRecord], log_path: str | Path, out: Path, *, plots: bool
+    report: dict[str, Any], decisions: list[ReportRow], log_path: str | Path, out: Path, *, plots: bool
 ) -> None:
     report["source_log"] = str(log_path)
     report["plots"] = {}
@@ -280,7 +331,7 @@ def _write_report(
         print(f"latency-report: plots skipped: {PLOT_HINT}")
         plots = False
     if plots:
-        by_tier: dict[str, list[DecisionRecord]] = defaultdict(list)
+        by_tier: dict[str, list[ReportRow]] = defaultdict(list)
         for d in decisions:
             by_tier[d.tier].append(d)
         for name, rows in sorted(by_tier.items()):
