@@ -7,8 +7,15 @@ signal READY. A bar is decided iff it is at or after the symbol's `live_from_ms`
 first start-up backfill completes, and kept in the ledger): so a restart decides every bar it missed,
 and no bar twice (the ledger's primary key is `(symbol, start_ms)`).
 
-Shutdown (SIGTERM/SIGINT or `stop`): stop intake, finish the bar in hand (processing is synchronous, so
-cancellation only lands between bars), close the feed, REST, metrics and the ledger (committed per bar), log
+Bars that are queued together - a bar close's confirms of many symbols - are decided together
+(`Engine.on_bars`: one model call per routed tier) and written in ONE ledger transaction
+(`Ledger.record_close`, group commit), then each decision goes once to every observer: the log line, metrics,
+status, shadow and drift. A burst holds one bar per symbol; a book or partial bar of a symbol in it, or
+`FeedReady`, ends it first, so events apply in the order they came. One symbol, or one bar at a time, is the
+same path with N = 1.
+
+Shutdown (SIGTERM/SIGINT or `stop`): stop intake, finish the burst in hand (processing is synchronous, so
+cancellation only lands between bursts), close the feed, REST, metrics and the ledger (committed), log
 `service_stopped` - all under one budget, `service.shutdown_timeout_s` (`bot.shutdown`): a step that
 overruns it is abandoned and logged (`shutdown_timeout`), and the run raises ShutdownTimeoutError (exit 5).
 """
@@ -26,7 +33,7 @@ from typing import Any
 
 from bot import logs
 from bot.bybit import universe
-from bot.bybit.events import FeedReady
+from bot.bybit.events import FeedEvent, FeedReady
 from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import RestClient, rest_client
 from bot.config import Config, engine_params, watchdog_fresh_s
@@ -38,7 +45,7 @@ from bot.core.errors import ConfigError, ModelError, PipelineStalledError
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
-from bot.ledger import Ledger
+from bot.ledger import BarWrite, Ledger
 from bot.ledger_lock import LedgerLock
 from bot.metrics import Metrics
 from bot.monitors import LiveMonitors
@@ -91,6 +98,8 @@ class Service:
         cfg: validated config.
         max_decisions: stop after this many decisions (demo, tests); None = run until stopped.
         notifier: systemd notifier (default: from the environment; a no-op outside systemd).
+        max_burst: most bars decided together (None: every bar queued at once, a whole bar close; 1: one bar
+            at a time, the benchmarks' baseline).
     """
 
     def __init__(
@@ -101,8 +110,12 @@ class Service:
         notifier: Notifier | None = None,
         lock: LedgerLock | None = None,
         family: TierFamily | None = None,
+        max_burst: int | None = None,
     ) -> None:
+        if max_burst is not None and max_burst < 1:
+            raise ValueError(f"max_burst must be a positive number of bars or None, got {max_burst}")
         self.cfg = cfg
+        self.max_burst = max_burst
         self.lock = lock
         self.family = family
         self.max_decisions = max_decisions
@@ -208,29 +221,57 @@ class Service:
 
     # ---- per event ----------------------------------------------------------------------------------------
 
-    def _on_bar(self, bar: Bar, engine: Engine, ledger: Ledger, recv_ns: int) -> DecisionRecord | None:
-        live_from = self._live_from.get(bar.symbol)
-        last = self._last_seen.get(bar.symbol)
-        if last is not None and bar.start_ms <= last:
-            # already absorbed before a restart (stored in the ledger); never twice
-            self.summary.skipped_decided += 1
-            return None
-        self._last_seen[bar.symbol] = bar.start_ms
-        decide = live_from is not None and bar.start_ms >= live_from
-        decision = engine.on_bar(bar, decide=decide)
+    def _on_bars(self, taken: list[tuple[Bar, int]], engine: Engine, ledger: Ledger) -> None:
+        """A burst (one bar per symbol, each with the time it was dequeued): the engine decides it at once,
+        the ledger writes it in one transaction, then each decision goes to the observers (`_observe`)."""
+        bars: list[Bar] = []
+        recv: list[int] = []
+        decide: list[bool] = []
+        for bar, recv_ns in taken:
+            last = self._last_seen.get(bar.symbol)
+            if last is not None and bar.start_ms <= last:
+                # already absorbed before a restart (stored in the ledger); never twice
+                self.summary.skipped_decided += 1
+                continue
+            self._last_seen[bar.symbol] = bar.start_ms
+            live_from = self._live_from.get(bar.symbol)
+            bars.append(bar)
+            # from the websocket frame (or, for REST-filled bars, from the dequeue) to the engine's decision
+            recv.append(bar.recv_ns or recv_ns)
+            decide.append(live_from is not None and bar.start_ms >= live_from)
+        if not bars:
+            return
+        decisions = engine.on_bars(bars, decide=decide)
         decided_ns = time.perf_counter_ns()
         self.watchdog.mark_fresh()
-        if decision is None:
-            ledger.record_bar(bar)
-            self.summary.warmup_bars += 1
-            return None
-        ledger.record(bar, decision, engine.trader.state(bar.symbol), book=self._books.get(bar.symbol))
-        # from the websocket frame (or, for REST-filled bars, from the dequeue) to the engine's decision
-        recv_us = (decided_ns - (bar.recv_ns or recv_ns)) / 1e3
+        ledger.record_close(
+            [
+                BarWrite(bar)
+                if d is None
+                else BarWrite(bar, d, engine.trader.state(bar.symbol), self._books.get(bar.symbol))
+                for bar, d in zip(bars, decisions, strict=True)
+            ]
+        )
+        self.metrics.ledger_commit()
         ledger_us = (time.perf_counter_ns() - decided_ns) / 1e3
+        for bar, decision, recv_ns in zip(bars, decisions, recv, strict=True):
+            if decision is None:
+                self.summary.warmup_bars += 1
+            else:
+                self._observe(bar, decision, engine, ledger, (decided_ns - recv_ns) / 1e3, ledger_us)
+
+    def _observe(
+        self,
+        bar: Bar,
+        decision: DecisionRecord,
+        engine: Engine,
+        ledger: Ledger,
+        recv_us: float,
+        ledger_us: float,
+    ) -> None:
+        """One decision, once to each observer: the log line, metrics, status, shadow and drift, summary."""
         logs.write_decision(encode_line(decision, {"ledger": ledger_us, "recv_to_decision": recv_us}))
         self.metrics.observe_decision(decision, recv_to_decision_us=recv_us)
-        self.metrics.ledger_commit()
         if engine.family is not self._status_family:  # a reloaded family: one manifest read, then O(1)
             self._status_family = engine.family
             self.status.set_family(FamilyInfo.of_family(engine.family))
@@ -244,7 +285,6 @@ class Service:
         regime = engine.regime(bar.symbol)
         if regime is not None and regime.changed:
             self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier)
-        return decision
 
     def _on_ready(self, ledger: Ledger) -> None:
         for symbol, last in self._last_seen.items():
@@ -322,24 +362,52 @@ class Service:
         )
 
     async def _consume(self, feed: MarketFeed, engine: Engine, ledger: Ledger, stop: asyncio.Event) -> None:
-        async for event in feed:
-            recv_ns = time.perf_counter_ns()
-            if isinstance(event, Bar):
-                self._sync_feed_counters(feed)
-                self._maybe_switch(engine, event)
-                self._on_bar(event, engine, ledger, recv_ns)
-                self._check_lag(feed, event.symbol)
-                if self.max_decisions is not None and self.summary.decisions >= self.max_decisions:
-                    stop.set()
-                    return
-            elif isinstance(event, PartialBar):
-                engine.on_partial(event)
-                self._check_lag(feed, event.symbol)
-            elif isinstance(event, BookTop):
-                engine.on_book(event)
-                self._books[event.symbol] = event
-            elif isinstance(event, FeedReady):
-                self._on_ready(ledger)
+        """Take each event and every one queued behind it; bars gather into bursts (`_decide`)."""
+        async for first in feed:
+            event: FeedEvent | None = first
+            burst: list[tuple[Bar, int]] = []
+            held: set[str] = set()  # symbols with a bar in `burst`
+            while event is not None:
+                recv_ns = time.perf_counter_ns()
+                symbol = None if isinstance(event, FeedReady) else event.symbol
+                full = isinstance(event, Bar) and len(burst) >= self._burst_cap()
+                if burst and (full or symbol is None or symbol in held):
+                    if self._decide(feed, engine, ledger, burst):
+                        stop.set()
+                        return
+                    burst, held = [], set()
+                if isinstance(event, Bar):
+                    burst.append((event, recv_ns))
+                    held.add(event.symbol)
+                elif isinstance(event, PartialBar):
+                    engine.on_partial(event)
+                    self._check_lag(feed, event.symbol)
+                elif isinstance(event, BookTop):
+                    engine.on_book(event)
+                    self._books[event.symbol] = event
+                elif isinstance(event, FeedReady):
+                    self._on_ready(ledger)
+                event = feed.next_nowait()
+            if burst and self._decide(feed, engine, ledger, burst):
+                stop.set()
+                return
+
+    def _burst_cap(self) -> int:
+        """Most bars the next burst may take: `max_burst`, and no more than `max_decisions` leaves."""
+        cap = self.max_burst if self.max_burst is not None else 1 << 30
+        if self.max_decisions is not None:
+            cap = min(cap, max(1, self.max_decisions - self.summary.decisions))
+        return cap
+
+    def _decide(self, feed: MarketFeed, engine: Engine, ledger: Ledger, burst: list[tuple[Bar, int]]) -> bool:
+        """Decide a burst at a bar boundary (a verified reload switches first); True once `max_decisions`
+        decisions are made."""
+        self._sync_feed_counters(feed)
+        self._maybe_switch(engine, burst[0][0])
+        self._on_bars(burst, engine, ledger)
+        for bar, _ in burst:
+            self._check_lag(feed, bar.symbol)
+        return self.max_decisions is not None and self.summary.decisions >= self.max_decisions
 
     # ---- run -------------------------------------------------------------------------------------
 

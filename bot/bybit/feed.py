@@ -210,7 +210,18 @@ class MarketFeed:
         return self.__aiter__()
 
     async def __anext__(self) -> FeedEvent:
-        item = await self._queue.get()
+        return self._taken(await self._queue.get())
+
+    def next_nowait(self) -> FeedEvent | None:
+        """The next event when one is queued already, else None (never waits): the consumer takes a bar
+        close's burst of confirms at once. Raises the feed's fatal error as the iteration does."""
+        try:
+            item = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        return self._taken(item)
+
+    def _taken(self, item: FeedEvent | _Fatal) -> FeedEvent:
         while self._overflow and not self._queue.full():
             self._queue.put_nowait(self._overflow.popleft())
         if isinstance(item, _Fatal):
