@@ -14,7 +14,7 @@ from collections import Counter
 
 from _smoke import SMOKE_HELP  # benchmarks/, beside this script
 
-from bot.core.params import REGIME_NAMES, RegimeConfig
+from bot.core.params import GUESSED_ROUTES, REGIME_NAMES, RegimeConfig
 from bot.core.regime import RegimeDetector
 from bot.sim.synthetic import SyntheticMarket
 from offline.calibrate import calibrate
@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.smoke:
         args.train, args.test = 3_000, 1_000
-    cfg = RegimeConfig()
+    cfg = RegimeConfig(routes=GUESSED_ROUTES)  # the regimes are measured; any full route table serves
     cal = calibrate([s.bar for s in SyntheticMarket(seed=args.train_seed).generate(args.train)], cfg)
     print("thresholds", {k: round(v, 6) for k, v in cal["thresholds"].items()})
     test = SyntheticMarket(seed=args.test_seed).generate(args.test)
