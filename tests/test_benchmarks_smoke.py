@@ -26,6 +26,7 @@ SCRIPTS = sorted(
 TABLES: dict[str, str] = {
     "bench_ledger.py": "synchronous=normal record p50",
     "bench_ledger_shadow.py": "re-seed from 4 x",
+    "burst.py": "| figure | batched (item 3) | one at a time (baseline) | ratio | target |",
     "decision_line.py": "p50 vs structlog",
     "distill_study.py": "| size | compr | variant |",
     "drift.py": "calibrated: after",
@@ -47,7 +48,7 @@ TABLES: dict[str, str] = {
     "vol_study.py": "# Volatility head: walk-forward study (smoke)",
 }
 #: Scripts that take a tier family: they get the shared tiny one instead of distilling their own.
-TAKES_MODELS = {"latency.py", "shadow_cost.py", "throughput.py"}
+TAKES_MODELS = {"burst.py", "latency.py", "shadow_cost.py", "throughput.py"}
 
 
 def _results_in_docs() -> dict[str, int]:

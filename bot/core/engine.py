@@ -356,10 +356,10 @@ class Engine:
         regs: list[RegimeDecision],
     ) -> list[tuple[float, float | None]]:
         """(prediction, served vol) of each of `rows` (indices into the burst) routed to `tier`: one model
-        call over all of them when the family predicts rows, else one `predict` per row."""
+        call over all of them when the family predicts rows, else (or for one row) `predict` per row."""
         fam = self.family
         batch = self._rows
-        if batch is None:
+        if batch is None or len(rows) == 1:  # one row: the single-row call is the faster (pre-bound ORT)
             out: list[tuple[float, float | None]] = []
             for i in rows:
                 x = xs[i]
