@@ -55,9 +55,10 @@ def score_family(family: TierFamily, cfg: Config, series: Mapping[str, Sequence[
     """Score `family` on the last `[retrain] holdout_bars` of each series (pooled over symbols).
 
     Every bar goes through `bot.core.engine.Engine` (the service's per-bar pipeline, with the family's own
-    regime calibration and the config's routes), so the routed forecast is the one the service would have
-    made. Rows count when their targets (`[distill] horizon_bars`, `vol_horizon_bars`) are complete; the
-    vol scale is fitted on the `holdout_bars` rows before the window whose targets end before it.
+    regime calibration and the config's routes: with `routes = "auto"` the family's own), so the routed
+    forecast is the one the service would have made. Rows count when their targets (`[distill]
+    horizon_bars`, `vol_horizon_bars`) are complete; the vol scale is fitted on the `holdout_bars` rows
+    before the window whose targets end before it.
     """
     dc = cfg.distill
     hold = cfg.retrain.holdout_bars
@@ -126,6 +127,8 @@ def score_family(family: TierFamily, cfg: Config, series: Mapping[str, Sequence[
         "holdout_rows": rows,
         "calibration_rows": int(cal.sum()),
         "routed": score(np.array(routed), np.array(routed_vol) if has_vol else None),
+        # the regime -> tier map the routed score used: with routes = "auto" each family's own choice
+        "routes": dict(engine.routes),
         "tiers": tiers,
     }
 

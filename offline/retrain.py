@@ -444,6 +444,9 @@ def format_report(summary: Mapping[str, Any]) -> str:
             f"{name:12} {fmt(a.get('ic')):>10} {fmt(b.get('ic')):>10} "
             f"{fmt(a.get('vol_qlike_bc')):>12} {fmt(b.get('vol_qlike_bc')):>12}"
         )
+    for who, sc in (("challenger", ch), ("champion", cp)):
+        if sc.get("routes"):
+            lines.append(f"{who} routes: " + ", ".join(f"{k} -> {v}" for k, v in sc["routes"].items()))
     lines += [f"- {r}" for r in summary.get("reasons", [])]
     lines.append(str(summary.get("verdict", "")))
     return "\n".join(lines)

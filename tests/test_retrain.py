@@ -161,6 +161,11 @@ async def test_champion_challenger_promotes_only_a_winner(
     assert new["vol_qlike_bc"] < old["vol_qlike_bc"]
     assert report["challenger_scores"]["holdout_rows"]["SYNTHUSDT"] > HOLDOUT - 30
     assert report["champion_saw_holdout"] is False  # the window is held out from both
+    # routes = "auto": each family is scored on its own chosen routes
+    for who, version in (("challenger", second), ("champion", first)):
+        manifest = json.loads((models / version / "manifest.json").read_text())
+        assert report[f"{who}_scores"]["routes"] == manifest["routes"]["routes"]
+    assert "challenger routes: calm_trend -> " in (models / second / "retrain.txt").read_text()
     assert report["recorded"]["skipped"] == "no ledger at [ledger] path"  # REST bars only here
     # the old champion is still there, byte for byte, beside the new one
     assert snapshot(models / first) == champion_files
