@@ -10,11 +10,12 @@ scores (`training_rows`), cached in `DIR/models/<hash>` by a hash of the keys th
 so trials (and reruns) with the same shaping keys share one family. `[models]` keys name files and are
 refused.
 
-Each trial is one backtest (`bot.sim.backtest.Backtest`, the live engine) over the whole span (in a sweep
-that distils: the span after the training rows); its decided bars are cut into `--folds` chronological
-folds of equal time and each fold is scored by the annualised Sharpe of the portfolio's per-bar PnL
-(`--metric`). The score that chooses is the mean over every fold but the last; the last fold is held out:
-reported for every trial, never used to choose.
+Each trial is one policy-only backtest pass (`bot.sim.backtest.Backtest.policy_pnl`: one regime and one
+paper kernel call per symbol over the cached features and predictions, metrics out, no records) over the
+whole span (in a sweep that distils: the span after the training rows); its decided bars are cut into
+`--folds` chronological folds of equal time and each fold is scored by the annualised Sharpe of the
+portfolio's per-bar PnL (`--metric`). The score that chooses is the mean over every fold but the last; the
+last fold is held out: reported for every trial, never used to choose.
 
 Outputs in DIR: trials.json + trials.csv (one row per trial: keys, per-fold scores, mean, spread, held-out,
 family, status, error), best.toml (a complete config; in a sweep that distils, `[models] dir` names the
@@ -124,12 +125,7 @@ def run_trial(
         while len(_BACKTESTS) >= _KEEP_BACKTESTS:
             del _BACKTESTS[next(iter(_BACKTESTS))]
         _BACKTESTS[key] = bt
-    result = bt.run(cfg)
-    per_time: dict[int, float] = {}
-    for r in result.records:
-        per_time[r.start_ms] = per_time.get(r.start_ms, 0.0) + r.bar_pnl_usd
-    times = np.array(sorted(per_time), dtype=np.int64)
-    pnl = np.array([per_time[int(t)] for t in times], dtype=np.float64)
+    times, pnl = bt.policy_pnl(cfg)  # the policy-only kernel pass: no records
     bpy = YEAR_MS / interval_ms(cfg.market.interval)
     scores = fold_scores(times, pnl, folds=folds, bars_per_year=bpy, metric=metric)
     val = scores[:-1]
@@ -139,7 +135,7 @@ def run_trial(
         "spread": float(np.std(val)),
         "heldout": scores[-1],
         "pnl_usd": float(pnl.sum()),
-        "bars": len(result.records),
+        "bars": bt.decided_bars,
         "seconds": time.perf_counter() - t0,
         **fam,
     }

@@ -17,7 +17,7 @@ from bot import logs
 from bot.__main__ import main
 from bot.app import Service
 from bot.core.bars import Bar, interval_ms
-from bot.core.decision import DecisionRecord, decode_line
+from bot.core.decision import DecisionRecord, decode_line, encode_line
 from bot.ledger import Ledger
 from bot.outputs import MARKER
 from bot.sim.backtest import Backtest
@@ -28,14 +28,16 @@ from bot.tiers import TierFamily
 from offline.fetch import write_klines_csv
 
 SYMBOLS = ("SYNTHUSDT", "OTHERUSDT")
+#: The live-parity test's symbols (issue 21: decisions.jsonl equals the live records on 5 symbols).
+FIVE = (*SYMBOLS, "THIRDUSDT", "FOURTHUSDT", "FIFTHUSDT")
 STEP = interval_ms("5")
 
 
-def synthetic_csvs(tmp: Path, n: int = 900) -> dict[str, Path]:
+def synthetic_csvs(tmp: Path, n: int = 900, symbols: tuple[str, ...] = SYMBOLS) -> dict[str, Path]:
     """One `{SYMBOL}_5m.csv` per symbol, different seeds, in `tmp`."""
     tmp.mkdir(parents=True, exist_ok=True)
     out = {}
-    for k, sym in enumerate(SYMBOLS):
+    for k, sym in enumerate(symbols):
         bars = [s.bar for s in SyntheticMarket(seed=41 + k, symbol=sym).generate(n)]
         path = tmp / f"{sym}_5m.csv"
         write_klines_csv(bars, path)
@@ -51,11 +53,13 @@ def comparable(rec: DecisionRecord) -> dict[str, Any]:
 
 
 async def test_backtest_equals_the_live_service_field_by_field(trained_family: Path, tmp_path: Path) -> None:
-    """Same bars: the backtest's records equal the service's (vs the replay exchange) but latency/source."""
-    csvs = synthetic_csvs(tmp_path / "data")
+    """Same bars of 5 symbols: the backtest's records (the kernel pass) equal the service's (vs the replay
+    exchange) field by field but latency/source (each symbol's backtest warms on the bars the service
+    backfilled for it; the merged order of several symbols is pinned against the per-bar engine below)."""
+    csvs = synthetic_csvs(tmp_path / "data", symbols=FIVE)
     buf = io.StringIO()
     async with ReplayExchange(
-        symbols=list(SYMBOLS),
+        symbols=list(FIVE),
         data=tmp_path / "data",
         bar_seconds=0.006,
         updates_per_bar=1,
@@ -67,8 +71,8 @@ async def test_backtest_equals_the_live_service_field_by_field(trained_family: P
         )
         cfg = msgspec.structs.replace(
             cfg,
-            market=msgspec.structs.replace(cfg.market, symbols=list(SYMBOLS)),
-            # one family (trained on SYNTHUSDT) serves both symbols here
+            market=msgspec.structs.replace(cfg.market, symbols=list(FIVE)),
+            # one family (trained on SYNTHUSDT) serves every symbol here
             models=msgspec.structs.replace(cfg.models, symbols="any"),
             # a loaded CI machine may fall a few fast bars behind; that is not what this test pins
             service=msgspec.structs.replace(
@@ -77,7 +81,7 @@ async def test_backtest_equals_the_live_service_field_by_field(trained_family: P
         )
         logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=buf)
         try:
-            service = Service(cfg, max_decisions=500)
+            service = Service(cfg, max_decisions=5 * 150)
             await asyncio.wait_for(service.run(asyncio.Event()), timeout=90)
         finally:
             logs.close_logging()
@@ -86,15 +90,15 @@ async def test_backtest_equals_the_live_service_field_by_field(trained_family: P
         for line in (tmp_path / "decisions.jsonl").read_text(encoding="utf-8").splitlines()
         if '"bar_decided"' in line
     ]
-    assert len(live) == 500
+    assert len(live) == 5 * 150
     ledger = Ledger.open(cfg.ledger.path)
     try:
-        spans = {s: (ledger.bars(s)[0].start_ms, ledger.live_from(s)) for s in SYMBOLS}
+        spans = {s: (ledger.bars(s)[0].start_ms, ledger.live_from(s)) for s in FIVE}
     finally:
         ledger.close()
     starts = {s: [b.start_ms for b in support_bars(p)] for s, p in csvs.items()}
     results: dict[str, list[DecisionRecord]] = {}
-    for sym in SYMBOLS:
+    for sym in FIVE:
         first_ms, live_from = spans[sym]
         assert live_from is not None
         warm = starts[sym].index(live_from) - starts[sym].index(first_ms)
@@ -109,7 +113,7 @@ async def test_backtest_equals_the_live_service_field_by_field(trained_family: P
             check=True,  # every cached prediction is also recomputed through the live tier and compared
         )
         results[sym] = bt.run(cfg).records
-    for sym in SYMBOLS:
+    for sym in FIVE:
         mine = [comparable(r) for r in results[sym]]
         theirs = [comparable(r) for r in live if r.symbol == sym]
         assert len(mine) == len(theirs) > 100
@@ -117,6 +121,34 @@ async def test_backtest_equals_the_live_service_field_by_field(trained_family: P
             assert a == b
     assert {r.source for r in results[SYMBOLS[0]]} == {"backtest"}
     assert len({r.regime for r in live}) >= 2
+
+
+@pytest.mark.parametrize("sizing", ["fixed", "vol_target"])
+def test_the_kernel_pass_equals_the_per_bar_engine(trained_family: Path, tmp_path: Path, sizing: str) -> None:
+    """`Backtest.run` (one regime and one paper kernel call per symbol) writes byte for byte the
+    decisions.jsonl lines of `Engine.on_bar` per bar (latency aside), over 5 symbols merged in time, and its
+    policy-only pass gives the per-time PnL those records sum to."""
+    csvs = synthetic_csvs(tmp_path, n=800, symbols=FIVE)
+    paper = {"sizing": sizing, "long_threshold_bps": 1.0, "short_threshold_bps": 1.0}
+    cfg = support.small_config(paper=paper)
+    bt = Backtest(cfg, [f"{s}={p}" for s, p in csvs.items()], trained_family, warmup_bars=150)
+    kernel, per_bar = bt.run(cfg), bt.run_per_bar(cfg)
+    assert len(kernel.records) == len(per_bar.records) > 5 * 500
+    assert len({r.regime for r in kernel.records}) >= 2
+    assert sum(len(r.fills) for r in kernel.records) > 50
+    assert kernel.routes == per_bar.routes
+    assert kernel.warmup_bars == per_bar.warmup_bars
+
+    def line(r: DecisionRecord) -> bytes:
+        return encode_line(msgspec.structs.replace(r, latency_us={}, source="x"))
+
+    assert [line(r) for r in kernel.records] == [line(r) for r in per_bar.records]
+    times, pnl = bt.policy_pnl(cfg)
+    per_time: dict[int, float] = {}
+    for r in per_bar.records:
+        per_time[r.start_ms] = per_time.get(r.start_ms, 0.0) + r.bar_pnl_usd
+    assert times.tolist() == sorted(per_time)
+    assert pnl.tolist() == [per_time[t] for t in sorted(per_time)]
 
 
 def support_bars(path: Path) -> list[Bar]:

@@ -24,6 +24,7 @@ SCRIPTS = sorted(
 
 #: A line of each script's printed table (its header, or a row every run prints).
 TABLES: dict[str, str] = {
+    "backtest_kernels.py": "| figure | kernels s | kernels bars/s | per-bar path s |",
     "bench_ledger.py": "synchronous=normal record p50",
     "bench_ledger_shadow.py": "re-seed from 4 x",
     "burst.py": "| figure | batched (item 3) | one at a time (baseline) | ratio | target |",

@@ -30,7 +30,10 @@ def test_local_ray_sweep_writes_trials_best_config_and_resumes(trained_family: P
     out = tmp_path / "sweep"
     data = [str(p) for p in csvs.values()]
     kw = {"models": str(trained_family), "folds": 3, "num_cpus": 2, "warmup_bars": 100}
-    res = sweep(support.small_config(), grid, data, out, cache_dir=str(tmp_path / "cache"), **kw)
+    # a routes table to sweep one route of (the default is "auto")
+    routes = {"calm_trend": "edge", "normal": "production", "volatile": "staging", "crisis": "research"}
+    base = support.small_config(regime={"routes": routes})
+    res = sweep(base, grid, data, out, cache_dir=str(tmp_path / "cache"), **kw)
     rows = res["rows"]
     assert len(rows) == res["computed"] == 4
     assert [r["status"] for r in rows] == ["ok"] * 4, [r.get("error") for r in rows]
@@ -41,12 +44,12 @@ def test_local_ray_sweep_writes_trials_best_config_and_resumes(trained_family: P
     assert best.regime.routes["normal"] == res["best"]["overrides"]["regime.routes.normal"]
     names = {p.name for p in out.iterdir()}
     assert names == {"trials.csv", "trials.json", "best.toml", "sweep.png", MARKER}
-    again = sweep(support.small_config(), grid, data, out, cache_dir=str(tmp_path / "cache"), **kw)
+    again = sweep(base, grid, data, out, cache_dir=str(tmp_path / "cache"), **kw)
     assert again["computed"] == 0
     assert json.loads((out / "trials.json").read_text(encoding="utf-8"))[0]["id"] == rows[0]["id"]
     grid_path.write_text('"regime.routes.normal" = ["edge", "no_such_tier"]\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"regime\.routes\.normal\[1\] = 'no_such_tier'"):
-        sweep(support.small_config(), load_grid(grid_path), data, tmp_path / "new", **kw)
+        sweep(base, load_grid(grid_path), data, tmp_path / "new", **kw)
     assert not (tmp_path / "new").exists()
 
 

@@ -7,6 +7,7 @@ decode it back with the same type (`decode_line`). A new field is added here and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 import msgspec
@@ -102,6 +103,11 @@ def encode_line(record: DecisionRecord, extra_latency_us: dict[str, float] | Non
     if extra_latency_us:
         record = msgspec.structs.replace(record, latency_us={**record.latency_us, **extra_latency_us})
     return _encoder.encode(record)
+
+
+def encode_lines(records: Iterable[DecisionRecord]) -> bytes:
+    """`encode_line` of every record, each followed by a newline, in one encoder call (a backtest's log)."""
+    return _encoder.encode_lines(records)
 
 
 def decode_line(line: bytes | str) -> DecisionRecord:

@@ -480,6 +480,12 @@ class RegimeDetector:
         new._routes = self._routes.copy()
         return new
 
+    def kernel_params(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Copies of the regime kernel's parameter rows for this detector's config and symbol: `(iparams,
+        fparams)` (windows and switches; resolved thresholds, hysteresis and decay). The backtest's
+        one-call pass (`bot.sim.policy_pass`) runs `bot.core.kernels.regime.run` with them."""
+        return self.signals._iparams.copy(), self.signals._fparams.copy()
+
     def route(self, regime: str) -> str:
         """Tier name configured for `regime`."""
         return self._route_map[regime]

@@ -1,10 +1,16 @@
-"""`python -m bot backtest`: the live engine over klines CSVs, in-process, with a decision log and a report.
+"""`python -m bot backtest`: the live decision kernels over klines CSVs, in-process, with a decision log and
+a report.
 
-The same code as the service: `Engine(engine_params(cfg), predictor, PaperTrader(cfg.paper))`, each symbol's
-first `--warmup-bars` bars through `engine.on_bar(bar, decide=False)` (what the service's REST backfill does
-at start-up), every later bar through `engine.on_bar(bar)`. The predictor answers from a cache of per-tier
-predictions per (data, models) pair (`bot.sim.backtest_cache`), so a rerun that changes only policy keys
-does not run the models again. docs/backtest.md says what is the same as live and what is not.
+The same per-bar math as the service, in whole-history kernel calls: features are the feature kernel's
+T-bar loop over each symbol's window and each tier's predictions one onnxruntime call per tier and head,
+both cached per (data, models) pair (`bot.sim.backtest_cache`), so a rerun that changes only policy keys
+does not run them again; the regime and policy pass is one regime kernel call and one paper kernel call per
+symbol over the cached predictions (`bot.sim.policy_pass`), whose output arrays become the decision
+records. Each symbol's first `--warmup-bars` bars only warm the state (what the service's REST backfill does
+at start-up). The records equal, field by field, those of the live `Engine` (`run_per_bar`, the former
+path: `engine.on_bar` per bar, kept as the reference and the benchmarks' baseline) and of the service
+(tests/test_backtest.py); latency is not measured per bar (`latency_us` is empty). docs/backtest.md says what
+is the same as live and what is not.
 
 Outputs (into `--out`, staged by `bot.outputs.StagedOutput` and swapped into place at the end):
 `decisions.jsonl` (one `bar_decided` line per decided bar, `source = "backtest"`), `report.json`
@@ -27,16 +33,19 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from bot.config import Config, engine_params, load_config
 from bot.core.bars import Bar, interval_ms
-from bot.core.decision import DecisionRecord, encode_line
+from bot.core.decision import DecisionRecord, encode_lines
 from bot.core.engine import Engine
 from bot.core.errors import ConfigError, DataError, ModelError
 from bot.core.paper import PaperTrader
 from bot.core.params import REGIME_NAMES
 from bot.interrupts import Interrupted, Phases
 from bot.outputs import OutputPathError, StagedOutput
+from bot.sim import policy_pass
 from bot.sim.backtest_cache import (
     Cached,
     CachedFamily,
@@ -164,7 +173,32 @@ class Backtest:
             )
         self.cache_s = time.perf_counter() - t0
         self.check = check
-        self._schedule = list(self._merged())
+        self.inputs = [self._input(s) for s in self.symbols]
+        self._schedule_list: list[tuple[str, int, Bar, bool]] | None = None
+
+    def _input(self, s: SymbolBars) -> policy_pass.SymbolInput:
+        """`s`'s window as the policy pass takes it (predictions stacked in the family's tier order)."""
+        w, c = self.windows[s.symbol], self.cached[s.symbol]
+        names = self.family.names
+        decide = c.valid.copy()
+        decide[: w.first - w.lo] = False
+        vols = np.stack([c.vol_predictions[t] for t in names]) if self.family.has_vol_head else None
+        return policy_pass.SymbolInput(
+            symbol=s.symbol,
+            start_ms=np.ascontiguousarray(s.start_ms[w.lo : w.hi]),
+            close=np.ascontiguousarray(s.closes[w.lo : w.hi]),
+            volume=np.ascontiguousarray(s.volumes[w.lo : w.hi]),
+            decide=decide,
+            preds=np.stack([c.predictions[t] for t in names]),
+            vols=vols,
+        )
+
+    @property
+    def _schedule(self) -> list[tuple[str, int, Bar, bool]]:
+        """Every used bar of every symbol in time order, for the per-bar path (built on first use)."""
+        if self._schedule_list is None:
+            self._schedule_list = list(self._merged())
+        return self._schedule_list
 
     def _merged(self) -> Iterator[tuple[str, int, Bar, bool]]:
         """Every used bar of every symbol in time order (ties in `--data` order): (symbol, i, bar, decide),
@@ -181,12 +215,37 @@ class Backtest:
 
     @property
     def n_bars(self) -> int:
-        return len(self._schedule)
+        """Bars the engine sees: every symbol's window, warm-up included."""
+        return sum(w.hi - w.lo for w in self.windows.values())
+
+    @property
+    def decided_bars(self) -> int:
+        """Bars a run decides: at or after each window's first decided bar, with features."""
+        return sum(int(inp.decide.sum()) for inp in self.inputs)
 
     def config_for(self, cfg: Config, *, tier: str | None = None) -> Config:
         """`cfg` with the data's symbols (and every regime routed to `tier` when given)."""
         cfg = with_symbols(cfg, [s.symbol for s in self.symbols])
         return with_fixed_tier(cfg, tier) if tier is not None else cfg
+
+    def policy(self, cfg: Config, *, tier: str | None = None) -> policy_pass.Policy:
+        """`cfg`'s policy keys as the kernels' parameters (checked as the engine checks them).
+
+        Raises:
+            ModelError: a route (or `tier`) names a tier the family does not have, or vol_target sizing
+                without a vol head.
+        """
+        run_cfg = self.config_for(cfg, tier=tier)
+        if tier is not None and tier not in self.family:
+            raise ModelError(f"--tier {tier!r}: not in the models, which have {self.family.names}")
+        return policy_pass.Policy.of(
+            self.family,
+            self.family.names,
+            [s.symbol for s in self.symbols],
+            run_cfg.regime,
+            run_cfg.paper,
+            interval_ms=self.interval_ms,
+        )
 
     def run(
         self,
@@ -196,7 +255,68 @@ class Backtest:
         sink: Callable[[DecisionRecord], None] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> RunResult:
-        """One pass of a fresh engine over the data under `cfg` (policy keys), returning every decision.
+        """The regime and policy pass under `cfg` (policy keys), one kernel call per stage and symbol,
+        returning every decision in the engine's order (time, then `--data` order).
+
+        Raises:
+            ModelError: a route (or `tier`) names a tier the family does not have.
+        """
+        policy = self.policy(cfg, tier=tier)
+        t0 = time.perf_counter()
+        outputs = [policy_pass.run_symbol(inp, policy) for inp in self.inputs]
+        with policy_pass.gc_paused():
+            per_symbol = {o.symbol: policy_pass.records(o, policy, source=SOURCE) for o in outputs}
+            records = policy_pass.merged(outputs, per_symbol)
+            wall = time.perf_counter() - t0
+            if sink is not None:
+                for rec in records:
+                    sink(rec)
+            if progress is not None:
+                progress(self.n_bars)
+            return self._result(records, self.n_bars - len(records), wall, policy.routes)
+
+    def policy_pnl(self, cfg: Config) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The policy-only pass a sweep trial scores: the portfolio's PnL per decided bar time (USD), no
+        records built. Returns `(times ascending, pnl)`."""
+        policy = self.policy(cfg)
+        return policy_pass.pnl_by_time([policy_pass.run_symbol(inp, policy) for inp in self.inputs])
+
+    def _result(
+        self, records: list[DecisionRecord], warm: int, wall: float, routes: dict[str, str]
+    ) -> RunResult:
+        closes = {
+            s.symbol: list(
+                zip(
+                    s.start_ms[self.windows[s.symbol].first :].tolist(),
+                    s.closes[self.windows[s.symbol].first :].tolist(),
+                    strict=True,
+                )
+            )
+            for s in self.symbols
+        }
+        return RunResult(
+            records=records,
+            warmup_bars=warm,
+            wall_s=wall,
+            cache_hits=sum(c.hit for c in self.cached.values()),
+            cache_s=self.cache_s,
+            max_abs_diff=max(c.max_abs_diff for c in self.cached.values()),
+            symbols=tuple(s.symbol for s in self.symbols),
+            closes=closes,
+            routes=routes,
+        )
+
+    def run_per_bar(
+        self,
+        cfg: Config,
+        *,
+        tier: str | None = None,
+        sink: Callable[[DecisionRecord], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> RunResult:
+        """The former path, `Engine.on_bar` per bar over the merged bars (the live engine with the cached
+        predictions; records carry its per-bar latency): the reference `run` is tested against and the
+        benchmarks' baseline.
 
         Raises:
             ModelError: a route (or `tier`) names a tier the family does not have.
@@ -226,21 +346,7 @@ class Backtest:
             if progress is not None and n % 4096 == 0:
                 progress(n)
         wall = time.perf_counter() - t0
-        closes = {
-            s.symbol: [(b.start_ms, b.close) for b in s.bars[self.windows[s.symbol].first :]]
-            for s in self.symbols
-        }
-        return RunResult(
-            records=records,
-            warmup_bars=warm,
-            wall_s=wall,
-            cache_hits=sum(c.hit for c in self.cached.values()),
-            cache_s=self.cache_s,
-            max_abs_diff=max(c.max_abs_diff for c in self.cached.values()),
-            symbols=tuple(s.symbol for s in self.symbols),
-            closes=closes,
-            routes=dict(engine.routes),
-        )
+        return self._result(records, warm, wall, dict(engine.routes))
 
 
 # ---- CLI -----------------------------------------------------------------------------------------------
@@ -364,14 +470,8 @@ def _main(args: argparse.Namespace, phases: Phases) -> int:
             phases.now = f"deciding {bt.n_bars:,} bars"
             _say(f"backtest: {phases.now} ...")
             update, close = _progress(bt.n_bars)
-            with (tmp / "decisions.jsonl").open("wb", buffering=1 << 20) as fh:
-                write = fh.write
-
-                def sink(rec: DecisionRecord) -> None:
-                    write(encode_line(rec))
-                    write(b"\n")
-
-                result = bt.run(cfg, tier=args.tier, sink=sink, progress=update)
+            result = bt.run(cfg, tier=args.tier, progress=update)
+            (tmp / "decisions.jsonl").write_bytes(encode_lines(result.records))
             close()
             fixed: dict[str, RunResult] = {}
             if args.compare_tiers:

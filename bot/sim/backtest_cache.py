@@ -41,16 +41,16 @@ CACHE_VERSION: Final = "2"  # 2: the vol head's predictions are cached too
 
 @dataclass(frozen=True, slots=True)
 class SymbolBars:
-    """One symbol's bars (ascending) and the CSV they came from."""
+    """One symbol's bars (ascending) and the CSV they came from; `start_ms`, `closes` and `volumes` are the
+    bars' fields as arrays (what the kernels take)."""
 
     symbol: str
     path: Path
     bars: tuple[Bar, ...]
     sha256: str
-
-    @property
-    def closes(self) -> F64:
-        return np.fromiter((b.close for b in self.bars), dtype=np.float64, count=len(self.bars))
+    start_ms: npt.NDArray[np.int64]
+    closes: F64
+    volumes: F64
 
 
 def parse_data_arg(arg: str) -> tuple[str | None, Path]:
@@ -86,7 +86,9 @@ def load_symbol(arg: str, *, interval_ms: int) -> SymbolBars:
             f"{path}: line {i + 3}: start_ms {int(starts[i + 1])} is {int(steps[i])} ms after the previous "
             f"bar; expected a multiple of the config's [market] interval ({interval_ms} ms)"
         )
-    return SymbolBars(bars[0].symbol, path, bars, hashlib.sha256(raw).hexdigest())
+    closes = np.fromiter((b.close for b in bars), dtype=np.float64, count=len(bars))
+    volumes = np.fromiter((b.volume for b in bars), dtype=np.float64, count=len(bars))
+    return SymbolBars(bars[0].symbol, path, bars, hashlib.sha256(raw).hexdigest(), starts, closes, volumes)
 
 
 @dataclass(frozen=True, slots=True)
