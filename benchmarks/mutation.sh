@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mutation testing of the bar stream (bot/core/stream.py) and the paper trader (bot/core/paper.py).
+# Mutation testing of the bar stream (bot/core/stream.py) and the per-bar kernels (bot/core/kernels/features.py,
+# regime.py, paper.py), the kernels run as plain Python (PROGDISTILL_PURE_KERNELS=1, exported below).
 #
 # Not part of CI: it takes minutes (about 5 on 2 shared cores). Configuration: [tool.mutmut] in
 # pyproject.toml; what the scores mean and which survivors are equivalent: docs/mutation.md.
@@ -8,7 +9,8 @@
 #   MAX_CHILDREN=1 benchmarks/mutation.sh
 #   benchmarks/mutation.sh --report     # only summarise the last run in ./mutants/
 #   benchmarks/mutation.sh --smoke      # a second, mutates nothing: mutmut runs, the configured modules and
-#                                       # test files exist, the summary reads mutmut's result lines
+#                                       # test files exist, the kernels load as plain Python under the
+#                                       # run's environment, the summary reads mutmut's result lines
 #
 # mutmut copies bot/ and tests/ into ./mutants/ (git-ignored) and runs from there; the run is fresh each time
 # (mutmut's cache is keyed on function bodies and would keep verdicts of tests that have since changed).
@@ -17,6 +19,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+# the mutants are the kernels' .py files: load them as plain Python even where compiled extensions exist
+export PROGDISTILL_PURE_KERNELS=1
 # Per-module score and the mutants not killed, from `mutmut results --all true` lines ("name: status").
 summarise='
 import collections, sys
@@ -49,7 +53,13 @@ paths = [*cfg["only_mutate"], *cfg["pytest_add_cli_args_test_selection"]]
 print(f"{'[tool.mutmut] path':<36} exists")
 for p in paths:
     print(f"{p:<36} {Path(p).is_file()}")
-sys.exit(0 if all(Path(p).is_file() for p in paths) else 1)
+sys.path.insert(0, ".")
+from bot.core import kernels  # noqa: E402 - after the env is set (PROGDISTILL_PURE_KERNELS=1)
+
+plain = [f"bot/core/kernels/{k}.py" for k, compiled in kernels.compiled().items() if not compiled]
+mutated = [p for p in cfg["only_mutate"] if p.startswith("bot/core/kernels/")]
+print(f"kernels run as plain Python: {', '.join(mutated) if set(mutated) <= set(plain) else 'NO'}")
+sys.exit(0 if all(Path(p).is_file() for p in paths) and set(mutated) <= set(plain) else 1)
 PY
     echo "the summary, on two sample result lines:"
     printf '%s\n' "bot.core.stream.x_push__mutmut_1: killed" "bot.core.stream.x_push__mutmut_2: survived" \
