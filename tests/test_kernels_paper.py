@@ -71,6 +71,8 @@ def _inputs(n: int, seed: int) -> tuple[list[float], list[float], list[int], lis
 
 @cache
 def _real() -> dict[str, list[Bar]]:
+    if not DATA.is_dir():
+        pytest.skip("../shared/data not present (CI always has it)")
     return {s: list(read_csv_bars(DATA / f"{s}_5m.csv"))[-N_BARS:] for s in SYMBOLS}
 
 

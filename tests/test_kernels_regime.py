@@ -78,6 +78,8 @@ def _check_rows(decisions: list[RegimeDecision], iout: Any, fout: Any, tiers: tu
 
 @cache
 def _real() -> dict[str, list[Bar]]:
+    if not DATA.is_dir():
+        pytest.skip("../shared/data not present (CI always has it)")
     return {s: list(read_csv_bars(DATA / f"{s}_5m.csv"))[: N_CAL + N_RUN] for s in SYMBOLS}
 
 
