@@ -1,24 +1,20 @@
 """Scoring the distillation's candidates: test and validation scores on labels, fidelity to the teacher,
 the training objective, the volatility head's metrics, and the HAR-RV baselines the vol head must beat.
 
-Every candidate is scored on the same rows of one run (`offline.distill`), so the report compares like with
+Every candidate is scored on the same rows of one run (`offline.run.Run`), so the report compares like with
 like.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.stats import rankdata
 
 from offline import vol as volmod
+from offline.run import Candidate, Run, Teacher
 from offline.train import F64, I64, hit_rate, information_coefficient, pearson, r2, two_term_loss
-
-if TYPE_CHECKING:
-    from offline.distill import _Run as Run
-    from offline.teacher import Candidate, Teacher
 
 
 def distill_loss(run: Run, c: Candidate, labeler_S: F64) -> float:

@@ -54,7 +54,7 @@ from offline.data import Dataset, check_name
 from offline.distill import DistillResult
 from offline.evaluate import rank_products, return_skill
 from offline.routes import choose_routes
-from offline.teacher import Candidate
+from offline.run import Candidate
 from offline.train import TierModel
 
 F64 = npt.NDArray[np.float64]

@@ -1,57 +1,18 @@
 """The teacher: the first tier, fitted with its L2 chosen on the chronological validation tail, and its
 out-of-sample predictions on the rows the students learn from (the held-out rows, or K-fold out-of-fold
-predictions with an embargo around each fold). `Candidate` is one trained model of any recipe.
+predictions with an embargo around each fold), as an `offline.run.Teacher`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from offline.data import embargo_rows
 from offline.evaluate import evaluate
-from offline.train import F64, FitResult, Recipe, TierModel, r2
-
-if TYPE_CHECKING:
-    from offline.distill import _Run as Run
-
-
-@dataclass(slots=True)
-class Candidate:
-    """One trained model for one size, with its recipe and metrics."""
-
-    tier: str
-    recipe: Recipe
-    variant: str  # "teacher", "progressive", "progressive_no_transfer", "one_shot", "scratch"
-    stage: int
-    model: TierModel
-    alpha: float
-    temperature: float
-    transfer: bool
-    fit: FitResult
-    metrics: dict[str, float | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Teacher:
-    """The fitted teacher, its standardised outputs on the student rows, and the yardsticks students meet.
-
-    `on_students` is out-of-sample: the held-out prediction, or the K-fold out-of-fold one, [rows, heads].
-    """
-
-    candidate: Candidate
-    on_students: F64
-    test_pred: F64
-    val_pred: F64
-    test_r2: float
-    test_log_vol: F64 | None = None
-
-    @property
-    def model(self) -> TierModel:
-        return self.candidate.model
+from offline.run import Candidate, Run, Teacher
+from offline.train import F64, FitResult, TierModel, r2
 
 
 def out_of_fold(run: Run, l2: float) -> tuple[F64, float]:

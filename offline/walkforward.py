@@ -56,7 +56,7 @@ from offline.evaluate import rank_products, return_skill
 from offline.export import write_json
 from offline.routes import choose_routes, routed_on_rows, row_regimes
 from offline.train import F64, I64, TierModel, information_coefficient
-from offline.walkforward_report import METRICS, format_walkforward, to_json
+from offline.walkforward_report import METRICS, WalkForward, format_walkforward, to_json
 
 BoolArr = npt.NDArray[np.bool_]
 
@@ -256,21 +256,6 @@ def score_candidate(
         "params": float(model.params),
         "compression": teacher.params / model.params,
     }
-
-
-@dataclass(slots=True)
-class WalkForward:
-    """The fold table: one row per (fold, seed, symbol, model); baselines have `seed` None (no training).
-
-    Each row: `fold`, `seed`, `symbol` (each pooled symbol is scored on its own rows), `tier` (tier name,
-    or "baseline"), `variant` ("teacher", "progressive", "progressive_no_transfer", "one_shot", "scratch",
-    or a `BASELINES` key), `recipe`, `chosen` (exported by validation for its size), `stage`, and the
-    `METRICS` (None where undefined).
-    """
-
-    rows: list[dict[str, Any]]
-    folds: list[dict[str, Any]]
-    info: dict[str, Any]
 
 
 def run_walkforward(

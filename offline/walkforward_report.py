@@ -5,15 +5,13 @@ report (`format_walkforward`, walkforward.txt) and the JSON document (`to_json`,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 import msgspec
 import numpy as np
 
 from bot.manifest import ReturnSkill
-
-if TYPE_CHECKING:
-    from offline.walkforward import WalkForward
 
 METRICS: Final = (
     "vol_r2",
@@ -28,6 +26,21 @@ METRICS: Final = (
     "train_s",
 )
 BASELINES: Final = {"har": "HAR-RV", "har_tod": "HAR-RV + hour"}
+
+
+@dataclass(slots=True)
+class WalkForward:
+    """The fold table: one row per (fold, seed, symbol, model); baselines have `seed` None (no training).
+
+    Each row: `fold`, `seed`, `symbol` (each pooled symbol is scored on its own rows), `tier` (tier name,
+    or "baseline"), `variant` ("teacher", "progressive", "progressive_no_transfer", "one_shot", "scratch",
+    or a `BASELINES` key), `recipe`, `chosen` (exported by validation for its size), `stage`, and the
+    `METRICS` (None where undefined).
+    """
+
+    rows: list[dict[str, Any]]
+    folds: list[dict[str, Any]]
+    info: dict[str, Any]
 
 
 _TABLE_COLUMNS: Final = (

@@ -6,6 +6,8 @@
 - Nothing in `bot/` imports `offline/`; the service shell (`bot/*.py` but `__main__`) does not import the
   simulator.
 - `offline/` may import `bot/core/` and the shell's config/errors, never the service (`bot.app`).
+- No import cycle among `bot/` and `offline/` modules, counting imports under `if TYPE_CHECKING:` and inside
+  functions: shared types live in the module below both users.
 """
 
 from __future__ import annotations
@@ -16,8 +18,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("bot", "bot.core", "bot.bybit", "bot.sim", "offline")
+PACKAGES = tuple(
+    ".".join(init.parent.relative_to(REPO).parts)
+    for folder in ("bot", "offline")
+    for init in sorted((REPO / folder).rglob("__init__.py"))
+)
 CORE_FORBIDDEN_LIBS = ("asyncio", "websockets", "aiohttp", "sqlite3", "structlog", "onnxruntime")
+
+
+def _from_module(node: ast.ImportFrom, package: str) -> str:
+    """The module a `from ... import` names, relative imports resolved in `package`."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
 
 
 def imports_of(source: str, *, package: str) -> set[str]:
@@ -27,11 +41,7 @@ def imports_of(source: str, *, package: str) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
+            mod = _from_module(node, package)
             found.add(mod)
             if mod in PACKAGES:  # `from bot import logs` imports bot.logs
                 found.update(f"{mod}.{a.name}" for a in node.names)
@@ -46,6 +56,75 @@ def _modules(folder: str) -> dict[str, set[str]]:
         package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
         out[name] = imports_of(path.read_text(encoding="utf-8"), package=package)
     return out
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    return ".".join(rel.parts[:-1] if path.stem == "__init__" else rel.parts)
+
+
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """Module -> the project modules its source imports, anywhere in it (TYPE_CHECKING blocks, functions).
+
+    `sources` maps a module's dotted name to its text; a package is named as its folder (its `__init__`).
+    `from pkg import sub` depends on the module `pkg.sub` when there is one, else on `pkg`'s `__init__`; an
+    import of a module not in `sources` counts as one of its longest prefix that is.
+    """
+    packages = {name for name in sources if any(other.startswith(name + ".") for other in sources)}
+
+    def known(dotted: str) -> str | None:
+        parts = dotted.split(".")
+        return next((m for n in range(len(parts), 0, -1) if (m := ".".join(parts[:n])) in sources), None)
+
+    graph: dict[str, set[str]] = {}
+    for name, source in sources.items():
+        package = name if name in packages else name.rpartition(".")[0]
+        targets: set[str | None] = set()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                targets.update(known(a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                mod = _from_module(node, package)
+                targets.update(
+                    f"{mod}.{a.name}" if f"{mod}.{a.name}" in sources else known(mod) for a in node.names
+                )
+        graph[name] = {t for t in targets if t is not None and t != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected set of two or more modules (Tarjan), each sorted, in sorted order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
 
 
 def _ours(imports: set[str]) -> set[str]:
@@ -121,3 +200,34 @@ def test_service_shell_imports_neither_offline_nor_the_simulator() -> None:
             if _under(m, "offline") or (_under(m, "bot.sim") and name != "bot.__main__"):
                 bad.append(f"{name} imports {m}")
     assert bad == []
+
+
+def test_cycle_detector_sees_type_checking_and_lazy_imports() -> None:
+    """Negative control: a cycle closed only under `if TYPE_CHECKING:` or inside a function is reported."""
+    sources = {
+        "offline": "def __getattr__(name):\n    from offline.e import E\n",
+        "offline.a": "from offline.b import B\n",
+        "offline.b": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from offline.a import A\n",
+        "offline.c": "def f():\n    from . import d\n",
+        "offline.d": "import offline.c\n",
+        "offline.e": "from offline import a\n",  # the module offline.a, not the package: no cycle
+        "offline.f": "from offline.g import G\n",
+        "offline.g": "def f():\n    from offline import f\n",
+    }
+    assert import_cycles(import_graph(sources)) == [
+        ["offline.a", "offline.b"],
+        ["offline.c", "offline.d"],
+        ["offline.f", "offline.g"],
+    ]
+
+
+def test_no_import_cycles() -> None:
+    """No cycle among bot/ and offline/ modules, not even one closed only by a TYPE_CHECKING import."""
+    sources = {
+        _module_name(path): path.read_text(encoding="utf-8")
+        for folder in ("bot", "offline")
+        for path in sorted((REPO / folder).rglob("*.py"))
+    }
+    graph = import_graph(sources)
+    assert len(graph) > 80
+    assert import_cycles(graph) == []

@@ -27,7 +27,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -54,6 +54,7 @@ from bot.sim.backtest_cache import (
     load_symbol,
     parse_data_arg,
 )
+from bot.sim.backtest_report import RunResult, build_report, write_plots
 from bot.tiers import TierFamily
 
 #: `source` of every backtest decision record (live records say ws or rest).
@@ -70,21 +71,6 @@ class Window:
     lo: int
     first: int
     hi: int
-
-
-@dataclass
-class RunResult:
-    """What one pass of the engine over the data produced."""
-
-    records: list[DecisionRecord]
-    warmup_bars: int
-    wall_s: float
-    cache_hits: int = 0
-    cache_s: float = 0.0
-    max_abs_diff: float = 0.0
-    symbols: tuple[str, ...] = ()
-    closes: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    routes: dict[str, str] = field(default_factory=dict)  # the regime -> tier map served (auto resolved)
 
 
 def parse_day(text: str, *, what: str) -> int:
@@ -437,8 +423,6 @@ def main_backtest(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace, phases: Phases) -> int:
-    from bot.sim.backtest_report import build_report, write_plots
-
     out = Path(args.out)
     cfg = load_config(args.config)
     from_ms = parse_day(args.from_day, what="--from") if args.from_day else None

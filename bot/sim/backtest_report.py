@@ -26,8 +26,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,11 +39,23 @@ from bot.core.decision import DecisionRecord
 from bot.core.params import REGIME_NAMES
 from bot.sim.riskmetrics import max_drawdown, risk_table
 
-if TYPE_CHECKING:
-    from bot.sim.backtest import RunResult
-
 F64 = npt.NDArray[np.float64]
 YEAR_MS = 365 * 86_400_000
+
+
+@dataclass
+class RunResult:
+    """What one pass of the engine over the data produced."""
+
+    records: list[DecisionRecord]
+    warmup_bars: int
+    wall_s: float
+    cache_hits: int = 0
+    cache_s: float = 0.0
+    max_abs_diff: float = 0.0
+    symbols: tuple[str, ...] = ()
+    closes: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)  # the regime -> tier map served (auto resolved)
 
 
 def _ranks(a: F64) -> F64:
