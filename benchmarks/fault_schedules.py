@@ -245,9 +245,12 @@ async def inject_multi(ex: ReplayExchange, rng: random.Random, drawn: Counter[st
             ex.late_confirms(rng.randint(1, 3), lag_bars=rng.randint(1, 3), symbol=symbol)
 
 
-async def one_seed(seed: int, scale: Scale, models: Path, work: Path, timeout_s: float) -> dict[str, Any]:
+async def one_seed(
+    seed: int, scale: Scale, models: Path, work: Path, timeout_s: float, *, log_dir: Path | None = None
+) -> dict[str, Any]:
     """Run the service through seed `seed`'s fault schedule (restarting it when it exits) and count, per
-    symbol, closed bars decided 0 or 2+ times (ledger and decision log)."""
+    symbol, closed bars decided 0 or 2+ times (ledger and decision log). The service's log goes to
+    `log_dir/seed{seed}.log` (None: nowhere)."""
     rng = random.Random(seed)
     book = rng.random() < 0.5 and not scale.multi  # drawn either way: a seed's schedule stays the same
     out = work / f"seed{seed}"
@@ -257,6 +260,7 @@ async def one_seed(seed: int, scale: Scale, models: Path, work: Path, timeout_s:
     exits: Counter[str] = Counter()
     connections = 0
     reconnects = 0
+    excluded: set[str] = set()  # left out by a start-up backfill that failed
     t0 = time.perf_counter()
     async with ReplayExchange(
         symbols=scale.symbols,
@@ -270,8 +274,9 @@ async def one_seed(seed: int, scale: Scale, models: Path, work: Path, timeout_s:
     ) as ex:
         cfg = run_config(ex, models, out, book=book, scale=scale)
         last_closed: dict[str, int] = {}
-        with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - /dev/null
-            logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=devnull)
+        log_path = os.devnull if log_dir is None else log_dir / f"seed{seed}.log"
+        with open(log_path, "w", encoding="utf-8") as log_file:  # noqa: ASYNC230 - before the service runs
+            logs.configure_logging(fmt="json", decisions_path=cfg.logging.decisions_path, stream=log_file)
             faults = asyncio.create_task(inject(ex, rng, drawn, scale))
             deadline = time.monotonic() + timeout_s
             complete = False
@@ -297,6 +302,7 @@ async def one_seed(seed: int, scale: Scale, models: Path, work: Path, timeout_s:
                 if service.feed is not None:
                     connections = max(connections, len(service.feed.connections))
                     reconnects += service.feed.stats.reconnects
+                    excluded.update(service.feed.excluded)
                 stop.set()
                 try:
                     await asyncio.wait_for(task, timeout=10)
@@ -324,6 +330,7 @@ async def one_seed(seed: int, scale: Scale, models: Path, work: Path, timeout_s:
         "connections": connections,
         "reconnects": reconnects,
         "rest_errors": rest_errors,
+        "excluded": sorted(excluded),
         "wall_s": round(time.perf_counter() - t0, 2),
     }
 
@@ -369,7 +376,9 @@ def exactly_once(out: Path, closed: dict[str, list[int]]) -> dict[str, Any]:
     }
 
 
-async def run_seeds(scale: Scale, seeds: Sequence[int], models: Path, *, timeout_s: float) -> dict[str, Any]:
+async def run_seeds(
+    scale: Scale, seeds: Sequence[int], models: Path, *, timeout_s: float, log_dir: Path | None = None
+) -> dict[str, Any]:
     """Every seed of `seeds` at `scale`: one table row each as it finishes, then the totals, with the
     machine's load and this process's CPU (the replay exchange and the service run in it) over the run."""
     load_start = os.getloadavg()
@@ -387,7 +396,7 @@ async def run_seeds(scale: Scale, seeds: Sequence[int], models: Path, *, timeout
             f"{'restarts':>9} {'reconn':>6} {'rest_err':>8} {'wall_s':>7}  faults"
         )
         for seed in seeds:
-            row = await one_seed(seed, scale, models, work, timeout_s)
+            row = await one_seed(seed, scale, models, work, timeout_s, log_dir=log_dir)
             rows.append(row)
             faults = " ".join(f"{k}={v}" for k, v in sorted(row["faults"].items()))
             print(
@@ -416,6 +425,7 @@ async def run_seeds(scale: Scale, seeds: Sequence[int], models: Path, *, timeout
         "restarts_total": sum(r["restarts"] for r in rows),
         "reconnects_total": sum(r["reconnects"] for r in rows),
         "rest_errors_total": sum(r["rest_errors"] for r in rows),
+        "excluded": {r["seed"]: r["excluded"] for r in rows if r["excluded"]},
         "exits_total": dict(sum((Counter(r["exits"]) for r in rows), Counter())),
         "faults_total": dict(total),
         "wall_s": round(wall_s, 1),
@@ -439,7 +449,8 @@ def report(result: dict[str, Any], out: Path) -> bool:
         f"connection(s), "
         f"{result['closed_total']} closed bars: missing {result['missing_total']}, "
         f"doubled {result['doubled_total']}, unexpected {result['unexpected_total']}, "
-        f"incomplete seeds {result['incomplete_seeds']}, restarts {result['restarts_total']}; "
+        f"incomplete seeds {result['incomplete_seeds']}, restarts {result['restarts_total']}, "
+        f"left out at a start (seed: symbols) {result['excluded']}; "
         f"wall {result['wall_s']} s, CPU {result['cpu_pct_of_one_core']}% of one core, "
         f"load {result['loadavg_start'][0]} -> {result['loadavg_end'][0]} on {result['cores']} cores"
     )
@@ -484,6 +495,9 @@ def main() -> int:
         help=f"{SMOKE_HELP}: 1 seed of 80 bars, then 20 symbols on 3 connections for 1 seed of 20 bars",
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--logs", type=Path, default=None, help="write each seed's service log to LOGS/seed{N}.log"
+    )
     args = parser.parse_args()
 
     def scale_of(multi: bool, n_symbols: int, bars: int | None, connections: int) -> Scale:
@@ -520,7 +534,7 @@ def main() -> int:
         for scale, n_seeds, name in runs:
             timeout_s = args.timeout_s or (180.0 if scale.multi else 60.0)
             seeds = range(args.first_seed, args.first_seed + (10 if args.quick else n_seeds))
-            result = asyncio.run(run_seeds(scale, seeds, models, timeout_s=timeout_s))
+            result = asyncio.run(run_seeds(scale, seeds, models, timeout_s=timeout_s, log_dir=args.logs))
             out = args.out
             if out is not None and len(runs) > 1:
                 out = out.with_stem(f"{out.stem}_{len(scale.symbols)}")
