@@ -36,12 +36,12 @@ from bot.bybit import universe
 from bot.bybit.events import FeedEvent, FeedReady
 from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import RestClient, rest_client
-from bot.config import Config, engine_params, watchdog_fresh_s
+from bot.config import Config, SymbolSelection, engine_params, watchdog_fresh_s
 from bot.core.bars import INTERVAL_MS, Bar, BookTop, interval_ms
 from bot.core.decision import DecisionRecord, encode_line
 from bot.core.drift import DriftMonitor
 from bot.core.engine import Engine
-from bot.core.errors import ConfigError, ModelError, PipelineStalledError
+from bot.core.errors import BotError, ConfigError, ModelError, PipelineStalledError
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
 from bot.core.stream import PartialBar
@@ -69,6 +69,8 @@ class RunSummary:
     per_regime: Counter[str] = field(default_factory=Counter)
     per_source: Counter[str] = field(default_factory=Counter)
     reconnects: int = 0
+    joined: int = 0  # symbols that joined while running (new listings)
+    stopped: int = 0  # symbols that stopped while running (delisted, suspended, dropped)
     wall_s: float = 0.0
 
 
@@ -100,6 +102,8 @@ class Service:
         notifier: systemd notifier (default: from the environment; a no-op outside systemd).
         max_burst: most bars decided together (None: every bar queued at once, a whole bar close; 1: one bar
             at a time, the benchmarks' baseline).
+        selection: the `[market] symbols` selection `cfg`'s symbols were resolved from (`resolve_symbols`),
+            re-resolved every `[market] reresolve_s`; None: a plain list (only its symbols' status checked).
     """
 
     def __init__(
@@ -111,11 +115,15 @@ class Service:
         lock: LedgerLock | None = None,
         family: TierFamily | None = None,
         max_burst: int | None = None,
+        selection: SymbolSelection | None = None,
     ) -> None:
         if max_burst is not None and max_burst < 1:
             raise ValueError(f"max_burst must be a positive number of bars or None, got {max_burst}")
         self.cfg = cfg
         self.max_burst = max_burst
+        self.selection = selection
+        self._active = set(cfg.market.symbol_list)  # the symbols run now: bars of any other are ignored
+        self._rest: RestClient | None = None
         self.lock = lock
         self.family = family
         self.max_decisions = max_decisions
@@ -228,6 +236,8 @@ class Service:
         recv: list[int] = []
         decide: list[bool] = []
         for bar, recv_ns in taken:
+            if bar.symbol not in self._active:
+                continue  # stopped (or left out) while its bars were queued: never decided again
             last = self._last_seen.get(bar.symbol)
             if last is not None and bar.start_ms <= last:
                 # already absorbed before a restart (stored in the ledger); never twice
@@ -286,12 +296,8 @@ class Service:
         if regime is not None and regime.changed:
             self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier)
 
-    def _on_ready(self, ledger: Ledger, served: tuple[str, ...]) -> None:
-        """READY: each symbol the feed serves and never went live goes live after its last bar. A symbol the
-        feed left out (its start-up backfill failed) stays without `live_from` until a start serves it, so
-        the warm-up bars that start backfills are not decided."""
-        for symbol in served:
-            last = self._last_seen.get(symbol)
+    def _on_ready(self, ledger: Ledger) -> None:
+        for symbol, last in self._last_seen.items():
             if self._live_from.get(symbol) is None:
                 live_from = (last + self.step_ms) if last is not None else 0
                 self._live_from[symbol] = live_from
@@ -374,6 +380,9 @@ class Service:
             while event is not None:
                 recv_ns = time.perf_counter_ns()
                 symbol = None if isinstance(event, FeedReady) else event.symbol
+                if symbol is not None and symbol not in self._active:
+                    event = feed.next_nowait()  # a stopped symbol's update, queued before it stopped
+                    continue
                 full = isinstance(event, Bar) and len(burst) >= self._burst_cap()
                 if burst and (full or symbol is None or symbol in held):
                     if self._decide(feed, engine, ledger, burst):
@@ -390,7 +399,7 @@ class Service:
                     engine.on_book(event)
                     self._books[event.symbol] = event
                 elif isinstance(event, FeedReady):
-                    self._on_ready(ledger, event.symbols)
+                    self._on_ready(ledger)
                 event = feed.next_nowait()
             if burst and self._decide(feed, engine, ledger, burst):
                 stop.set()
@@ -413,6 +422,87 @@ class Service:
             self._check_lag(feed, bar.symbol)
         return self.max_decisions is not None and self.summary.decisions >= self.max_decisions
 
+    # ---- symbols joining and leaving -------------------------------------------------------------
+
+    async def _membership(self, feed: MarketFeed, engine: Engine, ledger: Ledger) -> None:
+        """Once READY, the symbols whose start-up backfill failed leave the engine and the status page; then
+        every `[market] reresolve_s` the exchange is asked again (`universe.review`): new listings of the
+        selection join, symbols no longer `Trading` (or dropped by the selection) stop. A failed look-up
+        is logged and tried again at the next period."""
+        await self.ready_event.wait()
+        for symbol in list(feed.excluded):
+            if symbol in self._active:
+                self._active.discard(symbol)
+                engine.remove_symbol(symbol)
+                self._forget(symbol)
+        while True:
+            await asyncio.sleep(self.cfg.market.reresolve_s)
+            rest = self._rest
+            assert rest is not None
+            try:
+                rows = await rest.instruments()
+                tickers = await rest.tickers() if self.selection is not None else []
+                now_ms = await rest.server_time_ms()
+            except BotError as exc:
+                self.log.warning(
+                    logs.SYMBOLS_REVIEW_FAILED, error=str(exc), retry_in_s=self.cfg.market.reresolve_s
+                )
+                continue
+            found = universe.review(rows, tickers, self.selection, engine.symbols)
+            for symbol, reason in sorted(found.left.items()):
+                self._stop_symbol(symbol, reason, feed, engine, ledger, now_ms=now_ms)
+            if found.joined:
+                self._join(list(found.joined), feed, engine, ledger, now_ms=now_ms)
+
+    def _join(
+        self, symbols: list[str], feed: MarketFeed, engine: Engine, ledger: Ledger, *, now_ms: int
+    ) -> None:
+        """New listings: engine state, status row and `live_from` (the bar forming at `now_ms`, the exchange
+        clock: the bars before it are its warm-up, from REST), then the feed subscribes and backfills them."""
+        step = self.step_ms
+        live_from = now_ms - now_ms % step
+        for symbol in symbols:
+            engine.add_symbol(symbol)
+            self._active.add(symbol)
+            self._last_seen[symbol] = None
+            self._live_from[symbol] = live_from
+            ledger.set_live_from(symbol, live_from)
+            self.status.add(symbol)
+            self.summary.joined += 1
+            self.log.info(logs.SYMBOL_JOINED, symbol=symbol, live_from_ms=live_from)
+        feed.add_symbols(symbols, start_ms=live_from - self.cfg.exchange.backfill_bars * step)
+
+    def _stop_symbol(
+        self, symbol: str, reason: str, feed: MarketFeed, engine: Engine, ledger: Ledger, *, now_ms: int
+    ) -> None:
+        """`symbol` stops: unsubscribed, its engine state dropped, its position closed on paper at its last
+        price (a `stops` row and the closing fill in the ledger) and one `symbol_stopped` line."""
+        feed.remove_symbols([symbol])
+        self._active.discard(symbol)
+        engine.remove_symbol(symbol)
+        fill, state = engine.trader.close(symbol)
+        ledger.record_stop(symbol, stopped_ms=now_ms, reason=reason, fill=fill, state=state)
+        self._forget(symbol)
+        self.summary.stopped += 1
+        self.log.info(
+            logs.SYMBOL_STOPPED,
+            symbol=symbol,
+            reason=reason,
+            closed_qty=0.0 if fill is None else fill.qty,
+            side=None if fill is None else fill.side,
+            price=state.mark_px,
+            realized_pnl_usd=0.0 if fill is None else fill.realized_pnl_usd,
+            fee_usd=0.0 if fill is None else fill.fee_usd,
+            last_decided_ms=state.last_start_ms,
+        )
+
+    def _forget(self, symbol: str) -> None:
+        """`symbol` is no longer run: off the status page, the lag check and the per-symbol metrics."""
+        self.status.remove(symbol)
+        self.lag.forget(symbol)
+        self.metrics.forget(symbol)
+        self._books.pop(symbol, None)
+
     # ---- run -------------------------------------------------------------------------------------
 
     async def _serve(self, feed: MarketFeed, engine: Engine, ledger: Ledger, stop: asyncio.Event) -> None:
@@ -425,8 +515,10 @@ class Service:
             consumer = tg.create_task(self._consume(feed, engine, ledger, stop), name="consume")
             dog = tg.create_task(self.watchdog.run(), name="watchdog")
             reloader = tg.create_task(self.reloader.run(), name="reload") if self.reloader else None
+            members = tg.create_task(self._membership(feed, engine, ledger), name="membership")
             await asyncio.wait({consumer})  # its error, if any, is the TaskGroup's to raise
             dog.cancel()
+            members.cancel()
             if reloader is not None:
                 reloader.cancel()
 
@@ -478,6 +570,7 @@ class Service:
                     "served without authentication to whoever reaches this address",
                 )
             rest = await rest_client(cfg.exchange).__aenter__()
+            self._rest = rest
             self.feed = MarketFeed(cfg, rest, start_ms=self._start_ms())
             serving = asyncio.create_task(self._serve(self.feed, engine, ledger, stop), name="serve")
             stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -554,8 +647,9 @@ async def run_service(
     """Run the bot until a signal (or `stop`, or `max_decisions`); `lock`: the ledger lock, if held;
     `family`: the verified tier family, if loaded."""
     ev = stop if stop is not None else asyncio.Event()
+    selection = cfg.market.selection
     cfg = await resolve_symbols(cfg)
-    service = Service(cfg, max_decisions=max_decisions, lock=lock, family=family)
+    service = Service(cfg, max_decisions=max_decisions, lock=lock, family=family, selection=selection)
     install_signal_handlers(ev, service)
     return await service.run(ev)
 

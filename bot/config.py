@@ -66,6 +66,9 @@ class MarketConfig(_Section, frozen=True):
     )
     interval: str = "5"
     category: Literal["linear"] = "linear"
+    # how often the running service asks the exchange again (instruments-info, tickers): a selection's new
+    # listings join, and symbols no longer `Trading` (or dropped by the selection) stop, closed on paper
+    reresolve_s: PosFloat = 86_400.0
 
     @property
     def symbol_list(self) -> list[str]:

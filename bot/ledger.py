@@ -105,6 +105,23 @@ def _checked(w: BarWrite) -> PositionState:
     return state
 
 
+def _position_row(state: PositionState) -> tuple[Any, ...]:
+    """`state` as a `positions` row."""
+    return (
+        state.symbol,
+        state.last_start_ms,
+        state.units,
+        state.qty,
+        state.avg_entry_px,
+        state.mark_px,
+        state.tier,
+        state.regime,
+        state.realized_pnl_usd,
+        state.fees_usd,
+        state.to_json(),
+    )
+
+
 class Ledger:
     """An open ledger. Use `Ledger.open(path)`; close with `close()` or as a context manager.
 
@@ -510,21 +527,7 @@ class Ledger:
             lat = json.dumps(d.latency_us, sort_keys=True) if d.latency_us else None
             decisions.append((*(getattr(d, c) for c in schema.DECISION_FIELDS), lat))
             fills += [msgspec.structs.astuple(f) for f in d.fills]
-            positions.append(
-                (
-                    state.symbol,
-                    state.last_start_ms,
-                    state.units,
-                    state.qty,
-                    state.avg_entry_px,
-                    state.mark_px,
-                    state.tier,
-                    state.regime,
-                    state.realized_pnl_usd,
-                    state.fees_usd,
-                    state.to_json(),
-                )
-            )
+            positions.append(_position_row(state))
         keys = [(w.bar.symbol, w.bar.start_ms) for w in writes if w.decision is not None]
         where = f"{keys[0][0]}@{keys[0][1]}" if len(keys) == 1 else f"{len(keys)} decided bars {keys[:3]}..."
         try:
@@ -542,6 +545,49 @@ class Ledger:
             raise LedgerError(f"{where}: ledger refused the bar: {exc}") from exc
         except sqlite3.Error as exc:
             raise LedgerError(f"{where}: ledger write failed: {exc}") from exc
+
+    def record_stop(
+        self, symbol: str, *, stopped_ms: int, reason: str, fill: Fill | None, state: PositionState
+    ) -> None:
+        """A symbol stopped (delisted, suspended, dropped by the selection): one `stops` row saying why, and,
+        when it held a position, the closing `fill` (numbered after its last decided bar's fills) and its
+        flat paper `state`, in one transaction. `stopped_ms`: the exchange clock when it stopped.
+
+        Raises:
+            LedgerError: SQLite refused the write; nothing is written.
+        """
+        qty = 0.0 if fill is None else (fill.qty if fill.side == "buy" else -fill.qty)
+        stop = (
+            symbol,
+            stopped_ms,
+            reason,
+            state.last_start_ms,
+            state.mark_px,
+            qty,
+            0.0 if fill is None else fill.realized_pnl_usd,
+            0.0 if fill is None else fill.fee_usd,
+        )
+        try:
+            with self._tx() as conn:
+                conn.execute(schema.STOP_INSERT, stop)
+                if fill is not None:
+                    (seq,) = conn.execute(
+                        "SELECT COALESCE(MAX(seq) + 1, 0) FROM fills WHERE symbol = ? AND start_ms = ?",
+                        (symbol, fill.start_ms),
+                    ).fetchone()
+                    conn.execute(
+                        schema.FILL_INSERT, msgspec.structs.astuple(msgspec.structs.replace(fill, seq=seq))
+                    )
+                    conn.execute(schema.POSITION_INSERT, _position_row(state))
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{symbol}: ledger refused the stop ({reason}): {exc}") from exc
+
+    def stops(self, symbol: str) -> list[tuple[int, str, float | None, float]]:
+        """`symbol`'s stops, oldest first: (stopped_ms, reason, price, qty closed; signed, + bought)."""
+        rows = self.conn.execute(
+            "SELECT stopped_ms, reason, price, qty FROM stops WHERE symbol = ? ORDER BY stopped_ms", (symbol,)
+        ).fetchall()
+        return [(int(a), str(b), None if c is None else float(c), float(d)) for a, b, c, d in rows]
 
     def record_result(
         self,

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS positions (
 CREATE TABLE IF NOT EXISTS live_from (
     symbol TEXT PRIMARY KEY, start_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stops (
+    symbol TEXT NOT NULL, stopped_ms INTEGER NOT NULL, reason TEXT NOT NULL,
+    last_start_ms INTEGER, price REAL, qty REAL NOT NULL,
+    realized_pnl_usd REAL NOT NULL, fee_usd REAL NOT NULL,
+    PRIMARY KEY (symbol, stopped_ms)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shadow_forecasts (
     symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, tier TEXT NOT NULL,
     prediction REAL NOT NULL, vol_forecast REAL,
@@ -98,6 +104,7 @@ FILL_FIELDS: Final[tuple[str, ...]] = Fill.__struct_fields__
 FILL_COLS: Final = ", ".join(FILL_FIELDS)
 FILL_INSERT: Final = f"INSERT INTO fills ({FILL_COLS}) VALUES ({', '.join('?' * len(FILL_FIELDS))})"  # noqa: S608
 POSITION_INSERT: Final = "INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+STOP_INSERT: Final = "INSERT OR REPLACE INTO stops VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 SUMMARY_SQL: Final = {

@@ -273,6 +273,14 @@ class Metrics:
         else:
             self._lagging.discard(symbol)
 
+    def forget(self, symbol: str) -> None:
+        """`symbol` is no longer run: its decision-lag series is removed (bounded cardinality) and it no
+        longer counts as lagging."""
+        if self._lag_children.pop(symbol, None) is not None:
+            self.decision_lag_bars.remove(symbol)
+        self._lag.pop(symbol, None)
+        self._lagging.discard(symbol)
+
     def reconnect(self, n: int = 1) -> None:
         """Count `n` websocket reconnects."""
         self.reconnects.inc(n)

@@ -156,6 +156,14 @@ class StatusBoard:
             st = self.symbols[symbol] = _SymbolState(deque(maxlen=self.recent))
         return st
 
+    def add(self, symbol: str) -> None:
+        """`symbol` joined (a new listing): shown from now on, before its first decision."""
+        self._symbol(symbol)
+
+    def remove(self, symbol: str) -> None:
+        """`symbol` is no longer run (left out at start-up, delisted, dropped): it leaves the page."""
+        self.symbols.pop(symbol, None)
+
     def observe(self, decision: DecisionRecord, *, now_ms: int) -> None:
         """One decided bar (`now_ms`: wall-clock epoch ms when it was decided)."""
         st = self._symbol(decision.symbol)

@@ -65,7 +65,8 @@ def test_open_creates_schema_wal_and_full_sync(tmp_path: Path) -> None:
         assert led.conn.execute("PRAGMA user_version").fetchone()[0] == 1
         tables = {r[0] for r in led.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == {
-            "bars", "decisions", "fills", "positions", "live_from", "shadow_forecasts", "shadow_scores"
+            "bars", "decisions", "fills", "positions", "live_from", "stops", "shadow_forecasts",
+            "shadow_scores",
         }  # fmt: skip
         assert led.last_decided("BTCUSDT") is None
     with Ledger.open(path, synchronous="normal") as led:

@@ -52,6 +52,14 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from bot.bybit.backoff import Backoff, permanent_cause
+from bot.bybit.errors import (
+    EndpointError,
+    ExchangeError,
+    IpBannedError,
+    RateLimitError,
+    RetriesExhaustedError,
+    SubscribeError,
+)
 from bot.bybit.events import FeedEvent, FeedReady, FeedStats, TickerTops, book_top, kline_events
 from bot.bybit.pacing import RateWindow
 from bot.bybit.rest import History, RestClient
@@ -65,15 +73,7 @@ from bot.bybit.wire import (
 )
 from bot.config import Config
 from bot.core.bars import Bar, interval_ms
-from bot.core.errors import (
-    BotError,
-    EndpointError,
-    ExchangeError,
-    IpBannedError,
-    RateLimitError,
-    RetriesExhaustedError,
-    SubscribeError,
-)
+from bot.core.errors import BotError
 from bot.core.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, PartialBar, StreamEvent
 from bot.logs import (
     BACKFILL,
@@ -186,6 +186,8 @@ class MarketFeed:
         self._closed = False
         self._log = get_logger(component="feed")
         self.excluded: dict[str, str] = {}  # symbol -> why its start-up backfill was given up
+        self._tasks: list[asyncio.Task[None]] = []
+        self._conn_failed = asyncio.Event()
         self.stats = FeedStats()
 
     # ---- lifecycle and iteration --------------------------------------------------------------------------
@@ -286,19 +288,64 @@ class MarketFeed:
         try:
             await self._initial_backfill()
             self._plan()
-            tasks = [asyncio.create_task(c.run(), name=f"feed-conn-{c.index}") for c in self.connections]
+            for conn in self.connections:
+                self._launch(conn)
             try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    task.result()  # a connection ends only by a fatal error
+                await self._conn_failed.wait()
+                for task in self._tasks:
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        task.result()  # a connection ends only by a fatal error
             finally:
-                for task in tasks:
+                for task in self._tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*self._tasks, return_exceptions=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._put(_Fatal(exc), droppable=False)
+
+    def _launch(self, conn: _Connection) -> None:
+        task = asyncio.create_task(conn.run(), name=f"feed-conn-{conn.index}")
+        task.add_done_callback(lambda _: self._conn_failed.set())
+        self._tasks.append(task)
+
+    # ---- symbols joining and leaving while running --------------------------------------------------------
+
+    def add_symbols(self, symbols: list[str], *, start_ms: int) -> None:
+        """Run `symbols` from now on (new listings): each gets a stream from `start_ms` (its backfill's first
+        bar open), joins the newest connection with room (`max_topics`, 21,000 characters), or a new one, is
+        subscribed there, and its backfill is served by that connection's REST filler (then live bars, each
+        once and in order). Symbols already run are ignored. Call it once the feed is running."""
+        for symbol in symbols:
+            if symbol in self._streams:
+                continue
+            self.excluded.pop(symbol, None)
+            stream = self._streams[symbol] = BarStream(symbol, self.interval_ms, next_start_ms=start_ms)
+            topics = self._topics(symbol)
+            conn = self.connections[-1] if self.connections else None
+            fits = conn is not None and (
+                len(conn.topics) + len(topics) <= self._ex.max_topics
+                and args_chars(conn.topics + topics) <= ARGS_LIMIT_CHARS
+            )
+            if conn is None or not fits:
+                conn = _Connection(self, len(self.connections), [symbol])
+                self.connections.append(conn)
+                self._owner[symbol] = conn
+                self.stats.connections = len(self.connections)
+                self._launch(conn)
+            else:
+                self._owner[symbol] = conn
+                conn.add(symbol, stream, topics)
+            self._apply(stream.on_reconnect())  # the backfill: from start_ms, open-ended
+
+    def remove_symbols(self, symbols: list[str]) -> None:
+        """Stop `symbols` (delisted, suspended, dropped): unsubscribed on their connection, their streams
+        dropped; bars of them still queued are the consumer's to ignore. Unknown symbols are ignored."""
+        for symbol in symbols:
+            conn = self._owner.pop(symbol, None)
+            self._streams.pop(symbol, None)
+            if conn is not None:
+                conn.remove(symbol)
 
     async def _initial_backfill(self) -> None:
         """Every symbol's start-up backfill, `backfill_concurrency` at once; failed symbols are left out."""
@@ -396,7 +443,7 @@ class MarketFeed:
         so no live bar comes out before it."""
         if conn.index not in self._subscribed:
             self._subscribed.add(conn.index)
-            if len(self._subscribed) == len(self.connections):
+            if len(self._subscribed) == len(self.connections) and not self._all_subscribed.is_set():
                 self._put(FeedReady(tuple(self._streams), self.stats.backfilled_bars), droppable=False)
                 self._all_subscribed.set()
         await self._all_subscribed.wait()
@@ -453,6 +500,8 @@ class _Connection:
         ex = feed._ex
         self._ex = ex
         self._backoff = Backoff(ex.reconnect_backoff_initial_s, ex.reconnect_backoff_max_s)
+        self._op_seq = 0
+        self._ops: set[asyncio.Task[None]] = set()
         self.fill_wanted = asyncio.Event()
         self._filler_error: BaseException | None = None
         self._tickers = TickerTops()
@@ -462,7 +511,44 @@ class _Connection:
         self._last_kline_monotonic = 0.0
         self.connects = 0
         self.connected = False
+        self._ws: ClientConnection | None = None  # the open socket, once subscribed
+        self._gone: set[str] = set()  # symbols removed from this connection (their last pushes are quiet)
         self._log = get_logger(component="feed", conn=index)
+
+    def add(self, symbol: str, stream: BarStream, topics: list[str]) -> None:
+        """Carry `symbol` from now on: subscribed now when the socket is open (and on every reconnect)."""
+        self.symbols = (*self.symbols, symbol)
+        self.streams[symbol] = stream
+        self.topics = self.topics + topics
+        self._gone.discard(symbol)
+        self._send_op("subscribe", topics)
+
+    def remove(self, symbol: str) -> None:
+        """Stop carrying `symbol`: unsubscribed now when the socket is open, and not on reconnects."""
+        topics = self.feed._topics(symbol)
+        self.symbols = tuple(s for s in self.symbols if s != symbol)
+        self.streams.pop(symbol, None)
+        self.topics = [t for t in self.topics if t not in topics]
+        self._behind_since.pop(symbol, None)
+        self._gone.add(symbol)
+        self._send_op("unsubscribe", topics)
+
+    def _send_op(self, op: str, topics: list[str]) -> None:
+        """Send a subscribe/unsubscribe on the open socket (in the background; the ack is read and ignored
+        by the reader). A closed socket needs nothing: the next session subscribes `self.topics`."""
+        ws = self._ws
+        if ws is None or not topics:
+            return
+        self._op_seq += 1
+        frame = f'{{"req_id":"{op}-{self.index}-{self._op_seq}","op":"{op}","args":{_json_list(topics)}}}'
+
+        async def send() -> None:
+            with contextlib.suppress(websockets.exceptions.ConnectionClosed):
+                await ws.send(frame)
+
+        task = asyncio.create_task(send(), name=f"feed-{op}-{self.index}")
+        self._ops.add(task)
+        task.add_done_callback(self._ops.discard)
 
     @property
     def stats(self) -> FeedStats:
@@ -517,8 +603,9 @@ class _Connection:
             self._last_kline_monotonic = now
             self._ping_since = None
             self._behind_since.clear()
-            for stream in self.streams.values():
+            for stream in list(self.streams.values()):
                 self.feed._apply(stream.on_reconnect())
+            self._ws = ws
             self._filler_error = None
             heartbeat = asyncio.create_task(self._heartbeat(ws), name=f"feed-heartbeat-{self.index}")
             filler = asyncio.create_task(self._filler(ws), name=f"feed-filler-{self.index}")
@@ -529,6 +616,7 @@ class _Connection:
                     raise self._filler_error from None
                 raise
             finally:
+                self._ws = None
                 for task in (heartbeat, filler):
                     task.cancel()
                 for task in (heartbeat, filler):
@@ -599,7 +687,9 @@ class _Connection:
         """
         while True:
             self.fill_wanted.clear()
-            for symbol, stream in self.streams.items():
+            for symbol, stream in list(self.streams.items()):  # a symbol may join or leave meanwhile
+                if symbol not in self.streams:
+                    continue
                 req = stream.take_fill()
                 if req is not None and not await self._serve_fill(ws, symbol, stream, req):
                     return
@@ -660,6 +750,8 @@ class _Connection:
                 self._on_orderbook(env, rest[2:])
             elif kind == "tickers" and rest in self.streams:
                 self._on_ticker(env, rest)
+            elif rest.rpartition(".")[2] in self._gone:
+                pass  # pushed before the unsubscribe landed
             else:
                 self.stats.unknown_topics += 1
                 self._log.warning(WS_UNKNOWN_TOPIC, topic=env.topic)
@@ -672,6 +764,8 @@ class _Connection:
         interval, _, symbol = rest.partition(".")
         stream = self.streams.get(symbol)
         topic = env.topic or ""
+        if stream is None and symbol in self._gone:
+            return  # pushed before the unsubscribe landed
         if stream is None or interval != self.feed.interval:
             self.stats.unknown_topics += 1
             self._log.warning(WS_UNKNOWN_TOPIC, topic=topic)

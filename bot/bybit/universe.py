@@ -87,3 +87,41 @@ def changes(running: Iterable[str], resolved: Iterable[str]) -> tuple[list[str],
     """The daily re-resolution: (symbols that join, symbols that leave), each sorted."""
     old, new = set(running), set(resolved)
     return sorted(new - old), sorted(old - new)
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    """A re-resolution's outcome: `joined` symbols (sorted) and `left` ones with why they leave."""
+
+    joined: tuple[str, ...]
+    left: dict[str, str]  # symbol -> why: "no longer Trading", "status Closed", "dropped by the selection"
+
+
+def review(
+    rows: Iterable[RestInstrument],
+    tickers: Iterable[RestTicker],
+    selection: SymbolSelection | None,
+    running: Iterable[str],
+) -> Review:
+    """Which running symbols leave and which join, from a fresh `instruments-info` and `tickers`.
+
+    A running symbol leaves when its status is no longer `Trading` (absent from the rows, which Bybit lists
+    for status `Trading` only unless asked, or listed with another status), and - under a selection - when
+    the selection drops it. Only a selection adds symbols; a plain list never grows.
+    """
+    rows = list(rows)
+    status = {r.symbol: r.status for r in rows}
+    running = list(running)
+    left: dict[str, str] = {}
+    for s in running:
+        if s not in status:  # instruments-info lists Trading symbols only by default
+            left[s] = "no longer Trading"
+        elif status[s] != "Trading":
+            left[s] = f"status {status[s]}"
+    if selection is None:
+        return Review((), left)
+    chosen = select(rows, tickers, selection).symbols
+    joined, dropped = changes(running, chosen)
+    for s in dropped:
+        left.setdefault(s, "dropped by the selection")
+    return Review(tuple(joined), left)

@@ -164,6 +164,21 @@ class Engine:
         self._rows = family if isinstance(family, RowsPredictor) else None
         self._vol = family.has_vol_head
 
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols decided now (the configured ones, plus those joined, minus those removed)."""
+        return tuple(self._symbols)
+
+    def add_symbol(self, symbol: str) -> None:
+        """Start deciding `symbol` (a listing joins): fresh feature and regime state; a no-op if held."""
+        if symbol not in self._symbols:
+            self._symbols[symbol] = _SymbolState(self.params, self.family, symbol, self.routes)
+
+    def remove_symbol(self, symbol: str) -> None:
+        """Stop deciding `symbol` (delisted, suspended, left out): its state is dropped; its paper position
+        stays with the trader (the shell closes it); a no-op if not held."""
+        self._symbols.pop(symbol, None)
+
     def _state(self, symbol: str) -> _SymbolState:
         try:
             return self._symbols[symbol]

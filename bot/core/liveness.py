@@ -64,6 +64,11 @@ class DecisionLag:
         """True while some symbol is lagging."""
         return bool(self._since)
 
+    def forget(self, symbol: str) -> None:
+        """`symbol` is no longer run: its lag and any lagging state are dropped."""
+        self.lag_bars.pop(symbol, None)
+        self._since.pop(symbol, None)
+
     def update(self, symbol: str, newest_closed_ms: int | None, last_decided_ms: int | None) -> LagState:
         """Recompute `symbol`'s lag; `last_decided_ms` None = nothing absorbed yet."""
         if newest_closed_ms is None:

@@ -390,6 +390,53 @@ class PaperTrader:
             state=new,
         )
 
+    def close(self, symbol: str) -> tuple[Fill | None, PositionState]:
+        """Flatten `symbol` at its last price (`mark_px`, no slippage; the fee of `order_type` charged): the
+        symbol stops trading (delisted, suspended, dropped). Returns the closing fill (None when flat or
+        never marked) and the new state, which keeps `last_start_ms` (the fill belongs to the last decided
+        bar; `seq` 0 here, the ledger numbers it after that bar's fills)."""
+        st = self.state(symbol)
+        if st.qty == 0.0 or st.mark_px is None:
+            return None, st
+        px = st.mark_px
+        qty = abs(st.qty)
+        notional = qty * px
+        fee = notional * self.fee_bps / 1e4
+        realized = st.qty * (px - st.avg_entry_px)
+        tier, regime = st.tier or "", st.regime or ""
+        fill = Fill(
+            symbol,
+            st.last_start_ms or 0,
+            0,
+            "sell" if st.qty > 0.0 else "buy",
+            qty,
+            px,
+            notional,
+            fee,
+            realized,
+            tier,
+            regime,
+        )
+        by_tier, by_regime = dict(st.pnl_by_tier), dict(st.pnl_by_regime)
+        _add(by_tier, st.tier, realized - fee)
+        _add(by_regime, st.regime, realized - fee)
+        new = PositionState(
+            symbol=symbol,
+            last_start_ms=st.last_start_ms,
+            units=0,
+            qty=0.0,
+            avg_entry_px=0.0,
+            mark_px=px,
+            realized_pnl_usd=st.realized_pnl_usd + realized,
+            fees_usd=st.fees_usd + fee,
+            n_fills=st.n_fills + 1,
+            pnl_by_tier=by_tier,
+            pnl_by_regime=by_regime,
+        )
+        self.positions[symbol] = new
+        self._arrays.pop(symbol, None)
+        return fill, new
+
     def _units(self, st: PositionState, value: float, *, traded: bool) -> float:
         """The position as the Python number it always was: an int under fixed sizing and whenever flat after
         a trade, the held object itself when nothing traded (as opened, or its exposure at today's price under
