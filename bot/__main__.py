@@ -17,14 +17,8 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Final, TypeVar
 
 from bot import logs
-from bot.core.errors import (
-    BotError,
-    ConfigError,
-    ExchangeError,
-    ModelError,
-    PipelineStalledError,
-    RetriesExhaustedError,
-)
+from bot.bybit.errors import ExchangeError, RetriesExhaustedError
+from bot.core.errors import BotError, ConfigError, ModelError, PipelineStalledError
 from bot.ledger_lock import LedgerInUseError
 from bot.shutdown import ShutdownTimeoutError
 

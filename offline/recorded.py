@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from bot.core.bars import Bar
-from bot.core.errors import BotError
+from bot.core.errors import BotError, DataError
 from bot.ledger import Ledger, LedgerError
 from bot.outputs import StagedOutput
 from bot.sim.csvbars import CSV_COLUMNS, OPTIONAL_COLUMNS
@@ -27,7 +27,7 @@ from bot.sim.csvbars import CSV_COLUMNS, OPTIONAL_COLUMNS
 EXPORT_HEADER: Final[tuple[str, ...]] = (*CSV_COLUMNS, *OPTIONAL_COLUMNS)
 
 
-class RecordedDataError(BotError):
+class RecordedDataError(DataError):
     """The ledger holds no recorded bars (of the symbol asked for), or the symbol is ambiguous."""
 
 

@@ -40,9 +40,10 @@ import aiohttp
 import msgspec
 
 from bot import modelstore
+from bot.bybit.errors import ExchangeError
 from bot.config import Config
 from bot.core.bars import Bar, interval_ms
-from bot.core.errors import BotError, ConfigError, ExchangeError, ModelError
+from bot.core.errors import BotError, ConfigError, ModelError
 from bot.interrupts import deferred
 from bot.manifest import MANIFEST_NAME
 from bot.outputs import OutputPathError

@@ -605,8 +605,8 @@ def test_non_transient_connection_errors_are_not_retried() -> None:
 
 async def test_rest_unknown_host_fails_at_once() -> None:
     """An unresolvable REST host is an EndpointError after one attempt, not six retries."""
+    from bot.bybit.errors import EndpointError
     from bot.bybit.rest import RestClient
-    from bot.core.errors import EndpointError
 
     probe = None
     try:

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from bot.bybit.errors import ExchangeError, SubscribeError
 from bot.bybit.events import FeedEvent, FeedReady
 from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import RestClient, rest_client
 from bot.config import Config, parse_config
 from bot.core.bars import Bar, BookTop
-from bot.core.errors import ExchangeError, SubscribeError
 from bot.core.stream import PartialBar
 from bot.sim.replay import ReplayExchange
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from bot.bybit.errors import ExchangeError, IpBannedError, RateLimitError
 from bot.bybit.rest import RestClient
-from bot.core.errors import ExchangeError, IpBannedError, RateLimitError
 from bot.sim.replay import ReplayExchange
 
 FIXTURES = Path(__file__).parent / "fixtures"

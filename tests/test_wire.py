@@ -5,7 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from bot.bybit.wire import WireError, decode_klines, decode_orderbook, decode_rest_klines, decode_ticker
+from bot.bybit.errors import WireError
+from bot.bybit.wire import decode_klines, decode_orderbook, decode_rest_klines, decode_ticker
 
 KLINE = (
     '[{"start":1735689600000,"end":1735689899999,"interval":"5","open":"{o}","close":"95010.5",'

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.bybit.wire import WireError, WsKline, WsOrderbook, WsTicker
+from bot.bybit.errors import WireError
+from bot.bybit.wire import WsKline, WsOrderbook, WsTicker
 from bot.core.bars import Bar, BookTop
 from bot.core.stream import PartialBar
 

@@ -32,6 +32,13 @@ import aiohttp
 import msgspec
 
 from bot.bybit.backoff import Backoff, permanent_cause
+from bot.bybit.errors import (
+    EndpointError,
+    ExchangeError,
+    IpBannedError,
+    RateLimitError,
+    RetriesExhaustedError,
+)
 from bot.bybit.pacing import RateWindow
 from bot.bybit.wire import (
     RestInstrument,
@@ -44,13 +51,6 @@ from bot.bybit.wire import (
 )
 from bot.config import ExchangeConfig
 from bot.core.bars import Bar, interval_ms
-from bot.core.errors import (
-    EndpointError,
-    ExchangeError,
-    IpBannedError,
-    RateLimitError,
-    RetriesExhaustedError,
-)
 from bot.logs import BACKFILL_PAGE, REST_BANNED, REST_RETRY, get_logger
 
 KLINE_PATH: Final = "/v5/market/kline"

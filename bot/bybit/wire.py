@@ -17,7 +17,8 @@ from typing import Annotated, Final, TypeVar
 
 import msgspec
 
-from bot.core.errors import BotError
+# `as`: an explicit re-export, as bot/bybit/feed.py imports WireError from here.
+from bot.bybit.errors import WireError as WireError
 
 #: A price: a decimal string on the wire, a positive finite float here.
 Price = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]  # excludes inf and nan
@@ -26,10 +27,6 @@ Size = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
 
 
 _T = TypeVar("_T")
-
-
-class WireError(BotError):
-    """A frame or response does not match the documented Bybit v5 shape."""
 
 
 # ---- websocket --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The project's one error root and its short tree."""
+"""The project's one error root and the domain errors of the core; the exchange's errors are in
+`bot.bybit.errors`, the tree is in docs/architecture.md."""
 
 from __future__ import annotations
 
@@ -19,34 +20,5 @@ class ModelError(BotError):
     """A model file or manifest is missing, altered, or does not match the feature schema."""
 
 
-class ExchangeError(BotError):
-    """The exchange answered with an error we cannot recover from (ban, bad symbol, bad params)."""
-
-
-class EndpointError(ExchangeError):
-    """The exchange cannot be reached for a reason retrying will not fix (unknown host, TLS failure, HTTP 4xx
-    on the websocket handshake); the message names the URL and the cause."""
-
-
-class RetriesExhaustedError(ExchangeError):
-    """A transient fault (timeout, connection error, HTTP 5xx, rate limit) outlasted every retry."""
-
-
-class RateLimitError(RetriesExhaustedError):
-    """Bybit retCode 10006 outlasted every retry; `reset_ms` is the exchange's reset timestamp if sent."""
-
-    def __init__(self, message: str, *, reset_ms: int | None = None) -> None:
-        super().__init__(message)
-        self.reset_ms = reset_ms
-
-
-class IpBannedError(ExchangeError):
-    """HTTP 403 from Bybit: the IP is banned for at least 10 minutes; REST must stop."""
-
-
 class PipelineStalledError(BotError):
     """Closed bars keep arriving but none is decided (`bot.core.liveness`); the service exits to restart."""
-
-
-class SubscribeError(ExchangeError):
-    """A websocket subscribe was refused (e.g. unknown symbol); fatal for the service."""
