@@ -290,7 +290,10 @@ async def one_seed(
                         return False
                     if not last_closed:
                         last_closed.update({s: ex.closed_keys(s)[-1] for s in scale.symbols})
+                    left_out = svc.feed.excluded if svc.feed is not None else {}
                     for symbol, closed_ms in last_closed.items():
+                        if symbol in left_out:  # not served by this run: the next start takes it up
+                            continue
                         last = svc._last_seen.get(symbol)
                         if last is None or last < closed_ms:
                             return False
