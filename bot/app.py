@@ -296,8 +296,12 @@ class Service:
         if regime is not None and regime.changed:
             self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier)
 
-    def _on_ready(self, ledger: Ledger) -> None:
-        for symbol, last in self._last_seen.items():
+    def _on_ready(self, ledger: Ledger, served: tuple[str, ...]) -> None:
+        """READY: each symbol the feed serves and never went live goes live after its last bar. A symbol the
+        feed left out (its start-up backfill failed) stays without `live_from` until a start serves it, so
+        the warm-up bars that start backfills are not decided."""
+        for symbol in served:
+            last = self._last_seen.get(symbol)
             if self._live_from.get(symbol) is None:
                 live_from = (last + self.step_ms) if last is not None else 0
                 self._live_from[symbol] = live_from
@@ -399,7 +403,7 @@ class Service:
                     engine.on_book(event)
                     self._books[event.symbol] = event
                 elif isinstance(event, FeedReady):
-                    self._on_ready(ledger)
+                    self._on_ready(ledger, event.symbols)
                 event = feed.next_nowait()
             if burst and self._decide(feed, engine, ledger, burst):
                 stop.set()
