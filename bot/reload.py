@@ -64,6 +64,9 @@ class ModelReloader:
                 try:
                     await asyncio.wait_for(self._requested.wait(), timeout=self.poll_s)
                 except TimeoutError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():  # a cancel() that raced the timeout (3.11)
+                        raise asyncio.CancelledError from None
                     if not self._changed():
                         continue
             else:

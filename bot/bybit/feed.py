@@ -231,8 +231,15 @@ class MarketFeed:
         return item
 
     async def aclose(self) -> None:
-        """Stop the feed: close the websockets and cancel their tasks."""
+        """Stop the feed: close the websockets and cancel their tasks.
+
+        The sockets are aborted first, so a connection's loop ends on its own (its `recv()` raises and it
+        sees the feed closed) even when a cancel() raced a timeout inside it and was lost."""
         self._closed = True
+        for conn in self.connections:
+            ws = conn._ws
+            if ws is not None:
+                ws.transport.abort()
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -558,7 +565,7 @@ class _Connection:
         """Connect, serve, reconnect with backoff until cancelled or a fatal error."""
         attempt = 0
         cause: str | None = None
-        while True:
+        while not self.feed._closed:
             if cause is not None:
                 delay = self._backoff.delay_s(attempt)
                 self.stats.last_reconnect_cause = cause
@@ -662,7 +669,11 @@ class _Connection:
                     frame = await ws.recv()
                 self._handle_frame(frame)
             except TimeoutError:
-                pass
+                # a cancel() that lands while the timeout fires can arrive here as TimeoutError (the task
+                # stays "cancelling"); looping on would swallow it and hang the feed's shutdown
+                task = asyncio.current_task()
+                if self.feed._closed or (task is not None and task.cancelling()):
+                    raise asyncio.CancelledError from None
             now = time.monotonic()
             if now - self._last_kline_monotonic > ex.stale_feed_s:
                 self._log.warning(WS_STALE, silent_s=round(now - self._last_kline_monotonic, 3))
