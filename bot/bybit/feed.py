@@ -626,9 +626,11 @@ class _Connection:
                 self._ws = None
                 for task in (heartbeat, filler):
                     task.cancel()
-                for task in (heartbeat, filler):
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                # gather, not `suppress(CancelledError)` around each await: that also swallowed a cancel() of
+                # this task arriving meanwhile, which left it "cancelling" and reconnecting at shutdown
+                for result in await asyncio.gather(heartbeat, filler, return_exceptions=True):
+                    if isinstance(result, Exception):  # CancelledError (a BaseException) is the expected end
+                        raise result
 
     async def _subscribe(self, ws: ClientConnection) -> None:
         topics = self.topics
