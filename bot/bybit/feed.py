@@ -242,8 +242,7 @@ class MarketFeed:
                 ws.transport.abort()
         if self._runner is not None:
             self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+            await asyncio.gather(self._runner, return_exceptions=True)  # a cancel() of ours gets through
             self._runner = None
 
     @property

@@ -4,7 +4,6 @@ server, with the task that paces the market clock in real time and pushes what i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -211,11 +210,10 @@ class ReplayExchange:
 
     async def stop(self) -> None:
         """Stop the clock, close every websocket and the server."""
-        for task in (self._driver, self._refresher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._driver, self._refresher) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # a cancel() of the caller gets through
         self._driver = self._refresher = None
         await self._ws.close_all()
         if self._runner is not None:
