@@ -36,7 +36,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _timing import best_s  # noqa: E402
 from oracle_features import OracleFeatureState, oracle_replay  # noqa: E402
 
 from bot.core import kernels  # noqa: E402
@@ -113,15 +115,6 @@ def _per_bar_us(
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
-def _best_s(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: proves the script runs")
@@ -174,16 +167,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # T-loop over every history, one call per symbol
     cols = [_arrays(s) for s in series]
     repeat = 1 if smoke else 3
-    oracle_s = _best_s(lambda: [oracle_replay(s, interval_ms=STEP_MS) for s in series], 1)
+    oracle_s = best_s(lambda: [oracle_replay(s, interval_ms=STEP_MS) for s in series], 1)
     rows = [
         ("oracle replay (baseline)", oracle_s),
         (
             "features_of_arrays (kernel.run per symbol)",
-            _best_s(lambda: [features_of_arrays(*c, interval_ms=STEP_MS) for c in cols], repeat),
+            best_s(lambda: [features_of_arrays(*c, interval_ms=STEP_MS) for c in cols], repeat),
         ),
         (
             "replay_features (from Bar lists)",
-            _best_s(lambda: [replay_features(s, interval_ms=STEP_MS) for s in series], repeat),
+            best_s(lambda: [replay_features(s, interval_ms=STEP_MS) for s in series], repeat),
         ),
     ]
     sub = cols[0]
@@ -195,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out, status = np.empty((sub_n, N_FEATURES)), np.zeros(sub_n, dtype=np.int8)
         pure.run(state, *(a[:sub_n] for a in sub), out, status)
 
-    pure_s = _best_s(pure_run, 1) * n_bars / sub_n  # scaled to the whole history
+    pure_s = best_s(pure_run, 1) * n_bars / sub_n  # scaled to the whole history
     rows.append((f"kernel.run, plain Python (timed on {sub_n:,} bars)", pure_s))
     print("\n| T-loop (offline feature building) | bars/s | vs oracle |")
     print("|---|---:|---:|")

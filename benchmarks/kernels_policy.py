@@ -38,16 +38,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import oracle_paper  # noqa: E402
 import oracle_regime  # noqa: E402
+from _timing import best_s  # noqa: E402
 
 from bot.core import kernels  # noqa: E402
 from bot.core.bars import Bar  # noqa: E402
 from bot.core.kernels import paper as kpaper  # noqa: E402
 from bot.core.kernels import regime as kregime  # noqa: E402
 from bot.core.paper import PaperTrader, kernel_params  # noqa: E402
-from bot.core.params import REGIME_NAMES, PaperConfig, RegimeConfig  # noqa: E402
+from bot.core.params import GUESSED_ROUTES, REGIME_NAMES, PaperConfig, RegimeConfig  # noqa: E402
 from bot.core.regime import RegimeDetector  # noqa: E402
 from bot.sim.synthetic import SyntheticMarket  # noqa: E402
 from offline.calibrate import calibrate  # noqa: E402
@@ -57,7 +59,7 @@ DATA = ROOT.parent / "shared/data/bybit_linear_cobra0506_crypto_backtester/norma
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT")
 STEP_MS = 300_000
 TIERS = ("edge", "production", "staging", "research")
-ROUTES = {"calm_trend": "edge", "normal": "production", "volatile": "staging", "crisis": "research"}
+ROUTES = GUESSED_ROUTES
 REGIME_CFG = RegimeConfig(routes=ROUTES)
 PAPER_CFG = PaperConfig(sizing="vol_target", max_units=3, long_threshold_bps=2.0, short_threshold_bps=2.0)
 N_CAL = 3000
@@ -97,15 +99,6 @@ def _per_bar_us(call: Callable[[int], object], n: int) -> tuple[float, float]:
         call(i)
         times[i] = (clock() - t0) / 1e3
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
-
-
-def _best_s(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 class _Run:
@@ -259,12 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {name} | {p50:.2f} | {p99:.2f} | {base / p50:.1f}x |")
 
     repeat = 1 if smoke else 3
-    oracle_s = _best_s(lambda: _policy_oracle(runs, o_det, o_trader), 1)
+    oracle_s = best_s(lambda: _policy_oracle(runs, o_det, o_trader), 1)
     sub = [_Run(first.symbol, first.bars[:2000], cal, seed=0)]
     sub_n = len(sub[0].bars)
-    wrappers_s = _best_s(lambda: _policy_oracle(runs, RegimeDetector, PaperTrader), 1)
-    kernels_s = _best_s(lambda: _policy_kernels(runs, kregime, kpaper), repeat)
-    pure_s = _best_s(lambda: _policy_kernels(sub, pure_r, pure_p), 1) * n_bars / sub_n  # scaled to all bars
+    wrappers_s = best_s(lambda: _policy_oracle(runs, RegimeDetector, PaperTrader), 1)
+    kernels_s = best_s(lambda: _policy_kernels(runs, kregime, kpaper), repeat)
+    pure_s = best_s(lambda: _policy_kernels(sub, pure_r, pure_p), 1) * n_bars / sub_n  # scaled to all bars
     rows = [
         ("oracle classes per bar (baseline)", oracle_s),
         ("RegimeDetector + PaperTrader per bar (kernel + wrappers)", wrappers_s),
