@@ -16,11 +16,11 @@ import numpy as np
 
 from bot.core.bars import Bar
 from bot.core.params import RegimeConfig
-from bot.core.regime import (
+from bot.core.regime import replay_signals
+from bot.core.thresholds import (
     CALIBRATION_VERSION,
     DEFAULT_IMBALANCE_CRISIS_MIN,
     DEFAULT_SPREAD_CRISIS_BPS,
-    replay_signals,
 )
 
 F64 = np.ndarray[Any, np.dtype[np.float64]]

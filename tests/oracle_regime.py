@@ -13,14 +13,14 @@ from typing import Any
 
 from bot.core.bars import Bar, BookTop
 from bot.core.params import RegimeConfig
-from bot.core.regime import (
+from bot.core.regime import RegimeDecision
+from bot.core.rolling import EwMean, RollingWindow, copy_state
+from bot.core.thresholds import (
     FALLBACK_REGIME,
-    RegimeDecision,
     RegimeThresholdValues,
     Signals,
     resolve_routes,
 )
-from bot.core.rolling import EwMean, RollingWindow, copy_state
 
 
 class RegimeSignals:

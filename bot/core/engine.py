@@ -23,8 +23,9 @@ from bot.core.errors import ModelError
 from bot.core.features import FeatureState
 from bot.core.paper import PaperResult, PaperTrader
 from bot.core.params import RegimeConfig
-from bot.core.regime import RegimeDecision, RegimeDetector, RegimeThresholdValues, resolve_routes
+from bot.core.regime import RegimeDecision, RegimeDetector
 from bot.core.stream import PartialBar
+from bot.core.thresholds import RegimeThresholdValues, resolve_routes
 
 
 class Predictor(Protocol):

@@ -35,7 +35,8 @@ from bot.core.kernels import paper as _kp
 from bot.core.kernels import regime as _kr
 from bot.core.paper import Fill, kernel_params
 from bot.core.params import REGIME_NAMES, PaperConfig, RegimeConfig
-from bot.core.regime import RegimeDetector, resolve_routes
+from bot.core.regime import RegimeDetector
+from bot.core.thresholds import resolve_routes
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
