@@ -262,6 +262,34 @@ class Config(_Section, frozen=True):
 
 def _cross_check(cfg: Config) -> list[str]:
     """Checks spanning several keys; returns `(key path: message)` strings."""
+    errors = _market_errors(cfg) + _tier_errors(cfg)
+    if cfg.distill.train_frac + cfg.distill.val_frac >= 1.0:
+        errors.append("$.distill.val_frac: train_frac + val_frac must be < 1 to leave a test split")
+    errors.extend(_regime_errors(cfg))
+    if cfg.retrain.holdout_bars * 2 > cfg.retrain.history_bars:
+        errors.append(
+            f"$.retrain.holdout_bars: at most half of history_bars ({cfg.retrain.history_bars}), "
+            f"got {cfg.retrain.holdout_bars}; the challenger trains on the rest"
+        )
+    if cfg.exchange.reconnect_backoff_max_s < cfg.exchange.reconnect_backoff_initial_s:
+        errors.append("$.exchange.reconnect_backoff_max_s: must be >= reconnect_backoff_initial_s")
+    if cfg.exchange.rest_backoff_max_s < cfg.exchange.rest_backoff_initial_s:
+        errors.append("$.exchange.rest_backoff_max_s: must be >= rest_backoff_initial_s")
+    if cfg.exchange.stale_feed_s <= cfg.exchange.ping_interval_s:
+        errors.append("$.exchange.stale_feed_s: must be greater than ping_interval_s")
+    errors.extend(_url_errors(cfg.exchange))
+    try:
+        ipaddress.ip_address(cfg.service.metrics_host)
+    except ValueError:
+        host = cfg.service.metrics_host
+        errors.append(f"$.service.metrics_host: expected an IP address literal, got {host!r}")
+    else:
+        errors.extend(_exposure_errors(cfg.service))
+    return errors
+
+
+def _market_errors(cfg: Config) -> list[str]:
+    """The `[market]` checks of `_cross_check`: interval, symbol list or selection."""
     errors: list[str] = []
     if cfg.market.interval not in INTERVAL_MS:
         known = sorted(INTERVAL_MS)
@@ -282,6 +310,12 @@ def _cross_check(cfg: Config) -> list[str]:
             f'that runs on any symbol: set [models] symbols = "any" ($.models.symbols is '
             f"{cfg.models.symbols!r}; a pooled family needs it too), or list the symbols"
         )
+    return errors
+
+
+def _tier_errors(cfg: Config) -> list[str]:
+    """The `[tiers]` checks of `_cross_check`: feature sets, each tier smaller than the one before."""
+    errors: list[str] = []
     if not cfg.tiers:
         errors.append("$.tiers: at least one tier is required")
     params_prev: int | None = None
@@ -293,8 +327,12 @@ def _cross_check(cfg: Config) -> list[str]:
         if params_prev is not None and size >= params_prev:
             errors.append(f"$.tiers.{name}: each tier must be smaller than the one before (layers x width^2)")
         params_prev = size
-    if cfg.distill.train_frac + cfg.distill.val_frac >= 1.0:
-        errors.append("$.distill.val_frac: train_frac + val_frac must be < 1 to leave a test split")
+    return errors
+
+
+def _regime_errors(cfg: Config) -> list[str]:
+    """The `[regime]` checks of `_cross_check`: routes, threshold overrides and quantiles in order."""
+    errors: list[str] = []
     routes = cfg.regime.routes
     if not isinstance(routes, str):  # "auto": the family's own routes, checked when it is loaded
         for regime, tier_name in routes.items():
@@ -324,25 +362,6 @@ def _cross_check(cfg: Config) -> list[str]:
             f"vol_crisis_quantile, got {rq.vol_calm_quantile}, {rq.vol_volatile_quantile}, "
             f"{rq.vol_crisis_quantile}"
         )
-    if cfg.retrain.holdout_bars * 2 > cfg.retrain.history_bars:
-        errors.append(
-            f"$.retrain.holdout_bars: at most half of history_bars ({cfg.retrain.history_bars}), "
-            f"got {cfg.retrain.holdout_bars}; the challenger trains on the rest"
-        )
-    if cfg.exchange.reconnect_backoff_max_s < cfg.exchange.reconnect_backoff_initial_s:
-        errors.append("$.exchange.reconnect_backoff_max_s: must be >= reconnect_backoff_initial_s")
-    if cfg.exchange.rest_backoff_max_s < cfg.exchange.rest_backoff_initial_s:
-        errors.append("$.exchange.rest_backoff_max_s: must be >= rest_backoff_initial_s")
-    if cfg.exchange.stale_feed_s <= cfg.exchange.ping_interval_s:
-        errors.append("$.exchange.stale_feed_s: must be greater than ping_interval_s")
-    errors.extend(_url_errors(cfg.exchange))
-    try:
-        ipaddress.ip_address(cfg.service.metrics_host)
-    except ValueError:
-        host = cfg.service.metrics_host
-        errors.append(f"$.service.metrics_host: expected an IP address literal, got {host!r}")
-    else:
-        errors.extend(_exposure_errors(cfg.service))
     return errors
 
 
