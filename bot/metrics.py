@@ -145,6 +145,14 @@ class Metrics:
         self._position_children: dict[str, Gauge] = {}
         self._lag_children: dict[str, Gauge] = {}
         self.registry = CollectorRegistry(auto_describe=True)
+        self._register_event_metrics()
+        self._register_freshness_gauges(stale_s)
+        self._register_symbol_gauges()
+        self.registry.register(_Aggregates(self))
+        self._runner: web.AppRunner | None = None
+
+    def _register_event_metrics(self) -> None:
+        """The per-event collectors: bars, latency, reconnects, backfilled bars, ledger commits."""
         self.bars = Counter(
             "progdistill_bars",
             "Confirmed bars decided, by routed tier, regime and source (ws|rest).",
@@ -170,6 +178,9 @@ class Metrics:
         self.ledger_commits = Counter(
             "progdistill_ledger_commits", "SQLite ledger transactions committed.", registry=self.registry
         )
+
+    def _register_freshness_gauges(self, stale_s: float) -> None:
+        """The liveness gauges: last bar age, the stale threshold, the start time."""
         self.last_bar_age = Gauge(
             "progdistill_last_bar_age_seconds",
             "Seconds since the last decided bar (since start-up before the first one), monotonic clock.",
@@ -186,6 +197,9 @@ class Metrics:
             "Unix time the service started (a change means a restart).",
             registry=self.registry,
         ).set(time.time())
+
+    def _register_symbol_gauges(self) -> None:
+        """The per-symbol gauges and their scrape-time summaries (lag, positions, equity, symbols)."""
         self.decision_lag_bars = Gauge(
             "progdistill_decision_lag_bars",
             "Closed bars the exchange has published that are not decided yet, per symbol.",
@@ -223,8 +237,6 @@ class Metrics:
             "Symbols that have decided at least one bar since start-up.",
             registry=self.registry,
         ).set_function(lambda: len(self._positions))
-        self.registry.register(_Aggregates(self))
-        self._runner: web.AppRunner | None = None
 
     # ---- recording -----------------------------------------------------------------------------
     def observe_decision(self, decision: DecisionRecord, *, recv_to_decision_us: float | None = None) -> None:
