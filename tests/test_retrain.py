@@ -266,11 +266,11 @@ async def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "reports").exists()
 
 
-async def test_interrupted_while_scoring_leaves_the_store_as_found(
-    exchange: ReplayExchange, tmp_path: Path
-) -> None:
-    """SIGINT while the challenger is scored: exit 130, its version removed, models dir as before (none)."""
-    cfg = write_config(tmp_path, exchange.rest_url, epochs=5)
+async def _signal_retrain(
+    cfg: Path, marker: bytes, sig: signal.Signals, env: dict[str, str] | None = None
+) -> tuple[int | None, str]:
+    """Run `offline retrain --config cfg`, send `sig` at the first stderr line starting with `marker`; returns
+    the exit code and everything it printed on stderr."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -280,17 +280,28 @@ async def test_interrupted_while_scoring_leaves_the_store_as_found(
         str(cfg),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     assert proc.stderr is not None
     seen = []
     while line := await proc.stderr.readline():
         seen.append(line.decode())
-        if line.startswith(b"retrain: scoring challenger"):
-            proc.send_signal(signal.SIGINT)  # scoring 3000 bars through the engine takes > 0.2 s
+        if line.startswith(marker):
+            proc.send_signal(sig)
             break
     _, err = await proc.communicate()
-    assert proc.returncode == 130, "".join(seen) + err.decode()
-    assert "offline retrain stopped while scoring challenger" in err.decode()
+    return proc.returncode, "".join(seen) + err.decode()
+
+
+async def test_interrupted_while_scoring_leaves_the_store_as_found(
+    exchange: ReplayExchange, tmp_path: Path
+) -> None:
+    """SIGINT while the challenger is scored: exit 130, its version removed, models dir as before (none)."""
+    cfg = write_config(tmp_path, exchange.rest_url, epochs=5)
+    # scoring 3000 bars through the engine takes > 0.2 s
+    code, err = await _signal_retrain(cfg, b"retrain: scoring challenger", signal.SIGINT)
+    assert code == 130, err
+    assert "offline retrain stopped while scoring challenger" in err
     assert not (tmp_path / "models").exists()
     assert not list((tmp_path / "reports").glob("retrain-*.json"))
 
@@ -310,27 +321,10 @@ async def test_interrupted_at_each_phase_leaves_the_store_as_found(
     """A real signal while the run is paused at each phase (offline.interrupts PAUSE_ENV): exit 128 + signal,
     the line names the phase, no models dir (no champion before, none after), no retrain report."""
     cfg = write_config(tmp_path, exchange.rest_url, epochs=5)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "offline",
-        "retrain",
-        "--config",
-        str(cfg),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PROGDISTILL_PAUSE_AT": phase},
-    )
-    assert proc.stderr is not None
-    seen = []
-    while line := await proc.stderr.readline():
-        seen.append(line.decode())
-        if line.startswith(f"paused at phase {phase} ".encode()):
-            proc.send_signal(sig)
-            break
-    _, err = await proc.communicate()
-    assert proc.returncode == 128 + sig, "".join(seen) + err.decode()
-    assert f"interrupted by {sig.name}: offline retrain stopped while " in err.decode()
+    env = {**os.environ, "PROGDISTILL_PAUSE_AT": phase}
+    code, err = await _signal_retrain(cfg, f"paused at phase {phase} ".encode(), sig, env)
+    assert code == 128 + sig, err
+    assert f"interrupted by {sig.name}: offline retrain stopped while " in err
     assert not (tmp_path / "models").exists()
     assert not list((tmp_path / "reports").glob("retrain-*.json"))
 
