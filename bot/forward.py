@@ -139,6 +139,42 @@ def match_mlp(graph: Graph, *, input_name: str, output_name: str, vol_output_nam
     if not set(graph.opsets) <= {"", "ai.onnx.ml"}:
         raise ModelError(f"operator set domains {sorted(graph.opsets)}, expected '' and 'ai.onnx.ml'")
     walk = _Walk(graph)
+    offset, scale, value = _match_scaler(walk, input_name)
+    layers, value = _match_layers(walk, value, len(offset))
+    heads = int(layers[-1][1].shape[0])
+    if heads != len(want_out):
+        raise ModelError(f"the network has {heads} output(s), the manifest names {len(want_out)} head(s)")
+    y_scale, y_mean, cal = _match_heads(walk, value, heads, output_name, vol_output_name)
+    if walk.pos != len(graph.nodes):
+        extra = [nd.op for nd in graph.nodes[walk.pos :]]
+        raise ModelError(f"{len(extra)} node(s) after the expected graph: {extra}")
+    unused = sorted(set(graph.initializers) - walk.used)
+    if unused:
+        raise ModelError(f"initializer(s) {unused} are not part of the expected graph")
+    weights = MlpWeights(
+        offset=np.array(offset, dtype=np.float32),
+        scale=np.array(scale, dtype=np.float32),
+        layers=tuple(layers),
+        y_scale=y_scale.astype(np.float32),
+        y_mean=y_mean.astype(np.float32),
+        vol_calibration=cal,
+    )
+    parts = [
+        weights.offset,
+        weights.scale,
+        weights.y_scale,
+        weights.y_mean,
+        *(a for lay in layers for a in lay),
+    ]
+    if not all(np.isfinite(a).all() for a in parts) or not np.isfinite(cal if cal is not None else 0.0):
+        raise ModelError("a weight, scaler or unscale value is not finite")
+    return weights
+
+
+def _match_scaler(
+    walk: _Walk, input_name: str
+) -> tuple[list[float] | list[int], list[float] | list[int], str]:
+    """The input Scaler (and an optional Cast to float): `(offset, scale, the value it leaves)`."""
     scaler = walk.take("Scaler", input_name, domain="ai.onnx.ml", n_inputs=1)
     offset, scale = scaler.attrs.get("offset"), scaler.attrs.get("scale")
     if (
@@ -155,8 +191,13 @@ def match_mlp(graph: Graph, *, input_name: str, output_name: str, vol_output_nam
         cast = walk.take("Cast", value, n_inputs=1)
         _no_attrs(cast, to=FLOAT)
         value = cast.outputs[0]
+    return offset, scale, value
+
+
+def _match_layers(walk: _Walk, value: str, width: int) -> tuple[list[tuple[F32, F32]], str]:
+    """The dense layers (MatMul, Add, Relu between them) up to the first Reshape: `(layers, the value they
+    leave)`; `width` is the input width."""
     layers: list[tuple[F32, F32]] = []
-    width = n
     while True:
         mm = walk.take("MatMul", value)
         w = walk.init(mm, np.float32)
@@ -173,7 +214,7 @@ def match_mlp(graph: Graph, *, input_name: str, output_name: str, vol_output_nam
         value = add.outputs[0]
         after = walk.peek()
         if after == "Reshape":
-            break
+            return layers, value
         if after != "Relu":
             raise ModelError(
                 f"node {walk.pos} ({after or 'the end of the graph'}): expected Relu after a hidden layer or "
@@ -182,9 +223,13 @@ def match_mlp(graph: Graph, *, input_name: str, output_name: str, vol_output_nam
         relu = walk.take("Relu", value, n_inputs=1)
         _no_attrs(relu)
         value = relu.outputs[0]
-    heads = width
-    if heads != len(want_out):
-        raise ModelError(f"the network has {heads} output(s), the manifest names {len(want_out)} head(s)")
+
+
+def _match_heads(
+    walk: _Walk, value: str, heads: int, output_name: str, vol_output_name: str | None
+) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.generic], float | None]:
+    """The reshapes, the unscale (Mul, Add) and with two heads the vol head (Gather, Exp, Mul):
+    `(y_scale, y_mean, vol_calibration)`."""
     for shape in ([-1, 1], [-1, 2]) if heads == 2 else ([-1, 1],):
         reshape = walk.take("Reshape", value)
         got = walk.init(reshape, np.int64, (2,))
@@ -219,30 +264,7 @@ def match_mlp(graph: Graph, *, input_name: str, output_name: str, vol_output_nam
         _no_attrs(mul)
         if mul.outputs[0] != vol_output_name:
             raise ModelError(f"the vol head is {mul.outputs[0]!r}, expected {vol_output_name!r}")
-    if walk.pos != len(graph.nodes):
-        extra = [nd.op for nd in graph.nodes[walk.pos :]]
-        raise ModelError(f"{len(extra)} node(s) after the expected graph: {extra}")
-    unused = sorted(set(graph.initializers) - walk.used)
-    if unused:
-        raise ModelError(f"initializer(s) {unused} are not part of the expected graph")
-    weights = MlpWeights(
-        offset=np.array(offset, dtype=np.float32),
-        scale=np.array(scale, dtype=np.float32),
-        layers=tuple(layers),
-        y_scale=y_scale.astype(np.float32),
-        y_mean=y_mean.astype(np.float32),
-        vol_calibration=cal,
-    )
-    parts = [
-        weights.offset,
-        weights.scale,
-        weights.y_scale,
-        weights.y_mean,
-        *(a for lay in layers for a in lay),
-    ]
-    if not all(np.isfinite(a).all() for a in parts) or not np.isfinite(cal if cal is not None else 0.0):
-        raise ModelError("a weight, scaler or unscale value is not finite")
-    return weights
+    return y_scale, y_mean, cal
 
 
 # ---- packing and choice --------------------------------------------------------------------------------
