@@ -201,6 +201,26 @@ def _add(d: dict[str, float], key: str | None, value: float) -> None:
         d[key] = d.get(key, 0.0) + value
 
 
+def _fills(o: list[float], symbol: str, start_ms: int, tier: str, regime: str) -> tuple[Fill, ...]:
+    """The fills of the paper kernel's output row `o` (its `R_N_FILLS` slots from `R_FILL0`)."""
+    return tuple(
+        Fill(
+            symbol,
+            start_ms,
+            k,
+            "buy" if o[_R_FILL0 + k * _FILL_WIDTH + _X_SIDE] > 0.0 else "sell",
+            o[_R_FILL0 + k * _FILL_WIDTH + _X_QTY],
+            o[_R_FILL0 + k * _FILL_WIDTH + _X_PRICE],
+            o[_R_FILL0 + k * _FILL_WIDTH + _X_NOTIONAL],
+            o[_R_FILL0 + k * _FILL_WIDTH + _X_FEE],
+            o[_R_FILL0 + k * _FILL_WIDTH + _X_REALIZED],
+            tier,
+            regime,
+        )
+        for k in range(int(o[_R_N_FILLS]))
+    )
+
+
 def state_array(st: PositionState) -> npt.NDArray[np.float64]:
     """`st` as the paper kernel's state array (owner codes none: the caller attributes PnL by name)."""
     a = _kp.new_state()
@@ -323,23 +343,28 @@ class PaperTrader:
         if status != _S["OK"]:
             raise self._refused(status, st, symbol, start_ms, close, vol_forecast)
         o = self._out.tolist()
-        n = int(o[_R_N_FILLS])
-        fills = tuple(
-            Fill(
-                symbol,
-                start_ms,
-                k,
-                "buy" if o[_R_FILL0 + k * _FILL_WIDTH + _X_SIDE] > 0.0 else "sell",
-                o[_R_FILL0 + k * _FILL_WIDTH + _X_QTY],
-                o[_R_FILL0 + k * _FILL_WIDTH + _X_PRICE],
-                o[_R_FILL0 + k * _FILL_WIDTH + _X_NOTIONAL],
-                o[_R_FILL0 + k * _FILL_WIDTH + _X_FEE],
-                o[_R_FILL0 + k * _FILL_WIDTH + _X_REALIZED],
-                tier,
-                regime,
-            )
-            for k in range(n)
-        )
+        fills = _fills(o, symbol, start_ms, tier, regime)
+        result = self._result(st, work, o, symbol, start_ms, close, tier, regime, fills)
+        self.positions[symbol] = result.state
+        self._arrays[symbol] = (result.state, work)
+        return result
+
+    def _result(
+        self,
+        st: PositionState,
+        work: npt.NDArray[np.float64],
+        o: list[float],
+        symbol: str,
+        start_ms: int,
+        close: float,
+        tier: str,
+        regime: str,
+        fills: tuple[Fill, ...],
+    ) -> PaperResult:
+        """The bar's result from the kernel's output row `o` and stepped state `work`: the new state after
+        `st`, with the holding PnL credited to the carried position's owner and the trade PnL to `tier` and
+        `regime`."""
+        n = len(fills)
         units = self._units(st, o[_R_POSITION], traded=o[_R_TRADED] != 0.0)
         held = st.qty != 0.0
         holding = o[_R_HOLDING]
@@ -368,8 +393,6 @@ class PaperTrader:
             pnl_by_tier=by_tier,
             pnl_by_regime=by_regime,
         )
-        self.positions[symbol] = new
-        self._arrays[symbol] = (new, work)
         return PaperResult(
             symbol=symbol,
             start_ms=start_ms,
