@@ -2,7 +2,7 @@
 
 Part 1, single-row inference per tier (p50/p99 over back-to-back calls), against the bot's path as baseline:
 
-- `ort_bound`: `bot.tiers.Tier.predict` (numpy gather into a pre-bound float32 buffer, IOBinding run), the
+- `ort_bound`: `bot.tier.Tier.predict` (numpy gather into a pre-bound float32 buffer, IOBinding run), the
   bot's session options (1 thread, no spinning);
 - `ort_plain`: slice + cast + `session.run` with a feed dict, same session options;
 - `ort_default`: `session.run` on a session with onnxruntime's default options (thread pool, spinning);
@@ -72,7 +72,8 @@ from bot.core.params import REGIME_NAMES  # noqa: E402
 from bot.core.stream import PartialBar  # noqa: E402
 from bot.ledger import Ledger  # noqa: E402
 from bot.sim.synthetic import SyntheticMarket  # noqa: E402
-from bot.tiers import Tier, TierFamily  # noqa: E402
+from bot.tier import Tier  # noqa: E402
+from bot.tiers import TierFamily  # noqa: E402
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]

@@ -6,7 +6,7 @@
 Each tier of the default ladder (research 3x256 on 50 inputs, staging 3x128 on 50, production 2x64 on 39,
 edge 2x32 on 16; both heads) is built from randomly initialised weights (Glorot-uniform, a fixed seed;
 scikit-learn's own initialisation, no training) and exported by the real `offline.export.tier_to_onnx`, so
-the graph is the one a distillation writes. Each tier is then served both ways through `bot.tiers.Tier`'s
+the graph is the one a distillation writes. Each tier is then served both ways through `bot.tier.Tier`'s
 `predict` (the engine's call: a full float64 feature row in, the return out): by onnxruntime (the bound
 float32 buffers) and by the compiled forward pass (`bot.forward.choose_forward`, which also proves parity).
 
@@ -31,7 +31,7 @@ from bot import forward
 from bot.config import Config
 from bot.core import kernels
 from bot.core.features import FEATURE_INDEX, FEATURE_SETS, N_FEATURES
-from bot.tiers import Tier, TierSpec, session_options
+from bot.tier import Tier, TierSpec, session_options
 
 SEED = 21
 SMOKE_SHAPES = ((3, 24), (2, 16), (2, 12), (1, 8))  # benchmarks/_smoke.py's tiny tiers

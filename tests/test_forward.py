@@ -21,7 +21,8 @@ from bot.core import kernels
 from bot.core.features import FEATURE_INDEX, N_FEATURES
 from bot.manifest import decode_manifest
 from bot.onnxgraph import read_graph
-from bot.tiers import TierFamily, session_options
+from bot.tier import session_options
+from bot.tiers import TierFamily
 
 COMPILED = kernels.compiled().get("mlp", False)
 needs_compiled = pytest.mark.skipif(not COMPILED, reason="bot.core.kernels.mlp is not compiled here")
