@@ -34,7 +34,7 @@ import websockets
 from support import REPO, loop_config, small_config, to_toml
 
 from bot.bybit.backoff import permanent_cause
-from bot.bybit.feed import is_retryable
+from bot.bybit.connection import is_retryable
 from bot.core.bars import Bar
 from bot.ledger import Ledger, LedgerError
 from bot.metrics import Metrics

@@ -21,8 +21,8 @@ bars themselves.
 
 Modules: `market` (data sources and the bar clock), `instruments` (tick, qty step, numbers), `klines`
 (interval buckets and aggregation), `book` (the book, trades and ticker model), `faults` (the fault plan),
-`frames` (wire encoding), `rest` (HTTP routes), `ws` (websocket sessions), `server` (`ReplayExchange`),
-`cli` (`replay-server`).
+`frames` (wire encoding), `rest` (HTTP routes), `ws` (websocket sessions), `driver` (`ReplayClock`: the
+clock task and its pushes), `server` (`ReplayExchange`), `cli` (`replay-server`).
 """
 
 from __future__ import annotations
