@@ -28,7 +28,8 @@ from bot.manifest import MANIFEST_NAME, decode_manifest
 from bot.monitors import drift_monitor
 from bot.sim.replay import ReplayExchange
 from bot.sim.synthetic import SyntheticMarket
-from bot.status import DRIFT_UNAVAILABLE, FamilyInfo, StatusBoard, render_status
+from bot.status import FamilyInfo, StatusBoard
+from bot.status_page import DRIFT_UNAVAILABLE, render_status
 from bot.tiers import TierFamily
 
 SYMBOL = "SYNTHUSDT"

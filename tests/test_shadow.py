@@ -10,7 +10,8 @@ import pytest
 import support
 
 from bot.shadow import ShadowBar, ShadowScorer
-from bot.status import StatusBoard, render_status
+from bot.status import StatusBoard
+from bot.status_page import render_status
 
 
 def walk(n: int, seed: int = 3) -> np.ndarray:

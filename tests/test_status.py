@@ -30,16 +30,8 @@ from bot.manifest import ReturnSkill
 from bot.metrics import Metrics
 from bot.shadow import ShadowScorer
 from bot.sim.replay import ReplayExchange
-from bot.status import (
-    DAY_MS,
-    DETAIL_SYMBOLS,
-    NO_SKILL,
-    NOT_MEASURED,
-    SKILL_UNAVAILABLE,
-    FamilyInfo,
-    StatusBoard,
-    render_status,
-)
+from bot.status import DAY_MS, FamilyInfo, StatusBoard
+from bot.status_page import DETAIL_SYMBOLS, NO_SKILL, NOT_MEASURED, SKILL_UNAVAILABLE, render_status
 
 NOW_MS = 1_767_225_600_000 + 12 * 3_600_000  # 2026-01-01 12:00 UTC
 SYMBOL = "SYNTHUSDT"
