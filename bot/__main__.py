@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     add_demo_args(demo)
     add_replay_args(sub.add_parser("replay-server", help="Bybit-v5-compatible replay exchange on loopback"))
     add_report_args(sub.add_parser("latency-report", help="per-tier latency/PnL report from a decision log"))
-    from bot.sim.backtest import add_backtest_args
+    from bot.sim.backtest_cli import add_backtest_args
 
     add_backtest_args(
         sub.add_parser("backtest", help="the live engine over klines CSVs: decisions, report, plots")
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(main_replay(args))
             return 0
         if args.command == "backtest":
-            from bot.sim.backtest import main_backtest
+            from bot.sim.backtest_cli import main_backtest
 
             return main_backtest(args)
         from bot.sim.report import main_report
