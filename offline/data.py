@@ -1,7 +1,8 @@
 """Datasets for distillation: kline CSV loading with checks, synthetic bars, features, targets and splits.
 
-Features come from the live feature kernel run over the bars, one `bot.core.kernels.features.run` call per
-symbol (`bot.core.features.replay_features`), so training and inference can never disagree. The target of
+Features come from the live feature kernel run over the bars, one kernel call per symbol
+(`bot.core.features.features_of_arrays`, via `offline.columns.row_arrays`), so training and inference can
+never disagree. The target of
 row t is the forward return over `horizon_bars` bars, `c_{t+h} / c_t - 1`; a row is usable when its features
 are warm and its target lies inside one contiguous run of bars (no gap between t and t+h). With
 `[distill] vol_head` the row also carries the volatility target, the log forward realised vol over
@@ -26,10 +27,12 @@ import numpy.typing as npt
 from bot.config import DistillConfig
 from bot.core.bars import INTERVAL_MS, Bar
 from bot.core.errors import DataError
-from bot.core.features import FEATURE_NAMES, replay_features
+from bot.core.features import FEATURE_NAMES
 from bot.sim.csvbars import read_csv_bars
 from bot.sim.synthetic import SyntheticMarket
-from offline.vol import forward_rv, har_design
+from offline.columns import BarColumns, forward_log_vol_of, forward_returns_of, row_arrays
+from offline.pooled import SeriesPart, fill_rows, pooled_order, series_part
+from offline.vol import har_design
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -103,16 +106,8 @@ def synthetic_bars(n_bars: int, *, seed: int) -> list[Bar]:
 
 def forward_returns(bars: Sequence[Bar], horizon_bars: int, step_ms: int) -> tuple[F64, BoolArr]:
     """Target `c_{t+h}/c_t - 1` per bar and whether it stays inside one contiguous run (no gap, in range)."""
-    n = len(bars)
-    close = np.array([b.close for b in bars], dtype=np.float64)
-    start = np.array([b.start_ms for b in bars], dtype=np.int64)
-    y = np.full(n, np.nan, dtype=np.float64)
-    ok = np.zeros(n, dtype=np.bool_)
-    h = horizon_bars
-    if n > h:
-        y[: n - h] = close[h:] / close[: n - h] - 1.0
-        ok[: n - h] = (start[h:] - start[: n - h]) == h * step_ms
-    return y, ok
+    cols = BarColumns.of_bars(bars)
+    return forward_returns_of(cols.close, cols.start_ms, horizon_bars, step_ms)
 
 
 def forward_log_vol(bars: Sequence[Bar], horizon_bars: int, step_ms: int) -> tuple[F64, BoolArr]:
@@ -121,13 +116,8 @@ def forward_log_vol(bars: Sequence[Bar], horizon_bars: int, step_ms: int) -> tup
     Complete: `t..t+H` is one contiguous run and the realised vol is > 0 (an exactly flat stretch has no
     finite log).
     """
-    close = np.array([b.close for b in bars], dtype=np.float64)
-    rv = forward_rv(close, horizon_bars)
-    _, ok = forward_returns(bars, horizon_bars, step_ms)  # same contiguity rule as the return target
-    ok &= np.isfinite(rv) & (rv > 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_vol = np.where(ok, np.log(np.where(ok, rv, 1.0)), np.nan)
-    return np.asarray(log_vol, dtype=np.float64), ok
+    cols = BarColumns.of_bars(bars)
+    return forward_log_vol_of(cols.close, cols.start_ms, horizon_bars, step_ms)
 
 
 def embargo_rows(cfg: DistillConfig) -> int:
@@ -153,12 +143,12 @@ class Dataset:
     of the next `vol_horizon_bars` one-bar log returns) of the same rows; None without a vol head, and so
     are `har_X` / `har_tod_X`, the HAR-RV regressors of each row (`offline.vol.har_design`).
 
-    Pooled over several symbols (`pool_datasets`), rows are in time order (ties by series), `series` is
+    Pooled over several symbols (`load_pooled`), rows are in time order (ties by series), `series` is
     each row's series (index into `series_bars`, the bars of each symbol) and `bar_index` points into its
     own series' bars; `bars` is the first series'. None for one series.
     """
 
-    bars: list[Bar]
+    bars: Sequence[Bar]
     step_ms: int
     horizon_bars: int
     X: F64
@@ -172,7 +162,7 @@ class Dataset:
     har_X: F64 | None = None
     har_tod_X: F64 | None = None
     series: I64 | None = None
-    series_bars: list[list[Bar]] | None = None
+    series_bars: list[Sequence[Bar]] | None = None
 
     @property
     def n_rows(self) -> int:
@@ -183,7 +173,7 @@ class Dataset:
         """Symbols pooled in this dataset (1 for one bar series)."""
         return 1 if self.series_bars is None else len(self.series_bars)
 
-    def train_bars(self) -> list[Bar]:
+    def train_bars(self) -> Sequence[Bar]:
         """Bars up to and including the last training row's target bar (for regime calibration).
 
         Pooled over several series: those of the first series (`bars`)."""
@@ -193,7 +183,7 @@ class Dataset:
         last = int(self.bar_index[train[-1]]) + max(self.horizon_bars, self.vol_horizon_bars or 0)
         return self.bars[: last + 1]
 
-    def train_bars_by_symbol(self) -> dict[str, list[Bar]]:
+    def train_bars_by_symbol(self) -> dict[str, Sequence[Bar]]:
         """Each series' bars up to its last training row's target bar, by symbol (regime calibration).
 
         A series without a recorded symbol (`provenance`) is keyed "" (pooled thresholds only)."""
@@ -202,7 +192,7 @@ class Dataset:
         horizon = max(self.horizon_bars, self.vol_horizon_bars or 0)
         train = self.splits.train
         symbols = [p.get("symbol") or "" for p in self.provenance.get("series", [])]
-        out: dict[str, list[Bar]] = {}
+        out: dict[str, Sequence[Bar]] = {}
         for k, bars in enumerate(self.series_bars):
             rows = train[self.series[train] == k]
             if rows.size:
@@ -256,25 +246,19 @@ def build_dataset(
 ) -> Dataset:
     """Replay the live features over `bars`, attach the targets (return; log vol with `cfg.vol_head`), drop
     rows where any target is incomplete, split."""
-    X_all, warm = replay_features(bars, interval_ms=step_ms)
-    y_all, target_ok = forward_returns(bars, cfg.horizon_bars, step_ms)
-    usable = warm & target_ok & np.isfinite(X_all).all(axis=1) & np.isfinite(y_all)
-    v_all: F64 | None = None
-    if cfg.vol_head:
-        v_all, vol_ok = forward_log_vol(bars, cfg.vol_horizon_bars, step_ms)
-        usable &= vol_ok
+    cols = BarColumns.of_bars(bars)
+    arrays = row_arrays(cols, cfg, step_ms=step_ms)
+    X_all, y_all, v_all, usable = arrays.X, arrays.y, arrays.log_vol, arrays.usable
     bar_index = np.flatnonzero(usable).astype(np.int64)
     if bar_index.size == 0:
         raise DataError(f"no usable rows among {len(bars)} bars (warm-up is 49 bars per contiguous run)")
-    start = np.array([bars[i].start_ms for i in bar_index], dtype=np.int64)
+    start = cols.start_ms[bar_index]
     splits = chronological_splits(int(bar_index.size), cfg)
     assert X_all.shape[1] == len(FEATURE_NAMES)
     har_X = har_tod_X = None
     if v_all is not None:
-        close = np.array([b.close for b in bars], dtype=np.float64)
-        starts = np.array([b.start_ms for b in bars], dtype=np.int64)
-        har_X = har_design(close)[bar_index]
-        har_tod_X = har_design(close, starts, time_of_day=True)[bar_index]
+        har_X = har_design(cols.close)[bar_index]
+        har_tod_X = har_design(cols.close, cols.start_ms, time_of_day=True)[bar_index]
     return Dataset(
         bars=bars,
         step_ms=step_ms,
@@ -292,67 +276,31 @@ def build_dataset(
     )
 
 
-def pool_datasets(datasets: Sequence[Dataset], cfg: DistillConfig) -> Dataset:
-    """One dataset of several symbols' datasets (same interval): rows merged in time order, split at the
-    same calendar boundaries for every symbol (`calendar_splits`).
-
-    Features are pooled as they are: one input scaler then serves every symbol, which is sound because the
-    volatility features that carry the signal are logs of fractions (a symbol's vol level is a shift) and
-    the returns and ranges are fractions of price.
-
-    Raises:
-        DataError: the series have different intervals, or too few rows for the splits.
-    """
-    if len(datasets) == 1:
-        return datasets[0]
-    steps = {d.step_ms for d in datasets}
-    if len(steps) != 1:
-        names = [d.provenance.get("path") or d.provenance.get("source") for d in datasets]
+def check_one_interval(steps_ms: Sequence[int], provs: Sequence[dict[str, Any]]) -> None:
+    """Raise DataError unless every pooled series has the same bar interval."""
+    if len(set(steps_ms)) != 1:
+        names = [p.get("path") or p.get("source") for p in provs]
         raise DataError(
-            f"--data: pooled files must share one bar interval, got {sorted(steps)} ms ({names}); "
+            f"--data: pooled files must share one bar interval, got {sorted(set(steps_ms))} ms ({names}); "
             "pass files of one interval"
         )
-    series = np.concatenate([np.full(d.n_rows, k, dtype=np.int64) for k, d in enumerate(datasets)])
-    start = np.concatenate([d.start_ms for d in datasets])
-    order = np.lexsort((series, start)).astype(np.int64)
 
-    def cat(arrays: Sequence[Any]) -> Any:
-        return np.concatenate(arrays)[order]
 
-    has_vol = all(d.log_vol is not None for d in datasets)
-    first = datasets[0]
-    provs = [d.provenance for d in datasets]
+def pooled_provenance(provs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The provenance of a pooled dataset: its series' provenances (`series`), and their span and rows."""
     symbols = [p.get("symbol") for p in provs]
-    prov: dict[str, Any] = {
+    return {
         "source": "pooled",
         "path": None,
         "symbol": None,
         "symbols": symbols if all(s is not None for s in symbols) else None,
-        "interval": first.provenance.get("interval"),
+        "interval": provs[0].get("interval"),
         "first_start_ms": min(int(p["first_start_ms"]) for p in provs),
         "last_start_ms": max(int(p["last_start_ms"]) for p in provs),
         "rows": sum(int(p["rows"]) for p in provs),
         "seed": None,
-        "series": provs,
+        "series": list(provs),
     }
-    start_sorted = start[order]
-    return Dataset(
-        bars=first.bars,
-        step_ms=first.step_ms,
-        horizon_bars=first.horizon_bars,
-        X=cat([d.X for d in datasets]),
-        y=cat([d.y for d in datasets]),
-        start_ms=start_sorted,
-        bar_index=cat([d.bar_index for d in datasets]),
-        splits=calendar_splits(start_sorted, cfg),
-        provenance=prov,
-        log_vol=cat([d.log_vol for d in datasets]) if has_vol else None,
-        vol_horizon_bars=first.vol_horizon_bars if has_vol else None,
-        har_X=cat([d.har_X for d in datasets]) if has_vol else None,
-        har_tod_X=cat([d.har_tod_X for d in datasets]) if has_vol else None,
-        series=series[order],
-        series_bars=[d.bars for d in datasets],
-    )
 
 
 def load_pooled(
@@ -364,22 +312,64 @@ def load_pooled(
     allow_gaps: bool = False,
     drop_last: bool = False,
 ) -> Dataset:
-    """`load_dataset` per CSV (one symbol each, `symbols[i]` for `data[i]`), pooled (`pool_datasets`).
+    """Several CSVs (one symbol each, `symbols[i]` for `data[i]`, one interval) as one dataset: rows merged in
+    time order (ties by symbol), split at the same calendar boundaries for every symbol (`calendar_splits`).
+    Each symbol's rows are those of its own `load_dataset`; the rows are held once (`offline.pooled`).
+
+    Features are pooled as they are: one input scaler then serves every symbol, which is sound because the
+    volatility features that carry the signal are logs of fractions (a symbol's vol level is a shift) and
+    the returns and ranges are fractions of price.
 
     Raises:
-        DataError: as `load_dataset`, or "synthetic" among several sources, or mismatched intervals.
+        DataError: as `load_dataset` per file (each must fill the splits on its own), "synthetic" among
+            several sources, mismatched intervals, or too few rows for the splits.
     """
     if len(data) > 1 and any(str(d) == "synthetic" for d in data):
         raise DataError("--data: 'synthetic' cannot be pooled with other data; pass CSV files only")
     syms = list(symbols) if symbols else [None] * len(data)
     if len(syms) != len(data):
         raise DataError(f"--symbol: give one per --data file ({len(data)}) or none, got {len(syms)}")
-    return pool_datasets(
-        [
-            load_dataset(d, cfg, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=s)
-            for d, s in zip(data, syms, strict=True)
-        ],
-        cfg,
+    if len(data) == 1:
+        return load_dataset(
+            data[0], cfg, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=syms[0]
+        )
+    parts: list[SeriesPart] = []
+    for d, sym in zip(data, syms, strict=True):
+        bars, step_ms, prov = read_series(
+            d, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=sym
+        )
+        part = series_part(bars, step_ms, prov, cfg)
+        del bars  # the Bar objects weigh ~5x the columns
+        n_rows = int(part.bar_index.size)
+        if n_rows == 0:
+            raise DataError(
+                f"{d}: no usable rows among {len(part.cols)} bars (warm-up is 49 bars per contiguous run)"
+            )
+        try:
+            chronological_splits(n_rows, cfg)  # each symbol fills the splits on its own
+        except DataError as exc:
+            raise DataError(f"{d}: {exc}") from exc
+        parts.append(part)
+    check_one_interval([p.step_ms for p in parts], [p.provenance for p in parts])
+    start, series, where = pooled_order(parts)
+    splits = calendar_splits(start, cfg)  # before the big allocation: too few rows fails at once
+    rows = fill_rows(parts, where, cfg)
+    return Dataset(
+        bars=parts[0].cols,
+        step_ms=parts[0].step_ms,
+        horizon_bars=cfg.horizon_bars,
+        X=rows.X,
+        y=rows.y,
+        start_ms=start,
+        bar_index=rows.bar_index,
+        splits=splits,
+        provenance=pooled_provenance([p.provenance for p in parts]),
+        log_vol=rows.log_vol,
+        vol_horizon_bars=cfg.vol_horizon_bars if cfg.vol_head else None,
+        har_X=rows.har_X,
+        har_tod_X=rows.har_tod_X,
+        series=series,
+        series_bars=[p.cols for p in parts],
     )
 
 
@@ -428,23 +418,37 @@ def load_dataset(
         step_ms = INTERVAL_MS["5"]
         prov = _provenance("synthetic", None, bars, step_ms, cfg.synthetic_seed, bars[0].symbol)
     else:
-        path = Path(data)
-        bars = load_csv(path, symbol=symbol)
-        if drop_last:
-            bars = bars[:-1]
-            if len(bars) < 2:
-                raise DataError(
-                    f"{path}: --drop-last leaves {len(bars)} data row(s); expected at least 2; use more bars"
-                )
-        if n_bars is not None and len(bars) > n_bars:
-            bars = bars[-n_bars:]
-        step_ms = infer_interval_ms(bars)
-        n_gaps = check_gaps(bars, step_ms, allow_gaps=allow_gaps, source=str(path))
-        check_prices(bars, source=str(path))
-        prov = _provenance("csv", str(path), bars, step_ms, None, symbol)
-        prov["gaps"] = n_gaps
-        prov["dropped_last_row"] = drop_last
+        bars, step_ms, prov = read_series(
+            data, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last, symbol=symbol
+        )
     return build_dataset(bars, cfg, step_ms=step_ms, provenance=prov)
+
+
+def read_series(
+    data: str | Path, *, n_bars: int | None, allow_gaps: bool, drop_last: bool, symbol: str | None
+) -> tuple[list[Bar], int, dict[str, Any]]:
+    """One klines CSV's checked bars, their interval (ms) and provenance (see `load_dataset`).
+
+    Raises:
+        DataError: as `load_dataset` for a CSV.
+    """
+    path = Path(data)
+    bars = load_csv(path, symbol=symbol)
+    if drop_last:
+        bars = bars[:-1]
+        if len(bars) < 2:
+            raise DataError(
+                f"{path}: --drop-last leaves {len(bars)} data row(s); expected at least 2; use more bars"
+            )
+    if n_bars is not None and len(bars) > n_bars:
+        bars = bars[-n_bars:]
+    step_ms = infer_interval_ms(bars)
+    n_gaps = check_gaps(bars, step_ms, allow_gaps=allow_gaps, source=str(path))
+    check_prices(bars, source=str(path))
+    prov = _provenance("csv", str(path), bars, step_ms, None, symbol)
+    prov["gaps"] = n_gaps
+    prov["dropped_last_row"] = drop_last
+    return bars, step_ms, prov
 
 
 def check_prices(bars: Sequence[Bar], *, source: str) -> None:

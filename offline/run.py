@@ -62,6 +62,15 @@ def _x_scaler(X_train: F64) -> StandardScaler:
     return sc
 
 
+def rows_of(X: F64, rows: I64) -> F64:
+    """`X[rows]`: a view (no copy) when `rows` is one ascending run of indices, as chronological and
+    calendar splits are; a copy otherwise."""
+    n = int(rows.size)
+    if n and int(rows[-1]) - int(rows[0]) == n - 1 and bool(np.all(np.diff(rows) == 1)):
+        return X[int(rows[0]) : int(rows[0]) + n]
+    return np.asarray(X[rows], dtype=X.dtype)
+
+
 def _hidden(t: TierConfig) -> tuple[int, ...]:
     return (t.width,) * t.layers
 
@@ -142,17 +151,18 @@ class Run:
                 har_tod_X = volmod.har_design(close, starts, time_of_day=True)[ds.bar_index]
         targets_std = np.column_stack(cols)
         scalers: dict[tuple[str, ...], StandardScaler] = {}
+        X_tr = rows_of(X, tr)  # a view for the usual contiguous training rows: the rows are held once
         for name in names:
             feats = FEATURE_SETS[tiers[name].features]
             if feats not in scalers:
-                scalers[feats] = _x_scaler(X[tr][:, feature_indices(feats)])
+                scalers[feats] = _x_scaler(X_tr[:, feature_indices(feats)])
         if cfg.teacher_folds == 0:
             n_t = int(len(tr) * (1.0 - cfg.heldout_frac))
             teacher_rows, student_rows = tr[:n_t], tr[n_t:]
         else:
             teacher_rows, student_rows = tr, tr
-        student_X = X[student_rows]
-        x_std = X[tr].std(axis=0)
+        student_X = rows_of(X, student_rows)
+        x_std = X_tr.std(axis=0)
         x_std[x_std == 0.0] = 1.0
         transfer_X = (
             transfer_set(
