@@ -38,10 +38,20 @@ def _check_symbol(flag: str, symbol: str | None) -> None:
         raise ConfigError(f"{flag}: expected a Bybit symbol such as BTCUSDT (A-Z, 0-9), got {symbol!r}")
 
 
-def _pool_args(args: argparse.Namespace) -> None:
+def _pool_args(args: argparse.Namespace, cfg: Config) -> None:
     """Check repeated `--data`/`--symbol`: one `--data` leaves `args.data` / `args.symbol` a single value
-    (str / str or None), several make them lists (pooled training, one symbol per file or none)."""
+    (str / str or None), several make them lists (pooled training, one symbol per file or none). A directory
+    `--data` is a selection over its CSVs (`offline.selection`), turned into those lists here."""
     data: list[str] = args.data or ["synthetic"]
+    if len(data) == 1 and Path(data[0]).is_dir():
+        _select_args(args, cfg, Path(data[0]))
+        return
+    for flag in ("symbols", "top", "min_turnover_usd", "exclude"):
+        if getattr(args, flag):
+            raise ConfigError(
+                f"--{flag.replace('_', '-')}: chooses among the CSVs of a directory; pass --data DIR "
+                f"(got --data {' '.join(data)})"
+            )
     symbols: list[str] = args.symbol or []
     for sym in symbols:
         _check_symbol("--symbol", sym)
@@ -59,11 +69,34 @@ def _pool_args(args: argparse.Namespace) -> None:
     args.symbol = (symbols[0] if symbols else None) if len(data) == 1 else (symbols or None)
 
 
+def _select_args(args: argparse.Namespace, cfg: Config, directory: Path) -> None:
+    """`--data DIR` with `--symbols ...` (or the config's `[market] symbols`): the chosen CSVs, pooled."""
+    from offline.selection import choose, selection_of
+
+    if args.symbol:
+        raise ConfigError(
+            f"--symbol: not with a directory --data {directory} (its file names give the symbols)"
+        )
+    wanted = selection_of(
+        cfg,
+        symbols=args.symbols,
+        top=args.top,
+        min_turnover_usd=args.min_turnover_usd,
+        exclude=[s.strip() for e in args.exclude or [] for s in e.split(",") if s.strip()],
+        from_config=args.config is not None,
+    )
+    chosen = choose(directory, wanted)
+    args.log(chosen.describe("selected"))
+    paths = [str(p) for p in chosen.paths]
+    args.data = paths[0] if len(paths) == 1 else paths
+    args.symbol = chosen.symbols[0] if len(paths) == 1 else list(chosen.symbols)
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
     from offline.pipeline import pipeline_distill
 
     cfg = _config(args.config)
-    _pool_args(args)
+    _pool_args(args, cfg)
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed: expected an integer in [0, 2**32), got {args.seed}")
     if args.folds is not None:
@@ -243,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="'synthetic' or a klines CSV path (default: synthetic); repeat with one CSV per symbol (same "
-        "interval) to train one family on all of them, split at the same dates",
+        "interval) to train one family on all of them, split at the same dates; or one directory of CSVs "
+        "and a selection over them (--symbols)",
     )
     d.add_argument(
         "--out",
@@ -272,6 +306,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="the symbol a CSV holds, recorded in the manifest (default: none); one per --data when repeated",
+    )
+    d.add_argument(
+        "--symbols",
+        default=None,
+        metavar="all|SYM,SYM",
+        help="with a directory --data: 'all' its CSVs (one per symbol, SYMBOL_5m.csv) or a comma list "
+        "(default: the --config's [market] symbols); the chosen symbols train one pooled family",
+    )
+    d.add_argument(
+        "--top", type=int, default=None, metavar="N", help="with --symbols all: the N by last-day turnover"
+    )
+    d.add_argument(
+        "--min-turnover-usd",
+        type=float,
+        default=None,
+        help="with --symbols all: only symbols with at least this turnover over their file's last day",
+    )
+    d.add_argument(
+        "--exclude", action="append", default=None, metavar="SYM[,SYM]", help="with --symbols all; repeat"
     )
     d.add_argument("--seed", type=int, default=None, help="training seed (default: [distill].seed)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")

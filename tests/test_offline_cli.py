@@ -11,6 +11,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from bot.core.bars import Bar
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_TOML = """
 [tiers.research]
@@ -173,3 +175,31 @@ def test_cli_distill_pooled_symbols(tmp_path: Path) -> None:
     assert manifest["provenance"]["symbols"] == ["AAAUSDT", "BBBUSDT"]
     assert manifest["provenance"]["source"] == "pooled"
     assert "vol R2/sym" in proc.stdout
+
+
+def test_cli_distill_selects_symbols_of_a_data_directory(tmp_path: Path) -> None:
+    """--data DIR --symbols all --top 2 --exclude trains one pooled family on the two symbols with the most
+    turnover over their last day (not the excluded one), logs what it chose, and records them."""
+    from offline.data import synthetic_bars
+    from offline.fetch import write_klines_csv
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY_TOML)
+    data = tmp_path / "data"
+    data.mkdir()
+    for k, sym in enumerate(("AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT")):
+        bars = [
+            Bar(b.symbol, b.start_ms, b.open, b.high, b.low, b.close, b.volume, float(k + 1))
+            for b in synthetic_bars(1800, seed=k + 1)
+        ]
+        write_klines_csv(bars, data / f"{sym}_5m.csv")
+    out = tmp_path / "models"
+    proc = _run(
+        "distill", "--config", str(cfg), "--data", str(data), "--symbols", "all", "--top", "2",
+        "--exclude", "DDDUSDT", "--out", str(out), "--quick", "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"selected: 2 of the 4 symbol files in {data}" in proc.stderr
+    manifest = json.loads((out / "current" / "manifest.json").read_text())
+    assert manifest["provenance"]["symbols"] == ["CCCUSDT", "BBBUSDT"]
+    assert manifest["provenance"]["source"] == "pooled"
