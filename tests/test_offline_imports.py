@@ -28,7 +28,12 @@ def test_bot_never_imports_offline_or_sklearn() -> None:
 
 
 def test_offline_builds_on_bot_features() -> None:
-    """offline/data.py replays bot.core.features (the one feature code), it does not re-implement it."""
-    src = (REPO / "offline" / "data.py").read_text(encoding="utf-8")
-    assert "from bot.core.features import" in src
-    assert "replay_features" in src
+    """offline's training rows come from bot.core.features' kernel (the one feature code): offline/columns.py
+    calls `features_of_arrays`, and offline/data.py and offline/pooled.py build rows only through it."""
+    cols = (REPO / "offline" / "columns.py").read_text(encoding="utf-8")
+    assert "from bot.core.features import features_of_arrays" in cols
+    assert "features_of_arrays(" in cols.split("def row_arrays", 1)[1]
+    for name in ("data.py", "pooled.py"):
+        src = (REPO / "offline" / name).read_text(encoding="utf-8")
+        assert "row_arrays(" in src, name
+        assert "import features_of_arrays" not in src, name
