@@ -94,6 +94,7 @@ class Tier:
         "_params",
         "_probe",
         "_scratch",
+        "_views",
         "_vol",
         "choice",
         "index",
@@ -112,6 +113,10 @@ class Tier:
         size = 0 if self._params is None else mlp.scratch_size(self._params)
         self._scratch: npt.NDArray[np.float64] = np.zeros(size, dtype=np.float64)
         self._fout: npt.NDArray[np.float64] = np.zeros(2, dtype=np.float64)
+        # typed views of params, scratch and out for the compiled pass (no buffer checks per call)
+        self._views = (
+            None if self._params is None else tuple(map(mlp.view, (self._params, self._scratch, self._fout)))
+        )
         self.index: npt.NDArray[np.intp] = feature_columns(spec.features)
         self._in: npt.NDArray[np.float32] = np.zeros((1, len(spec.features)), dtype=np.float32)
         self._out: npt.NDArray[np.float32] = np.zeros((1, 1), dtype=np.float32)
@@ -158,6 +163,15 @@ class Tier:
         self.session.run_with_iobinding(self._binding)
         self._fresh = True
         return float(self._out[0, 0])
+
+    def predict_pair(self, x: npt.NDArray[np.float64]) -> tuple[float, float | None]:
+        """(`predict`, `predict_vol`) of one full feature row from one run of the tier's runtime."""
+        views = self._views
+        if views is not None:
+            ret = float(mlp.step(views[0], x, views[1], views[2]))
+            return ret, (float(self._fout[1]) if self._vol is not None else None)
+        ret = self.predict(x)
+        return ret, (None if self._vol is None else float(self._vol[0, 0]))
 
     @property
     def has_vol_head(self) -> bool:

@@ -240,6 +240,15 @@ class TierFamily:
             )
         return self[tier].predict(x)
 
+    def predict_pair(self, tier: str, x: npt.NDArray[np.float64]) -> tuple[float, float | None]:
+        """(`predict`, `predict_vol`) of `tier` for one full feature row (float64, contiguous), from one
+        model run."""
+        if x.shape != (N_FEATURES,):
+            raise ValueError(
+                f"expected a feature vector of shape ({N_FEATURES},) ordered as FEATURE_NAMES, got {x.shape}"
+            )
+        return self[tier].predict_pair(x)
+
     def predict_rows(
         self, tier: str, x: npt.NDArray[np.float64]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:

@@ -128,7 +128,9 @@ def test_a_burst_decided_together_equals_one_bar_at_a_time(trained_family: Path,
         batched_calls += len({g.tier for g in got if g is not None})
     for s in symbols:
         assert one.trader.state(s) == burst.trader.state(s)
-        assert np.array_equal(one._state(s).features.state, burst._state(s).features.state, equal_nan=True)
+        a, b = one._tables, burst._tables
+        assert np.array_equal(a.feat[a.rows[s]], b.feat[b.rows[s]], equal_nan=True)
+        assert np.array_equal(a.fstate[a.rows[s]], b.fstate[b.rows[s]])
         assert one.regime(s) == burst.regime(s)
     assert len(tiers) >= 2, tiers  # rows of one close went to more than one tier
     assert batched_calls < 650 * len(symbols) / 2

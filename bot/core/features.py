@@ -208,7 +208,8 @@ def resolve_feature_set(name: str) -> tuple[str, ...]:
         raise KeyError(f"unknown feature set {name!r}; known: {sorted(FEATURE_SETS)}") from None
 
 
-def _rejected(code: int, symbol: str, start_ms: int, last_start_ms: int | None, fields: str) -> ValueError:
+def rejected(code: int, symbol: str, start_ms: int, last_start_ms: int | None, fields: str) -> ValueError:
+    """The error of a bar the feature kernel rejected with status `code` (`fields`: its values, printed)."""
     if code == _kernel.OUT_OF_ORDER:
         return ValueError(f"{symbol}: bar start_ms={start_ms} is not after the previous {last_start_ms}")
     return ValueError(
@@ -283,7 +284,7 @@ class FeatureState:
             return self._out.copy()
         if code == _kernel.WARMING:
             return None
-        raise _rejected(code, bar.symbol, bar.start_ms, self.last_start_ms, _fields(bar))
+        raise rejected(code, bar.symbol, bar.start_ms, self.last_start_ms, _fields(bar))
 
 
 def _fields(bar: Bar) -> str:
@@ -320,7 +321,7 @@ def features_of_arrays(
         o, h, lo, c, v = (float(a[done]) for a in as_f64)
         fields = f"open={o} high={h} low={lo} close={c} volume={v}"
         last = int(starts[done - 1]) if done else None
-        err = _rejected(int(status[done]), symbol, int(starts[done]), last, fields)
+        err = rejected(int(status[done]), symbol, int(starts[done]), last, fields)
         raise ValueError(f"bar {done} of {t_bars}: {err}")
     return out, status == _kernel.ROW
 

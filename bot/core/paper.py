@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.core.bars import BookTop
+from bot.core.book import PaperBook, finite_or_nan
 from bot.core.kernels import paper as _kp
 from bot.core.params import PaperConfig
 
@@ -184,16 +185,12 @@ _S_REALIZED, _S_FEES, _S_N_FILLS = _S["S_REALIZED"], _S["S_FEES"], _S["S_N_FILLS
 _R_SIGNAL, _R_POSITION, _R_QTY, _R_N_FILLS = _S["R_SIGNAL"], _S["R_POSITION"], _S["R_QTY"], _S["R_N_FILLS"]
 _R_FEE, _R_REALIZED, _R_UNREALIZED = _S["R_FEE"], _S["R_REALIZED"], _S["R_UNREALIZED"]
 _R_EQUITY, _R_BAR_PNL, _R_HOLDING = _S["R_EQUITY"], _S["R_BAR_PNL"], _S["R_HOLDING"]
-_R_TRADE_PNL, _R_TRADED, _R_FILL0, _FILL_WIDTH = (
-    _S["R_TRADE_PNL"],
-    _S["R_TRADED"],
-    _S["R_FILL0"],
-    _S["FILL_WIDTH"],
-)
+_R_TRADE_PNL, _R_FILL0, _FILL_WIDTH = _S["R_TRADE_PNL"], _S["R_FILL0"], _S["FILL_WIDTH"]
+_R_HOLDING_TIER, _R_HOLDING_REGIME = _S["R_HOLDING_TIER"], _S["R_HOLDING_REGIME"]
+_S_TIER, _S_REGIME = _S["S_TIER"], _S["S_REGIME"]
 _X_SIDE, _X_QTY, _X_PRICE = _S["X_SIDE"], _S["X_QTY"], _S["X_PRICE"]
 _X_NOTIONAL, _X_FEE, _X_REALIZED = _S["X_NOTIONAL"], _S["X_FEE"], _S["X_REALIZED"]
-_NO_CODE: Final = -1  # tier/regime codes: the wrapper attributes PnL by name itself
-_EMPTY: Final = np.zeros(0, dtype=np.float64)
+_NO_BOOK: Final = np.zeros(0, dtype=np.float64)
 
 
 def _add(d: dict[str, float], key: str | None, value: float) -> None:
@@ -201,8 +198,11 @@ def _add(d: dict[str, float], key: str | None, value: float) -> None:
         d[key] = d.get(key, 0.0) + value
 
 
-def _fills(o: list[float], symbol: str, start_ms: int, tier: str, regime: str) -> tuple[Fill, ...]:
+def fills_of(o: list[float], symbol: str, start_ms: int, tier: str, regime: str) -> tuple[Fill, ...]:
     """The fills of the paper kernel's output row `o` (its `R_N_FILLS` slots from `R_FILL0`)."""
+    n = int(o[_R_N_FILLS])
+    if n == 0:
+        return ()
     return tuple(
         Fill(
             symbol,
@@ -217,7 +217,7 @@ def _fills(o: list[float], symbol: str, start_ms: int, tier: str, regime: str) -
             tier,
             regime,
         )
-        for k in range(int(o[_R_N_FILLS]))
+        for k in range(n)
     )
 
 
@@ -251,7 +251,8 @@ def kernel_params(cfg: PaperConfig) -> npt.NDArray[np.float64]:
 
 
 class PaperTrader:
-    """Paper book for any number of symbols (a wrapper of `bot.core.kernels.paper.step`).
+    """Paper book for any number of symbols: the paper kernel's tables (`bot.core.book.PaperBook`), stepped
+    in place one bar (`on_bar`) or a bar close (`step_rows`, the engine's path) at a time.
 
     Args:
         cfg: thresholds, sizing, price rule, slippage and fees.
@@ -260,11 +261,46 @@ class PaperTrader:
 
     def __init__(self, cfg: PaperConfig, *, positions: Mapping[str, PositionState] | None = None) -> None:
         self.cfg = cfg
-        self.positions: dict[str, PositionState] = dict(positions or {})
         self._params = kernel_params(cfg)
-        self._out = np.zeros(_S["N_OUT"], dtype=np.float64)
-        # symbol -> (the state this trader last wrote, its kernel array): reused while positions holds it
-        self._arrays: dict[str, tuple[PositionState, npt.NDArray[np.float64]]] = {}
+        self.book = PaperBook(self._params)
+        self._fixed = cfg.sizing == "fixed"
+        self._out = np.zeros((1, _S["N_OUT"]), dtype=np.float64)
+        self._row = np.zeros(1, dtype=np.int64)
+        # symbols restored with an int position and not stepped since: their state keeps the int
+        self._int_units: set[str] = set()
+        for st in (positions or {}).values():
+            self.load(st)
+
+    @property
+    def positions(self) -> dict[str, PositionState]:
+        """Every symbol's state (built from the tables; a copy)."""
+        return {s: self.state(s) for s in self.book.symbols}
+
+    def load(self, st: PositionState) -> None:
+        """Resume `st.symbol` from `st` (a restored ledger state)."""
+        book = self.book
+        book.clear(st.symbol)
+        r = book.row(st.symbol)
+        book.state[r] = state_array(st)
+        if st.tier is not None:
+            book.state[r, _S_TIER] = book.tier_code(st.tier)
+        if st.regime is not None:
+            book.state[r, _S_REGIME] = book.regime_code(st.regime)
+        book.credit(r, st.pnl_by_tier, st.pnl_by_regime)
+        if isinstance(st.units, int):
+            self._int_units.add(st.symbol)
+        else:
+            self._int_units.discard(st.symbol)
+
+    @property
+    def restored_int_units(self) -> bool:
+        """Whether a restored int position awaits its first step (`stepped` must then be told)."""
+        return bool(self._int_units)
+
+    def stepped(self, symbols: list[str]) -> None:
+        """`symbols`' rows were stepped: their positions are the kernel's numbers from now on."""
+        if self._int_units:
+            self._int_units.difference_update(symbols)
 
     @property
     def fee_bps(self) -> float:
@@ -293,9 +329,35 @@ class PaperTrader:
         """Under vol_target, keep a same-sign position whose target moved less than `rebalance_band`."""
         return float(_kp.banded(self._params, units, target))
 
+    def units(self, value: float) -> float:
+        """A position as the Python number it always was: an int under fixed sizing (a whole number: a state
+        restored from vol_target sizing may hold a fraction) and whenever flat, else a float (the JSON of a
+        record and of a state keeps `1` and `1.0` apart)."""
+        return int(value) if value == 0.0 or (self._fixed and value.is_integer()) else value
+
     def state(self, symbol: str) -> PositionState:
         """Current state of `symbol` (flat and unmarked if never traded)."""
-        return self.positions.get(symbol) or PositionState(symbol=symbol)
+        book = self.book
+        r = book.rows.get(symbol)
+        if r is None:
+            return PositionState(symbol=symbol)
+        w = book.state[r].tolist()
+        by_tier, by_regime = book.attribution(r)
+        return PositionState(
+            symbol=symbol,
+            last_start_ms=int(w[_S_LAST]) if w[_S_HAS_LAST] else None,
+            units=int(w[_S_UNITS]) if symbol in self._int_units else self.units(w[_S_UNITS]),
+            qty=w[_S_QTY],
+            avg_entry_px=w[_S_AVG],
+            mark_px=w[_S_MARK] if w[_S_HAS_MARK] else None,
+            tier=book.tiers.name(w[_S_TIER]),
+            regime=book.regimes.name(w[_S_REGIME]),
+            realized_pnl_usd=w[_S_REALIZED],
+            fees_usd=w[_S_FEES],
+            n_fills=int(w[_S_N_FILLS]),
+            pnl_by_tier=by_tier,
+            pnl_by_regime=by_regime,
+        )
 
     def base_price(self, close: float, book: BookTop | None) -> float:
         """Price before slippage: the close, or the book mid under `fill_price = "mid"` given a book."""
@@ -321,96 +383,50 @@ class PaperTrader:
             ValueError: `close` is not positive, the bar is not newer than the symbol's last decided bar, or
                 vol_target sizing without a positive finite vol forecast.
         """
-        st = self.state(symbol)
-        cached = self._arrays.get(symbol)
-        # the kernel changes nothing when it refuses a bar, so the array is stepped in place
-        work = cached[1] if cached is not None and cached[0] is st else state_array(st)
-        status = _kp.step(
-            work,
-            self._params,
-            start_ms,
-            close,
-            prediction,
-            float("nan") if vol_forecast is None else vol_forecast,
-            0.0 if book is None else book.bid_px,
-            0.0 if book is None else book.ask_px,
-            _NO_CODE,
-            _NO_CODE,
-            _EMPTY,
-            _EMPTY,
+        b = self.book
+        r = b.row(symbol)
+        self._row[0] = r
+        status = b.step_rows(
+            self._row,
+            np.array([start_ms], dtype=np.int64),
+            np.array([close], dtype=np.float64),
+            np.array([prediction], dtype=np.float64),
+            np.array([finite_or_nan(vol_forecast)], dtype=np.float64),
+            _NO_BOOK if book is None else np.array([book.bid_px], dtype=np.float64),
+            _NO_BOOK if book is None else np.array([book.ask_px], dtype=np.float64),
+            np.array([b.tier_code(tier)], dtype=np.int64),
+            np.array([b.regime_code(regime)], dtype=np.int64),
             self._out,
         )
-        if status != _S["OK"]:
-            raise self._refused(status, st, symbol, start_ms, close, vol_forecast)
-        o = self._out.tolist()
-        fills = _fills(o, symbol, start_ms, tier, regime)
-        result = self._result(st, work, o, symbol, start_ms, close, tier, regime, fills)
-        self.positions[symbol] = result.state
-        self._arrays[symbol] = (result.state, work)
-        return result
+        if status != 1:
+            raise self.refused(symbol, start_ms, close, vol_forecast)
+        self.stepped([symbol])
+        return self.result(symbol, start_ms, self._out[0].tolist(), tier, regime, with_state=True)
 
-    def _result(
-        self,
-        st: PositionState,
-        work: npt.NDArray[np.float64],
-        o: list[float],
-        symbol: str,
-        start_ms: int,
-        close: float,
-        tier: str,
-        regime: str,
-        fills: tuple[Fill, ...],
+    def result(
+        self, symbol: str, start_ms: int, o: list[float], tier: str, regime: str, *, with_state: bool
     ) -> PaperResult:
-        """The bar's result from the kernel's output row `o` and stepped state `work`: the new state after
-        `st`, with the holding PnL credited to the carried position's owner and the trade PnL to `tier` and
-        `regime`."""
-        n = len(fills)
-        units = self._units(st, o[_R_POSITION], traded=o[_R_TRADED] != 0.0)
-        held = st.qty != 0.0
-        holding = o[_R_HOLDING]
-        holding_tier, holding_regime = (st.tier, st.regime) if held else (None, None)
-        trade = o[_R_TRADE_PNL]
-        by_tier = dict(st.pnl_by_tier)
-        by_regime = dict(st.pnl_by_regime)
-        _add(by_tier, holding_tier, holding)
-        _add(by_regime, holding_regime, holding)
-        _add(by_tier, tier, trade)
-        _add(by_regime, regime, trade)
-        owned = units != 0
-        w = work.tolist()
-        new = PositionState(
-            symbol=st.symbol,
-            last_start_ms=start_ms,
-            units=units,
-            qty=o[_R_QTY],
-            avg_entry_px=w[_S_AVG],
-            mark_px=close,
-            tier=tier if owned else None,
-            regime=regime if owned else None,
-            realized_pnl_usd=w[_S_REALIZED],
-            fees_usd=w[_S_FEES],
-            n_fills=st.n_fills + n,
-            pnl_by_tier=by_tier,
-            pnl_by_regime=by_regime,
-        )
+        """The bar's result from the kernel's output row `o` (the symbol's row already stepped)."""
+        fills = fills_of(o, symbol, start_ms, tier, regime)
+        names = self.book.tiers, self.book.regimes
         return PaperResult(
             symbol=symbol,
             start_ms=start_ms,
             signal=int(o[_R_SIGNAL]),
-            position=units,
+            position=self.units(o[_R_POSITION]),
             qty=o[_R_QTY],
             fill_price=fills[-1].price if fills else None,
-            fee_usd=o[_R_FEE] if n else 0,
+            fee_usd=o[_R_FEE] if fills else 0,
             realized_pnl_usd=o[_R_REALIZED],
             unrealized_pnl_usd=o[_R_UNREALIZED],
             equity_usd=o[_R_EQUITY],
             bar_pnl_usd=o[_R_BAR_PNL],
-            holding_pnl_usd=holding,
-            holding_tier=holding_tier,
-            holding_regime=holding_regime,
-            trade_pnl_usd=trade,
+            holding_pnl_usd=o[_R_HOLDING],
+            holding_tier=names[0].name(o[_R_HOLDING_TIER]),
+            holding_regime=names[1].name(o[_R_HOLDING_REGIME]),
+            trade_pnl_usd=o[_R_TRADE_PNL],
             fills=fills,
-            state=new,
+            state=self.state(symbol) if with_state else PositionState(symbol=symbol),
         )
 
     def close(self, symbol: str) -> tuple[Fill | None, PositionState]:
@@ -456,26 +472,15 @@ class PaperTrader:
             pnl_by_tier=by_tier,
             pnl_by_regime=by_regime,
         )
-        self.positions[symbol] = new
-        self._arrays.pop(symbol, None)
+        self.load(new)
         return fill, new
 
-    def _units(self, st: PositionState, value: float, *, traded: bool) -> float:
-        """The position as the Python number it always was: an int under fixed sizing and whenever flat after
-        a trade, the held object itself when nothing traded (as opened, or its exposure at today's price under
-        vol_target), else a float."""
-        if traded:
-            return int(value) if self.cfg.sizing == "fixed" or value == 0.0 else value
-        if self.cfg.sizing == "fixed" or st.qty == 0.0:
-            return st.units
-        return value
-
-    def _refused(
-        self, status: int, st: PositionState, symbol: str, start_ms: int, close: float, vol: float | None
-    ) -> ValueError:
-        if status == _S["BAD_CLOSE"]:
+    def refused(self, symbol: str, start_ms: int, close: float, vol: float | None) -> ValueError:
+        """Why the kernel refused `symbol`'s bar (it changed nothing): the error to raise."""
+        st = self.state(symbol)
+        if not close > 0.0:
             return ValueError(f"{symbol}@{start_ms}: expected a positive close price, got {close}")
-        if status == _S["OUT_OF_ORDER"]:
+        if st.last_start_ms is not None and start_ms <= st.last_start_ms:
             return ValueError(
                 f"{symbol}: bar start_ms={start_ms} already decided (last decided {st.last_start_ms})"
             )

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -48,6 +47,7 @@ import numpy.typing as npt
 from bot.core.bars import Bar, BookTop
 from bot.core.kernels import regime as _k
 from bot.core.params import REGIME_NAMES, RegimeConfig
+from bot.core.tables import RegimeDecision as RegimeDecision
 from bot.core.thresholds import THRESHOLD_KEYS
 from bot.core.thresholds import RegimeThresholdValues as RegimeThresholdValues
 from bot.core.thresholds import Signals as Signals
@@ -240,24 +240,6 @@ def replay_signals(
         )
         for f in fout[iout[:, _O_WARM] != 0].tolist()
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class RegimeDecision:
-    """The detector's output for one confirmed bar.
-
-    `signals` is None while warming up (then `regime` is the fallback "normal" and `warm` is False);
-    `candidate` is what the thresholds alone say, before hysteresis and dwell; `dwell_bars` counts bars in
-    `regime` including this one.
-    """
-
-    regime: str
-    tier: str
-    changed: bool
-    warm: bool
-    candidate: str
-    dwell_bars: int
-    signals: Signals | None
 
 
 class RegimeDetector:

@@ -444,3 +444,52 @@ def run_symbols(
     i: cython.Py_ssize_t
     for i in range(start_ms.shape[0]):
         status[i] = step(states[i], start_ms[i], o[i], h[i], lo[i], c[i], v[i], out[i])
+
+
+@cython.ccall
+def run_rows(
+    rows: cython.longlong[::1],
+    states: cython.double[:, ::1],
+    start_ms: cython.longlong[::1],
+    o: cython.double[::1],
+    h: cython.double[::1],
+    lo: cython.double[::1],
+    c: cython.double[::1],
+    v: cython.double[::1],
+    out: cython.double[:, ::1],
+    status: cython.schar[::1],
+) -> cython.Py_ssize_t:
+    """`step` for one bar of each of N symbols held as rows of an engine's state table: bar i steps
+    `states[rows[i]]` and writes `out[i]` and `status[i]` (a rejected bar rejects only that symbol's bar).
+
+    Returns:
+        N, or the index of the first rejected bar (the others are stepped all the same).
+
+    Raises:
+        ValueError: a row index is outside `states`, or an array is shorter than the bars given.
+    """
+    n: cython.Py_ssize_t = rows.shape[0]
+    i: cython.Py_ssize_t
+    r: cython.longlong
+    bad: cython.Py_ssize_t = n
+    if (
+        start_ms.shape[0] < n
+        or o.shape[0] < n
+        or h.shape[0] < n
+        or lo.shape[0] < n
+        or c.shape[0] < n
+        or v.shape[0] < n
+        or out.shape[0] < n
+        or status.shape[0] < n
+        or (n > 0 and (out.shape[1] < N_OUT or states.shape[1] < N_SLOTS))
+    ):
+        raise ValueError("feature kernel: an array is shorter than the bars given or the layout")
+    for i in range(n):
+        r = rows[i]
+        if r < 0 or r >= states.shape[0]:
+            raise ValueError(f"feature kernel: row {r} outside the state table of {states.shape[0]} rows")
+    for i in range(n):
+        status[i] = step(states[rows[i]], start_ms[i], o[i], h[i], lo[i], c[i], v[i], out[i])
+        if status[i] < 0 and bad == n:
+            bad = i
+    return bad

@@ -56,6 +56,7 @@ from typing import Final
 import cython
 import numpy as np
 import numpy.typing as npt
+from cython.cimports.libc.math import isfinite
 
 F64 = npt.NDArray[np.float64]
 
@@ -382,8 +383,8 @@ def step(
     if state[S_HAS_LAST] != 0.0 and start_ms <= state[S_LAST_START_MS]:
         return OUT_OF_ORDER
     sig = signal_of(params, prediction)
-    # positive and finite (inf - inf and NaN - NaN are NaN)
-    if vol_target and sig != 0 and not (vol_forecast > 0.0 and vol_forecast - vol_forecast == 0.0):
+    # positive and finite (NaN fails the first test)
+    if vol_target and sig != 0 and not (vol_forecast > 0.0 and isfinite(vol_forecast)):
         return BAD_VOL
     unreal0 = qty0 * (state[S_MARK] - state[S_AVG]) if qty0 != 0.0 and has_mark else 0.0
     equity0 = state[S_REALIZED] - state[S_FEES] + unreal0
@@ -617,3 +618,71 @@ def run_symbols(
         if status != OK and bad == n:
             bad = i
     return bad
+
+
+@cython.ccall
+@cython.exceptval(-1)
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def run_rows(
+    rows: cython.longlong[:],
+    state: cython.double[:, :],
+    params: cython.double[:],
+    start_ms: cython.longlong[:],
+    close: cython.double[:],
+    prediction: cython.double[:],
+    vol_forecast: cython.double[:],
+    bid_px: cython.double[:],
+    ask_px: cython.double[:],
+    tier: cython.longlong[:],
+    regime: cython.longlong[:],
+    pnl_tier: cython.double[:, :],
+    pnl_regime: cython.double[:, :],
+    out: cython.double[:, :],
+) -> cython.Py_ssize_t:
+    """One bar close over N symbols held as rows of a book's tables: bar i steps row `rows[i]` of `state`,
+    `pnl_tier` and `pnl_regime` and writes `out[i]` (empty `bid_px`/`ask_px`: no books).
+
+    Returns:
+        N, or the index of the first bar `step` refused (the others are stepped all the same).
+    """
+    n: cython.Py_ssize_t = rows.shape[0]
+    books: cython.bint = bid_px.shape[0] > 0
+    bad: cython.Py_ssize_t = n
+    i: cython.Py_ssize_t
+    r: cython.longlong
+    status: cython.int
+    _check_bars(n, params, close, prediction, vol_forecast, bid_px, ask_px, tier, regime, out)
+    if start_ms.shape[0] < n or (n > 0 and state.shape[1] < N_STATE):
+        raise ValueError(_SHAPES)
+    for i in range(n):
+        r = rows[i]
+        if r < 0 or r >= state.shape[0] or r >= pnl_tier.shape[0] or r >= pnl_regime.shape[0]:
+            raise ValueError(_SHAPES)
+    for i in range(n):
+        r = rows[i]
+        status = step(
+            state[r],
+            params,
+            start_ms[i],
+            close[i],
+            prediction[i],
+            vol_forecast[i],
+            bid_px[i] if books else 0.0,
+            ask_px[i] if books else 0.0,
+            tier[i],
+            regime[i],
+            pnl_tier[r],
+            pnl_regime[r],
+            out[i],
+        )
+        if status != OK and bad == n:
+            bad = i
+    return bad
+
+
+@cython.ccall
+def view(a: cython.double[:]) -> object:
+    """A typed view of the float64 array `a` (the array itself when uncompiled): passed back to `step` in
+    place of the array, it skips the buffer checks a numpy array costs on every call."""
+    return a

@@ -720,3 +720,94 @@ def run_symbols(
         if status != OK and bad == n:
             bad = i
     return bad
+
+
+@cython.ccall
+@cython.exceptval(-1)
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def run_rows(
+    rows: cython.longlong[:],
+    istate: cython.longlong[:, :],
+    fstate: cython.double[:, :],
+    iparams: cython.longlong[:],
+    fparams: cython.double[:, :],
+    routes: cython.longlong[:],
+    start_ms: cython.longlong[:],
+    close: cython.double[:],
+    volume: cython.double[:],
+    iout: cython.longlong[:, :],
+    fout: cython.double[:, :],
+) -> cython.Py_ssize_t:
+    """One bar close over N symbols held as rows of an engine's state tables: bar i steps row `rows[i]` of
+    `istate`, `fstate` and `fparams` and writes `iout[i]`, `fout[i]` (books go in with `set_book`).
+
+    Returns:
+        N, or the index of the first bar out of order (the others are stepped all the same).
+    """
+    n: cython.Py_ssize_t = rows.shape[0]
+    bad: cython.Py_ssize_t = n
+    i: cython.Py_ssize_t
+    r: cython.longlong
+    status: cython.int
+    if (
+        (n > 0 and (istate.shape[1] < N_ISTATE or fstate.shape[1] < iparams[Q_N_FSTATE]))
+        or (n > 0 and fparams.shape[1] < N_FPARAMS)
+        or routes.shape[0] < N_REGIMES
+        or start_ms.shape[0] < n
+        or close.shape[0] < n
+        or volume.shape[0] < n
+        or iout.shape[0] < n
+        or fout.shape[0] < n
+        or (n > 0 and (iout.shape[1] < N_IOUT or fout.shape[1] < N_FOUT))
+    ):
+        raise ValueError(_SHAPES)
+    for i in range(n):
+        r = rows[i]
+        if r < 0 or r >= istate.shape[0] or r >= fstate.shape[0] or r >= fparams.shape[0]:
+            raise ValueError(_SHAPES)
+    for i in range(n):
+        r = rows[i]
+        status = step(
+            istate[r], fstate[r], iparams, fparams[r], routes, start_ms[i], close[i], volume[i], iout[i],
+            fout[i],
+        )  # fmt: skip
+        if status != OK and bad == n:
+            bad = i
+    return bad
+
+
+@cython.ccall
+def view_i(a: cython.longlong[:]) -> object:
+    """A typed view of the int64 array `a` (the array itself when uncompiled): passed back to `step` in
+    place of the array, it skips the buffer checks a numpy array costs on every call."""
+    return a
+
+
+@cython.ccall
+def view_f(a: cython.double[:]) -> object:
+    """A typed view of the float64 array `a` (the array itself when uncompiled), as `view_i`."""
+    return a
+
+
+@cython.ccall
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def step_route(
+    istate: cython.longlong[:],
+    fstate: cython.double[:],
+    iparams: cython.longlong[:],
+    fparams: cython.double[:],
+    routes: cython.longlong[:],
+    start_ms: cython.longlong,
+    close: cython.double,
+    volume: cython.double,
+    iout: cython.longlong[:],
+    fout: cython.double[:],
+) -> cython.longlong:
+    """`step`, returning the bar's route as one number: `tier * N_REGIMES + regime` (the codes of `iout`),
+    or -1 for a bar out of order (nothing changed). The engine's single-symbol path reads it without
+    indexing `iout` from Python."""
+    if step(istate, fstate, iparams, fparams, routes, start_ms, close, volume, iout, fout) != OK:
+        return -1
+    return iout[O_TIER] * N_REGIMES + iout[O_REGIME]
