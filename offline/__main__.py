@@ -101,6 +101,16 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seed: expected an integer in [0, 2**32), got {args.seed}")
     if args.folds is not None:
         return _cmd_walkforward(args, cfg)
+    for flag, value in (
+        ("--seeds", args.seeds != 1),
+        ("--address", args.address is not None),
+        ("--num-cpus", args.num_cpus is not None),
+        ("--no-ray", args.no_ray),
+    ):
+        if value:
+            raise ConfigError(
+                f"{flag}: only with --folds K (the folds and seeds fan out; one family trains once)"
+            )
     args.out = args.out or "models"
     report = pipeline_distill(
         cfg,
@@ -129,9 +139,13 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 def _cmd_walkforward(args: argparse.Namespace, cfg: Config) -> int:
     """`distill --folds K`: the vol head's walk-forward fold table (offline/walkforward.py); no export."""
-    from offline.walkforward import check_n_folds, pipeline_walkforward
+    from offline.fanout import FanOut
+    from offline.folds import check_n_folds
+    from offline.walkforward import pipeline_walkforward
 
     check_n_folds(args.folds)
+    fanout = FanOut(ray=not args.no_ray, address=args.address, num_cpus=args.num_cpus)
+    fanout.check()
     args.out = args.out or "walkforward"
     wf, table = pipeline_walkforward(
         cfg,
@@ -144,6 +158,8 @@ def _cmd_walkforward(args: argparse.Namespace, cfg: Config) -> int:
         drop_last=args.drop_last,
         symbol=args.symbol,
         log=args.log,
+        n_seeds=args.seeds,
+        fanout=fanout,
     )
     print(table)
     print(
@@ -293,6 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="walk-forward instead of a family: K >= 2 expanding folds, each trained and scored on its test "
         "block (vol head vs HAR-RV); writes walkforward.json/.txt to --out, exports and promotes nothing",
     )
+    d.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --folds: train each fold with N seeds (default 1)",
+    )
+    d.add_argument(
+        "--address",
+        default=None,
+        help="with --folds: run the fold x seed tasks on the Ray cluster there: auto or HOST:PORT "
+        "(default: a local Ray, or this process without Ray installed)",
+    )
+    d.add_argument("--num-cpus", type=int, default=None, help="with --folds: local Ray CPUs (default: all)")
+    d.add_argument("--no-ray", action="store_true", help="with --folds: run every task in this process")
     d.add_argument("--no-promote", action="store_true", help="add the new version without making it current")
     d.add_argument("--quick", action="store_true", help="quick_bars bars and quick_epochs epochs")
     d.add_argument("--allow-gaps", action="store_true", help="accept time gaps in the CSV")

@@ -45,7 +45,6 @@ from typing import Any, Final
 import numpy as np
 
 from bot.config import Config, dump_config, parse_config
-from bot.core.errors import ConfigError
 from bot.interrupts import deferred
 from offline import interrupts
 from offline.families import FAMILIES_DIR, FamilyPlan, ensure_family, training_rows, write_atomic
@@ -246,6 +245,7 @@ def sweep(
     """
     import importlib
 
+    from offline.fanout import init_ray
     from offline.sweep_plan import plan
 
     ray: Any = importlib.import_module("ray")  # untyped enough that mypy --strict cannot check its calls
@@ -273,7 +273,7 @@ def sweep(
     t0 = time.perf_counter()
     started = not ray.is_initialized()
     if started:
-        _init_ray(ray, address=address, num_cpus=num_cpus)
+        init_ray(ray, address=address, num_cpus=num_cpus)
         interrupts.reclaim()  # ray.init installed its own SIGTERM handler
     try:
         interrupts.phase("data", "preparing the sweep's data")
@@ -337,26 +337,6 @@ def sweep(
     interrupts.phase("export", "writing trials.csv, best.toml and sweep.png")
     best = _publish(out, base, rows, keys, family, folds=folds, metric=metric)
     return {"rows": rows, "best": best, "seconds": time.perf_counter() - t0, "computed": computed}
-
-
-def _init_ray(ray: Any, *, address: str | None, num_cpus: int | None) -> None:
-    """Start a local Ray (`num_cpus`, default all) or join the cluster at `address`; a cluster that cannot
-    be joined is a ConfigError naming --address (nothing was written yet)."""
-    try:
-        if address is None:
-            cpus = num_cpus or os.cpu_count() or 1
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, ValueError, RuntimeError, OSError) as exc:
-        ray.shutdown()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"--address {address}: cannot join a Ray cluster there ({first}); start one with `ray start "
-            "--head`, pass its HOST:PORT, or leave --address out for a local Ray"
-            if address is not None
-            else f"cannot start a local Ray ({first}); nothing was written"
-        ) from exc
 
 
 def _trial_line(row: dict[str, Any], ov: dict[str, Any]) -> str:

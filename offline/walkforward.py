@@ -31,134 +31,36 @@ shorter history, and the family to ship is the one `offline distill` trains on a
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from bot.config import Config, DistillConfig, TierConfig
-from bot.core.errors import ConfigError, DataError
+from bot.core.errors import ConfigError
 from bot.core.params import RegimeConfig
 from bot.manifest import ReturnSkill
 from bot.outputs import StagedOutput
 from offline import vol as volmod
 from offline.calibrate import calibrate
-from offline.data import Dataset, Splits, embargo_rows, load_sources
+from offline.data import Dataset, embargo_rows, load_sources
 from offline.distill import DistillResult, run_distillation
 from offline.evaluate import rank_products, return_skill
 from offline.export import write_json
+from offline.fanout import FanOut, Runner, fan_out
+from offline.folds import Fold, check_n_folds, fold_dataset, walkforward_folds
 from offline.routes import choose_routes, routed_on_rows, row_regimes
 from offline.train import F64, I64, TierModel, information_coefficient
 from offline.walkforward_report import METRICS, WalkForward, format_walkforward, to_json
 
 BoolArr = npt.NDArray[np.bool_]
-
-#: Fewest rows a fold may have in each part (as `offline.data.chronological_splits` asks of a run).
-MIN_TRAIN_ROWS: Final = 50
-MIN_VAL_ROWS: Final = 20
-MIN_TEST_ROWS: Final = 20
-
-
-#: Metrics kept per candidate (keys of `offline.evaluate`'s metrics) in the fold table.
-def check_n_folds(n_folds: int) -> None:
-    """Raise ConfigError unless `n_folds` is an integer >= 2."""
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or n_folds < 2:
-        raise ConfigError(
-            f"--folds: expected an integer >= 2 (expanding walk-forward folds), got {n_folds!r}; "
-            "use --folds 4, or leave it out to train and export one family"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Fold:
-    """Row indices (into the dataset's rows) of one walk-forward fold, and its test block's time span."""
-
-    index: int  # 1..n_folds
-    train: I64
-    val: I64
-    test: I64
-    test_start_ms: int
-    test_end_ms: int  # start_ms of the block's last row
-
-    @property
-    def splits(self) -> Splits:
-        return Splits(train=self.train, val=self.val, test=self.test)
-
-
-def walkforward_folds(
-    ds: Dataset, n_folds: int, cfg: DistillConfig, *, first_train_frac: float = 0.5
-) -> list[Fold]:
-    """Chronological expanding-window folds over `ds`'s rows (see the module docstring).
-
-    Args:
-        n_folds: number of test blocks, >= 2.
-        cfg: `train_frac : val_frac` splits each training span; `embargo_rows(cfg)` bars separate the parts.
-        first_train_frac: share of the rows (by time) before the first test block, in (0, 1).
-
-    Raises:
-        ConfigError: `n_folds` < 2 or `first_train_frac` outside (0, 1).
-        DataError: a fold would get fewer than 50 train, 20 validation or 20 test rows.
-    """
-    check_n_folds(n_folds)
-    if not 0.0 < first_train_frac < 1.0:
-        raise ConfigError(f"first_train_frac: expected a fraction in (0, 1), got {first_train_frac}")
-    t = ds.start_ms
-    n = int(t.shape[0])
-    order = np.argsort(t, kind="stable")
-    ts = t[order]
-    emb_ms = embargo_rows(cfg) * ds.step_ms
-    ratio = cfg.train_frac / (cfg.train_frac + cfg.val_frac)
-    first = int(n * first_train_frac)
-    cuts = [first + (n - first) * k // n_folds for k in range(n_folds + 1)]
-    folds: list[Fold] = []
-    for k in range(1, n_folds + 1):
-        lo, hi = cuts[k - 1], cuts[k]
-        if hi <= lo:
-            _too_few(n, n_folds, k, 0, 0, 0)
-        t_lo = int(ts[lo])
-        in_block = t >= t_lo if k == n_folds else (t >= t_lo) & (t < ts[hi])
-        test = np.flatnonzero(in_block)
-        span = np.sort(t[t < t_lo - emb_ms])
-        n_tr, n_va = 0, 0
-        train = val = np.zeros(0, dtype=np.int64)
-        if span.size:
-            cut_ms = int(span[min(int(span.size * ratio), span.size - 1)])
-            val = np.flatnonzero((t >= cut_ms) & (t < t_lo - emb_ms))
-            train = np.flatnonzero(t < cut_ms - emb_ms)
-            n_tr, n_va = int(train.size), int(val.size)
-        if n_tr < MIN_TRAIN_ROWS or n_va < MIN_VAL_ROWS or test.size < MIN_TEST_ROWS:
-            _too_few(n, n_folds, k, n_tr, n_va, int(test.size))
-        folds.append(
-            Fold(
-                index=k,
-                train=train.astype(np.int64),
-                val=val.astype(np.int64),
-                test=test.astype(np.int64),
-                test_start_ms=t_lo,
-                test_end_ms=int(t[test].max()),
-            )
-        )
-    return folds
-
-
-def _too_few(n: int, n_folds: int, k: int, n_tr: int, n_va: int, n_te: int) -> None:
-    raise DataError(
-        f"--folds {n_folds}: too few usable rows ({n}) for {n_folds} walk-forward folds: fold {k} gets "
-        f"{n_tr} train, {n_va} validation and {n_te} test rows, need >= {MIN_TRAIN_ROWS}, {MIN_VAL_ROWS} "
-        f"and {MIN_TEST_ROWS}; use more bars or fewer folds"
-    )
-
-
-def fold_dataset(ds: Dataset, fold: Fold) -> Dataset:
-    """`ds` with the fold's splits (the same rows and arrays, no copy)."""
-    return dataclasses.replace(ds, splits=fold.splits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,13 +88,20 @@ def har_designs(ds: Dataset) -> dict[str, F64]:
     }
 
 
-def series_rows(ds: Dataset) -> dict[str, BoolArr]:
-    """Row mask per symbol: one entry for one series; per pooled series (`Dataset.series`) otherwise."""
+def series_rows(ds: Dataset) -> dict[str, Callable[[], BoolArr]]:
+    """Row mask per symbol, made when called (one symbol's mask at a time: hundreds of symbols' masks
+    at once would weigh more than the rows): one entry for one series; per pooled series otherwise."""
     prov = ds.provenance
     if ds.series is None:
-        return {str(prov.get("symbol") or prov.get("source") or "data"): np.ones(ds.n_rows, dtype=np.bool_)}
+        name = str(prov.get("symbol") or prov.get("source") or "data")
+        return {name: lambda: np.ones(ds.n_rows, dtype=np.bool_)}
+    series = ds.series
     names = prov.get("symbols") or [f"series{k}" for k in range(ds.n_series)]
-    return {str(name): ds.series == k for k, name in enumerate(names)}
+    return {str(name): functools.partial(_mask, series, k) for k, name in enumerate(names)}
+
+
+def _mask(series: I64, k: int) -> BoolArr:
+    return np.asarray(series == k, dtype=np.bool_)
 
 
 def fit_har_baselines(
@@ -269,6 +178,7 @@ def run_walkforward(
     first_train_frac: float = 0.5,
     log: Callable[[str], None] | None = None,
     regime: RegimeConfig | None = None,
+    runner: Runner | None = None,
 ) -> WalkForward:
     """Train and score every fold for every seed (see the module docstring).
 
@@ -279,6 +189,9 @@ def run_walkforward(
         seeds: training seeds; each fold is trained once per seed.
         epochs: maximum epochs per model.
         log: receives one line per fold and seed.
+        runner: where the fold x seed tasks run (`offline.fanout`; None = in this process); every task
+            reads the one shared copy of `ds` (share it first to hold it once). The result is the same
+            wherever they run.
         regime: with it, each fold (first seed) also calibrates its regimes on its training bars, chooses
             its routes on its validation rows (`offline.routes.choose_routes`, as `offline distill` does)
             and scores the routed family against always-teacher on its test block (`info["routes"]`).
@@ -296,50 +209,38 @@ def run_walkforward(
     designs = har_designs(ds)
     symbols = series_rows(ds)
     rows: list[dict[str, Any]] = []
-    fold_info: list[dict[str, Any]] = []
+    fold_info = [_fold_info(ds, fold) for fold in folds]
+    t0 = time.perf_counter()
+    baselines = _baselines(ds, folds, symbols, designs)
+    jobs = [(fold, seed, seed == seeds[0], tiers, cfg, epochs, regime) for fold in folds for seed in seeds]
+
+    def done(job: tuple[Any, ...], got: FoldSeed) -> None:
+        fold, seed = job[0], job[1]
+        say(
+            f"fold {fold.index}/{n_folds} seed {seed}: {fold.train.size} train / {fold.val.size} val / "
+            f"{fold.test.size} test rows, {got.seconds:.1f} s"
+        )
+
+    runner = runner or Runner(None)
+    if not runner.shares(ds):
+        runner.share(ds)
+    say(f"walk-forward: {len(jobs)} fold x seed task(s) {runner.where}")
+    results = runner.map(fold_seed, jobs, on_result=done)
     skill_products: list[F64] = []
     skill_starts: list[I64] = []
     fold_routes: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    by_fold: dict[int, list[FoldSeed]] = {}
+    for job, got in zip(jobs, results, strict=True):
+        by_fold.setdefault(job[0].index, []).append(got)
     for fold in folds:
-        fold_info.append(
-            {
-                "fold": fold.index,
-                "train_rows": int(fold.train.size),
-                "val_rows": int(fold.val.size),
-                "test_rows": int(fold.test.size),
-                "train_start_ms": int(ds.start_ms[fold.train].min()),
-                "test_start_ms": fold.test_start_ms,
-                "test_end_ms": fold.test_end_ms,
-            }
-        )
-        for sym, mask in symbols.items():
-            for key, base in fit_har_baselines(ds, fold, designs=designs, rows=mask).items():
-                rows.append(_row(fold.index, None, sym, "baseline", key, key, False, 0, base.metrics))
-        fds = fold_dataset(ds, fold)
-        for seed in seeds:
-            ts = time.perf_counter()
-            res = run_distillation(fds, tiers, cfg, epochs=epochs, seed=seed)
-            teacher = res.chosen[res.tier_names[0]].model
-            if seed == seeds[0]:  # ranked within the fold's test block, pooled over blocks below
-                skill_products.append(rank_products(teacher.predict(ds.X[fold.test]), ds.y[fold.test]))
-                skill_starts.append(ds.start_ms[fold.test])
-                if regime is not None:
-                    fold_routes.append(_fold_routes(res, fds, fold, regime, cfg))
-            for name in res.tier_names:
-                for c in res.candidates[name]:
-                    chosen = res.chosen[name] is c
-                    for sym, mask in symbols.items():
-                        tr, te = fold.train[mask[fold.train]], fold.test[mask[fold.test]]
-                        m = score_candidate(ds, c.model, teacher, tr, te)
-                        m["train_s"] = c.fit.train_s
-                        rows.append(
-                            _row(fold.index, seed, sym, name, c.variant, c.recipe, chosen, c.stage, m)
-                        )
-            say(
-                f"fold {fold.index}/{n_folds} seed {seed}: {fold.train.size} train / {fold.val.size} val / "
-                f"{fold.test.size} test rows, {time.perf_counter() - ts:.1f} s"
-            )
+        rows.extend(baselines[fold.index])
+        for got in by_fold[fold.index]:
+            rows.extend(got.rows)
+            if got.skill_products is not None and got.skill_starts is not None:
+                skill_products.append(got.skill_products)
+                skill_starts.append(got.skill_starts)
+            if got.routes is not None:
+                fold_routes.append(got.routes)
     info = {
         "n_folds": n_folds,
         "seeds": list(seeds),
@@ -356,8 +257,88 @@ def run_walkforward(
         "total_s": time.perf_counter() - t0,
         "return_skill": pooled_return_skill(skill_products, skill_starts, cfg, tier=next(iter(tiers))),
         "routes": fold_routes,
+        "ran": runner.where,
     }
     return WalkForward(rows=rows, folds=fold_info, info=info)
+
+
+def _baselines(
+    ds: Dataset,
+    folds: Sequence[Fold],
+    symbols: Mapping[str, Callable[[], BoolArr]],
+    designs: Mapping[str, F64],
+) -> dict[int, list[dict[str, Any]]]:
+    """Each fold's HAR baseline rows, symbol by symbol (one symbol's row mask at a time)."""
+    out: dict[int, list[dict[str, Any]]] = {fold.index: [] for fold in folds}
+    for sym, mask_of in symbols.items():
+        mask = mask_of()
+        for fold in folds:
+            for key, base in fit_har_baselines(ds, fold, designs=designs, rows=mask).items():
+                out[fold.index].append(
+                    _row(fold.index, None, sym, "baseline", key, key, False, 0, base.metrics)
+                )
+    return out
+
+
+def _fold_info(ds: Dataset, fold: Fold) -> dict[str, Any]:
+    return {
+        "fold": fold.index,
+        "train_rows": int(fold.train.size),
+        "val_rows": int(fold.val.size),
+        "test_rows": int(fold.test.size),
+        "train_start_ms": int(ds.start_ms[fold.train].min()),
+        "test_start_ms": fold.test_start_ms,
+        "test_end_ms": fold.test_end_ms,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class FoldSeed:
+    """One fold trained with one seed: its table rows, and (first seed only) the teacher's rank products
+    and times on the test block and the fold's routes (with a regime config)."""
+
+    rows: list[dict[str, Any]]
+    skill_products: F64 | None
+    skill_starts: I64 | None
+    routes: dict[str, Any] | None
+    seconds: float
+
+
+def fold_seed(
+    ds: Dataset,
+    fold: Fold,
+    seed: int,
+    first: bool,
+    tiers: Mapping[str, TierConfig],
+    cfg: DistillConfig,
+    epochs: int,
+    regime: RegimeConfig | None,
+) -> FoldSeed:
+    """Train fold `fold` with `seed` and score every candidate per symbol on its test block (a Ray task,
+    or a call in this process: `offline.fanout`)."""
+    ts = time.perf_counter()
+    fds = fold_dataset(ds, fold)
+    res = run_distillation(fds, tiers, cfg, epochs=epochs, seed=seed)
+    teacher = res.chosen[res.tier_names[0]].model
+    products = starts = routes = None
+    if first:  # ranked within the fold's test block, pooled over blocks by the caller
+        products = rank_products(teacher.predict(ds.X[fold.test]), ds.y[fold.test])
+        starts = ds.start_ms[fold.test]
+        if regime is not None:
+            routes = _fold_routes(res, fds, fold, regime, cfg)
+    per_symbol = []
+    for sym, mask_of in series_rows(ds).items():
+        mask = mask_of()
+        per_symbol.append((sym, fold.train[mask[fold.train]], fold.test[mask[fold.test]]))
+    rows: list[dict[str, Any]] = []
+    for name in res.tier_names:
+        for c in res.candidates[name]:
+            chosen = res.chosen[name] is c
+            for sym, tr, te in per_symbol:
+                m = score_candidate(ds, c.model, teacher, tr, te)
+                m["train_s"] = c.fit.train_s
+                rows.append(_row(fold.index, seed, sym, name, c.variant, c.recipe, chosen, c.stage, m))
+    return FoldSeed(rows, products, starts, routes, time.perf_counter() - ts)
 
 
 def _fold_routes(
@@ -426,14 +407,18 @@ def pipeline_walkforward(
     drop_last: bool = False,
     symbol: str | Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
+    n_seeds: int = 1,
+    fanout: FanOut | None = None,
 ) -> tuple[WalkForward, str]:
     """`offline distill --folds K`: load `data` as `pipeline_distill` does (several CSVs: pooled, one
-    family for all symbols, each scored on its own rows), run the folds with one seed and
-    write `walkforward.json` and `walkforward.txt` into `out_dir` (staged; replaced only when it is empty or
-    a previous walk-forward output). Exports no family. Returns the result and the printed table.
+    family for all symbols, each scored on its own rows), run the folds with `n_seeds` seeds (`seed`,
+    `seed + 1`, ...; each fold x seed a task where `fanout` says: a local Ray by default) and write
+    `walkforward.json` and `walkforward.txt` into `out_dir` (staged; replaced only when it is empty or a
+    previous walk-forward output). Exports no family. Returns the result and the printed table.
 
     Raises:
-        ConfigError: bad `n_folds` (before any work), no vol head, or an `out_dir` it must not write.
+        ConfigError: bad `n_folds` or `n_seeds` (before any work), no vol head, an `out_dir` it must not
+            write, or a Ray that cannot start or be joined (`offline.fanout`).
         DataError: bad data or too few rows per fold.
     """
     check_n_folds(n_folds)
@@ -443,20 +428,26 @@ def pipeline_walkforward(
     sources: list[str | Path] = [data] if isinstance(data, str | Path) else list(data)
     protect = [d for d in sources if str(d) != "synthetic"]
     n_bars = dc.quick_bars if quick else None
+    if n_seeds < 1:
+        raise ConfigError(f"--seeds: expected at least 1 seed, got {n_seeds}")
+    first_seed = dc.seed if seed is None else seed
+    say = log or (lambda _msg: None)
     stage = StagedOutput(out_dir, kind="walkforward", protect=protect)
-    with stage as tmp:
+    with stage as tmp, fan_out(fanout or FanOut(), log=say) as runner:
         ds = load_sources(
             sources, dc, symbol=symbol, n_bars=n_bars, allow_gaps=allow_gaps, drop_last=drop_last
         )
+        ds = runner.share(ds)  # on Ray: the store's copy, read by every task; this process's own is freed
         wf = run_walkforward(
             ds,
             cfg.tiers,
             dc,
             n_folds=n_folds,
-            seeds=[dc.seed if seed is None else seed],
+            seeds=[first_seed + k for k in range(n_seeds)],
             epochs=dc.quick_epochs if quick else dc.epochs,
             log=log,
             regime=cfg.regime,
+            runner=runner,
         )
         wf.info["quick"] = quick
         table = format_walkforward(wf)

@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,14 +21,14 @@ from bot.core.errors import ConfigError, DataError
 from offline.__main__ import main as offline_main
 from offline.data import Dataset, build_dataset, embargo_rows, synthetic_bars
 from offline.distill import run_distillation
+from offline.folds import fold_dataset, walkforward_folds
 from offline.walkforward import (
     fit_har_baselines,
-    fold_dataset,
     har_designs,
     run_walkforward,
     score_candidate,
-    walkforward_folds,
 )
+from offline.walkforward_report import WalkForward
 
 REPO = Path(__file__).resolve().parents[1]
 STEP_MS = INTERVAL_MS["5"]
@@ -271,3 +272,44 @@ def test_cli_bad_k_exits_2_with_one_line_and_writes_nothing(
         "leave it out to train and export one family"
     ]
     assert not out.exists()
+
+
+def _comparable(wf: WalkForward) -> tuple[list[dict[str, Any]], Any, Any]:
+    """The fold table without wall times (rows' train_s), with the pooled return skill and the routes."""
+    rows = [{k: v for k, v in r.items() if k != "train_s"} for r in wf.rows]
+    return rows, wf.info["return_skill"], wf.info["routes"]
+
+
+def test_folds_and_seeds_fanned_out_on_a_local_ray_equal_the_in_process_run(ds: Dataset) -> None:
+    """2 folds x 2 seeds as Ray tasks (a real local Ray, the dataset shared once through its object store)
+    give the fold table (floats to 1e-9), return skill and routes of the in-process run, in its order."""
+    import ray
+
+    from offline.fanout import FanOut, fan_out
+
+    kw: dict[str, Any] = {"n_folds": 2, "seeds": [1, 2], "epochs": 1, "regime": Config().regime}
+    here = run_walkforward(ds, TIERS, CFG, **kw)
+    assert not ray.is_initialized()
+    with fan_out(FanOut(num_cpus=2)) as runner:
+        shared = runner.share(ds)
+        assert shared is not ds
+        assert not shared.X.flags.writeable  # the tasks and this process read the object store's copy
+        there = run_walkforward(shared, TIERS, CFG, runner=runner, **kw)
+        assert there.info["ran"] == "ray (2 CPUs)"
+    assert not ray.is_initialized()
+    assert here.info["ran"] == "in process"
+    assert len(here.rows) == len(there.rows) > 0
+    assert {(r["fold"], r["seed"]) for r in there.rows if r["seed"] is not None} == {
+        (f, s) for f in (1, 2) for s in (1, 2)
+    }
+    rows_there, skill_there, routes_there = _comparable(there)
+    rows_here, skill_here, routes_here = _comparable(here)
+    assert skill_there == skill_here
+    assert routes_there == routes_here
+    for a, b in zip(rows_there, rows_here, strict=True):
+        assert a.keys() == b.keys()
+        for key, value in a.items():  # the workers' BLAS runs 1 thread, this process 2: sums may differ
+            if isinstance(value, float):  # in the last bits, so floats agree to 1e-9 relative, not bitwise
+                assert value == pytest.approx(b[key], rel=1e-9, abs=1e-12), (key, a, b)
+            else:
+                assert value == b[key], (key, a, b)
