@@ -8,12 +8,17 @@
 #   benchmarks/mutation.sh              # fresh run, 2 workers, prints the per-module scores and survivors
 #   MAX_CHILDREN=1 benchmarks/mutation.sh
 #   benchmarks/mutation.sh --report     # only summarise the last run in ./mutants/
-#   benchmarks/mutation.sh --smoke      # a second, mutates nothing: mutmut runs, the configured modules and
+#   benchmarks/mutation.sh --smoke      # seconds, runs no test: mutmut runs, the configured modules and
 #                                       # test files exist, the kernels load as plain Python under the
-#                                       # run's environment, the summary reads mutmut's result lines
+#                                       # run's environment, the launcher's patch gives mutants in each
+#                                       # kernel's step, the summary reads mutmut's result lines
 #
 # mutmut copies bot/ and tests/ into ./mutants/ (git-ignored) and runs from there; the run is fresh each time
 # (mutmut's cache is keyed on function bodies and would keep verdicts of tests that have since changed).
+# mutmut skips every decorated function, and every kernel function carries Cython's decorators (@cython.cfunc,
+# @cython.ccall, ...), which are no-ops in plain Python: the run goes through a launcher ($launch below)
+# that lets mutmut mutate a function whose decorators are all `cython.*`, so the kernels' math is mutated
+# (without it only their few undecorated helpers were).
 # A real run is the only way to exercise mutmut itself (even one mutant needs the copy and a clean test run,
 # tens of seconds), so --smoke checks everything around it and leaves ./mutants/ alone.
 set -euo pipefail
@@ -41,6 +46,34 @@ for module in sorted({m for m, _ in counts}):
 print("not killed (docs/mutation.md lists the equivalent ones):")
 print("\n".join(left) or "  none")
 '
+# mutmut (3.x) leaves every decorated function alone; the kernels' functions all carry Cython decorators,
+# no-ops in plain Python. $cython_ok makes mutmut judge a function whose decorators are all `cython.*` as
+# undecorated (the decorators stay on the trampoline, the original and every mutant).
+cython_ok='
+import libcst as cst
+import libcst.matchers as m
+from mutmut.mutation import file_mutation
+
+skip = file_mutation.MutationVisitor._skip_node_and_children
+cython = m.Attribute(value=m.Name("cython"))
+cython_decorator = m.Decorator(decorator=cython | m.Call(func=cython))
+
+
+def skip_unless_cython(self, node):
+    if isinstance(node, cst.FunctionDef) and node.decorators and all(m.matches(d, cython_decorator) for d in node.decorators):
+        node = node.with_changes(decorators=())
+    return skip(self, node)
+
+
+file_mutation.MutationVisitor._skip_node_and_children = skip_unless_cython
+'
+# `python -c "$launch" ARGS` is `mutmut ARGS` with $cython_ok applied (its workers are forked: they keep it).
+launch="$cython_ok
+import sys
+from mutmut.__main__ import cli
+sys.argv[0] = 'mutmut'
+cli()
+"
 if [[ "${1:-}" == "--smoke" ]]; then
     "$PY" -m mutmut --version
     "$PY" - <<'PY'
@@ -61,6 +94,22 @@ mutated = [p for p in cfg["only_mutate"] if p.startswith("bot/core/kernels/")]
 print(f"kernels run as plain Python: {', '.join(mutated) if set(mutated) <= set(plain) else 'NO'}")
 sys.exit(0 if all(Path(p).is_file() for p in paths) and set(mutated) <= set(plain) else 1)
 PY
+    # the launcher's patch reaches the kernels' math: mutants in every kernel's `step`, as mutmut makes them
+    "$PY" -c "$cython_ok
+import collections, sys, tomllib
+from pathlib import Path
+cfg = tomllib.loads(Path('pyproject.toml').read_text(encoding='utf-8'))['tool']['mutmut']
+bad = []
+for path in cfg['only_mutate']:
+    _, mutations, _, _ = file_mutation.create_mutations(path, Path(path).read_text(encoding='utf-8'))
+    funcs = [mu.contained_by_top_level_function for mu in mutations]
+    per = collections.Counter(f.name.value for f in funcs if f is not None)
+    print(f'{path:<36} {sum(per.values()):5} mutants in {len(per)} functions')
+    if path.startswith('bot/core/kernels/') and not per['step']:
+        bad.append(path)
+print('kernel steps mutated:', 'NO: ' + ', '.join(bad) if bad else 'yes')
+sys.exit(1 if bad else 0)
+"
     echo "the summary, on two sample result lines:"
     printf '%s\n' "bot.core.stream.x_push__mutmut_1: killed" "bot.core.stream.x_push__mutmut_2: survived" \
         | "$PY" -c "$summarise"
@@ -69,7 +118,7 @@ fi
 if [[ "${1:-}" != "--report" ]]; then
     rm -rf mutants
     log=$(mktemp)
-    if ! "$PY" -m mutmut run --max-children "${MAX_CHILDREN:-2}" >"$log" 2>&1; then
+    if ! "$PY" -c "$launch" run --max-children "${MAX_CHILDREN:-2}" "$@" >"$log" 2>&1; then
         tail -c 2000 "$log" >&2
         echo "mutmut run failed (log: $log)" >&2
         exit 1
