@@ -2,7 +2,8 @@
 
 One run:
 
-1. fetch the last `[retrain] history_bars` confirmed bars of every `[market] symbol` over REST
+1. resolve a `[market] symbols` selection on the exchange as the service does (`resolve_selection`), then
+   fetch the last `[retrain] history_bars` confirmed bars of every `[market] symbol` over REST
    (`[exchange] rest_url`, `offline.fetch.fetch_history`), plus the bars the service recorded in its
    ledger (`[ledger] path`, `offline.recorded`) that REST did not return (`merge_recorded`);
 2. hold out the most recent `holdout_bars` of each symbol, and distil a challenger on the bars before them
@@ -26,7 +27,6 @@ Exit codes (docs/errors.md): 0 promoted or kept (the last line says which), 2 ba
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
 import shutil
@@ -36,13 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
 import msgspec
 
 from bot import modelstore
-from bot.bybit.errors import ExchangeError
 from bot.config import Config
-from bot.core.bars import Bar, interval_ms
+from bot.core.bars import Bar
 from bot.core.errors import BotError, ConfigError, ModelError
 from bot.interrupts import deferred
 from bot.manifest import MANIFEST_NAME
@@ -52,17 +50,17 @@ from offline import interrupts
 from offline.export import write_json
 from offline.holdout import decide, fmt, score_family
 from offline.interrupts import Interrupted
+from offline.retrain_fetch import (
+    EXIT_FETCH,
+    FetchFailedError,
+    fetch_series,
+    merge_recorded,
+    resolve_selection,
+)
 
-EXIT_FETCH: Final = 3
 EXIT_CHALLENGER: Final = 4
 REPORT_JSON: Final = "retrain.json"
 REPORT_TXT: Final = "retrain.txt"
-
-
-class FetchFailedError(BotError):
-    """The bars could not be fetched (exchange unreachable, refused, or too few bars): exit 3."""
-
-    exit_code = EXIT_FETCH
 
 
 class ChallengerFailedError(BotError):
@@ -80,85 +78,6 @@ class Outcome:
     champion: str | None
     verdict: str
     report: dict[str, Any]
-
-
-# ---- fetch ---------------------------------------------------------------------------------------------
-
-
-def fetch_series(cfg: Config, *, end_ms: int | None = None) -> dict[str, list[Bar]]:
-    """The last `[retrain] history_bars` confirmed bars of every `[market] symbol`, ascending.
-
-    Raises:
-        FetchFailedError: the exchange cannot be reached or refused, or returned too few bars.
-    """
-    from offline.fetch import fetch_history  # the one REST history fetch (offline fetch)
-
-    rc = cfg.retrain
-    step = interval_ms(cfg.market.interval)
-    days = (rc.history_bars + 1) * step / 86_400_000
-    url = cfg.exchange.rest_url
-
-    async def fetch_all() -> dict[str, list[Bar]]:
-        out: dict[str, list[Bar]] = {}
-        for symbol in cfg.market.symbol_list:  # a selection: ConfigError (offline takes lists)
-            out[symbol] = await fetch_history(
-                cfg, symbol=symbol, interval=cfg.market.interval, days=days, rest_url=None, end_ms=end_ms
-            )
-        return out
-
-    try:
-        series = asyncio.run(fetch_all())
-    except (ExchangeError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise FetchFailedError(f"fetching bars from {url} failed: {exc or type(exc).__name__}") from exc
-    need = 2 * rc.holdout_bars
-    for symbol, bars in series.items():
-        if len(bars) < need:
-            raise FetchFailedError(
-                f"{symbol}: {url} returned {len(bars)} confirmed bars, need at least {need} "
-                f"(2 x [retrain] holdout_bars); lower holdout_bars or check the exchange"
-            )
-        series[symbol] = bars[-rc.history_bars :]
-    return series
-
-
-def merge_recorded(
-    cfg: Config, series: dict[str, list[Bar]], *, ledger_path: str | Path | None = None
-) -> dict[str, Any]:
-    """Add the bars the service recorded in its ledger (`[ledger] path`) that the REST fetch lacks, inside
-    the fetched window (REST wins where both have a bar); keeps the last `history_bars`. Returns what was
-    done: `added` per symbol, or `skipped` with the reason (no ledger, unreadable: REST only).
-    """
-    from bot.ledger import LedgerError
-    from offline.recorded import RecordedDataError, recorded_bars
-
-    path = Path(cfg.ledger.path if ledger_path is None else ledger_path)
-    info: dict[str, Any] = {"ledger": str(path)}
-    try:
-        present = path.is_file()
-    except OSError as exc:
-        present, info["skipped"] = False, f"cannot stat the ledger: {exc.strerror}"
-    if not present:
-        info.setdefault("skipped", "no ledger at [ledger] path")
-        return info
-    added: dict[str, int] = {}
-    for symbol, bars in series.items():
-        try:
-            recorded = recorded_bars(path, symbol)
-        except RecordedDataError:
-            added[symbol] = 0  # the service has not recorded this symbol
-            continue
-        except (LedgerError, OSError) as exc:
-            info["skipped"] = f"cannot read the ledger: {exc}"
-            return info
-        have = {b.start_ms for b in bars}
-        first = bars[0].start_ms
-        extra = [b for b in recorded if b.start_ms >= first and b.start_ms not in have]
-        if extra:
-            merged = sorted([*bars, *extra], key=lambda b: b.start_ms)
-            series[symbol] = merged[-cfg.retrain.history_bars :]
-        added[symbol] = len(extra)
-    info["added"] = added
-    return info
 
 
 # ---- the run -------------------------------------------------------------------------------------------
@@ -316,6 +235,9 @@ def _run(
     summary: dict[str, Any],
 ) -> Outcome:
     interrupts.phase("data", f"fetching bars from {cfg.exchange.rest_url}")
+    if cfg.market.selection is not None:
+        summary["selection"] = msgspec.to_builtins(cfg.market.selection)
+        cfg = resolve_selection(cfg, log)  # from here on, [market] symbols is the resolved list
     series = fetch_series(cfg, end_ms=end_ms)
     summary["recorded"] = merge_recorded(cfg, series)
     if "skipped" in summary["recorded"]:
@@ -475,5 +397,6 @@ __all__ = [
     "format_report",
     "merge_recorded",
     "prune_store",
+    "resolve_selection",
     "retrain",
 ]

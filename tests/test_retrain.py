@@ -397,3 +397,32 @@ def test_recorded_bars_fill_what_rest_lacks(tmp_path: Path) -> None:
     (tmp_path / "junk.sqlite").write_bytes(b"not a database")
     junk = merge_recorded(cfg, {symbol: list(rest)}, ledger_path=tmp_path / "junk.sqlite")
     assert junk["skipped"].startswith("cannot read the ledger")
+
+
+async def test_a_selection_is_resolved_on_the_exchange_before_the_fetch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`[market] symbols = { all = true, exclude = [...] }` with `[models] symbols = "any"`: the retrain
+    resolves it from instruments-info and tickers as the service does, fetches and distils the chosen
+    symbols as one pooled family (--dry-run) and scores it on each; one that leaves nothing exits 2."""
+    symbols = ["SYNTHUSDT", "SYNTHBUSDT", "SYNTHCUSDT"]
+    async with ReplayExchange(
+        symbols=symbols, bar_seconds=300.0, history_bars=HISTORY, clock="wall", latency_ms=0.0, book=False
+    ) as ex:
+        cfg = write_config(tmp_path, ex.rest_url, epochs=2)
+        selection = 'symbols = { all = true, exclude = ["SYNTHBUSDT"] }'
+        text = cfg.read_text().replace('symbols = ["SYNTHUSDT"]', selection)
+        cfg.write_text(text.replace("[models]\n", '[models]\nsymbols = "any"\n'))
+        rc, out, err = await retrain(capsys, cfg, "--dry-run")
+        none = cfg.read_text().replace("all = true,", "all = true, min_turnover_usd = 1e30,")
+        (tmp_path / "none.toml").write_text(none)
+        rc_none, _, err_none = await retrain(capsys, tmp_path / "none.toml", "--dry-run")
+    assert rc == 0, err
+    assert "retrain: [market] symbols selects 2 of 3 Trading USDT perpetuals" in err
+    lines = out.strip().splitlines()
+    rows = dict(part.split() for part in lines[1].removeprefix("held-out rows: ").split(", "))
+    assert sorted(rows) == ["SYNTHCUSDT", "SYNTHUSDT"]
+    assert lines[-1].startswith("dry run: would promote challenger (no champion yet)")
+    assert rc_none == 2
+    assert "$.market.symbols: the selection" in err_none
+    assert "leaves no symbol" in err_none
