@@ -46,6 +46,7 @@ TABLES: dict[str, str] = {
     "startup_scale.py": "| symbols x bars | ready s | connections |",
     "teacher_shapes.py": "QLIKE bc",
     "throughput.py": "ws decode+dispatch bot_wire_msgspec",
+    "train_scale.py": "| symbols x days | rows | build s | build rows/s |",
     "vol_study.py": "# Volatility head: walk-forward study (smoke)",
 }
 #: Scripts that take a tier family: they get the shared tiny one instead of distilling their own.
