@@ -266,15 +266,14 @@ class Engine:
         last = t.last_start_ms(r)
         if not t.seen[r] or (last is not None and partial.start_ms <= last):
             return
-        saved = t.save(r), self.trader.book.save(int(t.paper_row[r]))
+        saved = t.save(r), self.trader.book.save(self._paper_rows[r])
         try:
-            self._run([partial.as_bar()], [True], commit=False)
+            self._one(partial.as_bar(), decide=True, commit=False)
         except ValueError:
-            return  # the confirm will say so
+            pass  # the confirm will say so
         finally:
             t.restore(r, saved[0])
-            self.trader.book.restore(int(t.paper_row[r]), saved[1])
-        self.family.warm(self._tiers[int(t.inputs.tier[0])])
+            self.trader.book.restore(self._paper_rows[r], saved[1])
 
     def replay(self, bars: Iterable[Bar]) -> int:
         """Absorb history without deciding (restart: rebuild feature and regime state). Returns bars seen."""
@@ -305,6 +304,11 @@ class Engine:
         Raises:
             ValueError: the symbol is not configured, or the features or the paper trader reject the bar.
         """
+        return self._one(bar, decide=decide, commit=True)
+
+    def _one(self, bar: Bar, *, decide: bool, commit: bool) -> DecisionRecord | None:
+        """`on_bar`; `commit` False (a rehearsal) leaves the trader's restored-position bookkeeping alone
+        (the caller puts the rows back)."""
         t = self._tables
         r = self._row(bar.symbol)
         clock = self.clock_ns
@@ -349,7 +353,7 @@ class Engine:
         )  # fmt: skip
         if status != _PAPER_OK:
             raise self.trader.refused(bar.symbol, bar.start_ms, bar.close, vol)
-        if self.trader.restored_int_units:
+        if commit and self.trader.restored_int_units:
             self.trader.stepped([bar.symbol])
         latency = _latency(t0, t1, t2, t3, clock())
         return self._record(bar, k, g, pred, vol, book.out.tolist(), latency)
@@ -421,10 +425,12 @@ class Engine:
         flags = [True] * n if decide is None else list(decide)
         if len(flags) != n:
             raise ValueError(f"on_bars: expected one decide flag per bar ({n}), got {len(flags)}")
-        return self._run(bars, flags, commit=True)
+        if n == 1:
+            return [self._one(bars[0], decide=flags[0], commit=True)]
+        return self._run(bars, flags)
 
-    def _run(self, bars: Sequence[Bar], flags: list[bool], *, commit: bool) -> list[DecisionRecord | None]:
-        """The path of `on_bars`; `commit` False (a rehearsal) builds no records."""
+    def _run(self, bars: Sequence[Bar], flags: list[bool]) -> list[DecisionRecord | None]:
+        """The path of `on_bars` for N > 1."""
         t = self._tables
         n = len(bars)
         rows = [self._row(bar.symbol) for bar in bars]
@@ -464,8 +470,6 @@ class Engine:
         if bad < m:
             bar = bars[int(decided[bad])]
             raise self.trader.refused(bar.symbol, bar.start_ms, bar.close, float(vol[bad]))
-        if not commit:
-            return out
         self.trader.stepped([bars[i].symbol for i in decided.tolist()])
         latency = _latency(t0, t1, t2, t3, clock())
         has_vol = self._vol
