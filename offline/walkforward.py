@@ -208,7 +208,6 @@ def run_walkforward(
     folds = walkforward_folds(ds, n_folds, cfg, first_train_frac=first_train_frac)
     designs = har_designs(ds)
     symbols = series_rows(ds)
-    rows: list[dict[str, Any]] = []
     fold_info = [_fold_info(ds, fold) for fold in folds]
     t0 = time.perf_counter()
     baselines = _baselines(ds, folds, symbols, designs)
@@ -226,21 +225,7 @@ def run_walkforward(
         runner.share(ds)
     say(f"walk-forward: {len(jobs)} fold x seed task(s) {runner.where}")
     results = runner.map(fold_seed, jobs, on_result=done)
-    skill_products: list[F64] = []
-    skill_starts: list[I64] = []
-    fold_routes: list[dict[str, Any]] = []
-    by_fold: dict[int, list[FoldSeed]] = {}
-    for job, got in zip(jobs, results, strict=True):
-        by_fold.setdefault(job[0].index, []).append(got)
-    for fold in folds:
-        rows.extend(baselines[fold.index])
-        for got in by_fold[fold.index]:
-            rows.extend(got.rows)
-            if got.skill_products is not None and got.skill_starts is not None:
-                skill_products.append(got.skill_products)
-                skill_starts.append(got.skill_starts)
-            if got.routes is not None:
-                fold_routes.append(got.routes)
+    rows, skill_products, skill_starts, fold_routes = _assemble(folds, jobs, results, baselines)
     info = {
         "n_folds": n_folds,
         "seeds": list(seeds),
@@ -260,6 +245,33 @@ def run_walkforward(
         "ran": runner.where,
     }
     return WalkForward(rows=rows, folds=fold_info, info=info)
+
+
+def _assemble(
+    folds: Sequence[Fold],
+    jobs: Sequence[tuple[Any, ...]],
+    results: Sequence[FoldSeed],
+    baselines: Mapping[int, list[dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[F64], list[I64], list[dict[str, Any]]]:
+    """The fold table in fold order (baselines, then each seed's rows), the first seed's rank products and
+    times per test block, and each fold's routes."""
+    by_fold: dict[int, list[FoldSeed]] = {}
+    for job, got in zip(jobs, results, strict=True):
+        by_fold.setdefault(job[0].index, []).append(got)
+    rows: list[dict[str, Any]] = []
+    products: list[F64] = []
+    starts: list[I64] = []
+    routes: list[dict[str, Any]] = []
+    for fold in folds:
+        rows.extend(baselines[fold.index])
+        for got in by_fold[fold.index]:
+            rows.extend(got.rows)
+            if got.skill_products is not None and got.skill_starts is not None:
+                products.append(got.skill_products)
+                starts.append(got.skill_starts)
+            if got.routes is not None:
+                routes.append(got.routes)
+    return rows, products, starts, routes
 
 
 def _baselines(
