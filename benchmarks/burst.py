@@ -166,20 +166,14 @@ class _TimedService(Service):
             self.first_recv[k] = min(self.first_recv.get(k, r), r)
             self.observed[k] = max(self.observed.get(k, now), now)
 
-    def _observe(
-        self,
-        bar: Bar,
-        decision: DecisionRecord,
-        engine: Engine,
-        ledger: Ledger,
-        recv_us: float,
-        ledger_us: float,
-    ) -> None:
+    def _decided(self, decided: list[tuple[Bar, DecisionRecord]]) -> None:
+        """The burst's decisions are committed to the ledger and their log lines written."""
         now = time.perf_counter_ns()
-        k = bar.start_ms
-        self.decided[k] = max(self.decided.get(k, now), now)
-        self.count[k] = self.count.get(k, 0) + 1
-        super()._observe(bar, decision, engine, ledger, recv_us, ledger_us)
+        for bar, _ in decided:
+            k = bar.start_ms
+            self.decided[k] = max(self.decided.get(k, now), now)
+            self.count[k] = self.count.get(k, 0) + 1
+        super()._decided(decided)
 
 
 async def _service_run(

@@ -114,37 +114,42 @@ class BurstConsumer:
         )
         self.metrics.ledger_commit()
         ledger_us = (time.perf_counter_ns() - decided_ns) / 1e3
+        out: list[tuple[Bar, DecisionRecord]] = []
         for bar, decision, recv_ns in zip(bars, decisions, recv, strict=True):
             if decision is None:
                 self.summary.warmup_bars += 1
-            else:
-                self._observe(bar, decision, engine, ledger, (decided_ns - recv_ns) / 1e3, ledger_us)
+                continue
+            recv_us = (decided_ns - recv_ns) / 1e3
+            logs.write_decision(encode_line(decision, {"ledger": ledger_us, "recv_to_decision": recv_us}))
+            self.metrics.observe_decision(decision, recv_to_decision_us=recv_us)
+            out.append((bar, decision))
+        if out:
+            self._decided(out)
+            self._observe(out, engine, ledger)
 
-    def _observe(
-        self,
-        bar: Bar,
-        decision: DecisionRecord,
-        engine: Engine,
-        ledger: Ledger,
-        recv_us: float,
-        ledger_us: float,
-    ) -> None:
-        """One decision, once to each observer: the log line, metrics, status, shadow and drift, summary."""
-        logs.write_decision(encode_line(decision, {"ledger": ledger_us, "recv_to_decision": recv_us}))
-        self.metrics.observe_decision(decision, recv_to_decision_us=recv_us)
+    def _decided(self, decided: list[tuple[Bar, DecisionRecord]]) -> None:
+        """The burst's decisions are committed and logged (a hook: the benchmarks stamp the time here)."""
+
+    def _observe(self, decided: list[tuple[Bar, DecisionRecord]], engine: Engine, ledger: Ledger) -> None:
+        """A burst's decisions, once to each observer after they are out: status, summary, regime changes,
+        then shadow scoring and drift over the whole burst (`LiveMonitors.after_burst`)."""
         if engine.family is not self._status_family:  # a reloaded family: one manifest read, then O(1)
             self._status_family = engine.family
             self.status.set_family(FamilyInfo.of_family(engine.family))
-        self.status.observe(decision, now_ms=_now_ms())
-        self.monitors.after_decision(engine, bar, decision, ledger)
+        now_ms = _now_ms()
         s = self.summary
-        s.decisions += 1
-        s.per_tier[decision.tier] += 1
-        s.per_regime[decision.regime] += 1
-        s.per_source[bar.source] += 1
-        regime = engine.regime(bar.symbol)
-        if regime is not None and regime.changed:
-            self.log.info(logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier)
+        for bar, decision in decided:
+            self.status.observe(decision, now_ms=now_ms)
+            s.decisions += 1
+            s.per_tier[decision.tier] += 1
+            s.per_regime[decision.regime] += 1
+            s.per_source[bar.source] += 1
+            regime = engine.regime(bar.symbol)
+            if regime is not None and regime.changed:
+                self.log.info(
+                    logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier
+                )
+        self.monitors.after_burst(engine, decided, ledger)
 
     def _on_ready(self, ledger: Ledger, served: tuple[str, ...]) -> None:
         """READY: each symbol the feed serves and never went live goes live after its last bar. A symbol the

@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from bot import logs
 from bot.config import Config, ServiceConfig
 from bot.core.bars import Bar
@@ -92,26 +94,49 @@ class LiveMonitors:
             self._rows.append(symbol, x)
 
     def after_decision(self, engine: Engine, bar: Bar, decision: DecisionRecord, ledger: Ledger) -> None:
-        """The bar's decision is out: shadow-score every tier, then update drift."""
-        self._shadow(engine, bar, decision, ledger)
-        self._drift(engine, bar)
+        """The bar's decision is out: shadow-score every tier, then update drift (`after_burst` of one)."""
+        self.after_burst(engine, [(bar, decision)], ledger)
 
-    def _shadow(self, engine: Engine, bar: Bar, decision: DecisionRecord, ledger: Ledger) -> None:
-        x = engine.features(bar.symbol)
+    def after_burst(
+        self, engine: Engine, decided: Sequence[tuple[Bar, DecisionRecord]], ledger: Ledger
+    ) -> None:
+        """A bar close's decisions are out: shadow-score every tier on all of them (one model call per tier
+        over the rows it did not decide), then update drift row by row."""
+        rows = [(bar, d, x) for bar, d in decided if (x := engine.features(bar.symbol)) is not None]
         family = engine.family
-        if x is None or not isinstance(family, TierFamily):
-            return
-        forecasts: dict[str, tuple[float, float | None]] = {}
+        if rows and isinstance(family, TierFamily):
+            forecasts = self._forecasts(family, rows)
+            for (bar, d, _), fc in zip(rows, forecasts, strict=True):
+                self._score(bar, d.tier, fc, ledger)
+        for bar, _ in decided:
+            self._drift(engine, bar)
+
+    def _forecasts(
+        self, family: TierFamily, rows: list[tuple[Bar, DecisionRecord, F64]]
+    ) -> list[dict[str, tuple[float, float | None]]]:
+        """Each row's forecast by every tier: the deciding tier's from its record, the others' from one
+        `predict_rows` call per tier over the rows it did not decide (equal to `predict` row by row)."""
+        out: list[dict[str, tuple[float, float | None]]] = [{} for _ in rows]
         for tier in family.names:
-            if tier == decision.tier:
-                forecasts[tier] = (decision.prediction, decision.vol_forecast)
-            else:
-                pred = family.predict(tier, x)
-                vol = family.predict_vol(tier, x) if family.has_vol_head else None
-                if vol is not None:
-                    vol *= family.vol_factor(tier, bar.symbol, decision.regime)
-                forecasts[tier] = (pred, vol)
-        self.shadow.on_bar(bar.symbol, bar.close, decision.tier, forecasts)
+            others = [i for i, (_, d, _) in enumerate(rows) if d.tier != tier]
+            if others:
+                pred, vol = family.predict_rows(tier, np.stack([rows[i][2] for i in others]))
+                preds: list[float] = pred.tolist()
+                vols: list[float] | None = None if vol is None or not family.has_vol_head else vol.tolist()
+                for j, i in enumerate(others):
+                    bar, d, _ = rows[i]
+                    v = None if vols is None else vols[j] * family.vol_factor(tier, bar.symbol, d.regime)
+                    out[i][tier] = (preds[j], v)
+            for i, (_, d, _) in enumerate(rows):
+                if d.tier == tier:
+                    out[i][tier] = (d.prediction, d.vol_forecast)
+        return out
+
+    def _score(
+        self, bar: Bar, tier: str, forecasts: dict[str, tuple[float, float | None]], ledger: Ledger
+    ) -> None:
+        """Score `bar` (decided by `tier`) and stage its forecasts and, every SCORE_EVERY_BARS, scores."""
+        self.shadow.on_bar(bar.symbol, bar.close, tier, forecasts)
         self._scored_bars[bar.symbol] += 1
         scores = []
         if self._scored_bars[bar.symbol] % SCORE_EVERY_BARS == 0:
