@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from bot.config import DistillConfig
 from bot.core.params import REGIME_NAMES, RegimeConfig
-from bot.core.regime import RegimeDetector
+from bot.core.regime import replay_regimes
 from bot.manifest import RegimeScore, RouteChoice
 from offline import vol as volmod
 from offline.data import Dataset
@@ -36,11 +36,9 @@ def row_regimes(ds: Dataset, calibration: Mapping[str, Any], regime: RegimeConfi
     symbols = [p.get("symbol") for p in ds.provenance.get("series", [])] or [ds.provenance.get("symbol")]
     series_bars = ds.series_bars if ds.series_bars is not None else [ds.bars]
     per_series: list[list[str]] = []
-    fixed = dict.fromkeys(REGIME_NAMES, "_")  # the routes do not matter here, only the regimes
     for k, bars in enumerate(series_bars):
         symbol = symbols[k] if k < len(symbols) else None
-        det = RegimeDetector(calibration, regime, interval_ms=ds.step_ms, symbol=symbol, routes=fixed)
-        per_series.append([det.update(b).regime for b in bars])
+        per_series.append(replay_regimes(bars, calibration, regime, interval_ms=ds.step_ms, symbol=symbol))
     series = ds.series if ds.series is not None else np.zeros(ds.n_rows, dtype=np.int64)
     return [per_series[int(s)][int(i)] for s, i in zip(series, ds.bar_index, strict=True)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import Counter
@@ -19,6 +20,7 @@ from bot.core.regime import (
     RegimeSignals,
     RegimeThresholdValues,
     Signals,
+    replay_regimes,
     replay_signals,
 )
 from bot.sim.synthetic import SyntheticMarket
@@ -165,6 +167,22 @@ def test_synthetic_regimes_agree_with_truth() -> None:
         assert detected > 0, f"{r} never detected"
         assert recall[r] > 0.4, (r, conf)
     assert changes < 6 * max(true_changes, 1), (changes, true_changes)
+
+
+def test_replay_regimes_is_the_detector_bar_by_bar() -> None:
+    """One call of the regime kernel's T-bar loop gives the regime `RegimeDetector.update` gives each bar,
+    across a gap (the warm-up restarts) and with the calibration's thresholds; a bar out of order raises."""
+    cfg = RegimeConfig(routes=GUESSED_ROUTES)
+    cal = _synthetic_run(10)[0]
+    bars = [s.bar for s in SyntheticMarket(seed=5).generate(3000)]
+    bars = bars[:1500] + [dataclasses.replace(b, start_ms=b.start_ms + 7 * STEP_MS) for b in bars[1500:]]
+    det = RegimeDetector(cal, cfg, interval_ms=STEP_MS)
+    want = [det.update(b).regime for b in bars]
+    got = replay_regimes(bars, cal, cfg, interval_ms=STEP_MS)
+    assert got == want
+    assert len(set(got)) >= 3  # the detector moved between regimes
+    with pytest.raises(ValueError, match="expected bars in time order"):
+        replay_regimes([bars[1], bars[0]], cal, cfg, interval_ms=STEP_MS)
 
 
 def test_warmup_falls_back_to_normal() -> None:

@@ -377,3 +377,46 @@ class RegimeDetector:
             sig._istate, sig._iparams, sig._fparams, self._routes, warm, vol, vol_rel, eff, *book, sig._iout
         )
         return self._decision(s)
+
+
+def replay_regimes(
+    bars: Sequence[Bar],
+    calibration: Mapping[str, Any],
+    cfg: RegimeConfig,
+    *,
+    interval_ms: int | None = None,
+    symbol: str | None = None,
+) -> list[str]:
+    """The detector's regime of every bar of `bars` (one symbol, bar-only: no book), in one call of the
+    regime kernel's T-bar loop, as `RegimeDetector.update` bar by bar gives them.
+
+    Raises:
+        ValueError: a bar is not newer than the previous one.
+    """
+    det = RegimeDetector(
+        calibration, cfg, interval_ms=interval_ms, symbol=symbol, routes=dict.fromkeys(REGIME_NAMES, "_")
+    )
+    sig = det.signals
+    n = len(bars)
+    iout = np.zeros((n, _k.SLOTS["N_IOUT"]), dtype=np.int64)
+    fout = np.zeros((n, _k.SLOTS["N_FOUT"]), dtype=np.float64)
+    done = _k.run(
+        sig._istate,
+        sig._fstate,
+        sig._iparams,
+        sig._fparams,
+        det._routes,
+        np.fromiter((b.start_ms for b in bars), dtype=np.int64, count=n),
+        np.fromiter((b.close for b in bars), dtype=np.float64, count=n),
+        np.fromiter((b.volume for b in bars), dtype=np.float64, count=n),
+        np.zeros(0, dtype=np.int64),
+        np.zeros((0, 4), dtype=np.float64),
+        iout,
+        fout,
+    )
+    if done < n:
+        raise ValueError(
+            f"{bars[done].symbol}: expected bars in time order, got start_ms={bars[done].start_ms} "
+            f"after {bars[done - 1].start_ms}"
+        )
+    return [REGIME_NAMES[c] for c in iout[:, _O_REGIME].tolist()]
