@@ -2,7 +2,7 @@
 
 `bot.core.features.FeatureState` is now a thin wrapper over the compiled kernel
 (`bot.core.kernels.features`); this is the former class, kept verbatim (running windows of
-`bot.core.rolling`, deques, one object per accumulator) so tests/test_feature_kernel.py can prove the
+`tests/oracle_rolling.py`, deques, one object per accumulator) so tests/test_feature_kernel.py can prove the
 kernel equal to it on real and synthetic bars. Nothing in bot/ or offline/ imports it.
 """
 
@@ -15,10 +15,10 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from oracle_rolling import EwMean, RollingWindow, copy_state
 
 from bot.core.bars import Bar
 from bot.core.features import EW_HALF_LIVES, LOG_VOL_FLOOR, N_FEATURES, WARMUP_BARS
-from bot.core.rolling import EwMean, RollingWindow, copy_state
 
 _DAY_MS: Final = 86_400_000
 _TWO_PI: Final = 2.0 * math.pi

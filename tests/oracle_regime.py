@@ -11,10 +11,11 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from oracle_rolling import EwMean, RollingWindow, copy_state
+
 from bot.core.bars import Bar, BookTop
 from bot.core.params import RegimeConfig
 from bot.core.regime import RegimeDecision
-from bot.core.rolling import EwMean, RollingWindow, copy_state
 from bot.core.thresholds import (
     FALLBACK_REGIME,
     RegimeThresholdValues,

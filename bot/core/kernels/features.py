@@ -8,9 +8,10 @@ mutation testing). `bot.core.features.FeatureState` is the typed wrapper the res
 
 State layout of one symbol (`STATE_SLOTS` float64 slots; N symbols are the rows of an [N, STATE_SLOTS]
 array). A window is `[pushes, sum, sum of squares, ring of n values]`: value k (0-based since the last reset)
-sits at ring slot k % n, and the sums are updated in the order of `bot.core.rolling.RollingWindow` (add the
-new value, then subtract the one leaving), so results equal the former Python class to the last bit. An
-exponentially weighted mean is `[m, norm]` (see `bot.core.rolling.EwMean`).
+sits at ring slot k % n, and the sums are updated in the order of the former `RollingWindow` (now the oracle
+tests/oracle_rolling.py: add the new value, then subtract the one leaving), so results equal the former Python
+class to the last bit. An
+exponentially weighted mean is `[m, norm]` (see `EwMean` in tests/oracle_rolling.py).
 
     slot  width  name        holds
        0      1  INTERVAL    expected bar spacing, ms; 0 = no gap detection (written by `init`)
