@@ -13,18 +13,19 @@ import numpy as np
 import pytest
 import support
 
-from bot import logs
 from bot.__main__ import main
 from bot.app import Service
 from bot.core.bars import Bar, interval_ms
 from bot.core.decision import DecisionRecord, decode_line, encode_line
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
+from bot.models.family import TierFamily
+from bot.observe import logs
 from bot.outputs import MARKER
 from bot.sim.backtest import Backtest
 from bot.sim.backtest_cache import compute
+from bot.sim.csvbars import read_csv_arrays
 from bot.sim.replay import ReplayExchange
 from bot.sim.synthetic import SyntheticMarket
-from bot.tiers import TierFamily
 from offline.fetch import write_klines_csv
 
 SYMBOLS = ("SYNTHUSDT", "OTHERUSDT")
@@ -158,9 +159,9 @@ def support_bars(path: Path) -> list[Bar]:
 
 
 def test_batched_predictions_equal_the_per_bar_path(trained_family: Path, tmp_path: Path) -> None:
-    """One onnxruntime call per tier gives exactly (float32) the per-bar `Tier.predict` answers."""
+    """One batched call per tier (both heads) gives exactly (float32) the per-bar `Tier.predict` answers."""
     csv = synthetic_csvs(tmp_path, n=700)[SYMBOLS[0]]
-    bars = support_bars(csv)
+    bars = read_csv_arrays(csv)
     family = TierFamily.load(trained_family)
     batched = compute(bars, family, interval_ms=STEP, batched=True)
     single = compute(bars, family, interval_ms=STEP, batched=False)

@@ -1,15 +1,16 @@
 """The backtest: the live decision kernels over klines CSVs, in-process, returning the decision records.
 
-The same per-bar math as the service, in whole-history kernel calls: features are the feature kernel's
-T-bar loop over each symbol's window and each tier's predictions one onnxruntime call per tier and head,
-both cached per (data, models) pair (`bot.sim.backtest_cache`), so a rerun that changes only policy keys
-does not run them again; the regime and policy pass is one regime kernel call and one paper kernel call per
-symbol over the cached predictions (`bot.sim.policy_pass`), whose output arrays become the decision
-records. Each symbol's first `--warmup-bars` bars only warm the state (what the service's REST backfill does
-at start-up). The records equal, field by field, those of the live `Engine` (`run_per_bar`, the former
-path: `engine.on_bar` per bar, kept as the reference and the benchmarks' baseline) and of the service
-(tests/test_backtest.py); latency is not measured per bar (`latency_us` is empty). docs/backtest.md says what
-is the same as live and what is not. The CLI `python -m bot backtest`, its outputs and interrupt phases:
+The same per-bar math as the service, in whole-history kernel calls over the CSVs' arrays: features are
+the feature kernel's T-bar loop over each symbol's window, and each tier's predictions one call of its
+runtime per batch of the rows routed to it, cached per (data, models) pair (`bot.sim.backtest_cache`), so a
+rerun that changes only policy keys does not compute them again; the regime and policy pass is one regime
+kernel call and one paper kernel call per symbol (`bot.sim.policy_pass`), whose output arrays become
+decisions.jsonl and the report (`RunResult.records` builds the decision records when asked). Each symbol's
+first `--warmup-bars` bars only warm the state (what the service's REST backfill does at start-up). The
+records equal, field by field, those of the live `Engine` (`run_per_bar`, the former path: `engine.on_bar`
+per bar, kept as the reference and the benchmarks' baseline) and of the service (tests/test_backtest.py);
+latency is not measured per bar (`latency_us` is empty). docs/backtest.md says what is the same as live and
+what is not. The CLI `python -m bot backtest`, its outputs and interrupt phases:
 `bot.sim.backtest_cli`.
 """
 
@@ -33,16 +34,10 @@ from bot.core.engine import Engine
 from bot.core.errors import ConfigError, DataError, ModelError
 from bot.core.paper import PaperTrader
 from bot.core.params import REGIME_NAMES
+from bot.models.family import TierFamily
 from bot.sim import policy_pass
-from bot.sim.backtest_cache import (
-    Cached,
-    CachedFamily,
-    SymbolBars,
-    load_or_compute,
-    load_symbol,
-)
+from bot.sim.backtest_cache import CachedFamily, Predictions, SymbolBars, load, load_symbol
 from bot.sim.backtest_report import RunResult
-from bot.tiers import TierFamily
 
 #: `source` of every backtest decision record (live records say ws or rest).
 SOURCE: Final = "backtest"
@@ -58,17 +53,30 @@ class Window:
 
 
 def window(bars: Sequence[Bar], *, warmup_bars: int, from_ms: int | None, to_ms: int | None) -> Window:
+    """`window_of` a list of bars."""
+    starts = np.fromiter((b.start_ms for b in bars), dtype=np.int64, count=len(bars))
+    sym = bars[0].symbol if bars else ""
+    return window_of(starts, sym, warmup_bars=warmup_bars, from_ms=from_ms, to_ms=to_ms)
+
+
+def window_of(
+    start_ms: npt.NDArray[np.int64], symbol: str, *, warmup_bars: int, from_ms: int | None, to_ms: int | None
+) -> Window:
     """Decided: bars in `[from_ms, to_ms)` after the file's first `warmup_bars`; warm-up: the `warmup_bars`
-    bars just before the first decided one (from before `from_ms` when the file has them)."""
-    starts = [b.start_ms for b in bars]
+    bars just before the first decided one (from before `from_ms` when the file has them). `start_ms`
+    ascending.
+
+    Raises:
+        DataError: no bar is left to decide.
+    """
+    n = int(start_ms.shape[0])
     first = warmup_bars
     if from_ms is not None:
-        first = max(first, next((i for i, s in enumerate(starts) if s >= from_ms), len(starts)))
-    hi = len(starts) if to_ms is None else next((i for i, s in enumerate(starts) if s >= to_ms), len(starts))
+        first = max(first, int(np.searchsorted(start_ms, from_ms, side="left")))
+    hi = n if to_ms is None else int(np.searchsorted(start_ms, to_ms, side="left"))
     if first >= hi:
-        sym = bars[0].symbol
         raise DataError(
-            f"{sym}: no bar left to decide: {len(starts)} bars, warm-up {warmup_bars}, range "
+            f"{symbol}: no bar left to decide: {n} bars, warm-up {warmup_bars}, range "
             f"{from_ms}..{to_ms} ms; lower --warmup-bars or widen --from/--to"
         )
     return Window(first - warmup_bars, first, hi)
@@ -122,14 +130,15 @@ class Backtest:
         if len(set(names)) != len(names):
             raise DataError(f"--data: one CSV per symbol, got symbols {names}; name them SYMBOL=PATH")
         self.windows = {
-            s.symbol: window(s.bars, warmup_bars=n_warm, from_ms=from_ms, to_ms=to_ms) for s in self.symbols
+            s.symbol: window_of(s.start_ms, s.symbol, warmup_bars=n_warm, from_ms=from_ms, to_ms=to_ms)
+            for s in self.symbols
         }
         self.family = TierFamily.load(models_dir, compiled_forward=cfg.models.compiled_forward)
         t0 = time.perf_counter()
-        self.cached: dict[str, Cached] = {}
+        self.cached: dict[str, Predictions] = {}
         for s in self.symbols:
             w = self.windows[s.symbol]
-            self.cached[s.symbol] = load_or_compute(
+            self.cached[s.symbol] = load(
                 s, w.lo, w.hi, self.family, interval_ms=self.interval_ms, cache_dir=cache_dir, batched=batched
             )
         self.cache_s = time.perf_counter() - t0
@@ -140,18 +149,16 @@ class Backtest:
     def _input(self, s: SymbolBars) -> policy_pass.SymbolInput:
         """`s`'s window as the policy pass takes it (predictions stacked in the family's tier order)."""
         w, c = self.windows[s.symbol], self.cached[s.symbol]
-        names = self.family.names
         decide = c.valid.copy()
         decide[: w.first - w.lo] = False
-        vols = np.stack([c.vol_predictions[t] for t in names]) if self.family.has_vol_head else None
         return policy_pass.SymbolInput(
             symbol=s.symbol,
-            start_ms=np.ascontiguousarray(s.start_ms[w.lo : w.hi]),
-            close=np.ascontiguousarray(s.closes[w.lo : w.hi]),
-            volume=np.ascontiguousarray(s.volumes[w.lo : w.hi]),
+            start_ms=c.bars.start_ms,
+            close=c.bars.close,
+            volume=c.bars.volume,
             decide=decide,
-            preds=np.stack([c.predictions[t] for t in names]),
-            vols=vols,
+            preds=c.preds,  # filled in place by `c.ensure` as runs route rows to tiers
+            vols=c.vols,
         )
 
     @property
@@ -167,8 +174,9 @@ class Backtest:
 
         def one(k: int, s: SymbolBars) -> Iterator[tuple[int, int, str, int, Bar, bool]]:
             w = self.windows[s.symbol]
+            bars = s.bars
             for i in range(w.lo, w.hi):
-                bar = s.bars[i]
+                bar = bars[i]
                 yield bar.start_ms, k, s.symbol, i - w.lo, bar, i >= w.first
 
         for _, _, sym, i, bar, decide in heapq.merge(*(one(k, s) for k, s in enumerate(self.symbols))):
@@ -224,47 +232,53 @@ class Backtest:
         """
         policy = self.policy(cfg, tier=tier)
         t0 = time.perf_counter()
-        outputs = [policy_pass.run_symbol(inp, policy) for inp in self.inputs]
-        with policy_pass.gc_paused():
-            per_symbol = {o.symbol: policy_pass.records(o, policy, source=SOURCE) for o in outputs}
-            records = policy_pass.merged(outputs, per_symbol)
-            wall = time.perf_counter() - t0
-            if sink is not None:
-                for rec in records:
-                    sink(rec)
-            if progress is not None:
-                progress(self.n_bars)
-            return self._result(records, self.n_bars - len(records), wall, policy.routes)
+        outputs = self._outputs(policy)
+        wall = time.perf_counter() - t0
+        result = self._result(outputs, policy, wall)
+        if sink is not None:
+            for rec in result.records:
+                sink(rec)
+        if progress is not None:
+            progress(self.n_bars)
+        return result
+
+    def _outputs(self, policy: policy_pass.Policy) -> list[policy_pass.SymbolOutput]:
+        """The pass of every symbol, computing the routed predictions the cache does not hold yet."""
+        t0 = time.perf_counter()
+        computed = sum(c.computed_rows for c in self.cached.values())
+        outputs = [
+            policy_pass.run_symbol(inp, policy, ensure=self.cached[inp.symbol].ensure) for inp in self.inputs
+        ]
+        if sum(c.computed_rows for c in self.cached.values()) > computed:
+            self.cache_s += time.perf_counter() - t0
+        return outputs
 
     def policy_pnl(self, cfg: Config) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """The policy-only pass a sweep trial scores: the portfolio's PnL per decided bar time (USD), no
         records built. Returns `(times ascending, pnl)`."""
-        policy = self.policy(cfg)
-        return policy_pass.pnl_by_time([policy_pass.run_symbol(inp, policy) for inp in self.inputs])
+        return policy_pass.pnl_by_time(self._outputs(self.policy(cfg)))
 
-    def _result(
-        self, records: list[DecisionRecord], warm: int, wall: float, routes: dict[str, str]
-    ) -> RunResult:
-        closes = {
-            s.symbol: list(
-                zip(
-                    s.start_ms[self.windows[s.symbol].first :].tolist(),
-                    s.closes[self.windows[s.symbol].first :].tolist(),
-                    strict=True,
-                )
-            )
+    def _closes(self) -> dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+        """Each symbol's bar times and closes from its first decided bar on (returns, buy-and-hold)."""
+        return {
+            s.symbol: (s.start_ms[self.windows[s.symbol].first :], s.closes[self.windows[s.symbol].first :])
             for s in self.symbols
         }
+
+    def _result(
+        self, outputs: list[policy_pass.SymbolOutput], policy: policy_pass.Policy, wall: float
+    ) -> RunResult:
+        decided = sum(o.rows.shape[0] for o in outputs)
         return RunResult(
-            records=records,
-            warmup_bars=warm,
+            warmup_bars=self.n_bars - decided,
             wall_s=wall,
             cache_hits=sum(c.hit for c in self.cached.values()),
             cache_s=self.cache_s,
             max_abs_diff=max(c.max_abs_diff for c in self.cached.values()),
             symbols=tuple(s.symbol for s in self.symbols),
-            closes=closes,
-            routes=routes,
+            closes=self._closes(),
+            routes=policy.routes,
+            decided=policy_pass.Decided(outputs, policy, source=SOURCE),
         )
 
     def run_per_bar(
@@ -285,6 +299,8 @@ class Backtest:
         run_cfg = self.config_for(cfg, tier=tier)
         if tier is not None and tier not in self.family:
             raise ModelError(f"--tier {tier!r}: not in the models, which have {self.family.names}")
+        for c in self.cached.values():
+            c.ensure_all()
         predictor = CachedFamily(self.family, self.cached, check=self.check)
         engine = Engine(engine_params(run_cfg), predictor, PaperTrader(run_cfg.paper))
         records: list[DecisionRecord] = []
@@ -307,4 +323,14 @@ class Backtest:
             if progress is not None and n % 4096 == 0:
                 progress(n)
         wall = time.perf_counter() - t0
-        return self._result(records, warm, wall, dict(engine.routes))
+        return RunResult(
+            records=records,
+            warmup_bars=warm,
+            wall_s=wall,
+            cache_hits=sum(c.hit for c in self.cached.values()),
+            cache_s=self.cache_s,
+            max_abs_diff=max(c.max_abs_diff for c in self.cached.values()),
+            symbols=tuple(s.symbol for s in self.symbols),
+            closes=self._closes(),
+            routes=dict(engine.routes),
+        )

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from bot.config import load_config
-from bot.core.decision import encode_lines
 from bot.core.errors import ConfigError, DataError, ModelError
 from bot.interrupts import Interrupted, Phases
 from bot.outputs import OutputPathError, StagedOutput
@@ -158,7 +157,7 @@ def _main(args: argparse.Namespace, phases: Phases) -> int:
             _say(f"backtest: {phases.now} ...")
             update, close = _progress(bt.n_bars)
             result = bt.run(cfg, tier=args.tier, progress=update)
-            (tmp / "decisions.jsonl").write_bytes(encode_lines(result.records))
+            (tmp / "decisions.jsonl").write_bytes(result.lines())
             close()
             fixed: dict[str, RunResult] = {}
             if args.compare_tiers:
@@ -194,7 +193,7 @@ def _run_info(args: argparse.Namespace, bt: Backtest, result: RunResult, models:
         "tier": args.tier,
         "warmup_bars_per_symbol": bt.warmup_bars,
         "bars": bars,
-        "decided": len(result.records),
+        "decided": result.n_decided,
         "engine_s": round(result.wall_s, 3),
         "bars_per_s": round(bars / result.wall_s, 1) if result.wall_s > 0 else None,
         "cache": {"hits": result.cache_hits, "of": len(bt.symbols), "seconds": round(result.cache_s, 3)},

@@ -1,6 +1,8 @@
 """The backtest's report: metrics of decision records per symbol, tier and regime, and the PNGs.
 
-Every metric reads the decision records (`bot.core.decision.DecisionRecord`), nothing else:
+Every metric reads the decisions as columns (`Columns`: one array per record field the report uses, row r
+being record r of the run), built from the kernels' output arrays (`bot.sim.policy_pass.Decided`) or from
+decision records (`Columns.of_records`), nothing else; the two give the same report.json:
 
 - `bars`: decided bars; `exposure`: share of them ending with a position.
 - `ic`: Spearman rank correlation of `prediction` with the realised return over `[distill] horizon_bars`
@@ -24,49 +26,185 @@ held to the last one (fee and slippage paid on exit).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from bot.config import Config
 from bot.core.bars import interval_ms
-from bot.core.decision import DecisionRecord
+from bot.core.decision import DecisionRecord, encode_lines
 from bot.core.params import REGIME_NAMES
-from bot.sim.riskmetrics import max_drawdown, risk_table
+from bot.sim.riskmetrics import max_drawdown, risk_by_regime
 
 F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bool = npt.NDArray[np.bool_]
 YEAR_MS = 365 * 86_400_000
 
 
-@dataclass
-class RunResult:
-    """What one pass of the engine over the data produced."""
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """The fields of a run's decision records the report reads, one array each, in the records' order.
 
-    records: list[DecisionRecord]
-    warmup_bars: int
-    wall_s: float
-    cache_hits: int = 0
-    cache_s: float = 0.0
-    max_abs_diff: float = 0.0
-    symbols: tuple[str, ...] = ()
-    closes: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    routes: dict[str, str] = field(default_factory=dict)  # the regime -> tier map served (auto resolved)
+    Names are codes into `symbols` / `tiers` / `regimes`; `holding_regime` is -1 where the record has none.
+    `fill_notional` holds each record's fills' notionals (USD) left-aligned, `n_fills` how many it has.
+    """
+
+    symbols: tuple[str, ...]
+    tiers: tuple[str, ...]
+    regimes: tuple[str, ...]
+    symbol: I64
+    start_ms: I64
+    close: F64
+    tier: I64
+    regime: I64
+    prediction: F64
+    position: F64
+    fee_usd: F64
+    bar_pnl_usd: F64
+    holding_pnl_usd: F64
+    holding_regime: I64
+    n_fills: I64
+    fill_notional: F64  # [n, max fills per record]
+
+    @property
+    def n(self) -> int:
+        return int(self.start_ms.shape[0])
+
+    @classmethod
+    def of_records(cls, records: Sequence[DecisionRecord]) -> Columns:
+        """The columns of decision records."""
+        symbols = tuple(dict.fromkeys(r.symbol for r in records))
+        tiers = tuple(sorted({r.tier for r in records}))
+        regimes = (*REGIME_NAMES, *sorted({r.regime for r in records} - set(REGIME_NAMES)))
+        held = sorted({r.holding_regime for r in records if r.holding_regime is not None} - set(regimes))
+        regimes = (*regimes, *held)
+
+        def codes(values: list[str | None], names: tuple[str, ...]) -> I64:
+            at = {k: i for i, k in enumerate(names)}
+            return np.array([-1 if v is None else at[v] for v in values], dtype=np.int64)
+
+        def floats(name: str) -> F64:
+            return np.array([getattr(r, name) for r in records], dtype=np.float64).reshape(-1)
+
+        width = max((len(r.fills) for r in records), default=0)
+        notional = np.zeros((len(records), width), dtype=np.float64)
+        for i, r in enumerate(records):
+            notional[i, : len(r.fills)] = [f.notional_usd for f in r.fills]
+        return cls(
+            symbols=symbols,
+            tiers=tiers,
+            regimes=regimes,
+            symbol=codes([r.symbol for r in records], symbols),
+            start_ms=np.array([r.start_ms for r in records], dtype=np.int64).reshape(-1),
+            close=floats("close"),
+            tier=codes([r.tier for r in records], tiers),
+            regime=codes([r.regime for r in records], regimes),
+            prediction=floats("prediction"),
+            position=floats("position"),
+            fee_usd=floats("fee_usd"),
+            bar_pnl_usd=floats("bar_pnl_usd"),
+            holding_pnl_usd=floats("holding_pnl_usd"),
+            holding_regime=codes([r.holding_regime for r in records], regimes),
+            n_fills=np.array([len(r.fills) for r in records], dtype=np.int64).reshape(-1),
+            fill_notional=notional,
+        )
+
+
+class Decisions(Protocol):
+    """A run's decisions held as the kernels' output arrays (`bot.sim.policy_pass.Decided`)."""
+
+    def records(self) -> list[DecisionRecord]: ...
+    def lines(self) -> bytes: ...
+    def columns(self) -> Columns: ...
+
+
+Closes = Sequence[tuple[int, float]] | tuple[I64, F64]
+
+
+class RunResult:
+    """What one pass over the data produced: the decisions (as `records`, or as the kernels' arrays
+    `decided`, from which records are built on first use) and the run's facts.
+
+    Args:
+        closes: per symbol, its bar times and closes from its first decided bar on: `(start_ms, close)`
+            pairs or a pair of arrays (the realised returns and buy-and-hold).
+        routes: the regime -> tier map served (auto resolved).
+    """
+
+    def __init__(
+        self,
+        records: list[DecisionRecord] | None = None,
+        warmup_bars: int = 0,
+        wall_s: float = 0.0,
+        cache_hits: int = 0,
+        cache_s: float = 0.0,
+        max_abs_diff: float = 0.0,
+        symbols: tuple[str, ...] = (),
+        closes: Mapping[str, Closes] | None = None,
+        routes: Mapping[str, str] | None = None,
+        *,
+        decided: Decisions | None = None,
+    ) -> None:
+        if (records is None) == (decided is None):
+            raise ValueError("RunResult: expected exactly one of records and decided")
+        self._records = records
+        self.decided = decided
+        self.warmup_bars = warmup_bars
+        self.wall_s = wall_s
+        self.cache_hits = cache_hits
+        self.cache_s = cache_s
+        self.max_abs_diff = max_abs_diff
+        self.symbols = symbols
+        self.closes = dict(closes or {})
+        self.routes = dict(routes or {})
+
+    @property
+    def records(self) -> list[DecisionRecord]:
+        """The decision records in the engine's order (built from `decided` on first use)."""
+        if self._records is None:
+            assert self.decided is not None
+            self._records = self.decided.records()
+        return self._records
+
+    @property
+    def n_decided(self) -> int:
+        return len(self._records) if self._records is not None else self.columns().n
+
+    def lines(self) -> bytes:
+        """decisions.jsonl: `encode_lines` of the records."""
+        return self.decided.lines() if self.decided is not None else encode_lines(self.records)
+
+    def columns(self) -> Columns:
+        """The report's columns of the decisions."""
+        return self.decided.columns() if self.decided is not None else Columns.of_records(self.records)
+
+    def closes_of(self, symbol: str) -> tuple[I64, F64]:
+        """`symbol`'s bar times and closes from its first decided bar on, as arrays."""
+        got = self.closes.get(symbol)
+        if got is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        if isinstance(got, tuple) and len(got) == 2 and isinstance(got[0], np.ndarray):
+            return got[0], got[1]
+        pairs = list(got)
+        return (
+            np.array([t for t, _ in pairs], dtype=np.int64).reshape(-1),
+            np.array([c for _, c in pairs], dtype=np.float64).reshape(-1),
+        )
 
 
 def _ranks(a: F64) -> F64:
-    """Average ranks (ties share the mean of their positions)."""
-    order = np.argsort(a, kind="mergesort")
+    """Average ranks (ties share the mean of their positions), from one sort."""
+    order = np.argsort(a)
+    s = a[order]
+    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
+    ends = np.append(starts[1:], a.size)
     ranks = np.empty(a.size, dtype=np.float64)
-    ranks[order] = np.arange(a.size, dtype=np.float64)
-    _, inv, counts = np.unique(a, return_inverse=True, return_counts=True)
-    if counts.max(initial=1) > 1:
-        sums = np.bincount(inv, weights=ranks)
-        ranks = sums[inv] / counts[inv]
+    ranks[order] = np.repeat((starts + ends - 1) / 2.0, ends - starts)
     return ranks
 
 
@@ -87,44 +225,51 @@ def sharpe(pnl: F64, bars_per_year: float) -> float:
 
 
 def metrics(
-    records: Sequence[DecisionRecord], real: F64, *, notional_usd: float, bars_per_year: float
+    cols: Columns, rows: I64, real: F64, *, notional_usd: float, bars_per_year: float
 ) -> dict[str, Any]:
-    """The metric set of `records` (in time order); `real[i]` is record i's realised return (NaN: none)."""
-    n = len(records)
+    """The metric set of records `rows` of `cols` (in time order); `real[i]` is row i's realised return
+    (NaN: none). Sums run in record order, as a loop over the records adds them."""
+    n = int(rows.shape[0])
     if n == 0:
         return {"bars": 0}
-    pred = np.fromiter((r.prediction for r in records), dtype=np.float64, count=n)
-    pnl = np.fromiter((r.bar_pnl_usd for r in records), dtype=np.float64, count=n)
+    pred = cols.prediction[rows]
+    pnl = cols.bar_pnl_usd[rows]
     ok = np.isfinite(real)
     p, y = pred[ok], real[ok]
     nz = (np.sign(p) != 0) & (np.sign(y) != 0)
-    traded = sum(abs(f.notional_usd) for r in records for f in r.fills)
+    filled = rows[cols.n_fills[rows] > 0]  # the rows with a fee and fills (the others add an int 0)
+    notional = cols.fill_notional[filled]
+    fills = notional[np.arange(notional.shape[1]) < cols.n_fills[filled][:, None]]  # row-major: record order
+    traded = sum(np.abs(fills).tolist())
     return {
         "bars": n,
         "ic": spearman(p, y),
         "hit_rate": float(np.mean(np.sign(p[nz]) == np.sign(y[nz]))) if nz.any() else 0.0,
         "pnl_usd": float(pnl.sum()),
-        "fees_usd": float(sum(r.fee_usd for r in records)),
+        "fees_usd": float(sum(cols.fee_usd[filled].tolist())),
         "turnover": traded / notional_usd,
         "max_drawdown_usd": max_drawdown(pnl),
         "sharpe": sharpe(pnl, bars_per_year),
-        "exposure": sum(r.position != 0 for r in records) / n,
+        "exposure": int(np.count_nonzero(cols.position[rows] != 0)) / n,
     }
 
 
-def realised(records: Sequence[DecisionRecord], closes: Mapping[int, float], step_ms: int) -> F64:
-    """Each record's `close[t + step_ms] / close[t] - 1` (NaN when that bar is not in `closes`)."""
-    out = np.full(len(records), np.nan, dtype=np.float64)
-    for i, r in enumerate(records):
-        later = closes.get(r.start_ms + step_ms)
-        if later is not None and r.close > 0:
-            out[i] = later / r.close - 1.0
+def realised(start_ms: I64, close: F64, times: I64, closes: F64, step_ms: int) -> F64:
+    """Each record's `close[t + step_ms] / close[t] - 1` (NaN when that bar is not in `times`/`closes`,
+    ascending)."""
+    out = np.full(start_ms.shape[0], np.nan, dtype=np.float64)
+    if times.size == 0:
+        return out
+    later = start_ms + step_ms
+    j = np.minimum(np.searchsorted(times, later), times.size - 1)
+    found = (times[j] == later) & (close > 0)
+    out[found] = closes[j[found]] / close[found] - 1.0
     return out
 
 
-def buy_and_hold(closes: Sequence[tuple[int, float]], cfg: Config, bars_per_year: float) -> dict[str, Any]:
+def buy_and_hold(closes: F64, cfg: Config, bars_per_year: float) -> dict[str, Any]:
     """Metrics of holding `notional_usd` long from the first close to the last (fees and slippage paid)."""
-    px = np.array([c for _, c in closes], dtype=np.float64)
+    px = np.asarray(closes, dtype=np.float64)
     if px.size < 2:
         return {"bars": int(px.size)}
     p = cfg.paper
@@ -143,59 +288,85 @@ def buy_and_hold(closes: Sequence[tuple[int, float]], cfg: Config, bars_per_year
     }
 
 
+def _groups(codes: I64, names: Sequence[str], within: I64) -> list[tuple[str, I64]]:
+    """The rows of `within` per code, by name (sorted), each in record order."""
+    sub = codes[within]
+    present = sorted({names[c] for c in np.unique(sub).tolist()})
+    at = {k: i for i, k in enumerate(names)}
+    return [(k, within[sub == at[k]]) for k in present]
+
+
+def risk_of(
+    cols: Columns, *, notional_usd: float, target_vol_bps: float
+) -> dict[str, dict[str, float | None]]:
+    """`bot.sim.riskmetrics.risk_by_regime` of the records that carried a position into their bar (holding
+    PnL in bps of `notional_usd`, grouped by the regime it was decided in; units: the symbol's previous
+    position), as plain dicts (report.json; NaN -> None)."""
+    prev = np.zeros(cols.n, dtype=np.float64)
+    for k in range(len(cols.symbols)):
+        idx = np.flatnonzero(cols.symbol == k)
+        prev[idx[1:]] = cols.position[idx[:-1]]
+    held = cols.holding_regime >= 0
+    pnl = cols.holding_pnl_usd[held] / notional_usd * 1e4
+    regimes = [cols.regimes[c] for c in cols.holding_regime[held].tolist()]
+    table = risk_by_regime(pnl, regimes, target_vol_bps, units=np.abs(prev[held]), names=REGIME_NAMES)
+
+    def num(x: float) -> float | None:
+        return x if math.isfinite(x) else None
+
+    return {
+        k: {
+            "bars": r.bars,
+            "pnl_vol_bps": num(r.pnl_vol_bps),
+            "ratio": num(r.ratio),
+            "mean_abs_units": num(r.mean_abs_units),
+        }
+        for k, r in table.items()
+    }
+
+
 def _summary(result: RunResult, cfg: Config) -> dict[str, Any]:
     step = interval_ms(cfg.market.interval)
     horizon_ms = cfg.distill.horizon_bars * step
     bpy = YEAR_MS / step
     kw: dict[str, Any] = {"notional_usd": cfg.paper.notional_usd, "bars_per_year": bpy}
-    by_symbol: dict[str, list[DecisionRecord]] = defaultdict(list)
-    for r in result.records:
-        by_symbol[r.symbol].append(r)
-    real_all = np.full(len(result.records), np.nan, dtype=np.float64)
+    cols = result.columns()
+    real_all = np.full(cols.n, np.nan, dtype=np.float64)
+    every = np.arange(cols.n, dtype=np.int64)
+    by_symbol = [(k, np.flatnonzero(cols.symbol == k)) for k in range(len(cols.symbols))]
+    by_symbol.sort(key=lambda kv: int(kv[1][0]) if kv[1].size else cols.n)  # first appearance
     symbols: dict[str, Any] = {}
-    groups: dict[str, dict[str, list[int]]] = {"tier": defaultdict(list), "regime": defaultdict(list)}
-    index = {id(r): i for i, r in enumerate(result.records)}
-    for sym, recs in by_symbol.items():
-        real = realised(recs, dict(result.closes.get(sym, [])), horizon_ms)
-        for r, y in zip(recs, real, strict=True):
-            real_all[index[id(r)]] = y
-        sub: dict[str, Any] = {"all": metrics(recs, real, **kw), "tiers": {}, "regimes": {}}
-        for key, name in (("tier", "tiers"), ("regime", "regimes")):
-            parts: dict[str, list[int]] = defaultdict(list)
-            for i, r in enumerate(recs):
-                parts[getattr(r, key)].append(i)
-            for k, idx in sorted(parts.items()):
-                sub[name][k] = metrics([recs[i] for i in idx], real[idx], **kw)
-        sub["buy_and_hold"] = buy_and_hold(result.closes.get(sym, []), cfg, bpy)
+    for k, rows in by_symbol:
+        if rows.size == 0:
+            continue
+        sym = cols.symbols[k]
+        times, closes = result.closes_of(sym)
+        real = realised(cols.start_ms[rows], cols.close[rows], times, closes, horizon_ms)
+        real_all[rows] = real
+        sub: dict[str, Any] = {"all": metrics(cols, rows, real, **kw), "tiers": {}, "regimes": {}}
+        local = np.arange(rows.size, dtype=np.int64)
+        for codes, names, key in ((cols.tier, cols.tiers, "tiers"), (cols.regime, cols.regimes, "regimes")):
+            for name, part in _groups(codes[rows], names, local):
+                sub[key][name] = metrics(cols, rows[part], real[part], **kw)
+        sub["buy_and_hold"] = buy_and_hold(closes, cfg, bpy)
         # each symbol's share of decided bars per regime (its own calibration or the pooled one)
-        sub["regime_share"] = {k: sum(r.regime == k for r in recs) / len(recs) for k in REGIME_NAMES}
+        at = {name: i for i, name in enumerate(cols.regimes)}
+        sub["regime_share"] = {
+            name: int(np.count_nonzero(cols.regime[rows] == at[name])) / rows.size for name in REGIME_NAMES
+        }
         symbols[sym] = sub
-    for i, r in enumerate(result.records):
-        groups["tier"][r.tier].append(i)
-        groups["regime"][r.regime].append(i)
-    recs_all = result.records
-    total = metrics(recs_all, real_all, **kw)
-    # the portfolio: PnL summed over symbols per bar time
-    per_time: dict[int, float] = defaultdict(float)
-    for r in recs_all:
-        per_time[r.start_ms] += r.bar_pnl_usd
-    port = np.array([per_time[t] for t in sorted(per_time)], dtype=np.float64)
+    total = metrics(cols, every, real_all, **kw)
+    # the portfolio: PnL summed over symbols per bar time (in record order, as a loop adds them)
+    uniq, inverse = np.unique(cols.start_ms, return_inverse=True)
+    port = np.bincount(inverse.reshape(-1), weights=cols.bar_pnl_usd, minlength=uniq.size).astype(np.float64)
     total.update(max_drawdown_usd=max_drawdown(port), sharpe=sharpe(port, bpy), bar_times=int(port.size))
-    risk = risk_table(
-        recs_all,
-        notional_usd=cfg.paper.notional_usd,
-        target_vol_bps=cfg.paper.target_vol_bps,
-        names=REGIME_NAMES,
-    )
+    risk = risk_of(cols, notional_usd=cfg.paper.notional_usd, target_vol_bps=cfg.paper.target_vol_bps)
     return {
         "total": total,
         "risk": risk,
-        "tiers": {
-            k: metrics([recs_all[i] for i in v], real_all[v], **kw) for k, v in sorted(groups["tier"].items())
-        },
+        "tiers": {k: metrics(cols, v, real_all[v], **kw) for k, v in _groups(cols.tier, cols.tiers, every)},
         "regimes": {
-            k: metrics([recs_all[i] for i in v], real_all[v], **kw)
-            for k, v in sorted(groups["regime"].items())
+            k: metrics(cols, v, real_all[v], **kw) for k, v in _groups(cols.regime, cols.regimes, every)
         },
         "symbols": symbols,
     }
@@ -240,43 +411,43 @@ def write_plots(result: RunResult, out: Path) -> list[str]:
 
         print("plots skipped: matplotlib is not installed (pip install 'progdistill[plot]')", file=sys.stderr)
         return []
-    recs = result.records
-    if not recs:
+    cols = result.columns()
+    if cols.n == 0:
         return []
-    per_time: dict[int, float] = defaultdict(float)
-    for r in recs:
-        per_time[r.start_ms] += r.bar_pnl_usd
-    times = np.array(sorted(per_time), dtype=np.float64)
-    eq = np.cumsum([per_time[int(t)] for t in times])
+    uniq, inverse = np.unique(cols.start_ms, return_inverse=True)
+    times = uniq.astype(np.float64)
+    eq = np.cumsum(np.bincount(inverse.reshape(-1), weights=cols.bar_pnl_usd, minlength=uniq.size))
     days = (times - times[0]) / 86_400_000
     dd = eq - np.maximum.accumulate(np.concatenate(([0.0], eq)))[1:]
     colors = {"calm_trend": "#cce5cc", "normal": "#ffffff", "volatile": "#ffe0b3", "crisis": "#f5b7b1"}
-    first = [r for r in recs if r.symbol == recs[0].symbol]
+    first = np.flatnonzero(cols.symbol == cols.symbol[0])
+    first_ms, first_regime = cols.start_ms[first].tolist(), [cols.regimes[c] for c in cols.regime[first]]
     fig, (ax, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, height_ratios=[3, 1])
     t0 = times[0]
     start = 0
-    for i in range(1, len(first) + 1):
-        if i == len(first) or first[i].regime != first[start].regime:
-            a = (first[start].start_ms - t0) / 86_400_000
-            b = (first[i - 1].start_ms - t0) / 86_400_000
-            ax.axvspan(a, b, color=colors.get(first[start].regime, "#eeeeee"), lw=0)
+    for i in range(1, len(first_ms) + 1):
+        if i == len(first_ms) or first_regime[i] != first_regime[start]:
+            a = (first_ms[start] - t0) / 86_400_000
+            b = (first_ms[i - 1] - t0) / 86_400_000
+            ax.axvspan(a, b, color=colors.get(first_regime[start], "#eeeeee"), lw=0)
             start = i
     ax.plot(days, eq, color="black", lw=1)
     ax.set_ylabel("PnL, USD")
-    ax.set_title(f"equity ({', '.join(result.symbols)}); shading: {recs[0].symbol} regime")
+    ax.set_title(f"equity ({', '.join(result.symbols)}); shading: {cols.symbols[cols.symbol[0]]} regime")
     ax2.fill_between(days, dd, 0, color="#c0392b")
     ax2.set_ylabel("drawdown, USD")
     ax2.set_xlabel("days")
     fig.tight_layout()
     fig.savefig(out / "equity.png", dpi=100)
     plt.close(fig)
-    tiers: dict[str, int] = defaultdict(int)
-    regimes: dict[str, float] = defaultdict(float)
-    for r in recs:
-        tiers[r.tier] += 1
-        regimes[r.regime] += r.bar_pnl_usd
+    tiers: dict[str, int] = {}
+    regimes: dict[str, float] = {}
+    for k in dict.fromkeys(cols.tier.tolist()):  # first appearance order, as a loop over the records
+        tiers[cols.tiers[k]] = int(np.count_nonzero(cols.tier == k))
+    for k in dict.fromkeys(cols.regime.tolist()):
+        regimes[cols.regimes[k]] = float(cols.bar_pnl_usd[cols.regime == k].sum())
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar(list(tiers), [v / len(recs) for v in tiers.values()], color="#2e86c1")
+    ax.bar(list(tiers), [v / cols.n for v in tiers.values()], color="#2e86c1")
     ax.set_ylabel("share of decided bars")
     ax.set_title("bars per tier")
     fig.tight_layout()

@@ -20,11 +20,13 @@ tests/test_backtest.py proves the records equal those of the live service and of
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -37,6 +39,7 @@ from bot.core.paper import Fill, kernel_params
 from bot.core.params import REGIME_NAMES, PaperConfig, RegimeConfig
 from bot.core.regime import RegimeDetector
 from bot.core.thresholds import resolve_routes
+from bot.sim.backtest_report import Columns
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -177,8 +180,13 @@ class SymbolOutput:
     out: F64  # [m, N_OUT]: the paper kernel's rows
 
 
-def run_symbol(inp: SymbolInput, policy: Policy) -> SymbolOutput:
+def run_symbol(
+    inp: SymbolInput, policy: Policy, *, ensure: Callable[[I64, I64], None] | None = None
+) -> SymbolOutput:
     """The regime and policy pass of one symbol: one `regime.run` and one `paper.run` call.
+
+    `ensure(tier codes, rows)`, called between the two, makes the routed predictions of the decided rows
+    present in `inp.preds` / `inp.vols` (`bot.sim.backtest_cache.Predictions.ensure`); None: they are.
 
     Raises:
         ValueError: a bar out of order, or a bar the paper kernel refuses (a non-positive close, vol_target
@@ -210,6 +218,8 @@ def run_symbol(inp: SymbolInput, policy: Policy) -> SymbolOutput:
     rows = np.flatnonzero(inp.decide)
     regime = np.ascontiguousarray(iout[rows, _O_REGIME])
     tier = np.ascontiguousarray(iout[rows, _O_TIER])
+    if ensure is not None:
+        ensure(tier, rows)
     prediction = inp.preds[tier, rows]
     if inp.vols is None or policy.vol_factors is None:
         vol = np.full(rows.shape[0], np.nan, dtype=np.float64)
@@ -306,25 +316,7 @@ def _records(res: SymbolOutput, policy: Policy, *, source: str) -> list[Decision
         signal, position, qty, n_fills, fill_price, fee, realized, unreal, equity, bar_pnl = o[:10]
         holding, h_tier, h_regime, trade = o[10:]
         tier_name, regime_name = tiers[tier], regimes[regime]
-        fills: tuple[Fill, ...] = ()
-        if n_fills:
-            f = fill_rows[k]
-            fills = tuple(
-                Fill(
-                    sym,
-                    start_ms,
-                    j,
-                    "buy" if f[j * _FILL_WIDTH + _X_SIDE] > 0.0 else "sell",
-                    f[j * _FILL_WIDTH + _X_QTY],
-                    f[j * _FILL_WIDTH + _X_PRICE],
-                    f[j * _FILL_WIDTH + _X_NOTIONAL],
-                    f[j * _FILL_WIDTH + _X_FEE],
-                    f[j * _FILL_WIDTH + _X_REALIZED],
-                    tier_name,
-                    regime_name,
-                )
-                for j in range(int(n_fills))
-            )
+        fills = _fills(sym, start_ms, fill_rows[k], int(n_fills), tier_name, regime_name) if n_fills else ()
         append(
             DecisionRecord(
                 symbol=sym,
@@ -356,13 +348,189 @@ def _records(res: SymbolOutput, policy: Policy, *, source: str) -> list[Decision
     return result
 
 
-def merged(outputs: Sequence[SymbolOutput], per_symbol: Mapping[str, list[DecisionRecord]]) -> list[Any]:
+def _fills(
+    symbol: str, start_ms: int, f: list[float], n_fills: int, tier: str, regime: str
+) -> tuple[Fill, ...]:
+    """The fills of one bar from its paper kernel row's fill block `f`."""
+    return tuple(
+        Fill(
+            symbol,
+            start_ms,
+            j,
+            "buy" if f[j * _FILL_WIDTH + _X_SIDE] > 0.0 else "sell",
+            f[j * _FILL_WIDTH + _X_QTY],
+            f[j * _FILL_WIDTH + _X_PRICE],
+            f[j * _FILL_WIDTH + _X_NOTIONAL],
+            f[j * _FILL_WIDTH + _X_FEE],
+            f[j * _FILL_WIDTH + _X_REALIZED],
+            tier,
+            regime,
+        )
+        for j in range(n_fills)
+    )
+
+
+#: `DecisionRecord`'s twin with positional fields (its names, order, tag and encoding; any value type): a
+#: backtest's decisions.jsonl is one `map` of it over column lists, then `encode_lines`, byte for byte what
+#: `encode_lines` of the records gives (tests/test_backtest_fast.py) at a fraction of the Python work.
+_Line: Final = msgspec.defstruct(
+    "DecisionLine",
+    [(name, object) for name in DecisionRecord.__struct_encode_fields__],
+    tag_field=DecisionRecord.__struct_config__.tag_field,
+    tag=DecisionRecord.__struct_config__.tag,
+    omit_defaults=DecisionRecord.__struct_config__.omit_defaults,
+)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+def _line_columns(res: SymbolOutput, policy: Policy, *, source: str) -> list[list[Any]]:
+    """One list per `DecisionRecord` field (in its order) holding what `records` would put there, types
+    included (ints for whole units, None for no value)."""
+    m, out, names = res.rows.shape[0], res.out, policy.tiers
+    n_fills = out[:, _P["R_N_FILLS"]]
+    filled = n_fills > 0.0
+    position = out[:, _P["R_POSITION"]]
+    if policy.fixed:
+        pos: list[Any] = position.astype(np.int64).tolist()
+    else:
+        obj = position.astype(object)
+        obj[position == 0.0] = 0
+        pos = obj.tolist()
+    fill_price = np.full(m, None, dtype=object)
+    fill_price[filled] = out[filled, _P["R_FILL_PRICE"]].tolist()
+    fee = np.full(m, 0, dtype=object)
+    fee[filled] = out[filled, _P["R_FEE"]].tolist()
+    tier_names = np.array(names, dtype=object)[res.tier].tolist()
+    regime_names = np.array(REGIME_NAMES, dtype=object)[res.regime].tolist()
+    fills: list[Any] = [()] * m
+    at = np.flatnonzero(filled)
+    for k, f, nf in zip(at.tolist(), out[at, _R_FILL0:].tolist(), n_fills[at].tolist(), strict=True):
+        fills[k] = _fills(res.symbol, int(res.start_ms[k]), f, int(nf), tier_names[k], regime_names[k])
+    col = {
+        "symbol": [res.symbol] * m,
+        "start_ms": res.start_ms.tolist(),
+        "source": [source] * m,
+        "regime": regime_names,
+        "tier": tier_names,
+        "prediction": res.prediction.tolist(),
+        "vol_forecast": [None] * m if policy.vol_factors is None else res.vol_forecast.tolist(),
+        "signal": out[:, _P["R_SIGNAL"]].astype(np.int64).tolist(),
+        "position": pos,
+        "qty": out[:, _P["R_QTY"]].tolist(),
+        "fill_price": fill_price.tolist(),
+        "fee_usd": fee.tolist(),
+        "realized_pnl_usd": out[:, _P["R_REALIZED"]].tolist(),
+        "unrealized_pnl_usd": out[:, _P["R_UNREALIZED"]].tolist(),
+        "equity_usd": out[:, _P["R_EQUITY"]].tolist(),
+        "bar_pnl_usd": out[:, _P["R_BAR_PNL"]].tolist(),
+        "holding_pnl_usd": out[:, _P["R_HOLDING"]].tolist(),
+        "holding_tier": _names_or_none(out[:, _P["R_HOLDING_TIER"]], names),
+        "holding_regime": _names_or_none(out[:, _P["R_HOLDING_REGIME"]], REGIME_NAMES),
+        "trade_pnl_usd": out[:, _P["R_TRADE_PNL"]].tolist(),
+        "close": res.close.tolist(),
+        "model_sha": [policy.model_sha] * m,
+        "latency_us": [{}] * m,  # encoded only, never mutated: one empty dict serves every line
+        "fills": fills,
+    }
+    return [col[name] for name in DecisionRecord.__struct_fields__]
+
+
+def _names_or_none(codes: F64, names: Sequence[str]) -> list[Any]:
+    """`names[code]` where `code >= 0`, else None."""
+    table = np.array([*names, None], dtype=object)
+    idx = np.where(codes >= 0.0, codes, -1.0).astype(np.int64)
+    return table[idx].tolist()  # type: ignore[no-any-return]  # an object array's tolist
+
+
+def lines(outputs: Sequence[SymbolOutput], policy: Policy, *, source: str) -> bytes:
+    """decisions.jsonl of the pass: every record's `bar_decided` line in the engine's order, each followed
+    by a newline; byte for byte `encode_lines(merged(outputs, records(...)))`."""
+    with gc_paused():
+        per_symbol = {o.symbol: list(map(_Line, *_line_columns(o, policy, source=source))) for o in outputs}
+        return _ENCODER.encode_lines(merged(outputs, per_symbol))
+
+
+def merged(outputs: Sequence[SymbolOutput], per_symbol: Mapping[str, Sequence[Any]]) -> list[Any]:
     """Every symbol's records in time order, ties in `outputs` order (the engine's bar order)."""
+    flat = [r for o in outputs for r in per_symbol[o.symbol]]
+    at = order(outputs).tolist()
+    return list(operator.itemgetter(*at)(flat)) if len(at) > 1 else [flat[i] for i in at]
+
+
+def order(outputs: Sequence[SymbolOutput]) -> I64:
+    """The engine's order of the concatenated decided rows of `outputs`: by time, ties in `outputs` order."""
     times = np.concatenate([o.start_ms for o in outputs])
     which = np.concatenate([np.full(o.start_ms.shape[0], k, dtype=np.int64) for k, o in enumerate(outputs)])
-    order = np.lexsort((which, times)).tolist()
-    flat = [r for o in outputs for r in per_symbol[o.symbol]]
-    return [flat[i] for i in order]
+    return np.lexsort((which, times)).astype(np.int64, copy=False)
+
+
+class Decided:
+    """A run's decisions as the kernels left them (`bot.sim.backtest_report.Decisions`): decisions.jsonl,
+    the report's columns and the records are each built from the output arrays when first asked for."""
+
+    def __init__(self, outputs: Sequence[SymbolOutput], policy: Policy, *, source: str) -> None:
+        self.outputs = list(outputs)
+        self.policy = policy
+        self.source = source
+        self._records: list[DecisionRecord] | None = None
+        self._columns: Columns | None = None
+
+    def records(self) -> list[DecisionRecord]:
+        """Every record in the engine's order (`records` per symbol, `merged`)."""
+        if self._records is None:
+            with gc_paused():
+                per = {o.symbol: records(o, self.policy, source=self.source) for o in self.outputs}
+                self._records = merged(self.outputs, per)
+        return self._records
+
+    def lines(self) -> bytes:
+        """decisions.jsonl (`lines`)."""
+        return lines(self.outputs, self.policy, source=self.source)
+
+    def columns(self) -> Columns:
+        """The report's columns in the engine's order, straight from the output arrays."""
+        if self._columns is None:
+            self._columns = columns(self.outputs, self.policy)
+        return self._columns
+
+
+def columns(outputs: Sequence[SymbolOutput], policy: Policy) -> Columns:
+    """`Columns.of_records(merged records)` without building the records."""
+    at = order(outputs)
+
+    def cat(arrays: Sequence[npt.NDArray[Any]]) -> npt.NDArray[Any]:
+        return np.concatenate(arrays)[at] if arrays else np.zeros(0)
+
+    outs = [o.out for o in outputs]
+
+    def out_col(slot: str) -> F64:
+        return cat([x[:, _P[slot]] for x in outs]).astype(np.float64, copy=False)
+
+    n_fills = out_col("R_N_FILLS").astype(np.int64)
+    width = int(n_fills.max(initial=0))
+    notional = np.zeros((n_fills.shape[0], width), dtype=np.float64)
+    for j in range(width):
+        notional[:, j] = cat([x[:, _R_FILL0 + j * _FILL_WIDTH + _X_NOTIONAL] for x in outs])
+    fee = np.where(n_fills > 0, out_col("R_FEE"), 0.0)
+    h_regime = out_col("R_HOLDING_REGIME")
+    return Columns(
+        symbols=tuple(o.symbol for o in outputs),
+        tiers=policy.tiers,
+        regimes=REGIME_NAMES,
+        symbol=cat([np.full(o.rows.shape[0], k, dtype=np.int64) for k, o in enumerate(outputs)]),
+        start_ms=cat([o.start_ms for o in outputs]),
+        close=cat([o.close for o in outputs]),
+        tier=cat([o.tier for o in outputs]),
+        regime=cat([o.regime for o in outputs]),
+        prediction=cat([o.prediction for o in outputs]),
+        position=out_col("R_POSITION"),
+        fee_usd=fee,
+        bar_pnl_usd=out_col("R_BAR_PNL"),
+        holding_pnl_usd=out_col("R_HOLDING"),
+        holding_regime=np.where(h_regime >= 0.0, h_regime, -1.0).astype(np.int64),
+        n_fills=n_fills,
+        fill_notional=notional,
+    )
 
 
 def pnl_by_time(outputs: Sequence[SymbolOutput]) -> tuple[I64, F64]:
