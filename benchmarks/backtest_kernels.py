@@ -49,8 +49,9 @@ from _smoke import data_or_synthetic, smoke_dir, tiny_family  # noqa: E402
 
 from bot.config import Config, dump_config  # noqa: E402
 from bot.core import kernels  # noqa: E402
-from bot.core.decision import encode_line, encode_lines  # noqa: E402
-from bot.sim.backtest import Backtest, RunResult  # noqa: E402
+from bot.core.decision import encode_line  # noqa: E402
+from bot.sim.backtest import Backtest  # noqa: E402
+from bot.sim.backtest_report import RunResult  # noqa: E402
 
 DATA = ROOT.parent / "shared/data/bybit_linear_cobra0506_crypto_backtester/normalized"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT")
@@ -91,8 +92,8 @@ def _end_to_end(
             for rec in res.records:
                 fh.write(encode_line(rec))
                 fh.write(b"\n")
-    else:
-        (out / "decisions.jsonl").write_bytes(encode_lines(res.records))
+    else:  # as the CLI: the lines from the kernels' arrays
+        (out / "decisions.jsonl").write_bytes(res.lines())
     report = build_report(bt.config_for(run_cfg), res, {})
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return time.perf_counter() - t0, bt, res
@@ -189,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=DATA, help="the {SYMBOL}_5m.csv files")
     ap.add_argument("--num-cpus", type=int, default=2, help="local Ray CPUs of the sweep (default 2)")
     ap.add_argument("--profile", action="store_true", help="print a cProfile summary of each kernel row")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the offline sweep rows (minutes)")
     args = ap.parse_args(argv)
     smoke = args.smoke
     symbols = SYMBOLS[:2] if smoke else SYMBOLS
@@ -245,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"\nrecords of both paths equal (decisions.jsonl lines, latency aside): {'yes' if same else 'NO'}")
 
+    if args.no_sweep:
+        _profiles(args, cfg, other, data, models, work)
+        return 0
     # the sweep: kernels on local Ray; the former path extrapolated from one measured trial
     t0 = time.perf_counter()
     res = _sweep(other, data, models, work / "cache_new", work / "sweep", trials=trials, folds=folds,
@@ -269,11 +274,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"max {max(per_trial):.3f}; target < 60 s; load average after "
             f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
-    if args.profile:
-        print("\n## profile: end to end, rerun with other policy keys (kernels)\n")
-        print(_profile(lambda: _end_to_end(cfg, other, data, models, work / "cache_new", work / "out_new",
-                                           per_bar=False)))  # fmt: skip
+    _profiles(args, cfg, other, data, models, work)
     return 0
+
+
+def _profiles(args: argparse.Namespace, cfg: Config, other: Config, data: list[str], models: Path,
+              work: Path) -> None:  # fmt: skip
+    """With --profile: a cProfile summary of the kernels' end to end, first run and rerun."""
+    if not args.profile:
+        return
+    print("\n## profile: end to end, first run (empty cache; kernels)\n")
+    print(_profile(lambda: _end_to_end(cfg, cfg, data, models, work / "cache_prof", work / "out_prof",
+                                       per_bar=False), top=14))  # fmt: skip
+    print("\n## profile: end to end, rerun with other policy keys (kernels)\n")
+    print(_profile(lambda: _end_to_end(cfg, other, data, models, work / "cache_prof", work / "out_prof",
+                                       per_bar=False), top=14))  # fmt: skip
 
 
 if __name__ == "__main__":
