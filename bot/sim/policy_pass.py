@@ -20,6 +20,7 @@ tests/test_backtest.py proves the records equal those of the live service and of
 from __future__ import annotations
 
 import gc
+import itertools
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,12 +32,12 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.core.decision import DecisionRecord
-from bot.core.engine import Predictor
 from bot.core.errors import ModelError
 from bot.core.kernels import paper as _kp
 from bot.core.kernels import regime as _kr
 from bot.core.paper import Fill, kernel_params
 from bot.core.params import REGIME_NAMES, PaperConfig, RegimeConfig
+from bot.core.predictor import Predictor
 from bot.core.regime import RegimeDetector
 from bot.core.thresholds import resolve_routes
 from bot.sim.backtest_report import Columns
@@ -402,10 +403,7 @@ def _line_columns(res: SymbolOutput, policy: Policy, *, source: str) -> list[lis
     fee[filled] = out[filled, _P["R_FEE"]].tolist()
     tier_names = np.array(names, dtype=object)[res.tier].tolist()
     regime_names = np.array(REGIME_NAMES, dtype=object)[res.regime].tolist()
-    fills: list[Any] = [()] * m
-    at = np.flatnonzero(filled)
-    for k, f, nf in zip(at.tolist(), out[at, _R_FILL0:].tolist(), n_fills[at].tolist(), strict=True):
-        fills[k] = _fills(res.symbol, int(res.start_ms[k]), f, int(nf), tier_names[k], regime_names[k])
+    fills = _fill_column(res, out, tier_names, regime_names)
     col = {
         "symbol": [res.symbol] * m,
         "start_ms": res.start_ms.tolist(),
@@ -435,6 +433,40 @@ def _line_columns(res: SymbolOutput, policy: Policy, *, source: str) -> list[lis
     return [col[name] for name in DecisionRecord.__struct_fields__]
 
 
+def _fill_column(res: SymbolOutput, out: F64, tiers: list[Any], regimes: list[Any]) -> list[Any]:
+    """Each bar's tuple of `Fill`s (what `_fills` gives row by row), built one fill slot at a time."""
+    m = out.shape[0]
+    n_fills = out[:, _P["R_N_FILLS"]].astype(np.int64)
+    column: list[Any] = [()] * m
+    at = np.flatnonzero(n_fills > 0)
+    if at.size == 0:
+        return column
+    tier_of, regime_of = np.array(tiers, dtype=object), np.array(regimes, dtype=object)
+    sides = np.array(["sell", "buy"], dtype=object)
+    tuples: list[tuple[Fill, ...]] = []
+    for j in range(int(n_fills.max())):
+        rows = at[n_fills[at] > j]
+        block = out[rows, _R_FILL0 + j * _FILL_WIDTH : _R_FILL0 + (j + 1) * _FILL_WIDTH]
+        made = map(
+            Fill,
+            itertools.repeat(res.symbol),
+            res.start_ms[rows].tolist(),
+            itertools.repeat(j),
+            sides[(block[:, _X_SIDE] > 0.0).astype(np.int64)].tolist(),
+            *(block[:, x].tolist() for x in (_X_QTY, _X_PRICE, _X_NOTIONAL, _X_FEE, _X_REALIZED)),
+            tier_of[rows].tolist(),
+            regime_of[rows].tolist(),
+        )
+        if j == 0:
+            tuples = list(zip(made))  # one-fill tuples, one per row of `at`
+        else:
+            for p, fill in zip(np.searchsorted(at, rows).tolist(), made, strict=True):
+                tuples[p] = (*tuples[p], fill)
+    for k, t in zip(at.tolist(), tuples, strict=True):
+        column[k] = t
+    return column
+
+
 def _names_or_none(codes: F64, names: Sequence[str]) -> list[Any]:
     """`names[code]` where `code >= 0`, else None."""
     table = np.array([*names, None], dtype=object)
@@ -447,7 +479,9 @@ def lines(outputs: Sequence[SymbolOutput], policy: Policy, *, source: str) -> by
     by a newline; byte for byte `encode_lines(merged(outputs, records(...)))`."""
     with gc_paused():
         per_symbol = {o.symbol: list(map(_Line, *_line_columns(o, policy, source=source))) for o in outputs}
-        return _ENCODER.encode_lines(merged(outputs, per_symbol))
+        data = _ENCODER.encode_lines(merged(outputs, per_symbol))
+        del per_symbol  # freed while the collector is off: it never scans them
+    return data
 
 
 def merged(outputs: Sequence[SymbolOutput], per_symbol: Mapping[str, Sequence[Any]]) -> list[Any]:
