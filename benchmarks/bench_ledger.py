@@ -17,7 +17,7 @@ from _smoke import SMOKE_HELP  # benchmarks/, beside this script
 from bot.core.bars import Bar
 from bot.core.paper import PaperTrader
 from bot.core.params import PaperConfig
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ from _smoke import SMOKE_HELP  # benchmarks/, beside this script
 from bot.core.bars import Bar, BookTop
 from bot.core.paper import PaperTrader
 from bot.core.params import PaperConfig
-from bot.ledger import Ledger
-from bot.shadow import ShadowScorer
+from bot.ledger.writer import Ledger
+from bot.observe.shadow import ShadowScorer
 
 TIERS = ("research", "staging", "production", "edge")
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")

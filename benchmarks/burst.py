@@ -41,7 +41,6 @@ sys.path.insert(0, str(ROOT))
 
 from _smoke import SMOKE_HELP, smoke_dir, tiny_family  # noqa: E402
 
-from bot import logs  # noqa: E402 (after the sys.path insert)
 from bot.app import Service  # noqa: E402
 from bot.config import Config, engine_params  # noqa: E402
 from bot.core.bars import Bar  # noqa: E402
@@ -51,10 +50,11 @@ from bot.core.kernels import compiled  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
 from bot.core.params import REGIME_NAMES  # noqa: E402
 from bot.core.stream import PartialBar  # noqa: E402
-from bot.ledger import BarWrite, Ledger  # noqa: E402
+from bot.ledger.writer import BarWrite, Ledger  # noqa: E402
+from bot.models.family import TierFamily  # noqa: E402
+from bot.observe import logs  # noqa: E402 (after the sys.path insert)
 from bot.sim.replay import ReplayExchange  # noqa: E402
 from bot.sim.synthetic import SyntheticMarket  # noqa: E402
-from bot.tiers import TierFamily  # noqa: E402
 
 DEFAULT_MODELS = Path(tempfile.gettempdir()) / "bench_models"
 #: mode -> sizes

@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))
 
 from _smoke import SMOKE_HELP, output_path  # noqa: E402 (benchmarks/, beside this script)
 
-from bot import logs  # noqa: E402
 from bot.core.decision import DecisionRecord, encode_line  # noqa: E402
 from bot.core.paper import Fill  # noqa: E402
+from bot.observe import logs  # noqa: E402
 
 
 def records(n: int) -> list[DecisionRecord]:

@@ -41,7 +41,7 @@ from threadpoolctl import threadpool_limits
 from bot.core.bars import interval_ms
 from bot.core.drift import DriftMonitor, fit_bins, monitored_features, training_psi_max
 from bot.core.features import FEATURE_INDEX, FEATURE_NAMES, replay_features
-from bot.metrics import Metrics
+from bot.observe.metrics import Metrics
 from bot.sim.csvbars import read_csv_bars
 
 REPO = Path(__file__).resolve().parents[1]

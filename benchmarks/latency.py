@@ -2,8 +2,8 @@
 
 Part 1, single-row inference per tier (p50/p99 over back-to-back calls), against the bot's path as baseline:
 
-- `ort_bound`: `bot.tier.Tier.predict` (numpy gather into a pre-bound float32 buffer, IOBinding run), the
-  bot's session options (1 thread, no spinning);
+- `ort_bound`: `bot.models.tier.Tier.predict` (numpy gather into a pre-bound float32 buffer, IOBinding run),
+the   bot's session options (1 thread, no spinning);
 - `ort_plain`: slice + cast + `session.run` with a feed dict, same session options;
 - `ort_default`: `session.run` on a session with onnxruntime's default options (thread pool, spinning);
 - `numpy`: the same graph as a numpy forward pass, weights read from the ONNX initializers (`onnx` package);
@@ -61,7 +61,6 @@ sys.path.insert(0, str(ROOT))
 
 from _smoke import SMOKE_HELP, output_path, smoke_dir, tiny_family  # noqa: E402 (benchmarks/, beside this script)
 
-from bot import logs  # noqa: E402 (after the sys.path insert)
 from bot.config import Config, engine_params  # noqa: E402
 from bot.core.bars import Bar  # noqa: E402
 from bot.core.decision import encode_line  # noqa: E402
@@ -70,10 +69,11 @@ from bot.core.features import N_FEATURES  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
 from bot.core.params import REGIME_NAMES  # noqa: E402
 from bot.core.stream import PartialBar  # noqa: E402
-from bot.ledger import Ledger  # noqa: E402
+from bot.ledger.writer import Ledger  # noqa: E402
+from bot.models.family import TierFamily  # noqa: E402
+from bot.models.tier import Tier  # noqa: E402
+from bot.observe import logs  # noqa: E402 (after the sys.path insert)
 from bot.sim.synthetic import SyntheticMarket  # noqa: E402
-from bot.tier import Tier  # noqa: E402
-from bot.tiers import TierFamily  # noqa: E402
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]

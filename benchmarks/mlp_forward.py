@@ -6,9 +6,11 @@
 Each tier of the default ladder (research 3x256 on 50 inputs, staging 3x128 on 50, production 2x64 on 39,
 edge 2x32 on 16; both heads) is built from randomly initialised weights (Glorot-uniform, a fixed seed;
 scikit-learn's own initialisation, no training) and exported by the real `offline.export.tier_to_onnx`, so
-the graph is the one a distillation writes. Each tier is then served both ways through `bot.tier.Tier`'s
+the graph is the one a distillation writes. Each tier is then served both ways through
+`bot.models.tier.Tier`'s
 `predict` (the engine's call: a full float64 feature row in, the return out): by onnxruntime (the bound
-float32 buffers) and by the compiled forward pass (`bot.forward.choose_forward`, which also proves parity).
+float32 buffers) and by the compiled forward pass (`bot.models.forward.choose_forward`, which also proves
+parity).
 
 hot: `--hot` calls back to back, each timed alone (perf_counter_ns). cold: one call every 100 ms, round
 robin over every (tier, runtime) pair, so a pair runs once every 0.8 s with other work between: the bar
@@ -27,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from bot import forward
 from bot.config import Config
 from bot.core import kernels
 from bot.core.features import FEATURE_INDEX, FEATURE_SETS, N_FEATURES
-from bot.tier import Tier, TierSpec, session_options
+from bot.models import forward
+from bot.models.tier import Tier, TierSpec, session_options
 
 SEED = 21
 SMOKE_SHAPES = ((3, 24), (2, 16), (2, 12), (1, 8))  # benchmarks/_smoke.py's tiny tiers

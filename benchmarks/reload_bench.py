@@ -41,13 +41,15 @@ import msgspec
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from bot import logs, modelstore  # noqa: E402 (after the sys.path insert)
 from bot.app import Service, install_signal_handlers  # noqa: E402
 from bot.core.decision import decode_line  # noqa: E402
-from bot.core.engine import Engine, Predictor  # noqa: E402
-from bot.ledger import Ledger  # noqa: E402
+from bot.core.engine import Engine  # noqa: E402
+from bot.core.predictor import Predictor  # noqa: E402
+from bot.ledger.writer import Ledger  # noqa: E402
+from bot.models import store as modelstore  # noqa: E402 (after the sys.path insert)
+from bot.models.family import TierFamily  # noqa: E402
+from bot.observe import logs  # noqa: E402
 from bot.sim.replay import ReplayExchange  # noqa: E402
-from bot.tiers import TierFamily  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _smoke import SMOKE_HELP, output_path  # noqa: E402

@@ -61,6 +61,7 @@ from bot.core.decision import DecisionRecord  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
 from bot.core.params import GUESSED_ROUTES, REGIME_NAMES  # noqa: E402
+from bot.models.family import TierFamily  # noqa: E402
 from bot.sim.backtest_report import spearman  # noqa: E402
 from bot.sim.riskmetrics import (  # noqa: E402
     RISK_TOLERANCE,
@@ -70,7 +71,6 @@ from bot.sim.riskmetrics import (  # noqa: E402
     spread,
     within,
 )
-from bot.tiers import TierFamily  # noqa: E402
 from offline import vol as volmod  # noqa: E402
 from offline.data import Dataset, embargo_rows, load_csv, load_dataset, load_pooled  # noqa: E402
 from offline.pipeline import pipeline_distill  # noqa: E402

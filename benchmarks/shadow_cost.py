@@ -1,4 +1,4 @@
-"""What runs after each decision (shadow tiers + drift: `bot.monitors.LiveMonitors`) costs, beside it.
+"""What runs after each decision (shadow tiers + drift: `bot.observe.monitors.LiveMonitors`) costs, beside it.
 
 In-process, 4 symbols of the synthetic market through the real `Engine` and a real tier family: per decided
 bar, the decision (`Engine.on_bar`) and then the after-decision work (every other tier predicts, the scorer
@@ -37,11 +37,11 @@ from _smoke import SMOKE_HELP, output_path, tiny_family  # noqa: E402 (benchmark
 from bot.config import engine_params, load_config  # noqa: E402 (after the sys.path insert)
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
-from bot.ledger import Ledger  # noqa: E402
-from bot.metrics import Metrics  # noqa: E402
-from bot.monitors import LiveMonitors  # noqa: E402
-from bot.status import StatusBoard  # noqa: E402
-from bot.tiers import TierFamily  # noqa: E402
+from bot.ledger.writer import Ledger  # noqa: E402
+from bot.models.family import TierFamily  # noqa: E402
+from bot.observe.metrics import Metrics  # noqa: E402
+from bot.observe.monitors import LiveMonitors  # noqa: E402
+from bot.observe.status import StatusBoard  # noqa: E402
 from offline.data import synthetic_bars  # noqa: E402
 
 SYMBOLS = ("SYNTHAUSDT", "SYNTHBUSDT", "SYNTHCUSDT", "SYNTHDUSDT")

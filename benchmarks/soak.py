@@ -30,10 +30,10 @@ import msgspec
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from bot import logs  # noqa: E402
 from bot.app import Service  # noqa: E402
 from bot.config import Config  # noqa: E402
-from bot.ledger import Ledger  # noqa: E402
+from bot.ledger.writer import Ledger  # noqa: E402
+from bot.observe import logs  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _smoke import SMOKE_HELP, output_path  # noqa: E402

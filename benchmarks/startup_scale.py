@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _smoke import SMOKE_HELP
 
-from bot import logs
 from bot.bybit.events import FeedReady
 from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import rest_client
 from bot.config import parse_config
+from bot.observe import logs
 from bot.sim.replay import ReplayExchange
 from bot.sim.replay.rest import RateLimits
 

@@ -45,17 +45,17 @@ sys.path.insert(0, str(ROOT))
 
 from _smoke import SMOKE_HELP, data_or_synthetic, output_path, smoke_dir, tiny_family  # noqa: E402
 
-from bot import logs  # noqa: E402 (after the sys.path insert)
 from bot.app import Service  # noqa: E402
 from bot.bybit import wire  # noqa: E402
 from bot.config import Config, engine_params  # noqa: E402
 from bot.core.bars import Bar  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
-from bot.ledger import Ledger  # noqa: E402
+from bot.ledger.writer import Ledger  # noqa: E402
+from bot.models.family import TierFamily  # noqa: E402
+from bot.observe import logs  # noqa: E402 (after the sys.path insert)
 from bot.sim.replay import ReplayExchange  # noqa: E402
 from bot.sim.synthetic import SyntheticMarket  # noqa: E402
-from bot.tiers import TierFamily  # noqa: E402
 
 DOCS = ROOT / "docs"
 SHARED_5M = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"

@@ -16,10 +16,10 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, Final, TypeVar
 
-from bot import logs
 from bot.bybit.errors import ExchangeError, RetriesExhaustedError
 from bot.core.errors import BotError, ConfigError, ModelError, PipelineStalledError
-from bot.ledger_lock import LedgerInUseError
+from bot.ledger.lock import LedgerInUseError
+from bot.observe import logs
 from bot.shutdown import ShutdownTimeoutError
 
 EXIT_CONFIG = 2
@@ -63,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from bot.app import run_service
     from bot.config import load_config
-    from bot.ledger_lock import LedgerLock, check_ledger_path
-    from bot.metrics import Metrics
-    from bot.tiers import TierFamily
+    from bot.ledger.lock import LedgerLock, check_ledger_path
+    from bot.models.family import TierFamily
+    from bot.observe.metrics import Metrics
 
     cfg = load_config(args.config)
     # read-only: a bad family exits 3 before any file exists

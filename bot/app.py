@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot import logs
 from bot.bybit import universe
 from bot.bybit.feed import MarketFeed
 from bot.bybit.rest import RestClient, rest_client
@@ -37,17 +36,18 @@ from bot.core.engine import Engine
 from bot.core.errors import BotError, ConfigError
 from bot.core.liveness import DecisionLag
 from bot.core.paper import PaperTrader
-from bot.ledger import Ledger
-from bot.ledger_lock import LedgerLock
-from bot.metrics import Metrics
-from bot.monitors import LiveMonitors
-from bot.notify import Notifier, Watchdog
-from bot.reload import ModelReloader
-from bot.shadow import ShadowScorer
+from bot.ledger.lock import LedgerLock
+from bot.ledger.writer import Ledger
+from bot.models.family import TierFamily
+from bot.models.reload import ModelReloader
+from bot.observe import logs
+from bot.observe.metrics import Metrics
+from bot.observe.monitors import LiveMonitors
+from bot.observe.notify import Notifier, Watchdog
+from bot.observe.shadow import ShadowScorer
+from bot.observe.status import DAY_MS, FamilyInfo, StatusBoard
+from bot.observe.status_page import render_status
 from bot.shutdown import ShutdownBudget
-from bot.status import DAY_MS, FamilyInfo, StatusBoard
-from bot.status_page import render_status
-from bot.tiers import TierFamily
 
 
 def _check_ledger_interval(path: Path, symbol: str, stored: list[Bar], interval: str) -> None:

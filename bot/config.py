@@ -19,6 +19,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+# the edge's own sections, part of this schema (and importable from here, as every section is)
+from bot.bybit.settings import MAX_SYMBOLS as MAX_SYMBOLS
+from bot.bybit.settings import ExchangeConfig as ExchangeConfig
+from bot.bybit.settings import MarketConfig as MarketConfig
+from bot.bybit.settings import NonNegInt, Section
+from bot.bybit.settings import Symbol as Symbol
+from bot.bybit.settings import SymbolSelection as SymbolSelection
 from bot.config_errors import describe, non_finite
 from bot.core.bars import INTERVAL_MS, interval_ms
 from bot.core.engine import EngineParams
@@ -34,85 +41,12 @@ from bot.core.params import (
     RegimeConfig,
 )
 
-NonNegInt = Annotated[int, Meta(ge=0)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
-Symbol = Annotated[str, Meta(pattern=r"^[A-Z0-9]{2,30}$")]
-Url = Annotated[str, Meta(pattern=r"^(https?|wss?)://\S+$")]
 
 AlphaSchedule = Literal["linear", "constant"]
 
 
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every config section."""
-
-
-MAX_SYMBOLS = 1000  # symbols one process serves (Bybit lists ~530-740 USDT perpetuals)
-
-
-class SymbolSelection(_Section, frozen=True):
-    """`[market] symbols = { all = true, ... }`: every `Trading` USDT linear perpetual the exchange lists
-    (`instruments-info`, every page), at least `min_turnover_usd` of 24h turnover (`tickers`), the `top` by
-    turnover (None = all), none of `exclude`. Resolved at start-up (`bot.bybit.universe`)."""
-
-    all: bool
-    min_turnover_usd: NonNegFloat = 0.0
-    top: Annotated[int, Meta(ge=1, le=MAX_SYMBOLS)] | None = None
-    exclude: list[Symbol] = msgspec.field(default_factory=list)
-
-
-class MarketConfig(_Section, frozen=True):
-    symbols: Annotated[list[Symbol], Meta(min_length=1, max_length=MAX_SYMBOLS)] | SymbolSelection = (
-        msgspec.field(default_factory=lambda: ["BTCUSDT"])
-    )
-    interval: str = "5"
-    category: Literal["linear"] = "linear"
-    # how often the running service asks the exchange again (instruments-info, tickers): a selection's new
-    # listings join, and symbols no longer `Trading` (or dropped by the selection) stop, closed on paper
-    reresolve_s: PosFloat = 86_400.0
-
-    @property
-    def symbol_list(self) -> list[str]:
-        """The symbols to run: the configured list, or a selection's resolution (`bot.bybit.universe`
-        replaces the selection with its symbols before anything else reads them)."""
-        if isinstance(self.symbols, SymbolSelection):
-            raise ConfigError(
-                "[market] symbols is a selection that was not resolved yet; resolve it with "
-                "bot.bybit.universe.resolve_config(cfg, rest) first"
-            )
-        return self.symbols
-
-    @property
-    def selection(self) -> SymbolSelection | None:
-        """The selection when `symbols` is one, else None."""
-        return self.symbols if isinstance(self.symbols, SymbolSelection) else None
-
-
-class ExchangeConfig(_Section, frozen=True):
-    rest_url: Url = "https://api.bybit.com"
-    ws_url: Url = "wss://stream.bybit.com/v5/public/linear"
-    rest_timeout_s: PosFloat = 10.0
-    rest_max_retries: NonNegInt = 6
-    rest_backoff_initial_s: PosFloat = 0.5
-    rest_backoff_max_s: PosFloat = 30.0
-    ping_interval_s: PosFloat = 20.0
-    stale_feed_s: PosFloat = 90.0
-    bar_overdue_s: PosFloat = 30.0
-    reconnect_backoff_initial_s: PosFloat = 0.5
-    reconnect_backoff_max_s: PosFloat = 30.0
-    healthy_reset_s: PosFloat = 60.0
-    book_stream: Literal["none", "orderbook", "tickers"] = "orderbook"
-    backfill_bars: Annotated[int, Meta(ge=60, le=10_000)] = 2000
-    handshake_timeout_s: PosFloat = 10.0
-    feed_queue_size: Annotated[int, Meta(ge=16, le=1_000_000)] = 10_000
-    # the whole exchange (docs/service.md): topics per websocket connection (each connection also stays
-    # under Bybit's 21,000-character subscribe args), connection opens in any 5 minutes (Bybit: 500),
-    # REST requests in any 5 s (Bybit's IP limit: 600, then HTTP 403), start-up backfills at once, and
-    # tries of one symbol's backfill before it is left out with a warning
-    max_topics: Annotated[int, Meta(ge=2, le=5000)] = 400
-    ws_connects_per_5min: Annotated[int, Meta(ge=1, le=500)] = 400
-    rest_requests_per_5s: Annotated[int, Meta(ge=1, le=600)] = 500
-    backfill_concurrency: Annotated[int, Meta(ge=1, le=64)] = 8
-    backfill_attempts: Annotated[int, Meta(ge=1, le=10)] = 2
+_Section = Section
 
 
 class TierConfig(_Section, frozen=True):
@@ -192,8 +126,8 @@ class ModelsConfig(_Section, frozen=True):
     # Hot reload: SIGHUP (systemctl reload) or a change of <dir>/current, checked every reload_poll_s
     # (0 = on SIGHUP only), loads, verifies and warms the new family and switches at a bar boundary.
     reload_poll_s: Annotated[float, Meta(ge=0, le=3600)] = 5.0
-    # Serve each small tier by the compiled forward pass (bot.forward) where it proves equal to onnxruntime
-    # at load; false keeps onnxruntime for every tier.
+    # Serve each small tier by the compiled forward pass (bot.models.forward) where it proves equal to
+    # onnxruntime at load; false keeps onnxruntime for every tier.
     compiled_forward: bool = True
 
 
@@ -242,7 +176,7 @@ class RetrainConfig(_Section, frozen=True):
     # retrain-<UTC time>.json summaries of every run (the challenger's report is also in its version dir).
     reports_dir: str = "retrain"
     # After each run (not --dry-run), delete the versions older than the newest keep_versions in the models
-    # store; the current version and the one before it are always kept (bot.modelstore.prune).
+    # store; the current version and the one before it are always kept (bot.models.store.prune).
     keep_versions: Annotated[int, Meta(ge=2, le=10_000)] = 14
 
 

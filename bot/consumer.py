@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot import logs
 from bot.bybit.events import FeedEvent, FeedReady
 from bot.bybit.feed import MarketFeed
 from bot.config import Config
@@ -29,12 +28,13 @@ from bot.core.engine import Engine
 from bot.core.errors import ModelError, PipelineStalledError
 from bot.core.liveness import DecisionLag
 from bot.core.stream import PartialBar
-from bot.ledger import BarWrite, Ledger
-from bot.metrics import Metrics
-from bot.monitors import LiveMonitors
-from bot.notify import Notifier, Watchdog
-from bot.reload import ModelReloader
-from bot.status import FamilyInfo, StatusBoard
+from bot.ledger.writer import BarWrite, Ledger
+from bot.models.reload import ModelReloader
+from bot.observe import logs
+from bot.observe.metrics import Metrics
+from bot.observe.monitors import LiveMonitors
+from bot.observe.notify import Notifier, Watchdog
+from bot.observe.status import FamilyInfo, StatusBoard
 
 
 @dataclass

@@ -17,8 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from bot import logs
 from bot.core.errors import BotError
+from bot.observe import logs
 
 STEP_FAILED_LIMIT: Final = 200  # characters of a failed step's error kept in the log line
 LATE_GRACE_S: Final = 0.1  # default time for each step that starts after the deadline

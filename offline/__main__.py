@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot import logs
+from bot.observe import logs
 from bot.config import Config, load_config
 from bot.core.bars import interval_ms
 from bot.core.errors import BotError, ConfigError

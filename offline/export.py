@@ -35,7 +35,7 @@ from bot.config import Config
 from bot.core.drift import N_BINS, fit_bins, monitored_features, training_psi_max
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_INDEX, FEATURE_VERSION
-from bot.manifest import (
+from bot.models.manifest import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA_VERSION,
     VOL_UNIT,

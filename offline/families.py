@@ -143,7 +143,7 @@ def ensure_family(cfg: Config, plan: FamilyPlan) -> tuple[Path, dict[str, Any]]:
     """
     import fcntl
 
-    from bot.manifest import MANIFEST_NAME
+    from bot.models.manifest import MANIFEST_NAME
     from offline.pipeline import pipeline_distill
 
     key = family_key(cfg, plan)

@@ -20,7 +20,7 @@ from bot.config import Config, engine_params
 from bot.core.bars import Bar, interval_ms
 from bot.core.engine import Engine
 from bot.core.paper import PaperTrader
-from bot.tiers import TierFamily
+from bot.models.family import TierFamily
 from offline import vol as volmod
 from offline.data import forward_log_vol, forward_returns
 from offline.train import F64, information_coefficient

@@ -1,5 +1,5 @@
 """`python -m offline models list|promote|prune`: list, promote (roll back) and prune the versions of a
-models store (`bot.modelstore`). The parser and the other subcommands: `offline.__main__`.
+models store (`bot.models.store`). The parser and the other subcommands: `offline.__main__`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ EXIT_IO = 1  # `models prune|promote`: the filesystem refused a rename or a remo
 def _models_dir(args: argparse.Namespace, *, changes: bool) -> Path:
     """`--dir`, checked; a broken `current` is one warning line on stderr (`list`) or refused (`promote`,
     `prune`: they would re-point or keep the wrong version)."""
-    from bot import modelstore
-
+    from bot.models import store as modelstore
     root = Path(args.dir)
     args.out = str(root)
     if not root.is_dir():
@@ -45,8 +44,7 @@ def _age(seconds: int) -> str:
 def cmd_models_list(args: argparse.Namespace) -> int:
     import json
 
-    from bot import modelstore
-
+    from bot.models import store as modelstore
     root = _models_dir(args, changes=False)
     rows = modelstore.describe(root)
     if args.json:
@@ -71,9 +69,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    from bot import modelstore
+    from bot.models import store as modelstore
     from bot.core.errors import ModelError
-    from bot.tiers import TierFamily
+    from bot.models.family import TierFamily
 
     root = _models_dir(args, changes=True)
     known = modelstore.versions(root)
@@ -117,8 +115,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_models_prune(args: argparse.Namespace) -> int:
-    from bot import modelstore
-
+    from bot.models import store as modelstore
     root = _models_dir(args, changes=True)
     if args.keep < 1:
         raise ConfigError(f"--keep: expected at least 1 version to keep, got {args.keep}")

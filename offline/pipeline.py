@@ -12,11 +12,11 @@ from typing import Any
 
 import msgspec
 
-from bot import modelstore
+from bot.models import store as modelstore
 from bot.config import Config
 from bot.core.errors import ModelError
 from bot.interrupts import deferred
-from bot.manifest import MANIFEST_NAME, decode_manifest
+from bot.models.manifest import MANIFEST_NAME, decode_manifest
 from bot.outputs import MARKER, OutputPathError, StagedOutput
 from offline import interrupts
 from offline.data import load_sources
@@ -59,7 +59,7 @@ def pipeline_distill(
         log: receives one human-readable line per stage.
         symbol: the symbol a CSV holds, recorded in the manifest's provenance (None: not recorded; the file
             name is never guessed from); with several `data` files, a list of one symbol per file.
-        versioned: `out_dir` is a models store (`bot.modelstore`): the family becomes a new version
+        versioned: `out_dir` is a models store (`bot.models.store`): the family becomes a new version
             `out_dir/<UTC time>-<manifest sha>/` (never written over) and, with `promote`, the current one
             (atomic swap of `out_dir/current`). A plain family already in `out_dir` stays where it is.
         promote: make the new version current (`offline distill --no-promote` only adds it).

@@ -20,7 +20,7 @@ from typing import Final
 
 from bot.core.bars import Bar
 from bot.core.errors import BotError, DataError
-from bot.ledger import Ledger, LedgerError
+from bot.ledger.writer import Ledger, LedgerError
 from bot.outputs import StagedOutput
 from bot.sim.csvbars import CSV_COLUMNS, OPTIONAL_COLUMNS
 

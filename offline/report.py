@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from bot.manifest import ReturnSkill, RouteChoice
+from bot.models.manifest import ReturnSkill, RouteChoice
 from offline.distill import DistillResult
 from offline.routes import routes_table_text
 

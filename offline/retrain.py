@@ -14,7 +14,7 @@ One run:
    per-bar engine (features, regime detection with each family's calibration, routing): per tier and for
    the routed forecast, the return IC (Spearman) and the vol head's QLIKE, bias-corrected with a variance
    scale fitted on the bars just before the window whose targets end before it (`offline.vol`);
-5. promote the challenger (atomic swap of `current`, `bot.modelstore.promote`) only if it wins (`decide`),
+5. promote the challenger (atomic swap of `current`, `bot.models.store.promote`) only if it wins (`decide`),
    and write its report (`retrain.json`, `retrain.txt`) into its version directory and a
    `retrain-<UTC time>.json` summary into `[retrain] reports_dir`, whatever the outcome;
 6. prune the store to the newest `[retrain] keep_versions` versions (`prune_store`; never `current` nor
@@ -38,14 +38,14 @@ from typing import Any, Final
 
 import msgspec
 
-from bot import modelstore
+from bot.models import store as modelstore
 from bot.config import Config
 from bot.core.bars import Bar
 from bot.core.errors import BotError, ConfigError, ModelError
 from bot.interrupts import deferred
-from bot.manifest import MANIFEST_NAME
+from bot.models.manifest import MANIFEST_NAME
 from bot.outputs import OutputPathError
-from bot.tiers import TierFamily
+from bot.models.family import TierFamily
 from offline import interrupts
 from offline.export import write_json
 from offline.holdout import decide, fmt, score_family
@@ -212,7 +212,7 @@ def retrain(
 
 def prune_store(models: Path, keep: int, *, log: Callable[[str], None]) -> dict[str, Any]:
     """After a run that wrote to the store: keep the newest `[retrain] keep_versions` versions (and always
-    `current` and the previous one, `bot.modelstore.prune`). A failure to delete is logged and reported in
+    `current` and the previous one, `bot.models.store.prune`). A failure to delete is logged and reported in
     the summary (`error`), not raised: the verdict of the run stands."""
     try:
         deleted = modelstore.prune(models, keep)

@@ -109,7 +109,7 @@ def merge_recorded(
     the fetched window (REST wins where both have a bar); keeps the last `history_bars`. Returns what was
     done: `added` per symbol, or `skipped` with the reason (no ledger, unreadable: REST only).
     """
-    from bot.ledger import LedgerError
+    from bot.ledger.writer import LedgerError
     from offline.recorded import RecordedDataError, recorded_bars
 
     path = Path(cfg.ledger.path if ledger_path is None else ledger_path)

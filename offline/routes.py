@@ -20,7 +20,7 @@ import numpy.typing as npt
 from bot.config import DistillConfig
 from bot.core.params import REGIME_NAMES, RegimeConfig
 from bot.core.regime import replay_regimes
-from bot.manifest import RegimeScore, RouteChoice
+from bot.models.manifest import RegimeScore, RouteChoice
 from offline import vol as volmod
 from offline.data import Dataset
 from offline.distill import DistillResult

@@ -46,7 +46,7 @@ import numpy.typing as npt
 from bot.config import Config, DistillConfig, TierConfig
 from bot.core.errors import ConfigError
 from bot.core.params import RegimeConfig
-from bot.manifest import ReturnSkill
+from bot.models.manifest import ReturnSkill
 from bot.outputs import StagedOutput
 from offline import vol as volmod
 from offline.calibrate import calibrate

@@ -11,7 +11,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-from bot.manifest import ReturnSkill
+from bot.models.manifest import ReturnSkill
 
 METRICS: Final = (
     "vol_r2",

@@ -26,7 +26,7 @@ def _logging_to_a_live_stream() -> Iterator[None]:
     logging on pytest's captured stderr of that test, which is closed once the test ends; the next test
     that logs without configuring first would fail with "I/O operation on closed file"."""
     yield
-    from bot import logs
+    from bot.observe import logs
 
     logs.close_logging()
     logs.configure_logging(level="info", fmt="json", stream=sys.__stdout__)

@@ -13,8 +13,8 @@ from bot.core.bars import Bar
 from bot.core.decision import DecisionRecord
 from bot.core.engine import Engine
 from bot.core.paper import PaperTrader
-from bot.ledger import Ledger
-from bot.tiers import TierFamily
+from bot.ledger.writer import Ledger
+from bot.models.family import TierFamily
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

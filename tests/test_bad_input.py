@@ -36,8 +36,8 @@ from support import REPO, loop_config, small_config, to_toml
 from bot.bybit.backoff import permanent_cause
 from bot.bybit.connection import is_retryable
 from bot.core.bars import Bar
-from bot.ledger import Ledger, LedgerError
-from bot.metrics import Metrics
+from bot.ledger.writer import Ledger, LedgerError
+from bot.observe.metrics import Metrics
 from bot.outputs import OutputPathError, StagedOutput
 
 pytestmark = pytest.mark.timeout(600)  # the module fixture trains the family (if first) and runs every row

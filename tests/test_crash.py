@@ -16,7 +16,7 @@ from support import golden, loop_config, to_toml
 
 from bot.config import Config
 from bot.core.bars import interval_ms
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
 from bot.sim.replay import ReplayExchange
 
 SYMBOL = "SYNTHUSDT"

@@ -18,19 +18,20 @@ import numpy as np
 import pytest
 import support
 
-from bot import logs, modelstore
 from bot.app import Service
 from bot.config import Config, parse_config
 from bot.core.drift import PSI_EPS, DriftMonitor, fit_bins, monitored_features
 from bot.core.errors import ConfigError, ModelError
 from bot.core.features import FEATURE_NAMES, FEATURE_SETS
-from bot.manifest import MANIFEST_NAME, decode_manifest
-from bot.monitors import drift_monitor
+from bot.models import store as modelstore
+from bot.models.family import TierFamily
+from bot.models.manifest import MANIFEST_NAME, decode_manifest
+from bot.observe import logs
+from bot.observe.monitors import drift_monitor
+from bot.observe.status import FamilyInfo, StatusBoard
+from bot.observe.status_page import DRIFT_UNAVAILABLE, render_status
 from bot.sim.replay import ReplayExchange
 from bot.sim.synthetic import SyntheticMarket
-from bot.status import FamilyInfo, StatusBoard
-from bot.status_page import DRIFT_UNAVAILABLE, render_status
-from bot.tiers import TierFamily
 
 SYMBOL = "SYNTHUSDT"
 TRAIN = np.arange(1000, dtype=np.float64)  # deciles: bin i holds exactly 100..100i+99

@@ -14,12 +14,12 @@ import pytest
 import support
 from support import small_config
 
-from bot import logs
 from bot.app import Service
 from bot.config import Config
 from bot.core.bars import interval_ms
 from bot.core.params import GUESSED_ROUTES
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
+from bot.observe import logs
 from bot.sim.replay import ReplayExchange
 
 SYMBOL = "SYNTHUSDT"

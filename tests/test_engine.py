@@ -16,8 +16,8 @@ from bot.core.engine import Engine
 from bot.core.paper import PaperTrader
 from bot.core.params import GUESSED_ROUTES
 from bot.core.stream import PartialBar
+from bot.models.family import TierFamily
 from bot.sim.synthetic import SyntheticMarket
-from bot.tiers import TierFamily
 
 
 def test_rehearsal_on_partials_leaves_every_decision_unchanged(trained_family: Path) -> None:

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import support
 
-from bot import logs
 from bot.app import Service
 from bot.core.bars import Bar, BookTop
 from bot.core.errors import DataError
 from bot.core.paper import PaperTrader
 from bot.core.params import PaperConfig
-from bot.ledger import Ledger, LedgerError, LedgerLock
-from bot.shadow import ShadowScorer
+from bot.ledger.writer import Ledger, LedgerError, LedgerLock
+from bot.observe import logs
+from bot.observe.shadow import ShadowScorer
 from bot.sim.csvbars import read_csv_bars, read_csv_rows
 from bot.sim.replay import ReplayExchange
 from offline.__main__ import main as offline_main

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from bot import logs
 from bot.app import Service
 from bot.config import Config
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
+from bot.observe import logs
 from bot.sim.replay import ReplayExchange
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "fault_schedules.py"

@@ -1,4 +1,5 @@
-"""The compiled forward pass (bot.forward, bot.onnxgraph, kernels.mlp): parity, refusals, the switch."""
+"""The compiled forward pass (bot.models.forward, bot.models.onnxgraph, kernels.mlp): parity, refusals, the
+switch."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ from fixtures_models import write_family
 from onnx import helper, numpy_helper
 from support import small_config
 
-from bot import forward
 from bot.core import kernels
 from bot.core.features import FEATURE_INDEX, N_FEATURES
-from bot.manifest import decode_manifest
-from bot.onnxgraph import read_graph
-from bot.tier import session_options
-from bot.tiers import TierFamily
+from bot.models import forward
+from bot.models.family import TierFamily
+from bot.models.manifest import decode_manifest
+from bot.models.onnxgraph import read_graph
+from bot.models.tier import session_options
 
 COMPILED = kernels.compiled().get("mlp", False)
 needs_compiled = pytest.mark.skipif(not COMPILED, reason="bot.core.kernels.mlp is not compiled here")

@@ -43,7 +43,7 @@ def imports_of(source: str, *, package: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             mod = _from_module(node, package)
             found.add(mod)
-            if mod in PACKAGES:  # `from bot import logs` imports bot.logs
+            if mod in PACKAGES:  # `from bot.observe import logs` imports bot.observe.logs
                 found.update(f"{mod}.{a.name}" for a in node.names)
     return found
 
@@ -157,6 +157,7 @@ def test_detector_sees_lazy_relative_and_from_imports() -> None:
         "bot.core.x imports asyncio",
         "bot.core.x imports bot.config (outside bot/core)",
         "bot.core.x imports bot.ledger (outside bot/core)",
+        "bot.core.x imports bot.ledger.Ledger (outside bot/core)",
     ]
 
 
@@ -175,7 +176,8 @@ def test_core_is_pure() -> None:
 @pytest.mark.parametrize(
     ("folder", "forbidden"),
     [
-        ("bot/bybit", ("bot.sim", "bot.app", "bot.ledger", "bot.tiers", "offline")),
+        ("bot/bybit", ("bot.sim", "bot.app", "bot.consumer", "bot.ledger", "bot.models", "bot.observe")),
+        ("bot/bybit", ("offline",)),
         ("bot/sim", ("offline",)),
         ("offline", ("bot.app", "bot.sim.demo", "bot.sim.replay")),
     ],
@@ -188,6 +190,44 @@ def test_folder_rules(folder: str, forbidden: tuple[str, ...]) -> None:
         if _under(m, *forbidden)
     ]
     assert bad == []
+
+
+@pytest.mark.parametrize(
+    ("folder", "allowed"),
+    [
+        # the exchange edge knows itself and the core (its settings are its own: bot/bybit/settings.py)
+        ("bot/bybit", ("bot.bybit", "bot.core")),
+        # the ledger and the model family sit under the service: the core, and the one logging setup
+        # (the shadow scorer's score types are what the ledger stores)
+        ("bot/ledger", ("bot.ledger", "bot.core", "bot.outputs", "bot.observe.logs", "bot.observe.shadow")),
+        ("bot/models", ("bot.models", "bot.core", "bot.config", "bot.observe.logs")),
+        # the observers read decisions, the ledger and the family; they never reach the service or the sim
+        ("bot/observe", ("bot.observe", "bot.core", "bot.bybit", "bot.outputs", "bot.config", "bot.ledger",
+                         "bot.models")),
+    ],
+)  # fmt: skip
+def test_package_imports_only_what_its_job_needs(folder: str, allowed: tuple[str, ...]) -> None:
+    """Each package of the shell imports only the packages below it (its docstring says its job)."""
+    bad = [
+        f"{name} imports {m}"
+        for name, imports in _modules(folder).items()
+        for m in sorted(_ours(imports))
+        if m not in PACKAGES and not _under(m, *allowed)
+    ]
+    assert bad == []
+
+
+def test_every_package_says_what_it_owns() -> None:
+    """bot/'s top level holds only what wires the service; every package opens with a docstring."""
+    top = sorted(p.name for p in (REPO / "bot").glob("*.py"))
+    assert top == [
+        "__init__.py", "__main__.py", "app.py", "config.py", "config_errors.py", "consumer.py",
+        "interrupts.py", "outputs.py", "shutdown.py",
+    ]  # fmt: skip
+    for init in (REPO / "bot").rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+        assert doc is not None, init
+        assert len(doc) > 40, init
 
 
 def test_service_shell_imports_neither_offline_nor_the_simulator() -> None:

@@ -20,8 +20,8 @@ from bot.core.bars import Bar, BookTop
 from bot.core.decision import DecisionRecord
 from bot.core.paper import Fill, PaperTrader
 from bot.core.params import PaperConfig
-from bot.ledger import AlreadyDecidedError, BarWrite, Ledger, LedgerError
-from bot.shadow import ShadowScore
+from bot.ledger.writer import AlreadyDecidedError, BarWrite, Ledger, LedgerError
+from bot.observe.shadow import ShadowScore
 
 STEP_MS = 300_000
 REPO = Path(__file__).resolve().parents[1]
@@ -363,7 +363,7 @@ _WRITER = """
 import sys
 from bot.core.bars import Bar, BookTop
 from bot.core.params import PaperConfig
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
 from bot.core.paper import PaperTrader
 led = Ledger.open(sys.argv[1])
 cfg = PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import support
 
-from bot import logs
 from bot.app import Service
-from bot.ledger_lock import LedgerInUseError, LedgerLock
+from bot.ledger.lock import LedgerInUseError, LedgerLock
+from bot.observe import logs
 from bot.sim.replay import ReplayExchange
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,12 +13,12 @@ import msgspec
 import pytest
 import support
 
-from bot import logs
 from bot.app import Service
 from bot.core.bars import interval_ms
 from bot.core.errors import PipelineStalledError
 from bot.core.liveness import DecisionLag
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
+from bot.observe import logs
 from bot.sim.replay import ReplayExchange
 
 SYMBOL = "SYNTHUSDT"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import support
 
-from bot import logs
 from bot.core.decision import DecisionRecord, encode_line
+from bot.observe import logs
 from bot.sim.report import read_decisions
 
 

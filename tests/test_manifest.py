@@ -15,8 +15,8 @@ from support import small_config, to_toml
 from test_cli import run_bot
 
 from bot.core.errors import ModelError
-from bot.manifest import Manifest, ReturnSkill, TierEntry, decode_manifest, encode_manifest
-from bot.tiers import TierFamily
+from bot.models.family import TierFamily
+from bot.models.manifest import Manifest, ReturnSkill, TierEntry, decode_manifest, encode_manifest
 
 
 @pytest.fixture

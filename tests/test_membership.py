@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from support import small_config
 
-from bot import logs
 from bot.app import Service, resolve_symbols
 from bot.config import Config
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
+from bot.observe import logs
 from bot.sim.replay import ReplayExchange
 
 SYMBOLS = ["S000USDT", "S001USDT", "S002USDT", "S003USDT"]

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.config import ServiceConfig
 from bot.core.decision import DecisionRecord
-from bot.metrics import Metrics, series_bound
+from bot.observe.metrics import Metrics, series_bound
 
 
 class Clock:
@@ -188,7 +188,7 @@ async def test_two_instances_do_not_share_a_registry() -> None:
 def test_shadow_scores_are_gauges_per_tier_averaged_over_symbols() -> None:
     """Shadow scores are exported per tier as the mean over the symbols that measured them, with the number
     of symbols scored; a symbol label never appears."""
-    from bot.shadow import ShadowScore
+    from bot.observe.shadow import ShadowScore
 
     m = Metrics(stale_s=420.0)
     m.shadow(ShadowScore("BTCUSDT", "edge", window=500, n=40, ic=0.1, vol_ic=0.4, vol_qlike=0.3, regret=None))
@@ -236,7 +236,7 @@ def test_series_stay_bounded_at_500_symbols() -> None:
     symbols, and no label but `symbol` of those two names a symbol."""
     from bot.core.features import FEATURE_NAMES
     from bot.core.params import REGIME_NAMES
-    from bot.shadow import ShadowScore
+    from bot.observe.shadow import ShadowScore
 
     tiers = ("research", "staging", "production", "edge")
     features = list(FEATURE_NAMES)

@@ -13,10 +13,10 @@ import pytest
 import support
 from test_modelstore import add_version
 
-from bot import modelstore
 from bot.config import load_config
+from bot.models import store as modelstore
+from bot.models.family import TierFamily
 from bot.sim.replay.server import ReplayExchange
-from bot.tiers import TierFamily
 from offline.__main__ import main
 from offline.retrain import prune_store, retrain
 

@@ -15,13 +15,14 @@ import msgspec
 import pytest
 import support
 
-from bot import logs, modelstore
 from bot.app import Service, install_signal_handlers
 from bot.core.decision import decode_line
 from bot.core.errors import ModelError
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
+from bot.models import store as modelstore
+from bot.models.family import TierFamily
+from bot.observe import logs
 from bot.sim.replay import ReplayExchange
-from bot.tiers import TierFamily
 from offline.pipeline import pipeline_distill
 
 SYMBOL = "SYNTHUSDT"

@@ -15,8 +15,8 @@ import pytest
 import support
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics import Metrics
-from bot.shadow import ShadowScore
+from bot.observe.metrics import Metrics
+from bot.observe.shadow import ShadowScore
 
 MONITORING = Path(__file__).resolve().parent.parent / "systemd" / "monitoring"
 RULES = MONITORING / "progdistill.rules.yml"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config, parse_config, watchdog_fresh_s
-from bot.notify import Notifier, Watchdog
+from bot.observe.notify import Notifier, Watchdog
 
 
 class FakeSystemd:

@@ -310,7 +310,7 @@ def test_pooled_family_serves_each_training_symbol_its_own_variance_scale(tmp_pa
     from bot.core.engine import Engine
     from bot.core.paper import PaperTrader
     from bot.sim.synthetic import SyntheticMarket
-    from bot.tiers import TierFamily
+    from bot.models.family import TierFamily
     from offline.fetch import write_klines_csv
 
     cfg = parse_config(TINY)

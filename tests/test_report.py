@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from bot.manifest import decode_manifest
+from bot.models.manifest import decode_manifest
 from bot.sim.report import add_report_args, main_report, read_decisions, run_report
 
 TIERS = {"edge": ("calm_trend", 40.0), "production": ("normal", 120.0), "research": ("crisis", 900.0)}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import support
 
-from bot.shadow import ShadowBar, ShadowScorer
-from bot.status import StatusBoard
-from bot.status_page import render_status
+from bot.observe.shadow import ShadowBar, ShadowScorer
+from bot.observe.status import StatusBoard
+from bot.observe.status_page import render_status
 
 
 def walk(n: int, seed: int = 3) -> np.ndarray:

@@ -14,10 +14,10 @@ import msgspec
 import pytest
 import support
 
-from bot import logs
 from bot.app import Service
 from bot.bybit.feed import MarketFeed
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
+from bot.observe import logs
 from bot.shutdown import ShutdownBudget, ShutdownTimeoutError
 from bot.sim.replay import ReplayExchange
 

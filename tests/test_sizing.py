@@ -14,8 +14,8 @@ from bot.core.errors import ModelError
 from bot.core.features import N_FEATURES
 from bot.core.paper import PaperTrader
 from bot.core.params import PaperConfig
-from bot.ledger import Ledger
-from bot.tiers import TierFamily
+from bot.ledger.writer import Ledger
+from bot.models.family import TierFamily
 
 SYM = "BTCUSDT"
 VT = {

@@ -20,18 +20,18 @@ import pytest
 import support
 from fixtures_models import edit_manifest
 
-from bot import logs
 from bot.app import Service
 from bot.config import parse_config
 from bot.core.decision import DecisionRecord
 from bot.core.errors import ConfigError
 from bot.core.params import REGIME_NAMES
-from bot.manifest import ReturnSkill
-from bot.metrics import Metrics
-from bot.shadow import ShadowScorer
+from bot.models.manifest import ReturnSkill
+from bot.observe import logs
+from bot.observe.metrics import Metrics
+from bot.observe.shadow import ShadowScorer
+from bot.observe.status import DAY_MS, FamilyInfo, StatusBoard
+from bot.observe.status_page import DETAIL_SYMBOLS, NO_SKILL, NOT_MEASURED, SKILL_UNAVAILABLE, render_status
 from bot.sim.replay import ReplayExchange
-from bot.status import DAY_MS, FamilyInfo, StatusBoard
-from bot.status_page import DETAIL_SYMBOLS, NO_SKILL, NOT_MEASURED, SKILL_UNAVAILABLE, render_status
 
 NOW_MS = 1_767_225_600_000 + 12 * 3_600_000  # 2026-01-01 12:00 UTC
 SYMBOL = "SYNTHUSDT"

@@ -11,8 +11,8 @@ from fixtures_models import edit_manifest, forward, full_vectors, write_family
 
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_SETS, N_FEATURES
-from bot.tier import session_options
-from bot.tiers import TierFamily
+from bot.models.family import TierFamily
+from bot.models.tier import session_options
 
 
 @pytest.fixture

@@ -26,21 +26,7 @@ from bot.bybit.errors import (
     SubscribeError,
 )
 from bot.bybit.events import FeedEvent, FeedStats, TickerTops, book_top, kline_events
-from bot.bybit.pacing import RateWindow
-from bot.bybit.rest import RestClient
-from bot.bybit.wire import (
-    WireError,
-    WsEnvelope,
-    decode_envelope,
-    decode_klines,
-    decode_orderbook,
-    decode_ticker,
-)
-from bot.config import ExchangeConfig
-from bot.core.bars import Bar
-from bot.core.errors import BotError
-from bot.core.stream import BackfillNeeded, BarStream, StreamEvent
-from bot.logs import (
+from bot.bybit.log_events import (
     BACKFILL,
     BACKFILL_FAILED,
     WS_BAD_FRAME,
@@ -51,6 +37,20 @@ from bot.logs import (
     WS_UNKNOWN_TOPIC,
     get_logger,
 )
+from bot.bybit.pacing import RateWindow
+from bot.bybit.rest import RestClient
+from bot.bybit.settings import ExchangeConfig
+from bot.bybit.wire import (
+    WireError,
+    WsEnvelope,
+    decode_envelope,
+    decode_klines,
+    decode_orderbook,
+    decode_ticker,
+)
+from bot.core.bars import Bar
+from bot.core.errors import BotError
+from bot.core.stream import BackfillNeeded, BarStream, StreamEvent
 
 SUBSCRIBE_CHUNK = 10  # topics per subscribe request
 

@@ -51,14 +51,7 @@ from typing import Any, Self
 from bot.bybit.connection import Connection
 from bot.bybit.errors import EndpointError, ExchangeError, IpBannedError, RateLimitError
 from bot.bybit.events import FeedEvent, FeedReady, FeedStats
-from bot.bybit.pacing import RateWindow
-from bot.bybit.rest import History, RestClient
-from bot.bybit.wire import WireError
-from bot.config import Config
-from bot.core.bars import Bar, interval_ms
-from bot.core.errors import BotError
-from bot.core.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, PartialBar, StreamEvent
-from bot.logs import (
+from bot.bybit.log_events import (
     BACKFILL,
     BACKFILL_FAILED,
     BACKFILL_PROGRESS,
@@ -69,6 +62,13 @@ from bot.logs import (
     WS_PLANNED,
     get_logger,
 )
+from bot.bybit.pacing import RateWindow
+from bot.bybit.rest import History, RestClient
+from bot.bybit.settings import FeedSettings
+from bot.bybit.wire import WireError
+from bot.core.bars import Bar, interval_ms
+from bot.core.errors import BotError
+from bot.core.stream import BackfillNeeded, BarStream, Dropped, GapSkipped, PartialBar, StreamEvent
 
 ARGS_LIMIT_CHARS = 21_000  # Bybit: the subscribe args of one public connection, as one JSON array
 PROGRESS_EVERY_S = 2.0  # start-up backfill progress line
@@ -118,7 +118,7 @@ class MarketFeed:
     """
 
     def __init__(
-        self, config: Config, rest: RestClient, *, start_ms: Mapping[str, int | None] | None = None
+        self, config: FeedSettings, rest: RestClient, *, start_ms: Mapping[str, int | None] | None = None
     ) -> None:
         self._ex = config.exchange
         self.symbols = tuple(config.market.symbol_list)

@@ -39,7 +39,9 @@ from bot.bybit.errors import (
     RateLimitError,
     RetriesExhaustedError,
 )
+from bot.bybit.log_events import BACKFILL_PAGE, REST_BANNED, REST_RETRY, get_logger
 from bot.bybit.pacing import RateWindow
+from bot.bybit.settings import ExchangeConfig
 from bot.bybit.wire import (
     RestInstrument,
     RestInstrumentsResult,
@@ -49,9 +51,7 @@ from bot.bybit.wire import (
     decode_rest_klines,
     decode_rest_result,
 )
-from bot.config import ExchangeConfig
 from bot.core.bars import Bar, interval_ms
-from bot.logs import BACKFILL_PAGE, REST_BANNED, REST_RETRY, get_logger
 
 KLINE_PATH: Final = "/v5/market/kline"
 INSTRUMENTS_PATH: Final = "/v5/market/instruments-info"

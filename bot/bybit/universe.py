@@ -12,13 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 
 from bot.bybit.rest import RestClient
+from bot.bybit.settings import MAX_SYMBOLS, SymbolSelection
 from bot.bybit.wire import RestInstrument, RestTicker
-from bot.config import MAX_SYMBOLS, Config, SymbolSelection
 from bot.core.errors import ConfigError
+
+C = TypeVar("C", bound=msgspec.Struct)
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")  # the config's Symbol pattern: what the rest of the bot accepts
 
@@ -77,9 +80,11 @@ async def resolve(rest: RestClient, selection: SymbolSelection) -> Universe:
     return universe
 
 
-def resolve_config(cfg: Config, universe: Universe) -> Config:
-    """`cfg` with `[market] symbols` set to the resolved symbols."""
-    market = msgspec.structs.replace(cfg.market, symbols=list(universe.symbols))
+def resolve_config(cfg: C, universe: Universe) -> C:
+    """`cfg` (the service's config struct, or any struct with a `market` section) with `[market] symbols` set
+    to the resolved symbols."""
+    section: Any = cfg
+    market = msgspec.structs.replace(section.market, symbols=list(universe.symbols))
     return msgspec.structs.replace(cfg, market=market)
 
 

@@ -1,6 +1,7 @@
 """The one decision record: what the engine decided for one confirmed bar.
 
-The engine returns it, the ledger stores it (`bot.ledger`), the shell appends it to the decision log as the
+The engine returns it, the ledger stores it (`bot.ledger.writer`), the shell appends it to the decision log
+as the
 `bar_decided` line (one msgspec encode: `encode_line`), and the report, the latency report and the backtest
 decode it back with the same type (`decode_line`). A new field is added here and nowhere else.
 """

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 import msgspec
 import numpy as np
@@ -27,6 +27,7 @@ from bot.core.kernels import paper as _kp
 from bot.core.kernels import regime as _kr
 from bot.core.paper import PaperTrader, fills_of
 from bot.core.params import REGIME_NAMES, RegimeConfig
+from bot.core.predictor import PairPredictor, Predictor, RowsPredictor
 from bot.core.stream import PartialBar
 from bot.core.tables import RegimeDecision, SymbolTables
 from bot.core.thresholds import RegimeThresholdValues, resolve_routes
@@ -41,71 +42,6 @@ _EMPTY: Final = np.zeros(0, dtype=np.float64)
 _PAPER_OK: Final = _P["OK"]
 _ROW: Final = _kf.ROW
 _N_REGIMES: Final = len(REGIME_NAMES)
-
-
-class Predictor(Protocol):
-    """What the engine needs of a tier family (bot.tiers.TierFamily): tier + feature row -> prediction."""
-
-    #: identifies the family in every decision record (hex sha256 of its manifest)
-    model_sha: str
-
-    @property
-    def regime_calibration(self) -> Mapping[str, Any]:
-        """The regime detector's calibrated thresholds (stored with the models)."""
-        ...
-
-    @property
-    def auto_routes(self) -> Mapping[str, str] | None:
-        """The routes the family chose at distillation (`[regime] routes = "auto"`); None: none chosen."""
-        ...
-
-    def check_routes(self, routes: Mapping[str, str] | str) -> None:
-        """Raise when a routed tier is missing (or "auto" and the family chose no routes)."""
-        ...
-
-    def predict(self, tier: str, x: npt.NDArray[np.float64]) -> float:
-        """The tier's prediction for one feature row."""
-        ...
-
-    def warm(self, tier: str) -> None:
-        """Run the tier once on a throwaway row so its next call is hot."""
-        ...
-
-    @property
-    def has_vol_head(self) -> bool:
-        """True when every tier also forecasts volatility (`predict_vol`)."""
-        ...
-
-    def predict_vol(self, tier: str, x: npt.NDArray[np.float64]) -> float | None:
-        """The tier's forecast per-bar volatility (fraction), or None when the family has no vol head."""
-        ...
-
-    def vol_factor(self, tier: str, symbol: str, regime: str) -> float:
-        """Multiplier of the tier's vol for a bar of `symbol` in `regime` (its variance calibration)."""
-        ...
-
-
-@runtime_checkable
-class RowsPredictor(Protocol):
-    """A family that predicts many rows of one tier in one model call (bot.tiers.TierFamily); the engine's
-    bar-close burst uses it when the family has it, else one `predict` per row."""
-
-    def predict_rows(
-        self, tier: str, x: npt.NDArray[np.float64]
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None]:
-        """Each row's prediction and graph vol (None without a vol head), equal to `predict` and
-        `predict_vol` on the row alone."""
-        ...
-
-
-@runtime_checkable
-class PairPredictor(Protocol):
-    """A family that gives a row's prediction and graph vol in one call (bot.tiers.TierFamily); the
-    engine's single-symbol path uses it when the family has it, else `predict` then `predict_vol`."""
-
-    def predict_pair(self, tier: str, x: npt.NDArray[np.float64]) -> tuple[float, float | None]:
-        """(`predict`, `predict_vol`) of one full feature row, from one model run."""
-        ...
 
 
 class EngineParams(msgspec.Struct, frozen=True, kw_only=True):

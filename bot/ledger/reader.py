@@ -1,8 +1,8 @@
-"""The read side of the SQLite ledger (`bot.ledger.Ledger`): what a restart restores and replays, the
+"""The read side of the SQLite ledger (`bot.ledger.writer.Ledger`): what a restart restores and replays, the
 shadow rows that re-seed the scorer, per-tier/regime summaries and the stops.
 
-`LedgerReader` holds only queries on the open connection; `bot.ledger.Ledger` (which opens, migrates and
-writes the file) extends it, so every query is a method of the ledger. Tables: `bot.ledger_schema`.
+`LedgerReader` holds only queries on the open connection; `bot.ledger.writer.Ledger` (which opens, migrates
+and writes the file) extends it, so every query is a method of the ledger. Tables: `bot.ledger.schema`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bot import ledger_schema as schema
 from bot.core.bars import Bar
 from bot.core.decision import DecisionRecord
 from bot.core.paper import Fill, PositionState
-from bot.ledger_lock import LedgerError
-from bot.shadow import ShadowBar, ShadowScore
+from bot.ledger import schema
+from bot.ledger.lock import LedgerError
+from bot.observe.shadow import ShadowBar, ShadowScore
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class Summary:
 
 
 class LedgerReader:
-    """Queries of an open ledger; `bot.ledger.Ledger` opens the connection and writes."""
+    """Queries of an open ledger; `bot.ledger.writer.Ledger` opens the connection and writes."""
 
     _conn: sqlite3.Connection | None
     path: Path

@@ -1,5 +1,5 @@
 """The ledger's SQL: the tables (`DDL`, `PRAGMA user_version = SCHEMA_VERSION`), the columns added since a
-ledger may have been created (`ADDED_COLUMNS`, added on open), and the statements `bot.ledger` runs.
+ledger may have been created (`ADDED_COLUMNS`, added on open), and the statements `bot.ledger.writer` runs.
 
 Table by table: docs/architecture.md, "The ledger". Every statement is a constant built from constant column
 names (no value is ever formatted into SQL).

@@ -1,6 +1,6 @@
 """SQLite ledger of bars, decisions, fills, positions and shadow scores: one transaction per bar close.
 
-Tables (SQL in `bot.ledger_schema`; columns and meaning: docs/architecture.md, "The ledger"):
+Tables (SQL in `bot.ledger.schema`; columns and meaning: docs/architecture.md, "The ledger"):
 
 - `bars(symbol, start_ms, open, high, low, close, volume, turnover, source, spread_bps, imbalance,
   book_ts_ms)`, key (symbol, start_ms): every bar the service saw, with the top of book it held when it
@@ -9,7 +9,7 @@ Tables (SQL in `bot.ledger_schema`; columns and meaning: docs/architecture.md, "
 - `fills(symbol, start_ms, seq, ...)`, key (symbol, start_ms, seq), each referring to its decision;
 - `positions(symbol PRIMARY KEY, ..., state_json)`: the paper state after the symbol's last decided bar;
 - `shadow_forecasts(symbol, start_ms, tier, prediction, vol_forecast)`: every tier's forecast of a decided bar
-  (`bot.shadow`), so live scores can be recomputed and the scorer re-seeded after a restart;
+  (`bot.observe.shadow`), so live scores can be recomputed and the scorer re-seeded after a restart;
 - `shadow_scores(symbol, start_ms, tier, window, n, ic, vol_ic, vol_qlike, regret, per_symbol)`: the
   scorer's rolling scores of `symbol`'s bars, taken after its decided bar (symbol, start_ms); `per_symbol`
   0 marks rows of older ledgers, whose scores were pooled over all symbols (the column is added on open).
@@ -32,7 +32,7 @@ commit (milliseconds against microseconds under NORMAL: benchmarks/bench_ledger.
 At one commit per bar close (minutes apart) that is affordable, but it is blocking I/O: write the ledger after
 the bars' latency stages are measured (`[ledger].synchronous = "normal"` if a deployment prefers speed).
 
-The queries (restore and replay, shadow reads, summaries, stops) are `bot.ledger_read.LedgerReader`'s, which
+The queries (restore and replay, shadow reads, summaries, stops) are `bot.ledger.reader.LedgerReader`'s, which
 `Ledger` extends; this module opens, migrates and writes the file.
 """
 
@@ -49,15 +49,15 @@ from typing import Any, Literal
 
 import msgspec
 
-from bot import ledger_schema as schema
 from bot.core.bars import Bar, BookTop
 from bot.core.decision import DecisionRecord
 from bot.core.paper import Fill, PaperResult, PositionState
-from bot.ledger_lock import LedgerError as LedgerError
-from bot.ledger_lock import LedgerInUseError as LedgerInUseError
-from bot.ledger_lock import LedgerLock as LedgerLock
-from bot.ledger_read import LedgerReader
-from bot.shadow import Forecasts, ShadowScore
+from bot.ledger import schema
+from bot.ledger.lock import LedgerError as LedgerError
+from bot.ledger.lock import LedgerInUseError as LedgerInUseError
+from bot.ledger.lock import LedgerLock as LedgerLock
+from bot.ledger.reader import LedgerReader
+from bot.observe.shadow import Forecasts, ShadowScore
 
 
 class AlreadyDecidedError(LedgerError):
@@ -206,7 +206,7 @@ class Ledger(LedgerReader):
             raise
         return cls(conn, p, read_only=True)
 
-    # ---- lifecycle (queries and the `conn` property: bot.ledger_read.LedgerReader) ---------------
+    # ---- lifecycle (queries and the `conn` property: bot.ledger.reader.LedgerReader) ---------------
     def close(self) -> None:
         """Write the staged shadow rows (`flush`), then close without a checkpoint (the WAL is replayed on
         next open). Idempotent; the connection is closed even when the flush fails (LedgerError)."""

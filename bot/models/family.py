@@ -5,9 +5,9 @@ schema or feature version differs from `bot.core.features`, a tier whose file is
 not hash to the manifest's sha256, an unknown feature name, and an ONNX graph whose input/output names or
 input width differ from the manifest. The verified bytes are the bytes the session is built from.
 
-Each tier (`bot.tier.Tier`: its session options, pre-bound buffers and the compiled forward pass that may
-serve it instead of onnxruntime) is built by `bot.tier`; this module loads, verifies and routes the family,
-checks that it fits the config (`check_fit`) and holds its vol factors.
+Each tier (`bot.models.tier.Tier`: its session options, pre-bound buffers and the compiled forward pass that
+may serve it instead of onnxruntime) is built by `bot.models.tier`; this module loads, verifies and routes the
+family, checks that it fits the config (`check_fit`) and holds its vol factors.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from bot import modelstore
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_SETS, FEATURE_VERSION, N_FEATURES
 from bot.core.regime import resolve_routes
-from bot.forward import choose_forward
-from bot.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, Manifest, decode_manifest
-from bot.tier import Tier, feature_columns, tier_error, tier_session, tier_spec
+from bot.models import store as modelstore
+from bot.models.forward import choose_forward
+from bot.models.manifest import MANIFEST_NAME, MANIFEST_SCHEMA_VERSION, Manifest, decode_manifest
+from bot.models.tier import Tier, feature_columns, tier_error, tier_session, tier_spec
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -65,11 +65,12 @@ class TierFamily:
         """Read and verify the family's manifest.json and build one session per tier.
 
         Args:
-            models_dir: a versioned models directory (its `current` version is loaded, see bot.modelstore)
+            models_dir: a versioned models directory (its `current` version is loaded, see bot.models.store)
                 or a plain directory with manifest.json and the ONNX files it names.
             only: load just these tiers (each must be in the manifest); None loads all.
             compiled_forward: serve each small tier by the compiled forward pass where it proves equal to
-                onnxruntime (`bot.forward.choose_forward`; `Tier.runtime`); False keeps onnxruntime for all.
+                onnxruntime (`bot.models.forward.choose_forward`; `Tier.runtime`); False keeps onnxruntime
+                for all.
 
         Raises:
             ModelError: the manifest is missing or malformed, or a tier fails a check; the message names the

@@ -1,8 +1,8 @@
 """A tier's compiled forward pass, built from its own ONNX file and proven equal to onnxruntime at load.
 
 onnxruntime is the reference runtime. A tier may instead be served by `bot.core.kernels.mlp`, whose weights
-come from the tier's ONNX graph and nowhere else: `bot.onnxgraph.read_graph` decodes the file (the bot does
-not depend on the `onnx` package), `match_mlp` accepts exactly the graph `offline.export.tier_to_onnx`
+come from the tier's ONNX graph and nowhere else: `bot.models.onnxgraph.read_graph` decodes the file (the bot
+does not depend on the `onnx` package), `match_mlp` accepts exactly the graph `offline.export.tier_to_onnx`
 writes and refuses anything else, `pack` folds the input scaler into the first layer and the target
 unscale into the last. `choose_forward` then runs both runtimes
 on the verification rows (`verification_rows`) and serves the compiled pass only if every output agrees
@@ -35,7 +35,7 @@ from bot.core import kernels
 from bot.core.errors import ModelError
 from bot.core.features import N_FEATURES
 from bot.core.kernels import mlp
-from bot.onnxgraph import FLOAT, Graph, Node, read_graph
+from bot.models.onnxgraph import FLOAT, Graph, Node, read_graph
 
 if TYPE_CHECKING:
     import onnxruntime as ort

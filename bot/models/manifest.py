@@ -1,7 +1,7 @@
 """`manifest.json` as typed msgspec structs: written by `offline/export.py`, decoded (and validated) by
-`bot/tiers.py`. The JSON layout is the one documented in docs/architecture.md; decoding checks types and
-shapes and names the offending field (`$.tiers[2].sha256`), `bot.tiers` then checks what needs the feature
-schema or the files (feature names and order, hashes, the ONNX graphs).
+`bot/models/family.py`. The JSON layout is the one documented in docs/architecture.md; decoding checks types
+and shapes and names the offending field (`$.tiers[2].sha256`), `bot.models.family` then checks what needs the
+feature schema or the files (feature names and order, hashes, the ONNX graphs).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A reader for the few parts of an ONNX model file the compiled forward pass needs (`bot.forward`).
+"""A reader for the few parts of an ONNX model file the compiled forward pass needs (`bot.models.forward`).
 
 The service does not depend on the `onnx` package (tests/test_imports.py), so this module decodes the
 protobuf wire format of a ModelProto itself: the graph's nodes (operator, domain, inputs, outputs and

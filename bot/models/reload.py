@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 from typing import Any
 
-from bot import logs, modelstore
 from bot.config import Config
 from bot.core.errors import BotError
-from bot.tiers import TierFamily
+from bot.models import store as modelstore
+from bot.models.family import TierFamily
+from bot.observe import logs
 
 
 class ModelReloader:

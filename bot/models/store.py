@@ -200,7 +200,7 @@ def describe(models_dir: str | Path, *, now: dt.datetime | None = None) -> list[
 
 
 def _manifest_info(vdir: Path) -> dict[str, Any]:
-    from bot.manifest import decode_manifest  # manifest decoding is only needed to describe a store
+    from bot.models.manifest import decode_manifest  # manifest decoding is only needed to describe a store
 
     info: dict[str, Any] = {"created_ms": 0, "manifest_sha256": None, "tiers": [], "symbols": None}
     path = vdir / MANIFEST

@@ -10,13 +10,14 @@ the session again only if asked about a different feature vector). `warm(tier)` 
 cold session (minutes since its last run) is many times slower than a hot one, so the engine warms the
 routed tier just before the confirmed bar.
 
-A small tier may instead be served by a compiled forward pass (`bot.forward`, `bot.core.kernels.mlp`) built
-from its own ONNX file's weights and proven equal to onnxruntime at load (within `bot.forward.PARITY_ATOL`
+A small tier may instead be served by a compiled forward pass (`bot.models.forward`, `bot.core.kernels.mlp`)
+built from its own ONNX file's weights and proven equal to onnxruntime at load (within
+`bot.models.forward.PARITY_ATOL`
 on its verification rows); otherwise, or with `[models] compiled_forward = false`, onnxruntime serves it.
 `Tier.runtime` says which, `Tier.runtime_reason` why. Both runtimes are behind the same `predict`,
 `predict_vol` and `predict_batch`, so the engine, the backtest and shadow scoring cannot tell them apart.
 
-The family that loads and verifies the tiers is `bot.tiers.TierFamily`.
+The family that loads and verifies the tiers is `bot.models.family.TierFamily`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ import onnxruntime as ort
 from bot.core.errors import ModelError
 from bot.core.features import FEATURE_INDEX, FEATURE_VERSION, N_FEATURES
 from bot.core.kernels import mlp
-from bot.forward import ForwardChoice, Runtime
-from bot.manifest import TierEntry
+from bot.models.forward import ForwardChoice, Runtime
+from bot.models.manifest import TierEntry
 
 __all__ = [
     "Tier",

@@ -16,36 +16,38 @@ from typing import Any, Final, TextIO
 import msgspec
 import structlog
 
+from bot.bybit.log_events import (  # noqa: F401 (re-exported: every event name is here)
+    BACKFILL,
+    BACKFILL_FAILED,
+    BACKFILL_PAGE,
+    BACKFILL_PROGRESS,
+    BAR_DUPLICATE,
+    BAR_LATE,
+    BAR_SKIPPED,
+    REST_BANNED,
+    REST_RETRY,
+    SYMBOL_EXCLUDED,
+    WS_BAD_FRAME,
+    WS_CONNECTED,
+    WS_PLANNED,
+    WS_RECONNECT,
+    WS_STALE,
+    WS_SUBSCRIBED,
+    WS_UNKNOWN_TOPIC,
+)
 from bot.core.errors import ConfigError
 from bot.outputs import file_target_reason
 
-# ---- event names -------------------------------------------------------------------------------
+# ---- event names (the exchange edge's own are in bot/bybit/log_events.py, re-exported here) ------------
 BAR_DECIDED: Final = "bar_decided"  # the canonical line: one per confirmed bar
-BAR_SKIPPED: Final = "bar_skipped"
 DECISION_LAG: Final = "decision_lag"  # a symbol has more closed-but-undecided bars than allowed
 DECISION_LAG_RECOVERED: Final = "decision_lag_recovered"
 DRIFT: Final = "drift"  # a feature's PSI reached [service] drift_psi_warn (once per crossing, per symbol)
 DRIFT_RECOVERED: Final = "drift_recovered"
-BAR_DUPLICATE: Final = "bar_duplicate_dropped"
-BAR_LATE: Final = "bar_late_dropped"
-BACKFILL: Final = "backfill"
-BACKFILL_PAGE: Final = "backfill_page"
-BACKFILL_FAILED: Final = "backfill_failed"
-BACKFILL_PROGRESS: Final = "backfill_progress"  # start-up backfill: symbols done of total, every ~2 s
-SYMBOL_EXCLUDED: Final = "symbol_excluded"  # a symbol's start-up backfill failed every try: left out
 SYMBOLS_RESOLVED: Final = "symbols_resolved"  # a [market] symbols selection resolved from the exchange
 SYMBOL_JOINED: Final = "symbol_joined"  # a re-resolution added a symbol: decided from a bar boundary
 SYMBOL_STOPPED: Final = "symbol_stopped"  # a symbol left (delisted, suspended, dropped): closed on paper
 SYMBOLS_REVIEW_FAILED: Final = "symbols_review_failed"  # re-resolution REST failed: retried later
-WS_PLANNED: Final = "ws_planned"  # the topics spread over websocket connections
-WS_CONNECTED: Final = "ws_connected"
-WS_SUBSCRIBED: Final = "ws_subscribed"
-WS_RECONNECT: Final = "ws_reconnect"
-WS_STALE: Final = "ws_stale_feed"
-WS_BAD_FRAME: Final = "ws_bad_frame"
-WS_UNKNOWN_TOPIC: Final = "ws_unknown_topic"
-REST_RETRY: Final = "rest_retry"
-REST_BANNED: Final = "rest_banned"
 REGIME_CHANGE: Final = "regime_change"
 TIER_LOADED: Final = "tier_loaded"  # with the runtime serving the tier (compiled or onnxruntime) and why
 # a tier's compiled forward pass was refused (an unexpected graph or no parity with onnxruntime): it keeps ORT

@@ -19,8 +19,8 @@ tier, regime, stage, source or feature, or not at all, and the per-symbol state 
 
 `/healthz` answers 200 `{"status": "ok", ...}` while the last decided bar is younger than `stale_s`
 (start-up counts as fresh) and 503 `{"status": "stale", ...}` otherwise. Ages use `time.monotonic`.
-`/status` (when the app passes a `status_page`) is the HTML status page of `bot.status`; its `sort` query
-parameter is passed to the page.
+`/status` (when the app passes a `status_page`) is the HTML status page of `bot.observe.status`; its `sort`
+query parameter is passed to the page.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from prometheus_client.registry import Collector
 from bot.config import ServiceConfig
 from bot.core.decision import DecisionRecord
 from bot.core.errors import ConfigError
-from bot.shadow import ShadowScore
+from bot.observe.shadow import ShadowScore
 
 # Bucket upper bounds in microseconds: a tier's inference runs 5..5000 us; total/recv stages can be longer.
 LATENCY_BUCKETS_US: Final[tuple[float, ...]] = (
@@ -114,8 +114,8 @@ class Metrics:
     Args:
         stale_s: `/healthz` turns 503 when no bar was decided for this many seconds (monotonic).
         clock: monotonic seconds (injectable for tests).
-        status_page: renders the `GET /status` HTML page (`bot.status`) from the `sort` query parameter
-            ("" when absent); None = no /status route.
+        status_page: renders the `GET /status` HTML page (`bot.observe.status`) from the `sort` query
+        parameter     ("" when absent); None = no /status route.
     """
 
     def __init__(

@@ -1,6 +1,7 @@
 """What the service watches after each decision is out (off the latency path): shadow tiers and drift.
 
-- **Shadow scoring** (`bot.shadow`): every tier forecasts the decided bar from the same features; the scorer
+- **Shadow scoring** (`bot.observe.shadow`): every tier forecasts the decided bar from the same features; the
+scorer
   rates each once its horizon has passed, per symbol. Forecasts (every bar) and the symbol's scores (every
   10th bar of the symbol) ride along with the ledger's next transaction, and the scores become gauges.
 - **Feature drift** (`bot.core.drift`): the bar's feature row goes into a rolling PSI against the deciding
@@ -19,18 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from bot import logs
 from bot.config import Config, ServiceConfig
 from bot.core.bars import Bar
 from bot.core.decision import DecisionRecord
 from bot.core.drift import F64, DriftMonitor, RecentRows
 from bot.core.engine import Engine
 from bot.core.features import FEATURE_INDEX, N_FEATURES
-from bot.ledger import Ledger
-from bot.metrics import Metrics
-from bot.shadow import ShadowScorer
-from bot.status import StatusBoard
-from bot.tiers import TierFamily
+from bot.ledger.writer import Ledger
+from bot.models.family import TierFamily
+from bot.observe import logs
+from bot.observe.metrics import Metrics
+from bot.observe.shadow import ShadowScorer
+from bot.observe.status import StatusBoard
 
 #: A symbol's shadow scores go to the gauges and the ledger every this many of its decided bars (an IC is a
 #: window's work).

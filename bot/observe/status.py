@@ -1,7 +1,7 @@
 """The status page's state: what the running service is doing, kept for `GET /status`.
 
 `StatusBoard` keeps the little state the page needs, fed by the service after each decision (off the
-latency path: `observe` is O(1) per bar and memory is bounded by ring buffers); `bot.status_page`'s
+latency path: `observe` is O(1) per bar and memory is bounded by ring buffers); `bot.observe.status_page`'s
 `render_status(board, now_ms)` turns it into HTML. `FamilyInfo` describes the tier family in use.
 """
 
@@ -18,8 +18,8 @@ from typing import Any, Final
 
 from bot.core.decision import DecisionRecord
 from bot.core.drift import DriftMonitor
-from bot.manifest import ReturnSkill
-from bot.shadow import ShadowScorer
+from bot.models.manifest import ReturnSkill
+from bot.observe.shadow import ShadowScorer
 
 DAY_MS: Final = 86_400_000
 #: The latency stage the tier table summarises (the engine's whole per-bar pipeline).
@@ -47,7 +47,7 @@ class FamilyInfo:
 
     @classmethod
     def of_family(cls, family: Any) -> FamilyInfo:
-        """From a loaded `bot.tiers.TierFamily` (hashes its manifest.json once)."""
+        """From a loaded `bot.models.family.TierFamily` (hashes its manifest.json once)."""
         sha = str(getattr(family, "model_sha", "") or "")
         if not sha:
             try:
@@ -104,7 +104,7 @@ class StatusBoard:
         self.tiers: dict[str, _TierState] = {}
         self.regimes: Counter[str] = Counter()
         self.family: FamilyInfo | None = None
-        self.shadow: ShadowScorer | None = None  # live IC / regret / vol QLIKE per tier (bot.shadow)
+        self.shadow: ShadowScorer | None = None  # live IC / regret / vol QLIKE per tier (bot.observe.shadow)
         self.drift: DriftMonitor | None = None  # rolling feature PSI per symbol (bot.core.drift)
         self.drift_known = False  # set_drift was called: drift None then means "unavailable"
         self.bars_total = 0

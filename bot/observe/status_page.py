@@ -1,6 +1,6 @@
 """The status page: what the running service is doing, as one server-rendered HTML page (`GET /status`).
 
-`bot.status.StatusBoard` keeps the little state the page needs, fed by the service after each decision
+`bot.observe.status.StatusBoard` keeps the little state the page needs, fed by the service after each decision
 (off the latency path: `observe` is O(1) per bar and memory is bounded by ring buffers), and
 `render_status(board, now_ms)` turns it into HTML. The renderer is a pure function of the board and the
 wall clock (`now_ms`, epoch milliseconds): no I/O, no globals, so it is unit-tested directly. Everything
@@ -12,7 +12,8 @@ drift of a family whose manifest has no training bins is "unavailable".
 
 At the whole exchange (hundreds of symbols) the page stays one fast page: the symbols table is sorted on
 the server (`?sort=<column>`, `-` for the reverse; the default puts the worst lagging symbols first), four
-small inline-SVG charts (`bot.charts`) summarise equity over the UTC day, latency per tier, symbols per
+small inline-SVG charts (`bot.observe.charts`) summarise equity over the UTC day, latency per tier, symbols
+per
 decision lag and bars per regime, and the per-symbol detail sections (shadow scores, drift, last decisions)
 show the first `DETAIL_SYMBOLS` symbols of the table's order.
 """
@@ -25,10 +26,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Final
 
-from bot.charts import bar_chart, line_chart
-from bot.manifest import ReturnSkill
-from bot.shadow import ShadowScorer
-from bot.status import DAY_MS, LATENCY_STAGE, MINUTE_MS, StatusBoard, _SymbolState, _TierState
+from bot.models.manifest import ReturnSkill
+from bot.observe.charts import bar_chart, line_chart
+from bot.observe.shadow import ShadowScorer
+from bot.observe.status import DAY_MS, LATENCY_STAGE, MINUTE_MS, StatusBoard, _SymbolState, _TierState
 
 NOT_MEASURED: Final = "not measured yet"
 DRIFT_UNAVAILABLE: Final = "unavailable: no training bins in the manifest (older family; retrain to add them)"

@@ -197,9 +197,11 @@ class RunResult:
         )
 
 
-def _ranks(a: F64) -> F64:
-    """Average ranks (ties share the mean of their positions), from one sort."""
-    order = np.argsort(a)
+def _ranks(a: F64, order: I64 | None = None) -> F64:
+    """Average ranks (ties share the mean of their positions), from one sort; `order`: an argsort of `a`
+    already known (ties in any order: the averages are the same)."""
+    if order is None:
+        order = np.argsort(a)
     s = a[order]
     starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
     ends = np.append(starts[1:], a.size)
@@ -208,12 +210,36 @@ def _ranks(a: F64) -> F64:
     return ranks
 
 
-def spearman(pred: F64, real: F64) -> float:
-    """Spearman rank correlation (0 for fewer than 3 pairs or a constant side)."""
+def spearman(pred: F64, real: F64, orders: tuple[I64, I64] | None = None) -> float:
+    """Spearman rank correlation (0 for fewer than 3 pairs or a constant side); `orders`: argsorts of
+    `pred` and `real` already known."""
     if pred.size < 3 or np.ptp(pred) == 0.0 or np.ptp(real) == 0.0:
         return 0.0
-    rho = float(np.corrcoef(_ranks(pred), _ranks(real))[0, 1])
+    rp, ry = (
+        (_ranks(pred), _ranks(real)) if orders is None else (_ranks(pred, orders[0]), _ranks(real, orders[1]))
+    )
+    rho = float(np.corrcoef(rp, ry)[0, 1])
     return rho if math.isfinite(rho) else 0.0
+
+
+class _Sorted:
+    """Argsorts of a run's predictions and realised returns over all its records, so a subset's argsort is
+    a filter of them (linear) instead of a sort."""
+
+    def __init__(self, prediction: F64, real: F64) -> None:
+        self.pred = np.argsort(prediction)
+        self.real = np.argsort(real)
+        self._pos = np.full(prediction.shape[0], -1, dtype=np.int64)
+
+    def of(self, rows: I64) -> tuple[I64, I64]:
+        """Argsorts of the values at `rows` (distinct), as positions in `rows`."""
+        pos = self._pos
+        pos[rows] = np.arange(rows.shape[0], dtype=np.int64)
+        try:
+            p, r = pos[self.pred], pos[self.real]
+            return p[p >= 0], r[r >= 0]
+        finally:
+            pos[rows] = -1
 
 
 def sharpe(pnl: F64, bars_per_year: float) -> float:
@@ -225,10 +251,17 @@ def sharpe(pnl: F64, bars_per_year: float) -> float:
 
 
 def metrics(
-    cols: Columns, rows: I64, real: F64, *, notional_usd: float, bars_per_year: float
+    cols: Columns,
+    rows: I64,
+    real: F64,
+    *,
+    notional_usd: float,
+    bars_per_year: float,
+    sorted_: _Sorted | None = None,
 ) -> dict[str, Any]:
     """The metric set of records `rows` of `cols` (in time order); `real[i]` is row i's realised return
-    (NaN: none). Sums run in record order, as a loop over the records adds them."""
+    (NaN: none). Sums run in record order, as a loop over the records adds them. `sorted_`: the run's
+    argsorts, whose real returns `real` must be (at `rows`)."""
     n = int(rows.shape[0])
     if n == 0:
         return {"bars": 0}
@@ -243,7 +276,7 @@ def metrics(
     traded = sum(np.abs(fills).tolist())
     return {
         "bars": n,
-        "ic": spearman(p, y),
+        "ic": spearman(p, y, None if sorted_ is None else sorted_.of(rows[ok])),
         "hit_rate": float(np.mean(np.sign(p[nz]) == np.sign(y[nz]))) if nz.any() else 0.0,
         "pnl_usd": float(pnl.sum()),
         "fees_usd": float(sum(cols.fee_usd[filled].tolist())),
@@ -335,20 +368,22 @@ def _summary(result: RunResult, cfg: Config) -> dict[str, Any]:
     every = np.arange(cols.n, dtype=np.int64)
     by_symbol = [(k, np.flatnonzero(cols.symbol == k)) for k in range(len(cols.symbols))]
     by_symbol.sort(key=lambda kv: int(kv[1][0]) if kv[1].size else cols.n)  # first appearance
+    for k, rows in by_symbol:
+        times, closes = result.closes_of(cols.symbols[k])
+        real_all[rows] = realised(cols.start_ms[rows], cols.close[rows], times, closes, horizon_ms)
+    kw["sorted_"] = _Sorted(cols.prediction, real_all)
     symbols: dict[str, Any] = {}
     for k, rows in by_symbol:
         if rows.size == 0:
             continue
         sym = cols.symbols[k]
-        times, closes = result.closes_of(sym)
-        real = realised(cols.start_ms[rows], cols.close[rows], times, closes, horizon_ms)
-        real_all[rows] = real
+        real = real_all[rows]
         sub: dict[str, Any] = {"all": metrics(cols, rows, real, **kw), "tiers": {}, "regimes": {}}
         local = np.arange(rows.size, dtype=np.int64)
         for codes, names, key in ((cols.tier, cols.tiers, "tiers"), (cols.regime, cols.regimes, "regimes")):
             for name, part in _groups(codes[rows], names, local):
                 sub[key][name] = metrics(cols, rows[part], real[part], **kw)
-        sub["buy_and_hold"] = buy_and_hold(closes, cfg, bpy)
+        sub["buy_and_hold"] = buy_and_hold(result.closes_of(sym)[1], cfg, bpy)
         # each symbol's share of decided bars per regime (its own calibration or the pooled one)
         at = {name: i for i, name in enumerate(cols.regimes)}
         sub["regime_share"] = {

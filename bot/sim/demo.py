@@ -27,15 +27,16 @@ from typing import Any
 
 import msgspec
 
-from bot import logs, modelstore
 from bot.app import Service, summary_dict
 from bot.config import Config, load_config
 from bot.core.errors import ConfigError, ModelError
-from bot.ledger import Ledger
+from bot.ledger.writer import Ledger
+from bot.models import store as modelstore
+from bot.models.family import TierFamily
+from bot.observe import logs
 from bot.outputs import StagedOutput
 from bot.sim.replay import ReplayExchange
 from bot.sim.report import run_report
-from bot.tiers import TierFamily
 
 DEMO_SYMBOL = "SYNTHUSDT"
 DEMO_SEED = 107  # the models train on seed 7; this market is out of sample and spans all four regimes

@@ -34,8 +34,8 @@ import numpy as np
 
 from bot.core.decision import BAR_DECIDED, DecisionRecord, decode_line
 from bot.core.errors import BotError, ModelError
-from bot.logs import decision_log_files
-from bot.manifest import MANIFEST_NAME, Manifest, ReturnSkill, decode_manifest
+from bot.models.manifest import MANIFEST_NAME, Manifest, ReturnSkill, decode_manifest
+from bot.observe.logs import decision_log_files
 from bot.outputs import OutputPathError, StagedOutput
 
 STAGES: Final[tuple[str, ...]] = ("features", "regime", "inference", "paper", "total", "recv_to_decision")

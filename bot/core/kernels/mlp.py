@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 """The forward pass of a tier: a dense ReLU MLP over one feature row, or a batch of rows, in float64.
 
-`bot.forward` reads a tier's weights from its ONNX graph, folds the graph's input scaler into the first
+`bot.models.forward` reads a tier's weights from its ONNX graph, folds the graph's input scaler into the first
 layer and the target unscale into the last, and packs everything into one float64 `params` array (layout
 below). `step` runs one full feature row (`bot.core.features.FEATURE_NAMES` order, float64), `run` loops
 the same `_step` over the rows of a batch. Nothing is allocated per call: the caller owns `scratch`
@@ -14,7 +14,7 @@ A hidden layer is `max(0, W^T a + b)`; the output layer is linear. Its first out
 with two heads its second is the log vol, served as `exp(log_vol) * VOL_CAL`.
 
 Pure-Python-mode Cython: compiled at install (setup.py); uncompiled it runs as plain Python, slowly
-(tests only: `bot.forward` serves a tier with it only when it is compiled).
+(tests only: `bot.models.forward` serves a tier with it only when it is compiled).
 
 Layout of `params` (float64; integers are stored exactly):
 
@@ -48,7 +48,7 @@ VOL_CAL = cython.declare(cython.Py_ssize_t, 3)
 MAX_WIDTH = cython.declare(cython.Py_ssize_t, 4)
 DIMS = cython.declare(cython.Py_ssize_t, 5)
 
-#: The header as data, visible from Python (`bot.forward.pack` writes it): (name, slot).
+#: The header as data, visible from Python (`bot.models.forward.pack` writes it): (name, slot).
 HEADER: tuple[tuple[str, int], ...] = (
     ("N_IN", N_IN),
     ("N_LAYERS", N_LAYERS),
