@@ -7,7 +7,10 @@
 #
 #   benchmarks/mutation.sh              # fresh run, 2 workers, prints the per-module scores and survivors
 #   MAX_CHILDREN=1 benchmarks/mutation.sh
+#   benchmarks/mutation.sh 'bot.core.kernels.paper.*'   # fresh run of these mutants only (mutmut patterns)
 #   benchmarks/mutation.sh --report     # only summarise the last run in ./mutants/
+#   benchmarks/mutation.sh --again [NAME...]  # re-run these mutants (default: the ones not killed) on the
+#                                       # last run's ./mutants/ with the tests as they are now
 #   benchmarks/mutation.sh --smoke      # seconds, runs no test: mutmut runs, the configured modules and
 #                                       # test files exist, the kernels load as plain Python under the
 #                                       # run's environment, the launcher's patch gives mutants in each
@@ -115,7 +118,24 @@ sys.exit(1 if bad else 0)
         | "$PY" -c "$summarise"
     exit 0
 fi
-if [[ "${1:-}" != "--report" ]]; then
+if [[ "${1:-}" == "--again" ]]; then
+    # re-run named mutants (default: every one the last run did not kill) on the last run's ./mutants/,
+    # with the tests as they are now (mutmut copies tests/ again and collects stats for new tests)
+    shift
+    if [[ $# -eq 0 ]]; then
+        # shellcheck disable=SC2046 # one mutant name per word
+        set -- $("$PY" -m mutmut results 2>/dev/null | awk -F': ' '$2 != "killed" && $2 != "timeout" {print $1}')
+    fi
+    if [[ $# -gt 0 ]]; then
+        log=$(mktemp)
+        if ! "$PY" -c "$launch" run --max-children "${MAX_CHILDREN:-2}" "$@" >"$log" 2>&1; then
+            tail -c 2000 "$log" >&2
+            echo "mutmut run failed (log: $log)" >&2
+            exit 1
+        fi
+        rm -f "$log"
+    fi
+elif [[ "${1:-}" != "--report" ]]; then
     rm -rf mutants
     log=$(mktemp)
     if ! "$PY" -c "$launch" run --max-children "${MAX_CHILDREN:-2}" "$@" >"$log" 2>&1; then

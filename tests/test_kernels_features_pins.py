@@ -46,6 +46,7 @@ def _assert_as_oracle(bars: list[Bar], interval_ms: int | None = STEP_MS) -> np.
         else:
             np.testing.assert_allclose(rows[t], want, rtol=RTOL, atol=ATOL, err_msg=str(t))
             valid.append(rows[t])
+    assert state[kernel.SLOT["HAS_LAST"]] == (1.0 if bars else 0.0)
     assert state[kernel.SLOT["COUNT"]] == ref.count
     assert state[kernel.SLOT["RESETS"]] == ref.resets
     assert state[kernel.SLOT["LAST_START"]] == ref.last_start_ms
@@ -53,9 +54,11 @@ def _assert_as_oracle(bars: list[Bar], interval_ms: int | None = STEP_MS) -> np.
     return np.array(valid)
 
 
-def _walk(n: int, seed: int, *, start_ms: int = 0, spacing_ms: int = STEP_MS) -> list[Bar]:
+def _walk(
+    n: int, seed: int, *, start_ms: int = 0, spacing_ms: int = STEP_MS, price: float = 100.0
+) -> list[Bar]:
     rng = np.random.default_rng(seed)
-    out, price = [], 100.0
+    out = []
     for i in range(n):
         o = price
         c = o * math.exp(float(rng.normal(0.0, 0.004)))
@@ -121,20 +124,21 @@ def test_flat_stretches_zero_volume_and_jumps() -> None:
 
 
 def test_gaps_reset_and_warm_up_again() -> None:
-    """A gap resets everything after COUNT: the next row comes WARMUP_BARS bars later, as the oracle;
-    without gap detection the same bars give rows throughout."""
+    """A gap resets everything after COUNT: the next row comes WARMUP_BARS bars later, as the oracle, and
+    each gap counts; without gap detection the same bars give rows throughout."""
     bars = _walk(2 * WARMUP_BARS + 30, seed=3)
     gapped = [
         *bars[:70],
         *[Bar("X", b.start_ms + 2 * STEP_MS, b.open, b.high, b.low, b.close, b.volume) for b in bars[70:]],
+        *[Bar("X", b.start_ms + 9 * STEP_MS, b.open, b.high, b.low, b.close, b.volume) for b in bars[-3:]],
     ]
     _assert_as_oracle(gapped)
     _, codes, state = _kernel_rows(gapped, STEP_MS)
     assert codes[69] == kernel.ROW
     assert codes[70 : 70 + WARMUP_BARS - 1] == [kernel.WARMING] * (WARMUP_BARS - 1)
     assert codes[70 + WARMUP_BARS - 1] == kernel.ROW
-    assert state[kernel.SLOT["RESETS"]] == 1.0
-    assert state[kernel.SLOT["COUNT"]] == len(gapped) - 70
+    assert state[kernel.SLOT["RESETS"]] == 2.0
+    assert state[kernel.SLOT["COUNT"]] == 3
     _assert_as_oracle(gapped, interval_ms=None)
 
 
@@ -160,6 +164,7 @@ def test_step_status_codes_and_rejected_bars_by_hand() -> None:
         (t, 0.0, 10.0, 10.0, 10.0, 1.0, kernel.BAD_BAR),
         (t, 10.0, 0.0, 10.0, 10.0, 1.0, kernel.BAD_BAR),
         (t, 10.0, 10.0, -1.0, 10.0, 1.0, kernel.BAD_BAR),
+        (t, 10.0, 10.0, 0.0, 10.0, 1.0, kernel.BAD_BAR),
         (t, 10.0, 10.0, 10.0, 0.0, 1.0, kernel.BAD_BAR),
         (t, 10.0, 10.0, 10.0, 10.0, -1e-9, kernel.BAD_BAR),
     ]
@@ -236,3 +241,96 @@ def test_init_clears_every_slot_and_sets_the_interval() -> None:
 def test_one_random_walk_with_wide_candles(seed: int) -> None:
     """A contiguous walk with wide candles (wicks up to 3 %, bodies both ways) as the oracle."""
     _assert_as_oracle(_walk(WARMUP_BARS + 80, seed=seed))
+
+
+@pytest.mark.parametrize("price", [0.5, 0.002, 65_000.0])
+def test_sub_dollar_and_large_prices(price: float) -> None:
+    """Closes around 50 cents, a fifth of a cent and 65,000 are bars like any other, as the oracle."""
+    _assert_as_oracle(_walk(WARMUP_BARS + 30, seed=7, price=price))
+
+
+def test_volume_surprise_once_the_long_normaliser_reaches_one() -> None:
+    """After about 15,000 bars the half-life-288 normaliser of log volume rounds to exactly 1.0; the
+    surprise is still log1p(volume) minus the mean (here the state is set there directly: m = 2, norm = 1)."""
+    state, out = np.zeros(kernel.STATE_SLOTS), np.zeros(N_FEATURES)
+    kernel.init(state, STEP_MS)
+    for b in _walk(WARMUP_BARS, seed=8):
+        kernel.step(state, b.start_ms, b.open, b.high, b.low, b.close, b.volume, out)
+    state[kernel.SLOT["EW_LVOL"]], state[kernel.SLOT["EW_LVOL"] + 1] = 2.0, 1.0
+    t = WARMUP_BARS * STEP_MS
+    assert kernel.step(state, t, 100.0, 101.0, 99.0, 100.5, 20.0, out) == kernel.ROW
+    assert out[FEATURE_INDEX["lvolume_surprise"]] == math.log1p(20.0) - 2.0
+
+
+def _columns(bars: list[Bar]) -> list[np.ndarray]:
+    cols = [np.array([b.start_ms for b in bars], np.int64)]
+    return cols + [
+        np.array([getattr(b, f) for b in bars]) for f in ("open", "high", "low", "close", "volume")
+    ]
+
+
+def test_run_rows_steps_the_named_rows_of_a_state_table() -> None:
+    """`run_rows`: bar i steps `states[rows[i]]` (rows in any order; a row not named is left alone) and
+    writes `out[i]`, `status[i]`, each symbol as the oracle; a refused bar is named by its index and the
+    others are stepped all the same."""
+    series = [_walk(60, seed=20 + i) for i in range(3)]
+    table = np.zeros((4, kernel.STATE_SLOTS))
+    for r in range(4):
+        kernel.init(table[r], STEP_MS)
+    rows = np.array([2, 0, 3], np.int64)
+    refs = [OracleFeatureState(interval_ms=STEP_MS) for _ in range(3)]
+    for t in range(60):
+        bars = [s[t] for s in series]
+        cols = _columns(bars)
+        if t == 55:
+            cols[0][1] = series[1][t - 1].start_ms  # symbol 1 (row 0) repeats its last bar
+        out, status = np.full((3, N_FEATURES), -7.0), np.full(3, 9, np.int8)
+        assert kernel.run_rows(rows, table, *cols, out, status) == (1 if t == 55 else 3), t
+        for i, b in enumerate(bars):
+            if t == 55 and i == 1:
+                assert status[i] == kernel.OUT_OF_ORDER
+                assert np.isnan(out[i]).all()
+                continue
+            want = refs[i].update(b)
+            assert status[i] == (kernel.WARMING if want is None else kernel.ROW), (t, i)
+            if want is not None:
+                np.testing.assert_allclose(out[i], want, rtol=RTOL, atol=ATOL)
+    assert table[1].tolist() == [float(STEP_MS)] + [0.0] * (kernel.STATE_SLOTS - 1)
+    assert [table[r, kernel.SLOT["COUNT"]] for r in rows] == [ref.count for ref in refs]
+
+
+def test_run_rows_refuses_bad_rows_and_short_arrays() -> None:
+    """A row outside the table, or an array shorter than the bars (or narrower than the layout), is a
+    ValueError before any bar is stepped; zero bars need no particular widths."""
+    bars = _walk(3, seed=30)
+    table = np.zeros((2, kernel.STATE_SLOTS))
+    for r in range(2):
+        kernel.init(table[r], STEP_MS)
+    fresh = table.copy()
+    rows = np.array([0, 1, 0], np.int64)
+    for bad_rows in ([0, 2, 1], [-1, 0, 1]):
+        with pytest.raises(ValueError, match=r"row -?\d+ outside the state table of 2 rows"):
+            kernel.run_rows(
+                np.array(bad_rows, np.int64), table, *_columns(bars), np.zeros((3, 50)), np.zeros(3, np.int8)
+            )
+    for k in range(6):
+        cols = _columns(bars)
+        cols[k] = cols[k][:2]
+        with pytest.raises(ValueError, match="shorter than"):
+            kernel.run_rows(rows, table, *cols, np.zeros((3, N_FEATURES)), np.zeros(3, np.int8))
+    short_outs = [
+        (np.zeros((2, N_FEATURES)), np.zeros(3, np.int8)),
+        (np.zeros((3, N_FEATURES - 1)), np.zeros(3, np.int8)),
+        (np.zeros((3, N_FEATURES)), np.zeros(2, np.int8)),
+    ]
+    for out, status in short_outs:
+        with pytest.raises(ValueError, match="shorter than"):
+            kernel.run_rows(rows, table, *_columns(bars), out, status)
+    with pytest.raises(ValueError, match="shorter than"):
+        kernel.run_rows(
+            rows, table[:, :-1].copy(), *_columns(bars), np.zeros((3, N_FEATURES)), np.zeros(3, np.int8)
+        )
+    assert table.tolist() == fresh.tolist()
+    none = np.zeros(0, np.int64)
+    empty = (none, *(np.zeros(0) for _ in range(5)))
+    assert kernel.run_rows(none, np.zeros((0, 1)), *empty, np.zeros((0, 1)), np.zeros(0, np.int8)) == 0

@@ -56,13 +56,12 @@ class Inputs:
         ret = rng.normal(0.0, 0.004, n) * (rng.random(n) > 0.15)
         self.close = (100.0 * np.exp(np.cumsum(ret))).tolist()
         self.start_ms = [start_ms + STEP_MS * (i + int(i > n // 2)) for i in range(n)]
-        half = self.close[0] * rng.uniform(1e-5, 4e-4, n)
-        self.bid = [
-            0.0 if u < 0.1 else c - h for u, c, h in zip(rng.random(n), self.close, half, strict=True)
-        ]
-        self.ask = [
-            0.0 if u < 0.1 else c + h for u, c, h in zip(rng.random(n), self.close, half, strict=True)
-        ]
+        # a quote around the close, its mid off the close by up to a third of the spread
+        below = self.close[0] * rng.uniform(1e-5, 4e-4, n)
+        above = below * rng.uniform(0.5, 2.0, n)
+        up = rng.random(n)
+        self.bid = [0.0 if u < 0.1 else c - b for u, c, b in zip(up, self.close, below, strict=True)]
+        self.ask = [0.0 if u > 0.9 else c + a for u, c, a in zip(up, self.close, above, strict=True)]
         self.pred = rng.normal(0.0, 0.0004, n).tolist()
         self.vol = np.exp(rng.normal(math.log(0.002), 0.6, n)).tolist()
         self.tier = rng.integers(0, len(TIERS), n).tolist()
@@ -204,11 +203,13 @@ def test_run_over_t_bars_writes_every_slot_as_the_oracle(name: str, start: str) 
     assert n_fills > 20
 
 
-def test_run_symbols_steps_every_symbol_and_names_the_first_refused() -> None:
-    """`run_symbols` over 4 symbols for 150 bar closes equals 4 oracle traders (no books: fills at the
-    close); a refused bar (a bad close, a repeated bar) is named by its index, the others are stepped."""
+@pytest.mark.parametrize("books", [False, True])
+def test_run_symbols_steps_every_symbol_and_names_the_first_refused(books: bool) -> None:
+    """`run_symbols` over 5 symbols for 150 bar closes equals 5 oracle traders, with books (mid fills) or
+    without (fills at the close); a refused bar (a bad close, a repeated bar) is named by its index, the
+    others are stepped. The attribution rows are as wide as the codes, not as the symbols."""
     cfg = CONFIGS["vol_target_cap_band"]
-    n_sym, n_bars = 4, 150
+    n_sym, n_bars = 5, 150
     xs = [Inputs(n_bars, seed=40 + i) for i in range(n_sym)]
     refs = [oracle.PaperTrader(cfg) for _ in range(n_sym)]
     state = kp.new_state(n_sym)
@@ -233,8 +234,8 @@ def test_run_symbols_steps_every_symbol_and_names_the_first_refused() -> None:
             np.array(close),
             np.array([x.pred[t] for x in xs]),
             np.array([x.vol[t] for x in xs]),
-            np.zeros(0),
-            np.zeros(0),
+            np.array([x.bid[t] for x in xs]) if books else np.zeros(0),
+            np.array([x.ask[t] for x in xs]) if books else np.zeros(0),
             np.array([x.tier[t] for x in xs], np.int64),
             np.array([x.regime[t] for x in xs], np.int64),
             pnl_tier,
@@ -247,11 +248,14 @@ def test_run_symbols_steps_every_symbol_and_names_the_first_refused() -> None:
                 assert state[i].tolist() == before[i].tolist()
                 continue
             prev = refs[i].state("X")
+            book = x.book(t) if books else None
             r = refs[i].on_bar(
                 "X", start[i], close[i], x.pred[t], TIERS[x.tier[t]], REGIME_NAMES[x.regime[t]],
-                vol_forecast=x.vol[t],
+                book=book, vol_forecast=x.vol[t],
             )  # fmt: skip
-            _check_row(out[i].tolist(), _expected_row(cfg, prev, r, close[i]), (t, i))
+            _check_row(
+                out[i].tolist(), _expected_row(cfg, prev, r, refs[i].base_price(close[i], book)), (t, i)
+            )
     for i in range(n_sym):
         final = refs[i].state("X")
         _check_state(state[i], final)
@@ -589,10 +593,11 @@ def test_run_symbols_refuses_fewer_rows_than_symbols(short: str) -> None:
 
 
 def test_run_with_no_books_and_empty_inputs() -> None:
-    """Empty book arrays mean no books (fills at the close); zero bars is zero bars, for both loops."""
+    """Empty book arrays mean no books (fills at the close), shorter ones are refused; zero bars is zero
+    bars, for both loops."""
     params = kernel_params(CONFIGS["fixed_mid_maker"])
     e, ei = np.zeros(0), np.zeros(0, np.int64)
-    pnl = np.full(1, np.nan)
+    pnl, pnl3 = np.full(1, np.nan), np.full((3, 1), np.nan)
     assert kp.run(kp.new_state(), params, ei, e, e, e, e, e, ei, ei, pnl, pnl, np.zeros((0, K["N_OUT"]))) == 0
     assert (
         kp.run_symbols(
@@ -601,6 +606,24 @@ def test_run_with_no_books_and_empty_inputs() -> None:
         )
         == 0
     )  # fmt: skip
+    three = (np.full(3, 100.0), np.full(3, 0.01), np.full(3, math.nan))
+    codes = (np.zeros(3, np.int64), np.zeros(3, np.int64))
+    start, ask, out3 = np.arange(3, dtype=np.int64), np.full(3, 101.0), np.zeros((3, K["N_OUT"]))
+    for bid in (np.full(1, 99.0), np.zeros(2)):  # a book array shorter than the bars is refused
+        with pytest.raises(ValueError, match="shorter than"):
+            kp.run(kp.new_state(), params, start, *three, bid, ask, *codes, pnl, pnl, out3)
+        with pytest.raises(ValueError, match="shorter than"):
+            kp.run_symbols(kp.new_state(3), params, start, *three, bid, ask, *codes, pnl3, pnl3, out3)
+    # one bar, one book: the mid (100.5) is the base price of the fill
+    book = (np.full(1, 100.0), np.full(1, 101.0))
+    one_bar = (np.zeros(1, np.int64), np.full(1, 50.0), np.full(1, 0.01), np.full(1, math.nan), *book)
+    out1 = np.zeros((1, K["N_OUT"]))
+    assert kp.run(kp.new_state(), params, *one_bar, *(c[:1] for c in codes), pnl, pnl, out1) == 1
+    assert out1[0, K["R_FILL_PRICE"]] == 100.5 * (1.0 + 0.5e-4)
+    out1[:] = 0.0
+    pnl1 = np.full((1, 1), np.nan)
+    assert kp.run_symbols(kp.new_state(1), params, *one_bar, *(c[:1] for c in codes), pnl1, pnl1, out1) == 1
+    assert out1[0, K["R_FILL_PRICE"]] == 100.5 * (1.0 + 0.5e-4)
     state, out = kp.new_state(), np.zeros((1, K["N_OUT"]))
     one = np.ones(1, np.int64)
     assert kp.run(state, params, one, np.full(1, 50.0), np.full(1, 0.01), np.full(1, math.nan), e, e,
@@ -661,3 +684,144 @@ def test_make_params_and_new_state() -> None:
     rows = kp.new_state(3)
     assert rows.shape == (3, K["N_STATE"])
     assert rows.tolist() == [flat] * 3
+
+
+@pytest.mark.parametrize("qty", [1.0, -1.0, 0.5])
+def test_bar_pnl_of_a_held_position_by_hand(qty: float) -> None:
+    """Holding `qty` coins (exactly one among them) bought at 100 and marked at 105 through a bar closing
+    at 110: the holding and bar PnL are qty * 5, the unrealised PnL qty * 10, the equity realised - fees +
+    qty * 10."""
+    units = 1.0 if qty > 0 else -1.0
+    st = PositionState("X", 0, units, qty, 100.0, 105.0, "edge", "normal", 3.0, 1.0, 2)
+    state, out, pnl = _state_of(st), np.zeros(K["N_OUT"]), np.full(4, np.nan)
+    params = kernel_params(PaperConfig(max_units=1, long_threshold_bps=1.0, short_threshold_bps=1.0))
+    pred = 0.01 if qty > 0 else -0.01
+    assert kp.step(state, params, 1, 110.0, pred, math.nan, 0.0, 0.0, 0, 1, pnl, pnl, out) == K["OK"]
+    assert out[K["R_TRADED"]] == 0.0
+    assert (out[K["R_HOLDING"]], out[K["R_BAR_PNL"]]) == (qty * 5.0, qty * 5.0)
+    assert (out[K["R_UNREALIZED"]], out[K["R_EQUITY"]]) == (qty * 10.0, 3.0 - 1.0 + qty * 10.0)
+
+
+def test_run_rows_steps_the_named_rows_of_the_book() -> None:
+    """`run_rows`: bar i steps row `rows[i]` of the state and attribution tables (rows in any order; a row
+    not named is left alone) and writes `out[i]`, each symbol as its oracle trader, books (mid fills)
+    included; a refused bar is named by its index, the others are stepped."""
+    cfg = CONFIGS["vol_target_cap_band"]
+    xs = [Inputs(120, seed=60 + i) for i in range(3)]
+    refs = [oracle.PaperTrader(cfg) for _ in range(3)]
+    rows = np.array([1, 3, 0], np.int64)
+    state = kp.new_state(4)
+    pnl_tier, pnl_regime = np.full((4, len(TIERS)), np.nan), np.full((4, len(REGIME_NAMES)), np.nan)
+    out = np.zeros((3, K["N_OUT"]))
+    for t in range(120):
+        close = [x.close[t] for x in xs]
+        start = [x.start_ms[t] for x in xs]
+        bad = {50: (1, "close"), 51: (2, "repeat")}.get(t)
+        if bad is not None:
+            i, kind = bad
+            if kind == "close":
+                close[i] = 0.0
+            else:
+                start[i] = xs[i].start_ms[t - 1]
+        done = kp.run_rows(
+            rows,
+            state,
+            kernel_params(cfg),
+            np.array(start, np.int64),
+            np.array(close),
+            np.array([x.pred[t] for x in xs]),
+            np.array([x.vol[t] for x in xs]),
+            np.array([x.bid[t] for x in xs]),
+            np.array([x.ask[t] for x in xs]),
+            np.array([x.tier[t] for x in xs], np.int64),
+            np.array([x.regime[t] for x in xs], np.int64),
+            pnl_tier,
+            pnl_regime,
+            out,
+        )
+        assert done == (3 if bad is None else bad[0]), t
+        for i, x in enumerate(xs):
+            if bad is not None and i == bad[0]:
+                continue
+            prev = refs[i].state("X")
+            r = refs[i].on_bar(
+                "X", start[i], close[i], x.pred[t], TIERS[x.tier[t]], REGIME_NAMES[x.regime[t]],
+                book=x.book(t), vol_forecast=x.vol[t],
+            )  # fmt: skip
+            _check_row(
+                out[i].tolist(), _expected_row(cfg, prev, r, refs[i].base_price(close[i], x.book(t))), t
+            )
+    for i, r in enumerate(rows):
+        final = refs[i].state("X")
+        _check_state(state[r], final)
+        assert _attribution(pnl_tier[r], TIERS) == final.pnl_by_tier
+        assert _attribution(pnl_regime[r], REGIME_NAMES) == final.pnl_by_regime
+    assert state[2].tolist() == kp.new_state().tolist()
+    assert np.isnan(pnl_tier[2]).all()
+
+
+def test_run_rows_refuses_bad_rows_and_short_arrays() -> None:
+    """A row outside the state or attribution tables, or an array shorter than the bars (or narrower than
+    the layout), is a ValueError before any bar; no books is an empty pair; zero bars need no state width."""
+    n = 3
+    params = kernel_params(CONFIGS["fixed_mid_maker"])
+    state = kp.new_state(2)
+    pnl = np.full((2, 1), np.nan)
+
+    def call(rows: list[int], **short: Any) -> int:
+        a: dict[str, Any] = {
+            "state": state,
+            "params": params,
+            "start": np.array([1, 2, 1], np.int64),
+            "close": np.full(n, 100.0),
+            "prediction": np.full(n, 0.01),
+            "vol": np.full(n, math.nan),
+            "bid": np.full(n, 100.0),
+            "ask": np.full(n, 101.0),
+            "tier": np.zeros(n, np.int64),
+            "regime": np.zeros(n, np.int64),
+            "pnl_tier": pnl,
+            "pnl_regime": pnl,
+            "out": np.zeros((n, K["N_OUT"])),
+        }
+        a.update(short)
+        return int(kp.run_rows(np.array(rows, np.int64), *a.values()))
+
+    cases: list[tuple[list[int], dict[str, Any]]] = [
+        ([0, 2, 1], {}),
+        ([-1, 0, 1], {}),
+        ([0, 1, 1], {"state": state[:1]}),
+        ([0, 1, 1], {"pnl_tier": pnl[:1]}),
+        ([0, 1, 1], {"pnl_regime": pnl[:1]}),
+        ([0, 1, 1], {"state": state[:, :-1]}),
+        ([0, 1, 1], {"params": params[:-1]}),
+        ([0, 1, 1], {"start": np.zeros(2, np.int64)}),
+        ([0, 1, 1], {"close": np.ones(2)}),
+        ([0, 1, 1], {"prediction": np.ones(2)}),
+        ([0, 1, 1], {"vol": np.ones(2)}),
+        ([0, 1, 1], {"bid": np.ones(2)}),
+        ([0, 1, 1], {"ask": np.ones(2)}),
+        ([0, 1, 1], {"tier": np.zeros(2, np.int64)}),
+        ([0, 1, 1], {"regime": np.zeros(2, np.int64)}),
+        ([0, 1, 1], {"out": np.zeros((2, K["N_OUT"]))}),
+        ([0, 1, 1], {"out": np.zeros((3, K["N_OUT"] - 1))}),
+    ]
+    for rows, short in cases:
+        with pytest.raises(ValueError, match="shorter than"):
+            call(rows, **short)
+    assert state.tolist() == kp.new_state(2).tolist()
+    out = np.zeros((n, K["N_OUT"]))
+    assert call([0, 1, 0], out=out) == 2  # the third bar repeats row 0's start: refused
+    assert out[0, K["R_FILL_PRICE"]] == 100.5 * (1.0 + 0.5e-4)  # the mid of the book
+    assert (
+        call([0, 1, 1], start=np.array([5, 6, 7], np.int64), bid=np.zeros(0), ask=np.zeros(0), out=out) == 3
+    )
+    assert out[2, K["R_N_FILLS"]] == 0.0  # row 1 already long: no trade
+    assert out[0, K["R_POSITION"]] == 1.0
+    e = np.zeros(0)
+    narrow = {"state": np.zeros((0, 1)), "out": np.zeros((0, K["N_OUT"])), "pnl_tier": np.zeros((0, 1))}
+    empty = {"close": e, "prediction": e, "vol": e, "bid": e, "ask": e, "start": np.zeros(0, np.int64)}
+    codes = {"tier": np.zeros(0, np.int64), "regime": np.zeros(0, np.int64)}
+    assert call([], **narrow, **empty, **codes) == 0
+    a = np.zeros(3)
+    assert np.shares_memory(np.asarray(kp.view(a)), a)

@@ -75,7 +75,9 @@ class Kernel:
         self.routes = np.array([TIERS.index(ROUTES[r]) for r in REGIME_NAMES], np.int64)
 
 
-def _market(n: int, seed: int, *, gaps: bool = True) -> tuple[list[Bar], list[BookTop | None]]:
+def _market(
+    n: int, seed: int, *, gaps: bool = True, price: float = 100.0
+) -> tuple[list[Bar], list[BookTop | None]]:
     """Bars whose volatility switches between calm, normal, volatile and crisis levels every 20-60 bars,
     with or without a drift, zero volume now and then, an occasional gap; books fresh, stale, one-sided or
     absent. (No flat stretch after a move: there the oracle raises "math domain error", which the kernel
@@ -83,7 +85,7 @@ def _market(n: int, seed: int, *, gaps: bool = True) -> tuple[list[Bar], list[Bo
     rng = np.random.default_rng(seed)
     bars: list[Bar] = []
     books: list[BookTop | None] = []
-    price, start, sigma, left = 100.0, 1_700_000_000_000, 0.001, 0
+    start, sigma, left = 1_700_000_000_000, 0.001, 0
     for i in range(n):
         if left == 0:
             sigma = float(rng.choice([0.00002, 0.0005, 0.002, 0.006, 0.02]))
@@ -126,14 +128,16 @@ def _check(iout: list[int], fout: list[float], d: RegimeDecision, where: object)
     ("signal", "hysteresis", "min_dwell", "use_book"),
     [("vol", 0.1, 2, True), ("vol_rel", 0.25, 1, True), ("vol", 0.0, 3, False), ("vol_rel", 0.1, 4, False)],
 )
+@pytest.mark.parametrize("price", [100.0, 0.5])
 def test_run_with_books_equals_the_oracle(
-    signal: str, hysteresis: float, min_dwell: int, use_book: bool
+    signal: str, hysteresis: float, min_dwell: int, use_book: bool, price: float
 ) -> None:
-    """`run` over 600 bars with books applied before their bar: every regime, tier, candidate, change flag,
-    dwell, signal and book value equals the former detector's, and every regime is visited."""
+    """`run` over 600 bars (at $100 or at 50 cents) with books applied before their bar: every regime,
+    tier, candidate, change flag, dwell, signal and book value equals the former detector's, and every
+    regime is visited."""
     cfg = _cfg(hysteresis=hysteresis, min_dwell=min_dwell, use_book=use_book, signal=signal)
     k = Kernel(cfg, signal)
-    bars, books = _market(600, seed=int(hysteresis * 100) + min_dwell)
+    bars, books = _market(600, seed=int(hysteresis * 100) + min_dwell, price=price)
     istate, fstate = kr.new_state(k.iparams)
     n = len(bars)
     iout, fout = np.full((n, K["N_IOUT"]), -7, np.int64), np.zeros((n, K["N_FOUT"]))
@@ -209,7 +213,7 @@ def test_run_symbols_equals_the_oracle_and_names_the_first_bar_out_of_order() ->
 
 def test_run_stops_at_the_first_bar_out_of_order() -> None:
     """`run` returns the index of the first bar not after the previous one; it and later rows are not
-    written; a book row with ts -1 is no book; an empty book array means no books."""
+    written; a book row with ts -1 is no book, one at 0 a book; an empty book array means no books."""
     cfg = _cfg()
     k = Kernel(cfg, "vol")
     bars, _ = _market(40, seed=3, gaps=False)
@@ -229,6 +233,12 @@ def test_run_stops_at_the_first_bar_out_of_order() -> None:
     assert istate[K["I_HAS_BOOK"]] == 0
     for t in range(25):
         _check(iout[t].tolist(), fout[t].tolist(), k.ref.update(bars[t]), t)
+    one = kr.new_state(k.iparams)
+    book = (np.zeros(1, np.int64), np.array([[99.0, 3.0, 101.0, 1.0]]))  # one book, stamped at 0
+    assert (
+        kr.run(*one, k.iparams, k.fparams, k.routes, start[:1], close[:1], volume[:1], *book, iout, fout) == 1
+    )
+    assert (one[0][K["I_HAS_BOOK"]], one[0][K["I_BOOK_TS_MS"]], one[1][K["F_BOOK_IMBALANCE"]]) == (1, 0, 0.5)
     stale = (np.full(40, -1, np.int64), np.full((40, 4), 100.0))
     i2, f2 = kr.new_state(k.iparams)
     assert kr.run(i2, f2, k.iparams, k.fparams, k.routes, start, close, volume, *stale, iout, fout) == 25
@@ -246,6 +256,8 @@ def test_set_book_spread_and_imbalance_by_hand() -> None:
     assert fstate[K["F_BOOK_IMBALANCE"]] == 0.5
     kr.set_book(istate, fstate, k.iparams, 1235, 0.0, 0.0, 100.0, 0.0)
     assert (fstate[K["F_BOOK_SPREAD_BPS"]], fstate[K["F_BOOK_IMBALANCE"]]) == (100.0 / 50.0 * 1e4, 0.0)
+    kr.set_book(istate, fstate, k.iparams, 1236, 0.4, 1.0, 0.6, 1.0)
+    assert fstate[K["F_BOOK_SPREAD_BPS"]] == (0.6 - 0.4) / 0.5 * 1e4  # a sub-dollar mid
     kr.set_book(istate, fstate, k.iparams, 1236, 0.0, 0.0, 0.0, 4.0)
     assert (fstate[K["F_BOOK_SPREAD_BPS"]], fstate[K["F_BOOK_IMBALANCE"]]) == (0.0, -1.0)
     assert istate[K["I_BOOK_TS_MS"]] == 1236
@@ -280,13 +292,16 @@ def test_a_book_is_fresh_from_its_bars_open() -> None:
 
 
 def test_step_refuses_a_bar_out_of_order_and_changes_nothing() -> None:
-    """A bar at or before the last one: OUT_OF_ORDER, state and outputs untouched."""
+    """A bar is marked absorbed in its slots (1, its start, 1); one at or before the last one is
+    OUT_OF_ORDER, state and outputs untouched."""
     k = Kernel(_cfg(), "vol")
     istate, fstate = kr.new_state(k.iparams)
     iout, fout = np.zeros(K["N_IOUT"], np.int64), np.zeros(K["N_FOUT"])
     args = (k.iparams, k.fparams, k.routes)
     assert kr.step(istate, fstate, *args, 0, 100.0, 1.0, iout, fout) == K["OK"]
     assert kr.step(istate, fstate, *args, STEP_MS, 101.0, 1.0, iout, fout) == K["OK"]
+    assert (istate[K["I_HAS_LAST"]], istate[K["I_LAST_START_MS"]], istate[K["I_HAS_PREV"]]) == (1, STEP_MS, 1)
+    assert (istate[K["I_N_CLOSES"]], istate[K["I_N_R2"]], istate[K["I_N_LVOL"]]) == (2, 1, 2)
     before = istate.copy(), fstate.copy(), iout.copy(), fout.copy()
     for start in (STEP_MS, 0, -STEP_MS):
         assert kr.step(istate, fstate, *args, start, 50.0, 9.0, iout, fout) == K["OUT_OF_ORDER"]
@@ -475,10 +490,13 @@ def test_signals_zero_previous_close_gives_a_zero_return() -> None:
     k = Kernel(_cfg(), "vol")
     istate, fstate = kr.new_state(k.iparams)
     iout, fout = np.zeros(K["N_IOUT"], np.int64), np.zeros(K["N_FOUT"])
-    for t, c in enumerate([0.0, 1.0, 1.0, 1.0, 1.0, 1.0]):
+    for t, c in enumerate([0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]):
         kr.signals(istate, fstate, k.iparams, k.fparams, t * STEP_MS, c, 1.0, iout, fout)
-    assert fstate[K["F_R2_S"]] == 0.0
-    assert fout[K["G_VOL"]] == 0.0
+        if t == 1:
+            assert fstate[K["F_R2_S"]] == 0.0
+    assert (fstate[K["F_R2_S"]], fstate[K["F_EW_M"]]) == (0.0, 0.0)
+    assert iout[K["O_WARM"]] == 1
+    assert (fout[K["G_VOL"]], fout[K["G_VOL_REL"]]) == (0.0, 1.0)
 
 
 def test_layout_make_iparams_and_new_state() -> None:
@@ -586,3 +604,137 @@ def test_run_symbols_refuses_each_short_array(short: str) -> None:
             a["close"], a["volume"], a["iout"], a["fout"],
         )  # fmt: skip
     assert not istate[:, K["I_HAS_LAST"]].any()
+
+
+def test_run_rows_steps_the_named_rows_of_the_tables() -> None:
+    """`run_rows`: bar i steps row `rows[i]` of istate, fstate and fparams (rows in any order; a row not
+    named is left alone), each symbol as its oracle detector; bars out of order are refused, the first
+    one named, the others stepped."""
+    signals = ("vol", "vol_rel", "vol")
+    ks = [Kernel(_cfg(signal=s), s) for s in signals]
+    markets = [_market(250, seed=80 + i, gaps=False)[0] for i in range(3)]
+    rows = np.array([3, 1, 0], np.int64)
+    istate, fstate = kr.new_state(ks[0].iparams, 4)
+    fparams = np.zeros((4, K["N_FPARAMS"]))
+    for i, r in enumerate(rows):
+        fparams[r] = ks[i].fparams
+    untouched = istate[2].tolist(), fstate[2].tolist()
+    iout, fout = np.zeros((3, K["N_IOUT"]), np.int64), np.zeros((3, K["N_FOUT"]))
+    for t in range(250):
+        row = [m[t] for m in markets]
+        start = [b.start_ms for b in row]
+        bad = {100: [2], 200: [1, 2]}.get(t, [])
+        for i in bad:
+            start[i] = markets[i][t - 1].start_ms
+        done = kr.run_rows(
+            rows,
+            istate,
+            fstate,
+            ks[0].iparams,
+            fparams,
+            ks[0].routes,
+            np.array(start, np.int64),
+            np.array([b.close for b in row]),
+            np.array([b.volume for b in row]),
+            iout,
+            fout,
+        )
+        assert done == (bad[0] if bad else 3), t
+        for i, k in enumerate(ks):
+            if i not in bad:
+                _check(iout[i].tolist(), fout[i].tolist(), k.ref.update(row[i]), (t, i))
+    assert (istate[2].tolist(), fstate[2].tolist()) == untouched
+
+
+def test_run_rows_refuses_bad_rows_and_short_arrays() -> None:
+    """A row outside istate, fstate or fparams, or an array shorter than the bars (or narrower than the
+    layout), is a ValueError before any bar; zero bars need no particular widths."""
+    k = Kernel(_cfg(), "vol")
+    n = 3
+    istate, fstate = kr.new_state(k.iparams, 2)
+    fresh = istate.copy(), fstate.copy()
+    fparams = np.stack([k.fparams] * 2)
+
+    def call(rows: list[int], **short: Any) -> int:
+        a: dict[str, Any] = {
+            "istate": istate,
+            "fstate": fstate,
+            "fparams": fparams,
+            "routes": k.routes,
+            "start": np.arange(1, n + 1, dtype=np.int64) * STEP_MS,
+            "close": np.full(n, 100.0),
+            "volume": np.ones(n),
+            "iout": np.zeros((n, K["N_IOUT"]), np.int64),
+            "fout": np.zeros((n, K["N_FOUT"])),
+        }
+        a.update(short)
+        return int(
+            kr.run_rows(
+                np.array(rows, np.int64), a["istate"], a["fstate"], k.iparams, a["fparams"], a["routes"],
+                a["start"], a["close"], a["volume"], a["iout"], a["fout"],
+            )
+        )  # fmt: skip
+
+    cases: list[tuple[list[int], dict[str, Any]]] = [
+        ([0, 2, 1], {}),
+        ([-1, 0, 1], {}),
+        ([0, 1, 1], {"fstate": fstate[:1]}),
+        ([0, 1, 1], {"fparams": fparams[:1]}),
+        ([0, 1, 1], {"istate": istate[:1]}),
+        ([0, 1, 1], {"istate": istate[:, :-1]}),
+        ([0, 1, 1], {"fstate": fstate[:, :-1]}),
+        ([0, 1, 1], {"fparams": fparams[:, :-1]}),
+        ([0, 1, 1], {"routes": k.routes[:-1]}),
+        ([0, 1, 1], {"start": np.zeros(2, np.int64)}),
+        ([0, 1, 1], {"close": np.ones(2)}),
+        ([0, 1, 1], {"volume": np.ones(2)}),
+        ([0, 1, 1], {"iout": np.zeros((2, K["N_IOUT"]), np.int64)}),
+        ([0, 1, 1], {"iout": np.zeros((3, K["N_IOUT"] - 1), np.int64)}),
+        ([0, 1, 1], {"fout": np.zeros((2, K["N_FOUT"]))}),
+        ([0, 1, 1], {"fout": np.zeros((3, K["N_FOUT"] - 1))}),
+    ]
+    for rows, short in cases:
+        with pytest.raises(ValueError, match="shorter than"):
+            call(rows, **short)
+    assert (istate.tolist(), fstate.tolist()) == (fresh[0].tolist(), fresh[1].tolist())
+    # the third bar repeats the first one's row and start: refused, the others stepped
+    assert call([0, 1, 0], start=np.array([1, 2, 1], np.int64) * STEP_MS) == 2
+    assert (istate[:, K["I_LAST_START_MS"]].tolist(), istate[:, K["I_HAS_LAST"]].tolist()) == (
+        [STEP_MS, 2 * STEP_MS],
+        [1, 1],
+    )
+    narrow = {
+        "istate": np.zeros((0, 1), np.int64),
+        "fstate": np.zeros((0, 1)),
+        "fparams": np.zeros((0, 1)),
+        "iout": np.zeros((0, 1), np.int64),
+        "fout": np.zeros((0, 1)),
+    }
+    assert call([], **narrow) == 0
+
+
+def test_step_route_and_the_typed_views() -> None:
+    """`step_route` is `step` returning tier * N_REGIMES + regime of its `iout`, -1 for a bar out of order
+    (nothing changed); `view_i` and `view_f` hand back their array (or a view of its memory)."""
+    k = Kernel(_cfg(min_dwell=1), "vol")
+    istate, fstate = kr.new_state(k.iparams)
+    ref = kr.new_state(k.iparams)
+    iout, fout = np.zeros(K["N_IOUT"], np.int64), np.zeros(K["N_FOUT"])
+    ref_out = np.zeros(K["N_IOUT"], np.int64), np.zeros(K["N_FOUT"])
+    seen = set()
+    for b in _market(200, seed=90, gaps=False)[0]:
+        args = (k.iparams, k.fparams, k.routes, b.start_ms, b.close, b.volume)
+        route = kr.step_route(istate, fstate, *args, iout, fout)
+        assert kr.step(*ref, *args, *ref_out) == K["OK"]
+        assert iout.tolist() == ref_out[0].tolist()
+        assert route == iout[K["O_TIER"]] * K["N_REGIMES"] + iout[K["O_REGIME"]]
+        seen.add(int(iout[K["O_REGIME"]]))
+    assert len(seen) > 2
+    before = istate.tolist(), fstate.tolist()
+    assert (
+        kr.step_route(istate, fstate, k.iparams, k.fparams, k.routes, b.start_ms, 1.0, 1.0, iout, fout) == -1
+    )
+    assert (istate.tolist(), fstate.tolist()) == before
+    a, f = np.zeros(3, np.int64), np.zeros(3)
+    assert np.shares_memory(np.asarray(kr.view_i(a)), a)
+    assert np.shares_memory(np.asarray(kr.view_f(f)), f)
