@@ -7,18 +7,19 @@ none of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from sklearn.preprocessing import StandardScaler
 
 from bot.config import DistillConfig, TierConfig
 from bot.core.features import FEATURE_SETS, feature_indices
 from offline import vol as volmod
 from offline.data import Dataset
-from offline.train import F64, I64, FitResult, Recipe, TierModel, blended_target, fit_mlp, transfer_set
+from offline.train import F32, F64, I64, FitResult, Recipe, TierModel, blended_target, fit_mlp, transfer_set
 
 
 @dataclass(slots=True)
@@ -69,6 +70,36 @@ def rows_of(X: F64, rows: I64) -> F64:
     if n and int(rows[-1]) - int(rows[0]) == n - 1 and bool(np.all(np.diff(rows) == 1)):
         return X[int(rows[0]) : int(rows[0]) + n]
     return np.asarray(X[rows], dtype=X.dtype)
+
+
+def row_runs(X: F64, rows: I64) -> list[F64]:
+    """`X[rows]` as views (no copy), one per run of consecutive ascending indices; concatenated, they are
+    `X[rows]`. A purged fold's training rows are two runs, a split's rows one."""
+    if rows.size == 0:
+        return [X[:0]]
+    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+    lo = np.concatenate([[0], cuts])
+    hi = np.concatenate([cuts, [rows.size]])
+    return [X[int(rows[a]) : int(rows[b - 1]) + 1] for a, b in zip(lo, hi, strict=True)]
+
+
+#: Rows scaled at a time: the float64 scratch of `scaled32` stays a few MiB, whatever the data's size.
+SCALE_CHUNK_ROWS = 32_768
+
+
+def scaled32(parts: Sequence[F64], scaler: StandardScaler, cols: npt.NDArray[np.intp]) -> F32:
+    """The columns `cols` of the rows in `parts` (in order), standardised by `scaler`, as one float32 array,
+    filled chunk by chunk: equal to `float32(scaler.transform(concatenate(parts)[:, cols]))` (the transform
+    is per element) without the float64 copies of every row that expression makes."""
+    n = sum(int(p.shape[0]) for p in parts)
+    out = np.empty((n, len(cols)), dtype=np.float32)
+    at = 0
+    for part in parts:
+        for lo in range(0, int(part.shape[0]), SCALE_CHUNK_ROWS):
+            chunk = np.asarray(scaler.transform(part[lo : lo + SCALE_CHUNK_ROWS][:, cols]))
+            out[at : at + chunk.shape[0]] = chunk
+            at += chunk.shape[0]
+    return out
 
 
 def _hidden(t: TierConfig) -> tuple[int, ...]:
@@ -227,7 +258,7 @@ class Run:
     def train(
         self,
         name: str,
-        rows_X: F64,
+        rows_X: F64 | Sequence[F64],
         target: F64,
         *,
         desc: str,
@@ -237,6 +268,8 @@ class Run:
         """Fit tier `name` on full feature rows `rows_X` and a standardised target; validate on the labels.
 
         Args:
+            rows_X: the rows, or a list of parts of them in order (views: `row_runs`), scaled into the one
+                float32 array the MLP fits on (`scaled32`).
             l2: the MLP's L2 penalty (None = `cfg.l2`).
             teacher: use the teacher's step size and batch (`teacher_learning_rate`, `teacher_batch_size`).
         """
@@ -250,8 +283,8 @@ class Run:
         feats = FEATURE_SETS[self.tiers[name].features]
         sc = self.scalers[feats]
         cols = feature_indices(feats)
-        Xs = np.asarray(sc.transform(rows_X[:, cols]), dtype=np.float32)
-        Xv = np.asarray(sc.transform(self.X[self.val_rows][:, cols]), dtype=np.float32)
+        Xs = scaled32([rows_X] if isinstance(rows_X, np.ndarray) else rows_X, sc, cols)
+        Xv = scaled32(row_runs(self.X, self.val_rows), sc, cols)
         hidden = _hidden(self.tiers[name])
         res = fit_mlp(
             hidden,
@@ -287,8 +320,8 @@ class Run:
             alpha: weight of the labeler; transfer rows have no label and learn the labeler alone.
         """
         target = blended_target(alpha, labeler_S, self.student_y)
-        rows = self.student_X
+        rows = [self.student_X]
         if with_transfer and self.transfer_X.shape[0]:
-            rows = np.concatenate([self.student_X, self.transfer_X])
+            rows.append(self.transfer_X)  # scaled into one array by `train`, never concatenated in float64
             target = np.concatenate([target, labeler.predict_std_all(self.transfer_X)])
         return self.train(name, rows, target, desc=desc)

@@ -11,7 +11,7 @@ import numpy as np
 
 from offline.data import embargo_rows
 from offline.evaluate import evaluate
-from offline.run import Candidate, Run, Teacher
+from offline.run import Candidate, Run, Teacher, row_runs
 from offline.train import F64, FitResult, TierModel, r2
 
 
@@ -29,7 +29,7 @@ def out_of_fold(run: Run, l2: float) -> tuple[F64, float]:
         keep[max(0, lo - emb) : hi + emb] = False
         m, _ = run.train(
             name,
-            run.X[tr[keep]],
+            row_runs(run.X, tr[keep]),  # views of the rows around the held-out fold, no copy
             run.targets(tr[keep]),
             desc=f"teacher fold {f + 1}/{folds}",
             l2=l2,
@@ -47,7 +47,7 @@ def train_teacher(run: Run) -> Teacher:
     for l2 in run.cfg.teacher_l2 or (run.cfg.l2,):
         model, fit = run.train(
             name,
-            run.X[run.teacher_rows],
+            row_runs(run.X, run.teacher_rows),
             run.targets(run.teacher_rows),
             desc=f"teacher {name}",
             l2=l2,

@@ -136,3 +136,26 @@ def test_bar_columns_read_like_the_list_of_bars() -> None:
     assert cols.nbytes == 300 * 56
     with pytest.raises(IndexError):
         cols[300]
+
+
+def test_training_rows_are_scaled_from_views_into_one_float32_array() -> None:
+    """`row_runs` cuts `X[rows]` into views of its consecutive runs (no copy), and `scaled32` over parts
+    equals float32(scaler.transform(concatenate(parts)[:, cols])) bit for bit, across chunk edges."""
+    from sklearn.preprocessing import StandardScaler
+
+    from offline.run import SCALE_CHUNK_ROWS, row_runs, scaled32
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(SCALE_CHUNK_ROWS + 5000, 7))
+    rows = np.concatenate([np.arange(10, 3000), np.arange(4000, SCALE_CHUNK_ROWS + 4000)]).astype(np.int64)
+    parts = row_runs(X, rows)
+    assert len(parts) == 2
+    assert all(np.shares_memory(p, X) for p in parts)
+    np.testing.assert_array_equal(np.concatenate(parts), X[rows])
+    cols = np.array([0, 2, 5], dtype=np.intp)
+    sc = StandardScaler().fit(X[:, cols])
+    want = np.asarray(sc.transform(X[rows][:, cols]), dtype=np.float32)
+    got = scaled32(parts, sc, cols)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    assert row_runs(X, np.zeros(0, dtype=np.int64))[0].shape == (0, 7)
