@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -50,10 +51,9 @@ from bot.core.kernels import compiled  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
 from bot.core.params import REGIME_NAMES  # noqa: E402
 from bot.core.stream import PartialBar  # noqa: E402
-from bot.ledger.writer import BarWrite, Ledger  # noqa: E402
+from bot.ledger.writer import Ledger  # noqa: E402
 from bot.models.family import TierFamily  # noqa: E402
 from bot.observe import logs  # noqa: E402 (after the sys.path insert)
-from bot.sim.replay import ReplayExchange  # noqa: E402
 from bot.sim.synthetic import SyntheticMarket  # noqa: E402
 
 DEFAULT_MODELS = Path(tempfile.gettempdir()) / "bench_models"
@@ -155,6 +155,8 @@ class _TimedService(Service):
         self.observed: dict[int, int] = {}
         self.count: dict[int, int] = {}
         self.bursts: list[int] = []
+        self.want: tuple[int, int] | None = None  # (symbols, closes) after which `enough` is set
+        self.enough = asyncio.Event()
 
     def _on_bars(self, taken: list[tuple[Bar, int]], engine: Engine, ledger: Ledger) -> None:
         super()._on_bars(taken, engine, ledger)
@@ -173,51 +175,68 @@ class _TimedService(Service):
             k = bar.start_ms
             self.decided[k] = max(self.decided.get(k, now), now)
             self.count[k] = self.count.get(k, 0) + 1
+        if self.want is not None and sum(n == self.want[0] for n in self.count.values()) >= self.want[1]:
+            self.enough.set()
         super()._decided(decided)
 
 
 async def _service_run(
     models: Path, n_symbols: int, n_closes: int, *, max_burst: int | None, workdir: Path
 ) -> dict[str, Any]:
+    """The service against the replay exchange running in a child process (`python -m bot replay-server`),
+    as a real exchange is: the measured process does only the bot's work. The service backfills its
+    history over REST (rate limits on), goes READY, and decides `n_closes` live closes."""
     symbols = [f"S{k:04d}USDT" for k in range(n_symbols)]
     bar_s = 1.0 if max_burst is None else max(1.0, n_symbols * 0.006)
-    async with ReplayExchange(
-        symbols=symbols,
-        bar_seconds=bar_s,
-        updates_per_bar=0,
-        history_bars=WARM_BARS,
-        book=False,
-        latency_ms=0.0,
-    ) as ex:
+    n_bars = WARM_BARS + 3 * n_closes + 40  # room for the backfill and start-up at 1 bar per bar_s
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "replay-server", "--port", "0", "--symbols", ",".join(symbols),
+        "--bar-seconds", str(bar_s), "--updates-per-bar", "0", "--history-bars", str(WARM_BARS),
+        "--max-bars", str(n_bars), "--latency-ms", "0", "--no-book",
+        stdout=asyncio.subprocess.PIPE, cwd=str(ROOT),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        ready = json.loads(await asyncio.wait_for(proc.stdout.readline(), 300))
         cfg = _config(symbols)
         data: dict[str, Any] = msgspec.to_builtins(cfg)
-        data["exchange"].update(rest_url=ex.rest_url, ws_url=ex.ws_url, backfill_bars=WARM_BARS)
+        data["exchange"].update(rest_url=ready["rest_url"], ws_url=ready["ws_url"], backfill_bars=WARM_BARS)
         data["ledger"]["path"] = str(workdir / f"ledger_{n_symbols}_{max_burst}.sqlite")
         data["models"]["dir"] = str(models)
         cfg = msgspec.convert(data, Config)
         assert cfg.ledger.synchronous == "full"
-        with Ledger.open(cfg.ledger.path) as ledger:  # the history, as a previous run would have left it
-            ledger.record_close([BarWrite(b) for s in symbols for b in ex.bars_closed(s)])
-        live0 = ex.live_bars
         service = _TimedService(cfg, max_burst=max_burst)
         stop = asyncio.Event()
+        t_start = time.perf_counter()
         run = asyncio.create_task(service.run(stop))
         await service.ready_event.wait()
-        await ex.wait_live_bars(ex.live_bars + n_closes + 2)
-        await asyncio.sleep(bar_s * 0.9)
+        ready_s = time.perf_counter() - t_start
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        service.want = (n_symbols, n_closes + 2)
+        await asyncio.wait([run, asyncio.create_task(service.enough.wait())], return_when="FIRST_COMPLETED")
+        cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
         stop.set()
         summary = await run
+    finally:
+        proc.terminate()
+        await proc.wait()
     full = sorted(k for k, n in service.count.items() if n == n_symbols)[1 : 1 + n_closes]
     decided = [(service.decided[k] - service.first_recv[k]) / 1e6 for k in full]
     observed = [(service.observed[k] - service.first_recv[k]) / 1e6 for k in full]
+    closes_seen = max(1, len([k for k, n in service.count.items() if n == n_symbols]))
     return {
         "symbols": n_symbols,
         "max_burst": max_burst,
         "bar_seconds": bar_s,
         "closes": len(full),
-        "live_bars_before_start": live0,
+        "ready_s": ready_s,
         "decisions": summary.decisions,
         "largest_burst": max(service.bursts, default=0),
+        "cpu_share_live": cpu_s / wall_s,
+        # CPU seconds per bar close, and what it would be as a share of one core at 1-minute bars
+        "cpu_s_per_close": cpu_s / closes_seen,
+        "cpu_share_at_1m_bars": cpu_s / closes_seen / 60.0,
+        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "decided_ms": {"p50": pct(decided, 0.5), "p99": pct(decided, 0.99)} if decided else None,
         "observed_ms": {"p50": pct(observed, 0.5), "p99": pct(observed, 0.99)} if observed else None,
     }

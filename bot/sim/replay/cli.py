@@ -45,6 +45,9 @@ def add_replay_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency-ms", type=float, default=5.0, help="delay of every REST answer and ws frame (0 = none)"
     )
+    parser.add_argument(
+        "--no-book", action="store_true", help="push no orderbook/tickers updates (klines only)"
+    )
 
 
 def check_replay_args(args: argparse.Namespace) -> list[str]:
@@ -124,4 +127,5 @@ def _exchange(args: argparse.Namespace, symbols: list[str]) -> ReplayExchange:
         port=args.port,
         clock=args.clock,
         latency_ms=args.latency_ms,
+        book=not args.no_book,
     )
