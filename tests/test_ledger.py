@@ -103,6 +103,27 @@ def test_record_and_query(tmp_path: Path) -> None:
         assert led.load_positions() == {"BTCUSDT": trader.state("BTCUSDT")}
 
 
+def test_the_decision_columns_are_the_records_fields_with_their_types(tmp_path: Path) -> None:
+    """One record: the `decisions` table has a column per field of DecisionRecord (but close, fills and
+    latency, stored elsewhere), typed as the field; a fractional vol_target position reads back as written."""
+    with Ledger.open(tmp_path / "l.sqlite") as led:
+        cols = {r[1]: (r[2], bool(r[3])) for r in led.conn.execute("PRAGMA table_info(decisions)")}
+    fields = set(DecisionRecord.__struct_fields__) - {"close", "fills", "latency_us"}
+    assert set(cols) == fields | {"latency_json"}
+    assert cols["position"] == ("REAL", True)  # a float field (an int under fixed sizing)
+    assert cols["vol_forecast"] == ("REAL", False)
+    assert cols["holding_tier"] == ("TEXT", False)
+    assert cols["signal"] == ("INTEGER", True)
+    trader = PaperTrader(PaperConfig(sizing="vol_target", target_vol_bps=7.0, max_units=3))
+    with Ledger.open(tmp_path / "v.sqlite") as led:
+        bar = _bar("BTCUSDT", 1, 100.0)
+        r = trader.on_bar(bar.symbol, bar.start_ms, bar.close, 0.005, "edge", "normal", vol_forecast=0.0011)
+        d = led.record_result(bar, r, regime="normal", tier="edge", prediction=0.005)
+        assert 0.0 < d.position < 3.0
+        assert not float(d.position).is_integer()
+        assert led.decisions("BTCUSDT") == [d]
+
+
 def test_second_record_of_a_bar_raises_and_changes_nothing(tmp_path: Path) -> None:
     """Recording an already decided (symbol, start_ms) raises AlreadyDecidedError; the ledger is unchanged."""
     trader = PaperTrader(PaperConfig(long_threshold_bps=2.0, short_threshold_bps=2.0))

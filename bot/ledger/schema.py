@@ -9,11 +9,37 @@ from __future__ import annotations
 
 from typing import Final
 
+from bot.core.decision import DecisionRecord
 from bot.core.paper import Fill
+
+#: `decisions` columns: the record's fields, in its order, but those stored elsewhere (the bar's `close` lives
+#: in `bars`, the fills in `fills`, `latency_us` as `latency_json`).
+DECISION_FIELDS: Final[tuple[str, ...]] = tuple(
+    f for f in DecisionRecord.__struct_fields__ if f not in ("close", "latency_us", "fills")
+)
+#: SQL type of each field's annotation (None allowed: no NOT NULL).
+_SQL_TYPES: Final = {"str": "TEXT", "int": "INTEGER", "float": "REAL"}
+
+
+def _column(name: str) -> str:
+    """`name`'s column definition from the record's annotation of it: the types match the fields'."""
+    kinds = [k.strip() for k in str(DecisionRecord.__annotations__[name]).split("|")]
+    sql = _SQL_TYPES[next(k for k in kinds if k != "None")]
+    default = " DEFAULT ''" if name == "model_sha" else ""  # rows from before the field: ''
+    return f"{name} {sql}" + ("" if "None" in kinds else " NOT NULL") + default
+
+
+DECISIONS_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS decisions (\n    "
+    + ",\n    ".join(
+        [*(_column(f) for f in DECISION_FIELDS), "latency_json TEXT", "PRIMARY KEY (symbol, start_ms)"]
+    )
+    + "\n) WITHOUT ROWID;\n"
+)
 
 SCHEMA_VERSION: Final = 1
 
-DDL: Final = """
+DDL_TEMPLATE: Final = """
 CREATE TABLE IF NOT EXISTS bars (
     symbol TEXT NOT NULL, start_ms INTEGER NOT NULL,
     open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
@@ -21,17 +47,7 @@ CREATE TABLE IF NOT EXISTS bars (
     spread_bps REAL, imbalance REAL, book_ts_ms INTEGER,
     PRIMARY KEY (symbol, start_ms)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS decisions (
-    symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, source TEXT NOT NULL,
-    regime TEXT NOT NULL, tier TEXT NOT NULL, prediction REAL NOT NULL,
-    signal INTEGER NOT NULL, position INTEGER NOT NULL, qty REAL NOT NULL, fill_price REAL,
-    fee_usd REAL NOT NULL, realized_pnl_usd REAL NOT NULL, unrealized_pnl_usd REAL NOT NULL,
-    equity_usd REAL NOT NULL, bar_pnl_usd REAL NOT NULL,
-    holding_pnl_usd REAL NOT NULL, holding_tier TEXT, holding_regime TEXT, trade_pnl_usd REAL NOT NULL,
-    latency_json TEXT, vol_forecast REAL, model_sha TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (symbol, start_ms)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fills (
+{decisions}CREATE TABLE IF NOT EXISTS fills (
     symbol TEXT NOT NULL, start_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
     side TEXT NOT NULL CHECK (side IN ('buy', 'sell')), qty REAL NOT NULL CHECK (qty > 0),
     price REAL NOT NULL, notional_usd REAL NOT NULL, fee_usd REAL NOT NULL, realized_pnl_usd REAL NOT NULL,
@@ -67,12 +83,7 @@ CREATE TABLE IF NOT EXISTS shadow_scores (
 """
 
 
-#: `decisions` columns, in table order: the record's fields (bar `close` lives in `bars`, fills in `fills`).
-DECISION_FIELDS: Final[tuple[str, ...]] = (
-    "symbol", "start_ms", "source", "regime", "tier", "prediction", "signal", "position", "qty",
-    "fill_price", "fee_usd", "realized_pnl_usd", "unrealized_pnl_usd", "equity_usd", "bar_pnl_usd",
-    "holding_pnl_usd", "holding_tier", "holding_regime", "trade_pnl_usd", "vol_forecast", "model_sha",
-)  # fmt: skip
+DDL: Final = DDL_TEMPLATE.replace("{decisions}", DECISIONS_TABLE)
 #: Columns added after a ledger may have been created: table -> (name, SQL type), added on open when missing.
 ADDED_COLUMNS: Final = {
     "decisions": (("vol_forecast", "REAL"), ("model_sha", "TEXT NOT NULL DEFAULT ''")),
