@@ -36,13 +36,14 @@ def smoke_dir(name: str) -> Path:
 
 def output_path(given: Path | None, name: str, suffix: str = "", *, smoke: bool, quick: bool) -> Path:
     """Where a run writes: `given` when set; else `{name}_smoke{suffix}` in a fresh temporary directory for a
-    smoke run, `docs/{name}_quick{suffix}` for a quick run, `docs/{name}{suffix}` for a full one. A `suffix`
+    smoke run, `docs/results/{name}_quick{suffix}` for a quick run, `docs/results/{name}{suffix}` for a full
+    one. A `suffix`
     of "" gives a stem that the caller completes (`.json`, `.png`)."""
     if given is not None:
         return given
     if smoke:
         return smoke_dir(name) / f"{name}_smoke{suffix}"
-    return REPO / "docs" / f"{name}{'_quick' if quick else ''}{suffix}"
+    return REPO / "docs" / "results" / f"{name}{'_quick' if quick else ''}{suffix}"
 
 
 def tiny_config() -> Config:

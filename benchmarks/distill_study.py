@@ -17,13 +17,13 @@ For every dataset and seed one 8x256 teacher is trained (reused across sizes), t
 - `scratch`: the student on the labels alone.
 
 The labels keep their original names (`progressive` = linear) so the stored results in
-docs/study_distill*.json stay readable by this script; the pairing below relies on `progressive*` <->
+docs/results/study_distill*.json stay readable by this script; the pairing below relies on `progressive*` <->
 `one_shot*` names.
 
 Every model is built with offline/train.py's own pieces (fit_mlp, blended_target, transfer_set, TierModel)
 on offline/data.py's dataset and split (teacher on the first half of the training rows, every student on
 the held-out second half, validation picks the epoch), so the numbers are the pipeline's. Training runs on
-one BLAS thread. Outputs: docs/study_distill[_quick].{json,md,png}.
+one BLAS thread. Outputs: docs/results/study_distill[_quick].{json,md,png}.
 
     .venv/bin/python benchmarks/distill_study.py --quick      # ~5 min on 2 busy cores
     .venv/bin/python benchmarks/distill_study.py              # full budget, see docs/distillation_study.md
@@ -499,7 +499,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bars", type=int, default=None, help="last N bars per dataset (default 20,000 / all)")
     ap.add_argument("--datasets", default=None, help="comma list (default synthetic,BTCUSDT,ETHUSDT)")
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/study_distill[_quick])")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="output stem (default docs/results/study_distill[_quick])"
+    )
     ap.add_argument("--render", type=Path, default=None, help="only re-render .md/.png from this study JSON")
     args = ap.parse_args(argv)
     if args.render is not None:

@@ -19,7 +19,8 @@ thresholds (max(0.25, the highest PSI the training rows reached over the same wi
     .venv/bin/python benchmarks/drift.py              # 5 symbols, windows 288 .. 4032: ~3 min
     .venv/bin/python benchmarks/drift.py --smoke      # BTCUSDT's last 3,000 bars, window 288: seconds
 
-Writes docs/drift[_quick].json (smoke: a temp dir or `--out`). Without ../shared/data, `--smoke` streams a
+Writes docs/results/drift[_quick].json (smoke: a temp dir or `--out`). Without ../shared/data, `--smoke`
+streams a
 synthetic market instead.
 """
 
@@ -137,7 +138,7 @@ def main() -> None:
         "--smoke", action="store_true", help=f"{SMOKE_HELP}: BTCUSDT's last 3,000 bars, window 288"
     )
     ap.add_argument("--data-dir", type=Path, default=DATA)
-    ap.add_argument("--out", type=Path, default=None, help="JSON (default docs/drift[_quick].json)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON (default docs/results/drift[_quick].json)")
     args = ap.parse_args()
     short = args.quick or args.smoke
     symbols = ["BTCUSDT"] if short else ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT"]

@@ -20,7 +20,8 @@ confirm. Every closed bar of every symbol is checked as above. Without a book (k
     .venv/bin/python benchmarks/fault_schedules.py --smoke      # 1 seed of 80 bars, then 20 symbols on 3
                                                                 # connections for 1 seed: seconds
 
-Writes docs/fault_schedules[_multi][_quick].json (smoke: a temp dir, or `--out`). Not a test: run it by hand;
+Writes docs/results/fault_schedules[_multi][_quick].json (smoke: a temp dir, or `--out`). Not a test: run it
+by hand;
 tests/test_fault_schedules.py runs one short multi-connection schedule.
 """
 

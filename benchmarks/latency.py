@@ -24,7 +24,7 @@ Part 3, idle CPU: process CPU seconds over a few seconds of an idle asyncio loop
 and run once, with the bot's session options vs onnxruntime's defaults (spinning thread pools).
 
 The tier family comes from `python -m offline distill --data synthetic --quick --out DIR` (built once if
-DIR has no manifest). Output: docs/latency[_quick].json and .png.
+DIR has no manifest). Output: docs/results/latency[_quick].json and .png.
 
     .venv/bin/python benchmarks/latency.py --quick
     .venv/bin/python benchmarks/latency.py --models /tmp/bench_models
@@ -528,7 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, default=None, help=f"tier family (default {DEFAULT_MODELS})")
     ap.add_argument("--gap-ms", type=float, default=None, help="spacing of cold calls (>= 100; smoke 10)")
     ap.add_argument("--idle-s", type=float, default=None)
-    ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/latency[_quick])")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="output stem (default docs/results/latency[_quick])"
+    )
     ap.add_argument("--idle-child", choices=("none", "bot", "default"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.idle_child:

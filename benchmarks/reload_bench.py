@@ -16,7 +16,7 @@ side by side in a models directory; each round promotes the other one and sends 
     .venv/bin/python benchmarks/reload_bench.py --quick       # 5 reloads
     .venv/bin/python benchmarks/reload_bench.py --smoke       # 2 reloads, 5 bars apart: seconds
 
-Writes docs/reload_bench[_quick].json (smoke: a temp dir, or `--out`). Not a test: run it by hand.
+Writes docs/results/reload_bench[_quick].json (smoke: a temp dir, or `--out`). Not a test: run it by hand.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ return), mean inference cost per bar (multiply-adds of the answering tier, and t
 microseconds); per sizing mode and threshold: PnL after fees and slippage, max drawdown, fills, exposure,
 and the risk-targeting error per regime of bot/sim/riskmetrics.py (RMS of per-bar holding PnL in bps of
 notional_usd over bars carrying a position, / [paper] target_vol_bps, by the regime that sized it).
-Output: docs/study_routing[_quick].{json,md,png}.
+Output: docs/results/study_routing[_quick].{json,md,png}.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/routing_study.py --quick   # < 5 min
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/routing_study.py           # full
@@ -1086,7 +1086,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--work", type=Path, default=None, help="families and fold CSVs (default: a temp dir per commit)"
     )
-    ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/study_routing[_quick])")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="output stem (default docs/results/study_routing[_quick])"
+    )
     args = ap.parse_args(argv)
     cfg = Config()
     if args.smoke:  # the quick path on tiny tiers and the last 4,000 bars of two symbols

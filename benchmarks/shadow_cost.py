@@ -11,7 +11,7 @@ one core at the issue's load (1 bar per second for 4 symbols).
     .venv/bin/python benchmarks/shadow_cost.py --quick
     .venv/bin/python benchmarks/shadow_cost.py --smoke     # tiny family, 50 bars per symbol: seconds
 
-Writes docs/shadow_cost[_quick].json (smoke: a temp dir, or `--out`). Not a test.
+Writes docs/results/shadow_cost[_quick].json (smoke: a temp dir, or `--out`). Not a test.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ def main() -> int:
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="600 decided bars per symbol (default 3000)")
     parser.add_argument("--smoke", action="store_true", help=f"{SMOKE_HELP}: tiny family, 50 bars per symbol")
-    parser.add_argument("--out", type=Path, default=None, help="JSON (default docs/shadow_cost[_quick].json)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON (default docs/results/shadow_cost[_quick].json)"
+    )
     args = parser.parse_args()
     n_live = 50 if args.smoke else 600 if args.quick else 3000
     with tempfile.TemporaryDirectory() as tmp:

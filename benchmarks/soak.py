@@ -8,7 +8,7 @@ throughput. Not a test: run it by hand.
     .venv/bin/python benchmarks/soak.py --quick          # 50,000 bars
     .venv/bin/python benchmarks/soak.py --smoke          # 2,000 bars, a reconnect every 500: seconds
 
-Writes docs/soak.json (smoke: a temp dir, or `--out`).
+Writes docs/results/soak.json (smoke: a temp dir, or `--out`).
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def main() -> int:
         default=0.0008,
         help="exchange pace (real s per bar); keep it slower than the bot's own throughput",
     )
-    parser.add_argument("--out", type=Path, default=None, help="JSON (default docs/soak.json)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON (default docs/results/soak.json)")
     args = parser.parse_args()
     bars = 2_000 if args.smoke else 50_000 if args.quick else args.bars
     reconnect_every = 500 if args.smoke else args.reconnect_every

@@ -14,7 +14,7 @@
    `--backtest-only` runs just this part.
 
 Each table shows ratios against the first row of its group, measured in the same run. Output:
-docs/throughput[_quick].json.
+docs/results/throughput[_quick].json.
 
     .venv/bin/python benchmarks/throughput.py --quick      # 100k bars in-process
     .venv/bin/python benchmarks/throughput.py              # 1M bars in-process
@@ -57,7 +57,7 @@ from bot.observe import logs  # noqa: E402 (after the sys.path insert)
 from bot.sim.replay import ReplayExchange  # noqa: E402
 from bot.sim.synthetic import SyntheticMarket  # noqa: E402
 
-DOCS = ROOT / "docs"
+DOCS = ROOT / "docs" / "results"
 SHARED_5M = ROOT.parent / "shared" / "data" / "bybit_linear_cobra0506_crypto_backtester" / "normalized"
 #: mode -> (in-process bars, bars through the replay exchange, websocket frames)
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -326,9 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--bars", type=int, default=None, help="in-process bars (default 1,000,000; quick 100,000)"
     )
-    ap.add_argument("--out", type=Path, default=None, help="output stem (default docs/throughput[_quick])")
     ap.add_argument(
-        "--backtest-only", action="store_true", help="only the backtest part (docs/backtest_speed)"
+        "--out", type=Path, default=None, help="output stem (default docs/results/throughput[_quick])"
+    )
+    ap.add_argument(
+        "--backtest-only", action="store_true", help="only the backtest part (docs/results/backtest_speed)"
     )
     args = ap.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"

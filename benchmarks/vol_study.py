@@ -15,9 +15,9 @@ Paired differences (progressive - one-shot, tier - HAR, student - teacher) are f
 fold) before the same averaging. Seeds share a fold's data, so seeds x folds values are not independent:
 the intervals describe training noise and fold-to-fold variation, not a sampling distribution of markets.
 
-    .venv/bin/python benchmarks/vol_study.py --quick        # smoke run, < 3 min: docs/vol_study_quick.*
-    nice -n 10 .venv/bin/python benchmarks/vol_study.py     # the committed study: docs/vol_study.*
-    .venv/bin/python benchmarks/vol_study.py --render docs/vol_study.json   # re-render .md/.png only
+    .venv/bin/python benchmarks/vol_study.py --quick        # < 3 min: docs/results/vol_study_quick.*
+    nice -n 10 .venv/bin/python benchmarks/vol_study.py     # the committed study: docs/results/vol_study.*
+    .venv/bin/python benchmarks/vol_study.py --render docs/results/vol_study.json   # re-render .md/.png only
     .venv/bin/python benchmarks/vol_study.py --smoke        # seconds: BTCUSDT 4,000 bars, 2 folds, tiny tiers
 
 `--smoke` writes to a temp dir (or `--out`), trains the tiny tiers of benchmarks/_smoke.py unless `--config`
@@ -486,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--synthetic-folds", type=int, default=None, help="0 = no control; default 3 (quick 2)")
     p.add_argument("--synthetic-bars", type=int, default=None, help="default 20,000 (quick 8,000)")
-    p.add_argument("--out", default=None, help="output prefix (default docs/vol_study[_quick])")
+    p.add_argument("--out", default=None, help="output prefix (default docs/results/vol_study[_quick])")
     p.add_argument("--config", default=None, help="tiers and [distill] (default: config.toml; smoke: tiny)")
     p.add_argument("--render", default=None, help="re-render .md/.png from this JSON, train nothing")
     args = p.parse_args(argv)

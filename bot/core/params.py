@@ -75,7 +75,7 @@ class PaperConfig(_Params, frozen=True):
     # "fixed": signal * max_units. "vol_target": signal * min(target_vol_bps / forecast vol, max_units)
     # units (fractional), flat when the forecast exceeds max_vol_bps; needs a family with a vol head.
     sizing: Literal["fixed", "vol_target"] = "fixed"
-    target_vol_bps: PosFloat = 5.0  # why 5: config.toml's comment (docs/study_routing.md)
+    target_vol_bps: PosFloat = 5.0  # why 5: config.toml's comment (docs/results/study_routing.md)
     max_vol_bps: PosFloat | None = None
     # vol_target: keep a same-sign position while the target is within this fraction of it (no churn).
     rebalance_band: Annotated[float, Meta(ge=0, le=1)] = 0.1
