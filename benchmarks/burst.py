@@ -45,7 +45,7 @@ from _smoke import SMOKE_HELP, smoke_dir, tiny_family  # noqa: E402
 from bot.app import Service  # noqa: E402
 from bot.config import Config, engine_params  # noqa: E402
 from bot.core.bars import Bar  # noqa: E402
-from bot.core.decision import DecisionRecord, encode_line  # noqa: E402
+from bot.core.decision import Decided, DecisionRecord, encode_line  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.kernels import compiled  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
@@ -168,11 +168,11 @@ class _TimedService(Service):
             self.first_recv[k] = min(self.first_recv.get(k, r), r)
             self.observed[k] = max(self.observed.get(k, now), now)
 
-    def _decided(self, decided: list[tuple[Bar, DecisionRecord]]) -> None:
+    def _decided(self, decided: list[Decided]) -> None:
         """The burst's decisions are committed to the ledger and their log lines written."""
         now = time.perf_counter_ns()
-        for bar, _ in decided:
-            k = bar.start_ms
+        for d in decided:
+            k = d.bar.start_ms
             self.decided[k] = max(self.decided.get(k, now), now)
             self.count[k] = self.count.get(k, 0) + 1
         if self.want is not None and sum(n == self.want[0] for n in self.count.values()) >= self.want[1]:

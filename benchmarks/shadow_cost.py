@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from _smoke import SMOKE_HELP, output_path, tiny_family  # noqa: E402 (benchmarks/, beside this script)
 
 from bot.config import engine_params, load_config  # noqa: E402 (after the sys.path insert)
+from bot.core.decision import Decided  # noqa: E402
 from bot.core.engine import Engine  # noqa: E402
 from bot.core.paper import PaperTrader  # noqa: E402
 from bot.ledger.writer import Ledger  # noqa: E402
@@ -105,11 +106,13 @@ def main() -> int:
                 t1, c1 = time.perf_counter_ns(), time.thread_time_ns()
                 if decision is None:
                     ledger.record_bar(bar)
-                    monitors.replayed(engine, s)
+                    monitors.replayed(s, engine.features(s))
                     continue
                 ledger.record(bar, decision, engine.trader.state(s))
                 c2, t2 = time.thread_time_ns(), time.perf_counter_ns()
-                monitors.after_decision(engine, bar, decision, ledger)
+                monitors.after_burst(
+                    engine.family, [Decided(bar, decision, engine.features(bar.symbol))], ledger
+                )
                 t3, c3 = time.perf_counter_ns(), time.thread_time_ns()
                 decide_us.append((t1 - t0) / 1e3)
                 after_us.append((t3 - t2) / 1e3)

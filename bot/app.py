@@ -186,7 +186,7 @@ class Service(BurstConsumer):
         measured from the first decided bar, not a window later). Returns bars replayed."""
         for bar in stored:
             engine.on_bar(bar, decide=False)
-            self.monitors.replayed(engine, bar.symbol)
+            self.monitors.replayed(bar.symbol, engine.features(bar.symbol))
         return len(stored)
 
     def _restore_status(self, family: TierFamily, ledger: Ledger) -> None:

@@ -23,7 +23,7 @@ from bot.bybit.events import FeedEvent, FeedReady
 from bot.bybit.feed import MarketFeed
 from bot.config import Config
 from bot.core.bars import Bar, BookTop
-from bot.core.decision import DecisionRecord, encode_line
+from bot.core.decision import Decided, encode_line
 from bot.core.engine import Engine
 from bot.core.errors import ModelError, PipelineStalledError
 from bot.core.liveness import DecisionLag
@@ -114,7 +114,7 @@ class BurstConsumer:
         )
         self.metrics.ledger_commit()
         ledger_us = (time.perf_counter_ns() - decided_ns) / 1e3
-        out: list[tuple[Bar, DecisionRecord]] = []
+        out: list[Decided] = []
         for bar, decision, recv_ns in zip(bars, decisions, recv, strict=True):
             if decision is None:
                 self.summary.warmup_bars += 1
@@ -122,34 +122,36 @@ class BurstConsumer:
             recv_us = (decided_ns - recv_ns) / 1e3
             logs.write_decision(encode_line(decision, {"ledger": ledger_us, "recv_to_decision": recv_us}))
             self.metrics.observe_decision(decision, recv_to_decision_us=recv_us)
-            out.append((bar, decision))
+            regime = engine.regime(bar.symbol)
+            changed = regime is not None and regime.changed
+            out.append(Decided(bar, decision, engine.features(bar.symbol), changed))
         if out:
             self._decided(out)
-            self._observe(out, engine, ledger)
+            self._observe(out, engine.family, ledger)
 
-    def _decided(self, decided: list[tuple[Bar, DecisionRecord]]) -> None:
+    def _decided(self, decided: list[Decided]) -> None:
         """The burst's decisions are committed and logged (a hook: the benchmarks stamp the time here)."""
 
-    def _observe(self, decided: list[tuple[Bar, DecisionRecord]], engine: Engine, ledger: Ledger) -> None:
-        """A burst's decisions, once to each observer after they are out: status, summary, regime changes,
-        then shadow scoring and drift over the whole burst (`LiveMonitors.after_burst`)."""
-        if engine.family is not self._status_family:  # a reloaded family: one manifest read, then O(1)
-            self._status_family = engine.family
-            self.status.set_family(FamilyInfo.of_family(engine.family))
+    def _observe(self, decided: list[Decided], family: object, ledger: Ledger) -> None:
+        """A burst's decisions, handed once to each observer after they are out (none calls back into the
+        engine): status, summary, regime changes, then shadow and drift (`LiveMonitors.after_burst`)."""
+        if family is not self._status_family:  # a reloaded family: one manifest read, then O(1)
+            self._status_family = family
+            self.status.set_family(FamilyInfo.of_family(family))
         now_ms = _now_ms()
         s = self.summary
-        for bar, decision in decided:
+        for d in decided:
+            decision = d.record
             self.status.observe(decision, now_ms=now_ms)
             s.decisions += 1
             s.per_tier[decision.tier] += 1
             s.per_regime[decision.regime] += 1
-            s.per_source[bar.source] += 1
-            regime = engine.regime(bar.symbol)
-            if regime is not None and regime.changed:
+            s.per_source[d.bar.source] += 1
+            if d.regime_changed:
                 self.log.info(
-                    logs.REGIME_CHANGE, symbol=bar.symbol, regime=decision.regime, tier=decision.tier
+                    logs.REGIME_CHANGE, symbol=d.bar.symbol, regime=decision.regime, tier=decision.tier
                 )
-        self.monitors.after_burst(engine, decided, ledger)
+        self.monitors.after_burst(family, decided, ledger)
 
     def _on_ready(self, ledger: Ledger, served: tuple[str, ...]) -> None:
         """READY: each symbol the feed serves and never went live goes live after its last bar. A symbol the

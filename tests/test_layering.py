@@ -217,6 +217,18 @@ def test_package_imports_only_what_its_job_needs(folder: str, allowed: tuple[str
     assert bad == []
 
 
+def test_observers_never_call_back_into_the_engine() -> None:
+    """One pass after the decision: the observers get each decided bar once (`Decided`: record and feature
+    row) and import neither the engine nor the service that drives it."""
+    bad = [
+        f"{name} imports {m}"
+        for name, imports in _modules("bot/observe").items()
+        for m in sorted(_ours(imports))
+        if _under(m, "bot.core.engine", "bot.consumer", "bot.app")
+    ]
+    assert bad == []
+
+
 def test_every_package_says_what_it_owns() -> None:
     """bot/'s top level holds only what wires the service; every package opens with a docstring."""
     top = sorted(p.name for p in (REPO / "bot").glob("*.py"))

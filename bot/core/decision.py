@@ -9,10 +9,14 @@ decode it back with the same type (`decode_line`). A new field is added here and
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
+from bot.core.bars import Bar
 from bot.core.paper import Fill, PaperResult
 
 #: The `event` value of the decision line (the struct's tag).
@@ -92,6 +96,18 @@ class DecisionRecord(msgspec.Struct, frozen=True, kw_only=True, tag_field="event
             latency_us=latency_us if latency_us is not None else {},
             fills=result.fills,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A decided bar as the observers receive it, once, after the bar close is committed: the bar, its
+    record, the feature row it was decided from (None: none kept) and whether its regime changed with it.
+    Observers read only this; none calls back into the engine."""
+
+    bar: Bar
+    record: DecisionRecord
+    x: npt.NDArray[np.float64] | None = None
+    regime_changed: bool = False
 
 
 _encoder: Final = msgspec.json.Encoder()

@@ -22,9 +22,8 @@ import numpy as np
 
 from bot.config import Config, ServiceConfig
 from bot.core.bars import Bar
-from bot.core.decision import DecisionRecord
+from bot.core.decision import Decided, DecisionRecord
 from bot.core.drift import F64, DriftMonitor, RecentRows
-from bot.core.engine import Engine
 from bot.core.features import FEATURE_INDEX, N_FEATURES
 from bot.ledger.writer import Ledger
 from bot.models.family import TierFamily
@@ -88,29 +87,21 @@ class LiveMonitors:
         sh = self.shadow
         sh.replay(ledger.shadow_history(list(symbols), last_bars=sh.window + sh.horizon_span))
 
-    def replayed(self, engine: Engine, symbol: str) -> None:
-        """A stored bar was replayed through `engine` at start-up: keep its feature row for drift."""
-        x = engine.features(symbol)
+    def replayed(self, symbol: str, x: F64 | None) -> None:
+        """A stored bar was replayed at start-up: keep its feature row `x` (None: warming up) for drift."""
         if x is not None:
             self._rows.append(symbol, x)
 
-    def after_decision(self, engine: Engine, bar: Bar, decision: DecisionRecord, ledger: Ledger) -> None:
-        """The bar's decision is out: shadow-score every tier, then update drift (`after_burst` of one)."""
-        self.after_burst(engine, [(bar, decision)], ledger)
-
-    def after_burst(
-        self, engine: Engine, decided: Sequence[tuple[Bar, DecisionRecord]], ledger: Ledger
-    ) -> None:
-        """A bar close's decisions are out: shadow-score every tier on all of them (one model call per tier
-        over the rows it did not decide), then update drift row by row."""
-        rows = [(bar, d, x) for bar, d in decided if (x := engine.features(bar.symbol)) is not None]
-        family = engine.family
+    def after_burst(self, family: object, decided: Sequence[Decided], ledger: Ledger) -> None:
+        """A bar close's decisions (by `family`) are out: shadow-score every tier on all of them (one model
+        call per tier over the rows it did not decide), then update drift row by row."""
+        rows = [(d.bar, d.record, d.x) for d in decided if d.x is not None]
         if rows and isinstance(family, TierFamily):
             forecasts = self._forecasts(family, rows)
-            for (bar, d, _), fc in zip(rows, forecasts, strict=True):
-                self._score(bar, d.tier, fc, ledger)
-        for bar, _ in decided:
-            self._drift(engine, bar)
+            for (bar, record, _), fc in zip(rows, forecasts, strict=True):
+                self._score(bar, record.tier, fc, ledger)
+        for d in decided:
+            self._drift(family, d.bar.symbol, d.x)
 
     def _forecasts(
         self, family: TierFamily, rows: list[tuple[Bar, DecisionRecord, F64]]
@@ -146,25 +137,24 @@ class LiveMonitors:
                 self.metrics.shadow(sc)
         ledger.stage_shadow(bar.symbol, bar.start_ms, forecasts, scores)
 
-    def _drift(self, engine: Engine, bar: Bar) -> None:
+    def _drift(self, family: object, symbol: str, x: F64 | None) -> None:
         """The bar's feature row into the rolling PSI. A new family (start-up, reload) brings its own
         training bins: its monitor starts from the last window of rows (replayed from the ledger at
         start-up, or seen under the previous family)."""
-        x = engine.features(bar.symbol)
         if x is not None:
-            self._rows.append(bar.symbol, x)
-        if engine.family is not self._drift_family:
-            self._drift_family = engine.family
-            self.drift = drift_monitor(engine.family, self.cfg.service)
+            self._rows.append(symbol, x)
+        if family is not self._drift_family:
+            self._drift_family = family
+            self.drift = drift_monitor(family, self.cfg.service)
             self.status.set_drift(self.drift)
             if self.drift is not None:
                 self.metrics.drift_thresholds(self.drift.thresholds())
-                for symbol in self._rows.symbols:
-                    for row in self._rows.rows(symbol):
-                        self._drift_row(self.drift, symbol, row)
+                for held in self._rows.symbols:
+                    for row in self._rows.rows(held):
+                        self._drift_row(self.drift, held, row)
             return
         if self.drift is not None and x is not None:
-            self._drift_row(self.drift, bar.symbol, x)
+            self._drift_row(self.drift, symbol, x)
 
     def _drift_row(self, drift: DriftMonitor, symbol: str, x: F64) -> None:
         up = drift.update(symbol, x)
