@@ -457,10 +457,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stop_on_signals():
             rc: int = args.func(args)
     except Interrupted as exc:
-        during = f" while {exc.during}" if exc.during else ""
+        during = f" while {exc.phase}" if exc.phase else ""
         during += f" (last finished: {stages[-1]})" if stages else ""
         print(
-            f"\ninterrupted by {exc}: offline {args.command} stopped{during}; nothing was written; "
+            f"\ninterrupted by {exc.signal_name}: offline {args.command} stopped{during}; "
+            "nothing was written; "
             f"{getattr(args, 'out', 'the output')} is as it was",
             file=sys.stderr,
             flush=True,

@@ -2,10 +2,11 @@
 
 scikit-learn's `MLPRegressor.partial_fit` catches `KeyboardInterrupt` inside its batch loop and only warns
 ("Training interrupted by user."), so a plain Ctrl-C would cut one epoch short and let the run go on to
-export cut-short models. `stop_on_signals` installs SIGINT/SIGTERM handlers that raise `Interrupted` (a
-`BaseException` that is not a `KeyboardInterrupt`): it passes through scikit-learn's handler and every
-`except Exception`, unwinds the staged output (`bot.outputs.StagedOutput` removes its temporary sibling) and
-reaches the CLI, which prints what was interrupted and exits 128 + the signal number.
+export cut-short models. `stop_on_signals` installs SIGINT/SIGTERM handlers that raise
+`bot.interrupts.Interrupted` (the one such class of every command; a `BaseException` that is not a
+`KeyboardInterrupt`): it passes through scikit-learn's handler and every `except Exception`, unwinds the
+staged output (`bot.outputs.StagedOutput` removes its temporary sibling) and reaches the CLI, which prints
+what was interrupted and exits 128 + the signal number.
 
 `phase(name, what)` marks the start of a named phase of a run (distill, retrain, sweep: "data", "training",
 "export", "promote", retrain's "scoring"). A test hook: with the environment variable `PAUSE_ENV`
@@ -25,6 +26,8 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import Final
+
+from bot.interrupts import Interrupted as Interrupted
 
 PAUSE_ENV: Final = "PROGDISTILL_PAUSE_AT"
 PAUSE_MAX_S: Final = 60.0
@@ -46,20 +49,6 @@ def phase(name: str, what: str) -> None:
     deadline = time.monotonic() + PAUSE_MAX_S
     while time.monotonic() < deadline:
         time.sleep(0.05)  # a signal's handler raises from here
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived during an offline run; `signum` is the signal, `during` what was running."""
-
-    def __init__(self, signum: int, during: str = "") -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.during = during
-
-    @property
-    def exit_code(self) -> int:
-        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM (the shell's convention)."""
-        return 128 + self.signum
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
