@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -39,13 +39,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
 
 from bot.config import ServiceConfig
 from bot.core.decision import DecisionRecord
 from bot.core.errors import ConfigError
+from bot.observe.aggregates import SHADOW_GAUGES, Aggregates
 from bot.observe.shadow import ShadowScore
 
 # Bucket upper bounds in microseconds: a tier's inference runs 5..5000 us; total/recv stages can be longer.
@@ -77,22 +75,6 @@ STATUS_HEADERS: Final = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
-#: Shadow score gauges (name, help) in `ShadowScore` field order: ic, vol_ic, regret, vol_qlike.
-_SHADOW_GAUGES: Final = (
-    ("progdistill_shadow_ic", "Live IC of each tier's return forecasts over the shadow window"),
-    (
-        "progdistill_shadow_vol_ic",
-        "Live correlation of each tier's volatility forecasts with the realised vol over the shadow window",
-    ),
-    (
-        "progdistill_router_regret",
-        "Router's squared error minus this tier's over the shadow window (> 0: tier did better)",
-    ),
-    (
-        "progdistill_shadow_vol_qlike",
-        "QLIKE of each tier's volatility forecasts over the shadow window (0 = exact)",
-    ),
-)
 
 
 def series_bound(*, symbols: int, tiers: int, regimes: int, features: int) -> int:
@@ -102,7 +84,7 @@ def series_bound(*, symbols: int, tiers: int, regimes: int, features: int) -> in
     per_tier += len(STAGES) * (
         len(LATENCY_BUCKETS_US) + 1 + 3
     )  # histogram: buckets, +Inf, sum, count, created
-    per_tier += len(_SHADOW_GAUGES) + 1  # shadow means + symbols scored
+    per_tier += len(SHADOW_GAUGES) + 1  # shadow means + symbols scored
     per_feature = 3  # psi max, drifting symbols, threshold
     unlabelled = 3 * 2 + 9  # 3 counters (_total, _created) and 9 gauges
     return SERIES_PER_SYMBOL * symbols + tiers * per_tier + features * per_feature + unlabelled
@@ -149,7 +131,7 @@ class Metrics:
         self._register_event_metrics()
         self._register_freshness_gauges(stale_s)
         self._register_symbol_gauges()
-        self.registry.register(_Aggregates(self))
+        self.registry.register(Aggregates(self))
         self._runner: web.AppRunner | None = None
 
     def _register_event_metrics(self) -> None:
@@ -331,6 +313,14 @@ class Metrics:
             tier: ([sum(v) / len(v) if v else None for v in acc], len(acc[0])) for tier, acc in sums.items()
         }
 
+    def psi_thresholds(self) -> dict[str, float]:
+        """Each feature's warning threshold (`drift_thresholds`)."""
+        return dict(self._thresholds)
+
+    def drifting_count(self) -> int:
+        """Symbols with at least one model input drifting now."""
+        return sum(1 for d in self._drifting.values() if d)
+
     def psi_by_feature(self) -> dict[str, tuple[float, int]]:
         """Per feature: the highest PSI over symbols and the number of symbols it is drifting on."""
         out: dict[str, tuple[float, int]] = {}
@@ -446,58 +436,3 @@ def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
         f"[service] metrics_host/metrics_port {host}:{port}: cannot listen ({exc.strerror or exc}); "
         "stop what holds the port or choose another metrics_port"
     )
-
-
-class _Aggregates(Collector):
-    """The per-tier and per-feature summaries of per-symbol state, computed when scraped."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._m = metrics
-
-    def collect(self) -> Iterator[Metric]:
-        m = self._m
-        shadow = m.shadow_means()
-        families = [
-            GaugeMetricFamily(name, f"{text}: the mean over symbols with a measured score.", labels=["tier"])
-            for name, text in _SHADOW_GAUGES
-        ]
-        scored = GaugeMetricFamily(
-            "progdistill_shadow_symbols", "Symbols with a measured live IC, per tier.", labels=["tier"]
-        )
-        for tier, (means, n) in sorted(shadow.items()):
-            for family, mean in zip(families, means, strict=True):
-                if mean is not None:
-                    family.add_metric([tier], mean)
-            scored.add_metric([tier], n)
-        yield from families
-        yield scored
-        psi_max = GaugeMetricFamily(
-            "progdistill_feature_psi_max",
-            "The highest Population Stability Index of each model input over symbols (drift window against "
-            "the training bins; 0.1 moderate, 0.25 significant shift).",
-            labels=["feature"],
-        )
-        drifting = GaugeMetricFamily(
-            "progdistill_feature_drifting_symbols",
-            "Symbols on which each model input is drifting now (PSI crossed its threshold, not recovered).",
-            labels=["feature"],
-        )
-        for feature, (top, n) in sorted(m.psi_by_feature().items()):
-            psi_max.add_metric([feature], top)
-            drifting.add_metric([feature], n)
-        yield psi_max
-        yield drifting
-        threshold = GaugeMetricFamily(
-            "progdistill_feature_psi_threshold",
-            "The PSI from which a feature warns: [service] drift_psi_warn, or the highest PSI the training "
-            "rows themselves reached over the same window, when higher.",
-            labels=["feature"],
-        )
-        for feature, value in sorted(m._thresholds.items()):
-            threshold.add_metric([feature], value)
-        yield threshold
-        yield GaugeMetricFamily(
-            "progdistill_drifting_symbols",
-            "Symbols with at least one model input drifting now.",
-            value=sum(1 for d in m._drifting.values() if d),
-        )
