@@ -4,6 +4,7 @@ concatenation of each symbol's dataset; bar columns read like a list of bars."""
 from __future__ import annotations
 
 import tracemalloc
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -159,3 +160,26 @@ def test_training_rows_are_scaled_from_views_into_one_float32_array() -> None:
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
     assert row_runs(X, np.zeros(0, dtype=np.int64))[0].shape == (0, 7)
+
+
+def test_predictions_over_many_rows_are_made_in_chunks_equal_to_one_pass() -> None:
+    """`predict_rows` over more rows than a chunk gives one pass's predictions (to float32 rounding), in
+    order, with the output shape of `mlp.predict`."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+
+    from offline.train import PREDICT_CHUNK_ROWS, predict_rows
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2 * PREDICT_CHUNK_ROWS + 77, 6)).astype(np.float32)
+    y = rng.normal(size=(X.shape[0], 2)).astype(np.float32)
+    with warnings.catch_warnings():  # 5 iterations do not converge, and need not
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp = MLPRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X[:500], y[:500])
+    whole = np.asarray(mlp.predict(X), dtype=np.float64)
+    got = predict_rows(mlp, X)
+    assert got.shape == whole.shape
+    np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(
+        predict_rows(mlp, X[:100]), np.asarray(mlp.predict(X[:100]), dtype=np.float64)
+    )
