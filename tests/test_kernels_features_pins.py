@@ -316,7 +316,7 @@ def test_run_rows_refuses_bad_rows_and_short_arrays() -> None:
     for k in range(6):
         cols = _columns(bars)
         cols[k] = cols[k][:2]
-        with pytest.raises(ValueError, match="shorter than"):
+        with pytest.raises(ValueError, match=r"^feature kernel: an array is shorter than the bars given"):
             kernel.run_rows(rows, table, *cols, np.zeros((3, N_FEATURES)), np.zeros(3, np.int8))
     short_outs = [
         (np.zeros((2, N_FEATURES)), np.zeros(3, np.int8)),
@@ -330,6 +330,13 @@ def test_run_rows_refuses_bad_rows_and_short_arrays() -> None:
         kernel.run_rows(
             rows, table[:, :-1].copy(), *_columns(bars), np.zeros((3, N_FEATURES)), np.zeros(3, np.int8)
         )
+    one = np.zeros(1, np.int64)
+    for out1, states1 in (
+        (np.zeros((1, N_FEATURES - 1)), table),
+        (np.zeros((1, N_FEATURES)), table[:, :-1].copy()),
+    ):
+        with pytest.raises(ValueError, match="shorter than"):  # one bar is checked as many
+            kernel.run_rows(one, states1, *_columns(bars[:1]), out1, np.zeros(1, np.int8))
     assert table.tolist() == fresh.tolist()
     none = np.zeros(0, np.int64)
     empty = (none, *(np.zeros(0) for _ in range(5)))

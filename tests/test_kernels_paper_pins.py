@@ -809,6 +809,11 @@ def test_run_rows_refuses_bad_rows_and_short_arrays() -> None:
     for rows, short in cases:
         with pytest.raises(ValueError, match="shorter than"):
             call(rows, **short)
+    one: dict[str, Any] = {"start": np.ones(1, np.int64), "close": np.ones(1), "prediction": np.ones(1)}
+    one |= {"vol": np.ones(1), "bid": np.ones(1), "ask": np.ones(1), "out": np.zeros((1, K["N_OUT"]))}
+    one |= {"tier": np.zeros(1, np.int64), "regime": np.zeros(1, np.int64), "state": state[:, :-1]}
+    with pytest.raises(ValueError, match="shorter than"):  # one bar is checked as many
+        call([0], **one)
     assert state.tolist() == kp.new_state(2).tolist()
     out = np.zeros((n, K["N_OUT"]))
     assert call([0, 1, 0], out=out) == 2  # the third bar repeats row 0's start: refused

@@ -696,6 +696,18 @@ def test_run_rows_refuses_bad_rows_and_short_arrays() -> None:
     for rows, short in cases:
         with pytest.raises(ValueError, match="shorter than"):
             call(rows, **short)
+    one = {"start": np.full(1, STEP_MS, np.int64), "close": np.ones(1), "volume": np.ones(1)}
+    outs = {"iout": np.zeros((1, K["N_IOUT"]), np.int64), "fout": np.zeros((1, K["N_FOUT"]))}
+    narrow_one: list[dict[str, Any]] = [
+        {"istate": istate[:, :-1]},
+        {"fstate": fstate[:, :-1]},
+        {"fparams": fparams[:, :-1]},
+        {"iout": np.zeros((1, K["N_IOUT"] - 1), np.int64)},
+        {"fout": np.zeros((1, K["N_FOUT"] - 1))},
+    ]
+    for short in narrow_one:  # one bar is checked as many
+        with pytest.raises(ValueError, match="shorter than"):
+            call([0], **{**one, **outs, **short})
     assert (istate.tolist(), fstate.tolist()) == (fresh[0].tolist(), fresh[1].tolist())
     # the third bar repeats the first one's row and start: refused, the others stepped
     assert call([0, 1, 0], start=np.array([1, 2, 1], np.int64) * STEP_MS) == 2
