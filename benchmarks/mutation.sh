@@ -2,8 +2,8 @@
 # Mutation testing of the bar stream (bot/core/stream.py) and the per-bar kernels (bot/core/kernels/features.py,
 # regime.py, paper.py), the kernels run as plain Python (PROGDISTILL_PURE_KERNELS=1, exported below).
 #
-# Not part of CI: it takes minutes (about 5 on 2 shared cores). Configuration: [tool.mutmut] in
-# pyproject.toml; what the scores mean and which survivors are equivalent: docs/mutation.md.
+# Not part of CI: it takes tens of minutes (25 with 2 workers on 2 busy cores). Configuration:
+# [tool.mutmut] in pyproject.toml; what the scores mean and which survivors are equivalent: docs/mutation.md.
 #
 #   benchmarks/mutation.sh              # fresh run, 2 workers, prints the per-module scores and survivors
 #   MAX_CHILDREN=1 benchmarks/mutation.sh
@@ -63,7 +63,8 @@ cython_decorator = m.Decorator(decorator=cython | m.Call(func=cython))
 
 
 def skip_unless_cython(self, node):
-    if isinstance(node, cst.FunctionDef) and node.decorators and all(m.matches(d, cython_decorator) for d in node.decorators):
+    decorators = node.decorators if isinstance(node, cst.FunctionDef) else ()
+    if decorators and all(m.matches(d, cython_decorator) for d in decorators):
         node = node.with_changes(decorators=())
     return skip(self, node)
 
