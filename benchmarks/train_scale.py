@@ -127,7 +127,9 @@ def run_n(n: int, args: argparse.Namespace, data: Path, work: Path, log: Any) ->
         cmd += ["--symbols", "all", "--top", str(n), "--quick", "--no-progress", "--out", str(out)]
         _, wall_s, rss_mib, _ = measure(cmd, env={**os.environ, "PYTHONPATH": str(REPO)})
         report = json.loads((out / "current" / "report.json").read_text(encoding="utf-8"))
-        rows = int(report["info"].get("n_rows") or row.get("rows") or 0)
+        info = report["info"]
+        split_rows = sum(int(info.get(k) or 0) for k in ("train_rows", "val_rows", "test_rows"))
+        rows = int(row.get("rows") or split_rows)  # without the build stage: the rows in the splits
         row.update(
             distill_s=wall_s,
             distill_rss_mib=rss_mib,
