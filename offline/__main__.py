@@ -17,10 +17,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.observe import logs
 from bot.config import Config, load_config
 from bot.core.bars import interval_ms
 from bot.core.errors import BotError, ConfigError
+from bot.observe import logs
 from offline.fetch import fetch_history, klines_output, write_klines_csv
 from offline.interrupts import Interrupted, stop_on_signals
 from offline.models_cli import EXIT_MODEL, cmd_models_list, cmd_models_promote, cmd_models_prune

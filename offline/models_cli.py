@@ -19,6 +19,7 @@ def _models_dir(args: argparse.Namespace, *, changes: bool) -> Path:
     """`--dir`, checked; a broken `current` is one warning line on stderr (`list`) or refused (`promote`,
     `prune`: they would re-point or keep the wrong version)."""
     from bot.models import store as modelstore
+
     root = Path(args.dir)
     args.out = str(root)
     if not root.is_dir():
@@ -45,6 +46,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     import json
 
     from bot.models import store as modelstore
+
     root = _models_dir(args, changes=False)
     rows = modelstore.describe(root)
     if args.json:
@@ -69,8 +71,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def cmd_models_promote(args: argparse.Namespace) -> int:
-    from bot.models import store as modelstore
     from bot.core.errors import ModelError
+    from bot.models import store as modelstore
     from bot.models.family import TierFamily
 
     root = _models_dir(args, changes=True)
@@ -116,6 +118,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 def cmd_models_prune(args: argparse.Namespace) -> int:
     from bot.models import store as modelstore
+
     root = _models_dir(args, changes=True)
     if args.keep < 1:
         raise ConfigError(f"--keep: expected at least 1 version to keep, got {args.keep}")

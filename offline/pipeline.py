@@ -12,10 +12,10 @@ from typing import Any
 
 import msgspec
 
-from bot.models import store as modelstore
 from bot.config import Config
 from bot.core.errors import ModelError
 from bot.interrupts import deferred
+from bot.models import store as modelstore
 from bot.models.manifest import MANIFEST_NAME, decode_manifest
 from bot.outputs import MARKER, OutputPathError, StagedOutput
 from offline import interrupts

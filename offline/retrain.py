@@ -38,14 +38,14 @@ from typing import Any, Final
 
 import msgspec
 
-from bot.models import store as modelstore
 from bot.config import Config
 from bot.core.bars import Bar
 from bot.core.errors import BotError, ConfigError, ModelError
 from bot.interrupts import deferred
+from bot.models import store as modelstore
+from bot.models.family import TierFamily
 from bot.models.manifest import MANIFEST_NAME
 from bot.outputs import OutputPathError
-from bot.models.family import TierFamily
 from offline import interrupts
 from offline.export import write_json
 from offline.holdout import decide, fmt, score_family

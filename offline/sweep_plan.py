@@ -200,8 +200,8 @@ def plan(
 ) -> Plan:
     """Every check of a sweep, in the order a user fixes them; reads the data, writes nothing (module
     docstring). ModelError: a policy-only grid's `models` does not load (manifest, hashes, ONNX)."""
-    from bot.sim.backtest_cache import parse_data_arg
     from bot.models.family import TierFamily
+    from bot.sim.backtest_cache import parse_data_arg
     from offline.families import cut_ms
 
     check_options(folds=folds, metric=metric, search=search, trials=trials, num_cpus=num_cpus)

@@ -309,8 +309,8 @@ def test_pooled_family_serves_each_training_symbol_its_own_variance_scale(tmp_pa
     from bot.config import engine_params
     from bot.core.engine import Engine
     from bot.core.paper import PaperTrader
-    from bot.sim.synthetic import SyntheticMarket
     from bot.models.family import TierFamily
+    from bot.sim.synthetic import SyntheticMarket
     from offline.fetch import write_klines_csv
 
     cfg = parse_config(TINY)

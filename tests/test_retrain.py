@@ -18,11 +18,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from bot.models import store as modelstore
 from bot.config import Config, load_config
 from bot.ledger.writer import Ledger
-from bot.sim.replay.server import ReplayExchange
+from bot.models import store as modelstore
 from bot.models.family import TierFamily
+from bot.sim.replay.server import ReplayExchange
 from offline.__main__ import main
 from offline.data import synthetic_bars
 from offline.holdout import decide
