@@ -188,7 +188,7 @@ async def _service_run(
     history over REST (rate limits on), goes READY, and decides `n_closes` live closes."""
     symbols = [f"S{k:04d}USDT" for k in range(n_symbols)]
     bar_s = 1.0 if max_burst is None else max(1.0, n_symbols * 0.006)
-    n_bars = WARM_BARS + 3 * n_closes + 40  # room for the backfill and start-up at 1 bar per bar_s
+    n_bars = WARM_BARS + 10 * n_closes + 300  # room for the backfill, start-up and slow closes
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "replay-server", "--port", "0", "--symbols", ",".join(symbols),
         "--bar-seconds", str(bar_s), "--updates-per-bar", "0", "--history-bars", str(WARM_BARS),
@@ -213,7 +213,10 @@ async def _service_run(
         ready_s = time.perf_counter() - t_start
         cpu0, wall0 = time.process_time(), time.perf_counter()
         service.want = (n_symbols, n_closes + 2)
-        await asyncio.wait([run, asyncio.create_task(service.enough.wait())], return_when="FIRST_COMPLETED")
+        enough = asyncio.create_task(service.enough.wait())
+        # a service that cannot keep up never decides enough full closes: report what it did decide
+        await asyncio.wait([run, enough], timeout=bar_s * (4 * n_closes + 60), return_when="FIRST_COMPLETED")
+        enough.cancel()
         cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
         stop.set()
         summary = await run

@@ -23,10 +23,11 @@ from bot.bybit.events import FeedEvent, FeedReady
 from bot.bybit.feed import MarketFeed
 from bot.config import Config
 from bot.core.bars import Bar, BookTop
-from bot.core.decision import Decided, encode_line
+from bot.core.decision import Decided, DecisionRecord, encode_line
 from bot.core.engine import Engine
 from bot.core.errors import ModelError, PipelineStalledError
 from bot.core.liveness import DecisionLag
+from bot.core.paper import PositionState
 from bot.core.stream import PartialBar
 from bot.ledger.writer import BarWrite, Ledger
 from bot.models.reload import ModelReloader
@@ -80,8 +81,9 @@ class BurstConsumer:
     _seen_backfilled: int
 
     def _on_bars(self, taken: list[tuple[Bar, int]], engine: Engine, ledger: Ledger) -> None:
-        """A burst (one bar per symbol, each with the time it was dequeued): the engine decides it at once,
-        the ledger writes it in one transaction, then each decision goes to the observers (`_observe`)."""
+        """A burst (bars as queued, each with the time it was dequeued; a symbol may have several, e.g. a
+        backfill's): the engine decides it at once (`decide_layers`), the ledger writes it in one
+        transaction, then each decision goes to the observers (`_observe`)."""
         bars: list[Bar] = []
         recv: list[int] = []
         decide: list[bool] = []
@@ -101,33 +103,27 @@ class BurstConsumer:
             decide.append(live_from is not None and bar.start_ms >= live_from)
         if not bars:
             return
-        decisions = engine.on_bars(bars, decide=decide)
+        decisions, states, observed = decide_layers(engine, bars, decide)
         decided_ns = time.perf_counter_ns()
         self.watchdog.mark_fresh()
         ledger.record_close(
             [
-                BarWrite(bar)
-                if d is None
-                else BarWrite(bar, d, engine.trader.state(bar.symbol), self._books.get(bar.symbol))
-                for bar, d in zip(bars, decisions, strict=True)
+                BarWrite(bar) if d is None else BarWrite(bar, d, st, self._books.get(bar.symbol))
+                for bar, d, st in zip(bars, decisions, states, strict=True)
             ]
         )
         self.metrics.ledger_commit()
         ledger_us = (time.perf_counter_ns() - decided_ns) / 1e3
-        out: list[Decided] = []
-        for bar, decision, recv_ns in zip(bars, decisions, recv, strict=True):
+        for decision, recv_ns in zip(decisions, recv, strict=True):
             if decision is None:
                 self.summary.warmup_bars += 1
                 continue
             recv_us = (decided_ns - recv_ns) / 1e3
             logs.write_decision(encode_line(decision, {"ledger": ledger_us, "recv_to_decision": recv_us}))
             self.metrics.observe_decision(decision, recv_to_decision_us=recv_us)
-            regime = engine.regime(bar.symbol)
-            changed = regime is not None and regime.changed
-            out.append(Decided(bar, decision, engine.features(bar.symbol), changed))
-        if out:
-            self._decided(out)
-            self._observe(out, engine.family, ledger)
+        if observed:
+            self._decided(observed)
+            self._observe(observed, engine.family, ledger)
 
     def _decided(self, decided: list[Decided]) -> None:
         """The burst's decisions are committed and logged (a hook: the benchmarks stamp the time here)."""
@@ -240,7 +236,10 @@ class BurstConsumer:
                     event = feed.next_nowait()  # a stopped symbol's update, queued before it stopped
                     continue
                 full = isinstance(event, Bar) and len(burst) >= self._burst_cap()
-                if burst and (full or symbol is None or symbol in held):
+                # a symbol's second bar joins the burst (one transaction), and a book or partial of a
+                # symbol with a bar in it waits for that bar to be decided first
+                ordered = symbol in held and not isinstance(event, Bar)
+                if burst and (full or symbol is None or ordered):
                     if self._decide(feed, engine, ledger, burst):
                         stop.set()
                         return
@@ -277,6 +276,36 @@ class BurstConsumer:
         for bar, _ in burst:
             self._check_lag(feed, bar.symbol)
         return self.max_decisions is not None and self.summary.decisions >= self.max_decisions
+
+
+def decide_layers(
+    engine: Engine, bars: list[Bar], decide: list[bool]
+) -> tuple[list[DecisionRecord | None], list[PositionState | None], list[Decided]]:
+    """`engine.on_bars` over a burst that may hold several bars of one symbol (in time order): layer k is
+    every symbol's k-th bar, decided together. Returns, in the burst's order, each bar's decision and the
+    symbol's paper state right after it (None where not decided), and the decided bars as the observers
+    take them (each with its own feature row and regime change)."""
+    seen: dict[str, int] = {}
+    layers: list[list[int]] = []
+    for i, bar in enumerate(bars):
+        k = seen.get(bar.symbol, 0)
+        seen[bar.symbol] = k + 1
+        if k == len(layers):
+            layers.append([])
+        layers[k].append(i)
+    out: list[DecisionRecord | None] = [None] * len(bars)
+    states: list[PositionState | None] = [None] * len(bars)
+    decided: dict[int, Decided] = {}
+    for layer in layers:
+        got = engine.on_bars([bars[i] for i in layer], decide=[decide[i] for i in layer])
+        for i, d in zip(layer, got, strict=True):
+            if d is not None:
+                out[i] = d
+                states[i] = engine.trader.state(d.symbol)
+                regime = engine.regime(d.symbol)
+                changed = regime is not None and regime.changed
+                decided[i] = Decided(bars[i], d, engine.features(d.symbol), changed)
+    return out, states, [decided[i] for i in sorted(decided)]
 
 
 def _now_ms() -> int:
