@@ -167,8 +167,9 @@ try:
 except OSError:
     pass
 import numpy as np, onnxruntime as ort, aiohttp, websockets, msgspec, structlog, prometheus_client
-import bot.config, bot.core.features, bot.observe.logs, bot.observe.metrics, bot.observe.notify,
-bot.sim.report model = sys.stdin.buffer.read()
+import bot.config, bot.core.features, bot.observe.logs, bot.observe.metrics
+import bot.observe.notify, bot.sim.report
+model = sys.stdin.buffer.read()
 sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 y = sess.run(None, {"x": np.ones((1, 4), np.float32)})[0]
 db = sqlite3.connect(":memory:"); db.execute("create table t(x)"); db.commit()
