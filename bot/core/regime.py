@@ -199,15 +199,14 @@ class RegimeSignals:
         return self._signals() if self._absorb(bar, None) else None
 
 
-def replay_signals(
-    bars: Sequence[Bar], cfg: RegimeConfig, *, interval_ms: int | None = None
-) -> list[Signals]:
-    """Signals of every warm bar of `bars` (bar-only: no book), in one kernel call over all of them.
+def _run_bars(
+    state: RegimeSignals, routes: npt.NDArray[np.int64], bars: Sequence[Bar]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """One call of the regime kernel's T-bar loop over `bars` (no books) from `state`: (iout, fout) rows.
 
     Raises:
         ValueError: a bar is not newer than the previous one.
     """
-    state = RegimeSignals(cfg, interval_ms=interval_ms)
     n = len(bars)
     iout = np.zeros((n, _k.SLOTS["N_IOUT"]), dtype=np.int64)
     fout = np.zeros((n, _k.SLOTS["N_FOUT"]), dtype=np.float64)
@@ -216,7 +215,7 @@ def replay_signals(
         state._fstate,
         state._iparams,
         state._fparams,
-        np.zeros(len(REGIME_NAMES), dtype=np.int64),  # the regimes are not wanted here
+        routes,
         np.fromiter((b.start_ms for b in bars), dtype=np.int64, count=n),
         np.fromiter((b.close for b in bars), dtype=np.float64, count=n),
         np.fromiter((b.volume for b in bars), dtype=np.float64, count=n),
@@ -230,6 +229,20 @@ def replay_signals(
             f"{bars[done].symbol}: expected bars in time order, got start_ms={bars[done].start_ms} "
             f"after {bars[done - 1].start_ms}"
         )
+    return iout, fout
+
+
+def replay_signals(
+    bars: Sequence[Bar], cfg: RegimeConfig, *, interval_ms: int | None = None
+) -> list[Signals]:
+    """Signals of every warm bar of `bars` (bar-only: no book), in one kernel call over all of them.
+
+    Raises:
+        ValueError: a bar is not newer than the previous one.
+    """
+    state = RegimeSignals(cfg, interval_ms=interval_ms)
+    # the regimes are not wanted here: every regime routes to tier 0
+    iout, fout = _run_bars(state, np.zeros(len(REGIME_NAMES), dtype=np.int64), bars)
     return [
         Signals(
             vol=f[_G_VOL],
@@ -396,27 +409,5 @@ def replay_regimes(
     det = RegimeDetector(
         calibration, cfg, interval_ms=interval_ms, symbol=symbol, routes=dict.fromkeys(REGIME_NAMES, "_")
     )
-    sig = det.signals
-    n = len(bars)
-    iout = np.zeros((n, _k.SLOTS["N_IOUT"]), dtype=np.int64)
-    fout = np.zeros((n, _k.SLOTS["N_FOUT"]), dtype=np.float64)
-    done = _k.run(
-        sig._istate,
-        sig._fstate,
-        sig._iparams,
-        sig._fparams,
-        det._routes,
-        np.fromiter((b.start_ms for b in bars), dtype=np.int64, count=n),
-        np.fromiter((b.close for b in bars), dtype=np.float64, count=n),
-        np.fromiter((b.volume for b in bars), dtype=np.float64, count=n),
-        np.zeros(0, dtype=np.int64),
-        np.zeros((0, 4), dtype=np.float64),
-        iout,
-        fout,
-    )
-    if done < n:
-        raise ValueError(
-            f"{bars[done].symbol}: expected bars in time order, got start_ms={bars[done].start_ms} "
-            f"after {bars[done - 1].start_ms}"
-        )
+    iout, _ = _run_bars(det.signals, det._routes, bars)
     return [REGIME_NAMES[c] for c in iout[:, _O_REGIME].tolist()]
