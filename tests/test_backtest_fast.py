@@ -17,7 +17,7 @@ from bot.config import Config
 from bot.core.decision import encode_lines
 from bot.core.kernels import paper as _kp
 from bot.core.params import REGIME_NAMES
-from bot.sim import policy_pass
+from bot.sim import pass_records, policy_pass
 from bot.sim.backtest import Backtest
 from bot.sim.backtest_report import RunResult, build_report
 
@@ -125,8 +125,8 @@ def test_lines_equal_the_records_encoding_on_edge_values(fixed: bool) -> None:
             vol_factors=vols,
             model_sha="abc",
         )
-        records = policy_pass.records(res, policy, source="backtest")
-        got = policy_pass.lines([res], policy, source="backtest")
+        records = pass_records.records(res, policy, source="backtest")
+        got = pass_records.lines([res], policy, source="backtest")
         assert got == encode_lines(records)
         assert b"1e16" in got
         assert b"null" in got

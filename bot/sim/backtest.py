@@ -35,7 +35,7 @@ from bot.core.errors import ConfigError, DataError, ModelError
 from bot.core.paper import PaperTrader
 from bot.core.params import REGIME_NAMES
 from bot.models.family import TierFamily
-from bot.sim import policy_pass
+from bot.sim import pass_records, policy_pass
 from bot.sim.backtest_cache import CachedFamily, Predictions, SymbolBars, load, load_symbol
 from bot.sim.backtest_report import RunResult
 
@@ -264,7 +264,7 @@ class Backtest:
     def policy_pnl(self, cfg: Config) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """The policy-only pass a sweep trial scores: the portfolio's PnL per decided bar time (USD), no
         records built. Returns `(times ascending, pnl)`."""
-        return policy_pass.pnl_by_time(self._outputs(self.policy(cfg)))
+        return pass_records.pnl_by_time(self._outputs(self.policy(cfg)))
 
     def _closes(self) -> dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
         """Each symbol's bar times and closes from its first decided bar on (returns, buy-and-hold)."""
@@ -286,7 +286,7 @@ class Backtest:
             symbols=tuple(s.symbol for s in self.symbols),
             closes=self._closes(),
             routes=policy.routes,
-            decided=policy_pass.Decided(outputs, policy, source=SOURCE),
+            decided=pass_records.RunDecisions(outputs, policy, source=SOURCE),
         )
 
     def run_per_bar(

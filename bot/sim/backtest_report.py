@@ -1,7 +1,7 @@
 """The backtest's report: metrics of decision records per symbol, tier and regime, and the PNGs.
 
 Every metric reads the decisions as columns (`Columns`: one array per record field the report uses, row r
-being record r of the run), built from the kernels' output arrays (`bot.sim.policy_pass.Decided`) or from
+being record r of the run), from the kernels' output arrays (`bot.sim.pass_records.RunDecisions`) or from
 decision records (`Columns.of_records`), nothing else; the two give the same report.json:
 
 - `bars`: decided bars; `exposure`: share of them ending with a position.
@@ -116,7 +116,7 @@ class Columns:
 
 
 class Decisions(Protocol):
-    """A run's decisions held as the kernels' output arrays (`bot.sim.policy_pass.Decided`)."""
+    """A run's decisions held as the kernels' output arrays (`bot.sim.pass_records.RunDecisions`)."""
 
     def records(self) -> list[DecisionRecord]: ...
     def lines(self) -> bytes: ...
