@@ -258,6 +258,33 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _tier_entry(result: DistillResult, name: str, path: Path, ds: Dataset, cfg: Config) -> TierEntry:
+    """The manifest entry of tier `name`, its graph written at `path` (regime scales are added later)."""
+    cand = result.chosen[name]
+    tier_cfg = cfg.tiers[name]
+    return TierEntry(
+        name=name,
+        stage=result.tier_names.index(name),
+        file=path.name,
+        sha256=sha256_file(path),
+        layers=tier_cfg.layers,
+        width=tier_cfg.width,
+        hidden=[int(h) for h in cand.model.hidden],
+        params=int(cand.model.params),
+        compression=_opt_float(cand.metrics["compression"]),
+        feature_set=tier_cfg.features,
+        features=list(cand.model.features),
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        recipe=cand.recipe,
+        alpha=_opt_float(cand.alpha),
+        temperature=_opt_float(cand.temperature),
+        metrics=_manifest_metrics(cand),
+        vol_var_scale=cand.model.vol_var_scale if cand.model.has_vol_head else None,
+        vol_var_scale_by_symbol=_by_symbol(cand.model.vol_var_scale_by_series, ds),
+    )
+
+
 def export_family(
     result: DistillResult,
     ds: Dataset,
@@ -290,33 +317,9 @@ def export_family(
         heads["vol"] = Head(horizon_bars=ds.vol_horizon_bars, unit=VOL_UNIT, output_name=VOL_OUTPUT_NAME)
     tiers_out: list[TierEntry] = []
     for name in result.tier_names:
-        cand = result.chosen[name]
         path = out_dir / f"{name}.onnx"
         path.write_bytes(blobs[name])
-        tier_cfg = cfg.tiers[name]
-        tiers_out.append(
-            TierEntry(
-                name=name,
-                stage=result.tier_names.index(name),
-                file=path.name,
-                sha256=sha256_file(path),
-                layers=tier_cfg.layers,
-                width=tier_cfg.width,
-                hidden=[int(h) for h in cand.model.hidden],
-                params=int(cand.model.params),
-                compression=_opt_float(cand.metrics["compression"]),
-                feature_set=tier_cfg.features,
-                features=list(cand.model.features),
-                input_name=INPUT_NAME,
-                output_name=OUTPUT_NAME,
-                recipe=cand.recipe,
-                alpha=_opt_float(cand.alpha),
-                temperature=_opt_float(cand.temperature),
-                metrics=_manifest_metrics(cand),
-                vol_var_scale=cand.model.vol_var_scale if cand.model.has_vol_head else None,
-                vol_var_scale_by_symbol=_by_symbol(cand.model.vol_var_scale_by_series, ds),
-            )
-        )
+        tiers_out.append(_tier_entry(result, name, path, ds, cfg))
     calibration = regime_calibration(ds, cfg)
     routing = choose_routes(result, ds, calibration, cfg.regime, cfg.distill)
     for entry in tiers_out:

@@ -150,12 +150,18 @@ def format_table(report: dict[str, Any]) -> str:
 
     out = [render(head), "  ".join("-" * w for w in widths)]
     out += [render(r) for r in lines]
+    return "\n".join([*out, "", *_notes(report)])
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    """The lines under the table: the run's sizes and seed, the heads, regime shares and routes."""
+    info = report["info"]
+    out: list[str] = []
     schedule = (  # reports written before the schedule option was added carry no schedule
         f"alpha schedule {info['alpha_schedule']} (alpha_max {info['alpha_max']:g}), "
         if "alpha_schedule" in info
         else ""
     )
-    out.append("")
     out.append(
         f"teacher rows {info['teacher_rows']}, student rows {info['student_rows']}, transfer rows "
         f"{info['transfer_rows']}, val {info['val_rows']}, test {info['test_rows']}; "
@@ -200,7 +206,7 @@ def format_table(report: dict[str, Any]) -> str:
             out.append(f"  {sym:<12} " + " / ".join(f"{sh[k]:.1%}" for k in sh))
     if report.get("routes"):
         out.extend(routes_table_text(msgspec.convert(report["routes"], RouteChoice)))
-    return "\n".join(out)
+    return out
 
 
 def plot_report(report: dict[str, Any], path: Path, *, title: str = "") -> None:
